@@ -1,0 +1,223 @@
+//! Extractors: JSON bodies that name what is wrong, bearer-token roles, the
+//! request id.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::error::PayloadError;
+use actix_web::http::header;
+use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
+use kihon4_core::audit::{self, Actor, AuditContext, AuditEvent};
+use kihon4_core::auth::{AuthError, Principal, Role};
+use serde::de::DeserializeOwned;
+use serde_json::json;
+
+use crate::AppState;
+use crate::problem::{ApiError, ProblemKind};
+
+/// The id of the request being served (taken from `X-Request-Id` when sane).
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub fn request_id(req: &HttpRequest) -> Option<String> {
+    req.extensions().get::<RequestId>().map(|r| r.0.clone())
+}
+
+/// A JSON body: `application/json` only, bounded in size, unknown fields
+/// refused, each problem reported with the field at fault.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let json = req.mime_type().ok().flatten().is_some_and(|m| {
+            m.subtype() == mime_json() || m.suffix().is_some_and(|s| s == mime_json())
+        });
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            if !json {
+                return Err(ApiError::new(
+                    ProblemKind::UnsupportedMediaType,
+                    "Send the body as application/json.",
+                ));
+            }
+            let bytes = bytes.await.map_err(payload_error)?;
+            parse_json(&bytes).map(JsonBody)
+        })
+    }
+}
+
+fn mime_json() -> &'static str {
+    "json"
+}
+
+/// Maps a failure to read the body to its problem.
+pub fn payload_error(err: actix_web::Error) -> ApiError {
+    match err.as_error::<PayloadError>() {
+        Some(PayloadError::Overflow) => ApiError::new(
+            ProblemKind::PayloadTooLarge,
+            "The body is larger than this route accepts.",
+        ),
+        _ if err.as_response_error().status_code()
+            == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE =>
+        {
+            ApiError::new(
+                ProblemKind::PayloadTooLarge,
+                "The body is larger than this route accepts.",
+            )
+        }
+        _ => ApiError::new(ProblemKind::MalformedJson, "The body could not be read."),
+    }
+}
+
+/// Parses JSON into `T`, naming the field of a type error or unknown field.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize::<_, T>(&mut de);
+    if value.is_ok() {
+        if let Err(e) = de.end() {
+            return Err(ApiError::new(
+                ProblemKind::MalformedJson,
+                format!(
+                    "The body has data after the JSON value (line {}, column {}).",
+                    e.line(),
+                    e.column()
+                ),
+            ));
+        }
+    }
+    value.map_err(|err| {
+        let path = err.path().to_string();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::new(
+                ProblemKind::MalformedJson,
+                format!(
+                    "The body is not valid JSON (line {}, column {}).",
+                    inner.line(),
+                    inner.column()
+                ),
+            );
+        }
+        let message = inner.to_string();
+        let message = message
+            .split(" at line ")
+            .next()
+            .unwrap_or_default()
+            .to_owned();
+        if let Some(unknown) = message
+            .strip_prefix("unknown field `")
+            .and_then(|rest| rest.split('`').next())
+        {
+            let field = if path == "." {
+                unknown.to_owned()
+            } else {
+                format!("{path}.{unknown}")
+            };
+            return ApiError::field(ProblemKind::Validation, field, "is not a known field");
+        }
+        let field = if path == "." { "body".to_owned() } else { path };
+        ApiError::field(ProblemKind::Validation, field, message)
+    })
+}
+
+/// A role a route needs.
+pub trait RequiredRole {
+    const ROLE: Role;
+}
+
+pub struct Operator;
+impl RequiredRole for Operator {
+    const ROLE: Role = Role::Operator;
+}
+
+pub struct Auditor;
+impl RequiredRole for Auditor {
+    const ROLE: Role = Role::Auditor;
+}
+
+pub struct Admin;
+impl RequiredRole for Admin {
+    const ROLE: Role = Role::Admin;
+}
+
+/// A caller whose bearer token holds role `R`. A refusal is audited (without
+/// anything from the token) and answered 401 or 403.
+pub struct Auth<R: RequiredRole> {
+    pub principal: Principal,
+    pub request_id: Option<String>,
+    _role: PhantomData<R>,
+}
+
+impl<R: RequiredRole> Auth<R> {
+    /// Who acts, for the audit events of this request.
+    pub fn audit(&self) -> AuditContext {
+        AuditContext::new(Actor::user(&self.principal.sub), self.request_id.clone())
+    }
+}
+
+/// The bearer token of a request, if it carries one.
+pub fn bearer(req: &HttpRequest) -> Option<&str> {
+    let value = req.headers().get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+}
+
+impl<R: RequiredRole + 'static> FromRequest for Auth<R> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let req = req.clone();
+        Box::pin(async move {
+            let state = req
+                .app_data::<web::Data<AppState>>()
+                .ok_or_else(|| ApiError::internal("application state missing"))?
+                .clone();
+            let request_id = request_id(&req);
+            let verdict = match bearer(&req) {
+                None => Err(AuthError::Missing),
+                Some(token) => state.auth.verify(token),
+            };
+            let (refusal, actor) = match verdict {
+                Ok(principal) if principal.has(R::ROLE) => {
+                    return Ok(Auth {
+                        principal,
+                        request_id,
+                        _role: PhantomData,
+                    });
+                }
+                Ok(principal) => ("forbidden", Actor::user(&principal.sub)),
+                Err(e) => (e.reason(), Actor::anonymous()),
+            };
+            let event = AuditEvent::new("auth.denied", "request", None).set(
+                "attempt",
+                json!({
+                    "reason": refusal,
+                    "method": req.method().as_str(),
+                    "route": req.match_pattern().unwrap_or_else(|| "unmatched".into()),
+                    "required_role": R::ROLE.as_str(),
+                }),
+            );
+            let ctx = AuditContext::new(actor, request_id);
+            let txn = kihon4_core::db::begin_write(&state.db).await?;
+            audit::append(&txn, &ctx, event).await?;
+            txn.commit().await?;
+            Err(if refusal == "forbidden" {
+                ApiError::new(
+                    ProblemKind::Forbidden,
+                    format!("This route needs the role `{}`.", R::ROLE),
+                )
+            } else {
+                ApiError::new(
+                    ProblemKind::Unauthorized,
+                    "Send a valid bearer token: Authorization: Bearer <JWT>.",
+                )
+            })
+        })
+    }
+}

@@ -1,0 +1,102 @@
+//! kihon4-api: the actix-web application. Handlers are thin: they parse,
+//! authorise, call one function in `kihon4_core` and map the result.
+
+pub mod extract;
+pub mod middleware;
+pub mod openapi;
+pub mod problem;
+pub mod routes;
+
+use std::net::TcpListener;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use actix_web::dev::Server;
+use actix_web::{App, HttpResponse, HttpServer, web};
+use kihon4_core::auth::Authenticator;
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use sea_orm::DatabaseConnection;
+
+use crate::problem::{ApiError, ProblemKind};
+
+/// What every handler shares.
+pub struct AppState {
+    pub db: DatabaseConnection,
+    pub auth: Authenticator,
+    pub metrics: PrometheusHandle,
+}
+
+/// The process's metrics recorder (installed once, shared by every app in it).
+pub fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ];
+            let builder = PrometheusBuilder::new()
+                .set_buckets(&buckets)
+                .expect("buckets are not empty");
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may exist in tests; then this one simply records nothing.
+            let _ = metrics::set_global_recorder(recorder);
+            handle
+        })
+        .clone()
+}
+
+/// Registers every route, the body and query limits, and the problem
+/// answers for anything no route matched.
+pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
+    cfg.app_data(web::PayloadConfig::new(max_body_bytes))
+        .app_data(web::QueryConfig::default().error_handler(|err, _| {
+            let message = err.to_string();
+            let message = message
+                .strip_prefix("Query deserialize error: ")
+                .unwrap_or(&message)
+                .to_owned();
+            ApiError::field(ProblemKind::InvalidQuery, "query", message).into()
+        }))
+        .app_data(
+            web::PathConfig::default().error_handler(|_, _| ApiError::not_found("resource").into()),
+        )
+        .service(routes::service::healthz)
+        .service(routes::service::readyz)
+        .service(routes::service::metrics)
+        .service(routes::service::openapi)
+        .service(routes::service::docs)
+        .service(routes::customers::create)
+        .service(routes::customers::list)
+        .service(routes::customers::read)
+        .service(routes::customers::change)
+        .service(routes::customers::history)
+        .service(routes::audit::events);
+}
+
+async fn no_route() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(ProblemKind::NotFound, "No such route."))
+}
+
+/// Builds the HTTP server on `listener`; the caller runs it and stops it
+/// through its handle (in-flight requests finish within `grace`).
+pub fn server(
+    state: web::Data<AppState>,
+    listener: TcpListener,
+    max_body_bytes: usize,
+    grace: Duration,
+) -> std::io::Result<Server> {
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(|cfg| configure(cfg, max_body_bytes))
+            .default_service(web::to(no_route))
+            .wrap(actix_web::middleware::from_fn(middleware::idempotency))
+            .wrap(actix_web::middleware::from_fn(middleware::request_context))
+    })
+    .disable_signals()
+    .shutdown_timeout(grace.as_secs())
+    .listen(listener)?
+    .run();
+    Ok(server)
+}

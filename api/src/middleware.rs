@@ -1,0 +1,238 @@
+//! Middleware: the request id, its span and the request metrics around
+//! everything; `Idempotency-Key` handling for POST.
+
+use std::time::Instant;
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::http::{Method, StatusCode};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
+use kihon4_core::idempotency::{self, Claim, StoredResponse};
+use sha2::{Digest, Sha256};
+use tracing::Instrument;
+
+use crate::AppState;
+use crate::extract::{RequestId, bearer, payload_error};
+use crate::problem::{ApiError, ProblemKind};
+
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
+
+/// A caller's request id is kept when it is short and plain; else a new one.
+fn sane_request_id(value: Option<&HeaderValue>) -> Option<String> {
+    let v = value?.to_str().ok()?;
+    let ok = !v.is_empty()
+        && v.len() <= 128
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    ok.then(|| v.to_owned())
+}
+
+/// Gives every request an id (echoed in `X-Request-Id`), a span that puts
+/// the id on every log line, and its metrics. Logs the route pattern, never
+/// the path or query, which may hold personal data.
+pub async fn request_context(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let id = sane_request_id(req.headers().get(REQUEST_ID))
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    req.extensions_mut().insert(RequestId(id.clone()));
+    let method = req.method().to_string();
+    let span = tracing::info_span!("request", request_id = %id, method = %method);
+    let started = Instant::now();
+    let result = next.call(req).instrument(span.clone()).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let mut res = match result {
+        Ok(res) => res,
+        Err(err) => {
+            // An error no handler turned into a response still answers as a problem.
+            let _enter = span.enter();
+            tracing::warn!(error = %err, "request failed before a response");
+            return Err(err);
+        }
+    };
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".into());
+    let status = res.status().as_u16();
+    metrics::counter!("kihon4_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string()).increment(1);
+    metrics::histogram!("kihon4_http_request_duration_seconds", "method" => method, "route" => route.clone()).record(elapsed);
+    span.in_scope(|| tracing::info!(route = %route, status, elapsed_ms = (elapsed * 1000.0) as u64, "request served"));
+    res.headers_mut().insert(
+        REQUEST_ID,
+        HeaderValue::from_str(&id).expect("the id is plain ASCII"),
+    );
+    Ok(res)
+}
+
+fn problem(req: ServiceRequest, err: ApiError) -> ServiceResponse<BoxBody> {
+    req.into_response(err.error_response())
+}
+
+/// Runs a POST with an `Idempotency-Key` at most once per key and caller.
+pub async fn idempotency(
+    mut req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let key = match req.headers().get(IDEMPOTENCY_KEY) {
+        Some(key) if req.method() == Method::POST => key.clone(),
+        _ => {
+            return next
+                .call(req)
+                .await
+                .map(ServiceResponse::map_into_boxed_body);
+        }
+    };
+    let key = match key.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            k.to_owned()
+        }
+        _ => {
+            return Ok(problem(
+                req,
+                ApiError::new(
+                    ProblemKind::InvalidIdempotencyKey,
+                    "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+                ),
+            ));
+        }
+    };
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("application state is registered")
+        .clone();
+    // Keys belong to a caller; without a valid token the route refuses anyway.
+    let principal = match bearer(req.request()).map(|t| state.auth.verify(t)) {
+        Some(Ok(p)) => p.sub,
+        _ => {
+            return next
+                .call(req)
+                .await
+                .map(ServiceResponse::map_into_boxed_body);
+        }
+    };
+    let body = match req.extract::<web::Bytes>().await {
+        Ok(body) => body,
+        Err(e) => return Ok(problem(req, payload_error(e))),
+    };
+    let mut hash = Sha256::new();
+    hash.update(req.method().as_str());
+    hash.update(b" ");
+    hash.update(
+        req.uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or_default(),
+    );
+    hash.update(b"\n");
+    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
+        hash.update(ct.as_bytes());
+    }
+    hash.update(b"\n");
+    hash.update(&body);
+    let request_hash = hex::encode(hash.finalize());
+
+    let claim = idempotency::claim(
+        &state.db,
+        &principal,
+        &key,
+        &request_hash,
+        chrono::Utc::now(),
+    )
+    .await;
+    match claim {
+        Err(e) => Ok(problem(req, ApiError::internal(e))),
+        Ok(Claim::Mismatch) => Ok(problem(
+            req,
+            ApiError::new(
+                ProblemKind::IdempotencyKeyReused,
+                "This Idempotency-Key was used with another request; use a new key.",
+            ),
+        )),
+        Ok(Claim::InProgress) => {
+            let mut e = ApiError::new(
+                ProblemKind::IdempotencyInProgress,
+                "The first request with this key is still running; retry shortly.",
+            );
+            e.retry_after = Some(1);
+            Ok(problem(req, e))
+        }
+        Ok(Claim::Replay(stored)) => {
+            let mut res =
+                HttpResponse::build(StatusCode::from_u16(stored.status).unwrap_or(StatusCode::OK));
+            for (name, value) in &stored.headers {
+                res.insert_header((name.as_str(), value.as_str()));
+            }
+            res.insert_header((IDEMPOTENT_REPLAYED, "true"));
+            Ok(req.into_response(res.body(stored.body)))
+        }
+        Ok(Claim::Execute) => {
+            req.set_payload(actix_web::dev::Payload::from(body));
+            let res = match next.call(req).await {
+                Ok(res) => res,
+                Err(e) => {
+                    let _ = idempotency::release(&state.db, &principal, &key).await;
+                    return Err(e);
+                }
+            };
+            let (http_req, res) = res.into_parts();
+            let status = res.status();
+            let headers: Vec<(String, String)> =
+                [header::CONTENT_TYPE, header::LOCATION, header::ETAG]
+                    .iter()
+                    .filter_map(|name| {
+                        let value = res.headers().get(name)?.to_str().ok()?;
+                        Some((name.as_str().to_owned(), value.to_owned()))
+                    })
+                    .collect();
+            let (head, body) = res.into_parts();
+            let body = match actix_web::body::to_bytes(body).await {
+                Ok(bytes) => bytes,
+                Err(_) => {
+                    let _ = idempotency::release(&state.db, &principal, &key).await;
+                    return Ok(ServiceResponse::new(
+                        http_req,
+                        ApiError::internal("response body unreadable").error_response(),
+                    ));
+                }
+            };
+            let outcome = if status.is_server_error() {
+                idempotency::release(&state.db, &principal, &key).await
+            } else {
+                let stored = StoredResponse {
+                    status: status.as_u16(),
+                    headers,
+                    body: body.to_vec(),
+                };
+                idempotency::complete(&state.db, &principal, &key, &stored).await
+            };
+            if let Err(e) = outcome {
+                tracing::error!(error = %e, "could not record the idempotent response");
+            }
+            Ok(ServiceResponse::new(
+                http_req,
+                head.set_body(body).map_into_boxed_body(),
+            ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_kept_only_when_plain() {
+        let ok = HeaderValue::from_static("abc-123_X.y:z");
+        assert_eq!(sane_request_id(Some(&ok)).as_deref(), Some("abc-123_X.y:z"));
+        let bad = HeaderValue::from_static("has space");
+        assert_eq!(sane_request_id(Some(&bad)), None);
+        let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
+        assert_eq!(sane_request_id(Some(&long)), None);
+    }
+}

@@ -1,0 +1,268 @@
+//! RFC 9457 problem details: one `type` per kind of failure, a title and
+//! status per type, a detail written for the caller, and for validation the
+//! fields at fault. Internal details go to the log, never to the caller.
+
+use actix_web::http::StatusCode;
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpResponse, ResponseError};
+use kihon4_core::CoreError;
+use kihon4_core::domain::{FieldErrors, ValueError};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Every kind of failure the API reports, with its status and title.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProblemKind {
+    Validation,
+    MyNumberRefused,
+    MalformedJson,
+    InvalidQuery,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    Unauthorized,
+    Forbidden,
+    NotFound,
+    ExternalRefTaken,
+    PreconditionFailed,
+    PreconditionRequired,
+    NothingToChange,
+    InvalidIdempotencyKey,
+    IdempotencyKeyReused,
+    IdempotencyInProgress,
+    NotReady,
+    Internal,
+}
+
+impl ProblemKind {
+    pub fn slug(self) -> &'static str {
+        match self {
+            Self::Validation => "validation",
+            Self::MyNumberRefused => "my-number-refused",
+            Self::MalformedJson => "malformed-json",
+            Self::InvalidQuery => "invalid-query",
+            Self::PayloadTooLarge => "payload-too-large",
+            Self::UnsupportedMediaType => "unsupported-media-type",
+            Self::Unauthorized => "unauthorized",
+            Self::Forbidden => "forbidden",
+            Self::NotFound => "not-found",
+            Self::ExternalRefTaken => "external-ref-taken",
+            Self::PreconditionFailed => "precondition-failed",
+            Self::PreconditionRequired => "precondition-required",
+            Self::NothingToChange => "nothing-to-change",
+            Self::InvalidIdempotencyKey => "invalid-idempotency-key",
+            Self::IdempotencyKeyReused => "idempotency-key-reused",
+            Self::IdempotencyInProgress => "idempotency-in-progress",
+            Self::NotReady => "not-ready",
+            Self::Internal => "internal",
+        }
+    }
+
+    pub fn status(self) -> StatusCode {
+        match self {
+            Self::Validation
+            | Self::MyNumberRefused
+            | Self::NothingToChange
+            | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::MalformedJson | Self::InvalidQuery | Self::InvalidIdempotencyKey => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden => StatusCode::FORBIDDEN,
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::ExternalRefTaken | Self::IdempotencyInProgress => StatusCode::CONFLICT,
+            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
+            Self::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
+            Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Validation => "Some fields are not valid",
+            Self::MyNumberRefused => "A My Number was sent",
+            Self::MalformedJson => "The body is not valid JSON",
+            Self::InvalidQuery => "The query parameters are not valid",
+            Self::PayloadTooLarge => "The body is too large",
+            Self::UnsupportedMediaType => "The content type is not supported",
+            Self::Unauthorized => "Authentication is required",
+            Self::Forbidden => "This role may not do that",
+            Self::NotFound => "Not found",
+            Self::ExternalRefTaken => "The external_ref is already in use",
+            Self::PreconditionFailed => "The record has changed",
+            Self::PreconditionRequired => "If-Match is required",
+            Self::NothingToChange => "Nothing to change",
+            Self::InvalidIdempotencyKey => "The Idempotency-Key is not valid",
+            Self::IdempotencyKeyReused => "The Idempotency-Key was used for another request",
+            Self::IdempotencyInProgress => "A request with this Idempotency-Key is in progress",
+            Self::NotReady => "The service is not ready",
+            Self::Internal => "Internal error",
+        }
+    }
+
+    pub fn type_uri(self) -> String {
+        format!("{PROBLEM_BASE}{}", self.slug())
+    }
+}
+
+/// Where the problem types are documented (docs/problems.md lists each).
+pub const PROBLEM_BASE: &str = "https://kihon4.dev/problems/";
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProblemField {
+    pub field: String,
+    pub message: String,
+}
+
+/// The body of every error response.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ProblemBody {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemField>,
+}
+
+/// An error the API answers with.
+#[derive(Debug, Clone)]
+pub struct ApiError {
+    pub kind: ProblemKind,
+    pub detail: String,
+    pub errors: Vec<ProblemField>,
+    pub retry_after: Option<u32>,
+}
+
+impl ApiError {
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
+        Self {
+            kind,
+            detail: detail.into(),
+            errors: Vec::new(),
+            retry_after: None,
+        }
+    }
+
+    pub fn field(kind: ProblemKind, field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut e = Self::new(kind, "See errors for the fields at fault.");
+        e.errors.push(ProblemField {
+            field: field.into(),
+            message: message.into(),
+        });
+        e
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(ProblemKind::NotFound, format!("No such {what}."))
+    }
+
+    /// An error whose cause stays in the log.
+    pub fn internal(cause: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %cause, "internal error");
+        Self::new(
+            ProblemKind::Internal,
+            "Something went wrong; quote the X-Request-Id when reporting it.",
+        )
+    }
+
+    pub fn body(&self) -> ProblemBody {
+        ProblemBody {
+            type_: self.kind.type_uri(),
+            title: self.kind.title().to_owned(),
+            status: self.kind.status().as_u16(),
+            detail: self.detail.clone(),
+            errors: self.errors.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.slug(), self.detail)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        self.kind.status()
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        let mut res = HttpResponse::build(self.status_code());
+        res.insert_header((
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        ));
+        if self.kind == ProblemKind::Unauthorized {
+            res.insert_header((header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer")));
+        }
+        if let Some(seconds) = self.retry_after {
+            res.insert_header((header::RETRY_AFTER, seconds.to_string()));
+        }
+        res.body(serde_json::to_vec(&self.body()).expect("a problem serialises"))
+    }
+}
+
+impl From<FieldErrors> for ApiError {
+    fn from(errors: FieldErrors) -> Self {
+        let kind = if errors.has_my_number() {
+            ProblemKind::MyNumberRefused
+        } else {
+            ProblemKind::Validation
+        };
+        let detail = match kind {
+            ProblemKind::MyNumberRefused => {
+                "kihon4 never accepts a My Number (個人番号); remove it from the fields named in errors."
+            }
+            _ => "See errors for every field at fault.",
+        };
+        let mut e = Self::new(kind, detail);
+        e.errors = errors
+            .0
+            .into_iter()
+            .map(|f| ProblemField {
+                field: f.field,
+                message: match f.error {
+                    ValueError::Invalid(m) => m,
+                    ValueError::MyNumber => ValueError::MyNumber.to_string(),
+                },
+            })
+            .collect();
+        e
+    }
+}
+
+impl From<CoreError> for ApiError {
+    fn from(err: CoreError) -> Self {
+        match err {
+            CoreError::NotFound(what) => Self::not_found(what),
+            CoreError::Invalid(errors) => errors.into(),
+            CoreError::ExternalRefTaken => Self::field(
+                ProblemKind::ExternalRefTaken,
+                "external_ref",
+                "another customer has this external_ref",
+            ),
+            CoreError::VersionMismatch { current } => Self::new(
+                ProblemKind::PreconditionFailed,
+                format!(
+                    "The record is at version {current}; read it again and retry with If-Match: \"{current}\"."
+                ),
+            ),
+            CoreError::NothingToChange => Self::new(
+                ProblemKind::NothingToChange,
+                "Send at least one field to change.",
+            ),
+            other @ (CoreError::Corrupt(_) | CoreError::Db(_)) => Self::internal(other),
+        }
+    }
+}
+
+impl From<sea_orm::DbErr> for ApiError {
+    fn from(err: sea_orm::DbErr) -> Self {
+        Self::internal(err)
+    }
+}

@@ -1,0 +1,38 @@
+pub mod audit;
+pub mod customers;
+pub mod service;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Page sizes: default and most.
+pub const DEFAULT_LIMIT: u64 = 50;
+pub const MAX_LIMIT: u64 = 500;
+
+/// A page of a list, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct Page<T: ToSchema> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Paging parameters every list accepts.
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct Paging {
+    pub cursor: Option<String>,
+    pub limit: Option<u64>,
+}
+
+pub fn page_limit(limit: Option<u64>) -> Result<u64, crate::problem::ApiError> {
+    match limit {
+        None => Ok(DEFAULT_LIMIT),
+        Some(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+        Some(_) => Err(crate::problem::ApiError::field(
+            crate::problem::ProblemKind::InvalidQuery,
+            "limit",
+            format!("must be from 1 to {MAX_LIMIT}"),
+        )),
+    }
+}

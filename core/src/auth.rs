@@ -1,0 +1,279 @@
+//! Bearer tokens: checking them for the API, issuing them for the CLI.
+//! The algorithm is pinned by configuration; `exp` is required, `nbf`
+//! honoured, `iss`/`aud` checked when configured.
+
+use std::fmt;
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+use crate::config::{JwtAlgorithm, JwtKeys, JwtSettings};
+
+/// Clock skew tolerated on `exp` and `nbf`, in seconds.
+pub const LEEWAY_SECONDS: u64 = 30;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Operator,
+    Auditor,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Operator => "operator",
+            Self::Auditor => "auditor",
+            Self::Admin => "admin",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "operator" => Some(Self::Operator),
+            "auditor" => Some(Self::Auditor),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who a valid token speaks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub sub: String,
+    pub roles: Vec<Role>,
+}
+
+impl Principal {
+    /// Admins may do what every other role may.
+    pub fn has(&self, role: Role) -> bool {
+        self.roles.iter().any(|&r| r == role || r == Role::Admin)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    roles: Vec<String>,
+    exp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nbf: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iat: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    iss: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    aud: Option<String>,
+}
+
+/// Why a token was refused. Never carries the token or its claims.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("no bearer token")]
+    Missing,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token is not valid")]
+    Invalid,
+}
+
+impl AuthError {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Expired => "expired",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// Checks bearer tokens against the configured keys.
+pub struct Authenticator {
+    keys: Vec<DecodingKey>,
+    validation: Validation,
+}
+
+impl Authenticator {
+    pub fn new(settings: &JwtSettings) -> Result<Self, String> {
+        let algorithm = algorithm(settings.algorithm);
+        let keys = match &settings.keys {
+            JwtKeys::Secret(secret) => {
+                vec![DecodingKey::from_secret(secret.expose_secret().as_bytes())]
+            }
+            JwtKeys::PublicKeys(pems) => pems
+                .iter()
+                .map(|(path, pem)| {
+                    let key = match settings.algorithm {
+                        JwtAlgorithm::Es256 => DecodingKey::from_ec_pem(pem.as_bytes()),
+                        _ => DecodingKey::from_rsa_pem(pem.as_bytes()),
+                    };
+                    key.map_err(|e| {
+                        format!(
+                            "{} is not a {} public key: {e}",
+                            path.display(),
+                            settings.algorithm.name()
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = LEEWAY_SECONDS;
+        validation.validate_nbf = true;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        match &settings.issuer {
+            Some(iss) => validation.set_issuer(&[iss]),
+            None => validation.iss = None,
+        }
+        match &settings.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        Ok(Self { keys, validation })
+    }
+
+    /// Checks a token (without the `Bearer ` prefix).
+    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        if token.is_empty() || token.len() > 8192 {
+            return Err(AuthError::Invalid);
+        }
+        let mut refusal = AuthError::Invalid;
+        for key in &self.keys {
+            match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
+                Ok(data) => {
+                    let claims = data.claims;
+                    if claims.sub.is_empty() || claims.sub.len() > 100 {
+                        return Err(AuthError::Invalid);
+                    }
+                    let roles = claims.roles.iter().filter_map(|r| Role::parse(r)).collect();
+                    return Ok(Principal {
+                        sub: claims.sub,
+                        roles,
+                    });
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::ExpiredSignature) => {
+                    refusal = AuthError::Expired
+                }
+                Err(_) => {}
+            }
+        }
+        Err(refusal)
+    }
+}
+
+fn algorithm(a: JwtAlgorithm) -> Algorithm {
+    match a {
+        JwtAlgorithm::Hs256 => Algorithm::HS256,
+        JwtAlgorithm::Rs256 => Algorithm::RS256,
+        JwtAlgorithm::Es256 => Algorithm::ES256,
+    }
+}
+
+/// Issues a token for the configured key. With public keys configured, the
+/// matching private key (PKCS#8 PEM) must be given.
+pub fn issue_token(
+    settings: &JwtSettings,
+    private_key_pem: Option<&str>,
+    sub: &str,
+    roles: &[Role],
+    ttl: std::time::Duration,
+) -> Result<String, String> {
+    let key = match (&settings.keys, private_key_pem) {
+        (JwtKeys::Secret(secret), _) => EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+        (JwtKeys::PublicKeys(_), Some(pem)) => match settings.algorithm {
+            JwtAlgorithm::Es256 => EncodingKey::from_ec_pem(pem.as_bytes()),
+            _ => EncodingKey::from_rsa_pem(pem.as_bytes()),
+        }
+        .map_err(|e| format!("the private key is not usable: {e}"))?,
+        (JwtKeys::PublicKeys(_), None) => {
+            return Err(format!(
+                "tokens are checked with {} public keys: give the private key with --private-key",
+                settings.algorithm.name()
+            ));
+        }
+    };
+    let now = jsonwebtoken::get_current_timestamp();
+    let claims = Claims {
+        sub: sub.to_owned(),
+        roles: roles.iter().map(|r| r.as_str().to_owned()).collect(),
+        exp: now + ttl.as_secs(),
+        nbf: Some(now),
+        iat: Some(now),
+        iss: settings.issuer.clone(),
+        aud: settings.audience.clone(),
+    };
+    jsonwebtoken::encode(&Header::new(algorithm(settings.algorithm)), &claims, &key)
+        .map_err(|e| format!("cannot sign the token: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::SecretString;
+    use std::time::Duration;
+
+    fn settings() -> JwtSettings {
+        JwtSettings {
+            algorithm: JwtAlgorithm::Hs256,
+            keys: JwtKeys::Secret(SecretString::from(
+                "0123456789abcdef0123456789abcdef".to_owned(),
+            )),
+            issuer: Some("kihon4-test".into()),
+            audience: Some("kihon4".into()),
+        }
+    }
+
+    #[test]
+    fn issued_tokens_verify_and_carry_roles() {
+        let s = settings();
+        let token = issue_token(
+            &s,
+            None,
+            "alice",
+            &[Role::Operator],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        let p = Authenticator::new(&s).unwrap().verify(&token).unwrap();
+        assert_eq!(p.sub, "alice");
+        assert!(p.has(Role::Operator) && !p.has(Role::Auditor));
+    }
+
+    #[test]
+    fn wrong_issuer_audience_or_key_is_refused() {
+        let s = settings();
+        let token =
+            issue_token(&s, None, "alice", &[Role::Admin], Duration::from_secs(60)).unwrap();
+        for change in 0..3 {
+            let mut other = settings();
+            match change {
+                0 => other.issuer = Some("someone-else".into()),
+                1 => other.audience = Some("another-service".into()),
+                _ => other.keys = JwtKeys::Secret(SecretString::from("x".repeat(40))),
+            }
+            assert_eq!(
+                Authenticator::new(&other).unwrap().verify(&token),
+                Err(AuthError::Invalid)
+            );
+        }
+    }
+
+    #[test]
+    fn admins_hold_every_role() {
+        let p = Principal {
+            sub: "root".into(),
+            roles: vec![Role::Admin],
+        };
+        assert!(p.has(Role::Operator) && p.has(Role::Auditor));
+    }
+}

@@ -1,0 +1,676 @@
+//! kihon4's configuration: one struct, layered (embedded defaults, then an
+//! optional TOML file, then `KIHON4_*` variables), validated once at
+//! start-up. Every wrong or missing value is reported together.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Format, Serialized, Toml};
+use figment::value::Value;
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use url::Url;
+
+use crate::domain::Email;
+
+/// Every setting kihon4 reads: the TOML key; its variable is `KIHON4_` + the
+/// key in upper case.
+pub const SETTINGS: &[&str] = &[
+    "role",
+    "listen",
+    "database_url",
+    "jwt_secret",
+    "jwt_public_keys",
+    "jwt_algorithm",
+    "jwt_issuer",
+    "jwt_audience",
+    "provider_url",
+    "provider_api_key",
+    "provider_client_id",
+    "trust_anchors",
+    "revocation",
+    "smtp_url",
+    "mail_drop_dir",
+    "public_base_url",
+    "audit_signing_key",
+    "timezone",
+    "data_dir",
+    "mail_from",
+    "mail_reply_to",
+    "institution_name",
+    "db_max_connections",
+    "max_body_bytes",
+    "shutdown_grace_seconds",
+];
+
+/// Variables with the prefix that are not settings of the service itself.
+const NOT_SETTINGS: &[&str] = &["KIHON4_TEST_DATABASE_URL", "KIHON4_CONFIG"];
+
+/// Which JPKI role the institution plays (DESIGN §1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JpkiRole {
+    Platform,
+    ServiceProvider,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    Crl,
+    Ocsp,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    Hs256,
+    Rs256,
+    Es256,
+}
+
+impl JwtAlgorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hs256 => "HS256",
+            Self::Rs256 => "RS256",
+            Self::Es256 => "ES256",
+        }
+    }
+}
+
+/// Where bearer tokens' signatures are checked against.
+#[derive(Debug, Clone)]
+pub enum JwtKeys {
+    /// HS256 with a shared secret.
+    Secret(SecretString),
+    /// RS256 or ES256 with the issuer's public keys (PEM text, file by file).
+    PublicKeys(Vec<(PathBuf, String)>),
+}
+
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub algorithm: JwtAlgorithm,
+    pub keys: JwtKeys,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub role: JpkiRole,
+    pub listen: SocketAddr,
+    /// The database URL; a secret because it may carry a password.
+    pub database_url: SecretString,
+    /// True when no database was configured: the embedded SQLite file, which
+    /// migrates itself.
+    pub database_embedded: bool,
+    pub db_max_connections: u32,
+    pub jwt: JwtSettings,
+    pub provider_url: Option<Url>,
+    pub provider_api_key: Option<SecretString>,
+    pub provider_client_id: String,
+    pub trust_anchors: Vec<PathBuf>,
+    pub revocation: Revocation,
+    pub smtp_url: Option<SecretString>,
+    pub mail_drop_dir: PathBuf,
+    pub public_base_url: Url,
+    pub audit_signing_key: PathBuf,
+    pub timezone: chrono_tz::Tz,
+    pub data_dir: PathBuf,
+    pub mail_from: Email,
+    pub mail_reply_to: Option<Email>,
+    pub institution_name: String,
+    pub max_body_bytes: usize,
+    pub shutdown_grace_seconds: u64,
+}
+
+/// Everything that is wrong with a configuration, in one message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<String>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "the configuration is not usable:")?;
+        for e in &self.0 {
+            writeln!(f, "  - {e}")?;
+        }
+        write!(
+            f,
+            "Settings come from the file given by --config and from KIHON4_* variables; see docs/operations.md."
+        )
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+fn variable(key: &str) -> String {
+    format!("KIHON4_{}", key.to_ascii_uppercase())
+}
+
+impl Config {
+    /// Reads the configuration from an optional TOML file and the process's
+    /// environment, and prepares the embedded default's data folder.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigErrors> {
+        Self::load_from(file, std::env::vars())
+    }
+
+    /// Like [`load`](Self::load) with the variables given (tests use this).
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut from_env = BTreeMap::new();
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("KIHON4_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            if SETTINGS.contains(&key.as_str()) {
+                from_env.insert(key, value);
+            } else if !NOT_SETTINGS.contains(&name.as_str()) {
+                errors.push(format!("{name} is not a kihon4 setting"));
+            }
+        }
+        let mut figment = Figment::new();
+        if let Some(path) = file {
+            if path.is_file() {
+                figment = figment.merge(Toml::file_exact(path));
+            } else {
+                errors.push(format!(
+                    "the configuration file {} does not exist",
+                    path.display()
+                ));
+            }
+        }
+        let figment = figment.merge(Serialized::defaults(from_env));
+        let values: BTreeMap<String, Value> = match figment.extract() {
+            Ok(values) => values,
+            Err(e) => {
+                errors.push(format!("the configuration file cannot be read: {e}"));
+                BTreeMap::new()
+            }
+        };
+        for key in values.keys() {
+            if !SETTINGS.contains(&key.as_str()) {
+                errors.push(format!(
+                    "`{key}` in the configuration file is not a kihon4 setting"
+                ));
+            }
+        }
+        let mut reader = Reader { values, errors };
+        let config = reader.build();
+        match config {
+            Some(config) if reader.errors.is_empty() => Ok(config),
+            _ => Err(ConfigErrors(reader.errors)),
+        }
+    }
+
+    /// The embedded default's secret for HS256 tokens: read from the data
+    /// folder, created there on first start.
+    fn embedded_jwt_secret(data_dir: &Path) -> Result<SecretString, String> {
+        let path = data_dir.join("jwt-secret");
+        if path.exists() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+            return Ok(SecretString::from(text.trim().to_owned()));
+        }
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| format!("cannot create the data folder {}: {e}", data_dir.display()))?;
+        let mut bytes = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut bytes);
+        let secret = hex::encode(bytes);
+        write_private_file(&path, secret.as_bytes())
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+        Ok(SecretString::from(secret))
+    }
+}
+
+/// Writes a file only its owner may read.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+struct Reader {
+    values: BTreeMap<String, Value>,
+    errors: Vec<String>,
+}
+
+impl Reader {
+    fn text(&mut self, key: &str) -> Option<String> {
+        match self.values.get(key)? {
+            Value::String(_, s) => Some(s.clone()).filter(|s| !s.trim().is_empty()),
+            Value::Num(_, n) => n.to_u128().map(|n| n.to_string()),
+            Value::Bool(_, b) => Some(b.to_string()),
+            _ => {
+                self.errors
+                    .push(format!("{} ({key}) must be a single value", variable(key)));
+                None
+            }
+        }
+    }
+
+    /// A list: a TOML array of strings or a comma-separated string.
+    fn list(&mut self, key: &str) -> Vec<String> {
+        match self.values.get(key) {
+            None => Vec::new(),
+            Some(Value::Array(_, items)) => {
+                let mut out = Vec::new();
+                for item in items {
+                    match item.as_str() {
+                        Some(s) => out.push(s.to_owned()),
+                        None => self.errors.push(format!(
+                            "{} ({key}) must be a list of strings",
+                            variable(key)
+                        )),
+                    }
+                }
+                out
+            }
+            Some(_) => self
+                .text(key)
+                .map(|s| {
+                    s.split(',')
+                        .map(|p| p.trim().to_owned())
+                        .filter(|p| !p.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
+    }
+
+    fn parsed<T>(
+        &mut self,
+        key: &str,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> T {
+        match self.text(key) {
+            None => default,
+            Some(raw) => match parse(raw.trim()) {
+                Ok(v) => v,
+                Err(why) => {
+                    self.errors.push(format!("{} ({key}) {why}", variable(key)));
+                    default
+                }
+            },
+        }
+    }
+
+    fn fail(&mut self, key: &str, why: impl fmt::Display) {
+        self.errors.push(format!("{} ({key}) {why}", variable(key)));
+    }
+
+    fn build(&mut self) -> Option<Config> {
+        let role = self.parsed("role", JpkiRole::Platform, |s| match s {
+            "platform" => Ok(JpkiRole::Platform),
+            "service_provider" => Ok(JpkiRole::ServiceProvider),
+            other => Err(format!(
+                "must be `platform` or `service_provider`, not `{other}`"
+            )),
+        });
+        let listen: SocketAddr =
+            self.parsed("listen", SocketAddr::from(([127, 0, 0, 1], 8080)), |s| {
+                s.parse()
+                    .map_err(|_| format!("must be an address:port such as 0.0.0.0:8080, not `{s}`"))
+            });
+        let data_dir = self.parsed("data_dir", PathBuf::from("data"), |s| Ok(PathBuf::from(s)));
+
+        let (database_url, database_embedded) = match self.text("database_url") {
+            None => (
+                format!("sqlite://{}?mode=rwc", data_dir.join("kihon4.db").display()),
+                true,
+            ),
+            Some(url) => {
+                if !(url.starts_with("sqlite:")
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://"))
+                {
+                    self.fail(
+                        "database_url",
+                        "must start with sqlite:, postgres:// or postgresql://",
+                    );
+                }
+                (url, false)
+            }
+        };
+        let db_max_connections =
+            self.parsed("db_max_connections", 10u32, |s| match s.parse::<u32>() {
+                Ok(n) if (1..=1000).contains(&n) => Ok(n),
+                _ => Err(format!("must be a number from 1 to 1000, not `{s}`")),
+            });
+
+        let jwt = self.jwt(&data_dir, database_embedded);
+
+        let provider_url = self.parsed("provider_url", None, |s| http_url(s).map(Some));
+        let provider_api_key = self.text("provider_api_key").map(SecretString::from);
+        let provider_client_id = self
+            .text("provider_client_id")
+            .unwrap_or_else(|| "kihon4".into());
+        let trust_anchors: Vec<PathBuf> = self
+            .list("trust_anchors")
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        for path in &trust_anchors {
+            if !path.exists() {
+                self.fail(
+                    "trust_anchors",
+                    format!("names {}, which does not exist", path.display()),
+                );
+            }
+        }
+        let revocation = self.parsed("revocation", Revocation::Crl, |s| match s {
+            "crl" => Ok(Revocation::Crl),
+            "ocsp" => Ok(Revocation::Ocsp),
+            other => Err(format!("must be `crl` or `ocsp`, not `{other}`")),
+        });
+        let smtp_url = match self.text("smtp_url") {
+            None => None,
+            Some(s) => match Url::parse(&s) {
+                Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some() => {
+                    Some(SecretString::from(s))
+                }
+                // The URL may carry a password: never repeat it.
+                _ => {
+                    self.fail(
+                        "smtp_url",
+                        "must be smtp://host:port or smtps://user:password@host",
+                    );
+                    None
+                }
+            },
+        };
+        let mail_drop_dir = self.parsed("mail_drop_dir", data_dir.join("mail"), |s| {
+            Ok(PathBuf::from(s))
+        });
+        let public_base_url = self.parsed(
+            "public_base_url",
+            Url::parse(&format!("http://{listen}/")).expect("an address makes a URL"),
+            http_url,
+        );
+        let audit_signing_key = self.parsed(
+            "audit_signing_key",
+            data_dir.join("audit-signing-key.pem"),
+            |s| Ok(PathBuf::from(s)),
+        );
+        let timezone = self.parsed("timezone", chrono_tz::Asia::Tokyo, |s| {
+            s.parse::<chrono_tz::Tz>()
+                .map_err(|_| format!("must be an IANA time zone such as Asia/Tokyo, not `{s}`"))
+        });
+        let default_from = Email::parse("kihon4@localhost").expect("a valid address");
+        let mail_from = self.parsed("mail_from", default_from, |s| {
+            Email::parse(s).map_err(|e| format!("{e}"))
+        });
+        let mail_reply_to = self.parsed("mail_reply_to", None, |s| {
+            Email::parse(s).map(Some).map_err(|e| format!("{e}"))
+        });
+        let institution_name = self
+            .text("institution_name")
+            .unwrap_or_else(|| "kihon4".into());
+        let max_body_bytes = self.parsed("max_body_bytes", 256 * 1024usize, |s| {
+            match s.parse::<usize>() {
+                Ok(n) if (1024..=64 * 1024 * 1024).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "must be a number of bytes from 1024 to 67108864, not `{s}`"
+                )),
+            }
+        });
+        let shutdown_grace_seconds = self.parsed("shutdown_grace_seconds", 30u64, |s| {
+            match s.parse::<u64>() {
+                Ok(n) if n <= 3600 => Ok(n),
+                _ => Err(format!("must be a number of seconds up to 3600, not `{s}`")),
+            }
+        });
+
+        Some(Config {
+            role,
+            listen,
+            database_url: SecretString::from(database_url),
+            database_embedded,
+            db_max_connections,
+            jwt: jwt?,
+            provider_url,
+            provider_api_key,
+            provider_client_id,
+            trust_anchors,
+            revocation,
+            smtp_url,
+            mail_drop_dir,
+            public_base_url,
+            audit_signing_key,
+            timezone,
+            data_dir,
+            mail_from,
+            mail_reply_to,
+            institution_name,
+            max_body_bytes,
+            shutdown_grace_seconds,
+        })
+    }
+
+    fn jwt(&mut self, data_dir: &Path, database_embedded: bool) -> Option<JwtSettings> {
+        let secret = self.text("jwt_secret").map(SecretString::from);
+        let key_files = self.list("jwt_public_keys");
+        let algorithm = self.parsed("jwt_algorithm", None, |s| match s {
+            "HS256" => Ok(Some(JwtAlgorithm::Hs256)),
+            "RS256" => Ok(Some(JwtAlgorithm::Rs256)),
+            "ES256" => Ok(Some(JwtAlgorithm::Es256)),
+            other => Err(format!("must be HS256, RS256 or ES256, not `{other}`")),
+        });
+        let issuer = self.text("jwt_issuer");
+        let audience = self.text("jwt_audience");
+        let keys = match (secret, key_files.is_empty()) {
+            (Some(_), false) => {
+                self.fail(
+                    "jwt_secret",
+                    "and KIHON4_JWT_PUBLIC_KEYS are both set: choose one",
+                );
+                return None;
+            }
+            (Some(secret), true) => {
+                if secret.expose_secret().len() < 32 {
+                    self.fail("jwt_secret", "must be at least 32 characters long");
+                }
+                JwtKeys::Secret(secret)
+            }
+            (None, false) => {
+                let mut pems = Vec::new();
+                for file in key_files {
+                    let path = PathBuf::from(file);
+                    match std::fs::read_to_string(&path) {
+                        Ok(pem) if pem.contains("-----BEGIN PUBLIC KEY-----") => {
+                            pems.push((path, pem))
+                        }
+                        Ok(_) => self.fail(
+                            "jwt_public_keys",
+                            format!("names {}, which is not a PEM public key", path.display()),
+                        ),
+                        Err(e) => {
+                            self.fail("jwt_public_keys", format!("names {}: {e}", path.display()))
+                        }
+                    }
+                }
+                JwtKeys::PublicKeys(pems)
+            }
+            (None, true) if database_embedded => match Config::embedded_jwt_secret(data_dir) {
+                Ok(secret) => JwtKeys::Secret(secret),
+                Err(why) => {
+                    self.fail("jwt_secret", format!("is not set and {why}"));
+                    return None;
+                }
+            },
+            (None, true) => {
+                self.fail(
+                    "jwt_secret",
+                    "or KIHON4_JWT_PUBLIC_KEYS is required when KIHON4_DATABASE_URL is set, so that every process checks tokens with the same key",
+                );
+                return None;
+            }
+        };
+        let algorithm = match (&keys, algorithm) {
+            (JwtKeys::Secret(_), None | Some(JwtAlgorithm::Hs256)) => JwtAlgorithm::Hs256,
+            (JwtKeys::Secret(_), Some(other)) => {
+                self.fail(
+                    "jwt_algorithm",
+                    format!(
+                        "is {} but a shared secret is configured; use HS256",
+                        other.name()
+                    ),
+                );
+                return None;
+            }
+            (JwtKeys::PublicKeys(_), Some(alg @ (JwtAlgorithm::Rs256 | JwtAlgorithm::Es256))) => {
+                alg
+            }
+            (JwtKeys::PublicKeys(_), _) => {
+                self.fail(
+                    "jwt_algorithm",
+                    "must be RS256 or ES256 when KIHON4_JWT_PUBLIC_KEYS is set",
+                );
+                return None;
+            }
+        };
+        Some(JwtSettings {
+            algorithm,
+            keys,
+            issuer,
+            audience,
+        })
+    }
+}
+
+fn http_url(s: &str) -> Result<Url, String> {
+    match Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(u),
+        _ => Err(format!("must be an http(s) URL, not `{s}`")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("kihon4-config-{name}-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn embedded_default_needs_nothing_and_keeps_its_secret() {
+        let dir = temp_dir("embedded");
+        let vars = env(&[("KIHON4_DATA_DIR", dir.to_str().unwrap())]);
+        let first = Config::load_from(None, vars.clone()).unwrap();
+        assert!(first.database_embedded);
+        assert_eq!(first.jwt.algorithm, JwtAlgorithm::Hs256);
+        let second = Config::load_from(None, vars).unwrap();
+        let (JwtKeys::Secret(a), JwtKeys::Secret(b)) = (&first.jwt.keys, &second.jwt.keys) else {
+            panic!("HS256 expected");
+        };
+        assert_eq!(a.expose_secret(), b.expose_secret());
+        assert_eq!(first.timezone, chrono_tz::Asia::Tokyo);
+    }
+
+    #[test]
+    fn every_wrong_value_is_reported_at_once() {
+        let errors = Config::load_from(
+            None,
+            env(&[
+                ("KIHON4_ROLE", "bank"),
+                ("KIHON4_LISTEN", "nowhere"),
+                ("KIHON4_DATABASE_URL", "mysql://x"),
+                ("KIHON4_TIMEZONE", "Mars/Olympus"),
+                ("KIHON4_MAIL_FROM", "not-an-address"),
+                ("KIHON4_SMTP_URL", "ftp://user:hunter2@host"),
+                ("KIHON4_COLOUR", "blue"),
+            ]),
+        )
+        .unwrap_err();
+        let text = errors.to_string();
+        for needle in [
+            "KIHON4_ROLE",
+            "KIHON4_LISTEN",
+            "KIHON4_DATABASE_URL",
+            "KIHON4_TIMEZONE",
+            "KIHON4_MAIL_FROM",
+            "KIHON4_SMTP_URL",
+            "KIHON4_COLOUR is not a kihon4 setting",
+            "KIHON4_JWT_SECRET",
+        ] {
+            assert!(text.contains(needle), "{needle} missing from:\n{text}");
+        }
+        assert!(
+            !text.contains("hunter2"),
+            "a password was repeated:\n{text}"
+        );
+    }
+
+    #[test]
+    fn file_is_layered_under_variables() {
+        let dir = temp_dir("file");
+        let file = dir.join("kihon4.toml");
+        std::fs::write(
+            &file,
+            format!(
+                "data_dir = \"{}\"\nlisten = \"0.0.0.0:9000\"\ninstitution_name = \"File Bank\"\n",
+                dir.display()
+            ),
+        )
+        .unwrap();
+        let config =
+            Config::load_from(Some(&file), env(&[("KIHON4_INSTITUTION_NAME", "Env Bank")]))
+                .unwrap();
+        assert_eq!(config.listen.port(), 9000);
+        assert_eq!(config.institution_name, "Env Bank");
+
+        std::fs::write(&file, "colour = \"blue\"\n").unwrap();
+        let errors = Config::load_from(
+            Some(&file),
+            env(&[("KIHON4_DATA_DIR", dir.to_str().unwrap())]),
+        )
+        .unwrap_err();
+        assert!(errors.to_string().contains("`colour`"));
+        let missing = Config::load_from(Some(&dir.join("absent.toml")), Vec::new()).unwrap_err();
+        assert!(missing.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn secrets_never_print_themselves() {
+        let dir = temp_dir("secret");
+        let config = Config::load_from(
+            None,
+            env(&[
+                ("KIHON4_DATA_DIR", dir.to_str().unwrap()),
+                ("KIHON4_JWT_SECRET", "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t"),
+                ("KIHON4_PROVIDER_API_KEY", "provider-key-123"),
+                ("KIHON4_SMTP_URL", "smtps://user:hunter2@mail.example.jp"),
+                ("KIHON4_DATABASE_URL", "postgres://kihon4:dbpass@db/kihon4"),
+            ]),
+        )
+        .unwrap();
+        let shown = format!("{config:?}");
+        for secret in ["s3cr3t", "provider-key-123", "hunter2", "dbpass"] {
+            assert!(!shown.contains(secret), "{secret} printed");
+        }
+    }
+}

@@ -1,0 +1,400 @@
+//! Customers: creating them, reading them, changing their contact details.
+//! Every change writes its audit event in the same transaction.
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
+    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use crate::audit::{self, AuditContext, AuditEvent};
+use crate::db;
+use crate::domain::{Basic4, CertSerial, Email, ExternalRef, Locale, RawBasic4};
+use crate::entities::{basic4_history, customers};
+use crate::error::CoreError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CustomerStatus {
+    Active,
+    Review,
+    Deceased,
+}
+
+impl CustomerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Review => "review",
+            Self::Deceased => "deceased",
+        }
+    }
+
+    fn parse(raw: &str) -> Result<Self, CoreError> {
+        match raw {
+            "active" => Ok(Self::Active),
+            "review" => Ok(Self::Review),
+            "deceased" => Ok(Self::Deceased),
+            other => Err(CoreError::Corrupt(format!(
+                "unknown customer status `{other}`"
+            ))),
+        }
+    }
+}
+
+/// A customer as the rules see one.
+#[derive(Debug, Clone)]
+pub struct Customer {
+    pub id: Uuid,
+    pub external_ref: ExternalRef,
+    pub email: Email,
+    pub locale: Locale,
+    pub basic4: Option<Basic4>,
+    pub status: CustomerStatus,
+    pub jpki_cert_serial: Option<CertSerial>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl TryFrom<customers::Model> for Customer {
+    type Error = CoreError;
+
+    fn try_from(row: customers::Model) -> Result<Self, CoreError> {
+        let corrupt = |what: &str| {
+            CoreError::Corrupt(format!("customer {}: stored {what} is not valid", row.id))
+        };
+        let birth_date = row.birth_date.map(|d| d.format("%Y-%m-%d").to_string());
+        let basic4 = match (&row.name, &row.address, &birth_date, &row.gender) {
+            (None, None, None, None) => None,
+            _ => Some(
+                Basic4::parse(RawBasic4 {
+                    name: row.name.as_deref(),
+                    name_substitute_flags: row.name_flags.as_deref(),
+                    address: row.address.as_deref(),
+                    address_substitute_flags: row.address_flags.as_deref(),
+                    birth_date: birth_date.as_deref(),
+                    gender: row.gender.as_deref(),
+                })
+                .map_err(|_| corrupt("basic four information"))?,
+            ),
+        };
+        Ok(Self {
+            id: row.id,
+            external_ref: ExternalRef::parse(&row.external_ref)
+                .map_err(|_| corrupt("external_ref"))?,
+            email: Email::parse(&row.email).map_err(|_| corrupt("email"))?,
+            locale: Locale::parse(&row.locale).map_err(|_| corrupt("locale"))?,
+            basic4,
+            status: CustomerStatus::parse(&row.status)?,
+            jpki_cert_serial: row
+                .jpki_cert_serial
+                .as_deref()
+                .map(CertSerial::parse)
+                .transpose()
+                .map_err(|_| corrupt("certificate serial"))?,
+            version: row.version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+        })
+    }
+}
+
+/// What a new customer starts with.
+#[derive(Debug, Clone)]
+pub struct NewCustomer {
+    pub external_ref: ExternalRef,
+    pub email: Email,
+    pub locale: Locale,
+    pub basic4: Option<Basic4>,
+}
+
+/// The contact details an operator may change.
+#[derive(Debug, Clone, Default)]
+pub struct ContactChange {
+    pub email: Option<Email>,
+    pub locale: Option<Locale>,
+}
+
+/// Where a change to the four items came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Basic4Source {
+    Api,
+    Consent,
+    Sync,
+}
+
+impl Basic4Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Consent => "consent",
+            Self::Sync => "sync",
+        }
+    }
+}
+
+/// The four items as plain JSON, for the history kept with the customer.
+pub fn basic4_json(b: &Basic4) -> Value {
+    json!({
+        "name": b.name.as_str(),
+        "name_substitute_flags": b.name.flags().as_str(),
+        "address": b.address.as_str(),
+        "address_substitute_flags": b.address.flags().as_str(),
+        "birth_date": b.birth_date.to_iso(),
+        "gender": b.gender.code(),
+    })
+}
+
+/// The four items as commitments, for an audit event; `prefix` is where they stand.
+fn basic4_commitments(event: &mut AuditEvent, prefix: &str, b: &Basic4) -> Value {
+    let mut out = Map::new();
+    for (key, value) in [
+        ("name", b.name.as_str().to_owned()),
+        ("name_substitute_flags", b.name.flags().as_str().to_owned()),
+        ("address", b.address.as_str().to_owned()),
+        (
+            "address_substitute_flags",
+            b.address.flags().as_str().to_owned(),
+        ),
+        ("birth_date", b.birth_date.to_iso()),
+        ("gender", b.gender.code().to_owned()),
+    ] {
+        out.insert(
+            key.to_owned(),
+            event.commit(&format!("{prefix}.{key}"), &value),
+        );
+    }
+    Value::Object(out)
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Creates a customer with its audit event (and history, when the four items are known).
+pub async fn create(
+    db: &DatabaseConnection,
+    ctx: &AuditContext,
+    new: NewCustomer,
+) -> Result<Customer, CoreError> {
+    let txn = db::begin_write(db).await?;
+    let taken = customers::Entity::find()
+        .filter(customers::Column::ExternalRef.eq(new.external_ref.as_str()))
+        .select_only()
+        .column(customers::Column::Id)
+        .into_tuple::<Uuid>()
+        .one(&txn)
+        .await?;
+    if taken.is_some() {
+        return Err(CoreError::ExternalRefTaken);
+    }
+    let id = Uuid::now_v7();
+    let at = now();
+    let b = new.basic4.as_ref();
+    let row = customers::ActiveModel {
+        id: Set(id),
+        external_ref: Set(new.external_ref.as_str().to_owned()),
+        email: Set(new.email.as_str().to_owned()),
+        locale: Set(new.locale.as_str().to_owned()),
+        name: Set(b.map(|b| b.name.as_str().to_owned())),
+        name_flags: Set(b.map(|b| b.name.flags().as_str().to_owned())),
+        address: Set(b.map(|b| b.address.as_str().to_owned())),
+        address_flags: Set(b.map(|b| b.address.flags().as_str().to_owned())),
+        birth_date: Set(b.map(|b| b.birth_date.date())),
+        gender: Set(b.map(|b| b.gender.code().to_owned())),
+        jpki_cert_serial: Set(None),
+        cert_not_after: Set(None),
+        status: Set(CustomerStatus::Active.as_str().to_owned()),
+        version: Set(1),
+        created_at: Set(at),
+        updated_at: Set(at),
+    };
+    match customers::Entity::insert(row)
+        .exec_without_returning(&txn)
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if db::is_unique_violation(&e) => return Err(CoreError::ExternalRefTaken),
+        Err(e) => return Err(e.into()),
+    }
+
+    let mut event = AuditEvent::customer("customer.created", id);
+    let mut after = Map::new();
+    after.insert("external_ref".into(), json!(new.external_ref.as_str()));
+    after.insert(
+        "email".into(),
+        event.commit("after.email", new.email.as_str()),
+    );
+    after.insert("locale".into(), json!(new.locale.as_str()));
+    after.insert("status".into(), json!(CustomerStatus::Active.as_str()));
+    after.insert("version".into(), json!(1));
+    if let Some(b) = b {
+        after.insert(
+            "basic4".into(),
+            basic4_commitments(&mut event, "after.basic4", b),
+        );
+    }
+    let event = event.set("after", Value::Object(after));
+    let seq = audit::append(&txn, ctx, event).await?;
+    if let Some(b) = b {
+        basic4_history::Entity::insert(basic4_history::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            customer_id: Set(id),
+            customer_version: Set(1),
+            source: Set(Basic4Source::Api.as_str().to_owned()),
+            before: Set(None),
+            after: Set(basic4_json(b)),
+            reported_on: Set(None),
+            audit_seq: Set(seq),
+            changed_at: Set(at),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+    }
+    let row = customers::Entity::find_by_id(id)
+        .one(&txn)
+        .await?
+        .ok_or(CoreError::NotFound("customer"))?;
+    txn.commit().await?;
+    row.try_into()
+}
+
+pub async fn get<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Customer, CoreError> {
+    customers::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(CoreError::NotFound("customer"))?
+        .try_into()
+}
+
+/// A page of customers, oldest first, optionally only the one with `external_ref`.
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
+    external_ref: Option<&ExternalRef>,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<Customer>, CoreError> {
+    let mut query = customers::Entity::find().order_by_asc(customers::Column::Id);
+    if let Some(r) = external_ref {
+        query = query.filter(customers::Column::ExternalRef.eq(r.as_str()));
+    }
+    if let Some(after) = after {
+        query = query.filter(customers::Column::Id.gt(after));
+    }
+    query
+        .limit(limit)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(Customer::try_from)
+        .collect()
+}
+
+/// Changes email and/or locale when the caller saw `expected_version`.
+/// Values equal to the stored ones change nothing and write nothing.
+pub async fn change_contact(
+    db: &DatabaseConnection,
+    ctx: &AuditContext,
+    id: Uuid,
+    expected_version: i64,
+    change: ContactChange,
+) -> Result<Customer, CoreError> {
+    if change.email.is_none() && change.locale.is_none() {
+        return Err(CoreError::NothingToChange);
+    }
+    let txn = db::begin_write(db).await?;
+    let current = customers::Entity::find_by_id(id)
+        .one(&txn)
+        .await?
+        .ok_or(CoreError::NotFound("customer"))?;
+    if current.version != expected_version {
+        return Err(CoreError::VersionMismatch {
+            current: current.version,
+        });
+    }
+    let new_email = change.email.filter(|e| e.as_str() != current.email);
+    let new_locale = change.locale.filter(|l| l.as_str() != current.locale);
+    if new_email.is_none() && new_locale.is_none() {
+        txn.rollback().await?;
+        return current.try_into();
+    }
+
+    let version = current.version + 1;
+    let mut update = customers::Entity::update_many()
+        .col_expr(customers::Column::Version, Expr::value(version))
+        .col_expr(customers::Column::UpdatedAt, Expr::value(now()))
+        .filter(
+            Condition::all()
+                .add(customers::Column::Id.eq(id))
+                .add(customers::Column::Version.eq(expected_version)),
+        );
+    let mut event = AuditEvent::customer("customer.updated", id);
+    let mut before = Map::new();
+    let mut after = Map::new();
+    if let Some(email) = &new_email {
+        update = update.col_expr(customers::Column::Email, Expr::value(email.as_str()));
+        before.insert("email".into(), event.commit("before.email", &current.email));
+        after.insert("email".into(), event.commit("after.email", email.as_str()));
+    }
+    if let Some(locale) = new_locale {
+        update = update.col_expr(customers::Column::Locale, Expr::value(locale.as_str()));
+        before.insert("locale".into(), json!(current.locale));
+        after.insert("locale".into(), json!(locale.as_str()));
+    }
+    before.insert("version".into(), json!(current.version));
+    after.insert("version".into(), json!(version));
+    if update.exec(&txn).await?.rows_affected != 1 {
+        // Another writer won the race since we read the row.
+        let current = get(&txn, id).await?;
+        return Err(CoreError::VersionMismatch {
+            current: current.version,
+        });
+    }
+    let event = event
+        .set("before", Value::Object(before))
+        .set("after", Value::Object(after));
+    audit::append(&txn, ctx, event).await?;
+    let row = get(&txn, id).await?;
+    txn.commit().await?;
+    Ok(row)
+}
+
+/// One change to a customer's four items.
+#[derive(Debug, Clone)]
+pub struct Basic4Change {
+    pub id: Uuid,
+    pub customer_version: i64,
+    pub source: String,
+    pub before: Option<Value>,
+    pub after: Value,
+    pub reported_on: Option<chrono::NaiveDate>,
+    pub changed_at: DateTime<Utc>,
+}
+
+/// The changes to a customer's four items, oldest first.
+pub async fn history<C: ConnectionTrait + TransactionTrait>(
+    db: &C,
+    id: Uuid,
+) -> Result<Vec<Basic4Change>, CoreError> {
+    get(db, id).await?;
+    Ok(basic4_history::Entity::find()
+        .filter(basic4_history::Column::CustomerId.eq(id))
+        .order_by_asc(basic4_history::Column::ChangedAt)
+        .order_by_asc(basic4_history::Column::Id)
+        .all(db)
+        .await?
+        .into_iter()
+        .map(|h| Basic4Change {
+            id: h.id,
+            customer_version: h.customer_version,
+            source: h.source,
+            before: h.before,
+            after: h.after,
+            reported_on: h.reported_on,
+            changed_at: h.changed_at,
+        })
+        .collect())
+}

@@ -1,0 +1,9 @@
+//! sea-orm entities: the rows as stored. Domain types live in `crate::domain`;
+//! conversions happen at the edge of each service module.
+
+pub mod audit_chain;
+pub mod audit_events;
+pub mod audit_personal_values;
+pub mod basic4_history;
+pub mod customers;
+pub mod idempotency_keys;

@@ -1,0 +1,22 @@
+use sea_orm::DbErr;
+
+use crate::domain::FieldErrors;
+
+/// What a rule in `core` can refuse, for the API and the worker to map.
+#[derive(Debug, thiserror::Error)]
+pub enum CoreError {
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("invalid input: {0}")]
+    Invalid(#[from] FieldErrors),
+    #[error("a customer with this external_ref already exists")]
+    ExternalRefTaken,
+    #[error("the record has changed: current version is {current}")]
+    VersionMismatch { current: i64 },
+    #[error("nothing to change")]
+    NothingToChange,
+    #[error("stored data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("database: {0}")]
+    Db(#[from] DbErr),
+}

@@ -1,0 +1,154 @@
+//! `Idempotency-Key` on POST: the same key and body gets the first response
+//! again; the same key with another body is refused; two requests with one
+//! key at once run one, and the other is told to wait.
+
+use chrono::{DateTime, Duration, Utc};
+use sea_orm::sea_query::{Expr, OnConflict};
+use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
+use serde_json::Value;
+
+use crate::entities::idempotency_keys;
+
+/// How long a request may hold a key before another may take it over (a
+/// process that died mid-request never finishes its claim).
+pub const LOCK_SECONDS: i64 = 60;
+
+/// A response kept for replay.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredResponse {
+    pub status: u16,
+    /// The headers worth replaying (content type, location, ETag).
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Claim {
+    /// Run the request; then [`complete`] or [`release`].
+    Execute,
+    /// The same request ran before: send this again.
+    Replay(StoredResponse),
+    /// The key was used with another request.
+    Mismatch,
+    /// The same request is running right now.
+    InProgress,
+}
+
+pub async fn claim<C: ConnectionTrait>(
+    db: &C,
+    principal: &str,
+    key: &str,
+    request_hash: &str,
+    now: DateTime<Utc>,
+) -> Result<Claim, DbErr> {
+    let locked_until = now + Duration::seconds(LOCK_SECONDS);
+    let inserted = idempotency_keys::Entity::insert(idempotency_keys::ActiveModel {
+        principal: Set(principal.to_owned()),
+        key: Set(key.to_owned()),
+        request_hash: Set(request_hash.to_owned()),
+        state: Set("in_progress".into()),
+        locked_until: Set(locked_until),
+        response_status: Set(None),
+        response_headers: Set(None),
+        response_body: Set(None),
+        created_at: Set(now),
+    })
+    .on_conflict(
+        OnConflict::columns([
+            idempotency_keys::Column::Principal,
+            idempotency_keys::Column::Key,
+        ])
+        .do_nothing()
+        .to_owned(),
+    )
+    .exec_without_returning(db)
+    .await?;
+    if inserted == 1 {
+        return Ok(Claim::Execute);
+    }
+    let Some(row) = idempotency_keys::Entity::find_by_id((principal.to_owned(), key.to_owned()))
+        .one(db)
+        .await?
+    else {
+        // Released between our insert and our read: try once more.
+        return Box::pin(claim(db, principal, key, request_hash, now)).await;
+    };
+    if row.request_hash != request_hash {
+        return Ok(Claim::Mismatch);
+    }
+    if row.state == "done" {
+        return Ok(Claim::Replay(stored(row)));
+    }
+    if row.locked_until > now {
+        return Ok(Claim::InProgress);
+    }
+    // The holder died: take the claim over, if nobody else did first.
+    let taken = idempotency_keys::Entity::update_many()
+        .col_expr(
+            idempotency_keys::Column::LockedUntil,
+            Expr::value(locked_until),
+        )
+        .filter(idempotency_keys::Column::Principal.eq(principal))
+        .filter(idempotency_keys::Column::Key.eq(key))
+        .filter(idempotency_keys::Column::State.eq("in_progress"))
+        .filter(idempotency_keys::Column::LockedUntil.eq(row.locked_until))
+        .exec(db)
+        .await?;
+    Ok(if taken.rows_affected == 1 {
+        Claim::Execute
+    } else {
+        Claim::InProgress
+    })
+}
+
+fn stored(row: idempotency_keys::Model) -> StoredResponse {
+    let headers = row
+        .response_headers
+        .and_then(|h| serde_json::from_value::<Vec<(String, String)>>(h).ok())
+        .unwrap_or_default();
+    StoredResponse {
+        status: row.response_status.unwrap_or(500) as u16,
+        headers,
+        body: row.response_body.unwrap_or_default(),
+    }
+}
+
+/// Keeps the response of a request that ran under `key`.
+pub async fn complete<C: ConnectionTrait>(
+    db: &C,
+    principal: &str,
+    key: &str,
+    response: &StoredResponse,
+) -> Result<(), DbErr> {
+    let headers: Value = serde_json::to_value(&response.headers).expect("strings serialise");
+    idempotency_keys::Entity::update_many()
+        .col_expr(idempotency_keys::Column::State, Expr::value("done"))
+        .col_expr(
+            idempotency_keys::Column::ResponseStatus,
+            Expr::value(i32::from(response.status)),
+        )
+        .col_expr(
+            idempotency_keys::Column::ResponseHeaders,
+            Expr::value(headers),
+        )
+        .col_expr(
+            idempotency_keys::Column::ResponseBody,
+            Expr::value(response.body.clone()),
+        )
+        .filter(idempotency_keys::Column::Principal.eq(principal))
+        .filter(idempotency_keys::Column::Key.eq(key))
+        .exec(db)
+        .await?;
+    Ok(())
+}
+
+/// Gives a key back when its request failed in a way worth retrying.
+pub async fn release<C: ConnectionTrait>(db: &C, principal: &str, key: &str) -> Result<(), DbErr> {
+    idempotency_keys::Entity::delete_many()
+        .filter(idempotency_keys::Column::Principal.eq(principal))
+        .filter(idempotency_keys::Column::Key.eq(key))
+        .filter(idempotency_keys::Column::State.eq("in_progress"))
+        .exec(db)
+        .await?;
+    Ok(())
+}

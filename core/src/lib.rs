@@ -1,0 +1,15 @@
+//! kihon4-core: domain types, rules, persistence, the audit chain and
+//! configuration. No HTTP server and no scheduler here: the API and the
+//! worker both reach the rules through this crate.
+
+pub mod audit;
+pub mod auth;
+pub mod config;
+pub mod customers;
+pub mod db;
+pub mod domain;
+pub mod entities;
+pub mod error;
+pub mod idempotency;
+
+pub use error::CoreError;

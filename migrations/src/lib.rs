@@ -1,0 +1,39 @@
+//! kihon4's schema: one migration set for SQLite and PostgreSQL.
+//!
+//! Migrations only ever add: a released migration is never edited.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261125_000001_foundation;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261125_000001_foundation::Migration)]
+    }
+}
+
+/// How far a database's schema is from this binary's.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SchemaStatus {
+    /// Migrations this binary has that the database has not applied.
+    pub pending: Vec<String>,
+}
+
+impl SchemaStatus {
+    pub fn is_current(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+/// Reads the schema status without changing anything in the database.
+pub async fn schema_status<C: ConnectionTrait>(db: &C) -> Result<SchemaStatus, DbErr> {
+    let pending = Migrator::get_pending_migrations_read_only(db)
+        .await?
+        .into_iter()
+        .map(|m| m.name().to_owned())
+        .collect();
+    Ok(SchemaStatus { pending })
+}

@@ -1,0 +1,136 @@
+//! The `kihon4` binary: a command line that wires the API, the worker and
+//! the migrations together. No rules here.
+
+mod run;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use kihon4_core::auth::{Role, issue_token};
+use kihon4_core::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "kihon4",
+    version,
+    about = "Keeps customer records in step with J-LIS's latest basic four information"
+)]
+struct Cli {
+    /// A TOML configuration file; KIHON4_* variables override it.
+    #[arg(long, global = true, env = "KIHON4_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the API and the worker in one process.
+    Serve,
+    /// Runs the API only.
+    Api,
+    /// Runs the worker only.
+    Worker,
+    /// Applies the database migrations this binary carries.
+    Migrate,
+    /// Bearer tokens for the configured key.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Prints a signed token.
+    Issue {
+        /// A role the token carries (repeat for several).
+        #[arg(long = "role", required = true, value_parser = parse_role)]
+        roles: Vec<Role>,
+        /// How long the token is valid, e.g. 15m, 1h, 7d.
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        /// The subject: who the token speaks for (recorded as the actor of audit events).
+        #[arg(long, default_value = "kihon4-cli")]
+        sub: String,
+        /// The PKCS#8 PEM private key, when tokens are checked with public keys (RS256/ES256).
+        #[arg(long, value_name = "FILE")]
+        private_key: Option<PathBuf>,
+    },
+}
+
+fn parse_role(raw: &str) -> Result<Role, String> {
+    Role::parse(raw).ok_or_else(|| format!("`{raw}` is not a role: use operator, auditor or admin"))
+}
+
+/// Exit codes: 0 ok, 1 failed, 2 bad usage or configuration.
+const FAILED: u8 = 1;
+const BAD_USAGE: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(errors) => {
+            eprintln!("kihon4: {errors}");
+            return ExitCode::from(BAD_USAGE);
+        }
+    };
+    match cli.command {
+        Command::Token {
+            command:
+                TokenCommand::Issue {
+                    roles,
+                    ttl,
+                    sub,
+                    private_key,
+                },
+        } => {
+            let pem = match private_key.map(std::fs::read_to_string).transpose() {
+                Ok(pem) => pem,
+                Err(e) => {
+                    eprintln!("kihon4: cannot read the private key: {e}");
+                    return ExitCode::from(BAD_USAGE);
+                }
+            };
+            match issue_token(&config.jwt, pem.as_deref(), &sub, &roles, ttl) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("kihon4: {e}");
+                    ExitCode::from(BAD_USAGE)
+                }
+            }
+        }
+        Command::Migrate => run::block_on(run::migrate(config)),
+        Command::Serve => run::block_on(run::serve(
+            config,
+            run::Roles {
+                api: true,
+                worker: true,
+            },
+        )),
+        Command::Api => run::block_on(run::serve(
+            config,
+            run::Roles {
+                api: true,
+                worker: false,
+            },
+        )),
+        Command::Worker => run::block_on(run::serve(
+            config,
+            run::Roles {
+                api: false,
+                worker: true,
+            },
+        )),
+    }
+}
+
+pub(crate) fn failed() -> ExitCode {
+    ExitCode::from(FAILED)
+}

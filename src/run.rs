@@ -1,0 +1,165 @@
+//! Starting and stopping the roles of the binary.
+
+use std::io::IsTerminal;
+use std::net::TcpListener;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use actix_web::web;
+use kihon4_api::AppState;
+use kihon4_core::auth::Authenticator;
+use kihon4_core::config::Config;
+use kihon4_migrations::{Migrator, MigratorTrait, schema_status};
+use sea_orm::DatabaseConnection;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+
+pub struct Roles {
+    pub api: bool,
+    pub worker: bool,
+}
+
+pub fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("kihon4: cannot start the runtime: {e}");
+            return crate::failed();
+        }
+    };
+    match runtime.block_on(work) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = format!("{e:#}"), "kihon4 stopped with an error");
+            eprintln!("kihon4: {e:#}");
+            crate::failed()
+        }
+    }
+}
+
+/// JSON lines when not on a terminal, readable text on one. RUST_LOG filters.
+fn init_logging() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if std::io::stderr().is_terminal() {
+        builder.init();
+    } else {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .init();
+    }
+}
+
+async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    kihon4_core::db::connect(
+        config.database_url.expose_secret(),
+        config.db_max_connections,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))
+}
+
+pub async fn migrate(config: Config) -> anyhow::Result<()> {
+    let db = connect(&config).await?;
+    let before = schema_status(&db).await?;
+    Migrator::up(&db, None).await?;
+    for name in &before.pending {
+        tracing::info!(migration = %name, "applied");
+    }
+    println!(
+        "kihon4: {} migration(s) applied; the schema is current",
+        before.pending.len()
+    );
+    Ok(())
+}
+
+/// Opens the database and checks that its schema is this binary's. The
+/// embedded default migrates itself; anything else must be migrated first.
+async fn open_current(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    let db = connect(config).await?;
+    if config.database_embedded {
+        Migrator::up(&db, None).await?;
+    }
+    let status = schema_status(&db).await?;
+    if !status.is_current() {
+        anyhow::bail!(
+            "the database schema is behind this binary ({} migration(s) not applied: {}); run `kihon4 migrate` first",
+            status.pending.len(),
+            status.pending.join(", ")
+        );
+    }
+    Ok(db)
+}
+
+pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
+    let db = open_current(&config).await?;
+    let shutdown = CancellationToken::new();
+
+    let server = if roles.api {
+        let auth = Authenticator::new(&config.jwt).map_err(|e| anyhow::anyhow!(e))?;
+        let state = web::Data::new(AppState {
+            db: db.clone(),
+            auth,
+            metrics: kihon4_api::metrics_handle(),
+        });
+        let listener = TcpListener::bind(config.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
+        let server = kihon4_api::server(
+            state,
+            listener,
+            config.max_body_bytes,
+            Duration::from_secs(config.shutdown_grace_seconds),
+        )?;
+        tracing::info!(listen = %config.listen, "API listening");
+        Some(server)
+    } else {
+        None
+    };
+    let api = server.as_ref().map(|s| s.handle());
+    let api_task = server.map(tokio::spawn);
+
+    let worker_task = roles.worker.then(|| {
+        let settings = kihon4_worker::WorkerSettings {
+            timezone: config.timezone,
+        };
+        tokio::spawn(kihon4_worker::run(db.clone(), settings, shutdown.clone()))
+    });
+
+    wait_for_signal().await;
+    tracing::info!("stopping: in-flight work finishes first");
+    shutdown.cancel();
+    if let Some(api) = api {
+        api.stop(true).await;
+    }
+    if let Some(task) = api_task {
+        task.await??;
+    }
+    if let Some(task) = worker_task {
+        task.await??;
+    }
+    db.close().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = tokio::signal::ctrl_c() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
