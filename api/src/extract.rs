@@ -78,17 +78,15 @@ pub fn payload_error(err: actix_web::Error) -> ApiError {
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de);
-    if value.is_ok() {
-        if let Err(e) = de.end() {
-            return Err(ApiError::new(
-                ProblemKind::MalformedJson,
-                format!(
-                    "The body has data after the JSON value (line {}, column {}).",
-                    e.line(),
-                    e.column()
-                ),
-            ));
-        }
+    if let (Ok(_), Err(e)) = (&value, de.end()) {
+        return Err(ApiError::new(
+            ProblemKind::MalformedJson,
+            format!(
+                "The body has data after the JSON value (line {}, column {}).",
+                e.line(),
+                e.column()
+            ),
+        ));
     }
     value.map_err(|err| {
         let path = err.path().to_string();
@@ -113,10 +111,11 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             .strip_prefix("unknown field `")
             .and_then(|rest| rest.split('`').next())
         {
+            // The path already ends with the unknown field's name.
             let field = if path == "." {
                 unknown.to_owned()
             } else {
-                format!("{path}.{unknown}")
+                path
             };
             return ApiError::field(ProblemKind::Validation, field, "is not a known field");
         }

@@ -29,14 +29,12 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
                 .foreign_keys(true)
                 .create_if_missing(true)
         });
-    if let Some(path) = sqlite_path(url) {
-        if let Some(parent) = std::path::Path::new(&path).parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    DbErr::Custom(format!("cannot create the folder for the database: {e}"))
-                })?;
-            }
-        }
+    let parent =
+        sqlite_path(url).and_then(|p| std::path::Path::new(&p).parent().map(|d| d.to_path_buf()));
+    if let Some(parent) = parent.filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(&parent).map_err(|e| {
+            DbErr::Custom(format!("cannot create the folder for the database: {e}"))
+        })?;
     }
     Database::connect(options).await
 }

@@ -1,0 +1,187 @@
+use kihon4_core::audit::verify_chain;
+use sea_orm::{ConnectionTrait, Statement};
+use serde_json::Value;
+
+use crate::both;
+use crate::helpers::{Backend, TestApp, expect_problem};
+
+both!(
+    events_filter_and_page_in_chain_order,
+    concurrent_appends_form_one_chain,
+    tampering_is_found_and_named,
+);
+
+async fn events_filter_and_page_in_chain_order(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let a = app.create_customer("AUD-1").await;
+    app.create_customer("AUD-2").await;
+    let a_id = a["id"].as_str().unwrap();
+    let res = app
+        .http
+        .patch(app.url(&format!("/v1/customers/{a_id}")))
+        .bearer_auth(app.operator())
+        .header("if-match", "\"1\"")
+        .json(&serde_json::json!({"locale": "en"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let all: Value = app
+        .get("/v1/audit/events", &app.auditor())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let seqs: Vec<i64> = all["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["seq"].as_i64().unwrap())
+        .collect();
+    assert_eq!(seqs, [1, 2, 3]);
+    let items = all["items"].as_array().unwrap();
+    assert_eq!(items[1]["prev_hash"], items[0]["hash"]);
+
+    let of_a: Value = app
+        .get(
+            &format!("/v1/audit/events?customer_id={a_id}"),
+            &app.auditor(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = of_a["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(actions, ["customer.created", "customer.updated"]);
+    let updates: Value = app
+        .get("/v1/audit/events?action=customer.updated", &app.auditor())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(updates["items"].as_array().unwrap().len(), 1);
+
+    let page1: Value = app
+        .get("/v1/audit/events?limit=2", &app.auditor())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cursor = page1["next_cursor"].as_str().unwrap();
+    let page2: Value = app
+        .get(
+            &format!("/v1/audit/events?limit=2&cursor={cursor}"),
+            &app.auditor(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(page2["items"][0]["seq"], 3);
+    assert_eq!(page2["next_cursor"], Value::Null);
+
+    let future: Value = app
+        .get("/v1/audit/events?from=2999-01-01T00:00:00Z", &app.auditor())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(future["items"].as_array().unwrap().len(), 0);
+    let past: Value = app
+        .get(
+            "/v1/audit/events?to=2000-01-01T00:00:00%2B09:00",
+            &app.auditor(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(past["items"].as_array().unwrap().len(), 0);
+    for bad in [
+        "from=yesterday",
+        "customer_id=42",
+        "cursor=abc",
+        "limit=9999",
+        "sort=desc",
+    ] {
+        expect_problem(
+            app.get(&format!("/v1/audit/events?{bad}"), &app.auditor())
+                .await,
+            400,
+            "invalid-query",
+        )
+        .await;
+    }
+}
+
+async fn concurrent_appends_form_one_chain(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let creates = (0..24).map(|i| {
+        let app = &app;
+        async move {
+            app.post(
+                "/v1/customers",
+                &app.operator(),
+                &crate::helpers::customer_body(&format!("PAR-{i}")),
+            )
+            .await
+        }
+    });
+    let responses = futures_util::future::join_all(creates).await;
+    assert!(responses.iter().all(|r| r.status() == 201));
+    assert_eq!(app.assert_chain_verifies().await, 24);
+}
+
+async fn tampering_is_found_and_named(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    for i in 0..3 {
+        app.create_customer(&format!("TAMPER-{i}")).await;
+    }
+    app.assert_chain_verifies().await;
+    let exec = |sql: &str| {
+        app.db.execute_raw(Statement::from_string(
+            app.db.get_database_backend(),
+            sql.to_owned(),
+        ))
+    };
+
+    // A personal value that no longer matches its commitment.
+    exec("UPDATE audit_personal_values SET value = 'someone@else.jp' WHERE seq = 2 AND field = 'after.email'")
+        .await
+        .unwrap();
+    let broken = verify_chain(&app.db).await.unwrap().unwrap_err();
+    assert_eq!(broken.seq, 2);
+    assert!(broken.reason.contains("after.email"));
+    // Erasing it instead keeps the chain whole.
+    exec("UPDATE audit_personal_values SET value = NULL WHERE seq = 2 AND field = 'after.email'")
+        .await
+        .unwrap();
+    app.assert_chain_verifies().await;
+
+    // An altered event.
+    exec("UPDATE audit_events SET canonical = REPLACE(canonical, 'TAMPER-1', 'TAMPER-X') WHERE seq = 2").await.unwrap();
+    let broken = verify_chain(&app.db).await.unwrap().unwrap_err();
+    assert_eq!(broken.seq, 2);
+    assert_eq!(broken.reason, "the hash does not match the event");
+
+    // A removed event.
+    exec("DELETE FROM audit_personal_values WHERE seq = 2")
+        .await
+        .unwrap();
+    exec("DELETE FROM audit_events WHERE seq = 2")
+        .await
+        .unwrap();
+    let broken = verify_chain(&app.db).await.unwrap().unwrap_err();
+    assert_eq!(broken.seq, 3);
+    assert!(
+        broken.reason.contains("expected event 2"),
+        "{}",
+        broken.reason
+    );
+}

@@ -1,0 +1,250 @@
+//! Spawns the real app on port 0 with a fresh database per test, on SQLite
+//! or PostgreSQL, and talks HTTP to it.
+
+use std::net::TcpListener;
+use std::time::Duration;
+
+use actix_web::web;
+use kihon4_api::AppState;
+use kihon4_core::auth::{Authenticator, Role, issue_token};
+use kihon4_core::config::{JwtAlgorithm, JwtKeys, JwtSettings};
+use kihon4_migrations::{Migrator, MigratorTrait};
+use reqwest::{Response, StatusCode};
+use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use secrecy::SecretString;
+use serde_json::Value;
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
+pub const ISSUER: &str = "kihon4-tests";
+pub const AUDIENCE: &str = "kihon4";
+pub const MAX_BODY: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Runs a test on SQLite and on PostgreSQL: `both!(name)` for `async fn name(Backend)`.
+#[macro_export]
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::helpers::Backend::Sqlite).await
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::helpers::Backend::Postgres).await
+            }
+        }
+    )*};
+}
+
+pub fn jwt_settings() -> JwtSettings {
+    JwtSettings {
+        algorithm: JwtAlgorithm::Hs256,
+        keys: JwtKeys::Secret(SecretString::from(SECRET.to_owned())),
+        issuer: Some(ISSUER.into()),
+        audience: Some(AUDIENCE.into()),
+    }
+}
+
+/// A fresh, empty database: a SQLite file in a temporary folder, or a new
+/// PostgreSQL database on the test server.
+pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> String {
+    match backend {
+        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("kihon4.db").display()),
+        Backend::Postgres => {
+            let base = std::env::var("KIHON4_TEST_DATABASE_URL").expect(
+                "PostgreSQL tests need KIHON4_TEST_DATABASE_URL; run infra/dev/test, which starts a throwaway server",
+            );
+            let name = format!("kihon4_test_{}", uuid::Uuid::new_v4().simple());
+            let admin = sea_orm::Database::connect(base.as_str())
+                .await
+                .expect("test server reachable");
+            admin
+                .execute_unprepared(&format!("CREATE DATABASE {name}"))
+                .await
+                .expect("create test database");
+            admin.close().await.ok();
+            let mut url = url::Url::parse(&base).expect("a URL");
+            url.set_path(&name);
+            url.to_string()
+        }
+    }
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub db: DatabaseConnection,
+    pub http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, true).await
+    }
+
+    /// With `migrate` false the database is left empty (a schema behind the binary).
+    pub async fn spawn_with(backend: Backend, migrate: bool) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let db_url = fresh_database(backend, dir.path()).await;
+        let db = kihon4_core::db::connect(&db_url, 5).await.expect("connect");
+        if migrate {
+            Migrator::up(&db, None).await.expect("migrate");
+        }
+        let state = web::Data::new(AppState {
+            db: db.clone(),
+            auth: Authenticator::new(&jwt_settings()).expect("authenticator"),
+            metrics: kihon4_api::metrics_handle(),
+        });
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let server =
+            kihon4_api::server(state, listener, MAX_BODY, Duration::from_secs(5)).expect("server");
+        tokio::spawn(server);
+        TestApp {
+            base: format!("http://127.0.0.1:{port}"),
+            db,
+            http: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn token(&self, roles: &[Role]) -> String {
+        token_for("tester", roles)
+    }
+
+    pub fn operator(&self) -> String {
+        self.token(&[Role::Operator])
+    }
+
+    pub fn auditor(&self) -> String {
+        self.token(&[Role::Auditor])
+    }
+
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> Response {
+        self.http
+            .post(self.url(path))
+            .bearer_auth(token)
+            .json(body)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn get(&self, path: &str, token: &str) -> Response {
+        self.http
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request")
+    }
+
+    pub async fn create_customer(&self, external_ref: &str) -> Value {
+        let res = self
+            .post(
+                "/v1/customers",
+                &self.operator(),
+                &customer_body(external_ref),
+            )
+            .await;
+        assert_eq!(res.status(), StatusCode::CREATED);
+        res.json().await.unwrap()
+    }
+
+    pub async fn count(&self, table: &str) -> i64 {
+        let row = self
+            .db
+            .query_one_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                format!("SELECT COUNT(*) AS n FROM {table}"),
+            ))
+            .await
+            .expect("count")
+            .expect("a row");
+        row.try_get::<i64>("", "n").expect("a count")
+    }
+
+    /// The actions of every audit event, in chain order.
+    pub async fn audit_actions(&self) -> Vec<String> {
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(
+                self.db.get_database_backend(),
+                "SELECT action FROM audit_events ORDER BY seq".to_owned(),
+            ))
+            .await
+            .expect("audit events");
+        rows.iter()
+            .map(|r| r.try_get::<String>("", "action").unwrap())
+            .collect()
+    }
+
+    /// Asserts the stored chain verifies and returns its length.
+    pub async fn assert_chain_verifies(&self) -> u64 {
+        let summary = kihon4_core::audit::verify_chain(&self.db)
+            .await
+            .expect("readable")
+            .expect("the chain verifies");
+        summary.events
+    }
+}
+
+pub fn token_for(sub: &str, roles: &[Role]) -> String {
+    issue_token(&jwt_settings(), None, sub, roles, Duration::from_secs(600)).expect("token")
+}
+
+pub fn customer_body(external_ref: &str) -> Value {
+    serde_json::json!({
+        "external_ref": external_ref,
+        "email": "taro.yamada@example.jp",
+        "locale": "ja",
+        "basic4": {
+            "name": "山田太郎",
+            "address": "東京都千代田区千代田1-1",
+            "birth_date": "1980-02-17",
+            "gender": "1"
+        }
+    })
+}
+
+/// Reads a problem response, checking its media type, status and type.
+pub async fn expect_problem(res: Response, status: u16, slug: &str) -> Value {
+    assert_eq!(res.status().as_u16(), status, "status");
+    assert_eq!(
+        res.headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("application/problem+json")
+    );
+    assert!(res.headers().contains_key("x-request-id"));
+    let body: Value = res.json().await.expect("a JSON problem");
+    assert_eq!(
+        body["type"],
+        format!("https://kihon4.dev/problems/{slug}"),
+        "problem type in {body}"
+    );
+    assert_eq!(body["status"], status);
+    body
+}
+
+/// The fields a validation problem names, in order.
+pub fn problem_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| e["field"].as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
