@@ -14,16 +14,12 @@ use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
 use secrecy::SecretString;
 use serde_json::Value;
 
+pub use crate::database::{Backend, fresh_database};
+
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const ISSUER: &str = "kihon4-tests";
 pub const AUDIENCE: &str = "kihon4";
 pub const MAX_BODY: usize = 16 * 1024;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    Sqlite,
-    Postgres,
-}
 
 /// Runs a test on SQLite and on PostgreSQL: `both!(name)` for `async fn name(Backend)`.
 #[macro_export]
@@ -48,31 +44,6 @@ pub fn jwt_settings() -> JwtSettings {
         keys: JwtKeys::Secret(SecretString::from(SECRET.to_owned())),
         issuer: Some(ISSUER.into()),
         audience: Some(AUDIENCE.into()),
-    }
-}
-
-/// A fresh, empty database: a SQLite file in a temporary folder, or a new
-/// PostgreSQL database on the test server.
-pub async fn fresh_database(backend: Backend, dir: &std::path::Path) -> String {
-    match backend {
-        Backend::Sqlite => format!("sqlite://{}?mode=rwc", dir.join("kihon4.db").display()),
-        Backend::Postgres => {
-            let base = std::env::var("KIHON4_TEST_DATABASE_URL").expect(
-                "PostgreSQL tests need KIHON4_TEST_DATABASE_URL; run infra/dev/test, which starts a throwaway server",
-            );
-            let name = format!("kihon4_test_{}", uuid::Uuid::new_v4().simple());
-            let admin = sea_orm::Database::connect(base.as_str())
-                .await
-                .expect("test server reachable");
-            admin
-                .execute_unprepared(&format!("CREATE DATABASE {name}"))
-                .await
-                .expect("create test database");
-            admin.close().await.ok();
-            let mut url = url::Url::parse(&base).expect("a URL");
-            url.set_path(&name);
-            url.to_string()
-        }
     }
 }
 

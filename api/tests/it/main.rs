@@ -1,6 +1,8 @@
 //! Integration tests of the HTTP API: one binary, every database test on
 //! SQLite and PostgreSQL.
 
+#[path = "../../../tests/support/database.rs"]
+mod database;
 mod helpers;
 
 mod audit;

@@ -1,0 +1,197 @@
+//! Starting, refusing to start, and stopping.
+
+use std::time::Duration;
+
+use kihon4_core::auth::Role;
+use kihon4_core::domain::my_number::with_check_digit;
+use serde_json::{Value, json};
+
+use crate::database::{Backend, fresh_database};
+use crate::process::{Running, SECRET, kihon4, token};
+
+#[test]
+fn bad_configuration_is_reported_at_once_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kihon4(
+        dir.path(),
+        &[
+            ("KIHON4_LISTEN", "nowhere".into()),
+            ("KIHON4_ROLE", "bank".into()),
+            ("KIHON4_DATABASE_URL", "mysql://db".into()),
+            ("KIHON4_SMTP_URL", "ftp://user:hunter2@mail".into()),
+        ],
+    )
+    .arg("api")
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for name in [
+        "KIHON4_LISTEN",
+        "KIHON4_ROLE",
+        "KIHON4_DATABASE_URL",
+        "KIHON4_SMTP_URL",
+        "KIHON4_JWT_SECRET",
+    ] {
+        assert!(err.contains(name), "{name} not reported:\n{err}");
+    }
+    assert!(!err.contains("hunter2"));
+
+    let out = kihon4(dir.path(), &[])
+        .arg("--config")
+        .arg(dir.path().join("absent.toml"))
+        .arg("serve")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = kihon4(dir.path(), &[])
+        .arg("no-such-command")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let out = kihon4(dir.path(), &[])
+        .args(["token", "issue", "--role", "king"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_default_serves_logs_no_personal_data_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = Running::start(dir.path(), "serve", &[]).await;
+    // The token comes from the binary, for the secret it generated.
+    let out = kihon4(dir.path(), &[])
+        .args([
+            "token", "issue", "--role", "operator", "--ttl", "10m", "--sub", "teller-7",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(std::fs::read_to_string(dir.path().join("data/jwt-secret")).is_ok());
+
+    let http = reqwest::Client::new();
+    let body = json!({
+        "external_ref": "E2E-1", "email": "hanako.suzuki@example.jp",
+        "basic4": {"name": "鈴木花子", "address": "大阪府大阪市北区梅田1-1", "birth_date": "1975-05-05", "gender": "2"}
+    });
+    let res = http
+        .post(format!("{}/v1/customers", serve.base))
+        .bearer_auth(&token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let my_number = with_check_digit("43210987654");
+    let res = http
+        .post(format!("{}/v1/customers", serve.base))
+        .bearer_auth(&token)
+        .json(&json!({"external_ref": my_number, "email": "x@example.jp"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 422);
+    let ready: Value = http
+        .get(format!("{}/readyz", serve.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(ready["status"], "ready");
+
+    serve.signal("TERM");
+    let status = serve.wait(Duration::from_secs(20)).await;
+    assert!(status.success(), "exit {status:?}");
+    let log = serve.log_text();
+    assert!(
+        log.contains("\"request_id\""),
+        "log lines carry the request id:\n{log}"
+    );
+    assert!(
+        log.contains("worker stopped") && log.contains("\"stopped\""),
+        "{log}"
+    );
+    for secret in [
+        "鈴木",
+        "梅田",
+        "1975-05-05",
+        "hanako.suzuki",
+        my_number.as_str(),
+        token.as_str(),
+    ] {
+        assert!(
+            !log.contains(secret),
+            "the log holds personal data or a token"
+        );
+    }
+    for line in log.lines() {
+        serde_json::from_str::<Value>(line)
+            .unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+    }
+}
+
+async fn refuses_a_database_behind_its_migrations(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let url = fresh_database(backend, dir.path()).await;
+    let envs = [
+        ("KIHON4_DATABASE_URL", url.clone()),
+        ("KIHON4_JWT_SECRET", SECRET.into()),
+    ];
+    for role in ["api", "worker", "serve"] {
+        let out = kihon4(dir.path(), &envs).arg(role).output().unwrap();
+        assert_eq!(out.status.code(), Some(1), "{role}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("run `kihon4 migrate`"), "{role}: {err}");
+    }
+    let out = kihon4(dir.path(), &envs).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let again = kihon4(dir.path(), &envs).arg("migrate").output().unwrap();
+    assert!(again.status.success());
+    assert!(String::from_utf8_lossy(&again.stdout).contains("0 migration(s) applied"));
+
+    let mut api = Running::start(dir.path(), "api", &envs).await;
+    let res = reqwest::get(format!("{}/readyz", api.base)).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let res = reqwest::Client::new()
+        .get(format!("{}/v1/customers", api.base))
+        .bearer_auth(token(&[Role::Operator]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    api.signal("INT");
+    assert!(api.wait(Duration::from_secs(20)).await.success());
+
+    let mut worker = Running::start(dir.path(), "worker", &envs).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !worker.log_text().contains("worker started") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "worker did not start:\n{}",
+            worker.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    worker.signal("TERM");
+    assert!(worker.wait(Duration::from_secs(20)).await.success());
+    assert!(worker.log_text().contains("worker stopped"));
+}
+
+mod refuses_a_database_behind_its_migrations {
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite() {
+        super::refuses_a_database_behind_its_migrations(crate::database::Backend::Sqlite).await
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::refuses_a_database_behind_its_migrations(crate::database::Backend::Postgres).await
+    }
+}

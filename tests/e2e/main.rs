@@ -1,0 +1,9 @@
+//! End-to-end tests of the `kihon4` binary: real processes, real signals,
+//! SQLite and PostgreSQL.
+
+#[path = "../support/database.rs"]
+mod database;
+mod process;
+
+mod concurrency;
+mod lifecycle;

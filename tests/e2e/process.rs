@@ -1,0 +1,130 @@
+//! Running `kihon4` as a child process.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use kihon4_core::auth::{Role, issue_token};
+use kihon4_core::config::{JwtAlgorithm, JwtKeys, JwtSettings};
+use secrecy::SecretString;
+
+pub const SECRET: &str = "e2e-secret-e2e-secret-e2e-secret-e2e-0001";
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_kihon4")
+}
+
+/// A command for the binary with no `KIHON4_*` variables but those given.
+pub fn kihon4(dir: &Path, envs: &[(&str, String)]) -> Command {
+    let mut cmd = Command::new(binary());
+    for (name, _) in std::env::vars() {
+        if name.starts_with("KIHON4_") {
+            cmd.env_remove(name);
+        }
+    }
+    cmd.current_dir(dir)
+        .env("KIHON4_DATA_DIR", dir.join("data"));
+    for (k, v) in envs {
+        cmd.env(k, v);
+    }
+    cmd
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn token(roles: &[Role]) -> String {
+    let settings = JwtSettings {
+        algorithm: JwtAlgorithm::Hs256,
+        keys: JwtKeys::Secret(SecretString::from(SECRET.to_owned())),
+        issuer: None,
+        audience: None,
+    };
+    issue_token(&settings, None, "e2e", roles, Duration::from_secs(600)).unwrap()
+}
+
+/// A running `kihon4` process whose stderr (its log) goes to a file.
+pub struct Running {
+    pub child: Child,
+    pub base: String,
+    pub log: PathBuf,
+}
+
+impl Running {
+    /// Starts `kihon4 <role>` listening on a free port; waits for `/healthz`.
+    pub async fn start(dir: &Path, role: &str, envs: &[(&str, String)]) -> Self {
+        let port = free_port();
+        let log = dir.join(format!("{role}-{port}.log"));
+        let mut envs = envs.to_vec();
+        envs.push(("KIHON4_LISTEN", format!("127.0.0.1:{port}")));
+        let child = kihon4(dir, &envs)
+            .arg(role)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("kihon4 starts");
+        let running = Running {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        if role != "worker" {
+            running.wait_healthy().await;
+        }
+        running
+    }
+
+    async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(res) = reqwest::get(format!("{}/healthz", self.base)).await {
+                if res.status().is_success() {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("kihon4 did not become healthy:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// Waits for the process to end by itself.
+    pub async fn wait(&mut self, limit: Duration) -> ExitStatus {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("kihon4 did not stop within {limit:?}:\n{}", self.log_text());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
