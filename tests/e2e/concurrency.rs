@@ -94,7 +94,7 @@ async fn two_api_processes_keep_one_chain_and_consistent_records(backend: Backen
             while Instant::now() < until {
                 let base = &bases[(client + n) % 2];
                 // Every third request races the other clients for a shared external_ref.
-                let external_ref = if n % 3 == 0 { format!("SHARED-{}", n / 3) } else { format!("C{client}-{n}") };
+                let external_ref = if n.is_multiple_of(3) { format!("SHARED-{}", n / 3) } else { format!("C{client}-{n}") };
                 let res = http.post(format!("{base}/v1/customers")).bearer_auth(&operator).json(&body(&external_ref)).send().await.unwrap();
                 statuses.push(res.status().as_u16());
                 if res.status() == 201 {
@@ -109,7 +109,7 @@ async fn two_api_processes_keep_one_chain_and_consistent_records(backend: Backen
                 if let Some(id) = target {
                     let read = http.get(format!("{base}/v1/customers/{id}")).bearer_auth(&operator).send().await.unwrap();
                     let version = read.json::<Value>().await.unwrap()["version"].as_i64().unwrap();
-                    let locale = if n % 2 == 0 { "en" } else { "ja" };
+                    let locale = if n.is_multiple_of(2) { "en" } else { "ja" };
                     let res = http
                         .patch(format!("{}/v1/customers/{id}", bases[(client + n + 1) % 2]))
                         .bearer_auth(&operator)

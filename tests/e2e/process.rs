@@ -83,10 +83,9 @@ impl Running {
     async fn wait_healthy(&self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if let Ok(res) = reqwest::get(format!("{}/healthz", self.base)).await {
-                if res.status().is_success() {
-                    return;
-                }
+            let res = reqwest::get(format!("{}/healthz", self.base)).await;
+            if res.is_ok_and(|r| r.status().is_success()) {
+                return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
