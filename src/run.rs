@@ -41,7 +41,8 @@ pub fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
 
 /// JSON lines when not on a terminal, readable text on one. RUST_LOG filters.
 fn init_logging() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -97,7 +98,23 @@ async fn open_current(config: &Config) -> anyhow::Result<DatabaseConnection> {
     Ok(db)
 }
 
+/// Says at start-up what consent and sync will need that is not configured.
+fn report_missing_upstream(config: &Config) {
+    if config.provider_url.is_none() {
+        tracing::warn!(
+            "KIHON4_PROVIDER_URL is not set: consent and sync cannot reach the provider"
+        );
+    }
+    if config.trust_anchors.is_empty() {
+        tracing::warn!("KIHON4_TRUST_ANCHORS is not set: signed consents cannot be verified");
+    }
+    if config.smtp_url.is_none() {
+        tracing::warn!(mail_drop_dir = %config.mail_drop_dir.display(), "KIHON4_SMTP_URL is not set: notices go to the mail drop folder");
+    }
+}
+
 pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
+    report_missing_upstream(&config);
     let db = open_current(&config).await?;
     let shutdown = CancellationToken::new();
 

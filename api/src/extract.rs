@@ -11,6 +11,7 @@ use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
 use kihon4_core::audit::{self, Actor, AuditContext, AuditEvent};
 use kihon4_core::auth::{AuthError, Principal, Role};
+use kihon4_core::domain::{ValueError, contains_my_number};
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -107,19 +108,32 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
             .next()
             .unwrap_or_default()
             .to_owned();
-        if let Some(unknown) = message
+        let unknown = message
             .strip_prefix("unknown field `")
-            .and_then(|rest| rest.split('`').next())
-        {
-            // The path already ends with the unknown field's name.
-            let field = if path == "." {
-                unknown.to_owned()
+            .and_then(|rest| rest.split('`').next());
+        // The path already ends with an unknown field's name.
+        let field = match (path.as_str(), unknown) {
+            (".", Some(unknown)) => unknown.to_owned(),
+            (".", None) => "body".to_owned(),
+            _ => path,
+        };
+        // Never echo a My Number, whether it came as a value or as a field name.
+        if contains_my_number(&field) || contains_my_number(&message) {
+            let field = if contains_my_number(&field) {
+                "body".to_owned()
             } else {
-                path
+                field
             };
+            return ApiError::from(kihon4_core::domain::FieldErrors(vec![
+                kihon4_core::domain::FieldError {
+                    field,
+                    error: ValueError::MyNumber,
+                },
+            ]));
+        }
+        if unknown.is_some() {
             return ApiError::field(ProblemKind::Validation, field, "is not a known field");
         }
-        let field = if path == "." { "body".to_owned() } else { path };
         ApiError::field(ProblemKind::Validation, field, message)
     })
 }
@@ -168,55 +182,66 @@ pub fn bearer(req: &HttpRequest) -> Option<&str> {
 
 impl<R: RequiredRole + 'static> FromRequest for Auth<R> {
     type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
 
+    /// Decides at once, so that a refusal answers before any other part of
+    /// the request (body, path, query) is looked at. The refusal's audit
+    /// event is written by [`crate::middleware::request_context`] before the
+    /// response leaves.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let req = req.clone();
-        Box::pin(async move {
-            let state = req
-                .app_data::<web::Data<AppState>>()
-                .ok_or_else(|| ApiError::internal("application state missing"))?
-                .clone();
-            let request_id = request_id(&req);
-            let verdict = match bearer(&req) {
-                None => Err(AuthError::Missing),
-                Some(token) => state.auth.verify(token),
-            };
-            let (refusal, actor) = match verdict {
-                Ok(principal) if principal.has(R::ROLE) => {
-                    return Ok(Auth {
-                        principal,
-                        request_id,
-                        _role: PhantomData,
-                    });
-                }
-                Ok(principal) => ("forbidden", Actor::user(&principal.sub)),
-                Err(e) => (e.reason(), Actor::anonymous()),
-            };
-            let event = AuditEvent::new("auth.denied", "request", None).set(
-                "attempt",
-                json!({
-                    "reason": refusal,
-                    "method": req.method().as_str(),
-                    "route": req.match_pattern().unwrap_or_else(|| "unmatched".into()),
-                    "required_role": R::ROLE.as_str(),
-                }),
-            );
-            let ctx = AuditContext::new(actor, request_id);
-            let txn = kihon4_core::db::begin_write(&state.db).await?;
-            audit::append(&txn, &ctx, event).await?;
-            txn.commit().await?;
-            Err(if refusal == "forbidden" {
-                ApiError::new(
-                    ProblemKind::Forbidden,
-                    format!("This route needs the role `{}`.", R::ROLE),
-                )
-            } else {
-                ApiError::new(
-                    ProblemKind::Unauthorized,
-                    "Send a valid bearer token: Authorization: Bearer <JWT>.",
-                )
-            })
+        let Some(state) = req.app_data::<web::Data<AppState>>() else {
+            return std::future::ready(Err(ApiError::internal("application state missing")));
+        };
+        let verdict = match bearer(req) {
+            None => Err(AuthError::Missing),
+            Some(token) => state.auth.verify(token),
+        };
+        std::future::ready(match verdict {
+            Ok(principal) if principal.has(R::ROLE) => Ok(Auth {
+                principal,
+                request_id: request_id(req),
+                _role: PhantomData,
+            }),
+            Ok(principal) => Err(ApiError::refused(Refusal {
+                actor: Actor::user(&principal.sub),
+                reason: "forbidden",
+                required_role: R::ROLE,
+            })),
+            Err(e) => Err(ApiError::refused(Refusal {
+                actor: Actor::anonymous(),
+                reason: e.reason(),
+                required_role: R::ROLE,
+            })),
         })
     }
+}
+
+/// A refused authorisation, carried on the response until it is audited.
+#[derive(Debug, Clone)]
+pub struct Refusal {
+    pub actor: Actor,
+    /// `missing`, `expired`, `invalid` or `forbidden`.
+    pub reason: &'static str,
+    pub required_role: Role,
+}
+
+/// Appends the audit event of a refused authorisation (nothing from the token in it).
+pub async fn audit_refusal(
+    state: &AppState,
+    refusal: &Refusal,
+    req: &HttpRequest,
+) -> Result<(), sea_orm::DbErr> {
+    let event = AuditEvent::new("auth.denied", "request", None).set(
+        "attempt",
+        json!({
+            "reason": refusal.reason,
+            "method": req.method().as_str(),
+            "route": req.match_pattern().unwrap_or_else(|| "unmatched".into()),
+            "required_role": refusal.required_role.as_str(),
+        }),
+    );
+    let ctx = AuditContext::new(refusal.actor.clone(), request_id(req));
+    let txn = kihon4_core::db::begin_write(&state.db).await?;
+    audit::append(&txn, &ctx, event).await?;
+    txn.commit().await
 }

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::AppState;
-use crate::extract::{RequestId, bearer, payload_error};
+use crate::extract::{Refusal, RequestId, audit_refusal, bearer, payload_error};
 use crate::problem::{ApiError, ProblemKind};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -37,24 +37,37 @@ fn sane_request_id(value: Option<&HeaderValue>) -> Option<String> {
 pub async fn request_context(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
     let id = sane_request_id(req.headers().get(REQUEST_ID))
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     req.extensions_mut().insert(RequestId(id.clone()));
     let method = req.method().to_string();
     let span = tracing::info_span!("request", request_id = %id, method = %method);
+    let state = req.app_data::<web::Data<AppState>>().cloned();
     let started = Instant::now();
-    let result = next.call(req).instrument(span.clone()).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    let mut res = match result {
-        Ok(res) => res,
+    // Handlers turn their errors into responses; an error here comes from
+    // below the routes (none of kihon4's own) and actix answers it.
+    let mut res = match next.call(req).instrument(span.clone()).await {
+        Ok(res) => res.map_into_boxed_body(),
         Err(err) => {
-            // An error no handler turned into a response still answers as a problem.
-            let _enter = span.enter();
-            tracing::warn!(error = %err, "request failed before a response");
+            span.in_scope(|| tracing::warn!(error = %err, "request failed before a response"));
             return Err(err);
         }
     };
+    let refusal = res.response().extensions().get::<Refusal>().cloned();
+    if let (Some(refusal), Some(state)) = (refusal, state) {
+        // The refusal is on record before its answer leaves.
+        let recorded = audit_refusal(&state, &refusal, res.request())
+            .instrument(span.clone())
+            .await;
+        if let Err(e) = recorded {
+            let err = span.in_scope(|| {
+                ApiError::internal(format!("could not audit a refused authorisation: {e}"))
+            });
+            res = ServiceResponse::new(res.request().clone(), err.error_response());
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
     let route = res
         .request()
         .match_pattern()

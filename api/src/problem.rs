@@ -8,6 +8,8 @@ use actix_web::{HttpResponse, ResponseError};
 use kihon4_core::CoreError;
 use kihon4_core::domain::{FieldErrors, ValueError};
 use serde::Serialize;
+
+use crate::extract::Refusal;
 use utoipa::ToSchema;
 
 /// Every kind of failure the API reports, with its status and title.
@@ -135,6 +137,8 @@ pub struct ApiError {
     pub detail: String,
     pub errors: Vec<ProblemField>,
     pub retry_after: Option<u32>,
+    /// Set on 401/403: the refusal to audit before the response leaves.
+    pub refusal: Option<Refusal>,
 }
 
 impl ApiError {
@@ -144,7 +148,25 @@ impl ApiError {
             detail: detail.into(),
             errors: Vec::new(),
             retry_after: None,
+            refusal: None,
         }
+    }
+
+    /// A refused authorisation: 401 without a valid token, 403 without the role.
+    pub fn refused(refusal: Refusal) -> Self {
+        let mut e = if refusal.reason == "forbidden" {
+            Self::new(
+                ProblemKind::Forbidden,
+                format!("This route needs the role `{}`.", refusal.required_role),
+            )
+        } else {
+            Self::new(
+                ProblemKind::Unauthorized,
+                "Send a valid bearer token: Authorization: Bearer <JWT>.",
+            )
+        };
+        e.refusal = Some(refusal);
+        e
     }
 
     pub fn field(kind: ProblemKind, field: impl Into<String>, message: impl Into<String>) -> Self {
@@ -203,7 +225,11 @@ impl ResponseError for ApiError {
         if let Some(seconds) = self.retry_after {
             res.insert_header((header::RETRY_AFTER, seconds.to_string()));
         }
-        res.body(serde_json::to_vec(&self.body()).expect("a problem serialises"))
+        let mut res = res.body(serde_json::to_vec(&self.body()).expect("a problem serialises"));
+        if let Some(refusal) = &self.refusal {
+            res.extensions_mut().insert(refusal.clone());
+        }
+        res
     }
 }
 

@@ -72,8 +72,16 @@ struct Claims {
     iat: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     iss: Option<String>,
+    /// One audience or several (RFC 7519 allows both).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    aud: Option<String>,
+    aud: Option<Audience>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(untagged)]
+enum Audience {
+    One(String),
+    Many(Vec<String>),
 }
 
 /// Why a token was refused. Never carries the token or its claims.
@@ -210,7 +218,7 @@ pub fn issue_token(
         nbf: Some(now),
         iat: Some(now),
         iss: settings.issuer.clone(),
-        aud: settings.audience.clone(),
+        aud: settings.audience.clone().map(Audience::One),
     };
     jsonwebtoken::encode(&Header::new(algorithm(settings.algorithm)), &claims, &key)
         .map_err(|e| format!("cannot sign the token: {e}"))
@@ -266,6 +274,26 @@ mod tests {
                 Err(AuthError::Invalid)
             );
         }
+    }
+
+    #[test]
+    fn an_audience_list_is_accepted() {
+        let s = settings();
+        let claims = serde_json::json!({
+            "sub": "bob", "roles": ["auditor"], "exp": jsonwebtoken::get_current_timestamp() + 60,
+            "iss": "kihon4-test", "aud": ["other", "kihon4"]
+        });
+        let JwtKeys::Secret(secret) = &s.keys else {
+            unreachable!()
+        };
+        let token = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &claims,
+            &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+        )
+        .unwrap();
+        let p = Authenticator::new(&s).unwrap().verify(&token).unwrap();
+        assert!(p.has(Role::Auditor));
     }
 
     #[test]

@@ -46,8 +46,11 @@ pub const SETTINGS: &[&str] = &[
     "shutdown_grace_seconds",
 ];
 
-/// Variables with the prefix that are not settings of the service itself.
-const NOT_SETTINGS: &[&str] = &["KIHON4_TEST_DATABASE_URL", "KIHON4_CONFIG"];
+/// Variables with the prefix that are not settings of the service itself:
+/// the file's path, and those of the test and benchmark tooling.
+fn is_tooling_variable(name: &str) -> bool {
+    name == "KIHON4_CONFIG" || name.starts_with("KIHON4_TEST_") || name.starts_with("KIHON4_BENCH_")
+}
 
 /// Which JPKI role the institution plays (DESIGN §1).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,7 +172,7 @@ impl Config {
             let key = key.to_ascii_lowercase();
             if SETTINGS.contains(&key.as_str()) {
                 from_env.insert(key, value);
-            } else if !NOT_SETTINGS.contains(&name.as_str()) {
+            } else if !is_tooling_variable(&name) {
                 errors.push(format!("{name} is not a kihon4 setting"));
             }
         }
@@ -188,7 +191,10 @@ impl Config {
         let values: BTreeMap<String, Value> = match figment.extract() {
             Ok(values) => values,
             Err(e) => {
-                errors.push(format!("the configuration file cannot be read: {e}"));
+                // Only the first line: the parser quotes the offending line, which may hold a secret.
+                let first = e.to_string();
+                let first = first.lines().next().unwrap_or_default().to_owned();
+                errors.push(format!("the configuration file cannot be read: {first}"));
                 BTreeMap::new()
             }
         };
@@ -211,19 +217,36 @@ impl Config {
     /// folder, created there on first start.
     fn embedded_jwt_secret(data_dir: &Path) -> Result<SecretString, String> {
         let path = data_dir.join("jwt-secret");
-        if path.exists() {
-            let text = std::fs::read_to_string(&path)
-                .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-            return Ok(SecretString::from(text.trim().to_owned()));
+        if !path.exists() {
+            std::fs::create_dir_all(data_dir).map_err(|e| {
+                format!("cannot create the data folder {}: {e}", data_dir.display())
+            })?;
+            let mut bytes = [0u8; 32];
+            rand::rngs::OsRng.fill_bytes(&mut bytes);
+            // Written whole under a temporary name, then published with a
+            // hard link, which fails if another process published first:
+            // nobody ever reads a half-written secret, and all agree on one.
+            let temp = data_dir.join(format!(".jwt-secret.{}", uuid::Uuid::new_v4()));
+            write_private_file(&temp, hex::encode(bytes).as_bytes())
+                .map_err(|e| format!("cannot write {}: {e}", temp.display()))?;
+            let published = std::fs::hard_link(&temp, &path);
+            let _ = std::fs::remove_file(&temp);
+            match published {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(format!("cannot write {}: {e}", path.display())),
+            }
         }
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| format!("cannot create the data folder {}: {e}", data_dir.display()))?;
-        let mut bytes = [0u8; 32];
-        rand::rngs::OsRng.fill_bytes(&mut bytes);
-        let secret = hex::encode(bytes);
-        write_private_file(&path, secret.as_bytes())
-            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
-        Ok(SecretString::from(secret))
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let secret = text.trim();
+        if secret.len() < 32 {
+            return Err(format!(
+                "{} holds fewer than 32 characters; remove it to have a new one made",
+                path.display()
+            ));
+        }
+        Ok(SecretString::from(secret.to_owned()))
     }
 }
 
@@ -250,8 +273,21 @@ struct Reader {
 impl Reader {
     fn text(&mut self, key: &str) -> Option<String> {
         match self.values.get(key)? {
-            Value::String(_, s) => Some(s.clone()).filter(|s| !s.trim().is_empty()),
-            Value::Num(_, n) => n.to_u128().map(|n| n.to_string()),
+            // Set but empty is a mistake (a template that rendered nothing), not "unset".
+            Value::String(_, s) if s.trim().is_empty() => {
+                self.errors
+                    .push(format!("{} ({key}) is set but empty", variable(key)));
+                None
+            }
+            Value::String(_, s) => Some(s.clone()),
+            Value::Num(_, n) => match n.to_i128() {
+                Some(n) => Some(n.to_string()),
+                None => {
+                    self.errors
+                        .push(format!("{} ({key}) must be a whole number", variable(key)));
+                    None
+                }
+            },
             Value::Bool(_, b) => Some(b.to_string()),
             _ => {
                 self.errors
@@ -542,12 +578,17 @@ impl Reader {
                 return None;
             }
         };
-        Some(JwtSettings {
+        let settings = JwtSettings {
             algorithm,
             keys,
             issuer,
             audience,
-        })
+        };
+        if let Err(why) = crate::auth::Authenticator::new(&settings) {
+            self.fail("jwt_public_keys", why);
+            return None;
+        }
+        Some(settings)
     }
 }
 
@@ -632,7 +673,7 @@ mod tests {
         std::fs::write(
             &file,
             format!(
-                "data_dir = \"{}\"\nlisten = \"0.0.0.0:9000\"\ninstitution_name = \"File Bank\"\n",
+                "data_dir = \"{}\"\nlisten = \"0.0.0.0:9000\"\ninstitution_name = \"File Bank\"\ndb_max_connections = 20\n",
                 dir.display()
             ),
         )
@@ -642,6 +683,7 @@ mod tests {
                 .unwrap();
         assert_eq!(config.listen.port(), 9000);
         assert_eq!(config.institution_name, "Env Bank");
+        assert_eq!(config.db_max_connections, 20, "TOML numbers are read");
 
         std::fs::write(&file, "colour = \"blue\"\n").unwrap();
         let errors = Config::load_from(
@@ -652,6 +694,48 @@ mod tests {
         assert!(errors.to_string().contains("`colour`"));
         let missing = Config::load_from(Some(&dir.join("absent.toml")), Vec::new()).unwrap_err();
         assert!(missing.to_string().contains("does not exist"));
+    }
+
+    #[test]
+    fn set_but_empty_is_an_error_not_a_default() {
+        let dir = temp_dir("empty");
+        let errors = Config::load_from(
+            None,
+            env(&[
+                ("KIHON4_DATA_DIR", dir.to_str().unwrap()),
+                ("KIHON4_DATABASE_URL", ""),
+            ]),
+        )
+        .unwrap_err();
+        assert!(
+            errors
+                .to_string()
+                .contains("KIHON4_DATABASE_URL (database_url) is set but empty")
+        );
+    }
+
+    #[test]
+    fn toml_syntax_errors_do_not_quote_the_file() {
+        let dir = temp_dir("syntax");
+        let file = dir.join("kihon4.toml");
+        std::fs::write(
+            &file,
+            "jwt_secret = \"hunter2-hunter2-hunter2-hunter2-hunter2\" oops\n",
+        )
+        .unwrap();
+        let errors = Config::load_from(Some(&file), Vec::new()).unwrap_err();
+        let text = errors.to_string();
+        assert!(text.contains("cannot be read"), "{text}");
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+
+    #[test]
+    fn a_short_embedded_secret_is_refused() {
+        let dir = temp_dir("short");
+        std::fs::write(dir.join("jwt-secret"), "short").unwrap();
+        let errors = Config::load_from(None, env(&[("KIHON4_DATA_DIR", dir.to_str().unwrap())]))
+            .unwrap_err();
+        assert!(errors.to_string().contains("fewer than 32 characters"));
     }
 
     #[test]

@@ -5,7 +5,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -174,23 +174,15 @@ fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-/// Creates a customer with its audit event (and history, when the four items are known).
+/// Creates a customer with its audit event (and history, when the four
+/// items are known). The audit append comes last: it holds the chain lock
+/// until commit.
 pub async fn create(
     db: &DatabaseConnection,
     ctx: &AuditContext,
     new: NewCustomer,
 ) -> Result<Customer, CoreError> {
     let txn = db::begin_write(db).await?;
-    let taken = customers::Entity::find()
-        .filter(customers::Column::ExternalRef.eq(new.external_ref.as_str()))
-        .select_only()
-        .column(customers::Column::Id)
-        .into_tuple::<Uuid>()
-        .one(&txn)
-        .await?;
-    if taken.is_some() {
-        return Err(CoreError::ExternalRefTaken);
-    }
     let id = Uuid::now_v7();
     let at = now();
     let b = new.basic4.as_ref();
@@ -212,6 +204,7 @@ pub async fn create(
         created_at: Set(at),
         updated_at: Set(at),
     };
+    // The unique index decides, also between processes racing for one external_ref.
     match customers::Entity::insert(row)
         .exec_without_returning(&txn)
         .await
@@ -219,6 +212,20 @@ pub async fn create(
         Ok(_) => {}
         Err(e) if db::is_unique_violation(&e) => return Err(CoreError::ExternalRefTaken),
         Err(e) => return Err(e.into()),
+    }
+    if let Some(b) = b {
+        basic4_history::Entity::insert(basic4_history::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            customer_id: Set(id),
+            customer_version: Set(1),
+            source: Set(Basic4Source::Api.as_str().to_owned()),
+            before: Set(None),
+            after: Set(basic4_json(b)),
+            reported_on: Set(None),
+            changed_at: Set(at),
+        })
+        .exec_without_returning(&txn)
+        .await?;
     }
 
     let mut event = AuditEvent::customer("customer.created", id);
@@ -237,29 +244,20 @@ pub async fn create(
             basic4_commitments(&mut event, "after.basic4", b),
         );
     }
-    let event = event.set("after", Value::Object(after));
-    let seq = audit::append(&txn, ctx, event).await?;
-    if let Some(b) = b {
-        basic4_history::Entity::insert(basic4_history::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            customer_id: Set(id),
-            customer_version: Set(1),
-            source: Set(Basic4Source::Api.as_str().to_owned()),
-            before: Set(None),
-            after: Set(basic4_json(b)),
-            reported_on: Set(None),
-            audit_seq: Set(seq),
-            changed_at: Set(at),
-        })
-        .exec_without_returning(&txn)
-        .await?;
-    }
-    let row = customers::Entity::find_by_id(id)
-        .one(&txn)
-        .await?
-        .ok_or(CoreError::NotFound("customer"))?;
+    audit::append(&txn, ctx, event.set("after", Value::Object(after))).await?;
     txn.commit().await?;
-    row.try_into()
+    Ok(Customer {
+        id,
+        external_ref: new.external_ref,
+        email: new.email,
+        locale: new.locale,
+        basic4: new.basic4,
+        status: CustomerStatus::Active,
+        jpki_cert_serial: None,
+        version: 1,
+        created_at: at,
+        updated_at: at,
+    })
 }
 
 pub async fn get<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Customer, CoreError> {
@@ -323,9 +321,10 @@ pub async fn change_contact(
     }
 
     let version = current.version + 1;
+    let at = now();
     let mut update = customers::Entity::update_many()
         .col_expr(customers::Column::Version, Expr::value(version))
-        .col_expr(customers::Column::UpdatedAt, Expr::value(now()))
+        .col_expr(customers::Column::UpdatedAt, Expr::value(at))
         .filter(
             Condition::all()
                 .add(customers::Column::Id.eq(id))
@@ -357,9 +356,17 @@ pub async fn change_contact(
         .set("before", Value::Object(before))
         .set("after", Value::Object(after));
     audit::append(&txn, ctx, event).await?;
-    let row = get(&txn, id).await?;
     txn.commit().await?;
-    Ok(row)
+    let mut changed = Customer::try_from(current)?;
+    if let Some(email) = new_email {
+        changed.email = email;
+    }
+    if let Some(locale) = new_locale {
+        changed.locale = locale;
+    }
+    changed.version = version;
+    changed.updated_at = at;
+    Ok(changed)
 }
 
 /// One change to a customer's four items.
@@ -374,16 +381,23 @@ pub struct Basic4Change {
     pub changed_at: DateTime<Utc>,
 }
 
-/// The changes to a customer's four items, oldest first.
-pub async fn history<C: ConnectionTrait + TransactionTrait>(
+/// A page of the changes to a customer's four items, oldest first, after
+/// the change `after`.
+pub async fn history<C: ConnectionTrait>(
     db: &C,
     id: Uuid,
+    after: Option<Uuid>,
+    limit: u64,
 ) -> Result<Vec<Basic4Change>, CoreError> {
     get(db, id).await?;
-    Ok(basic4_history::Entity::find()
+    let mut query = basic4_history::Entity::find()
         .filter(basic4_history::Column::CustomerId.eq(id))
-        .order_by_asc(basic4_history::Column::ChangedAt)
-        .order_by_asc(basic4_history::Column::Id)
+        .order_by_asc(basic4_history::Column::Id);
+    if let Some(after) = after {
+        query = query.filter(basic4_history::Column::Id.gt(after));
+    }
+    Ok(query
+        .limit(limit)
         .all(db)
         .await?
         .into_iter()

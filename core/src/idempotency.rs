@@ -13,6 +13,9 @@ use crate::entities::idempotency_keys;
 /// process that died mid-request never finishes its claim).
 pub const LOCK_SECONDS: i64 = 60;
 
+/// How long a finished request's response is kept for replay.
+pub const RETENTION_HOURS: i64 = 24;
+
 /// A response kept for replay.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredResponse {
@@ -151,4 +154,23 @@ pub async fn release<C: ConnectionTrait>(db: &C, principal: &str, key: &str) -> 
         .exec(db)
         .await?;
     Ok(())
+}
+
+/// Forgets keys older than `retention` at `now`, except claims still held.
+/// Returns how many were removed.
+pub async fn purge<C: ConnectionTrait>(
+    db: &C,
+    now: DateTime<Utc>,
+    retention: Duration,
+) -> Result<u64, DbErr> {
+    let gone = idempotency_keys::Entity::delete_many()
+        .filter(idempotency_keys::Column::CreatedAt.lt(now - retention))
+        .filter(
+            sea_orm::Condition::any()
+                .add(idempotency_keys::Column::State.eq("done"))
+                .add(idempotency_keys::Column::LockedUntil.lt(now)),
+        )
+        .exec(db)
+        .await?;
+    Ok(gone.rows_affected)
 }

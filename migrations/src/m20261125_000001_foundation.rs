@@ -37,7 +37,6 @@ enum Basic4History {
     Before,
     After,
     ReportedOn,
-    AuditSeq,
     ChangedAt,
 }
 
@@ -214,7 +213,6 @@ impl MigrationTrait for Migration {
                     .col(json_null(Basic4History::Before))
                     .col(json(Basic4History::After))
                     .col(date_null(Basic4History::ReportedOn))
-                    .col(big_integer(Basic4History::AuditSeq))
                     .col(timestamp_with_time_zone(Basic4History::ChangedAt))
                     .foreign_key(
                         ForeignKey::create()

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Page, page_limit};
+use super::{Page, next_cursor, page_limit};
 use crate::AppState;
 use crate::extract::{Auditor, Auth};
 use crate::problem::{ApiError, ProblemBody, ProblemKind};
@@ -97,9 +97,7 @@ pub async fn events(
         })
         .transpose()?;
     let found = audit::list_events(&state.db, &filter, after, limit).await?;
-    let next_cursor = (found.len() as u64 == limit)
-        .then(|| found.last().map(|e| e.seq.to_string()))
-        .flatten();
+    let next_cursor = next_cursor(&found, limit, |e| e.seq.to_string());
     let items = found
         .into_iter()
         .map(|e| AuditEventView {

@@ -4,13 +4,15 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, patch, post, web};
 use chrono::{DateTime, NaiveDate, Utc};
 use kihon4_core::customers::{self, ContactChange, Customer, NewCustomer};
-use kihon4_core::domain::{Basic4, Email, ExternalRef, FieldErrors, Locale, RawBasic4};
+use kihon4_core::domain::{
+    Basic4, Email, ExternalRef, FieldError, FieldErrors, Locale, RawBasic4, ValueError,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Page, page_limit};
+use super::{Page, Paging, next_cursor, page_limit, uuid_cursor};
 use crate::AppState;
 use crate::extract::{Auth, JsonBody, Operator};
 use crate::problem::{ApiError, ProblemBody, ProblemKind};
@@ -238,24 +240,16 @@ pub async fn list(
         .as_deref()
         .map(ExternalRef::parse)
         .transpose()
-        .map_err(|e| ApiError::field(ProblemKind::InvalidQuery, "external_ref", e.to_string()))?;
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            Uuid::parse_str(c).map_err(|_| {
-                ApiError::field(
-                    ProblemKind::InvalidQuery,
-                    "cursor",
-                    "is not a cursor from this list",
-                )
-            })
-        })
-        .transpose()?;
+        .map_err(|e| match e {
+            ValueError::MyNumber => ApiError::from(FieldErrors(vec![FieldError {
+                field: "external_ref".into(),
+                error: e,
+            }])),
+            e => ApiError::field(ProblemKind::InvalidQuery, "external_ref", e.to_string()),
+        })?;
+    let after = uuid_cursor(query.cursor.as_deref())?;
     let found = customers::list(&state.db, external_ref.as_ref(), after, limit).await?;
-    let next_cursor = (found.len() as u64 == limit)
-        .then(|| found.last().map(|c| c.id.to_string()))
-        .flatten();
+    let next_cursor = next_cursor(&found, limit, |c| c.id.to_string());
     Ok(HttpResponse::Ok().json(Page {
         items: found.iter().map(CustomerView::from).collect(),
         next_cursor,
@@ -325,8 +319,12 @@ pub async fn change(
 /// The changes to a customer's four items, oldest first. Role: operator.
 #[utoipa::path(
     tag = "customers",
-    params(("id" = Uuid, Path)),
-    responses((status = 200, body = Page<HistoryEntry>), (status = 404, body = ProblemBody)),
+    params(("id" = Uuid, Path), Paging),
+    responses(
+        (status = 200, body = Page<HistoryEntry>),
+        (status = 400, body = ProblemBody),
+        (status = 404, body = ProblemBody),
+    ),
     security(("bearer" = ["operator"]))
 )]
 #[get("/v1/customers/{id}/history")]
@@ -334,21 +332,23 @@ pub async fn history(
     state: web::Data<AppState>,
     _auth: Auth<Operator>,
     id: web::Path<Uuid>,
+    query: web::Query<Paging>,
 ) -> Result<HttpResponse, ApiError> {
-    let changes = customers::history(&state.db, *id).await?;
-    Ok(HttpResponse::Ok().json(Page {
-        items: changes
-            .into_iter()
-            .map(|c| HistoryEntry {
-                id: c.id,
-                customer_version: c.customer_version,
-                source: c.source,
-                before: c.before,
-                after: c.after,
-                reported_on: c.reported_on,
-                changed_at: c.changed_at,
-            })
-            .collect(),
-        next_cursor: None,
-    }))
+    let limit = page_limit(query.limit)?;
+    let after = uuid_cursor(query.cursor.as_deref())?;
+    let changes = customers::history(&state.db, *id, after, limit).await?;
+    let next_cursor = next_cursor(&changes, limit, |c| c.id.to_string());
+    let items = changes
+        .into_iter()
+        .map(|c| HistoryEntry {
+            id: c.id,
+            customer_version: c.customer_version,
+            source: c.source,
+            before: c.before,
+            after: c.after,
+            reported_on: c.reported_on,
+            changed_at: c.changed_at,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
 }

@@ -25,6 +25,29 @@ pub struct Paging {
     pub limit: Option<u64>,
 }
 
+/// The cursor for the page after `items`: none when the page was not full.
+pub fn next_cursor<T>(items: &[T], limit: u64, cursor: impl Fn(&T) -> String) -> Option<String> {
+    if items.len() as u64 == limit {
+        items.last().map(cursor)
+    } else {
+        None
+    }
+}
+
+/// A cursor that names the last id of the previous page.
+pub fn uuid_cursor(raw: Option<&str>) -> Result<Option<uuid::Uuid>, crate::problem::ApiError> {
+    raw.map(|c| {
+        uuid::Uuid::parse_str(c).map_err(|_| {
+            crate::problem::ApiError::field(
+                crate::problem::ProblemKind::InvalidQuery,
+                "cursor",
+                "is not a cursor from this list",
+            )
+        })
+    })
+    .transpose()
+}
+
 pub fn page_limit(limit: Option<u64>) -> Result<u64, crate::problem::ApiError> {
     match limit {
         None => Ok(DEFAULT_LIMIT),

@@ -9,7 +9,8 @@ use crate::helpers::{
 
 both!(
     every_route_refuses_bad_tokens_and_audits_it,
-    roles_are_enforced_per_route
+    roles_are_enforced_per_route,
+    refusals_come_before_any_other_check,
 );
 
 fn now() -> u64 {
@@ -228,4 +229,58 @@ async fn roles_are_enforced_per_route(backend: Backend) {
     // A token with no known role is refused too.
     let nobody = token_for("nobody", &[]);
     expect_problem(app.get("/v1/customers", &nobody).await, 403, "forbidden").await;
+}
+
+async fn refusals_come_before_any_other_check(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let operator_only = token_for("eve", &[Role::Auditor]);
+    let send = |method: &str,
+                path: &str,
+                content_type: &str,
+                body: &'static str,
+                token: Option<String>| {
+        let mut req = app
+            .http
+            .request(method.parse().unwrap(), app.url(path))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req.send()
+    };
+    let cases = [
+        ("POST", "/v1/customers", "application/json", "{not json"),
+        ("POST", "/v1/customers", "text/plain", "hello"),
+        (
+            "POST",
+            "/v1/customers",
+            "application/json",
+            r#"{"colour": "blue"}"#,
+        ),
+        ("GET", "/v1/customers/not-a-uuid", "application/json", ""),
+        ("GET", "/v1/customers?limit=0", "application/json", ""),
+        (
+            "PATCH",
+            "/v1/customers/not-a-uuid",
+            "application/json",
+            "{}",
+        ),
+    ];
+    for (method, path, ct, body) in cases {
+        let res = send(method, path, ct, body, None).await.unwrap();
+        expect_problem(res, 401, "unauthorized").await;
+        let res = send(method, path, ct, body, Some(operator_only.clone()))
+            .await
+            .unwrap();
+        expect_problem(res, 403, "forbidden").await;
+    }
+    let events: Value = app
+        .get("/v1/audit/events?action=auth.denied", &app.auditor())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(events["items"].as_array().unwrap().len(), 2 * cases.len());
+    assert_eq!(app.count("customers").await, 0);
 }

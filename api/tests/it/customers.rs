@@ -194,6 +194,32 @@ async fn my_numbers_are_refused_in_every_free_text_field(backend: Backend) {
         assert_eq!(problem["status"], 422);
         assert_eq!(problem_fields(&problem), [field]);
     }
+    // As a JSON number, or as a field's name, it is refused all the same and never echoed.
+    let as_number = format!(r#"{{"external_ref": {my_number}, "email": "a@example.jp"}}"#);
+    let as_name =
+        format!(r#"{{"external_ref": "C-6", "email": "a@example.jp", "{my_number}": 1}}"#);
+    for raw in [as_number, as_name] {
+        let res = app
+            .http
+            .post(app.url("/v1/customers"))
+            .bearer_auth(app.operator())
+            .header("content-type", "application/json")
+            .body(raw)
+            .send()
+            .await
+            .unwrap();
+        let text = res.text().await.unwrap();
+        assert!(
+            !text.contains(&my_number),
+            "the My Number was echoed: {text}"
+        );
+        let problem: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(
+            problem["type"],
+            "https://kihon4.dev/problems/my-number-refused"
+        );
+    }
+    assert_eq!(app.count("customers").await, 0);
     // A number that fails the check digit is an ordinary value.
     let last = my_number.as_bytes()[11] - b'0';
     let not_one = format!("{}{}", &my_number[..11], (last + 1) % 10);
@@ -327,16 +353,18 @@ async fn read_and_find_by_external_ref(backend: Backend) {
     )
     .await;
     let my_number = with_check_digit("11111111111");
-    let problem = expect_problem(
-        app.get(
+    let res = app
+        .get(
             &format!("/v1/customers?external_ref={my_number}"),
             &app.operator(),
         )
-        .await,
-        400,
-        "invalid-query",
-    )
-    .await;
+        .await;
+    let problem = expect_problem(res, 422, "my-number-refused").await;
+    assert_eq!(problem_fields(&problem), ["external_ref"]);
+    let res = app
+        .get("/v1/customers?external_ref=has%20space", &app.operator())
+        .await;
+    let problem = expect_problem(res, 400, "invalid-query").await;
     assert_eq!(problem_fields(&problem), ["external_ref"]);
 }
 
@@ -522,6 +550,38 @@ async fn history_lists_changes_to_the_four_items(backend: Backend) {
     assert_eq!(items[0]["before"], Value::Null);
     assert_eq!(items[0]["after"]["name"], "山田太郎");
     assert_eq!(history["next_cursor"], Value::Null);
+    let page: Value = app
+        .get(
+            &format!("/v1/customers/{id}/history?limit=1"),
+            &app.operator(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cursor = page["next_cursor"].as_str().unwrap().to_owned();
+    let rest: Value = app
+        .get(
+            &format!("/v1/customers/{id}/history?cursor={cursor}"),
+            &app.operator(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rest["items"], serde_json::json!([]));
+    for bad in ["limit=0", "cursor=x", "colour=blue"] {
+        expect_problem(
+            app.get(
+                &format!("/v1/customers/{id}/history?{bad}"),
+                &app.operator(),
+            )
+            .await,
+            400,
+            "invalid-query",
+        )
+        .await;
+    }
     let unknown = uuid::Uuid::now_v7();
     expect_problem(
         app.get(&format!("/v1/customers/{unknown}/history"), &app.operator())

@@ -9,6 +9,7 @@ both!(
     a_key_reused_for_another_body_is_refused,
     concurrent_requests_with_one_key_run_once,
     keys_belong_to_their_caller,
+    keys_are_forgotten_after_retention,
 );
 
 async fn post_with_key(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::Response {
@@ -108,4 +109,49 @@ async fn keys_belong_to_their_caller(backend: Backend) {
     assert_eq!(res.status(), 201);
     assert!(!res.headers().contains_key("idempotent-replayed"));
     assert_eq!(app.count("customers").await, 2);
+}
+
+async fn keys_are_forgotten_after_retention(backend: Backend) {
+    use chrono::Duration;
+    use kihon4_core::idempotency::{Claim, claim, purge};
+    let app = TestApp::spawn(backend).await;
+    let token = app.operator();
+    assert_eq!(
+        post_with_key(&app, &token, "old-key", &customer_body("IDEM-OLD"))
+            .await
+            .status(),
+        201
+    );
+    let now = chrono::Utc::now();
+    assert_eq!(
+        purge(&app.db, now, Duration::hours(24)).await.unwrap(),
+        0,
+        "young keys stay"
+    );
+    // A claim made long ago and still held at the time of the purge stays.
+    let then = now - Duration::hours(30);
+    assert_eq!(
+        claim(&app.db, "tester", "running", "h", then)
+            .await
+            .unwrap(),
+        Claim::Execute
+    );
+    assert_eq!(
+        purge(&app.db, then + Duration::seconds(30), Duration::zero())
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(app.count("idempotency_keys").await, 2);
+    // Later both are past retention: the finished one and the abandoned claim go.
+    assert_eq!(
+        purge(&app.db, now + Duration::hours(25), Duration::hours(24))
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(app.count("idempotency_keys").await, 0);
+    // The key is free again: the same request runs anew and meets the existing customer.
+    let res = post_with_key(&app, &token, "old-key", &customer_body("IDEM-OLD")).await;
+    expect_problem(res, 409, "external-ref-taken").await;
 }

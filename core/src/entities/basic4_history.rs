@@ -11,7 +11,6 @@ pub struct Model {
     pub before: Option<Json>,
     pub after: Json,
     pub reported_on: Option<Date>,
-    pub audit_seq: i64,
     pub changed_at: DateTimeUtc,
 }
 
