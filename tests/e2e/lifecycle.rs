@@ -195,3 +195,142 @@ mod refuses_a_database_behind_its_migrations {
         super::refuses_a_database_behind_its_migrations(crate::database::Backend::Postgres).await
     }
 }
+
+/// RS256 and ES256: tokens checked with public keys, issued by the CLI with
+/// the private key; keys made by OpenSSL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn public_key_tokens_from_openssl_keys() {
+    for (alg, genpkey) in [
+        (
+            "RS256",
+            &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"][..],
+        ),
+        (
+            "ES256",
+            &["-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256"][..],
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let key = |name: &str| dir.path().join(name);
+        for (private, public) in [("issuer.key", "issuer.pub"), ("other.key", "other.pub")] {
+            let ok = std::process::Command::new("openssl")
+                .arg("genpkey")
+                .args(genpkey)
+                .arg("-out")
+                .arg(key(private))
+                .status()
+                .expect("openssl runs");
+            assert!(ok.success());
+            let ok = std::process::Command::new("openssl")
+                .args(["pkey", "-pubout", "-in"])
+                .arg(key(private))
+                .arg("-out")
+                .arg(key(public))
+                .status()
+                .unwrap();
+            assert!(ok.success());
+        }
+        let envs = [
+            ("KIHON4_JWT_ALGORITHM", alg.to_owned()),
+            (
+                "KIHON4_JWT_PUBLIC_KEYS",
+                key("issuer.pub").display().to_string(),
+            ),
+            ("KIHON4_JWT_ISSUER", "https://idp.example.jp".to_owned()),
+            ("KIHON4_JWT_AUDIENCE", "kihon4".to_owned()),
+        ];
+        let issue = |private: &str| {
+            let out = kihon4(dir.path(), &envs)
+                .args(["token", "issue", "--role", "operator", "--private-key"])
+                .arg(key(private))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{alg}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        };
+        let good = issue("issuer.key");
+        let forged = issue("other.key");
+        let without_key = kihon4(dir.path(), &envs)
+            .args(["token", "issue", "--role", "operator"])
+            .output()
+            .unwrap();
+        assert_eq!(
+            without_key.status.code(),
+            Some(2),
+            "{alg}: a private key is needed"
+        );
+
+        let api = Running::start(dir.path(), "api", &envs).await;
+        let http = reqwest::Client::new();
+        let get = |token: String| {
+            http.get(format!("{}/v1/customers", api.base))
+                .bearer_auth(token)
+                .send()
+        };
+        assert_eq!(get(good).await.unwrap().status(), 200, "{alg}");
+        assert_eq!(
+            get(forged).await.unwrap().status(),
+            401,
+            "{alg}: signed by another key"
+        );
+        // An HS256 token made with the public key's text as secret (key confusion) is refused.
+        let public_pem = std::fs::read_to_string(key("issuer.pub")).unwrap();
+        let confused = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+            &json!({"sub": "x", "roles": ["admin"], "exp": jsonwebtoken::get_current_timestamp() + 600,
+                    "iss": "https://idp.example.jp", "aud": "kihon4"}),
+            &jsonwebtoken::EncodingKey::from_secret(public_pem.as_bytes()),
+        )
+        .unwrap();
+        assert_eq!(
+            get(confused).await.unwrap().status(),
+            401,
+            "{alg}: algorithm confusion"
+        );
+    }
+    // A public key that does not fit the algorithm is a configuration error.
+    let dir = tempfile::tempdir().unwrap();
+    let ec = dir.path().join("ec.key");
+    assert!(
+        std::process::Command::new("openssl")
+            .args([
+                "genpkey",
+                "-algorithm",
+                "EC",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-out"
+            ])
+            .arg(&ec)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let pubkey = dir.path().join("ec.pub");
+    assert!(
+        std::process::Command::new("openssl")
+            .args(["pkey", "-pubout", "-in"])
+            .arg(&ec)
+            .arg("-out")
+            .arg(&pubkey)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let out = kihon4(
+        dir.path(),
+        &[
+            ("KIHON4_JWT_ALGORITHM", "RS256".into()),
+            ("KIHON4_JWT_PUBLIC_KEYS", pubkey.display().to_string()),
+        ],
+    )
+    .arg("api")
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("KIHON4_JWT_PUBLIC_KEYS"));
+}

@@ -515,6 +515,37 @@ async fn patch_validates_and_ignores_unchanged_values(backend: Backend) {
     .await;
     assert_eq!(problem_fields(&problem), ["external_ref"]);
     expect_problem(patch(json!({})).await.unwrap(), 422, "nothing-to-change").await;
+    let raw = |content_type: &'static str, body: Vec<u8>| {
+        app.http
+            .patch(app.url(&path))
+            .bearer_auth(app.operator())
+            .header("if-match", "\"1\"")
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+    };
+    expect_problem(
+        raw("application/json", b"{\"email\":".to_vec())
+            .await
+            .unwrap(),
+        400,
+        "malformed-json",
+    )
+    .await;
+    expect_problem(
+        raw("text/plain", b"email=x".to_vec()).await.unwrap(),
+        415,
+        "unsupported-media-type",
+    )
+    .await;
+    let big = serde_json::to_vec(&json!({"email": format!("{}@example.jp", "a".repeat(MAX_BODY))}))
+        .unwrap();
+    expect_problem(
+        raw("application/json", big).await.unwrap(),
+        413,
+        "payload-too-large",
+    )
+    .await;
     let my_number = with_check_digit("22222222222");
     let problem = expect_problem(
         patch(json!({"email": format!("{my_number}@example.jp")}))
