@@ -52,6 +52,15 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
     cfg.app_data(web::PayloadConfig::new(max_body_bytes))
         .app_data(web::QueryConfig::default().error_handler(|err, _| {
             let message = err.to_string();
+            if kihon4_core::domain::contains_my_number(&message) {
+                return ApiError::from(kihon4_core::domain::FieldErrors(vec![
+                    kihon4_core::domain::FieldError {
+                        field: "query".into(),
+                        error: kihon4_core::domain::ValueError::MyNumber,
+                    },
+                ]))
+                .into();
+            }
             let message = message
                 .strip_prefix("Query deserialize error: ")
                 .unwrap_or(&message)

@@ -101,20 +101,6 @@ pub async fn idempotency(
                 .map(ServiceResponse::map_into_boxed_body);
         }
     };
-    let key = match key.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
-            k.to_owned()
-        }
-        _ => {
-            return Ok(problem(
-                req,
-                ApiError::new(
-                    ProblemKind::InvalidIdempotencyKey,
-                    "Idempotency-Key must be 1 to 255 visible ASCII characters.",
-                ),
-            ));
-        }
-    };
     let state = req
         .app_data::<web::Data<AppState>>()
         .expect("application state is registered")
@@ -127,6 +113,20 @@ pub async fn idempotency(
                 .call(req)
                 .await
                 .map(ServiceResponse::map_into_boxed_body);
+        }
+    };
+    let key = match key.to_str() {
+        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
+            k.to_owned()
+        }
+        _ => {
+            return Ok(problem(
+                req,
+                ApiError::new(
+                    ProblemKind::InvalidIdempotencyKey,
+                    "Idempotency-Key must be 1 to 255 visible ASCII characters.",
+                ),
+            ));
         }
     };
     let body = match req.extract::<web::Bytes>().await {
@@ -214,7 +214,12 @@ pub async fn idempotency(
                     ));
                 }
             };
-            let outcome = if status.is_server_error() {
+            // Server errors are not kept, so a retry runs again; nor are
+            // refusals, so a retry with a better token is judged (and audited) anew.
+            let outcome = if status.is_server_error()
+                || status == StatusCode::UNAUTHORIZED
+                || status == StatusCode::FORBIDDEN
+            {
                 idempotency::release(&state.db, &principal, &key).await
             } else {
                 let stored = StoredResponse {

@@ -362,6 +362,15 @@ async fn read_and_find_by_external_ref(backend: Backend) {
     let problem = expect_problem(res, 422, "my-number-refused").await;
     assert_eq!(problem_fields(&problem), ["external_ref"]);
     let res = app
+        .get(&format!("/v1/customers?{my_number}=1"), &app.operator())
+        .await;
+    let text = res.text().await.unwrap();
+    assert!(
+        !text.contains(&my_number),
+        "the My Number was echoed: {text}"
+    );
+    assert!(text.contains("my-number-refused"), "{text}");
+    let res = app
         .get("/v1/customers?external_ref=has%20space", &app.operator())
         .await;
     let problem = expect_problem(res, 400, "invalid-query").await;

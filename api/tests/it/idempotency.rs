@@ -10,6 +10,7 @@ both!(
     concurrent_requests_with_one_key_run_once,
     keys_belong_to_their_caller,
     keys_are_forgotten_after_retention,
+    refusals_are_not_kept_for_replay,
 );
 
 async fn post_with_key(app: &TestApp, token: &str, key: &str, body: &Value) -> reqwest::Response {
@@ -154,4 +155,46 @@ async fn keys_are_forgotten_after_retention(backend: Backend) {
     // The key is free again: the same request runs anew and meets the existing customer.
     let res = post_with_key(&app, &token, "old-key", &customer_body("IDEM-OLD")).await;
     expect_problem(res, 409, "external-ref-taken").await;
+}
+
+async fn refusals_are_not_kept_for_replay(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    // Without a token the key is not even looked at: the route refuses.
+    let res = app
+        .http
+        .post(app.url("/v1/customers"))
+        .header("idempotency-key", "has space")
+        .json(&customer_body("IDEM-R"))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(res, 401, "unauthorized").await;
+    // A wrong role is refused; the same key with the right role then runs.
+    let auditor = token_for("carol", &[Role::Auditor]);
+    expect_problem(
+        post_with_key(&app, &auditor, "k-r", &customer_body("IDEM-R")).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    expect_problem(
+        post_with_key(&app, &auditor, "k-r", &customer_body("IDEM-R")).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    let carol = token_for("carol", &[Role::Operator]);
+    let res = post_with_key(&app, &carol, "k-r", &customer_body("IDEM-R")).await;
+    assert_eq!(res.status(), 201);
+    assert!(!res.headers().contains_key("idempotent-replayed"));
+    // Each refusal was judged, and audited, on its own.
+    assert_eq!(
+        app.audit_actions().await,
+        [
+            "auth.denied",
+            "auth.denied",
+            "auth.denied",
+            "customer.created"
+        ]
+    );
 }
