@@ -105,9 +105,15 @@ pub async fn idempotency(
         .app_data::<web::Data<AppState>>()
         .expect("application state is registered")
         .clone();
-    // Keys belong to a caller; without a valid token the route refuses anyway.
+    // Keys belong to a caller with its roles, so that a replay never answers
+    // a token the route would refuse; without a valid token the route refuses anyway.
     let principal = match bearer(req.request()).map(|t| state.auth.verify(t)) {
-        Some(Ok(p)) => p.sub,
+        Some(Ok(p)) => {
+            let mut roles: Vec<&str> = p.roles.iter().map(|r| r.as_str()).collect();
+            roles.sort_unstable();
+            roles.dedup();
+            format!("{}|{}", p.sub, roles.join(","))
+        }
         _ => {
             return next
                 .call(req)

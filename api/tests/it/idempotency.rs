@@ -187,6 +187,9 @@ async fn refusals_are_not_kept_for_replay(backend: Backend) {
     let res = post_with_key(&app, &carol, "k-r", &customer_body("IDEM-R")).await;
     assert_eq!(res.status(), 201);
     assert!(!res.headers().contains_key("idempotent-replayed"));
+    // A later token of the same subject without the role gets no replay.
+    let res = post_with_key(&app, &auditor, "k-r", &customer_body("IDEM-R")).await;
+    expect_problem(res, 403, "forbidden").await;
     // Each refusal was judged, and audited, on its own.
     assert_eq!(
         app.audit_actions().await,
@@ -194,7 +197,8 @@ async fn refusals_are_not_kept_for_replay(backend: Backend) {
             "auth.denied",
             "auth.denied",
             "auth.denied",
-            "customer.created"
+            "customer.created",
+            "auth.denied"
         ]
     );
 }
