@@ -11,5 +11,6 @@ pub mod domain;
 pub mod entities;
 pub mod error;
 pub mod idempotency;
+pub mod jpki;
 
 pub use error::CoreError;

@@ -1,0 +1,418 @@
+//! The JPKI profile against bytes kihon4 did not make: certificates made by
+//! OpenSSL from the shared profile config, and the real J-LIS CA certificates.
+//! OpenSSL also checks the certificates kihon4 makes.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use chrono::{Duration, Utc};
+use der::{Decode, DecodePem, Encode};
+use kihon4_core::domain::{Basic4, CertSerial, RawBasic4};
+use kihon4_core::jpki::{
+    self, CertificateKind, CrlPartition, JpkiError, SigningCertificateSpec, certificate_kind, oid,
+    parse_signing_certificate,
+};
+use rsa::pkcs8::DecodePrivateKey;
+use x509_cert::Certificate;
+use x509_cert::spki::SubjectPublicKeyInfoOwned;
+
+fn shared() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures")
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A test CA made by OpenSSL.
+fn openssl_ca(dir: &Path) {
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/C=JP/O=JPKI/OU=JPKI for digital signature/OU=Test CA",
+            "-addext",
+            "subjectKeyIdentifier=hash",
+        ],
+    );
+}
+
+/// A leaf made by OpenSSL from the shared profile config, with `edit` applied
+/// to the config. `UTF8:` values are marked `FORMAT:UTF8`: without it OpenSSL
+/// reads the config's UTF-8 as Latin-1 and encodes every byte again.
+fn openssl_leaf(dir: &Path, edit: impl Fn(String) -> String) -> Vec<u8> {
+    openssl_leaf_raw(dir, |c| edit(c).replace(";UTF8:", ";FORMAT:UTF8,UTF8:"))
+}
+
+fn openssl_leaf_raw(dir: &Path, edit: impl Fn(String) -> String) -> Vec<u8> {
+    let config =
+        std::fs::read_to_string(shared().join("jpki-profile/openssl-signing-cert.cnf")).unwrap();
+    std::fs::write(dir.join("leaf.cnf"), edit(config)).unwrap();
+    openssl(
+        dir,
+        &[
+            "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", "leaf.key", "-out",
+            "leaf.csr", "-config", "leaf.cnf",
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "365",
+            "-extfile",
+            "leaf.cnf",
+            "-extensions",
+            "ext",
+            "-outform",
+            "DER",
+        ],
+    );
+    std::fs::read(dir.join("leaf.pem")).unwrap()
+}
+
+#[test]
+fn reads_a_certificate_openssl_made_from_the_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl_ca(dir.path());
+    let der = openssl_leaf(dir.path(), |c| c);
+    let cert = parse_signing_certificate(&der).expect("a signing certificate");
+    let b = &cert.basic4;
+    assert_eq!(b.name.as_str(), "山田 太郎");
+    assert_eq!(b.name.flags().as_str(), "00000");
+    assert_eq!(b.address.as_str(), "東京都千代田区霞が関1-1-1");
+    // The config's address flags are 13 zeros for 15 characters: no substitute
+    // character either way, so they are read as 15 zeros.
+    assert_eq!(b.address.flags().as_str(), "0".repeat(15));
+    assert_eq!(b.birth_date.to_iso(), "1980-02-17");
+    assert_eq!(b.gender.code(), "1");
+    assert_eq!(cert.issue_number, "20261125000000123450ABCDEFGHI");
+    assert_eq!(cert.prefecture.as_deref(), Some("Tokyo-to"));
+    assert_eq!(cert.city, None);
+    let serial = openssl(
+        dir.path(),
+        &[
+            "x509", "-inform", "DER", "-in", "leaf.pem", "-noout", "-serial",
+        ],
+    );
+    let serial = serial.trim().strip_prefix("serial=").unwrap();
+    assert_eq!(cert.serial, CertSerial::parse(serial).unwrap());
+    assert!(cert.not_after > Utc::now());
+}
+
+#[test]
+fn refuses_names_that_openssl_encoded_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl_ca(dir.path());
+    // The shared config as it is: OpenSSL turns 山田 into Latin-1 mojibake with C1 controls.
+    let der = openssl_leaf_raw(dir.path(), |c| c);
+    assert_eq!(
+        parse_signing_certificate(&der).unwrap_err(),
+        JpkiError::Invalid {
+            item: "the name",
+            reason: "must not contain control characters".into()
+        }
+    );
+}
+
+#[test]
+fn reads_by_oid_whatever_the_order() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl_ca(dir.path());
+    // Flags first, name last: the parser must not care.
+    let der = openssl_leaf(dir.path(), |c| {
+        c.replace(
+            "otherName.1 = 1.2.392.200149.8.5.5.1;UTF8:山田 太郎",
+            "otherName.7 = 1.2.392.200149.8.5.5.1;UTF8:山田 太郎",
+        )
+        .replace(
+            "otherName.5 = 1.2.392.200149.8.5.5.2;UTF8:00000",
+            "otherName.0 = 1.2.392.200149.8.5.5.2;UTF8:00100",
+        )
+    });
+    let cert = parse_signing_certificate(&der).unwrap();
+    assert_eq!(cert.basic4.name.as_str(), "山田 太郎");
+    assert!(cert.basic4.name.flags().any());
+}
+
+#[test]
+fn refuses_certificates_outside_the_profile() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl_ca(dir.path());
+    // (text in the config, its replacement, the refusal)
+    let cases: Vec<(&str, &str, JpkiError)> = vec![
+        (
+            "1.2.392.200149.8.5.1.1.20",
+            "1.2.392.200149.8.5.1.3.30",
+            JpkiError::UserIdentificationCertificate,
+        ),
+        (
+            "certificatePolicies = 1.2.392.200149.8.5.1.1.20\n",
+            "",
+            JpkiError::NotSigningCertificate,
+        ),
+        (
+            "keyUsage = critical, digitalSignature, nonRepudiation",
+            "keyUsage = digitalSignature, nonRepudiation",
+            JpkiError::KeyUsage,
+        ),
+        (
+            "keyUsage = critical, digitalSignature, nonRepudiation",
+            "keyUsage = critical, digitalSignature",
+            JpkiError::KeyUsage,
+        ),
+        (
+            "otherName.3 = 1.2.392.200149.8.5.5.3;UTF8:1\n",
+            "",
+            JpkiError::Missing("the gender"),
+        ),
+        (
+            "UTF8:319800217",
+            "UTF8:419800217",
+            JpkiError::Invalid {
+                item: "the date of birth",
+                reason: "the era digit does not match the date".into(),
+            },
+        ),
+        (
+            "UTF8:319800217",
+            "UTF8:319800230",
+            JpkiError::Invalid {
+                item: "the date of birth",
+                reason: "must be EYYYYMMDD with an era digit 0-5".into(),
+            },
+        ),
+        (
+            "UTF8:00000",
+            "UTF8:0010",
+            JpkiError::Invalid {
+                item: "the name",
+                reason: "must have one flag per character of the text it marks".into(),
+            },
+        ),
+        (
+            "UTF8:1\n",
+            "UTF8:3\n",
+            JpkiError::Invalid {
+                item: "the gender",
+                reason: "must be a JIS X 0303 code: \"1\", \"2\" or \"9\"".into(),
+            },
+        ),
+        (
+            "otherName.6",
+            "otherName.6 = 1.2.392.200149.8.5.5.3;UTF8:2\notherName.8",
+            JpkiError::Invalid {
+                item: "a subjectAltName otherName",
+                reason: "1.2.392.200149.8.5.5.3 appears twice".into(),
+            },
+        ),
+    ];
+    for (from, to, expected) in cases {
+        let der = openssl_leaf(dir.path(), |c| c.replace(from, to));
+        assert_eq!(parse_signing_certificate(&der).unwrap_err(), expected);
+    }
+    assert!(matches!(
+        parse_signing_certificate(b"\x30\x03\x02\x01\x01"),
+        Err(JpkiError::Malformed(_))
+    ));
+    assert!(matches!(
+        parse_signing_certificate(&[]),
+        Err(JpkiError::Malformed(_))
+    ));
+}
+
+#[test]
+fn loads_the_real_jlis_ca_certificates() {
+    let anchors = shared().join("jpki-trust-anchors");
+    let expected_ski = [
+        (
+            "sign_ca_2015.pem",
+            "0d034cbb34d0714f45e45a1cafd8fd143fab54a7",
+            "JPKI for digital signature",
+        ),
+        (
+            "sign_ca_2023.pem",
+            "d21ea55895617e93adbf966b941ab4edf653f08f",
+            "JPKI for digital signature",
+        ),
+        (
+            "auth_ca_2015.pem",
+            "9567951b5ca70d84a0fff1d85a87f1aab1340385",
+            "JPKI for user authentication",
+        ),
+        (
+            "auth_ca_2023.pem",
+            "1ac100f596a3bc8c4b3df195e32699249e9e308a",
+            "JPKI for user authentication",
+        ),
+    ];
+    for (file, ski, unit) in expected_ski {
+        let pem = std::fs::read_to_string(anchors.join(file)).unwrap();
+        let cert = Certificate::from_pem(pem.as_bytes()).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(
+            hex::encode(jpki::subject_key_id(&cert).unwrap().unwrap()),
+            ski,
+            "{file}"
+        );
+        let subject = cert.tbs_certificate.subject.to_string();
+        assert!(
+            subject.contains(unit) && subject.contains("O=JPKI"),
+            "{file}: {subject}"
+        );
+        // Self-issued: subject and issuer are the same name across generations.
+        assert_eq!(cert.tbs_certificate.subject, cert.tbs_certificate.issuer);
+        assert_eq!(certificate_kind(&cert).unwrap(), CertificateKind::Other);
+        assert!(matches!(
+            parse_signing_certificate(&cert.to_der().unwrap()),
+            Err(JpkiError::NotSigningCertificate)
+        ));
+    }
+}
+
+#[test]
+fn certificates_kihon4_issues_satisfy_openssl_and_read_back() {
+    let dir = tempfile::tempdir().unwrap();
+    openssl_ca(dir.path());
+    openssl(
+        dir.path(),
+        &[
+            "genpkey",
+            "-algorithm",
+            "RSA",
+            "-pkeyopt",
+            "rsa_keygen_bits:2048",
+            "-out",
+            "leaf.key",
+        ],
+    );
+    openssl(
+        dir.path(),
+        &[
+            "pkey",
+            "-in",
+            "leaf.key",
+            "-pubout",
+            "-outform",
+            "DER",
+            "-out",
+            "leaf.spki",
+        ],
+    );
+    let ca_pem = std::fs::read_to_string(dir.path().join("ca.pem")).unwrap();
+    let ca = Certificate::from_pem(ca_pem.as_bytes()).unwrap();
+    let ca_key = rsa::RsaPrivateKey::read_pkcs8_pem_file(dir.path().join("ca.key")).unwrap();
+    let ca_signer = rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(ca_key);
+    let spki =
+        SubjectPublicKeyInfoOwned::from_der(&std::fs::read(dir.path().join("leaf.spki")).unwrap())
+            .unwrap();
+
+    let basic4 = Basic4::parse(RawBasic4 {
+        name: Some("髙橋 花子"),
+        name_substitute_flags: Some("10000"),
+        address: Some("大阪府大阪市北区梅田1-1"),
+        birth_date: Some("2001-05-03"),
+        gender: Some("2"),
+        ..Default::default()
+    })
+    .unwrap();
+    let serial = CertSerial::parse("0a1b2c3d4e5f").unwrap();
+    let partition = CrlPartition {
+        prefecture: "大阪府".into(),
+        city: "大阪市".into(),
+    };
+    let now = Utc::now();
+    let issued = jpki::issue_signing_certificate(
+        SigningCertificateSpec {
+            serial: &serial,
+            issue_number: "20261125ISSUE0001",
+            partition: &partition,
+            basic4: &basic4,
+            not_before: now - Duration::minutes(1),
+            not_after: now + Duration::days(365 * 5),
+            subject_public_key: spki,
+        },
+        &ca.tbs_certificate.subject,
+        &jpki::subject_key_id(&ca).unwrap().unwrap(),
+        &ca_signer,
+    )
+    .unwrap();
+    let der = issued.to_der().unwrap();
+    std::fs::write(dir.path().join("issued.der"), &der).unwrap();
+    openssl(
+        dir.path(),
+        &[
+            "x509",
+            "-inform",
+            "DER",
+            "-in",
+            "issued.der",
+            "-out",
+            "issued.pem",
+        ],
+    );
+    let verified = openssl(dir.path(), &["verify", "-CAfile", "ca.pem", "issued.pem"]);
+    assert!(verified.contains("issued.pem: OK"), "{verified}");
+    let text = openssl(
+        dir.path(),
+        &["x509", "-in", "issued.pem", "-noout", "-text"],
+    );
+    for oid in [
+        oid::NAME,
+        oid::NAME_FLAGS,
+        oid::GENDER,
+        oid::BIRTH_DATE,
+        oid::ADDRESS,
+        oid::ADDRESS_FLAGS,
+    ] {
+        assert!(text.contains(&oid.to_string()), "{oid} not shown:\n{text}");
+    }
+    assert!(
+        text.contains("Digital Signature, Non Repudiation"),
+        "{text}"
+    );
+    assert!(text.contains("X509v3 Key Usage: critical"));
+    assert!(text.contains("1.2.392.200149.8.5.1.1.20"));
+    assert!(text.contains("sha256WithRSAEncryption"));
+
+    let back = parse_signing_certificate(&der).unwrap();
+    assert_eq!(back.basic4, basic4);
+    assert_eq!(back.serial, serial);
+    assert_eq!(back.prefecture.as_deref(), Some("大阪府"));
+    assert_eq!(back.city.as_deref(), Some("大阪市"));
+    assert_eq!(back.crl_partition, Some(partition));
+    assert_eq!(back.authority_key_id, jpki::subject_key_id(&ca).unwrap());
+    // The era digit of 2001 is Heisei (4).
+    assert!(text.contains("420010503"), "{text}");
+}
