@@ -35,6 +35,21 @@ enum Command {
     Worker,
     /// Applies the database migrations this binary carries.
     Migrate,
+    /// Runs the J-LIS / platform-operator simulator (PROVIDER-PROTOCOL.md).
+    Sim {
+        /// Address and port to listen on.
+        #[arg(long, default_value = "127.0.0.1:8090")]
+        listen: std::net::SocketAddr,
+        /// Where the simulator keeps its CA, residents and certificates.
+        #[arg(long, value_name = "DIR", default_value = "sim-data")]
+        data_dir: PathBuf,
+        /// Require exactly this API key on provider routes (default: any non-empty key).
+        #[arg(long)]
+        api_key: Option<String>,
+        /// Serve the `/sim/` control routes to other hosts too (default: loopback only).
+        #[arg(long)]
+        sim_routes_public: bool,
+    },
     /// Bearer tokens for the configured key.
     Token {
         #[command(subcommand)]
@@ -71,6 +86,21 @@ const BAD_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The simulator stands in for J-LIS: it needs none of kihon4's configuration.
+    if let Command::Sim {
+        listen,
+        data_dir,
+        api_key,
+        sim_routes_public,
+    } = cli.command
+    {
+        let settings = kihon4_sim::SimSettings {
+            data_dir,
+            api_key,
+            sim_routes_public,
+        };
+        return run::block_on(run::simulate(settings, listen));
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(errors) => {
@@ -106,6 +136,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Sim { .. } => unreachable!("handled before the configuration is read"),
         Command::Migrate => run::block_on(run::migrate(config)),
         Command::Serve => run::block_on(run::serve(
             config,

@@ -165,6 +165,25 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the simulator until SIGTERM/SIGINT.
+pub async fn simulate(
+    settings: kihon4_sim::SimSettings,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let sim = web::Data::new(kihon4_sim::Simulator::open(settings).await?);
+    let listener =
+        TcpListener::bind(listen).map_err(|e| anyhow::anyhow!("cannot listen on {listen}: {e}"))?;
+    let server = kihon4_sim::server(sim, listener)?;
+    let handle = server.handle();
+    let task = tokio::spawn(server);
+    tracing::info!(listen = %listen, "simulator listening");
+    wait_for_signal().await;
+    handle.stop(true).await;
+    task.await??;
+    tracing::info!("simulator stopped");
+    Ok(())
+}
+
 async fn wait_for_signal() {
     #[cfg(unix)]
     {

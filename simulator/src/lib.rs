@@ -1,0 +1,161 @@
+//! kihon4-sim: a J-LIS + platform-operator simulator speaking
+//! PROVIDER-PROTOCOL.md, for kihon4's tests, its demo, and institutions'
+//! developers before J-LIS grants them a test environment.
+//!
+//! Its state (CA, residents, certificates) lives in its data folder and
+//! survives a restart.
+
+mod ca;
+mod cms_sign;
+mod keys;
+pub mod municipality;
+mod problem;
+pub mod residents;
+mod routes;
+mod store;
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{Server, ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::{Next, from_fn};
+use actix_web::{App, HttpServer, ResponseError, web};
+
+pub use ca::Ca;
+use problem::Problem;
+pub use store::Store;
+
+/// How the simulator runs.
+#[derive(Debug, Clone)]
+pub struct SimSettings {
+    pub data_dir: PathBuf,
+    /// When set, provider routes need exactly this API key; otherwise any non-empty one.
+    pub api_key: Option<String>,
+    /// Serve `/sim/` routes to other hosts too (off: loopback only).
+    pub sim_routes_public: bool,
+}
+
+/// The simulator's state, shared by its handlers.
+pub struct Simulator {
+    pub ca: Ca,
+    pub store: Store,
+    pub settings: SimSettings,
+}
+
+impl Simulator {
+    /// Opens (or creates) the simulator's state in its data folder.
+    pub async fn open(settings: SimSettings) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&settings.data_dir)?;
+        let dir = settings.data_dir.clone();
+        let ca = tokio::task::spawn_blocking(move || Ca::load_or_create(&dir)).await??;
+        let store = Store::open(&settings.data_dir).await?;
+        Ok(Self {
+            ca,
+            store,
+            settings,
+        })
+    }
+}
+
+/// Provider routes need `Authorization: Bearer <api key>`, except the CA
+/// certificate and the JWKS; `/sim/` routes are for loopback callers unless
+/// opened up.
+async fn guard(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
+    let sim = req.app_data::<web::Data<Simulator>>().cloned();
+    let path = req.path().to_owned();
+    let refusal = match sim {
+        Some(sim) if path.starts_with("/sim/") => {
+            let local = req.peer_addr().is_some_and(|a| a.ip().is_loopback());
+            (!local && !sim.settings.sim_routes_public).then(|| {
+                Problem::new(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    "Simulator control is for loopback callers.",
+                )
+            })
+        }
+        Some(sim) if path.starts_with("/v1/") && path != "/v1/ca" && path != "/v1/jwks.json" => {
+            let key = req
+                .headers()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .filter(|k| !k.is_empty());
+            let ok = match (&sim.settings.api_key, key) {
+                (_, None) => false,
+                (None, Some(_)) => true,
+                (Some(expected), Some(given)) => expected == given,
+            };
+            (!ok).then(|| {
+                Problem::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "Send the API key: Authorization: Bearer <key>.",
+                )
+            })
+        }
+        _ => None,
+    };
+    match refusal {
+        Some(problem) => Ok(req.into_response(problem.error_response())),
+        None => next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body),
+    }
+}
+
+fn json_error(
+    err: actix_web::error::JsonPayloadError,
+    _: &actix_web::HttpRequest,
+) -> actix_web::Error {
+    let problem = match &err {
+        actix_web::error::JsonPayloadError::ContentType => Problem::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Send application/json.",
+        ),
+        actix_web::error::JsonPayloadError::OverflowKnownLength { .. }
+        | actix_web::error::JsonPayloadError::Overflow { .. } => Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "The body is too large.",
+        ),
+        other => Problem::bad_request(format!("The body is not valid: {other}")),
+    };
+    problem.into()
+}
+
+/// The simulator's HTTP server on `listener`.
+pub fn server(sim: web::Data<Simulator>, listener: TcpListener) -> std::io::Result<Server> {
+    Ok(HttpServer::new(move || {
+        App::new()
+            .app_data(sim.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(1024 * 1024)
+                    .error_handler(json_error),
+            )
+            .app_data(
+                web::PathConfig::default()
+                    .error_handler(|_, _| Problem::not_found("resource").into()),
+            )
+            .service(routes::ca)
+            .service(routes::create_person)
+            .service(routes::read_person)
+            .service(routes::sign)
+            .default_service(web::to(|| async {
+                Err::<actix_web::HttpResponse, _>(Problem::not_found("route"))
+            }))
+            .wrap(from_fn(guard))
+    })
+    .disable_signals()
+    .listen(listener)?
+    .run())
+}

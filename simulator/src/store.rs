@@ -1,0 +1,212 @@
+//! The simulator's state, in a SQLite file in its data folder: a restarted
+//! simulator keeps its residents and their certificates.
+
+use std::path::Path;
+
+use chrono::{DateTime, Utc};
+use kihon4_core::customers::basic4_json;
+use kihon4_core::domain::{Basic4, CertSerial, RawBasic4};
+use kihon4_core::jpki::CrlPartition;
+use sea_orm::{
+    ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, TransactionTrait, Value,
+};
+
+const SCHEMA: &[&str] = &[
+    "CREATE TABLE IF NOT EXISTS persons (
+        id TEXT PRIMARY KEY,
+        basic4 TEXT NOT NULL,
+        prefecture TEXT NOT NULL,
+        city TEXT NOT NULL,
+        status TEXT NOT NULL,
+        created_at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS certificates (
+        serial TEXT PRIMARY KEY,
+        person_id TEXT NOT NULL REFERENCES persons(id),
+        issue_number TEXT NOT NULL,
+        der BLOB NOT NULL,
+        key_pem TEXT NOT NULL,
+        prefecture TEXT NOT NULL,
+        city TEXT NOT NULL,
+        issued_at TEXT NOT NULL,
+        not_after TEXT NOT NULL,
+        revoked_at TEXT,
+        reason INTEGER)",
+    "CREATE INDEX IF NOT EXISTS certificates_person ON certificates(person_id, issued_at)",
+];
+
+/// A resident of the simulated register.
+#[derive(Clone, Debug)]
+pub struct Person {
+    pub id: String,
+    pub basic4: Basic4,
+    pub partition: CrlPartition,
+    pub deceased: bool,
+}
+
+/// A signing certificate the simulator issued, with the key that plays the card.
+#[derive(Clone)]
+pub struct IssuedCertificate {
+    pub serial: CertSerial,
+    pub person_id: String,
+    pub issue_number: String,
+    pub der: Vec<u8>,
+    pub key_pem: String,
+    pub partition: CrlPartition,
+    pub issued_at: DateTime<Utc>,
+    pub not_after: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub reason: Option<u8>,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+}
+
+fn stmt(sql: &str, values: Vec<Value>) -> Statement {
+    Statement::from_sql_and_values(DbBackend::Sqlite, sql, values)
+}
+
+fn corrupt(what: &str) -> DbErr {
+    DbErr::Custom(format!("the simulator's stored {what} is not valid"))
+}
+
+impl Store {
+    pub async fn open(dir: &Path) -> Result<Self, DbErr> {
+        let url = format!("sqlite://{}?mode=rwc", dir.join("sim.db").display());
+        let db = kihon4_core::db::connect(&url, 4).await?;
+        for sql in SCHEMA {
+            db.execute_unprepared(sql).await?;
+        }
+        Ok(Self { db })
+    }
+
+    /// Records a new resident and their first certificate together.
+    pub async fn insert_person(
+        &self,
+        person: &Person,
+        cert: &IssuedCertificate,
+    ) -> Result<(), DbErr> {
+        let txn = self.db.begin().await?;
+        txn.execute_raw(stmt(
+            "INSERT INTO persons (id, basic4, prefecture, city, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            vec![
+                person.id.clone().into(),
+                basic4_json(&person.basic4).to_string().into(),
+                person.partition.prefecture.clone().into(),
+                person.partition.city.clone().into(),
+                if person.deceased { "deceased" } else { "alive" }.into(),
+                Utc::now().to_rfc3339().into(),
+            ],
+        ))
+        .await?;
+        insert_certificate(&txn, cert).await?;
+        txn.commit().await
+    }
+
+    pub async fn person(&self, id: &str) -> Result<Option<Person>, DbErr> {
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                "SELECT id, basic4, prefecture, city, status FROM persons WHERE id = ?",
+                vec![id.into()],
+            ))
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let basic4: String = row.try_get("", "basic4")?;
+        let basic4: serde_json::Value =
+            serde_json::from_str(&basic4).map_err(|_| corrupt("basic4"))?;
+        let field = |k: &str| basic4.get(k).and_then(|v| v.as_str());
+        let basic4 = Basic4::parse(RawBasic4 {
+            name: field("name"),
+            name_substitute_flags: field("name_substitute_flags"),
+            address: field("address"),
+            address_substitute_flags: field("address_substitute_flags"),
+            birth_date: field("birth_date"),
+            gender: field("gender"),
+        })
+        .map_err(|_| corrupt("basic4"))?;
+        Ok(Some(Person {
+            id: row.try_get("", "id")?,
+            basic4,
+            partition: CrlPartition {
+                prefecture: row.try_get("", "prefecture")?,
+                city: row.try_get("", "city")?,
+            },
+            deceased: row.try_get::<String>("", "status")? == "deceased",
+        }))
+    }
+
+    /// The person's newest certificate that is not revoked.
+    pub async fn current_certificate(
+        &self,
+        person_id: &str,
+    ) -> Result<Option<IssuedCertificate>, DbErr> {
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                "SELECT * FROM certificates WHERE person_id = ? AND revoked_at IS NULL ORDER BY issued_at DESC LIMIT 1",
+                vec![person_id.into()],
+            ))
+            .await?;
+        row.map(|r| certificate_from_row(&r)).transpose()
+    }
+}
+
+async fn insert_certificate<C: ConnectionTrait>(
+    db: &C,
+    cert: &IssuedCertificate,
+) -> Result<(), DbErr> {
+    db.execute_raw(stmt(
+        "INSERT INTO certificates (serial, person_id, issue_number, der, key_pem, prefecture, city, issued_at, not_after, revoked_at, reason)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        vec![
+            cert.serial.as_str().into(),
+            cert.person_id.clone().into(),
+            cert.issue_number.clone().into(),
+            cert.der.clone().into(),
+            cert.key_pem.clone().into(),
+            cert.partition.prefecture.clone().into(),
+            cert.partition.city.clone().into(),
+            cert.issued_at.to_rfc3339().into(),
+            cert.not_after.to_rfc3339().into(),
+            cert.revoked_at.map(|t| t.to_rfc3339()).into(),
+            cert.reason.map(i32::from).into(),
+        ],
+    ))
+    .await?;
+    Ok(())
+}
+
+fn time(row: &sea_orm::QueryResult, column: &str) -> Result<DateTime<Utc>, DbErr> {
+    let text: String = row.try_get("", column)?;
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| corrupt(column))
+}
+
+fn certificate_from_row(row: &sea_orm::QueryResult) -> Result<IssuedCertificate, DbErr> {
+    let serial: String = row.try_get("", "serial")?;
+    let revoked_at: Option<String> = row.try_get("", "revoked_at")?;
+    Ok(IssuedCertificate {
+        serial: CertSerial::parse(&serial).map_err(|_| corrupt("serial"))?,
+        person_id: row.try_get("", "person_id")?,
+        issue_number: row.try_get("", "issue_number")?,
+        der: row.try_get("", "der")?,
+        key_pem: row.try_get("", "key_pem")?,
+        partition: CrlPartition {
+            prefecture: row.try_get("", "prefecture")?,
+            city: row.try_get("", "city")?,
+        },
+        issued_at: time(row, "issued_at")?,
+        not_after: time(row, "not_after")?,
+        revoked_at: revoked_at
+            .map(|t| DateTime::parse_from_rfc3339(&t).map(|t| t.with_timezone(&Utc)))
+            .transpose()
+            .map_err(|_| corrupt("revoked_at"))?,
+        reason: row
+            .try_get::<Option<i32>>("", "reason")?
+            .map(|r| u8::try_from(r).map_err(|_| corrupt("reason")))
+            .transpose()?,
+    })
+}

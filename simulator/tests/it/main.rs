@@ -1,0 +1,315 @@
+//! The simulator over HTTP, with OpenSSL as the independent judge of what it signs.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+
+use actix_web::web;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use kihon4_sim::{SimSettings, Simulator};
+use serde_json::{Value, json};
+
+struct TestSim {
+    base: String,
+    http: reqwest::Client,
+    handle: actix_web::dev::ServerHandle,
+}
+
+async fn spawn(dir: &Path, api_key: Option<&str>) -> TestSim {
+    let sim = Simulator::open(SimSettings {
+        data_dir: dir.to_path_buf(),
+        api_key: api_key.map(str::to_owned),
+        sim_routes_public: false,
+    })
+    .await
+    .expect("simulator opens");
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = kihon4_sim::server(web::Data::new(sim), listener).unwrap();
+    let handle = server.handle();
+    tokio::spawn(server);
+    TestSim {
+        base: format!("http://127.0.0.1:{port}"),
+        http: reqwest::Client::new(),
+        handle,
+    }
+}
+
+impl TestSim {
+    async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn get(&self, path: &str) -> reqwest::Response {
+        self.http
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn ca_pem(&self, dir: &Path) -> std::path::PathBuf {
+        let der = self.get("/v1/ca").await.bytes().await.unwrap();
+        std::fs::write(dir.join("ca.der"), &der).unwrap();
+        openssl(
+            dir,
+            &["x509", "-inform", "DER", "-in", "ca.der", "-out", "ca.pem"],
+        );
+        dir.join("ca.pem")
+    }
+}
+
+fn openssl(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn taro() -> Value {
+    json!({"basic4": {
+        "name": "山田 太郎", "address": "東京都千代田区霞が関1-1-1",
+        "birth_date": "1980-02-17", "gender": "1"
+    }})
+}
+
+async fn problem(res: reqwest::Response, status: u16, slug: &str) -> Value {
+    assert_eq!(res.status().as_u16(), status);
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(
+        body["type"],
+        format!("https://kihon4.dev/sim/problems/{slug}")
+    );
+    body
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn residents_get_certificates_that_openssl_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = spawn(dir.path(), None).await;
+    let res = sim.post("/sim/persons", &taro()).await;
+    assert_eq!(res.status(), 201);
+    let person: Value = res.json().await.unwrap();
+    std::fs::write(
+        dir.path().join("leaf.pem"),
+        person["certificate_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    sim.ca_pem(dir.path()).await;
+    let verified = openssl(dir.path(), &["verify", "-CAfile", "ca.pem", "leaf.pem"]);
+    assert!(verified.contains("leaf.pem: OK"), "{verified}");
+    let ca_text = openssl(dir.path(), &["x509", "-in", "ca.pem", "-noout", "-text"]);
+    assert!(
+        ca_text.contains("sha256WithRSAEncryption") && ca_text.contains("Public-Key: (2048 bit)")
+    );
+    assert!(ca_text.contains("CA:TRUE") && ca_text.contains("Certificate Sign, CRL Sign"));
+    assert!(ca_text.contains("X509v3 Subject Key Identifier"));
+
+    let pem = person["certificate_pem"].as_str().unwrap();
+    let der = der::Document::from_pem(pem).unwrap().1;
+    let cert = kihon4_core::jpki::parse_signing_certificate(der.as_bytes()).unwrap();
+    assert_eq!(cert.basic4.name.as_str(), "山田 太郎");
+    assert_eq!(cert.basic4.birth_date.to_iso(), "1980-02-17");
+    assert_eq!(cert.serial.as_str(), person["cert_serial"]);
+    let partition = cert.crl_partition.unwrap();
+    assert_eq!(
+        (partition.prefecture.as_str(), partition.city.as_str()),
+        ("東京都", "千代田区")
+    );
+    assert_eq!(cert.prefecture.as_deref(), Some("東京都"));
+    // Valid to the fifth birthday after issue, at the end of that day in Japan.
+    let fifth = kihon4_sim::residents::fifth_birthday_after(
+        chrono::NaiveDate::from_ymd_opt(1980, 2, 17).unwrap(),
+        chrono::Utc::now().date_naive(),
+    );
+    assert_eq!(
+        cert.not_after.format("%Y-%m-%d %H:%M:%S").to_string(),
+        format!("{fifth} 14:59:59")
+    );
+    // The key plays the card: it matches the certificate.
+    std::fs::write(
+        dir.path().join("leaf.key"),
+        person["private_key_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    let from_key = openssl(dir.path(), &["pkey", "-in", "leaf.key", "-pubout"]);
+    let from_cert = openssl(
+        dir.path(),
+        &["x509", "-in", "leaf.pem", "-noout", "-pubkey"],
+    );
+    assert_eq!(from_key, from_cert);
+    sim.handle.stop(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn signatures_verify_with_openssl_cms_and_state_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = spawn(dir.path(), None).await;
+    let person: Value = sim
+        .post("/sim/persons", &taro())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = person["person_id"].as_str().unwrap().to_owned();
+    let ca_before = sim.get("/v1/ca").await.bytes().await.unwrap();
+    sim.handle.stop(true).await;
+
+    // A new simulator on the same folder: same CA, same resident.
+    let sim = spawn(dir.path(), None).await;
+    assert_eq!(sim.get("/v1/ca").await.bytes().await.unwrap(), ca_before);
+    let again: Value = sim
+        .get(&format!("/sim/persons/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(again["cert_serial"], person["cert_serial"]);
+    assert_eq!(again["status"], "alive");
+
+    let text = "私は、基本4情報の提供に同意します。\n";
+    let res = sim
+        .post(
+            &format!("/sim/persons/{id}/sign"),
+            &json!({"content_b64": B64.encode(text)}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let signed: Value = res.json().await.unwrap();
+    let der = B64.decode(signed["cms_der_b64"].as_str().unwrap()).unwrap();
+    std::fs::write(dir.path().join("signed.der"), &der).unwrap();
+    sim.ca_pem(dir.path()).await;
+    let content = openssl(
+        dir.path(),
+        &[
+            "cms",
+            "-verify",
+            "-binary",
+            "-inform",
+            "DER",
+            "-in",
+            "signed.der",
+            "-CAfile",
+            "ca.pem",
+        ],
+    );
+    assert_eq!(content, text);
+    let structure = openssl(
+        dir.path(),
+        &[
+            "cms",
+            "-cmsout",
+            "-print",
+            "-inform",
+            "DER",
+            "-in",
+            "signed.der",
+        ],
+    );
+    for attribute in ["contentType", "messageDigest", "signingTime", "sha256"] {
+        assert!(
+            structure.contains(attribute),
+            "{attribute} missing:\n{structure}"
+        );
+    }
+    sim.handle.stop(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = spawn(dir.path(), Some("right-key")).await;
+    let body = problem(
+        sim.post("/sim/persons", &json!({"basic4": {"name": "", "address": "東京都", "birth_date": "1980-13-01", "gender": "5"}})).await,
+        422,
+        "validation",
+    )
+    .await;
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        fields,
+        ["basic4.name", "basic4.birth_date", "basic4.gender"]
+    );
+    problem(
+        sim.post("/sim/persons", &json!({"basic4": {}, "extra": 1}))
+            .await,
+        400,
+        "bad-request",
+    )
+    .await;
+    let res = sim
+        .http
+        .post(format!("{}/sim/persons", sim.base))
+        .body("{")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    problem(res, 400, "bad-request").await;
+    let res = sim
+        .http
+        .post(format!("{}/sim/persons", sim.base))
+        .body("x")
+        .header("content-type", "text/plain")
+        .send()
+        .await
+        .unwrap();
+    problem(res, 415, "unsupported-media-type").await;
+    problem(sim.get("/sim/persons/nobody").await, 404, "not-found").await;
+    problem(
+        sim.post("/sim/persons/nobody/sign", &json!({"content_b64": "aGk="}))
+            .await,
+        404,
+        "not-found",
+    )
+    .await;
+    let person: Value = sim
+        .post("/sim/persons", &taro())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = person["person_id"].as_str().unwrap();
+    problem(
+        sim.post(
+            &format!("/sim/persons/{id}/sign"),
+            &json!({"content_b64": "***"}),
+        )
+        .await,
+        400,
+        "bad-request",
+    )
+    .await;
+
+    // Provider routes need the API key; the CA certificate does not.
+    assert_eq!(sim.get("/v1/ca").await.status(), 200);
+    problem(sim.get("/v1/crl").await, 401, "unauthorized").await;
+    let wrong = sim
+        .http
+        .get(format!("{}/v1/crl", sim.base))
+        .bearer_auth("wrong-key")
+        .send()
+        .await
+        .unwrap();
+    problem(wrong, 401, "unauthorized").await;
+    sim.handle.stop(true).await;
+}
