@@ -7,6 +7,8 @@
 
 mod ca;
 mod cms_sign;
+pub mod crl;
+pub mod events;
 mod keys;
 pub mod municipality;
 mod problem;
@@ -39,9 +41,10 @@ pub struct SimSettings {
 
 /// The simulator's state, shared by its handlers.
 pub struct Simulator {
-    pub ca: Ca,
+    pub ca: std::sync::Arc<Ca>,
     pub store: Store,
     pub settings: SimSettings,
+    published: std::sync::RwLock<std::sync::Arc<crl::Published>>,
 }
 
 impl Simulator {
@@ -49,13 +52,38 @@ impl Simulator {
     pub async fn open(settings: SimSettings) -> anyhow::Result<Self> {
         std::fs::create_dir_all(&settings.data_dir)?;
         let dir = settings.data_dir.clone();
-        let ca = tokio::task::spawn_blocking(move || Ca::load_or_create(&dir)).await??;
+        let ca = std::sync::Arc::new(
+            tokio::task::spawn_blocking(move || Ca::load_or_create(&dir)).await??,
+        );
         let store = Store::open(&settings.data_dir).await?;
+        let first = Self::make_crls(&ca, &store).await?;
         Ok(Self {
             ca,
             store,
             settings,
+            published: std::sync::RwLock::new(std::sync::Arc::new(first)),
         })
+    }
+
+    async fn make_crls(ca: &std::sync::Arc<Ca>, store: &Store) -> anyhow::Result<crl::Published> {
+        let now = chrono::Utc::now();
+        let revocations = store.revocations(now).await?;
+        let number = store.next_crl_number().await?;
+        let ca = ca.clone();
+        // Signing is CPU work: off the async threads.
+        tokio::task::spawn_blocking(move || crl::publish(&ca, number, now, &revocations)).await?
+    }
+
+    /// Publishes new CRLs now (also done daily and at start).
+    pub async fn publish_crls(&self) -> anyhow::Result<std::sync::Arc<crl::Published>> {
+        let published = std::sync::Arc::new(Self::make_crls(&self.ca, &self.store).await?);
+        *self.published.write().expect("not poisoned") = published.clone();
+        Ok(published)
+    }
+
+    /// The CRLs served now.
+    pub fn published(&self) -> std::sync::Arc<crl::Published> {
+        self.published.read().expect("not poisoned").clone()
     }
 }
 
@@ -150,6 +178,11 @@ pub fn server(sim: web::Data<Simulator>, listener: TcpListener) -> std::io::Resu
             .service(routes::create_person)
             .service(routes::read_person)
             .service(routes::sign)
+            .service(routes::life_event)
+            .service(routes::publish_crls)
+            .service(routes::crl)
+            .service(routes::crl_partitions)
+            .service(routes::crl_partition)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(Problem::not_found("route"))
             }))

@@ -150,3 +150,139 @@ pub async fn sign(
         .map_err(Problem::internal)??;
     Ok(HttpResponse::Ok().json(json!({ "cms_der_b64": B64.encode(signed) })))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventBody {
+    kind: String,
+    basic4: Option<Basic4Body>,
+}
+
+/// A life event: revokes the current certificate and, where the person
+/// lives on, issues a new one.
+#[post("/sim/persons/{person_id}/events")]
+pub async fn life_event(
+    sim: web::Data<Simulator>,
+    id: web::Path<String>,
+    body: web::Json<EventBody>,
+) -> Result<HttpResponse, Problem> {
+    use crate::events::{EventError, EventKind};
+    let kind = EventKind::parse(&body.kind).ok_or_else(|| {
+        let mut e = kihon4_core::domain::FieldErrors::new();
+        e.push(
+            "kind",
+            kihon4_core::domain::ValueError::invalid(
+                "must be move, rename, death, card_lost or renew",
+            ),
+        );
+        Problem::from(e)
+    })?;
+    let person = sim
+        .store
+        .person(&id)
+        .await?
+        .ok_or_else(|| Problem::not_found("person"))?;
+    let given = body.basic4.as_ref().map(|b| RawBasic4 {
+        name: b.name.as_deref(),
+        name_substitute_flags: b.name_substitute_flags.as_deref(),
+        address: b.address.as_deref(),
+        address_substitute_flags: b.address_substitute_flags.as_deref(),
+        birth_date: b.birth_date.as_deref(),
+        gender: b.gender.as_deref(),
+    });
+    let outcome = crate::events::apply(&sim, person, kind, given.unwrap_or_default())
+        .await
+        .map_err(|e| match e {
+            EventError::Deceased | EventError::NoCertificate => Problem::new(
+                actix_web::http::StatusCode::CONFLICT,
+                "no-valid-certificate",
+                e.to_string(),
+            ),
+            EventError::Invalid(errors) => Problem::from(errors),
+            EventError::Failed(e) => Problem::internal(e),
+        })?;
+    let new = outcome.new_certificate.as_ref();
+    Ok(HttpResponse::Ok().json(json!({
+        "person_id": id.as_str(),
+        "revoked_serial": outcome.revoked.serial.as_str(),
+        "reason": kind.reason_code(),
+        "cert_serial": new.map(|c| c.serial.as_str().to_owned()),
+        "certificate_pem": new.map(|c| pem(&c.der)).transpose()?,
+        "private_key_pem": new.map(|c| c.key_pem.clone()),
+    })))
+}
+
+/// Publishes the CRLs now.
+#[post("/sim/crl/publish")]
+pub async fn publish_crls(sim: web::Data<Simulator>) -> Result<HttpResponse, Problem> {
+    let published = sim.publish_crls().await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "crl_number": published.number,
+        "entries": published.entries,
+        "partitions": published.partitions.len(),
+        "this_update": published.this_update,
+    })))
+}
+
+fn serve_crl(req: &actix_web::HttpRequest, file: &crate::crl::CrlFile) -> HttpResponse {
+    let fresh = req
+        .headers()
+        .get("if-none-match")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(',')
+                .any(|tag| tag.trim() == file.etag || tag.trim() == "*")
+        });
+    let mut res = if fresh {
+        HttpResponse::NotModified()
+    } else {
+        HttpResponse::Ok()
+    };
+    res.insert_header(("ETag", file.etag.clone()))
+        .insert_header(("Cache-Control", "no-cache"));
+    if fresh {
+        res.finish()
+    } else {
+        res.content_type("application/pkix-crl")
+            .body(file.der.clone())
+    }
+}
+
+/// The current full CRL of the signing CA.
+#[get("/v1/crl")]
+pub async fn crl(sim: web::Data<Simulator>, req: actix_web::HttpRequest) -> HttpResponse {
+    serve_crl(&req, &sim.published().full)
+}
+
+/// The per-municipality partitions.
+#[get("/v1/crls")]
+pub async fn crl_partitions(sim: web::Data<Simulator>) -> Result<HttpResponse, Problem> {
+    let published = sim.published();
+    let items = published
+        .partitions
+        .iter()
+        .map(|(id, (p, file))| {
+            Ok(json!({
+                "id": id,
+                "distribution_point": p.directory_name().map_err(Problem::internal)?.to_string(),
+                "etag": file.etag,
+            }))
+        })
+        .collect::<Result<Vec<_>, Problem>>()?;
+    Ok(HttpResponse::Ok().json(json!({ "items": items })))
+}
+
+/// One municipality's CRL.
+#[get("/v1/crls/{id}")]
+pub async fn crl_partition(
+    sim: web::Data<Simulator>,
+    req: actix_web::HttpRequest,
+    id: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let published = sim.published();
+    let (_, file) = published
+        .partitions
+        .get(id.as_str())
+        .ok_or_else(|| Problem::not_found("CRL partition"))?;
+    Ok(serve_crl(&req, file))
+}

@@ -32,7 +32,36 @@ const SCHEMA: &[&str] = &[
         revoked_at TEXT,
         reason INTEGER)",
     "CREATE INDEX IF NOT EXISTS certificates_person ON certificates(person_id, issued_at)",
+    "CREATE INDEX IF NOT EXISTS certificates_revoked ON certificates(revoked_at) WHERE revoked_at IS NOT NULL",
+    "CREATE TABLE IF NOT EXISTS changes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        person_id TEXT NOT NULL REFERENCES persons(id),
+        kind TEXT NOT NULL,
+        old_serial TEXT NOT NULL,
+        new_serial TEXT,
+        changed_on TEXT NOT NULL,
+        at TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
 ];
+
+/// A revoked certificate as a CRL lists it.
+#[derive(Clone, Debug)]
+pub struct Revocation {
+    pub serial: CertSerial,
+    pub revoked_at: DateTime<Utc>,
+    pub reason: u8,
+    pub partition: CrlPartition,
+}
+
+/// A life event as the register records it.
+pub struct LifeEvent<'a> {
+    pub person: &'a Person,
+    pub kind: &'a str,
+    pub revoked: &'a CertSerial,
+    pub reason: u8,
+    pub new_certificate: Option<&'a IssuedCertificate>,
+    pub at: DateTime<Utc>,
+}
 
 /// A resident of the simulated register.
 #[derive(Clone, Debug)]
@@ -135,6 +164,96 @@ impl Store {
             },
             deceased: row.try_get::<String>("", "status")? == "deceased",
         }))
+    }
+
+    /// Records a life event at once: the old certificate revoked, the
+    /// person's new state, the new certificate (if any) and the change.
+    pub async fn record_event(&self, event: LifeEvent<'_>) -> Result<(), DbErr> {
+        let txn = self.db.begin().await?;
+        let revoked = txn
+            .execute_raw(stmt(
+                "UPDATE certificates SET revoked_at = ?, reason = ? WHERE serial = ? AND revoked_at IS NULL",
+                vec![
+                    event.at.to_rfc3339().into(),
+                    i32::from(event.reason).into(),
+                    event.revoked.as_str().into(),
+                ],
+            ))
+            .await?;
+        if revoked.rows_affected() != 1 {
+            return Err(DbErr::Custom("the certificate was already revoked".into()));
+        }
+        let p = event.person;
+        txn.execute_raw(stmt(
+            "UPDATE persons SET basic4 = ?, prefecture = ?, city = ?, status = ? WHERE id = ?",
+            vec![
+                basic4_json(&p.basic4).to_string().into(),
+                p.partition.prefecture.clone().into(),
+                p.partition.city.clone().into(),
+                if p.deceased { "deceased" } else { "alive" }.into(),
+                p.id.clone().into(),
+            ],
+        ))
+        .await?;
+        if let Some(cert) = event.new_certificate {
+            insert_certificate(&txn, cert).await?;
+        }
+        txn.execute_raw(stmt(
+            "INSERT INTO changes (person_id, kind, old_serial, new_serial, changed_on, at) VALUES (?, ?, ?, ?, ?, ?)",
+            vec![
+                p.id.clone().into(),
+                event.kind.into(),
+                event.revoked.as_str().into(),
+                event.new_certificate.map(|c| c.serial.as_str().to_owned()).into(),
+                event.at.date_naive().format("%Y-%m-%d").to_string().into(),
+                event.at.to_rfc3339().into(),
+            ],
+        ))
+        .await?;
+        txn.commit().await
+    }
+
+    /// Every revoked certificate not yet expired at `now`, oldest revocation first.
+    pub async fn revocations(&self, now: DateTime<Utc>) -> Result<Vec<Revocation>, DbErr> {
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                "SELECT serial, revoked_at, reason, prefecture, city FROM certificates
+                 WHERE revoked_at IS NOT NULL AND not_after > ? ORDER BY revoked_at, serial",
+                vec![now.to_rfc3339().into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let serial: String = row.try_get("", "serial")?;
+                Ok(Revocation {
+                    serial: CertSerial::parse(&serial).map_err(|_| corrupt("serial"))?,
+                    revoked_at: time(row, "revoked_at")?,
+                    reason: u8::try_from(row.try_get::<i32>("", "reason")?)
+                        .map_err(|_| corrupt("reason"))?,
+                    partition: CrlPartition {
+                        prefecture: row.try_get("", "prefecture")?,
+                        city: row.try_get("", "city")?,
+                    },
+                })
+            })
+            .collect()
+    }
+
+    /// The next CRL number (stored, so it grows across restarts).
+    pub async fn next_crl_number(&self) -> Result<u64, DbErr> {
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                "INSERT INTO meta (key, value) VALUES ('crl_number', '1')
+                 ON CONFLICT (key) DO UPDATE SET value = CAST(CAST(value AS INTEGER) + 1 AS TEXT)
+                 RETURNING value",
+                vec![],
+            ))
+            .await?
+            .ok_or_else(|| corrupt("CRL number"))?;
+        let value: String = row.try_get("", "value")?;
+        value.parse().map_err(|_| corrupt("CRL number"))
     }
 
     /// The person's newest certificate that is not revoked.

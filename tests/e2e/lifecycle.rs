@@ -334,3 +334,50 @@ async fn public_key_tokens_from_openssl_keys() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("KIHON4_JWT_PUBLIC_KEYS"));
 }
+
+/// `kihon4 sim` runs without kihon4's configuration, serves the protocol and
+/// stops on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulator_runs_from_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::process::free_port();
+    // A setting that would stop `kihon4 api` does not concern the simulator.
+    let mut child = kihon4(
+        dir.path(),
+        &[("KIHON4_DATABASE_URL", "mysql://not-used".into())],
+    )
+    .args([
+        "sim",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(dir.path().join("sim"))
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .unwrap();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut ca = None;
+    for _ in 0..300 {
+        if let Ok(res) = reqwest::get(format!("{base}/v1/ca")).await {
+            ca = Some(res.bytes().await.unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let ca = ca.expect("the simulator answers");
+    assert!(!ca.is_empty());
+    assert!(dir.path().join("sim/ca.pem").exists() && dir.path().join("sim/sim.db").exists());
+    let unauthorised = reqwest::get(format!("{base}/v1/crl")).await.unwrap();
+    assert_eq!(unauthorised.status(), 401);
+    assert!(
+        std::process::Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .unwrap()
+            .success()
+    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+}
