@@ -108,11 +108,14 @@ pub enum EventError {
 }
 
 /// Applies an event to a person.
+/// With `reissue` false, a move or rename leaves the person without a
+/// certificate for now (J-LIS answers `awaiting_reissue` meanwhile).
 pub async fn apply(
     sim: &Simulator,
     mut person: Person,
     kind: EventKind,
     given: RawBasic4<'_>,
+    reissue: bool,
 ) -> Result<Outcome, EventError> {
     if person.deceased {
         return Err(EventError::Deceased);
@@ -144,7 +147,7 @@ pub async fn apply(
     person.partition = crate::municipality::of_address(basic4.address.as_str());
     person.basic4 = basic4;
     person.deceased = kind == EventKind::Death;
-    let new_certificate = if kind.reissues() {
+    let new_certificate = if kind.reissues() && (reissue || kind == EventKind::Renew) {
         let (ca, p) = (sim.ca.clone(), person.clone());
         // Key generation is CPU work: off the async threads.
         let issued = tokio::task::spawn_blocking(move || {

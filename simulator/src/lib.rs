@@ -12,6 +12,7 @@ pub mod events;
 mod keys;
 pub mod municipality;
 mod problem;
+pub mod queries;
 pub mod residents;
 mod routes;
 mod store;
@@ -183,6 +184,9 @@ pub fn server(sim: web::Data<Simulator>, listener: TcpListener) -> std::io::Resu
             .service(routes::crl)
             .service(routes::crl_partitions)
             .service(routes::crl_partition)
+            .service(routes::put_subscription)
+            .service(routes::delete_subscription)
+            .service(routes::basic4_queries)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(Problem::not_found("route"))
             }))

@@ -156,6 +156,8 @@ pub async fn sign(
 pub struct EventBody {
     kind: String,
     basic4: Option<Basic4Body>,
+    /// For a move or rename: issue the new certificate now (default) or not yet.
+    reissue: Option<bool>,
 }
 
 /// A life event: revokes the current certificate and, where the person
@@ -190,17 +192,23 @@ pub async fn life_event(
         birth_date: b.birth_date.as_deref(),
         gender: b.gender.as_deref(),
     });
-    let outcome = crate::events::apply(&sim, person, kind, given.unwrap_or_default())
-        .await
-        .map_err(|e| match e {
-            EventError::Deceased | EventError::NoCertificate => Problem::new(
-                actix_web::http::StatusCode::CONFLICT,
-                "no-valid-certificate",
-                e.to_string(),
-            ),
-            EventError::Invalid(errors) => Problem::from(errors),
-            EventError::Failed(e) => Problem::internal(e),
-        })?;
+    let outcome = crate::events::apply(
+        &sim,
+        person,
+        kind,
+        given.unwrap_or_default(),
+        body.reissue.unwrap_or(true),
+    )
+    .await
+    .map_err(|e| match e {
+        EventError::Deceased | EventError::NoCertificate => Problem::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "no-valid-certificate",
+            e.to_string(),
+        ),
+        EventError::Invalid(errors) => Problem::from(errors),
+        EventError::Failed(e) => Problem::internal(e),
+    })?;
     let new = outcome.new_certificate.as_ref();
     Ok(HttpResponse::Ok().json(json!({
         "person_id": id.as_str(),
@@ -285,4 +293,130 @@ pub async fn crl_partition(
         .get(id.as_str())
         .ok_or_else(|| Problem::not_found("CRL partition"))?;
     Ok(serve_crl(&req, file))
+}
+
+/// A serial as the protocol writes it: lowercase hex without leading zeros.
+fn protocol_serial(raw: &str, field: &str) -> Result<kihon4_core::domain::CertSerial, Problem> {
+    match kihon4_core::domain::CertSerial::parse(raw) {
+        Ok(s) if s.as_str() == raw => Ok(s),
+        _ => {
+            let mut p = Problem::bad_request(
+                "A certificate serial is not lowercase hex without leading zeros.",
+            );
+            p.errors.push((
+                field.to_owned(),
+                "must be lowercase hex without leading zeros".into(),
+            ));
+            Err(p)
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionBody {
+    consent_id: String,
+    granted_at: chrono::DateTime<chrono::Utc>,
+    expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Registers a consent for a certificate: 201 new, 200 the same again (or replaced).
+#[actix_web::put("/v1/basic4/subscriptions/{cert_serial}")]
+pub async fn put_subscription(
+    sim: web::Data<Simulator>,
+    serial: web::Path<String>,
+    body: web::Json<SubscriptionBody>,
+) -> Result<HttpResponse, Problem> {
+    let serial = protocol_serial(&serial, "cert_serial")?;
+    if body.consent_id.trim().is_empty() || body.consent_id.len() > 128 {
+        return Err(Problem::bad_request(
+            "consent_id must be 1 to 128 characters.",
+        ));
+    }
+    if body.expires_at <= body.granted_at {
+        return Err(Problem::bad_request("expires_at must be after granted_at."));
+    }
+    let cert = sim.store.certificate(&serial).await?.ok_or_else(|| {
+        Problem::new(
+            actix_web::http::StatusCode::NOT_FOUND,
+            "unknown-certificate",
+            "No such certificate.",
+        )
+    })?;
+    let outcome = sim
+        .store
+        .put_subscription(
+            &cert,
+            &crate::store::Subscription {
+                consent_id: body.consent_id.clone(),
+                granted_at: body.granted_at,
+                expires_at: body.expires_at,
+            },
+        )
+        .await?;
+    let mut res = match outcome {
+        crate::store::Upsert::Created => HttpResponse::Created(),
+        _ => HttpResponse::Ok(),
+    };
+    Ok(res.json(json!({
+        "cert_serial": serial.as_str(),
+        "consent_id": body.consent_id,
+        "granted_at": body.granted_at,
+        "expires_at": body.expires_at,
+    })))
+}
+
+/// Withdraws the consent registered for a certificate (204 also when there was none).
+#[actix_web::delete("/v1/basic4/subscriptions/{cert_serial}")]
+pub async fn delete_subscription(
+    sim: web::Data<Simulator>,
+    serial: web::Path<String>,
+) -> Result<HttpResponse, Problem> {
+    let serial = protocol_serial(&serial, "cert_serial")?;
+    sim.store.delete_subscription(&serial).await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueryEntry {
+    cert_serial: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueriesBody {
+    queries: Vec<QueryEntry>,
+}
+
+/// The latest four items for a batch of certificates, in request order.
+/// The batch is all-or-nothing: a bad entry refuses it, naming the entry.
+#[post("/v1/basic4/queries")]
+pub async fn basic4_queries(
+    sim: web::Data<Simulator>,
+    body: web::Json<QueriesBody>,
+) -> Result<HttpResponse, Problem> {
+    let n = body.queries.len();
+    if n == 0 || n > crate::queries::MAX_BATCH {
+        let mut p = Problem::bad_request(format!(
+            "A batch holds 1 to {} queries, not {n}.",
+            crate::queries::MAX_BATCH
+        ));
+        p.errors.push((
+            "queries".into(),
+            format!("must hold 1 to {} entries", crate::queries::MAX_BATCH),
+        ));
+        return Err(p);
+    }
+    let serials = body
+        .queries
+        .iter()
+        .enumerate()
+        .map(|(i, q)| protocol_serial(&q.cert_serial, &format!("queries[{i}].cert_serial")))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut results = Vec::with_capacity(n);
+    for serial in &serials {
+        results.push(crate::queries::answer(&sim, serial).await?);
+    }
+    Ok(HttpResponse::Ok().json(json!({ "results": results })))
 }

@@ -42,7 +42,30 @@ const SCHEMA: &[&str] = &[
         changed_on TEXT NOT NULL,
         at TEXT NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS subscriptions (
+        cert_serial TEXT PRIMARY KEY,
+        person_id TEXT NOT NULL REFERENCES persons(id),
+        consent_id TEXT NOT NULL,
+        granted_at TEXT NOT NULL,
+        expires_at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS subscriptions_person ON subscriptions(person_id)",
 ];
+
+/// What a subscription PUT did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Upsert {
+    Created,
+    Unchanged,
+    Replaced,
+}
+
+/// A consent registered with the provider, for a certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub consent_id: String,
+    pub granted_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
 
 /// A revoked certificate as a CRL lists it.
 #[derive(Clone, Debug)]
@@ -254,6 +277,105 @@ impl Store {
             .ok_or_else(|| corrupt("CRL number"))?;
         let value: String = row.try_get("", "value")?;
         value.parse().map_err(|_| corrupt("CRL number"))
+    }
+
+    pub async fn certificate(
+        &self,
+        serial: &CertSerial,
+    ) -> Result<Option<IssuedCertificate>, DbErr> {
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                "SELECT * FROM certificates WHERE serial = ?",
+                vec![serial.as_str().into()],
+            ))
+            .await?;
+        row.map(|r| certificate_from_row(&r)).transpose()
+    }
+
+    /// The kind and day of the person's latest life event.
+    pub async fn last_change(&self, person_id: &str) -> Result<Option<(String, String)>, DbErr> {
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                "SELECT kind, changed_on FROM changes WHERE person_id = ? ORDER BY id DESC LIMIT 1",
+                vec![person_id.into()],
+            ))
+            .await?;
+        row.map(|r| Ok((r.try_get("", "kind")?, r.try_get("", "changed_on")?)))
+            .transpose()
+    }
+
+    /// Registers (or replaces) the consent for a certificate.
+    pub async fn put_subscription(
+        &self,
+        cert: &IssuedCertificate,
+        s: &Subscription,
+    ) -> Result<Upsert, DbErr> {
+        let txn = self.db.begin().await?;
+        let existing = txn
+            .query_one_raw(stmt(
+                "SELECT consent_id, granted_at, expires_at FROM subscriptions WHERE cert_serial = ?",
+                vec![cert.serial.as_str().into()],
+            ))
+            .await?
+            .map(|r| {
+                Ok::<_, DbErr>(Subscription {
+                    consent_id: r.try_get("", "consent_id")?,
+                    granted_at: time(&r, "granted_at")?,
+                    expires_at: time(&r, "expires_at")?,
+                })
+            })
+            .transpose()?;
+        let outcome = match existing {
+            Some(e) if &e == s => Upsert::Unchanged,
+            Some(_) => Upsert::Replaced,
+            None => Upsert::Created,
+        };
+        if outcome != Upsert::Unchanged {
+            txn.execute_raw(stmt(
+                "INSERT INTO subscriptions (cert_serial, person_id, consent_id, granted_at, expires_at) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (cert_serial) DO UPDATE SET consent_id = excluded.consent_id,
+                   granted_at = excluded.granted_at, expires_at = excluded.expires_at",
+                vec![
+                    cert.serial.as_str().into(),
+                    cert.person_id.clone().into(),
+                    s.consent_id.clone().into(),
+                    s.granted_at.to_rfc3339().into(),
+                    s.expires_at.to_rfc3339().into(),
+                ],
+            ))
+            .await?;
+        }
+        txn.commit().await?;
+        Ok(outcome)
+    }
+
+    pub async fn delete_subscription(&self, serial: &CertSerial) -> Result<(), DbErr> {
+        self.db
+            .execute_raw(stmt(
+                "DELETE FROM subscriptions WHERE cert_serial = ?",
+                vec![serial.as_str().into()],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Whether any of the person's certificates carries a consent still in force:
+    /// a consent survives the revocation of the certificate it was given with.
+    pub async fn subscribed(&self, person_id: &str, now: DateTime<Utc>) -> Result<bool, DbErr> {
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                "SELECT COUNT(*) AS n FROM subscriptions WHERE person_id = ? AND expires_at > ?",
+                vec![person_id.into(), now.to_rfc3339().into()],
+            ))
+            .await?;
+        Ok(row
+            .map(|r| r.try_get::<i64>("", "n"))
+            .transpose()?
+            .unwrap_or(0)
+            > 0)
     }
 
     /// The person's newest certificate that is not revoked.
