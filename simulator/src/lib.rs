@@ -11,6 +11,7 @@ pub mod crl;
 pub mod events;
 mod keys;
 pub mod municipality;
+pub mod ocsp;
 mod problem;
 pub mod queries;
 pub mod residents;
@@ -187,6 +188,7 @@ pub fn server(sim: web::Data<Simulator>, listener: TcpListener) -> std::io::Resu
             .service(routes::put_subscription)
             .service(routes::delete_subscription)
             .service(routes::basic4_queries)
+            .service(routes::ocsp)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(Problem::not_found("route"))
             }))

@@ -420,3 +420,28 @@ pub async fn basic4_queries(
     }
     Ok(HttpResponse::Ok().json(json!({ "results": results })))
 }
+
+/// RFC 6960 OCSP over HTTP POST.
+#[post("/v1/ocsp")]
+pub async fn ocsp(
+    sim: web::Data<Simulator>,
+    req: actix_web::HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, Problem> {
+    let content_type = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if content_type != "application/ocsp-request" {
+        return Err(Problem::new(
+            actix_web::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported-media-type",
+            "Send an application/ocsp-request.",
+        ));
+    }
+    let response = crate::ocsp::respond(&sim, &body).await?;
+    Ok(HttpResponse::Ok()
+        .content_type("application/ocsp-response")
+        .body(response))
+}
