@@ -9,6 +9,7 @@ mod ca;
 mod cms_sign;
 pub mod crl;
 pub mod events;
+pub mod faults;
 mod keys;
 pub mod municipality;
 pub mod ocsp;
@@ -47,6 +48,7 @@ pub struct Simulator {
     pub store: Store,
     pub settings: SimSettings,
     published: std::sync::RwLock<std::sync::Arc<crl::Published>>,
+    faults: std::sync::RwLock<faults::Faults>,
 }
 
 impl Simulator {
@@ -64,6 +66,7 @@ impl Simulator {
             store,
             settings,
             published: std::sync::RwLock::new(std::sync::Arc::new(first)),
+            faults: std::sync::RwLock::new(faults::Faults::default()),
         })
     }
 
@@ -81,6 +84,14 @@ impl Simulator {
         let published = std::sync::Arc::new(Self::make_crls(&self.ca, &self.store).await?);
         *self.published.write().expect("not poisoned") = published.clone();
         Ok(published)
+    }
+
+    pub fn faults(&self) -> faults::Faults {
+        self.faults.read().expect("not poisoned").clone()
+    }
+
+    pub fn set_faults(&self, faults: faults::Faults) {
+        *self.faults.write().expect("not poisoned") = faults;
     }
 
     /// The CRLs served now.
@@ -132,13 +143,35 @@ async fn guard(
         }
         _ => None,
     };
-    match refusal {
-        Some(problem) => Ok(req.into_response(problem.error_response())),
-        None => next
-            .call(req)
-            .await
-            .map(ServiceResponse::map_into_boxed_body),
+    if let Some(problem) = refusal {
+        return Ok(req.into_response(problem.error_response()));
     }
+    let provider_route = path.starts_with("/v1/");
+    let faults = match req.app_data::<web::Data<Simulator>>() {
+        Some(sim) if provider_route => sim.faults(),
+        _ => faults::Faults::default(),
+    };
+    let mut truncate = false;
+    for disruption in faults::disrupt(&faults) {
+        match disruption {
+            faults::Disruption::Delay(d) => tokio::time::sleep(d).await,
+            faults::Disruption::Replace(response) => return Ok(req.into_response(response)),
+            faults::Disruption::Truncate => truncate = true,
+        }
+    }
+    let res = next.call(req).await?.map_into_boxed_body();
+    if !truncate {
+        return Ok(res);
+    }
+    // A malformed answer: the right status and type, half of the body.
+    let (req, res) = res.into_parts();
+    let (head, body) = res.into_parts();
+    let bytes = actix_web::body::to_bytes(body).await.unwrap_or_default();
+    let cut = bytes.slice(..bytes.len() / 2);
+    Ok(ServiceResponse::new(
+        req,
+        head.set_body(cut).map_into_boxed_body(),
+    ))
 }
 
 fn json_error(
@@ -189,6 +222,7 @@ pub fn server(sim: web::Data<Simulator>, listener: TcpListener) -> std::io::Resu
             .service(routes::delete_subscription)
             .service(routes::basic4_queries)
             .service(routes::ocsp)
+            .service(routes::put_faults)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(Problem::not_found("route"))
             }))

@@ -445,3 +445,14 @@ pub async fn ocsp(
         .content_type("application/ocsp-response")
         .body(response))
 }
+
+/// Sets the faults in force on the provider routes (the whole set; left-out fields are off).
+#[actix_web::put("/sim/faults")]
+pub async fn put_faults(
+    sim: web::Data<Simulator>,
+    body: web::Json<crate::faults::Faults>,
+) -> Result<HttpResponse, Problem> {
+    body.check().map_err(Problem::bad_request)?;
+    sim.set_faults(body.into_inner());
+    Ok(HttpResponse::Ok().json(sim.faults()))
+}
