@@ -12,5 +12,6 @@ pub mod entities;
 pub mod error;
 pub mod idempotency;
 pub mod jpki;
+pub mod provider;
 
 pub use error::CoreError;

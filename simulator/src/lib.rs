@@ -49,6 +49,8 @@ pub struct Simulator {
     pub settings: SimSettings,
     published: std::sync::RwLock<std::sync::Arc<crl::Published>>,
     faults: std::sync::RwLock<faults::Faults>,
+    /// Requests that reached a provider route, for tests of callers' manners.
+    provider_requests: std::sync::atomic::AtomicU64,
 }
 
 impl Simulator {
@@ -67,6 +69,7 @@ impl Simulator {
             settings,
             published: std::sync::RwLock::new(std::sync::Arc::new(first)),
             faults: std::sync::RwLock::new(faults::Faults::default()),
+            provider_requests: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -92,6 +95,12 @@ impl Simulator {
 
     pub fn set_faults(&self, faults: faults::Faults) {
         *self.faults.write().expect("not poisoned") = faults;
+    }
+
+    /// How many requests reached the provider routes.
+    pub fn provider_requests(&self) -> u64 {
+        self.provider_requests
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The CRLs served now.
@@ -148,7 +157,11 @@ async fn guard(
     }
     let provider_route = path.starts_with("/v1/");
     let faults = match req.app_data::<web::Data<Simulator>>() {
-        Some(sim) if provider_route => sim.faults(),
+        Some(sim) if provider_route => {
+            sim.provider_requests
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            sim.faults()
+        }
         _ => faults::Faults::default(),
     };
     let mut truncate = false;
@@ -223,6 +236,7 @@ pub fn server(sim: web::Data<Simulator>, listener: TcpListener) -> std::io::Resu
             .service(routes::basic4_queries)
             .service(routes::ocsp)
             .service(routes::put_faults)
+            .service(routes::stats)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(Problem::not_found("route"))
             }))

@@ -456,3 +456,9 @@ pub async fn put_faults(
     sim.set_faults(body.into_inner());
     Ok(HttpResponse::Ok().json(sim.faults()))
 }
+
+/// Counters for tests of how callers behave.
+#[get("/sim/stats")]
+pub async fn stats(sim: web::Data<Simulator>) -> HttpResponse {
+    HttpResponse::Ok().json(json!({ "provider_requests": sim.provider_requests() }))
+}

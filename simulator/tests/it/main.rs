@@ -8,6 +8,8 @@ use actix_web::web;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use kihon4_sim::{SimSettings, Simulator};
+
+mod client;
 use serde_json::{Value, json};
 
 struct TestSim {

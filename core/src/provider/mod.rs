@@ -1,0 +1,56 @@
+//! Talking to the provider (the platform operator's gateway to J-LIS): one
+//! trait with the protocol's operations, so that an adapter for a real
+//! operator's API can be added without touching the rest, and its HTTP
+//! implementation for PROVIDER-PROTOCOL.md v1.
+
+mod http;
+mod model;
+
+pub use http::{HttpProvider, ProviderSettings};
+pub use model::{CrlFetch, Latest, LatestBasic4, RevokedReason, SubscribeOutcome, Subscription};
+
+use crate::domain::CertSerial;
+
+/// Why a provider call failed. Never carries personal data.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ProviderError {
+    #[error("the provider refused the API key")]
+    Unauthorized,
+    #[error("the provider refused the request ({status}, {problem_type}): {detail}")]
+    Rejected {
+        status: u16,
+        problem_type: String,
+        detail: String,
+    },
+    #[error("the provider's answer is malformed: {0}")]
+    Malformed(String),
+    #[error("the provider's answer does not fit the request: {0}")]
+    Unexpected(String),
+    #[error("the provider is unavailable after {attempts} attempt(s): {last}")]
+    Unavailable { attempts: u32, last: String },
+}
+
+/// The operations of the provider protocol.
+#[async_trait::async_trait]
+pub trait Provider: Send + Sync {
+    /// The signing CA certificate (DER).
+    async fn ca_certificate(&self) -> Result<Vec<u8>, ProviderError>;
+    /// The full CRL, or `NotModified` when `etag` is still current.
+    async fn crl(&self, etag: Option<&str>) -> Result<CrlFetch, ProviderError>;
+    /// An RFC 6960 exchange: DER request in, DER response out.
+    async fn ocsp(&self, request_der: &[u8]) -> Result<Vec<u8>, ProviderError>;
+    /// Registers the consent for a certificate (idempotent).
+    async fn subscribe(
+        &self,
+        serial: &CertSerial,
+        subscription: &Subscription,
+    ) -> Result<SubscribeOutcome, ProviderError>;
+    /// Withdraws it (also fine when absent).
+    async fn unsubscribe(&self, serial: &CertSerial) -> Result<(), ProviderError>;
+    /// The latest four items for each serial, in order; any number of
+    /// serials (sent in batches the protocol allows).
+    async fn latest_basic4(
+        &self,
+        serials: &[CertSerial],
+    ) -> Result<Vec<LatestBasic4>, ProviderError>;
+}

@@ -1,0 +1,159 @@
+//! The provider's answers, parsed into types that cannot be wrong.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::ProviderError;
+use crate::domain::{Basic4, CertSerial, RawBasic4};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CrlFetch {
+    NotModified,
+    Fresh { der: Vec<u8>, etag: Option<String> },
+}
+
+/// A consent as registered with the provider.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Subscription {
+    pub consent_id: String,
+    pub granted_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SubscribeOutcome {
+    Created,
+    AlreadyThere,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RevokedReason {
+    Lost,
+    Expired,
+    WithdrawnByHolder,
+}
+
+/// What J-LIS says about one certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Latest {
+    Unchanged,
+    Changed {
+        current_cert_serial: CertSerial,
+        changed_on: NaiveDate,
+        basic4: Basic4,
+    },
+    AwaitingReissue,
+    Deceased {
+        changed_on: Option<NaiveDate>,
+    },
+    Revoked {
+        reason: RevokedReason,
+    },
+    NotSubscribed,
+    UnknownCertificate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LatestBasic4 {
+    pub cert_serial: CertSerial,
+    pub latest: Latest,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawResults {
+    pub results: Vec<RawResult>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawBasic4Owned {
+    name: Option<String>,
+    name_substitute_flags: Option<String>,
+    address: Option<String>,
+    address_substitute_flags: Option<String>,
+    birth_date: Option<String>,
+    gender: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawResult {
+    cert_serial: String,
+    status: String,
+    current_cert_serial: Option<String>,
+    changed_on: Option<String>,
+    reason: Option<String>,
+    basic4: Option<RawBasic4Owned>,
+}
+
+fn malformed(what: impl Into<String>) -> ProviderError {
+    ProviderError::Malformed(what.into())
+}
+
+fn date(raw: Option<&str>, what: &str) -> Result<NaiveDate, ProviderError> {
+    let raw = raw.ok_or_else(|| malformed(format!("{what} is missing")))?;
+    NaiveDate::parse_from_str(raw, "%Y-%m-%d")
+        .map_err(|_| malformed(format!("{what} is not a date")))
+}
+
+impl RawResult {
+    pub(super) fn parse(self) -> Result<LatestBasic4, ProviderError> {
+        let cert_serial = CertSerial::parse(&self.cert_serial)
+            .map_err(|_| malformed("a result's cert_serial is not a serial"))?;
+        let latest = match self.status.as_str() {
+            "unchanged" => Latest::Unchanged,
+            "changed" => {
+                let b = self
+                    .basic4
+                    .ok_or_else(|| malformed("a changed result lacks basic4"))?;
+                // Only the consented items may be present; kihon4's consent covers all four.
+                let basic4 = Basic4::parse(RawBasic4 {
+                    name: b.name.as_deref(),
+                    name_substitute_flags: b.name_substitute_flags.as_deref(),
+                    address: b.address.as_deref(),
+                    address_substitute_flags: b.address_substitute_flags.as_deref(),
+                    birth_date: b.birth_date.as_deref(),
+                    gender: b.gender.as_deref(),
+                })
+                .map_err(|e| {
+                    let fields: Vec<String> = e.0.into_iter().map(|f| f.field).collect();
+                    malformed(format!(
+                        "a changed result's basic4 is not valid ({})",
+                        fields.join(", ")
+                    ))
+                })?;
+                Latest::Changed {
+                    current_cert_serial: CertSerial::parse(
+                        self.current_cert_serial
+                            .as_deref()
+                            .ok_or_else(|| malformed("current_cert_serial is missing"))?,
+                    )
+                    .map_err(|_| malformed("current_cert_serial is not a serial"))?,
+                    changed_on: date(self.changed_on.as_deref(), "changed_on")?,
+                    basic4,
+                }
+            }
+            "awaiting_reissue" => Latest::AwaitingReissue,
+            "deceased" => Latest::Deceased {
+                changed_on: self
+                    .changed_on
+                    .as_deref()
+                    .map(|d| date(Some(d), "changed_on"))
+                    .transpose()?,
+            },
+            "revoked" => Latest::Revoked {
+                reason: match self.reason.as_deref() {
+                    Some("lost") => RevokedReason::Lost,
+                    Some("expired") => RevokedReason::Expired,
+                    Some("withdrawn_by_holder") => RevokedReason::WithdrawnByHolder,
+                    _ => return Err(malformed("a revoked result has no known reason")),
+                },
+            },
+            "not_subscribed" => Latest::NotSubscribed,
+            "unknown_certificate" => Latest::UnknownCertificate,
+            _ => return Err(malformed("a result has an unknown status")),
+        };
+        Ok(LatestBasic4 {
+            cert_serial,
+            latest,
+        })
+    }
+}

@@ -1,0 +1,280 @@
+//! kihon4's provider client against the simulator, bad days included.
+
+use std::time::{Duration, Instant};
+
+use kihon4_core::domain::CertSerial;
+use kihon4_core::provider::{
+    CrlFetch, HttpProvider, Latest, Provider, ProviderError, ProviderSettings, RevokedReason,
+    SubscribeOutcome, Subscription,
+};
+use secrecy::SecretString;
+use serde_json::{Value, json};
+
+use super::{TestSim, spawn, taro};
+
+fn client(sim: &TestSim, key: &str, rps: f64) -> HttpProvider {
+    let mut settings = ProviderSettings::new(
+        url::Url::parse(&format!("{}/", sim.base)).unwrap(),
+        SecretString::from(key.to_owned()),
+    );
+    settings.requests_per_second = rps;
+    settings.timeout = Duration::from_secs(5);
+    settings.max_attempts = 20;
+    settings.max_wait = Duration::from_secs(60);
+    HttpProvider::new(settings).unwrap()
+}
+
+fn subscription() -> Subscription {
+    let now = chrono::Utc::now();
+    Subscription {
+        consent_id: "consent-7".into(),
+        granted_at: now,
+        expires_at: now + chrono::Duration::days(3653),
+    }
+}
+
+async fn faults(sim: &TestSim, body: Value) {
+    let res = sim
+        .http
+        .put(format!("{}/sim/faults", sim.base))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
+/// Three residents: one unchanged, one moved, one who lost their card; all subscribed.
+async fn residents(sim: &TestSim, provider: &HttpProvider) -> Vec<(CertSerial, &'static str)> {
+    let mut out = Vec::new();
+    for (event, expected) in [
+        (None, "unchanged"),
+        (Some("move"), "changed"),
+        (Some("card_lost"), "revoked"),
+    ] {
+        let p: Value = sim
+            .post("/sim/persons", &taro())
+            .await
+            .json()
+            .await
+            .unwrap();
+        let serial = CertSerial::parse(p["cert_serial"].as_str().unwrap()).unwrap();
+        assert_eq!(
+            provider.subscribe(&serial, &subscription()).await.unwrap(),
+            SubscribeOutcome::Created
+        );
+        assert_eq!(
+            provider.subscribe(&serial, &subscription()).await.unwrap(),
+            SubscribeOutcome::AlreadyThere
+        );
+        if let Some(kind) = event {
+            let id = p["person_id"].as_str().unwrap();
+            let body = json!({"kind": kind, "basic4": {"address": "福岡県福岡市中央区天神1-1"}});
+            let body = if kind == "move" {
+                body
+            } else {
+                json!({"kind": kind})
+            };
+            assert_eq!(
+                sim.post(&format!("/sim/persons/{id}/events"), &body)
+                    .await
+                    .status(),
+                200
+            );
+        }
+        out.push((serial, expected));
+    }
+    out
+}
+
+fn status(latest: &Latest) -> &'static str {
+    match latest {
+        Latest::Unchanged => "unchanged",
+        Latest::Changed { .. } => "changed",
+        Latest::AwaitingReissue => "awaiting_reissue",
+        Latest::Deceased { .. } => "deceased",
+        Latest::Revoked { .. } => "revoked",
+        Latest::NotSubscribed => "not_subscribed",
+        Latest::UnknownCertificate => "unknown_certificate",
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_10000_query_workload_completes_correctly_through_errors_and_latency() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = spawn(dir.path(), Some("institution-key")).await;
+    let provider = client(&sim, "institution-key", 200.0);
+    let people = residents(&sim, &provider).await;
+    faults(&sim, json!({"error_rate": 0.3, "latency_ms": 200})).await;
+    let workload: Vec<CertSerial> = (0..10_000)
+        .map(|i| people[i % people.len()].0.clone())
+        .collect();
+    let answers = provider
+        .latest_basic4(&workload)
+        .await
+        .expect("the workload completes");
+    assert_eq!(answers.len(), workload.len());
+    for (i, answer) in answers.iter().enumerate() {
+        let (serial, expected) = &people[i % people.len()];
+        assert_eq!(&answer.cert_serial, serial);
+        assert_eq!(status(&answer.latest), *expected, "answer {i}");
+    }
+    match &answers[1].latest {
+        Latest::Changed {
+            basic4,
+            current_cert_serial,
+            ..
+        } => {
+            assert_eq!(basic4.address.as_str(), "福岡県福岡市中央区天神1-1");
+            assert_ne!(current_cert_serial, &people[1].0);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        answers[2].latest,
+        Latest::Revoked {
+            reason: RevokedReason::Lost
+        }
+    );
+    sim.handle.stop(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_pauses_the_client_and_it_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = spawn(dir.path(), None).await;
+    let provider = client(&sim, "k", 100.0);
+    let people = residents(&sim, &provider).await;
+    faults(
+        &sim,
+        json!({"maintenance": true, "maintenance_retry_after_s": 1}),
+    )
+    .await;
+    let serials: Vec<CertSerial> = people.iter().map(|(s, _)| s.clone()).collect();
+    let before = stats(&sim).await;
+    let started = Instant::now();
+    let call = tokio::spawn({
+        let provider = provider.clone();
+        async move { provider.latest_basic4(&serials).await }
+    });
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let requests_during = stats(&sim).await - before;
+    faults(&sim, json!({})).await;
+    let answers = call.await.unwrap().expect("resumes after maintenance");
+    assert_eq!(answers.len(), 3);
+    assert!(started.elapsed() >= Duration::from_millis(2500));
+    // It waited out the announced Retry-After instead of hammering: about one try a second.
+    assert!(
+        requests_during <= 6,
+        "{requests_during} requests in 2.5 s of maintenance"
+    );
+    sim.handle.stop(true).await;
+}
+
+async fn stats(sim: &TestSim) -> u64 {
+    let v: Value = sim
+        .http
+        .get(format!("{}/sim/stats", sim.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["provider_requests"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_and_refused_answers_are_typed_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = spawn(dir.path(), Some("institution-key")).await;
+    let provider = client(&sim, "institution-key", 100.0);
+    let people = residents(&sim, &provider).await;
+    faults(&sim, json!({"malformed_rate": 1.0})).await;
+    let err = provider
+        .latest_basic4(&[people[0].0.clone()])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, ProviderError::Malformed(_)), "{err:?}");
+    faults(&sim, json!({})).await;
+
+    let stranger = client(&sim, "wrong-key", 100.0);
+    assert_eq!(
+        stranger
+            .latest_basic4(&[people[0].0.clone()])
+            .await
+            .unwrap_err(),
+        ProviderError::Unauthorized
+    );
+    let unknown = CertSerial::parse("abcdef").unwrap();
+    match provider
+        .subscribe(&unknown, &subscription())
+        .await
+        .unwrap_err()
+    {
+        ProviderError::Rejected {
+            status,
+            problem_type,
+            ..
+        } => {
+            assert_eq!(status, 404);
+            assert!(problem_type.ends_with("unknown-certificate"));
+        }
+        other => panic!("{other:?}"),
+    }
+    provider.unsubscribe(&people[0].0).await.unwrap();
+    provider.unsubscribe(&people[0].0).await.unwrap();
+    let answer = provider
+        .latest_basic4(&[people[0].0.clone()])
+        .await
+        .unwrap();
+    assert_eq!(answer[0].latest, Latest::NotSubscribed);
+
+    // The CRL with its ETag; the CA certificate.
+    let CrlFetch::Fresh { etag, der } = provider.crl(None).await.unwrap() else {
+        panic!("a CRL")
+    };
+    assert!(!der.is_empty());
+    assert_eq!(
+        provider.crl(etag.as_deref()).await.unwrap(),
+        CrlFetch::NotModified
+    );
+    assert!(!provider.ca_certificate().await.unwrap().is_empty());
+
+    // Nobody listening: unavailable after the attempts, not a panic.
+    let mut settings = ProviderSettings::new(
+        url::Url::parse("http://127.0.0.1:9/").unwrap(),
+        SecretString::from("k".to_owned()),
+    );
+    settings.max_attempts = 2;
+    let nowhere = HttpProvider::new(settings).unwrap();
+    assert!(matches!(
+        nowhere.ca_certificate().await.unwrap_err(),
+        ProviderError::Unavailable { attempts: 2, .. }
+    ));
+    sim.handle.stop(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_client_never_exceeds_its_rate() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = spawn(dir.path(), None).await;
+    let provider = client(&sim, "k", 20.0);
+    let before = stats(&sim).await;
+    let started = Instant::now();
+    let calls = (0..40).map(|_| {
+        let provider = provider.clone();
+        tokio::spawn(async move { provider.ca_certificate().await })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        call.unwrap().unwrap();
+    }
+    // 40 requests at 20 a second, evenly spaced: the last cannot start before 1.95 s.
+    assert!(
+        started.elapsed() >= Duration::from_millis(1950),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(stats(&sim).await - before, 40);
+    sim.handle.stop(true).await;
+}
