@@ -222,6 +222,9 @@ pub fn server(sim: web::Data<Simulator>, listener: TcpListener) -> std::io::Resu
                 web::PathConfig::default()
                     .error_handler(|_, _| Problem::not_found("resource").into()),
             )
+            .app_data(web::QueryConfig::default().error_handler(|e, _| {
+                Problem::bad_request(format!("The query is not valid: {e}")).into()
+            }))
             .service(routes::ca)
             .service(routes::create_person)
             .service(routes::read_person)
@@ -237,6 +240,8 @@ pub fn server(sim: web::Data<Simulator>, listener: TcpListener) -> std::io::Resu
             .service(routes::ocsp)
             .service(routes::put_faults)
             .service(routes::stats)
+            .service(routes::certificate_status)
+            .service(routes::checks)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(Problem::not_found("route"))
             }))

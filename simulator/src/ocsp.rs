@@ -94,6 +94,13 @@ pub async fn respond(sim: &Simulator, body: &[u8]) -> anyhow::Result<Vec<u8>> {
                 .with_next_update(ocsp_time(now + VALIDITY)?),
         );
     }
+    sim.store
+        .record_checks(
+            crate::store::CheckPurpose::SignatureVerification,
+            request.tbs_request.request_list.len() as u64,
+            now,
+        )
+        .await?;
     if let Some(nonce) = request.nonce() {
         builder = builder
             .with_extension(nonce)

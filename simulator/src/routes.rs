@@ -88,6 +88,7 @@ pub async fn create_person(
     Ok(HttpResponse::Created().json(json!({
         "person_id": person.id,
         "cert_serial": issued.serial.as_str(),
+        "certificate_id": certificate_id(&issued.serial),
         "certificate_pem": pem(&issued.der)?,
         "private_key_pem": issued.key_pem,
     })))
@@ -215,6 +216,7 @@ pub async fn life_event(
         "revoked_serial": outcome.revoked.serial.as_str(),
         "reason": kind.reason_code(),
         "cert_serial": new.map(|c| c.serial.as_str().to_owned()),
+        "certificate_id": new.map(|c| certificate_id(&c.serial)),
         "certificate_pem": new.map(|c| pem(&c.der)).transpose()?,
         "private_key_pem": new.map(|c| c.key_pem.clone()),
     })))
@@ -461,4 +463,112 @@ pub async fn put_faults(
 #[get("/sim/stats")]
 pub async fn stats(sim: web::Data<Simulator>) -> HttpResponse {
     HttpResponse::Ok().json(json!({ "provider_requests": sim.provider_requests() }))
+}
+
+/// The provider's id for a certificate it verified (opaque to callers).
+pub fn certificate_id(serial: &kihon4_core::domain::CertSerial) -> String {
+    format!("crt_{}", serial.as_str())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusBody {
+    certificate_ids: Vec<String>,
+}
+
+/// Liveness checks (現況確認) for the service-provider role: billed and
+/// reported as such.
+#[post("/v1/certificates/status")]
+pub async fn certificate_status(
+    sim: web::Data<Simulator>,
+    body: web::Json<StatusBody>,
+) -> Result<HttpResponse, Problem> {
+    let n = body.certificate_ids.len();
+    if n == 0 || n > crate::queries::MAX_BATCH {
+        let mut p = Problem::bad_request(format!(
+            "A check holds 1 to {} certificate ids, not {n}.",
+            crate::queries::MAX_BATCH
+        ));
+        p.errors.push((
+            "certificate_ids".into(),
+            format!("must hold 1 to {} entries", crate::queries::MAX_BATCH),
+        ));
+        return Err(p);
+    }
+    let serials = body
+        .certificate_ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            id.strip_prefix("crt_")
+                .and_then(|s| protocol_serial(s, "").ok())
+                .ok_or_else(|| {
+                    let mut p =
+                        Problem::bad_request("An entry is not a certificate id of this provider.");
+                    p.errors.push((
+                        format!("certificate_ids[{i}]"),
+                        "is not a certificate id".into(),
+                    ));
+                    p
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let now = chrono::Utc::now();
+    let mut results = Vec::with_capacity(n);
+    for (id, serial) in body.certificate_ids.iter().zip(&serials) {
+        let cert = sim.store.certificate(serial).await?.ok_or_else(|| {
+            let mut p = Problem::new(
+                actix_web::http::StatusCode::NOT_FOUND,
+                "unknown-certificate",
+                "No such certificate.",
+            );
+            p.errors
+                .push(("certificate_ids".into(), format!("{id} is unknown")));
+            p
+        })?;
+        let mut entry = json!({"certificate_id": id, "checked_at": now});
+        let reason = match (cert.revoked_at, cert.reason) {
+            (Some(_), Some(3)) => Some("affiliation_changed"),
+            (Some(_), Some(4)) => Some("superseded"),
+            (Some(_), Some(5)) => Some("cessation_of_operation"),
+            (Some(_), Some(6)) => Some("certificate_hold"),
+            (Some(_), _) => Some("unspecified"),
+            (None, _) if cert.not_after <= now => Some("expired"),
+            (None, _) => None,
+        };
+        entry["status"] = json!(if reason.is_some() { "revoked" } else { "good" });
+        if let Some(r) = reason {
+            entry["reason"] = json!(r);
+        }
+        results.push(entry);
+    }
+    sim.store
+        .record_checks(crate::store::CheckPurpose::LivenessCheck, n as u64, now)
+        .await?;
+    Ok(HttpResponse::Ok().json(json!({ "results": results })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChecksQuery {
+    from: chrono::DateTime<chrono::Utc>,
+    to: chrono::DateTime<chrono::Utc>,
+}
+
+/// Revocation checks by purpose, for the institution's reports.
+#[get("/v1/checks")]
+pub async fn checks(
+    sim: web::Data<Simulator>,
+    query: web::Query<ChecksQuery>,
+) -> Result<HttpResponse, Problem> {
+    if query.to <= query.from {
+        return Err(Problem::bad_request("to must be after from."));
+    }
+    let (signature, liveness) = sim.store.count_checks(query.from, query.to).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "from": query.from,
+        "to": query.to,
+        "signature_verification": signature,
+        "liveness_check": liveness,
+    })))
 }

@@ -49,7 +49,29 @@ const SCHEMA: &[&str] = &[
         granted_at TEXT NOT NULL,
         expires_at TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS subscriptions_person ON subscriptions(person_id)",
+    "CREATE TABLE IF NOT EXISTS checks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        purpose TEXT NOT NULL,
+        count INTEGER NOT NULL,
+        at TEXT NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS checks_at ON checks(at)",
 ];
+
+/// Why a revocation check was made, as reported to the authorities and billed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckPurpose {
+    SignatureVerification,
+    LivenessCheck,
+}
+
+impl CheckPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::SignatureVerification => "signature_verification",
+            Self::LivenessCheck => "liveness_check",
+        }
+    }
+}
 
 /// What a subscription PUT did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -376,6 +398,50 @@ impl Store {
             .transpose()?
             .unwrap_or(0)
             > 0)
+    }
+
+    /// Records `count` revocation checks made for `purpose`.
+    pub async fn record_checks(
+        &self,
+        purpose: CheckPurpose,
+        count: u64,
+        at: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        self.db
+            .execute_raw(stmt(
+                "INSERT INTO checks (purpose, count, at) VALUES (?, ?, ?)",
+                vec![
+                    purpose.as_str().into(),
+                    (count as i64).into(),
+                    at.to_rfc3339().into(),
+                ],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Checks by purpose made in `[from, to)`.
+    pub async fn count_checks(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<(u64, u64), DbErr> {
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                "SELECT purpose, SUM(count) AS n FROM checks WHERE at >= ? AND at < ? GROUP BY purpose",
+                vec![from.to_rfc3339().into(), to.to_rfc3339().into()],
+            ))
+            .await?;
+        let mut counts = (0, 0);
+        for row in rows {
+            let n = row.try_get::<i64>("", "n")? as u64;
+            match row.try_get::<String>("", "purpose")?.as_str() {
+                "signature_verification" => counts.0 += n,
+                _ => counts.1 += n,
+            }
+        }
+        Ok(counts)
     }
 
     /// The person's newest certificate that is not revoked.

@@ -1130,3 +1130,118 @@ async fn faults_make_bad_days_on_provider_routes_only() {
     assert_eq!(body["results"][0]["status"], "unknown_certificate");
     sim.handle.stop(true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn liveness_checks_answer_and_every_check_is_counted_by_purpose() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = spawn(dir.path(), None).await;
+    let from = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let alive: Value = sim
+        .post("/sim/persons", &taro())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let gone: Value = sim
+        .post("/sim/persons", &osaka())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let gone_id = gone["person_id"].as_str().unwrap();
+    assert_eq!(
+        sim.post(
+            &format!("/sim/persons/{gone_id}/events"),
+            &json!({"kind": "death"})
+        )
+        .await
+        .status(),
+        200
+    );
+
+    let ids = json!({"certificate_ids": [alive["certificate_id"], gone["certificate_id"]]});
+    let res = keyed(
+        &sim,
+        reqwest::Method::POST,
+        "/v1/certificates/status",
+        Some(&ids),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["results"][0]["status"], "good");
+    assert_eq!(body["results"][1]["status"], "revoked");
+    assert_eq!(body["results"][1]["reason"], "cessation_of_operation");
+    assert!(body["results"][0]["checked_at"].is_string());
+
+    // One OCSP check for signature verification.
+    std::fs::write(
+        dir.path().join("leaf.pem"),
+        alive["certificate_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    sim.ca_pem(dir.path()).await;
+    let sim_ref = &sim;
+    let answer = tokio::task::block_in_place(|| ocsp_check(dir.path(), sim_ref, "leaf.pem"));
+    assert!(answer.contains("leaf.pem: good"), "{answer}");
+
+    let to = chrono::Utc::now() + chrono::Duration::minutes(1);
+    let path = format!(
+        "/v1/checks?from={}&to={}",
+        from.format("%Y-%m-%dT%H:%M:%SZ"),
+        to.format("%Y-%m-%dT%H:%M:%SZ")
+    );
+    let counts: Value = keyed(&sim, reqwest::Method::GET, &path, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counts["liveness_check"], 2);
+    assert_eq!(counts["signature_verification"], 1);
+
+    for bad in [
+        json!({"certificate_ids": []}),
+        json!({"certificate_ids": ["nope"]}),
+        json!({"ids": []}),
+    ] {
+        problem(
+            keyed(
+                &sim,
+                reqwest::Method::POST,
+                "/v1/certificates/status",
+                Some(&bad),
+            )
+            .await,
+            400,
+            "bad-request",
+        )
+        .await;
+    }
+    let unknown = json!({"certificate_ids": ["crt_abcdef"]});
+    problem(
+        keyed(
+            &sim,
+            reqwest::Method::POST,
+            "/v1/certificates/status",
+            Some(&unknown),
+        )
+        .await,
+        404,
+        "unknown-certificate",
+    )
+    .await;
+    problem(
+        keyed(&sim, reqwest::Method::GET, "/v1/checks", None).await,
+        400,
+        "bad-request",
+    )
+    .await;
+    // Refused checks are not counted.
+    let counts: Value = keyed(&sim, reqwest::Method::GET, &path, None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(counts["liveness_check"], 2);
+    sim.handle.stop(true).await;
+}
