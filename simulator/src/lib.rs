@@ -5,6 +5,7 @@
 //! Its state (CA, residents, certificates) lives in its data folder and
 //! survives a restart.
 
+pub mod bulk;
 mod ca;
 mod cms_sign;
 pub mod crl;
@@ -95,6 +96,32 @@ impl Simulator {
 
     pub fn set_faults(&self, faults: faults::Faults) {
         *self.faults.write().expect("not poisoned") = faults;
+    }
+
+    /// A certificate's DER and key, made now if it was issued lazily.
+    pub async fn material(
+        &self,
+        cert: &store::IssuedCertificate,
+    ) -> anyhow::Result<(Vec<u8>, String)> {
+        if let (Some(der), Some(key)) = (&cert.der, &cert.key_pem) {
+            return Ok((der.clone(), key.clone()));
+        }
+        let person = self
+            .store
+            .person(&cert.person_id)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("a certificate without its person"))?;
+        let (ca, c) = (self.ca.clone(), cert.clone());
+        let (der, key) =
+            tokio::task::spawn_blocking(move || residents::materialize(&ca, &c, &person.basic4))
+                .await??;
+        self.store.set_material(&cert.serial, &der, &key).await?;
+        // Another request may have made it first: the stored one wins.
+        let stored = self.store.certificate(&cert.serial).await?;
+        match stored.and_then(|c| c.der.zip(c.key_pem)) {
+            Some(made) => Ok(made),
+            None => Ok((der, key)),
+        }
     }
 
     /// How many requests reached the provider routes.
@@ -226,6 +253,8 @@ pub fn server(sim: web::Data<Simulator>, listener: TcpListener) -> std::io::Resu
                 Problem::bad_request(format!("The query is not valid: {e}")).into()
             }))
             .service(routes::ca)
+            .service(routes::bulk_people)
+            .service(routes::list_people)
             .service(routes::create_person)
             .service(routes::read_person)
             .service(routes::sign)
@@ -242,6 +271,7 @@ pub fn server(sim: web::Data<Simulator>, listener: TcpListener) -> std::io::Resu
             .service(routes::stats)
             .service(routes::certificate_status)
             .service(routes::checks)
+            .service(routes::bulk_events)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(Problem::not_found("route"))
             }))

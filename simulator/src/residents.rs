@@ -32,58 +32,83 @@ fn end_of_day_in_japan(day: NaiveDate) -> DateTime<Utc> {
     Utc.from_utc_datetime(&end) - Duration::hours(9)
 }
 
-fn new_serial() -> CertSerial {
+pub fn new_serial() -> CertSerial {
     let mut bytes: [u8; 9] = rand::random();
     bytes[0] = (bytes[0] & 0x7f) | 0x01;
     CertSerial::from_be_bytes(&bytes).expect("a positive serial")
 }
 
-/// Issues a new signing certificate to a resident, with a fresh key pair
-/// (the card's). RSA key generation takes a while: call it off the async threads.
-pub fn issue(
-    ca: &Ca,
+/// A certificate recorded for a resident, made (key and DER) only when
+/// first needed: a million bulk residents need serials, not RSA keys.
+pub fn lazy(
     person_id: &str,
     basic4: &Basic4,
     partition: &CrlPartition,
-) -> anyhow::Result<IssuedCertificate> {
-    let key = crate::keys::generate()?;
-    let serial = new_serial();
-    let now = Utc::now();
+    now: DateTime<Utc>,
+    serial: CertSerial,
+) -> IssuedCertificate {
     let not_after = end_of_day_in_japan(fifth_birthday_after(
         basic4.birth_date.date(),
         now.date_naive(),
     ));
-    let issue_number = format!(
-        "{}{}",
-        now.format("%Y%m%d"),
-        serial.as_str().to_ascii_uppercase()
-    );
+    IssuedCertificate {
+        issue_number: format!(
+            "{}{}",
+            now.format("%Y%m%d"),
+            serial.as_str().to_ascii_uppercase()
+        ),
+        serial,
+        person_id: person_id.to_owned(),
+        der: None,
+        key_pem: None,
+        partition: partition.clone(),
+        issued_at: now,
+        not_after,
+        revoked_at: None,
+        reason: None,
+    }
+}
+
+/// Makes the key pair and the certificate for a recorded one. RSA key
+/// generation takes a while: call it off the async threads.
+pub fn materialize(
+    ca: &Ca,
+    cert: &IssuedCertificate,
+    basic4: &Basic4,
+) -> anyhow::Result<(Vec<u8>, String)> {
+    let key = crate::keys::generate()?;
     let certificate = jpki::issue_signing_certificate(
         SigningCertificateSpec {
-            serial: &serial,
-            issue_number: &issue_number,
-            partition,
+            serial: &cert.serial,
+            issue_number: &cert.issue_number,
+            partition: &cert.partition,
             basic4,
-            not_before: now - Duration::minutes(5),
-            not_after,
+            not_before: cert.issued_at - Duration::minutes(5),
+            not_after: cert.not_after,
             subject_public_key: SubjectPublicKeyInfoOwned::from_key(key.to_public_key())?,
         },
         ca.name(),
         &ca.key_id,
         &ca.signer,
     )?;
-    Ok(IssuedCertificate {
-        serial,
-        person_id: person_id.to_owned(),
-        issue_number,
-        der: certificate.to_der()?,
-        key_pem: key.to_pkcs8_pem(LineEnding::LF)?.to_string(),
-        partition: partition.clone(),
-        issued_at: now,
-        not_after,
-        revoked_at: None,
-        reason: None,
-    })
+    Ok((
+        certificate.to_der()?,
+        key.to_pkcs8_pem(LineEnding::LF)?.to_string(),
+    ))
+}
+
+/// Issues a new signing certificate to a resident, with a fresh key pair (the card's).
+pub fn issue(
+    ca: &Ca,
+    person_id: &str,
+    basic4: &Basic4,
+    partition: &CrlPartition,
+) -> anyhow::Result<IssuedCertificate> {
+    let mut cert = lazy(person_id, basic4, partition, Utc::now(), new_serial());
+    let (der, key_pem) = materialize(ca, &cert, basic4)?;
+    cert.der = Some(der);
+    cert.key_pem = Some(key_pem);
+    Ok(cert)
 }
 
 #[cfg(test)]

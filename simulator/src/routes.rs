@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use der::{Decode, EncodePem};
 use kihon4_core::domain::{Basic4, RawBasic4};
 use serde::Deserialize;
-use serde_json::json;
+use serde_json::{Value, json};
 use x509_cert::Certificate;
 
 use crate::Simulator;
@@ -89,7 +89,7 @@ pub async fn create_person(
         "person_id": person.id,
         "cert_serial": issued.serial.as_str(),
         "certificate_id": certificate_id(&issued.serial),
-        "certificate_pem": pem(&issued.der)?,
+        "certificate_pem": pem(issued.der.as_deref().unwrap_or_default())?,
         "private_key_pem": issued.key_pem,
     })))
 }
@@ -106,11 +106,15 @@ pub async fn read_person(
         .await?
         .ok_or_else(|| Problem::not_found("person"))?;
     let current = sim.store.current_certificate(&person.id).await?;
+    let current_pem = match &current {
+        Some(c) => Some(pem(&sim.material(c).await?.0)?),
+        None => None,
+    };
     Ok(HttpResponse::Ok().json(json!({
         "person_id": person.id,
         "status": if person.deceased { "deceased" } else { "alive" },
         "cert_serial": current.as_ref().map(|c| c.serial.as_str().to_owned()),
-        "certificate_pem": current.as_ref().map(|c| pem(&c.der)).transpose()?,
+        "certificate_pem": current_pem,
     })))
 }
 
@@ -146,7 +150,8 @@ pub async fn sign(
                 "The person holds no valid signing certificate.",
             )
         })?;
-    let signed = web::block(move || crate::cms_sign::sign(&content, &cert.der, &cert.key_pem))
+    let (der, key_pem) = sim.material(&cert).await?;
+    let signed = web::block(move || crate::cms_sign::sign(&content, &der, &key_pem))
         .await
         .map_err(Problem::internal)??;
     Ok(HttpResponse::Ok().json(json!({ "cms_der_b64": B64.encode(signed) })))
@@ -217,7 +222,7 @@ pub async fn life_event(
         "reason": kind.reason_code(),
         "cert_serial": new.map(|c| c.serial.as_str().to_owned()),
         "certificate_id": new.map(|c| certificate_id(&c.serial)),
-        "certificate_pem": new.map(|c| pem(&c.der)).transpose()?,
+        "certificate_pem": new.and_then(|c| c.der.as_deref()).map(pem).transpose()?,
         "private_key_pem": new.map(|c| c.key_pem.clone()),
     })))
 }
@@ -570,5 +575,141 @@ pub async fn checks(
         "to": query.to,
         "signature_verification": signature,
         "liveness_check": liveness,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkPeople {
+    count: u32,
+    seed: u64,
+}
+
+/// Synthetic residents for load tests; certificates are made when first needed.
+#[post("/sim/persons/bulk")]
+pub async fn bulk_people(
+    sim: web::Data<Simulator>,
+    body: web::Json<BulkPeople>,
+) -> Result<HttpResponse, Problem> {
+    if body.count == 0 || body.count > 1_000_000 {
+        return Err(Problem::bad_request("count must be from 1 to 1000000."));
+    }
+    let (count, seed) = (body.count as usize, body.seed);
+    let people = web::block(move || {
+        let mut population = crate::bulk::Population::new(seed);
+        (0..count)
+            .map(|_| population.resident())
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(Problem::internal)?;
+    sim.store.insert_people(&people).await?;
+    Ok(HttpResponse::Created().json(json!({ "created": count, "seed": seed })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PeoplePage {
+    cursor: Option<String>,
+    limit: Option<u64>,
+}
+
+/// Residents by id, with their current certificate, a page at a time.
+#[get("/sim/persons")]
+pub async fn list_people(
+    sim: web::Data<Simulator>,
+    query: web::Query<PeoplePage>,
+) -> Result<HttpResponse, Problem> {
+    let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
+    let page = sim
+        .store
+        .list_people(query.cursor.as_deref(), limit)
+        .await?;
+    let next = (page.len() as u64 == limit)
+        .then(|| page.last().map(|(id, _)| id.clone()))
+        .flatten();
+    let items: Vec<Value> = page
+        .into_iter()
+        .map(|(id, serial)| json!({"person_id": id, "cert_serial": serial}))
+        .collect();
+    Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": next })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkEvents {
+    seed: u64,
+    #[serde(default)]
+    moves: u32,
+    #[serde(default)]
+    renames: u32,
+    #[serde(default)]
+    deaths: u32,
+    #[serde(default)]
+    cards_lost: u32,
+}
+
+/// Life events over random living residents (the seed picks them).
+#[post("/sim/events/bulk")]
+pub async fn bulk_events(
+    sim: web::Data<Simulator>,
+    body: web::Json<BulkEvents>,
+) -> Result<HttpResponse, Problem> {
+    use crate::events::EventKind;
+    let plan = [
+        (EventKind::Move, body.moves),
+        (EventKind::Rename, body.renames),
+        (EventKind::Death, body.deaths),
+        (EventKind::CardLost, body.cards_lost),
+    ];
+    let wanted: usize = plan.iter().map(|(_, n)| *n as usize).sum();
+    let mut ids = sim.store.living_ids().await?;
+    if wanted > ids.len() {
+        return Err(Problem::bad_request(format!(
+            "{wanted} events for {} living residents.",
+            ids.len()
+        )));
+    }
+    let mut population = crate::bulk::Population::new(body.seed);
+    population.shuffle(&mut ids);
+    let mut picked = ids.into_iter();
+    let now = chrono::Utc::now();
+    let mut events = Vec::with_capacity(wanted);
+    for (kind, n) in plan {
+        for _ in 0..n {
+            let id = picked.next().expect("counted above");
+            let Some(mut person) = sim.store.person(&id).await? else {
+                continue;
+            };
+            match kind {
+                EventKind::Move => {
+                    let address = population.address();
+                    person.basic4.address = kihon4_core::domain::Address::parse(&address, None)
+                        .map_err(Problem::internal)?;
+                    person.partition = crate::municipality::of_address(&address);
+                }
+                EventKind::Rename => {
+                    let name = population.renamed(person.basic4.name.as_str());
+                    person.basic4.name =
+                        kihon4_core::domain::Name::parse(&name, None).map_err(Problem::internal)?;
+                }
+                EventKind::Death => person.deceased = true,
+                EventKind::CardLost | EventKind::Renew => {}
+            }
+            let new = matches!(kind, EventKind::Move | EventKind::Rename).then(|| {
+                crate::residents::lazy(
+                    &person.id,
+                    &person.basic4,
+                    &person.partition,
+                    now,
+                    population.serial(),
+                )
+            });
+            events.push((person, kind.as_str(), kind.reason_code(), new));
+        }
+    }
+    sim.store.record_events(&events).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "moves": body.moves, "renames": body.renames, "deaths": body.deaths, "cards_lost": body.cards_lost,
     })))
 }

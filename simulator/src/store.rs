@@ -23,8 +23,8 @@ const SCHEMA: &[&str] = &[
         serial TEXT PRIMARY KEY,
         person_id TEXT NOT NULL REFERENCES persons(id),
         issue_number TEXT NOT NULL,
-        der BLOB NOT NULL,
-        key_pem TEXT NOT NULL,
+        der BLOB,
+        key_pem TEXT,
         prefecture TEXT NOT NULL,
         city TEXT NOT NULL,
         issued_at TEXT NOT NULL,
@@ -123,8 +123,9 @@ pub struct IssuedCertificate {
     pub serial: CertSerial,
     pub person_id: String,
     pub issue_number: String,
-    pub der: Vec<u8>,
-    pub key_pem: String,
+    /// The certificate and the card's key; `None` until first needed (bulk residents).
+    pub der: Option<Vec<u8>>,
+    pub key_pem: Option<String>,
     pub partition: CrlPartition,
     pub issued_at: DateTime<Utc>,
     pub not_after: DateTime<Utc>,
@@ -398,6 +399,151 @@ impl Store {
             .transpose()?
             .unwrap_or(0)
             > 0)
+    }
+
+    /// Records many residents at once (bulk load), in transactions of a few thousand.
+    pub async fn insert_people(&self, people: &[(Person, IssuedCertificate)]) -> Result<(), DbErr> {
+        const CHUNK: usize = 2000;
+        let now = Utc::now().to_rfc3339();
+        for chunk in people.chunks(CHUNK) {
+            let txn = self.db.begin().await?;
+            let mut values = Vec::with_capacity(chunk.len() * 6);
+            for (p, _) in chunk {
+                values.extend([
+                    p.id.clone().into(),
+                    basic4_json(&p.basic4).to_string().into(),
+                    p.partition.prefecture.clone().into(),
+                    p.partition.city.clone().into(),
+                    "alive".into(),
+                    now.clone().into(),
+                ]);
+            }
+            let rows = vec!["(?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            txn.execute_raw(stmt(
+                &format!("INSERT INTO persons (id, basic4, prefecture, city, status, created_at) VALUES {rows}"),
+                values,
+            ))
+            .await?;
+            let mut values = Vec::with_capacity(chunk.len() * 8);
+            for (_, c) in chunk {
+                values.extend([
+                    c.serial.as_str().into(),
+                    c.person_id.clone().into(),
+                    c.issue_number.clone().into(),
+                    c.partition.prefecture.clone().into(),
+                    c.partition.city.clone().into(),
+                    c.issued_at.to_rfc3339().into(),
+                    c.not_after.to_rfc3339().into(),
+                ]);
+            }
+            let rows = vec!["(?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+            txn.execute_raw(stmt(
+                &format!(
+                    "INSERT INTO certificates (serial, person_id, issue_number, prefecture, city, issued_at, not_after) VALUES {rows}"
+                ),
+                values,
+            ))
+            .await?;
+            txn.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// The ids of living residents, in id order.
+    pub async fn living_ids(&self) -> Result<Vec<String>, DbErr> {
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                "SELECT id FROM persons WHERE status = 'alive' ORDER BY id",
+                vec![],
+            ))
+            .await?;
+        rows.iter().map(|r| r.try_get("", "id")).collect()
+    }
+
+    /// A page of residents with their current certificate serials, by id.
+    pub async fn list_people(
+        &self,
+        after: Option<&str>,
+        limit: u64,
+    ) -> Result<Vec<(String, Option<String>)>, DbErr> {
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                "SELECT p.id, (SELECT c.serial FROM certificates c WHERE c.person_id = p.id AND c.revoked_at IS NULL
+                   ORDER BY c.issued_at DESC LIMIT 1) AS serial
+                 FROM persons p WHERE p.id > ? ORDER BY p.id LIMIT ?",
+                vec![after.unwrap_or("").into(), (limit as i64).into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("", "id")?, r.try_get("", "serial")?)))
+            .collect()
+    }
+
+    /// Records many life events in a few transactions (bulk load).
+    pub async fn record_events(
+        &self,
+        events: &[(Person, &str, u8, Option<IssuedCertificate>)],
+    ) -> Result<(), DbErr> {
+        let at = Utc::now();
+        for chunk in events.chunks(2000) {
+            let txn = self.db.begin().await?;
+            for (p, kind, reason, new) in chunk {
+                let current = txn
+                    .query_one_raw(stmt(
+                        "UPDATE certificates SET revoked_at = ?, reason = ? WHERE person_id = ? AND revoked_at IS NULL RETURNING serial",
+                        vec![at.to_rfc3339().into(), i32::from(*reason).into(), p.id.clone().into()],
+                    ))
+                    .await?;
+                let Some(current) = current else { continue };
+                let old: String = current.try_get("", "serial")?;
+                txn.execute_raw(stmt(
+                    "UPDATE persons SET basic4 = ?, prefecture = ?, city = ?, status = ? WHERE id = ?",
+                    vec![
+                        basic4_json(&p.basic4).to_string().into(),
+                        p.partition.prefecture.clone().into(),
+                        p.partition.city.clone().into(),
+                        if p.deceased { "deceased" } else { "alive" }.into(),
+                        p.id.clone().into(),
+                    ],
+                ))
+                .await?;
+                if let Some(cert) = new {
+                    insert_certificate(&txn, cert).await?;
+                }
+                txn.execute_raw(stmt(
+                    "INSERT INTO changes (person_id, kind, old_serial, new_serial, changed_on, at) VALUES (?, ?, ?, ?, ?, ?)",
+                    vec![
+                        p.id.clone().into(),
+                        (*kind).into(),
+                        old.into(),
+                        new.as_ref().map(|c| c.serial.as_str().to_owned()).into(),
+                        at.date_naive().format("%Y-%m-%d").to_string().into(),
+                        at.to_rfc3339().into(),
+                    ],
+                ))
+                .await?;
+            }
+            txn.commit().await?;
+        }
+        Ok(())
+    }
+
+    /// Stores a lazily issued certificate's DER and key, once made.
+    pub async fn set_material(
+        &self,
+        serial: &CertSerial,
+        der: &[u8],
+        key_pem: &str,
+    ) -> Result<(), DbErr> {
+        self.db
+            .execute_raw(stmt(
+                "UPDATE certificates SET der = ?, key_pem = ? WHERE serial = ? AND der IS NULL",
+                vec![der.to_vec().into(), key_pem.into(), serial.as_str().into()],
+            ))
+            .await?;
+        Ok(())
     }
 
     /// Records `count` revocation checks made for `purpose`.

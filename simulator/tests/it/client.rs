@@ -278,3 +278,90 @@ async fn the_client_never_exceeds_its_rate() {
     assert_eq!(stats(&sim).await - before, 40);
     sim.handle.stop(true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bulk_residents_and_bulk_events_answer_like_single_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let sim = spawn(dir.path(), None).await;
+    let res = sim
+        .post("/sim/persons/bulk", &json!({"count": 2000, "seed": 42}))
+        .await;
+    assert_eq!(res.status(), 201);
+    let mut serials = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/sim/persons?limit=700&cursor={c}"),
+            None => "/sim/persons?limit=700".into(),
+        };
+        let page: Value = sim.get(&path).await.json().await.unwrap();
+        for item in page["items"].as_array().unwrap() {
+            serials.push(CertSerial::parse(item["cert_serial"].as_str().unwrap()).unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(serials.len(), 2000);
+    let provider = client(&sim, "k", 5000.0);
+    for serial in &serials {
+        provider.subscribe(serial, &subscription()).await.unwrap();
+    }
+    let res = sim
+        .post(
+            "/sim/events/bulk",
+            &json!({"seed": 7, "moves": 50, "renames": 20, "deaths": 30, "cards_lost": 10}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let answers = provider.latest_basic4(&serials).await.unwrap();
+    let count = |s: &str| answers.iter().filter(|a| status(&a.latest) == s).count();
+    assert_eq!(
+        (
+            count("changed"),
+            count("deceased"),
+            count("revoked"),
+            count("unchanged")
+        ),
+        (70, 30, 10, 1890)
+    );
+    let published: Value = sim
+        .post("/sim/crl/publish", &json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(published["entries"], 110);
+    // A lazy certificate is made when first asked for, and is a real one.
+    let page: Value = sim.get("/sim/persons?limit=1").await.json().await.unwrap();
+    let id = page["items"][0]["person_id"].as_str().unwrap();
+    let person: Value = sim
+        .get(&format!("/sim/persons/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    if let Some(pem) = person["certificate_pem"].as_str() {
+        let der = der::Document::from_pem(pem).unwrap().1;
+        let cert = kihon4_core::jpki::parse_signing_certificate(der.as_bytes()).unwrap();
+        assert_eq!(
+            cert.serial.as_str(),
+            person["cert_serial"].as_str().unwrap()
+        );
+    }
+    for bad in [
+        json!({"count": 0, "seed": 1}),
+        json!({"count": 1_000_001, "seed": 1}),
+        json!({"seed": 1}),
+    ] {
+        assert_eq!(sim.post("/sim/persons/bulk", &bad).await.status(), 400);
+    }
+    assert_eq!(
+        sim.post("/sim/events/bulk", &json!({"seed": 1, "deaths": 5000}))
+            .await
+            .status(),
+        400
+    );
+    sim.handle.stop(true).await;
+}
