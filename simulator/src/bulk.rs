@@ -112,12 +112,25 @@ const TOWNS: [&str; 10] = [
 /// The register's synthetic population: deterministic for a seed.
 pub struct Population {
     rng: StdRng,
+    /// Ids and serials count up from a seeded start, so that a load of a
+    /// million appends to the database's indexes instead of scattering.
+    id_prefix: u64,
+    serial_base: u128,
+    counter: u64,
 }
 
 impl Population {
     pub fn new(seed: u64) -> Self {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let id_prefix = rng.r#gen();
+        // 72 bits with a non-zero, positive top byte: room for 2^64 serials after it.
+        let serial_base =
+            (u128::from(rng.gen_range(1u8..=0x7f)) << 64) | u128::from(rng.r#gen::<u32>()) << 32;
         Self {
-            rng: StdRng::seed_from_u64(seed),
+            rng,
+            id_prefix,
+            serial_base,
+            counter: 0,
         }
     }
 
@@ -174,16 +187,20 @@ impl Population {
         )
     }
 
+    fn next(&mut self) -> u64 {
+        self.counter += 1;
+        self.counter
+    }
+
     pub fn id(&mut self) -> String {
-        uuid::Builder::from_random_bytes(self.rng.r#gen())
-            .into_uuid()
-            .to_string()
+        let n = self.next();
+        uuid::Uuid::from_u64_pair(self.id_prefix, n).to_string()
     }
 
     pub fn serial(&mut self) -> kihon4_core::domain::CertSerial {
-        let mut bytes: [u8; 9] = self.rng.r#gen();
-        bytes[0] = (bytes[0] & 0x7f) | 0x01;
-        kihon4_core::domain::CertSerial::from_be_bytes(&bytes).expect("a positive serial")
+        let n = self.next();
+        let value = self.serial_base + u128::from(n);
+        kihon4_core::domain::CertSerial::parse(&format!("{value:x}")).expect("a positive serial")
     }
 
     pub fn shuffle<T>(&mut self, items: &mut [T]) {

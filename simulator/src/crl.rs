@@ -12,7 +12,7 @@ use kihon4_core::jpki::CrlPartition;
 use rsa::signature::{SignatureEncoding, Signer};
 use sha2::{Digest, Sha256};
 use x509_cert::Version;
-use x509_cert::crl::{CertificateList, RevokedCert, TbsCertList};
+use x509_cert::crl::{RevokedCert, TbsCertList};
 use x509_cert::ext::Extension;
 use x509_cert::ext::pkix::crl::dp::IssuingDistributionPoint;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
@@ -158,13 +158,20 @@ pub fn build(
         revoked_certificates: (!revoked.is_empty()).then_some(revoked),
         crl_extensions: Some(extensions),
     };
-    let signature = ca.signer.sign(&tbs.to_der()?);
-    let list = CertificateList {
-        signature_algorithm: tbs.signature.clone(),
-        tbs_cert_list: tbs,
-        signature: BitString::from_bytes(&signature.to_bytes())?,
-    };
-    Ok(list.to_der()?)
+    // The TBS is encoded once: signed, then wrapped as it is (a million
+    // entries are too many to encode twice).
+    let tbs_der = tbs.to_der()?;
+    let signature = ca.signer.sign(&tbs_der);
+    let algorithm = tbs.signature.to_der()?;
+    let bits = BitString::from_bytes(&signature.to_bytes())?.to_der()?;
+    let body_len = tbs_der.len() + algorithm.len() + bits.len();
+    let mut der =
+        der::Header::new(der::Tag::Sequence, der::Length::try_from(body_len)?)?.to_der()?;
+    der.reserve(body_len);
+    der.extend_from_slice(&tbs_der);
+    der.extend_from_slice(&algorithm);
+    der.extend_from_slice(&bits);
+    Ok(der)
 }
 
 fn padded(hex: &str) -> String {

@@ -18,7 +18,7 @@ mod problem;
 pub mod queries;
 pub mod residents;
 mod routes;
-mod store;
+pub mod store;
 
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -603,7 +603,17 @@ pub async fn bulk_people(
     })
     .await
     .map_err(Problem::internal)?;
-    sim.store.insert_people(&people).await?;
+    match sim.store.insert_people(&people).await {
+        Ok(()) => {}
+        Err(e) if kihon4_core::db::is_unique_violation(&e) => {
+            return Err(Problem::new(
+                actix_web::http::StatusCode::CONFLICT,
+                "seed-already-loaded",
+                "Residents from this seed are already on the register; use another seed.",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(HttpResponse::Created().json(json!({ "created": count, "seed": seed })))
 }
 
@@ -708,8 +718,12 @@ pub async fn bulk_events(
             events.push((person, kind.as_str(), kind.reason_code(), new));
         }
     }
-    sim.store.record_events(&events).await?;
+    let applied = sim.store.record_events(&events).await?;
+    let count = |kind: EventKind| applied.iter().filter(|k| **k == kind.as_str()).count();
     Ok(HttpResponse::Ok().json(json!({
-        "moves": body.moves, "renames": body.renames, "deaths": body.deaths, "cards_lost": body.cards_lost,
+        "moves": count(EventKind::Move),
+        "renames": count(EventKind::Rename),
+        "deaths": count(EventKind::Death),
+        "cards_lost": count(EventKind::CardLost),
     })))
 }

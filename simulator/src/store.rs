@@ -403,7 +403,8 @@ impl Store {
 
     /// Records many residents at once (bulk load), in transactions of a few thousand.
     pub async fn insert_people(&self, people: &[(Person, IssuedCertificate)]) -> Result<(), DbErr> {
-        const CHUNK: usize = 2000;
+        // 4,000 rows of 7 values stay under SQLite's 32,766 parameters.
+        const CHUNK: usize = 4000;
         let now = Utc::now().to_rfc3339();
         for chunk in people.chunks(CHUNK) {
             let txn = self.db.begin().await?;
@@ -482,11 +483,12 @@ impl Store {
     }
 
     /// Records many life events in a few transactions (bulk load).
-    pub async fn record_events(
+    pub async fn record_events<'a>(
         &self,
-        events: &[(Person, &str, u8, Option<IssuedCertificate>)],
-    ) -> Result<(), DbErr> {
+        events: &'a [(Person, &'a str, u8, Option<IssuedCertificate>)],
+    ) -> Result<Vec<&'a str>, DbErr> {
         let at = Utc::now();
+        let mut applied = Vec::with_capacity(events.len());
         for chunk in events.chunks(2000) {
             let txn = self.db.begin().await?;
             for (p, kind, reason, new) in chunk {
@@ -497,6 +499,7 @@ impl Store {
                     ))
                     .await?;
                 let Some(current) = current else { continue };
+                applied.push(*kind);
                 let old: String = current.try_get("", "serial")?;
                 txn.execute_raw(stmt(
                     "UPDATE persons SET basic4 = ?, prefecture = ?, city = ?, status = ? WHERE id = ?",
@@ -527,7 +530,7 @@ impl Store {
             }
             txn.commit().await?;
         }
-        Ok(())
+        Ok(applied)
     }
 
     /// Stores a lazily issued certificate's DER and key, once made.

@@ -315,6 +315,11 @@ async fn bulk_residents_and_bulk_events_answer_like_single_ones() {
         )
         .await;
     assert_eq!(res.status(), 200);
+    let done: Value = res.json().await.unwrap();
+    assert_eq!(
+        done,
+        json!({"moves": 50, "renames": 20, "deaths": 30, "cards_lost": 10})
+    );
     let answers = provider.latest_basic4(&serials).await.unwrap();
     let count = |s: &str| answers.iter().filter(|a| status(&a.latest) == s).count();
     assert_eq!(
@@ -350,6 +355,10 @@ async fn bulk_residents_and_bulk_events_answer_like_single_ones() {
             person["cert_serial"].as_str().unwrap()
         );
     }
+    let again = sim
+        .post("/sim/persons/bulk", &json!({"count": 10, "seed": 42}))
+        .await;
+    assert_eq!(again.status(), 409, "the same seed twice");
     for bad in [
         json!({"count": 0, "seed": 1}),
         json!({"count": 1_000_001, "seed": 1}),
