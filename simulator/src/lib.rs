@@ -19,6 +19,7 @@ pub mod queries;
 pub mod residents;
 mod routes;
 pub mod store;
+mod verify;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -271,6 +272,7 @@ pub fn server(sim: web::Data<Simulator>, listener: TcpListener) -> std::io::Resu
             .service(routes::stats)
             .service(routes::certificate_status)
             .service(routes::checks)
+            .service(routes::verifications)
             .service(routes::bulk_events)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(Problem::not_found("route"))

@@ -727,3 +727,67 @@ pub async fn bulk_events(
         "cards_lost": count(EventKind::CardLost),
     })))
 }
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VerificationBody {
+    cms_b64: String,
+}
+
+/// Verifies a signed document for the service-provider role: the provider
+/// keeps the certificate; the caller gets ids, the serial and the four items.
+#[post("/v1/verifications")]
+pub async fn verifications(
+    sim: web::Data<Simulator>,
+    body: web::Json<VerificationBody>,
+) -> Result<HttpResponse, Problem> {
+    use sha2::Digest;
+    let der = B64
+        .decode(body.cms_b64.as_bytes())
+        .map_err(|_| Problem::bad_request("cms_b64 is not base64."))?;
+    let authority = sim.ca.clone();
+    let checked = web::block(move || crate::verify::check(&authority, &der))
+        .await
+        .map_err(Problem::internal)?
+        .map_err(|e| {
+            Problem::new(
+                actix_web::http::StatusCode::BAD_REQUEST,
+                "unreadable-signature",
+                e.0,
+            )
+        })?;
+    let cert_der = der::Encode::to_der(&checked.certificate).map_err(Problem::internal)?;
+    let parsed = kihon4_core::jpki::parse_signing_certificate(&cert_der).map_err(|e| {
+        Problem::new(
+            actix_web::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "not-a-signing-certificate",
+            e.to_string(),
+        )
+    })?;
+    let now = chrono::Utc::now();
+    let stored = sim.store.certificate(&parsed.serial).await?;
+    let reason = match (&checked.failure, &stored) {
+        (Some(failure), _) => Some(*failure),
+        (None, None) => Some("unknown_certificate"),
+        (None, Some(c)) if c.revoked_at.is_some() => Some("revoked"),
+        (None, Some(_)) if parsed.not_after <= now => Some("expired"),
+        (None, Some(_)) if parsed.not_before > now => Some("not_yet_valid"),
+        _ => None,
+    };
+    sim.store
+        .record_checks(crate::store::CheckPurpose::SignatureVerification, 1, now)
+        .await?;
+    let mut answer = json!({
+        "verification_id": uuid::Uuid::new_v4().to_string(),
+        "certificate_id": certificate_id(&parsed.serial),
+        "cert_serial": parsed.serial.as_str(),
+        "valid": reason.is_none(),
+        "not_after": parsed.not_after,
+        "content_sha256": hex::encode(sha2::Sha256::digest(&checked.content)),
+        "basic4": kihon4_core::customers::basic4_json(&parsed.basic4),
+    });
+    if let Some(r) = reason {
+        answer["reason"] = json!(r);
+    }
+    Ok(HttpResponse::Ok().json(answer))
+}
