@@ -171,6 +171,7 @@ pub async fn simulate(
     listen: std::net::SocketAddr,
 ) -> anyhow::Result<()> {
     let sim = web::Data::new(kihon4_sim::Simulator::open(settings).await?);
+    let callbacks = kihon4_sim::start_callbacks(&sim);
     // J-LIS publishes its CRL daily; so does the simulator (and at start, and on demand).
     let daily = {
         let sim = sim.clone();
@@ -196,6 +197,7 @@ pub async fn simulate(
     tracing::info!(listen = %listen, "simulator listening");
     wait_for_signal().await;
     daily.abort();
+    callbacks.abort();
     handle.stop(true).await;
     task.await??;
     tracing::info!("simulator stopped");

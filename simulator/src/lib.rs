@@ -13,6 +13,7 @@ pub mod events;
 pub mod faults;
 mod keys;
 pub mod municipality;
+pub mod mynaportal;
 pub mod ocsp;
 mod problem;
 pub mod queries;
@@ -47,6 +48,7 @@ pub struct SimSettings {
 /// The simulator's state, shared by its handlers.
 pub struct Simulator {
     pub ca: std::sync::Arc<Ca>,
+    pub callback_key: mynaportal::CallbackKey,
     pub store: Store,
     pub settings: SimSettings,
     published: std::sync::RwLock<std::sync::Arc<crl::Published>>,
@@ -64,9 +66,14 @@ impl Simulator {
             tokio::task::spawn_blocking(move || Ca::load_or_create(&dir)).await??,
         );
         let store = Store::open(&settings.data_dir).await?;
+        let key_dir = settings.data_dir.clone();
+        let callback_key =
+            tokio::task::spawn_blocking(move || mynaportal::CallbackKey::load_or_create(&key_dir))
+                .await??;
         let first = Self::make_crls(&ca, &store).await?;
         Ok(Self {
             ca,
+            callback_key,
             store,
             settings,
             published: std::sync::RwLock::new(std::sync::Arc::new(first)),
@@ -236,6 +243,12 @@ fn json_error(
     problem.into()
 }
 
+/// Starts delivering Mynaportal callbacks in the background (for as long
+/// as the runtime lives).
+pub fn start_callbacks(sim: &web::Data<Simulator>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(mynaportal::deliver_forever(sim.clone().into_inner()))
+}
+
 /// The simulator's HTTP server on `listener`.
 pub fn server(sim: web::Data<Simulator>, listener: TcpListener) -> std::io::Result<Server> {
     Ok(HttpServer::new(move || {
@@ -273,6 +286,10 @@ pub fn server(sim: web::Data<Simulator>, listener: TcpListener) -> std::io::Resu
             .service(routes::certificate_status)
             .service(routes::checks)
             .service(routes::verifications)
+            .service(routes::jwks)
+            .service(routes::mynaportal_request)
+            .service(routes::mynaportal_page)
+            .service(routes::mynaportal_decide)
             .service(routes::bulk_events)
             .default_service(web::to(|| async {
                 Err::<actix_web::HttpResponse, _>(Problem::not_found("route"))

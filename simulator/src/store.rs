@@ -55,7 +55,52 @@ const SCHEMA: &[&str] = &[
         count INTEGER NOT NULL,
         at TEXT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS checks_at ON checks(at)",
+    "CREATE TABLE IF NOT EXISTS mynaportal_requests (
+        id TEXT PRIMARY KEY,
+        request_ref TEXT NOT NULL,
+        client_id TEXT NOT NULL,
+        callback_url TEXT NOT NULL,
+        return_url TEXT NOT NULL,
+        locale TEXT NOT NULL,
+        status TEXT NOT NULL,
+        expires_at TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        UNIQUE (client_id, request_ref))",
+    "CREATE TABLE IF NOT EXISTS callbacks (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        request_id TEXT NOT NULL REFERENCES mynaportal_requests(id),
+        url TEXT NOT NULL,
+        claims TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        next_at TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        last_status TEXT,
+        delivered_at TEXT,
+        gave_up_at TEXT)",
 ];
+
+/// A Mynaportal consent request.
+#[derive(Debug, Clone)]
+pub struct MynaportalRequest {
+    pub id: String,
+    pub request_ref: String,
+    pub client_id: String,
+    pub callback_url: String,
+    pub return_url: String,
+    pub locale: String,
+    pub status: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A callback waiting for (another) delivery attempt.
+#[derive(Debug, Clone)]
+pub struct DueCallback {
+    pub id: i64,
+    pub url: String,
+    pub claims: serde_json::Value,
+    pub attempts: u32,
+    pub created_at: DateTime<Utc>,
+}
 
 /// Why a revocation check was made, as reported to the authorities and billed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -549,6 +594,182 @@ impl Store {
         Ok(())
     }
 
+    /// Creates a Mynaportal consent request, or returns the one made before
+    /// with the same `(client_id, request_ref)` (true when new).
+    pub async fn put_mynaportal_request(
+        &self,
+        r: &MynaportalRequest,
+    ) -> Result<(MynaportalRequest, bool), DbErr> {
+        let inserted = self
+            .db
+            .execute_raw(stmt(
+                "INSERT INTO mynaportal_requests (id, request_ref, client_id, callback_url, return_url, locale, status, expires_at, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (client_id, request_ref) DO NOTHING",
+                vec![
+                    r.id.clone().into(),
+                    r.request_ref.clone().into(),
+                    r.client_id.clone().into(),
+                    r.callback_url.clone().into(),
+                    r.return_url.clone().into(),
+                    r.locale.clone().into(),
+                    r.status.clone().into(),
+                    r.expires_at.to_rfc3339().into(),
+                    Utc::now().to_rfc3339().into(),
+                ],
+            ))
+            .await?
+            .rows_affected()
+            == 1;
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                "SELECT * FROM mynaportal_requests WHERE client_id = ? AND request_ref = ?",
+                vec![r.client_id.clone().into(), r.request_ref.clone().into()],
+            ))
+            .await?
+            .ok_or_else(|| corrupt("Mynaportal request"))?;
+        Ok((mynaportal_from_row(&row)?, inserted))
+    }
+
+    pub async fn mynaportal_request(&self, id: &str) -> Result<Option<MynaportalRequest>, DbErr> {
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                "SELECT * FROM mynaportal_requests WHERE id = ?",
+                vec![id.into()],
+            ))
+            .await?;
+        row.map(|r| mynaportal_from_row(&r)).transpose()
+    }
+
+    /// Records the holder's decision, the consent (when granted) and the
+    /// callback to deliver, together. False when the request was already decided.
+    pub async fn decide(
+        &self,
+        request: &MynaportalRequest,
+        decision: &str,
+        granted: Option<(&IssuedCertificate, &Subscription)>,
+        claims: &serde_json::Value,
+    ) -> Result<bool, DbErr> {
+        let txn = self.db.begin().await?;
+        let now = Utc::now().to_rfc3339();
+        let moved = txn
+            .execute_raw(stmt(
+                "UPDATE mynaportal_requests SET status = ? WHERE id = ? AND status = 'pending'",
+                vec![decision.into(), request.id.clone().into()],
+            ))
+            .await?;
+        if moved.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some((cert, s)) = granted {
+            txn.execute_raw(stmt(
+                "INSERT INTO subscriptions (cert_serial, person_id, consent_id, granted_at, expires_at) VALUES (?, ?, ?, ?, ?)
+                 ON CONFLICT (cert_serial) DO UPDATE SET consent_id = excluded.consent_id,
+                   granted_at = excluded.granted_at, expires_at = excluded.expires_at",
+                vec![
+                    cert.serial.as_str().into(),
+                    cert.person_id.clone().into(),
+                    s.consent_id.clone().into(),
+                    s.granted_at.to_rfc3339().into(),
+                    s.expires_at.to_rfc3339().into(),
+                ],
+            ))
+            .await?;
+        }
+        txn.execute_raw(stmt(
+            "INSERT INTO callbacks (request_id, url, claims, next_at, created_at) VALUES (?, ?, ?, ?, ?)",
+            vec![
+                request.id.clone().into(),
+                request.callback_url.clone().into(),
+                claims.to_string().into(),
+                now.clone().into(),
+                now.into(),
+            ],
+        ))
+        .await?;
+        txn.commit().await?;
+        Ok(true)
+    }
+
+    pub async fn due_callbacks(
+        &self,
+        now: DateTime<Utc>,
+        limit: u64,
+    ) -> Result<Vec<DueCallback>, DbErr> {
+        let rows = self
+            .db
+            .query_all_raw(stmt(
+                "SELECT id, url, claims, attempts, created_at FROM callbacks
+                 WHERE delivered_at IS NULL AND gave_up_at IS NULL AND next_at <= ? ORDER BY next_at LIMIT ?",
+                vec![now.to_rfc3339().into(), (limit as i64).into()],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let claims: String = r.try_get("", "claims")?;
+                Ok(DueCallback {
+                    id: r.try_get("", "id")?,
+                    url: r.try_get("", "url")?,
+                    claims: serde_json::from_str(&claims).map_err(|_| corrupt("callback"))?,
+                    attempts: u32::try_from(r.try_get::<i64>("", "attempts")?)
+                        .map_err(|_| corrupt("attempts"))?,
+                    created_at: time(r, "created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub async fn record_attempt(
+        &self,
+        id: i64,
+        attempts: u32,
+        status: &str,
+        delivered: bool,
+        give_up: bool,
+        next_at: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<(), DbErr> {
+        let stamp = |b: bool| b.then(|| now.to_rfc3339());
+        self.db
+            .execute_raw(stmt(
+                "UPDATE callbacks SET attempts = ?, last_status = ?, next_at = ?, delivered_at = ?, gave_up_at = ? WHERE id = ?",
+                vec![
+                    i64::from(attempts).into(),
+                    status.into(),
+                    next_at.to_rfc3339().into(),
+                    stamp(delivered).into(),
+                    stamp(give_up).into(),
+                    id.into(),
+                ],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Delivery state of a request's callbacks: (attempts, last status, delivered).
+    pub async fn callback_state(
+        &self,
+        request_id: &str,
+    ) -> Result<Option<(i64, Option<String>, bool)>, DbErr> {
+        let row = self
+            .db
+            .query_one_raw(stmt(
+                "SELECT attempts, last_status, delivered_at FROM callbacks WHERE request_id = ? ORDER BY id DESC LIMIT 1",
+                vec![request_id.into()],
+            ))
+            .await?;
+        row.map(|r| {
+            Ok((
+                r.try_get("", "attempts")?,
+                r.try_get("", "last_status")?,
+                r.try_get::<Option<String>>("", "delivered_at")?.is_some(),
+            ))
+        })
+        .transpose()
+    }
+
     /// Records `count` revocation checks made for `purpose`.
     pub async fn record_checks(
         &self,
@@ -632,6 +853,19 @@ async fn insert_certificate<C: ConnectionTrait>(
     ))
     .await?;
     Ok(())
+}
+
+fn mynaportal_from_row(row: &sea_orm::QueryResult) -> Result<MynaportalRequest, DbErr> {
+    Ok(MynaportalRequest {
+        id: row.try_get("", "id")?,
+        request_ref: row.try_get("", "request_ref")?,
+        client_id: row.try_get("", "client_id")?,
+        callback_url: row.try_get("", "callback_url")?,
+        return_url: row.try_get("", "return_url")?,
+        locale: row.try_get("", "locale")?,
+        status: row.try_get("", "status")?,
+        expires_at: time(row, "expires_at")?,
+    })
 }
 
 fn time(row: &sea_orm::QueryResult, column: &str) -> Result<DateTime<Utc>, DbErr> {
