@@ -147,7 +147,7 @@ impl Simulator {
 /// Provider routes need `Authorization: Bearer <api key>`, except the CA
 /// certificate and the JWKS; `/sim/` routes are for loopback callers unless
 /// opened up.
-async fn guard(
+pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
@@ -249,51 +249,61 @@ pub fn start_callbacks(sim: &web::Data<Simulator>) -> tokio::task::JoinHandle<()
     tokio::spawn(mynaportal::deliver_forever(sim.clone().into_inner()))
 }
 
+/// Registers the simulator's routes and request limits (the app's
+/// `default_service` and the [`guard`] middleware are added by the caller).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(
+        web::JsonConfig::default()
+            .limit(1024 * 1024)
+            .error_handler(json_error),
+    )
+    .app_data(
+        web::PathConfig::default().error_handler(|_, _| Problem::not_found("resource").into()),
+    )
+    .app_data(
+        web::QueryConfig::default().error_handler(|e, _| {
+            Problem::bad_request(format!("The query is not valid: {e}")).into()
+        }),
+    )
+    .service(routes::ca)
+    .service(routes::bulk_people)
+    .service(routes::list_people)
+    .service(routes::create_person)
+    .service(routes::read_person)
+    .service(routes::sign)
+    .service(routes::life_event)
+    .service(routes::publish_crls)
+    .service(routes::crl)
+    .service(routes::crl_partitions)
+    .service(routes::crl_partition)
+    .service(routes::put_subscription)
+    .service(routes::delete_subscription)
+    .service(routes::basic4_queries)
+    .service(routes::ocsp)
+    .service(routes::put_faults)
+    .service(routes::stats)
+    .service(routes::certificate_status)
+    .service(routes::checks)
+    .service(routes::verifications)
+    .service(routes::jwks)
+    .service(routes::mynaportal_request)
+    .service(routes::mynaportal_page)
+    .service(routes::mynaportal_decide)
+    .service(routes::bulk_events);
+}
+
+/// The answer for a route that does not exist.
+pub async fn no_route() -> Result<actix_web::HttpResponse, actix_web::Error> {
+    Err(Problem::not_found("route").into())
+}
+
 /// The simulator's HTTP server on `listener`.
 pub fn server(sim: web::Data<Simulator>, listener: TcpListener) -> std::io::Result<Server> {
     Ok(HttpServer::new(move || {
         App::new()
             .app_data(sim.clone())
-            .app_data(
-                web::JsonConfig::default()
-                    .limit(1024 * 1024)
-                    .error_handler(json_error),
-            )
-            .app_data(
-                web::PathConfig::default()
-                    .error_handler(|_, _| Problem::not_found("resource").into()),
-            )
-            .app_data(web::QueryConfig::default().error_handler(|e, _| {
-                Problem::bad_request(format!("The query is not valid: {e}")).into()
-            }))
-            .service(routes::ca)
-            .service(routes::bulk_people)
-            .service(routes::list_people)
-            .service(routes::create_person)
-            .service(routes::read_person)
-            .service(routes::sign)
-            .service(routes::life_event)
-            .service(routes::publish_crls)
-            .service(routes::crl)
-            .service(routes::crl_partitions)
-            .service(routes::crl_partition)
-            .service(routes::put_subscription)
-            .service(routes::delete_subscription)
-            .service(routes::basic4_queries)
-            .service(routes::ocsp)
-            .service(routes::put_faults)
-            .service(routes::stats)
-            .service(routes::certificate_status)
-            .service(routes::checks)
-            .service(routes::verifications)
-            .service(routes::jwks)
-            .service(routes::mynaportal_request)
-            .service(routes::mynaportal_page)
-            .service(routes::mynaportal_decide)
-            .service(routes::bulk_events)
-            .default_service(web::to(|| async {
-                Err::<actix_web::HttpResponse, _>(Problem::not_found("route"))
-            }))
+            .configure(configure)
+            .default_service(web::to(no_route))
             .wrap(from_fn(guard))
     })
     .disable_signals()

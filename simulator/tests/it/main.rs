@@ -1725,3 +1725,45 @@ async fn mynaportal_decisions_reach_the_institution_signed_and_retried() {
     .await;
     sim.handle.stop(true).await;
 }
+
+#[actix_web::test]
+async fn sim_control_answers_loopback_callers_only_unless_opened() {
+    use actix_web::test::{TestRequest, call_service, init_service};
+    for public in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = Simulator::open(SimSettings {
+            data_dir: dir.path().to_path_buf(),
+            api_key: None,
+            sim_routes_public: public,
+        })
+        .await
+        .unwrap();
+        let app = init_service(
+            actix_web::App::new()
+                .app_data(web::Data::new(sim))
+                .configure(kihon4_sim::configure)
+                .default_service(web::to(kihon4_sim::no_route))
+                .wrap(actix_web::middleware::from_fn(kihon4_sim::guard)),
+        )
+        .await;
+        let from = |peer: &str| {
+            TestRequest::get()
+                .uri("/sim/stats")
+                .peer_addr(peer.parse().unwrap())
+                .to_request()
+        };
+        assert_eq!(
+            call_service(&app, from("127.0.0.1:40000")).await.status(),
+            200
+        );
+        assert_eq!(call_service(&app, from("[::1]:40000")).await.status(), 200);
+        let remote = call_service(&app, from("192.0.2.77:40000")).await.status();
+        assert_eq!(remote, if public { 200 } else { 403 }, "public = {public}");
+        // Provider routes are for everyone with a key.
+        let ca = TestRequest::get()
+            .uri("/v1/ca")
+            .peer_addr("192.0.2.77:40000".parse().unwrap())
+            .to_request();
+        assert_eq!(call_service(&app, ca).await.status(), 200);
+    }
+}
