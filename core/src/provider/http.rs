@@ -17,8 +17,13 @@ use tokio::sync::Mutex;
 use tokio::time::Instant;
 use url::Url;
 
-use super::model::RawResults;
-use super::{CrlFetch, LatestBasic4, Provider, ProviderError, SubscribeOutcome, Subscription};
+use chrono::{DateTime, Utc};
+
+use super::model::{RawResults, RawStatuses, RawVerification};
+use super::{
+    CertificateStatus, CheckCounts, CrlFetch, CrlPartitionInfo, LatestBasic4, MynaportalRequest,
+    MynaportalTicket, Provider, ProviderError, SubscribeOutcome, Subscription, Verification,
+};
 use crate::domain::CertSerial;
 
 /// Most queries the protocol takes in one batch.
@@ -445,5 +450,131 @@ impl Provider for HttpProvider {
             }
         }
         Ok(all)
+    }
+
+    async fn crl_partitions(&self) -> Result<Vec<CrlPartitionInfo>, ProviderError> {
+        #[derive(serde::Deserialize)]
+        struct Items {
+            items: Vec<CrlPartitionInfo>,
+        }
+        let (_, list): (StatusCode, Items) = self
+            .json(Method::GET, "v1/crls", None::<&()>, &[StatusCode::OK])
+            .await?;
+        Ok(list.items)
+    }
+
+    async fn crl_partition(&self, id: &str, etag: Option<&str>) -> Result<CrlFetch, ProviderError> {
+        if id.is_empty()
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ProviderError::Unexpected(
+                "a partition id must be plain".into(),
+            ));
+        }
+        let answer = self
+            .exchange(
+                Method::GET,
+                &format!("v1/crls/{id}"),
+                None,
+                etag,
+                &[StatusCode::OK, StatusCode::NOT_MODIFIED],
+            )
+            .await?;
+        Ok(if answer.status == StatusCode::NOT_MODIFIED {
+            CrlFetch::NotModified
+        } else {
+            CrlFetch::Fresh {
+                der: answer.body,
+                etag: answer.etag,
+            }
+        })
+    }
+
+    async fn verify(&self, cms_der: &[u8]) -> Result<Verification, ProviderError> {
+        use base64::Engine;
+        let body = json!({ "cms_b64": base64::engine::general_purpose::STANDARD.encode(cms_der) });
+        let (_, raw): (StatusCode, RawVerification) = self
+            .json(
+                Method::POST,
+                "v1/verifications",
+                Some(&body),
+                &[StatusCode::OK],
+            )
+            .await?;
+        raw.parse()
+    }
+
+    async fn certificate_status(
+        &self,
+        certificate_ids: &[String],
+    ) -> Result<Vec<CertificateStatus>, ProviderError> {
+        let mut all = Vec::with_capacity(certificate_ids.len());
+        for batch in certificate_ids.chunks(MAX_BATCH) {
+            let body = json!({ "certificate_ids": batch });
+            let (_, raw): (StatusCode, RawStatuses) = self
+                .json(
+                    Method::POST,
+                    "v1/certificates/status",
+                    Some(&body),
+                    &[StatusCode::OK],
+                )
+                .await?;
+            if raw.results.len() != batch.len()
+                || raw
+                    .results
+                    .iter()
+                    .zip(batch)
+                    .any(|(r, asked)| &r.certificate_id != asked)
+            {
+                return Err(ProviderError::Unexpected(
+                    "liveness results do not match the ids asked".into(),
+                ));
+            }
+            all.extend(raw.results);
+        }
+        Ok(all)
+    }
+
+    async fn checks(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<CheckCounts, ProviderError> {
+        let mut url = self.url("v1/checks")?;
+        url.query_pairs_mut()
+            .append_pair(
+                "from",
+                &from.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            )
+            .append_pair("to", &to.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        let path = format!("v1/checks?{}", url.query().unwrap_or_default());
+        let (_, counts): (StatusCode, CheckCounts) = self
+            .json(Method::GET, &path, None::<&()>, &[StatusCode::OK])
+            .await?;
+        Ok(counts)
+    }
+
+    async fn mynaportal_request(
+        &self,
+        request: &MynaportalRequest,
+    ) -> Result<MynaportalTicket, ProviderError> {
+        let (_, ticket): (StatusCode, MynaportalTicket) = self
+            .json(
+                Method::POST,
+                "v1/mynaportal/consent-requests",
+                Some(request),
+                &[StatusCode::CREATED, StatusCode::OK],
+            )
+            .await?;
+        Ok(ticket)
+    }
+
+    async fn jwks(&self) -> Result<serde_json::Value, ProviderError> {
+        let (_, keys): (StatusCode, serde_json::Value) = self
+            .json(Method::GET, "v1/jwks.json", None::<&()>, &[StatusCode::OK])
+            .await?;
+        Ok(keys)
     }
 }

@@ -7,7 +7,13 @@ mod http;
 mod model;
 
 pub use http::{HttpProvider, ProviderSettings};
-pub use model::{CrlFetch, Latest, LatestBasic4, RevokedReason, SubscribeOutcome, Subscription};
+pub use model::{
+    CertificateStatus, CheckCounts, CrlFetch, CrlPartitionInfo, Latest, LatestBasic4,
+    MynaportalRequest, MynaportalTicket, RevokedReason, SubscribeOutcome, Subscription,
+    Verification,
+};
+
+use chrono::{DateTime, Utc};
 
 use crate::domain::CertSerial;
 
@@ -53,4 +59,29 @@ pub trait Provider: Send + Sync {
         &self,
         serials: &[CertSerial],
     ) -> Result<Vec<LatestBasic4>, ProviderError>;
+
+    /// The per-municipality CRL partitions.
+    async fn crl_partitions(&self) -> Result<Vec<CrlPartitionInfo>, ProviderError>;
+    /// One partition's CRL, or `NotModified` when `etag` is still current.
+    async fn crl_partition(&self, id: &str, etag: Option<&str>) -> Result<CrlFetch, ProviderError>;
+    /// Service-provider role: the provider verifies a signed document and keeps the certificate.
+    async fn verify(&self, cms_der: &[u8]) -> Result<Verification, ProviderError>;
+    /// Service-provider role: liveness checks (現況確認) for certificate ids, any number.
+    async fn certificate_status(
+        &self,
+        certificate_ids: &[String],
+    ) -> Result<Vec<CertificateStatus>, ProviderError>;
+    /// Revocation checks by purpose in `[from, to)`.
+    async fn checks(
+        &self,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<CheckCounts, ProviderError>;
+    /// A Mynaportal consent request (idempotent by `request_ref`).
+    async fn mynaportal_request(
+        &self,
+        request: &MynaportalRequest,
+    ) -> Result<MynaportalTicket, ProviderError>;
+    /// The provider's JWK Set for callback signatures.
+    async fn jwks(&self) -> Result<serde_json::Value, ProviderError>;
 }

@@ -101,25 +101,11 @@ impl RawResult {
         let latest = match self.status.as_str() {
             "unchanged" => Latest::Unchanged,
             "changed" => {
-                let b = self
-                    .basic4
-                    .ok_or_else(|| malformed("a changed result lacks basic4"))?;
                 // Only the consented items may be present; kihon4's consent covers all four.
-                let basic4 = Basic4::parse(RawBasic4 {
-                    name: b.name.as_deref(),
-                    name_substitute_flags: b.name_substitute_flags.as_deref(),
-                    address: b.address.as_deref(),
-                    address_substitute_flags: b.address_substitute_flags.as_deref(),
-                    birth_date: b.birth_date.as_deref(),
-                    gender: b.gender.as_deref(),
-                })
-                .map_err(|e| {
-                    let fields: Vec<String> = e.0.into_iter().map(|f| f.field).collect();
-                    malformed(format!(
-                        "a changed result's basic4 is not valid ({})",
-                        fields.join(", ")
-                    ))
-                })?;
+                let basic4 = self
+                    .basic4
+                    .ok_or_else(|| malformed("a changed result lacks basic4"))?
+                    .parse("a changed result")?;
                 Latest::Changed {
                     current_cert_serial: CertSerial::parse(
                         self.current_cert_serial
@@ -156,4 +142,118 @@ impl RawResult {
             latest,
         })
     }
+}
+
+/// One CRL partition the provider lists.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CrlPartitionInfo {
+    pub id: String,
+    pub distribution_point: String,
+    pub etag: String,
+}
+
+/// What the provider found in a signed document (service-provider role).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Verification {
+    pub verification_id: String,
+    pub certificate_id: String,
+    pub cert_serial: CertSerial,
+    pub valid: bool,
+    pub reason: Option<String>,
+    pub not_after: DateTime<Utc>,
+    pub content_sha256: String,
+    pub basic4: Basic4,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawVerification {
+    verification_id: String,
+    certificate_id: String,
+    cert_serial: String,
+    valid: bool,
+    reason: Option<String>,
+    not_after: DateTime<Utc>,
+    content_sha256: String,
+    basic4: RawBasic4Owned,
+}
+
+impl RawBasic4Owned {
+    fn parse(&self, what: &str) -> Result<Basic4, ProviderError> {
+        Basic4::parse(RawBasic4 {
+            name: self.name.as_deref(),
+            name_substitute_flags: self.name_substitute_flags.as_deref(),
+            address: self.address.as_deref(),
+            address_substitute_flags: self.address_substitute_flags.as_deref(),
+            birth_date: self.birth_date.as_deref(),
+            gender: self.gender.as_deref(),
+        })
+        .map_err(|e| {
+            let fields: Vec<String> = e.0.into_iter().map(|f| f.field).collect();
+            malformed(format!(
+                "{what}'s basic4 is not valid ({})",
+                fields.join(", ")
+            ))
+        })
+    }
+}
+
+impl RawVerification {
+    pub(super) fn parse(self) -> Result<Verification, ProviderError> {
+        if self.content_sha256.len() != 64
+            || !self.content_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(malformed("content_sha256 is not a SHA-256"));
+        }
+        Ok(Verification {
+            basic4: self.basic4.parse("a verification")?,
+            cert_serial: CertSerial::parse(&self.cert_serial)
+                .map_err(|_| malformed("cert_serial is not a serial"))?,
+            verification_id: self.verification_id,
+            certificate_id: self.certificate_id,
+            valid: self.valid,
+            reason: self.reason,
+            not_after: self.not_after,
+            content_sha256: self.content_sha256.to_ascii_lowercase(),
+        })
+    }
+}
+
+/// A liveness check's answer for one certificate.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CertificateStatus {
+    pub certificate_id: String,
+    /// `good` or `revoked`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub checked_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawStatuses {
+    pub results: Vec<CertificateStatus>,
+}
+
+/// Revocation checks by purpose, for reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct CheckCounts {
+    pub signature_verification: u64,
+    pub liveness_check: u64,
+}
+
+/// A request for consent on Mynaportal.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MynaportalRequest {
+    pub request_ref: String,
+    pub client_id: String,
+    pub callback_url: String,
+    pub return_url: String,
+    pub locale: String,
+}
+
+/// Where to send the holder, and until when.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct MynaportalTicket {
+    pub request_id: String,
+    pub consent_url: String,
+    pub expires_at: DateTime<Utc>,
 }

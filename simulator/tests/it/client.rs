@@ -374,3 +374,104 @@ async fn bulk_residents_and_bulk_events_answer_like_single_ones() {
     );
     sim.handle.stop(true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rest_of_the_protocol_through_the_client() {
+    use base64::Engine;
+    let dir = tempfile::tempdir().unwrap();
+    let sim = spawn(dir.path(), None).await;
+    let provider = client(&sim, "k", 200.0);
+    let from = chrono::Utc::now() - chrono::Duration::minutes(1);
+    let person: Value = sim
+        .post("/sim/persons", &taro())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = person["person_id"].as_str().unwrap();
+    let signed: Value = sim
+        .post(
+            &format!("/sim/persons/{id}/sign"),
+            &json!({"content_b64": base64::engine::general_purpose::STANDARD.encode("同意します")}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cms = base64::engine::general_purpose::STANDARD
+        .decode(signed["cms_der_b64"].as_str().unwrap())
+        .unwrap();
+    let verification = provider.verify(&cms).await.unwrap();
+    assert!(verification.valid);
+    assert_eq!(
+        verification.cert_serial.as_str(),
+        person["cert_serial"].as_str().unwrap()
+    );
+    assert_eq!(verification.basic4.name.as_str(), "山田 太郎");
+    let statuses = provider
+        .certificate_status(std::slice::from_ref(&verification.certificate_id))
+        .await
+        .unwrap();
+    assert_eq!(statuses[0].status, "good");
+    let counts = provider
+        .checks(from, chrono::Utc::now() + chrono::Duration::minutes(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        (counts.signature_verification, counts.liveness_check),
+        (1, 1)
+    );
+    assert!(matches!(
+        provider.verify(b"not cms").await.unwrap_err(),
+        ProviderError::Rejected { status: 400, .. }
+    ));
+
+    assert_eq!(
+        sim.post(
+            &format!("/sim/persons/{id}/events"),
+            &json!({"kind": "card_lost"})
+        )
+        .await
+        .status(),
+        200
+    );
+    sim.post("/sim/crl/publish", &json!({})).await;
+    let partitions = provider.crl_partitions().await.unwrap();
+    assert_eq!(partitions.len(), 1);
+    assert!(partitions[0].distribution_point.contains("千代田区"));
+    let CrlFetch::Fresh { etag, .. } = provider
+        .crl_partition(&partitions[0].id, None)
+        .await
+        .unwrap()
+    else {
+        panic!("a CRL")
+    };
+    assert_eq!(
+        provider
+            .crl_partition(&partitions[0].id, etag.as_deref())
+            .await
+            .unwrap(),
+        CrlFetch::NotModified
+    );
+    assert!(provider.crl_partition("../etc", None).await.is_err());
+
+    let request = kihon4_core::provider::MynaportalRequest {
+        request_ref: "ref-9".into(),
+        client_id: "kihon4".into(),
+        callback_url: "https://bank.example.jp/v1/webhooks/mynaportal".into(),
+        return_url: "https://bank.example.jp/consent/done".into(),
+        locale: "ja".into(),
+    };
+    let ticket = provider.mynaportal_request(&request).await.unwrap();
+    assert_eq!(
+        provider
+            .mynaportal_request(&request)
+            .await
+            .unwrap()
+            .request_id,
+        ticket.request_id
+    );
+    let keys = provider.jwks().await.unwrap();
+    assert_eq!(keys["keys"][0]["alg"], "RS256");
+    sim.handle.stop(true).await;
+}
