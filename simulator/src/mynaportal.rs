@@ -112,7 +112,10 @@ async fn deliver_due(sim: &Simulator, http: &reqwest::Client) -> anyhow::Result<
             Err(_) => "unreachable".into(),
         };
         let attempts = due.attempts + 1;
-        let wait = chrono::Duration::seconds(2i64.saturating_pow(attempts.min(12) - 1).min(3600));
+        let wait = chrono::Duration::seconds(
+            2i64.saturating_pow(attempts.saturating_sub(1).min(20))
+                .min(3600),
+        );
         let give_up = !delivered && now + wait > due.created_at + DELIVERY_WINDOW;
         tracing::info!(callback = due.id, attempts, status = %status, delivered, give_up, "callback attempt");
         sim.store
