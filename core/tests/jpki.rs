@@ -416,3 +416,152 @@ fn certificates_kihon4_issues_satisfy_openssl_and_read_back() {
     // The era digit of 2001 is Heisei (4).
     assert!(text.contains("420010503"), "{text}");
 }
+
+/// A CRL made by `openssl ca -gencrl` from an index of `n` revoked serials
+/// (0x1000 + i, reasons cycling through affiliationChanged, superseded,
+/// cessationOfOperation, certificateHold).
+fn openssl_crl(dir: &Path, n: usize, hours: u32) -> Vec<u8> {
+    let reasons = [
+        "affiliationChanged",
+        "superseded",
+        "cessationOfOperation",
+        "certificateHold",
+    ];
+    let index: String = (0..n)
+        .map(|i| {
+            let serial = format!("{:04X}", 0x1000 + i);
+            format!(
+                "R\t301231235959Z\t261120000000Z,{}\t{serial}\tunknown\t/CN=resident\n",
+                reasons[i % 4]
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("index.txt"), index).unwrap();
+    std::fs::write(dir.join("index.txt.attr"), "unique_subject = no\n").unwrap();
+    std::fs::write(dir.join("crlnumber"), "2A\n").unwrap();
+    std::fs::write(
+        dir.join("ca.cnf"),
+        format!(
+            "[ ca ]\ndefault_ca = t\n[ t ]\ndatabase = {d}/index.txt\ncrlnumber = {d}/crlnumber\ncertificate = {d}/ca.pem\n\
+             private_key = {d}/ca.key\ndefault_md = sha256\ndefault_crl_hours = {hours}\ncrl_extensions = e\nunique_subject = no\n\
+             [ e ]\nauthorityKeyIdentifier = keyid:always\n",
+            d = dir.display()
+        ),
+    )
+    .unwrap();
+    openssl(
+        dir,
+        &["ca", "-gencrl", "-config", "ca.cnf", "-out", "crl.pem"],
+    );
+    openssl(
+        dir,
+        &[
+            "crl", "-in", "crl.pem", "-outform", "DER", "-out", "crl.der",
+        ],
+    );
+    std::fs::read(dir.join("crl.der")).unwrap()
+}
+
+fn issuer_of(dir: &Path) -> jpki::crl::CrlIssuer {
+    let ca = Certificate::from_pem(
+        std::fs::read_to_string(dir.join("ca.pem"))
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    jpki::crl::CrlIssuer::from_certificate(&ca).unwrap()
+}
+
+#[test]
+fn walks_an_openssl_crl_and_finds_the_serials_asked_for() {
+    use jpki::crl::{CrlError, SerialSet, check_crl};
+    let dir = tempfile::tempdir().unwrap();
+    openssl_ca(dir.path());
+    let crl = openssl_crl(dir.path(), 1000, 24);
+    let issuer = issuer_of(dir.path());
+    let wanted: Vec<CertSerial> = ["1000", "1001", "1002", "13e7", "ffff", "abcdef"]
+        .iter()
+        .map(|s| CertSerial::parse(s).unwrap())
+        .collect();
+    let set: SerialSet = wanted.iter().collect();
+    let now = Utc::now();
+    let (summary, found) = check_crl(crl.as_slice(), &issuer, &set, now).unwrap();
+    assert_eq!(summary.entries, 1000);
+    assert_eq!(summary.crl_number, Some(0x2a));
+    assert!(summary.next_update > now);
+    let got: Vec<(String, Option<u8>)> = found
+        .iter()
+        .map(|r| (r.serial.as_str().to_owned(), r.reason))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("1000".into(), Some(3)),
+            ("1001".into(), Some(4)),
+            ("1002".into(), Some(5)),
+            ("13e7".into(), Some(6))
+        ]
+    );
+    assert_eq!(
+        found[0].revoked_at.format("%Y-%m-%d").to_string(),
+        "2026-11-20"
+    );
+
+    // Nothing asked: every entry still counted, none kept.
+    let (summary, found) = check_crl(crl.as_slice(), &issuer, &SerialSet::default(), now).unwrap();
+    assert_eq!((summary.entries, found.len()), (1000, 0));
+
+    // A changed byte, another CA, a CRL past its nextUpdate, cut or padded bytes.
+    let mut tampered = crl.clone();
+    let at = crl.windows(2).position(|w| w == [0x13, 0xe7]).unwrap();
+    tampered[at + 1] ^= 0x01;
+    assert_eq!(
+        check_crl(tampered.as_slice(), &issuer, &set, now).unwrap_err(),
+        CrlError::BadSignature
+    );
+    let other = tempfile::tempdir().unwrap();
+    openssl(
+        other.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/C=JP/O=Elsewhere",
+        ],
+    );
+    assert_eq!(
+        check_crl(crl.as_slice(), &issuer_of(other.path()), &set, now).unwrap_err(),
+        CrlError::WrongIssuer
+    );
+    assert_eq!(
+        check_crl(crl.as_slice(), &issuer, &set, summary.next_update).unwrap_err(),
+        CrlError::Stale
+    );
+    assert!(matches!(
+        check_crl(&crl[..crl.len() - 10], &issuer, &set, now),
+        Err(CrlError::Malformed(_))
+    ));
+    let mut padded = crl.clone();
+    padded.push(0);
+    assert!(matches!(
+        check_crl(padded.as_slice(), &issuer, &set, now),
+        Err(CrlError::Malformed(_))
+    ));
+    assert!(matches!(
+        check_crl(&b"not a crl"[..], &issuer, &set, now),
+        Err(CrlError::Malformed(_))
+    ));
+    assert!(matches!(
+        check_crl(&[][..], &issuer, &set, now),
+        Err(CrlError::Malformed(_))
+    ));
+}

@@ -8,6 +8,7 @@
 //! is `C=JP, L=<prefecture>, L=<city>, CN=<issue number>` and the CRL
 //! distribution point is a directory name per municipality.
 
+pub mod crl;
 mod era;
 mod profile;
 

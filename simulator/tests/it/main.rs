@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use kihon4_sim::{SimSettings, Simulator};
 
 mod client;
+use der::Decode;
 use serde_json::{Value, json};
 
 struct TestSim {
@@ -1766,4 +1767,56 @@ async fn sim_control_answers_loopback_callers_only_unless_opened() {
             .to_request();
         assert_eq!(call_service(&app, ca).await.status(), 200);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kihon4_reads_the_simulators_crl_as_a_stream() {
+    use kihon4_core::jpki::crl::{CrlIssuer, SerialSet, check_crl};
+    let dir = tempfile::tempdir().unwrap();
+    let sim = spawn(dir.path(), None).await;
+    let a: Value = sim
+        .post("/sim/persons", &taro())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let b: Value = sim
+        .post("/sim/persons", &osaka())
+        .await
+        .json()
+        .await
+        .unwrap();
+    sim.post("/sim/persons/bulk", &json!({"count": 500, "seed": 3}))
+        .await;
+    for (p, kind) in [(&a, "death"), (&b, "card_lost")] {
+        let id = p["person_id"].as_str().unwrap();
+        assert_eq!(
+            sim.post(&format!("/sim/persons/{id}/events"), &json!({"kind": kind}))
+                .await
+                .status(),
+            200
+        );
+    }
+    sim.post("/sim/events/bulk", &json!({"seed": 4, "deaths": 100}))
+        .await;
+    sim.post("/sim/crl/publish", &json!({})).await;
+    let crl = crl_der(&sim, "/v1/crl", None).await.bytes().await.unwrap();
+    let ca_der = sim.get("/v1/ca").await.bytes().await.unwrap();
+    let ca = x509_cert::Certificate::from_der(&ca_der).unwrap();
+    let serial = |p: &Value| {
+        kihon4_core::domain::CertSerial::parse(p["cert_serial"].as_str().unwrap()).unwrap()
+    };
+    let wanted: SerialSet = [serial(&a), serial(&b)].iter().collect();
+    let (summary, found) = check_crl(
+        crl.as_ref(),
+        &CrlIssuer::from_certificate(&ca).unwrap(),
+        &wanted,
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    assert_eq!(summary.entries, 102);
+    let mut reasons: Vec<Option<u8>> = found.iter().map(|r| r.reason).collect();
+    reasons.sort();
+    assert_eq!(reasons, [Some(5), Some(6)]);
+    sim.handle.stop(true).await;
 }
