@@ -75,25 +75,49 @@ impl CrlIssuer {
     }
 }
 
-/// Serials to look for, as the big-endian magnitude bytes of the INTEGER.
+/// Serials to look for. Serials of up to 16 bytes (all J-LIS has issued so
+/// far) are kept as integers, so that a million of them take a few tens of
+/// megabytes; longer ones as bytes.
 #[derive(Default)]
-pub struct SerialSet(HashSet<Box<[u8]>>);
+pub struct SerialSet {
+    short: HashSet<u128>,
+    long: HashSet<Box<[u8]>>,
+}
+
+fn as_u128(magnitude: &[u8]) -> Option<u128> {
+    (magnitude.len() <= 16).then(|| {
+        magnitude
+            .iter()
+            .fold(0u128, |acc, b| (acc << 8) | u128::from(*b))
+    })
+}
 
 impl SerialSet {
     pub fn insert(&mut self, serial: &CertSerial) {
-        self.0.insert(serial_bytes(serial).into_boxed_slice());
+        let bytes = serial_bytes(serial);
+        match as_u128(&bytes) {
+            Some(n) => {
+                self.short.insert(n);
+            }
+            None => {
+                self.long.insert(bytes.into_boxed_slice());
+            }
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.short.len() + self.long.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
     }
 
     fn contains(&self, magnitude: &[u8]) -> bool {
-        self.0.contains(magnitude)
+        match as_u128(magnitude) {
+            Some(n) => self.short.contains(&n),
+            None => self.long.contains(magnitude),
+        }
     }
 }
 
@@ -399,14 +423,23 @@ fn walk_entries<R: Read>(
 ) -> Result<u64, CrlError> {
     let mut left = len;
     let mut count = 0u64;
+    // One buffer for every entry: nothing is allocated per entry.
+    let mut buffer = vec![0u8; 256];
     while left > 0 {
         let (entry_len, header) = s.expect(0x30, "a revoked certificate")?;
         left = left
             .checked_sub(header + entry_len)
             .ok_or_else(|| malformed("an entry runs past the list"))?;
-        let entry = s.bytes(entry_len)?;
+        if entry_len > buffer.len() {
+            if entry_len > 64 * 1024 {
+                return Err(malformed("an entry is implausibly large"));
+            }
+            buffer.resize(entry_len, 0);
+        }
+        s.fill(&mut buffer[..entry_len])?;
+        let entry = &buffer[..entry_len];
         count += 1;
-        let (serial, rest) = tlv_value(&entry, 0x02)?;
+        let (serial, rest) = tlv_value(entry, 0x02)?;
         let magnitude = strip_sign(serial);
         if wanted.is_empty() || !wanted.contains(magnitude) {
             // The serial is all most entries are read for; the rest is skipped unparsed.
