@@ -565,3 +565,255 @@ fn walks_an_openssl_crl_and_finds_the_serials_asked_for() {
         Err(CrlError::Malformed(_))
     ));
 }
+
+/// A leaf from the profile config signed by the test CA in `dir`, with `edit`
+/// applied to the config; writes `<name>.pem` and `<name>.key`.
+fn profile_leaf(dir: &Path, name: &str, days: &str, edit: impl Fn(String) -> String) {
+    let config =
+        std::fs::read_to_string(shared().join("jpki-profile/openssl-signing-cert.cnf")).unwrap();
+    let config = edit(config).replace(";UTF8:", ";FORMAT:UTF8,UTF8:");
+    std::fs::write(dir.join(format!("{name}.cnf")), config).unwrap();
+    let cnf = format!("{name}.cnf");
+    openssl(
+        dir,
+        &[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.csr"),
+            "-config",
+            &cnf,
+        ],
+    );
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            &format!("{name}.csr"),
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            &format!("{name}.pem"),
+            "-days",
+            days,
+            "-extfile",
+            &cnf,
+            "-extensions",
+            "ext",
+        ],
+    );
+}
+
+fn cms_sign(dir: &Path, signer: &str, extra: &[&str], out: &str) -> Vec<u8> {
+    let mut args = vec![
+        "cms",
+        "-sign",
+        "-binary",
+        "-md",
+        "sha256",
+        "-in",
+        "consent.txt",
+        "-signer",
+    ];
+    let pem = format!("{signer}.pem");
+    let key = format!("{signer}.key");
+    args.extend([
+        pem.as_str(),
+        "-inkey",
+        key.as_str(),
+        "-outform",
+        "DER",
+        "-out",
+        out,
+    ]);
+    args.extend(extra);
+    openssl(dir, &args);
+    std::fs::read(dir.join(out)).unwrap()
+}
+
+#[test]
+fn verifies_openssl_signed_consents_and_refuses_every_flaw() {
+    use jpki::verify::{SignatureError, TrustAnchors, verify_signed_document};
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    openssl_ca(d);
+    // The anchor needs CA:TRUE and keyCertSign, as J-LIS's have.
+    openssl(
+        d,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/C=JP/O=JPKI/OU=JPKI for digital signature/OU=Test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-addext",
+            "subjectKeyIdentifier=hash",
+        ],
+    );
+    let fix_flags = |c: String| c.replace("UTF8:0000000000000", "UTF8:000000000000000");
+    profile_leaf(d, "leaf", "365", fix_flags);
+    let text = "私は、基本4情報の提供に同意します。\n";
+    std::fs::write(d.join("consent.txt"), text).unwrap();
+    let anchors = TrustAnchors::load(&[d.join("ca.pem")]).unwrap();
+    let now = Utc::now();
+
+    let attached = cms_sign(d, "leaf", &["-nodetach"], "attached.der");
+    let ok = verify_signed_document(&attached, None, &anchors, now)
+        .expect("an OpenSSL-signed consent verifies");
+    assert_eq!(ok.content, text.as_bytes());
+    assert_eq!(ok.certificate.basic4.name.as_str(), "山田 太郎");
+
+    let detached = cms_sign(d, "leaf", &[], "detached.der");
+    assert!(verify_signed_document(&detached, Some(text.as_bytes()), &anchors, now).is_ok());
+    assert_eq!(
+        verify_signed_document(&detached, None, &anchors, now).unwrap_err(),
+        SignatureError::ContentMissing
+    );
+    let mut other_text = text.as_bytes().to_vec();
+    other_text[0] ^= 1;
+    assert_eq!(
+        verify_signed_document(&detached, Some(&other_text), &anchors, now).unwrap_err(),
+        SignatureError::DigestMismatch
+    );
+
+    // Tampered attached content; a changed signature byte.
+    let mut tampered = attached.clone();
+    let at = tampered
+        .windows(3)
+        .position(|w| w == "基".as_bytes())
+        .unwrap();
+    tampered[at + 2] ^= 1;
+    assert_eq!(
+        verify_signed_document(&tampered, None, &anchors, now).unwrap_err(),
+        SignatureError::DigestMismatch
+    );
+    let mut bad_signature = attached.clone();
+    let last = bad_signature.len() - 5;
+    bad_signature[last] ^= 1;
+    assert_eq!(
+        verify_signed_document(&bad_signature, None, &anchors, now).unwrap_err(),
+        SignatureError::BadSignature
+    );
+
+    // An expired certificate (the anchor still valid).
+    profile_leaf(d, "short", "1", fix_flags);
+    let short = cms_sign(d, "short", &["-nodetach"], "short.der");
+    assert_eq!(
+        verify_signed_document(&short, None, &anchors, now + chrono::Duration::days(3))
+            .unwrap_err(),
+        SignatureError::CertificateExpired
+    );
+
+    // A user-identification certificate; not CMS; no signer; several signers.
+    profile_leaf(d, "auth", "365", |c| {
+        fix_flags(c).replace("1.2.392.200149.8.5.1.1.20", "1.2.392.200149.8.5.1.3.30")
+    });
+    let by_auth = cms_sign(d, "auth", &["-nodetach"], "auth.der");
+    assert_eq!(
+        verify_signed_document(&by_auth, None, &anchors, now).unwrap_err(),
+        SignatureError::Profile(JpkiError::UserIdentificationCertificate)
+    );
+    assert_eq!(
+        verify_signed_document(b"\x30\x03\x02\x01\x01", None, &anchors, now).unwrap_err(),
+        SignatureError::NotCms
+    );
+    assert_eq!(
+        verify_signed_document(b"", None, &anchors, now).unwrap_err(),
+        SignatureError::NotCms
+    );
+    openssl(
+        d,
+        &[
+            "crl2pkcs7",
+            "-nocrl",
+            "-certfile",
+            "leaf.pem",
+            "-outform",
+            "DER",
+            "-out",
+            "nosigner.der",
+        ],
+    );
+    let no_signer = std::fs::read(d.join("nosigner.der")).unwrap();
+    assert_eq!(
+        verify_signed_document(&no_signer, Some(text.as_bytes()), &anchors, now).unwrap_err(),
+        SignatureError::NoSigner
+    );
+    let two = cms_sign(
+        d,
+        "leaf",
+        &["-nodetach", "-signer", "short.pem", "-inkey", "short.key"],
+        "two.der",
+    );
+    assert_eq!(
+        verify_signed_document(&two, None, &anchors, now).unwrap_err(),
+        SignatureError::SeveralSigners
+    );
+
+    // A chain that does not lead to the anchors: the real J-LIS CAs.
+    let jlis = TrustAnchors::load(&[shared().join("jpki-trust-anchors")]).unwrap();
+    assert_eq!(jlis.len(), 4);
+    assert_eq!(
+        verify_signed_document(&attached, None, &jlis, now).unwrap_err(),
+        SignatureError::UntrustedIssuer
+    );
+    // Same name, other key: picked by key identifier, refused.
+    let impostor = tempfile::tempdir().unwrap();
+    openssl(
+        impostor.path(),
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "30",
+            "-subj",
+            "/C=JP/O=JPKI/OU=JPKI for digital signature/OU=Test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-addext",
+            "subjectKeyIdentifier=hash",
+        ],
+    );
+    let other_anchors = TrustAnchors::load(&[impostor.path().join("ca.pem")]).unwrap();
+    assert_eq!(
+        verify_signed_document(&attached, None, &other_anchors, now).unwrap_err(),
+        SignatureError::UntrustedIssuer
+    );
+    assert_eq!(
+        verify_signed_document(&attached, None, &anchors, now + chrono::Duration::days(60))
+            .unwrap_err(),
+        SignatureError::UntrustedIssuer,
+        "the test CA is valid for 30 days"
+    );
+}

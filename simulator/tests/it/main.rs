@@ -1820,3 +1820,47 @@ async fn kihon4_reads_the_simulators_crl_as_a_stream() {
     assert_eq!(reasons, [Some(5), Some(6)]);
     sim.handle.stop(true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kihon4_verifies_what_residents_sign() {
+    use kihon4_core::jpki::verify::{SignatureError, TrustAnchors, verify_signed_document};
+    let dir = tempfile::tempdir().unwrap();
+    let sim = spawn(dir.path(), None).await;
+    let person: Value = sim
+        .post("/sim/persons", &taro())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let id = person["person_id"].as_str().unwrap();
+    let text = "同意します";
+    let signed: Value = sim
+        .post(
+            &format!("/sim/persons/{id}/sign"),
+            &json!({"content_b64": B64.encode(text)}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let cms = B64.decode(signed["cms_der_b64"].as_str().unwrap()).unwrap();
+    let ca =
+        x509_cert::Certificate::from_der(&sim.get("/v1/ca").await.bytes().await.unwrap()).unwrap();
+    let anchors = TrustAnchors::from_certificates(vec![ca]).unwrap();
+    let verified = verify_signed_document(&cms, None, &anchors, chrono::Utc::now()).unwrap();
+    assert_eq!(verified.content, text.as_bytes());
+    assert_eq!(
+        verified.certificate.serial.as_str(),
+        person["cert_serial"].as_str().unwrap()
+    );
+    // The real J-LIS CAs do not vouch for the simulator's residents.
+    let jlis = TrustAnchors::load(&[
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/jpki-trust-anchors")
+    ])
+    .unwrap();
+    assert_eq!(
+        verify_signed_document(&cms, None, &jlis, chrono::Utc::now()).unwrap_err(),
+        SignatureError::UntrustedIssuer
+    );
+    sim.handle.stop(true).await;
+}

@@ -1,0 +1,368 @@
+//! Verifying a signed consent as a platform operator must: the CMS
+//! SignedData (attached or detached content), its signed attributes, the
+//! signature (with `ring`: DESIGN §7), and the path from the signer's
+//! certificate to a configured trust anchor, picked by key identifier
+//! because several J-LIS CA generations share one name. Revocation is
+//! checked separately (CRL or OCSP), on the serial this returns.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use cms::content_info::ContentInfo;
+use cms::signed_data::{SignedData, SignerIdentifier};
+use const_oid::ObjectIdentifier;
+use const_oid::db::rfc5911::{ID_CONTENT_TYPE, ID_DATA, ID_MESSAGE_DIGEST, ID_SIGNED_DATA};
+use der::asn1::OctetStringRef;
+use der::{Decode, Encode};
+use ring::signature::{RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+use sha2::{Digest, Sha256};
+use x509_cert::Certificate;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
+
+use super::{JpkiError, SigningCertificate, parse_signing_certificate, subject_key_id};
+
+const SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
+
+/// Why a signed document is refused. Each is a distinct answer to the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SignatureError {
+    #[error("the document is not a CMS SignedData")]
+    NotCms,
+    #[error("the document has no signer")]
+    NoSigner,
+    #[error("the document has more than one signer")]
+    SeveralSigners,
+    #[error("the signed content is neither attached nor given")]
+    ContentMissing,
+    #[error("the signer's certificate is not in the document")]
+    SignerCertificateMissing,
+    #[error("the signature uses an algorithm other than RSA with SHA-256")]
+    UnsupportedAlgorithm,
+    #[error("the signed attributes are missing or wrong: {0}")]
+    SignedAttributes(&'static str),
+    #[error("the content does not match the signed digest")]
+    DigestMismatch,
+    #[error("the signature does not verify")]
+    BadSignature,
+    #[error("the signer's certificate does not lead to a trusted J-LIS CA")]
+    UntrustedIssuer,
+    #[error("the signer's certificate has expired")]
+    CertificateExpired,
+    #[error("the signer's certificate is not valid yet")]
+    CertificateNotYetValid,
+    #[error("the certificate is not a JPKI signing certificate: {0}")]
+    Profile(JpkiError),
+}
+
+/// A document whose signature holds, up to revocation.
+#[derive(Debug, Clone)]
+pub struct VerifiedDocument {
+    pub content: Vec<u8>,
+    pub certificate: SigningCertificate,
+    pub certificate_der: Vec<u8>,
+    /// The key identifier of the trust anchor the path ends at.
+    pub anchor_key_id: Vec<u8>,
+}
+
+struct Anchor {
+    certificate: Certificate,
+    name_der: Vec<u8>,
+    public_key: Vec<u8>,
+}
+
+/// The configured trust anchors (J-LIS's signing CA, one per generation), by key identifier.
+pub struct TrustAnchors {
+    by_key_id: HashMap<Vec<u8>, Anchor>,
+}
+
+impl TrustAnchors {
+    /// Loads PEM certificates from files, or from every `.pem`/`.crt` file of a folder.
+    pub fn load(paths: &[PathBuf]) -> Result<Self, String> {
+        let mut certificates = Vec::new();
+        for path in paths {
+            if path.is_dir() {
+                let mut files: Vec<PathBuf> = std::fs::read_dir(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?
+                    .filter_map(|entry| entry.ok().map(|e| e.path()))
+                    .filter(|p| p.extension().is_some_and(|x| x == "pem" || x == "crt"))
+                    .collect();
+                files.sort();
+                for file in files {
+                    certificates.extend(read_pem_file(&file)?);
+                }
+            } else {
+                certificates.extend(read_pem_file(path)?);
+            }
+        }
+        Self::from_certificates(certificates)
+    }
+
+    pub fn from_certificates(certificates: Vec<Certificate>) -> Result<Self, String> {
+        let mut by_key_id = HashMap::new();
+        for certificate in certificates {
+            let key_id = subject_key_id(&certificate)
+                .map_err(|e| e.to_string())?
+                .ok_or("a trust anchor has no subject key identifier")?;
+            let name_der = certificate
+                .tbs_certificate
+                .subject
+                .to_der()
+                .map_err(|e| e.to_string())?;
+            let public_key = certificate
+                .tbs_certificate
+                .subject_public_key_info
+                .subject_public_key
+                .raw_bytes()
+                .to_vec();
+            by_key_id.insert(
+                key_id,
+                Anchor {
+                    certificate,
+                    name_der,
+                    public_key,
+                },
+            );
+        }
+        if by_key_id.is_empty() {
+            return Err("no trust anchor was found".into());
+        }
+        Ok(Self { by_key_id })
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_key_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_key_id.is_empty()
+    }
+}
+
+fn read_pem_file(path: &Path) -> Result<Vec<Certificate>, String> {
+    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Certificate::load_pem_chain(&text)
+        .map_err(|e| format!("{}: not PEM certificates ({e})", path.display()))
+}
+
+/// The raw bytes of the first element inside the SEQUENCE at the start of `der`.
+fn first_inner_tlv(der: &[u8]) -> Option<&[u8]> {
+    let (_, outer_header) = header(der)?;
+    let inner = der.get(outer_header..)?;
+    let (len, h) = header(inner)?;
+    inner.get(..h + len)
+}
+
+/// (content length, header length) of the TLV at the start of `der`.
+fn header(der: &[u8]) -> Option<(usize, usize)> {
+    let first = *der.get(1)?;
+    if first < 0x80 {
+        return Some((usize::from(first), 2));
+    }
+    let count = usize::from(first & 0x7f);
+    if count == 0 || count > 4 {
+        return None;
+    }
+    let len = der
+        .get(2..2 + count)?
+        .iter()
+        .fold(0usize, |acc, b| (acc << 8) | usize::from(*b));
+    Some((len, 2 + count))
+}
+
+/// Splits the TLVs of a constructed value's content.
+fn children(content: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    let mut rest = content;
+    while !rest.is_empty() {
+        let (len, h) = header(rest)?;
+        let (tlv, tail) = (rest.get(..h + len)?, rest.get(h + len..)?);
+        out.push(tlv);
+        rest = tail;
+    }
+    Some(out)
+}
+
+fn content_of(tlv: &[u8]) -> Option<&[u8]> {
+    let (len, h) = header(tlv)?;
+    tlv.get(h..h + len)
+}
+
+/// The signed attributes of the one SignerInfo, as signed: the `[0]
+/// IMPLICIT` element with a SET tag (RFC 5652 §5.4), from the bytes sent.
+fn raw_signed_attributes(cms_der: &[u8]) -> Option<Vec<u8>> {
+    let info = children(content_of(cms_der)?)?;
+    let signed_data = content_of(info.get(1)?)?; // [0] EXPLICIT
+    let fields = children(content_of(signed_data)?)?;
+    let signer_infos = fields.last()?;
+    let signer_info = children(content_of(signer_infos)?)?.into_iter().next()?;
+    let parts = children(content_of(signer_info)?)?;
+    let attrs = parts.iter().find(|p| p.first() == Some(&0xa0))?;
+    let mut out = attrs.to_vec();
+    out[0] = 0x31;
+    Some(out)
+}
+
+fn verify_rsa(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
+    UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public_key)
+        .verify(message, signature)
+        .is_ok()
+}
+
+/// Verifies a signed document; `detached` is the content when it is not attached.
+pub fn verify_signed_document(
+    cms_der: &[u8],
+    detached: Option<&[u8]>,
+    anchors: &TrustAnchors,
+    now: DateTime<Utc>,
+) -> Result<VerifiedDocument, SignatureError> {
+    let info = ContentInfo::from_der(cms_der).map_err(|_| SignatureError::NotCms)?;
+    if info.content_type != ID_SIGNED_DATA {
+        return Err(SignatureError::NotCms);
+    }
+    let signed: SignedData = info
+        .content
+        .decode_as()
+        .map_err(|_| SignatureError::NotCms)?;
+    let signer = match signed.signer_infos.0.as_slice() {
+        [] => return Err(SignatureError::NoSigner),
+        [one] => one,
+        _ => return Err(SignatureError::SeveralSigners),
+    };
+    let content = match (&signed.encap_content_info.econtent, detached) {
+        (Some(attached), _) => OctetStringRef::try_from(attached)
+            .map_err(|_| SignatureError::NotCms)?
+            .as_bytes()
+            .to_vec(),
+        (None, Some(given)) => given.to_vec(),
+        (None, None) => return Err(SignatureError::ContentMissing),
+    };
+    if signer.digest_alg.oid != SHA256
+        || !(signer.signature_algorithm.oid == RSA_ENCRYPTION
+            || signer.signature_algorithm.oid == SHA256_WITH_RSA)
+    {
+        return Err(SignatureError::UnsupportedAlgorithm);
+    }
+    let certificate = signed
+        .certificates
+        .as_ref()
+        .and_then(|set| {
+            set.0.iter().find_map(|choice| match choice {
+                cms::cert::CertificateChoices::Certificate(c) if names_signer(c, &signer.sid) => {
+                    Some(c.clone())
+                }
+                _ => None,
+            })
+        })
+        .ok_or(SignatureError::SignerCertificateMissing)?;
+    let certificate_der = certificate.to_der().map_err(|_| SignatureError::NotCms)?;
+    let profile = parse_signing_certificate(&certificate_der).map_err(SignatureError::Profile)?;
+
+    // The path: one step from the signer's certificate to an anchor.
+    let anchor = profile
+        .authority_key_id
+        .as_ref()
+        .and_then(|id| anchors.by_key_id.get(id))
+        .ok_or(SignatureError::UntrustedIssuer)?;
+    let issuer_der = certificate
+        .tbs_certificate
+        .issuer
+        .to_der()
+        .map_err(|_| SignatureError::NotCms)?;
+    if issuer_der != anchor.name_der || !anchor_may_sign(&anchor.certificate, now) {
+        return Err(SignatureError::UntrustedIssuer);
+    }
+    if certificate.signature_algorithm.oid != SHA256_WITH_RSA {
+        return Err(SignatureError::UnsupportedAlgorithm);
+    }
+    let tbs = first_inner_tlv(&certificate_der).ok_or(SignatureError::NotCms)?;
+    if !verify_rsa(&anchor.public_key, tbs, certificate.signature.raw_bytes()) {
+        return Err(SignatureError::UntrustedIssuer);
+    }
+    if now < profile.not_before {
+        return Err(SignatureError::CertificateNotYetValid);
+    }
+    if now > profile.not_after {
+        return Err(SignatureError::CertificateExpired);
+    }
+
+    // The signed attributes: this content type and this content's digest.
+    let attrs = signer
+        .signed_attrs
+        .as_ref()
+        .ok_or(SignatureError::SignedAttributes("none"))?;
+    let value = |oid: ObjectIdentifier| {
+        let mut matching = attrs.iter().filter(|a| a.oid == oid);
+        match (matching.next(), matching.next()) {
+            (Some(a), None) if a.values.len() == 1 => a.values.iter().next(),
+            _ => None,
+        }
+    };
+    let content_type = value(ID_CONTENT_TYPE)
+        .and_then(|v| v.decode_as::<ObjectIdentifier>().ok())
+        .ok_or(SignatureError::SignedAttributes("contentType"))?;
+    if content_type != signed.encap_content_info.econtent_type || content_type != ID_DATA {
+        return Err(SignatureError::SignedAttributes("contentType"));
+    }
+    let digest = value(ID_MESSAGE_DIGEST)
+        .and_then(|v| OctetStringRef::try_from(v).ok())
+        .ok_or(SignatureError::SignedAttributes("messageDigest"))?;
+    if digest.as_bytes() != &Sha256::digest(&content)[..] {
+        return Err(SignatureError::DigestMismatch);
+    }
+    let signed_attributes = raw_signed_attributes(cms_der).ok_or(SignatureError::NotCms)?;
+    let public_key = certificate
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes();
+    if !verify_rsa(public_key, &signed_attributes, signer.signature.as_bytes()) {
+        return Err(SignatureError::BadSignature);
+    }
+    Ok(VerifiedDocument {
+        content,
+        certificate: profile,
+        certificate_der,
+        anchor_key_id: subject_key_id(&anchor.certificate)
+            .ok()
+            .flatten()
+            .unwrap_or_default(),
+    })
+}
+
+fn names_signer(c: &Certificate, sid: &SignerIdentifier) -> bool {
+    match sid {
+        SignerIdentifier::IssuerAndSerialNumber(ias) => {
+            c.tbs_certificate.serial_number == ias.serial_number
+                && c.tbs_certificate.issuer == ias.issuer
+        }
+        SignerIdentifier::SubjectKeyIdentifier(ski) => {
+            subject_key_id(c).ok().flatten().as_deref() == Some(ski.0.as_bytes())
+        }
+    }
+}
+
+/// An anchor is a CA certificate, allowed to sign certificates, valid now.
+fn anchor_may_sign(anchor: &Certificate, now: DateTime<Utc>) -> bool {
+    let tbs = &anchor.tbs_certificate;
+    let within = |t: &x509_cert::time::Time| t.to_unix_duration().as_secs() as i64;
+    let now_s = now.timestamp();
+    if now_s < within(&tbs.validity.not_before) || now_s > within(&tbs.validity.not_after) {
+        return false;
+    }
+    let ext = |oid: ObjectIdentifier| {
+        tbs.extensions
+            .as_ref()
+            .and_then(|e| e.iter().find(|x| x.extn_id == oid))
+            .map(|x| x.extn_value.as_bytes())
+    };
+    let ca = ext(const_oid::db::rfc5280::ID_CE_BASIC_CONSTRAINTS)
+        .and_then(|v| BasicConstraints::from_der(v).ok())
+        .is_some_and(|b| b.ca);
+    let cert_sign = ext(const_oid::db::rfc5280::ID_CE_KEY_USAGE)
+        .and_then(|v| KeyUsage::from_der(v).ok())
+        .is_none_or(|k| k.key_cert_sign());
+    ca && cert_sign
+}
