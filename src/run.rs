@@ -124,6 +124,9 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             db: db.clone(),
             auth,
             metrics: kihon4_api::metrics_handle(),
+            consent_texts: kihon4_core::consent::texts::ConsentTexts::for_institution(
+                &config.institution_name,
+            ),
         });
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

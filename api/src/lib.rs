@@ -24,6 +24,7 @@ pub struct AppState {
     pub db: DatabaseConnection,
     pub auth: Authenticator,
     pub metrics: PrometheusHandle,
+    pub consent_texts: kihon4_core::consent::texts::ConsentTexts,
 }
 
 /// The process's metrics recorder (installed once, shared by every app in it).
@@ -80,7 +81,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(routes::customers::read)
         .service(routes::customers::change)
         .service(routes::customers::history)
-        .service(routes::audit::events);
+        .service(routes::audit::events)
+        .service(routes::consent::texts);
 }
 
 async fn no_route() -> Result<HttpResponse, ApiError> {

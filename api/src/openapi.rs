@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::{ProblemBody, ProblemField};
-use crate::routes::{audit, customers, service};
+use crate::routes::{audit, consent, customers, service};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,12 +23,14 @@ use crate::routes::{audit, customers, service};
         customers::change,
         customers::history,
         audit::events,
+        consent::texts,
     ),
     components(schemas(ProblemBody, ProblemField)),
     modifiers(&BearerAuth),
     tags(
         (name = "customers", description = "Customer records. Role: operator."),
         (name = "audit", description = "The hash-chained audit trail. Role: auditor."),
+        (name = "consent", description = "Consent to the provision of the basic four information. Role: operator."),
         (name = "service", description = "Health, readiness and metrics. No token."),
     )
 )]

@@ -25,6 +25,9 @@ fn main() -> anyhow::Result<()> {
         }
         count += 100;
     }
-    println!("per_second={:.0}", count as f64 / started.elapsed().as_secs_f64());
+    println!(
+        "per_second={:.0}",
+        count as f64 / started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

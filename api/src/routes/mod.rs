@@ -1,4 +1,5 @@
 pub mod audit;
+pub mod consent;
 pub mod customers;
 pub mod service;
 

@@ -120,6 +120,7 @@ fn routes(customer_id: &str) -> Vec<(&'static str, String, Option<Value>, Role)>
             Role::Operator,
         ),
         ("GET", "/v1/audit/events".into(), None, Role::Auditor),
+        ("GET", "/v1/consent-texts".into(), None, Role::Operator),
     ]
 }
 

@@ -20,6 +20,7 @@ pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const ISSUER: &str = "kihon4-tests";
 pub const AUDIENCE: &str = "kihon4";
 pub const MAX_BODY: usize = 16 * 1024;
+pub const INSTITUTION: &str = "かもめ銀行";
 
 /// Runs a test on SQLite and on PostgreSQL: `both!(name)` for `async fn name(Backend)`.
 #[macro_export]
@@ -71,6 +72,7 @@ impl TestApp {
             db: db.clone(),
             auth: Authenticator::new(&jwt_settings()).expect("authenticator"),
             metrics: kihon4_api::metrics_handle(),
+            consent_texts: kihon4_core::consent::texts::ConsentTexts::for_institution(INSTITUTION),
         });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().unwrap().port();

@@ -7,6 +7,7 @@ mod helpers;
 
 mod audit;
 mod auth;
+mod consent;
 mod customers;
 mod idempotency;
 mod service;

@@ -1,0 +1,3 @@
+//! Consent to the provision of the basic four information.
+
+pub mod texts;
