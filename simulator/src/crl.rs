@@ -66,7 +66,8 @@ fn x509_time(t: DateTime<Utc>) -> anyhow::Result<Time> {
     })
 }
 
-fn reason(code: u8) -> CrlReason {
+/// The CRLReason for one of the codes the simulator uses.
+pub fn reason(code: u8) -> CrlReason {
     match code {
         1 => CrlReason::KeyCompromise,
         3 => CrlReason::AffiliationChanged,

@@ -7,7 +7,6 @@ use der::{Decode, Encode};
 use kihon4_core::domain::CertSerial;
 use rsa::pkcs1v15::Signature;
 use sha2::Digest;
-use x509_cert::ext::pkix::CrlReason;
 use x509_ocsp::builder::OcspResponseBuilder;
 use x509_ocsp::{
     CertId, CertStatus, OcspGeneralizedTime, OcspRequest, OcspResponse, RevokedInfo, SingleResponse,
@@ -49,17 +48,6 @@ fn names_our_ca(sim: &Simulator, id: &CertId) -> bool {
     id.issuer_name_hash.as_bytes() == name_hash && id.issuer_key_hash.as_bytes() == key_hash
 }
 
-fn reason(code: u8) -> CrlReason {
-    match code {
-        1 => CrlReason::KeyCompromise,
-        3 => CrlReason::AffiliationChanged,
-        4 => CrlReason::Superseded,
-        5 => CrlReason::CessationOfOperation,
-        6 => CrlReason::CertificateHold,
-        _ => CrlReason::Unspecified,
-    }
-}
-
 /// Answers a DER OCSP request with a DER OCSP response. A request that does
 /// not parse gets `malformedRequest`, as RFC 6960 says.
 pub async fn respond(sim: &Simulator, body: &[u8]) -> anyhow::Result<Vec<u8>> {
@@ -83,7 +71,7 @@ pub async fn respond(sim: &Simulator, body: &[u8]) -> anyhow::Result<Vec<u8>> {
                 Some(c) => match (c.revoked_at, c.reason) {
                     (Some(at), code) => CertStatus::revoked(RevokedInfo {
                         revocation_time: ocsp_time(at)?,
-                        revocation_reason: Some(reason(code.unwrap_or(0))),
+                        revocation_reason: Some(crate::crl::reason(code.unwrap_or(0))),
                     }),
                     (None, _) => CertStatus::good(),
                 },

@@ -401,19 +401,7 @@ impl Store {
             None => Upsert::Created,
         };
         if outcome != Upsert::Unchanged {
-            txn.execute_raw(stmt(
-                "INSERT INTO subscriptions (cert_serial, person_id, consent_id, granted_at, expires_at) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (cert_serial) DO UPDATE SET consent_id = excluded.consent_id,
-                   granted_at = excluded.granted_at, expires_at = excluded.expires_at",
-                vec![
-                    cert.serial.as_str().into(),
-                    cert.person_id.clone().into(),
-                    s.consent_id.clone().into(),
-                    s.granted_at.to_rfc3339().into(),
-                    s.expires_at.to_rfc3339().into(),
-                ],
-            ))
-            .await?;
+            upsert_subscription(&txn, cert, s).await?;
         }
         txn.commit().await?;
         Ok(outcome)
@@ -663,19 +651,7 @@ impl Store {
             return Ok(false);
         }
         if let Some((cert, s)) = granted {
-            txn.execute_raw(stmt(
-                "INSERT INTO subscriptions (cert_serial, person_id, consent_id, granted_at, expires_at) VALUES (?, ?, ?, ?, ?)
-                 ON CONFLICT (cert_serial) DO UPDATE SET consent_id = excluded.consent_id,
-                   granted_at = excluded.granted_at, expires_at = excluded.expires_at",
-                vec![
-                    cert.serial.as_str().into(),
-                    cert.person_id.clone().into(),
-                    s.consent_id.clone().into(),
-                    s.granted_at.to_rfc3339().into(),
-                    s.expires_at.to_rfc3339().into(),
-                ],
-            ))
-            .await?;
+            upsert_subscription(&txn, cert, s).await?;
         }
         txn.execute_raw(stmt(
             "INSERT INTO callbacks (request_id, url, claims, next_at, created_at) VALUES (?, ?, ?, ?, ?)",
@@ -828,6 +804,27 @@ impl Store {
             .await?;
         row.map(|r| certificate_from_row(&r)).transpose()
     }
+}
+
+async fn upsert_subscription<C: ConnectionTrait>(
+    db: &C,
+    cert: &IssuedCertificate,
+    s: &Subscription,
+) -> Result<(), DbErr> {
+    db.execute_raw(stmt(
+        "INSERT INTO subscriptions (cert_serial, person_id, consent_id, granted_at, expires_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (cert_serial) DO UPDATE SET consent_id = excluded.consent_id,
+           granted_at = excluded.granted_at, expires_at = excluded.expires_at",
+        vec![
+            cert.serial.as_str().into(),
+            cert.person_id.clone().into(),
+            s.consent_id.clone().into(),
+            s.granted_at.to_rfc3339().into(),
+            s.expires_at.to_rfc3339().into(),
+        ],
+    ))
+    .await?;
+    Ok(())
 }
 
 async fn insert_certificate<C: ConnectionTrait>(

@@ -313,6 +313,27 @@ impl HttpProvider {
         })
     }
 
+    /// A CRL, revalidated with `If-None-Match`.
+    async fn fetch_crl(&self, path: &str, etag: Option<&str>) -> Result<CrlFetch, ProviderError> {
+        let answer = self
+            .exchange(
+                Method::GET,
+                path,
+                None,
+                etag,
+                &[StatusCode::OK, StatusCode::NOT_MODIFIED],
+            )
+            .await?;
+        Ok(if answer.status == StatusCode::NOT_MODIFIED {
+            CrlFetch::NotModified
+        } else {
+            CrlFetch::Fresh {
+                der: answer.body,
+                etag: answer.etag,
+            }
+        })
+    }
+
     async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
@@ -360,23 +381,7 @@ impl Provider for HttpProvider {
     }
 
     async fn crl(&self, etag: Option<&str>) -> Result<CrlFetch, ProviderError> {
-        let answer = self
-            .exchange(
-                Method::GET,
-                "v1/crl",
-                None,
-                etag,
-                &[StatusCode::OK, StatusCode::NOT_MODIFIED],
-            )
-            .await?;
-        Ok(if answer.status == StatusCode::NOT_MODIFIED {
-            CrlFetch::NotModified
-        } else {
-            CrlFetch::Fresh {
-                der: answer.body,
-                etag: answer.etag,
-            }
-        })
+        self.fetch_crl("v1/crl", etag).await
     }
 
     async fn ocsp(&self, request_der: &[u8]) -> Result<Vec<u8>, ProviderError> {
@@ -473,23 +478,7 @@ impl Provider for HttpProvider {
                 "a partition id must be plain".into(),
             ));
         }
-        let answer = self
-            .exchange(
-                Method::GET,
-                &format!("v1/crls/{id}"),
-                None,
-                etag,
-                &[StatusCode::OK, StatusCode::NOT_MODIFIED],
-            )
-            .await?;
-        Ok(if answer.status == StatusCode::NOT_MODIFIED {
-            CrlFetch::NotModified
-        } else {
-            CrlFetch::Fresh {
-                der: answer.body,
-                etag: answer.etag,
-            }
-        })
+        self.fetch_crl(&format!("v1/crls/{id}"), etag).await
     }
 
     async fn verify(&self, cms_der: &[u8]) -> Result<Verification, ProviderError> {
