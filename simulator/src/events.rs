@@ -2,7 +2,6 @@
 //! person holds with the reason J-LIS uses and, where the person lives on
 //! with a card, issues a new one.
 
-use chrono::Utc;
 use kihon4_core::domain::{Basic4, FieldErrors, RawBasic4, ValueError};
 
 use crate::Simulator;
@@ -163,10 +162,8 @@ pub async fn apply(
         .record_event(LifeEvent {
             person: &person,
             kind: kind.as_str(),
-            revoked: &current.serial,
             reason: kind.reason_code(),
             new_certificate: new_certificate.as_ref(),
-            at: Utc::now(),
         })
         .await
         .map_err(anyhow::Error::from)?;

@@ -143,14 +143,13 @@ pub struct Revocation {
     pub partition: CrlPartition,
 }
 
-/// A life event as the register records it.
+/// A life event as the register records it: the person's current
+/// certificate is revoked with `reason`.
 pub struct LifeEvent<'a> {
     pub person: &'a Person,
     pub kind: &'a str,
-    pub revoked: &'a CertSerial,
     pub reason: u8,
     pub new_certificate: Option<&'a IssuedCertificate>,
-    pub at: DateTime<Utc>,
 }
 
 /// A resident of the simulated register.
@@ -257,51 +256,19 @@ impl Store {
         }))
     }
 
-    /// Records a life event at once: the old certificate revoked, the
-    /// person's new state, the new certificate (if any) and the change.
+    /// Records a life event at once: the person's certificate revoked, their
+    /// new state, the new certificate (if any) and the change.
     pub async fn record_event(&self, event: LifeEvent<'_>) -> Result<(), DbErr> {
-        let txn = self.db.begin().await?;
-        let revoked = txn
-            .execute_raw(stmt(
-                "UPDATE certificates SET revoked_at = ?, reason = ? WHERE serial = ? AND revoked_at IS NULL",
-                vec![
-                    event.at.to_rfc3339().into(),
-                    i32::from(event.reason).into(),
-                    event.revoked.as_str().into(),
-                ],
-            ))
-            .await?;
-        if revoked.rows_affected() != 1 {
+        let one = [(
+            event.person.clone(),
+            event.kind,
+            event.reason,
+            event.new_certificate.cloned(),
+        )];
+        if self.record_events(&one).await?.is_empty() {
             return Err(DbErr::Custom("the certificate was already revoked".into()));
         }
-        let p = event.person;
-        txn.execute_raw(stmt(
-            "UPDATE persons SET basic4 = ?, prefecture = ?, city = ?, status = ? WHERE id = ?",
-            vec![
-                basic4_json(&p.basic4).to_string().into(),
-                p.partition.prefecture.clone().into(),
-                p.partition.city.clone().into(),
-                if p.deceased { "deceased" } else { "alive" }.into(),
-                p.id.clone().into(),
-            ],
-        ))
-        .await?;
-        if let Some(cert) = event.new_certificate {
-            insert_certificate(&txn, cert).await?;
-        }
-        txn.execute_raw(stmt(
-            "INSERT INTO changes (person_id, kind, old_serial, new_serial, changed_on, at) VALUES (?, ?, ?, ?, ?, ?)",
-            vec![
-                p.id.clone().into(),
-                event.kind.into(),
-                event.revoked.as_str().into(),
-                event.new_certificate.map(|c| c.serial.as_str().to_owned()).into(),
-                event.at.date_naive().format("%Y-%m-%d").to_string().into(),
-                event.at.to_rfc3339().into(),
-            ],
-        ))
-        .await?;
-        txn.commit().await
+        Ok(())
     }
 
     /// Every revoked certificate not yet expired at `now`, oldest revocation first.
