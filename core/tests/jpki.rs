@@ -54,6 +54,11 @@ fn openssl_ca(dir: &Path) {
             "/C=JP/O=JPKI/OU=JPKI for digital signature/OU=Test CA",
             "-addext",
             "subjectKeyIdentifier=hash",
+            // CA:TRUE and keyCertSign, as J-LIS's CAs have: trust anchors need them.
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
         ],
     );
 }
@@ -647,31 +652,6 @@ fn verifies_openssl_signed_consents_and_refuses_every_flaw() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     openssl_ca(d);
-    // The anchor needs CA:TRUE and keyCertSign, as J-LIS's have.
-    openssl(
-        d,
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "30",
-            "-subj",
-            "/C=JP/O=JPKI/OU=JPKI for digital signature/OU=Test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-addext",
-            "subjectKeyIdentifier=hash",
-        ],
-    );
     let fix_flags = |c: String| c.replace("UTF8:0000000000000", "UTF8:000000000000000");
     profile_leaf(d, "leaf", "365", fix_flags);
     let text = "私は、基本4情報の提供に同意します。\n";
@@ -781,30 +761,7 @@ fn verifies_openssl_signed_consents_and_refuses_every_flaw() {
     );
     // Same name, other key: picked by key identifier, refused.
     let impostor = tempfile::tempdir().unwrap();
-    openssl(
-        impostor.path(),
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "ca.key",
-            "-out",
-            "ca.pem",
-            "-days",
-            "30",
-            "-subj",
-            "/C=JP/O=JPKI/OU=JPKI for digital signature/OU=Test CA",
-            "-addext",
-            "basicConstraints=critical,CA:TRUE",
-            "-addext",
-            "keyUsage=critical,keyCertSign,cRLSign",
-            "-addext",
-            "subjectKeyIdentifier=hash",
-        ],
-    );
+    openssl_ca(impostor.path());
     let other_anchors = TrustAnchors::load(&[impostor.path().join("ca.pem")]).unwrap();
     assert_eq!(
         verify_signed_document(&attached, None, &other_anchors, now).unwrap_err(),
