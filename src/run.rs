@@ -3,12 +3,14 @@
 use std::io::IsTerminal;
 use std::net::TcpListener;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::web;
 use kihon4_api::AppState;
 use kihon4_core::auth::Authenticator;
 use kihon4_core::config::Config;
+use kihon4_core::consent::{ConsentSettings, ConsentVerifier};
 use kihon4_migrations::{Migrator, MigratorTrait, schema_status};
 use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
@@ -113,6 +115,30 @@ fn report_missing_upstream(config: &Config) {
     }
 }
 
+/// The provider client, when one is configured. A request from the API
+/// answers within seconds, so it tries briefly; the worker waits out
+/// maintenance windows.
+fn provider(
+    config: &Config,
+    interactive: bool,
+) -> anyhow::Result<Option<Arc<dyn kihon4_core::provider::Provider>>> {
+    use kihon4_core::provider::{HttpProvider, ProviderSettings};
+    let Some(url) = &config.provider_url else {
+        return Ok(None);
+    };
+    let Some(key) = &config.provider_api_key else {
+        anyhow::bail!("KIHON4_PROVIDER_URL is set but KIHON4_PROVIDER_API_KEY is not");
+    };
+    let mut settings = ProviderSettings::new(url.clone(), key.clone());
+    if interactive {
+        settings.timeout = Duration::from_secs(10);
+        settings.max_attempts = 2;
+        settings.max_wait = Duration::from_secs(2);
+    }
+    let client = HttpProvider::new(settings).map_err(|e| anyhow::anyhow!(e))?;
+    Ok(Some(Arc::new(client)))
+}
+
 pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     report_missing_upstream(&config);
     let db = open_current(&config).await?;
@@ -120,6 +146,8 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
 
     let server = if roles.api {
         let auth = Authenticator::new(&config.jwt).map_err(|e| anyhow::anyhow!(e))?;
+        let consent_verifier = ConsentVerifier::from_config(&config, provider(&config, true)?)
+            .map_err(|e| anyhow::anyhow!(e))?;
         let state = web::Data::new(AppState {
             db: db.clone(),
             auth,
@@ -127,6 +155,12 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             consent_texts: kihon4_core::consent::texts::ConsentTexts::for_institution(
                 &config.institution_name,
             ),
+            consent_verifier,
+            consent_settings: ConsentSettings {
+                role: config.role,
+                validity_start: config.consent_validity_start,
+                timezone: config.timezone,
+            },
         });
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -144,9 +178,15 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let api = server.as_ref().map(|s| s.handle());
     let api_task = server.map(tokio::spawn);
 
+    let worker_provider = if roles.worker {
+        provider(&config, false)?
+    } else {
+        None
+    };
     let worker_task = roles.worker.then(|| {
         let settings = kihon4_worker::WorkerSettings {
             timezone: config.timezone,
+            provider: worker_provider.clone(),
         };
         tokio::spawn(kihon4_worker::run(db.clone(), settings, shutdown.clone()))
     });

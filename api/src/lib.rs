@@ -25,6 +25,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub metrics: PrometheusHandle,
     pub consent_texts: kihon4_core::consent::texts::ConsentTexts,
+    pub consent_verifier: kihon4_core::consent::ConsentVerifier,
+    pub consent_settings: kihon4_core::consent::ConsentSettings,
 }
 
 /// The process's metrics recorder (installed once, shared by every app in it).
@@ -82,7 +84,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(routes::customers::change)
         .service(routes::customers::history)
         .service(routes::audit::events)
-        .service(routes::consent::texts);
+        .service(routes::consent::texts)
+        .service(routes::consent::grant)
+        .service(routes::consent::list)
+        .service(routes::consent::read)
+        .service(routes::consent::withdraw)
+        .service(routes::reports::revocation_checks);
 }
 
 async fn no_route() -> Result<HttpResponse, ApiError> {

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::{ProblemBody, ProblemField};
-use crate::routes::{audit, consent, customers, service};
+use crate::routes::{audit, consent, customers, reports, service};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -24,6 +24,11 @@ use crate::routes::{audit, consent, customers, service};
         customers::history,
         audit::events,
         consent::texts,
+        consent::grant,
+        consent::list,
+        consent::read,
+        consent::withdraw,
+        reports::revocation_checks,
     ),
     components(schemas(ProblemBody, ProblemField)),
     modifiers(&BearerAuth),
@@ -31,6 +36,7 @@ use crate::routes::{audit, consent, customers, service};
         (name = "customers", description = "Customer records. Role: operator."),
         (name = "audit", description = "The hash-chained audit trail. Role: auditor."),
         (name = "consent", description = "Consent to the provision of the basic four information. Role: operator."),
+        (name = "reports", description = "Counts for the institution's reports. Role: auditor."),
         (name = "service", description = "Health, readiness and metrics. No token."),
     )
 )]

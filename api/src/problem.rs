@@ -6,6 +6,7 @@ use actix_web::http::StatusCode;
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::{HttpResponse, ResponseError};
 use kihon4_core::CoreError;
+use kihon4_core::consent::ConsentRefusal;
 use kihon4_core::domain::{FieldErrors, ValueError};
 use serde::Serialize;
 
@@ -33,6 +34,34 @@ pub enum ProblemKind {
     IdempotencyInProgress,
     NotReady,
     Internal,
+    NotBase64,
+    NotCms,
+    CmsNoSigner,
+    CmsSeveralSigners,
+    SignerCertificateMissing,
+    UnknownTextVersion,
+    NotConsentText,
+    SignatureInvalid,
+    UnsupportedAlgorithm,
+    UntrustedIssuer,
+    CertificateExpired,
+    CertificateNotYetValid,
+    UserIdentificationCertificate,
+    NotSigningCertificate,
+    CertificateRevoked,
+    CertificateUnknown,
+    CrlStale,
+    CrlInvalid,
+    OcspInvalid,
+    RevocationUnavailable,
+    ProviderUnavailable,
+    ProviderError,
+    ConsentUnavailable,
+    CustomerDeceased,
+    Basic4Mismatch,
+    SignedDocumentReused,
+    ConsentNotActive,
+    Conflict,
 }
 
 impl ProblemKind {
@@ -56,6 +85,34 @@ impl ProblemKind {
             Self::IdempotencyInProgress => "idempotency-in-progress",
             Self::NotReady => "not-ready",
             Self::Internal => "internal",
+            Self::NotBase64 => "not-base64",
+            Self::NotCms => "not-cms",
+            Self::CmsNoSigner => "cms-no-signer",
+            Self::CmsSeveralSigners => "cms-several-signers",
+            Self::SignerCertificateMissing => "signer-certificate-missing",
+            Self::UnknownTextVersion => "unknown-text-version",
+            Self::NotConsentText => "content-not-consent-text",
+            Self::SignatureInvalid => "signature-invalid",
+            Self::UnsupportedAlgorithm => "unsupported-algorithm",
+            Self::UntrustedIssuer => "untrusted-issuer",
+            Self::CertificateExpired => "certificate-expired",
+            Self::CertificateNotYetValid => "certificate-not-yet-valid",
+            Self::UserIdentificationCertificate => "user-identification-certificate",
+            Self::NotSigningCertificate => "not-signing-certificate",
+            Self::CertificateRevoked => "certificate-revoked",
+            Self::CertificateUnknown => "certificate-unknown",
+            Self::CrlStale => "crl-stale",
+            Self::CrlInvalid => "crl-invalid",
+            Self::OcspInvalid => "ocsp-invalid",
+            Self::RevocationUnavailable => "revocation-unavailable",
+            Self::ProviderUnavailable => "provider-unavailable",
+            Self::ProviderError => "provider-error",
+            Self::ConsentUnavailable => "consent-unavailable",
+            Self::CustomerDeceased => "customer-deceased",
+            Self::Basic4Mismatch => "basic4-mismatch",
+            Self::SignedDocumentReused => "signed-document-reused",
+            Self::ConsentNotActive => "consent-not-active",
+            Self::Conflict => "conflict",
         }
     }
 
@@ -78,6 +135,34 @@ impl ProblemKind {
             Self::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
             Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::NotBase64 => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotCms => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::CmsNoSigner => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::CmsSeveralSigners => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::SignerCertificateMissing => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnknownTextVersion => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotConsentText => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::SignatureInvalid => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnsupportedAlgorithm => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UntrustedIssuer => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::CertificateExpired => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::CertificateNotYetValid => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UserIdentificationCertificate => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::NotSigningCertificate => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::CertificateRevoked => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::CertificateUnknown => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::CrlStale => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CrlInvalid => StatusCode::BAD_GATEWAY,
+            Self::OcspInvalid => StatusCode::BAD_GATEWAY,
+            Self::RevocationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ProviderUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::ProviderError => StatusCode::BAD_GATEWAY,
+            Self::ConsentUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CustomerDeceased => StatusCode::CONFLICT,
+            Self::Basic4Mismatch => StatusCode::CONFLICT,
+            Self::SignedDocumentReused => StatusCode::CONFLICT,
+            Self::ConsentNotActive => StatusCode::CONFLICT,
+            Self::Conflict => StatusCode::CONFLICT,
         }
     }
 
@@ -101,6 +186,36 @@ impl ProblemKind {
             Self::IdempotencyInProgress => "A request with this Idempotency-Key is in progress",
             Self::NotReady => "The service is not ready",
             Self::Internal => "Internal error",
+            Self::NotBase64 => "The signed document is not base64",
+            Self::NotCms => "The signed document is not a CMS SignedData",
+            Self::CmsNoSigner => "The signed document has no signer",
+            Self::CmsSeveralSigners => "The signed document has more than one signer",
+            Self::SignerCertificateMissing => "The signer's certificate is not in the document",
+            Self::UnknownTextVersion => "No consent text has this version",
+            Self::NotConsentText => "The signed content is not the consent text",
+            Self::SignatureInvalid => "The signature does not verify",
+            Self::UnsupportedAlgorithm => "The signature algorithm is not RSA with SHA-256",
+            Self::UntrustedIssuer => "The certificate is not from a trusted J-LIS CA",
+            Self::CertificateExpired => "The signing certificate has expired",
+            Self::CertificateNotYetValid => "The signing certificate is not valid yet",
+            Self::UserIdentificationCertificate => {
+                "A user-identification certificate cannot sign a consent"
+            }
+            Self::NotSigningCertificate => "The certificate is not a JPKI signing certificate",
+            Self::CertificateRevoked => "The signing certificate is revoked",
+            Self::CertificateUnknown => "The OCSP responder does not know the certificate",
+            Self::CrlStale => "The provider's CRL is out of date",
+            Self::CrlInvalid => "The provider's CRL cannot be relied on",
+            Self::OcspInvalid => "The OCSP response cannot be relied on",
+            Self::RevocationUnavailable => "Revocation cannot be checked now",
+            Self::ProviderUnavailable => "The provider cannot be reached",
+            Self::ProviderError => "The provider failed",
+            Self::ConsentUnavailable => "Consent cannot be taken here",
+            Self::CustomerDeceased => "The customer is deceased",
+            Self::Basic4Mismatch => "The certificate's four items differ from the customer's",
+            Self::SignedDocumentReused => "This signed document was already used",
+            Self::ConsentNotActive => "The consent is not active",
+            Self::Conflict => "A concurrent change got there first",
         }
     }
 
@@ -282,6 +397,15 @@ impl From<CoreError> for ApiError {
                 ProblemKind::NothingToChange,
                 "Send at least one field to change.",
             ),
+            CoreError::Consent(refusal) => refusal.into(),
+            CoreError::Conflict(what) => {
+                let mut e = Self::new(
+                    ProblemKind::Conflict,
+                    format!("{what}; send the request again."),
+                );
+                e.retry_after = Some(1);
+                e
+            }
             other @ (CoreError::Corrupt(_) | CoreError::Db(_)) => Self::internal(other),
         }
     }
@@ -290,5 +414,72 @@ impl From<CoreError> for ApiError {
 impl From<sea_orm::DbErr> for ApiError {
     fn from(err: sea_orm::DbErr) -> Self {
         Self::internal(err)
+    }
+}
+
+impl From<ConsentRefusal> for ApiError {
+    fn from(refusal: ConsentRefusal) -> Self {
+        use kihon4_core::jpki::JpkiError;
+        use kihon4_core::jpki::revocation::RevocationError;
+        use kihon4_core::jpki::verify::SignatureError as S;
+        let detail = format!("{}.", capitalised(&refusal.to_string()));
+        let (kind, retry_after) = match &refusal {
+            ConsentRefusal::UnknownTextVersion => (ProblemKind::UnknownTextVersion, None),
+            ConsentRefusal::NotConsentText => (ProblemKind::NotConsentText, None),
+            ConsentRefusal::Signature(e) => (
+                match e {
+                    S::NotCms => ProblemKind::NotCms,
+                    S::NoSigner => ProblemKind::CmsNoSigner,
+                    S::SeveralSigners => ProblemKind::CmsSeveralSigners,
+                    S::ContentMissing => ProblemKind::NotConsentText,
+                    S::SignerCertificateMissing => ProblemKind::SignerCertificateMissing,
+                    S::UnsupportedAlgorithm => ProblemKind::UnsupportedAlgorithm,
+                    S::SignedAttributes(_) | S::DigestMismatch | S::BadSignature => {
+                        ProblemKind::SignatureInvalid
+                    }
+                    S::UntrustedIssuer => ProblemKind::UntrustedIssuer,
+                    S::CertificateExpired => ProblemKind::CertificateExpired,
+                    S::CertificateNotYetValid => ProblemKind::CertificateNotYetValid,
+                    S::Profile(JpkiError::UserIdentificationCertificate) => {
+                        ProblemKind::UserIdentificationCertificate
+                    }
+                    S::Profile(_) => ProblemKind::NotSigningCertificate,
+                },
+                None,
+            ),
+            ConsentRefusal::Revoked => (ProblemKind::CertificateRevoked, None),
+            ConsentRefusal::Revocation(e) => match e {
+                RevocationError::Unavailable(_) => (ProblemKind::RevocationUnavailable, Some(30)),
+                RevocationError::CrlStale => (ProblemKind::CrlStale, Some(300)),
+                RevocationError::CrlInvalid(_) => (ProblemKind::CrlInvalid, Some(300)),
+                RevocationError::OcspInvalid(_) => (ProblemKind::OcspInvalid, Some(30)),
+                RevocationError::OcspUnknown => (ProblemKind::CertificateUnknown, None),
+            },
+            ConsentRefusal::CustomerDeceased => (ProblemKind::CustomerDeceased, None),
+            ConsentRefusal::Basic4Mismatch => (ProblemKind::Basic4Mismatch, None),
+            ConsentRefusal::DocumentReused => (ProblemKind::SignedDocumentReused, None),
+            ConsentRefusal::NotActive => (ProblemKind::ConsentNotActive, None),
+            ConsentRefusal::ProviderUnavailable(_) => (ProblemKind::ProviderUnavailable, Some(30)),
+            ConsentRefusal::ProviderFailed(_) => (ProblemKind::ProviderError, Some(30)),
+            ConsentRefusal::Unavailable(_) => (ProblemKind::ConsentUnavailable, None),
+            ConsentRefusal::Internal(_) => return Self::internal(refusal),
+        };
+        if matches!(
+            kind.status(),
+            StatusCode::BAD_GATEWAY | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            tracing::warn!(problem = kind.slug(), cause = %refusal, "consent could not be checked");
+        }
+        let mut e = Self::new(kind, detail);
+        e.retry_after = retry_after;
+        e
+    }
+}
+
+fn capitalised(text: &str) -> String {
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_uppercase().chain(chars).collect(),
+        None => String::new(),
     }
 }

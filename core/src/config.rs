@@ -44,6 +44,7 @@ pub const SETTINGS: &[&str] = &[
     "db_max_connections",
     "max_body_bytes",
     "shutdown_grace_seconds",
+    "consent_validity_start",
 ];
 
 /// Variables with the prefix that are not settings of the service itself:
@@ -63,6 +64,24 @@ pub enum JpkiRole {
 pub enum Revocation {
     Crl,
     Ocsp,
+}
+
+impl Revocation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Crl => "crl",
+            Self::Ocsp => "ocsp",
+        }
+    }
+}
+
+/// The first day of a consent's 10 years. The published terms say "from
+/// the day after it is given"; an institution whose agreement with its
+/// platform operator counts the day itself sets `same_day`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValidityStart {
+    NextDay,
+    SameDay,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -126,6 +145,7 @@ pub struct Config {
     pub institution_name: String,
     pub max_body_bytes: usize,
     pub shutdown_grace_seconds: u64,
+    pub consent_validity_start: ValidityStart,
 }
 
 /// Everything that is wrong with a configuration, in one message.
@@ -470,6 +490,16 @@ impl Reader {
             }
         });
 
+        let consent_validity_start = self.parsed(
+            "consent_validity_start",
+            ValidityStart::NextDay,
+            |s| match s {
+                "next_day" => Ok(ValidityStart::NextDay),
+                "same_day" => Ok(ValidityStart::SameDay),
+                other => Err(format!("must be `next_day` or `same_day`, not `{other}`")),
+            },
+        );
+
         Some(Config {
             role,
             listen,
@@ -493,6 +523,7 @@ impl Reader {
             institution_name,
             max_body_bytes,
             shutdown_grace_seconds,
+            consent_validity_start,
         })
     }
 

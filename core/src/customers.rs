@@ -149,7 +149,7 @@ pub fn basic4_json(b: &Basic4) -> Value {
 }
 
 /// The four items as commitments, for an audit event; `prefix` is where they stand.
-fn basic4_commitments(event: &mut AuditEvent, prefix: &str, b: &Basic4) -> Value {
+pub(crate) fn basic4_commitments(event: &mut AuditEvent, prefix: &str, b: &Basic4) -> Value {
     let mut out = Map::new();
     for (key, value) in [
         ("name", b.name.as_str().to_owned()),

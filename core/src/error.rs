@@ -15,6 +15,10 @@ pub enum CoreError {
     VersionMismatch { current: i64 },
     #[error("nothing to change")]
     NothingToChange,
+    #[error("{0}")]
+    Consent(crate::consent::ConsentRefusal),
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
     #[error("stored data is inconsistent: {0}")]
     Corrupt(String),
     #[error("database: {0}")]

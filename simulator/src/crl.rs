@@ -35,7 +35,7 @@ pub struct CrlFile {
 }
 
 impl CrlFile {
-    fn new(der: Vec<u8>) -> Self {
+    pub fn new(der: Vec<u8>) -> Self {
         let etag = format!("\"{}\"", hex::encode(&Sha256::digest(&der)[..16]));
         Self { der, etag }
     }

@@ -22,6 +22,17 @@ pub struct Faults {
     pub maintenance_retry_after_s: u64,
     /// Share of answers whose body is cut short (200, not valid JSON).
     pub malformed_rate: f64,
+    /// What is wrong with the CRLs served: `stale` (past nextUpdate) or
+    /// `bad_signature` (one byte of the signature changed).
+    pub crl: Option<CrlFault>,
+}
+
+/// A bad CRL on purpose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CrlFault {
+    Stale,
+    BadSignature,
 }
 
 impl Faults {

@@ -265,8 +265,59 @@ fn serve_crl(req: &actix_web::HttpRequest, file: &crate::crl::CrlFile) -> HttpRe
 
 /// The current full CRL of the signing CA.
 #[get("/v1/crl")]
-pub async fn crl(sim: web::Data<Simulator>, req: actix_web::HttpRequest) -> HttpResponse {
-    serve_crl(&req, &sim.published().full)
+pub async fn crl(
+    sim: web::Data<Simulator>,
+    req: actix_web::HttpRequest,
+) -> Result<HttpResponse, Problem> {
+    let file = faulty_crl(&sim, None).await?;
+    Ok(serve_crl(
+        &req,
+        file.as_ref().unwrap_or(&sim.published().full),
+    ))
+}
+
+/// The CRL a fault puts in place of the published one (`partition`: its id).
+async fn faulty_crl(
+    sim: &Simulator,
+    partition: Option<&str>,
+) -> Result<Option<crate::crl::CrlFile>, Problem> {
+    use crate::faults::CrlFault;
+    let Some(fault) = sim.faults().crl else {
+        return Ok(None);
+    };
+    let der = match fault {
+        CrlFault::Stale => {
+            let then = chrono::Utc::now() - chrono::Duration::days(3);
+            let revocations = sim.store.revocations(then).await?;
+            let authority = sim.ca.clone();
+            let published =
+                web::block(move || crate::crl::publish(&authority, 1, then, &revocations))
+                    .await
+                    .map_err(Problem::internal)??;
+            match partition {
+                None => published.full.der,
+                Some(id) => match published.partitions.get(id) {
+                    Some((_, file)) => file.der.clone(),
+                    None => return Ok(None),
+                },
+            }
+        }
+        CrlFault::BadSignature => {
+            let published = sim.published();
+            let mut der = match partition {
+                None => published.full.der.clone(),
+                Some(id) => match published.partitions.get(id) {
+                    Some((_, file)) => file.der.clone(),
+                    None => return Ok(None),
+                },
+            };
+            if let Some(last) = der.last_mut() {
+                *last ^= 0x01;
+            }
+            der
+        }
+    };
+    Ok(Some(crate::crl::CrlFile::new(der)))
 }
 
 /// The per-municipality partitions.
@@ -299,7 +350,8 @@ pub async fn crl_partition(
         .partitions
         .get(id.as_str())
         .ok_or_else(|| Problem::not_found("CRL partition"))?;
-    Ok(serve_crl(&req, file))
+    let faulty = faulty_crl(&sim, Some(id.as_str())).await?;
+    Ok(serve_crl(&req, faulty.as_ref().unwrap_or(file)))
 }
 
 /// A serial as the protocol writes it: lowercase hex without leading zeros.

@@ -1,6 +1,9 @@
 //! kihon4-worker: the scheduled worker. It owns the scheduler and the job
 //! loops; the rules it applies live in `kihon4_core`.
 
+use std::sync::Arc;
+
+use kihon4_core::provider::Provider;
 use sea_orm::DatabaseConnection;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
@@ -8,10 +11,14 @@ use tokio_util::sync::CancellationToken;
 /// What the worker needs from the process that runs it.
 pub struct WorkerSettings {
     pub timezone: chrono_tz::Tz,
+    /// The provider, when configured: registrations wait for it.
+    pub provider: Option<Arc<dyn Provider>>,
 }
 
 /// Housekeeping: every hour, at minute 17 (away from the top of the hour).
 const HOUSEKEEPING_CRON: &str = "0 17 * * * *";
+/// Registrations with the provider: every 10 seconds.
+const REGISTRATIONS_CRON: &str = "*/10 * * * * *";
 
 /// Runs the worker until `shutdown` is cancelled, then stops its scheduler
 /// and returns once no job is running.
@@ -32,6 +39,30 @@ pub async fn run(
             },
         )?)
         .await?;
+    if let Some(provider) = settings.provider.clone() {
+        let db = db.clone();
+        let owner = format!("worker-{}", uuid::Uuid::new_v4());
+        let running = Arc::new(tokio::sync::Mutex::new(()));
+        scheduler
+            .add(Job::new_async_tz(
+                REGISTRATIONS_CRON,
+                settings.timezone,
+                move |_, _| {
+                    let (db, provider, owner, running) =
+                        (db.clone(), provider.clone(), owner.clone(), running.clone());
+                    Box::pin(async move {
+                        // A slow round is not overtaken by the next tick.
+                        let Ok(_one) = running.try_lock() else {
+                            return;
+                        };
+                        registrations(&db, provider.as_ref(), &owner).await;
+                    })
+                },
+            )?)
+            .await?;
+    } else {
+        tracing::warn!("no provider configured: consent registrations wait until one is");
+    }
     scheduler.start().await?;
     tracing::info!(timezone = %settings.timezone, "worker started");
     shutdown.cancelled().await;
@@ -54,5 +85,20 @@ pub async fn housekeeping(db: &DatabaseConnection) {
     {
         Ok(n) => tracing::info!(removed = n, "idempotency keys past retention removed"),
         Err(e) => tracing::error!(error = %e, "housekeeping failed"),
+    }
+}
+
+/// Carries out due registrations with the provider.
+pub async fn registrations(db: &DatabaseConnection, provider: &dyn Provider, owner: &str) {
+    use kihon4_core::consent::registrations::run_due;
+    match run_due(db, provider, owner, 500).await {
+        Ok(s) if s.done + s.retried + s.failed > 0 => tracing::info!(
+            done = s.done,
+            retried = s.retried,
+            failed = s.failed,
+            "provider registrations carried out"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "provider registrations failed"),
     }
 }

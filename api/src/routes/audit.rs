@@ -44,7 +44,7 @@ pub struct AuditEventView {
     hash: String,
 }
 
-fn time(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
+pub(crate) fn time(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc>>, ApiError> {
     raw.map(|r| {
         DateTime::parse_from_rfc3339(r)
             .map(|t| t.with_timezone(&Utc))

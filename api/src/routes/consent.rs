@@ -1,13 +1,20 @@
-//! Consent texts: role operator.
+//! Consent texts and consent records: role operator.
 
-use actix_web::{HttpResponse, get, web};
-use serde::Serialize;
+use actix_web::http::header;
+use actix_web::{HttpResponse, get, post, web};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, Utc};
+use kihon4_core::consent::{self, Channel, Consent, GrantRequest};
+use kihon4_core::domain::{FieldErrors, FreeText, ValueError};
+use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
+use uuid::Uuid;
 
-use super::Page;
+use super::{Page, Paging, next_cursor, page_limit, uuid_cursor};
 use crate::AppState;
-use crate::extract::{Auth, Operator};
-use crate::problem::ApiError;
+use crate::extract::{Auth, JsonBody, Operator};
+use crate::problem::{ApiError, ProblemBody, ProblemKind};
 
 #[derive(Serialize, ToSchema)]
 pub struct ConsentTextView {
@@ -47,4 +54,239 @@ pub async fn texts(
         items,
         next_cursor: None,
     }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GrantBody {
+    /// The version of the consent text that was signed (see `GET /v1/consent-texts`).
+    text_version: Option<String>,
+    /// `online_signature` or `branch`.
+    channel: Option<String>,
+    /// A CMS SignedData (DER, base64), attached or detached, over the exact text.
+    signed_document_b64: Option<String>,
+    /// Take the certificate's four items when they differ from the customer's.
+    #[serde(default)]
+    update_customer: bool,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct WithdrawBody {
+    /// Why, in the institution's words (kept with the audit trail).
+    reason: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConsentEventView {
+    /// `granted`, `renewed`, `withdrawn` or `expired`.
+    kind: String,
+    occurred_at: DateTime<Utc>,
+    actor: String,
+    /// For `renewed`: the consent that replaced this one.
+    related_consent_id: Option<Uuid>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ConsentView {
+    id: Uuid,
+    customer_id: Uuid,
+    /// `basic4_update`.
+    purpose: String,
+    /// `active`, `renewed`, `withdrawn` or `expired`.
+    status: String,
+    channel: String,
+    /// The signing certificate's serial (lowercase hex).
+    cert_serial: String,
+    cert_not_after: DateTime<Utc>,
+    text_version: String,
+    text_sha256: String,
+    granted_at: DateTime<Utc>,
+    /// The consent lapses at this instant (10 years, counted in the configured time zone).
+    expires_at: DateTime<Utc>,
+    withdrawn_at: Option<DateTime<Utc>>,
+    /// With the provider: `pending`, `registered`, `unregistering`, `unregistered` or `failed`.
+    registration: String,
+    registration_error: Option<String>,
+    /// `platform` (document and certificate kept) or `service_provider` (the provider's ids kept).
+    evidence: String,
+    verification_id: Option<String>,
+    certificate_id: Option<String>,
+    events: Vec<ConsentEventView>,
+}
+
+impl From<Consent> for ConsentView {
+    fn from(c: Consent) -> Self {
+        Self {
+            id: c.id,
+            customer_id: c.customer_id,
+            purpose: c.purpose,
+            status: c.status.as_str().to_owned(),
+            channel: c.channel,
+            cert_serial: c.cert_serial,
+            cert_not_after: c.cert_not_after,
+            text_version: c.text_version,
+            text_sha256: c.text_sha256,
+            granted_at: c.granted_at,
+            expires_at: c.expires_at,
+            withdrawn_at: c.withdrawn_at,
+            registration: c.registration.as_str().to_owned(),
+            registration_error: c.registration_error,
+            evidence: c.evidence,
+            verification_id: c.verification_id,
+            certificate_id: c.certificate_id,
+            events: c
+                .events
+                .into_iter()
+                .map(|e| ConsentEventView {
+                    kind: e.kind,
+                    occurred_at: e.occurred_at,
+                    actor: e.actor,
+                    related_consent_id: e.related_consent_id,
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Records a customer's consent from a document signed with their My
+/// Number Card's signing certificate. Role: operator.
+#[utoipa::path(
+    tag = "consent",
+    request_body = GrantBody,
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses(
+        (status = 201, body = ConsentView, description = "Granted; `Location` names it"),
+        (status = 404, body = ProblemBody),
+        (status = 409, body = ProblemBody, description = "customer-deceased, basic4-mismatch, signed-document-reused"),
+        (status = 422, body = ProblemBody, description = "not-base64, not-cms, cms-no-signer, cms-several-signers, unknown-text-version, content-not-consent-text, signature-invalid, untrusted-issuer, certificate-expired, user-identification-certificate, certificate-revoked, …"),
+        (status = 502, body = ProblemBody, description = "crl-invalid, ocsp-invalid, provider-error"),
+        (status = 503, body = ProblemBody, description = "revocation-unavailable, crl-stale, provider-unavailable, consent-unavailable (retry later; nothing was written)"),
+    ),
+    security(("bearer" = ["operator"]))
+)]
+#[post("/v1/customers/{id}/consents")]
+pub async fn grant(
+    state: web::Data<AppState>,
+    auth: Auth<Operator>,
+    id: web::Path<Uuid>,
+    body: JsonBody<GrantBody>,
+) -> Result<HttpResponse, ApiError> {
+    let body = body.0;
+    let mut errors = FieldErrors::new();
+    let text_version = errors.check(
+        "text_version",
+        body.text_version.as_deref(),
+        FreeText::parse,
+    );
+    let channel = errors.check(
+        "channel",
+        body.channel.as_deref(),
+        |raw| match Channel::parse(raw) {
+            Some(c @ (Channel::OnlineSignature | Channel::Branch)) => Ok(c),
+            _ => Err(ValueError::Invalid(
+                "must be `online_signature` or `branch`".into(),
+            )),
+        },
+    );
+    let document_b64 = errors.check(
+        "signed_document_b64",
+        body.signed_document_b64.as_deref(),
+        |raw| Ok(raw.to_owned()),
+    );
+    errors.into_result()?;
+    let document = B64.decode(document_b64.expect("checked")).map_err(|_| {
+        ApiError::field(
+            ProblemKind::NotBase64,
+            "signed_document_b64",
+            "is not standard base64 (RFC 4648 §4, with padding)",
+        )
+    })?;
+    let consent = consent::grant(
+        &state.db,
+        &state.consent_verifier,
+        &state.consent_texts,
+        state.consent_settings,
+        &auth.audit(),
+        GrantRequest {
+            customer_id: *id,
+            text_version: text_version.expect("checked").as_str().to_owned(),
+            channel: channel.expect("checked"),
+            document,
+            update_customer: body.update_customer,
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((header::LOCATION, format!("/v1/consents/{}", consent.id)))
+        .json(ConsentView::from(consent)))
+}
+
+/// A customer's consents, oldest first. Role: operator.
+#[utoipa::path(
+    tag = "consent",
+    params(("id" = Uuid, Path), Paging),
+    responses((status = 200, body = Page<ConsentView>), (status = 404, body = ProblemBody)),
+    security(("bearer" = ["operator"]))
+)]
+#[get("/v1/customers/{id}/consents")]
+pub async fn list(
+    state: web::Data<AppState>,
+    _auth: Auth<Operator>,
+    id: web::Path<Uuid>,
+    query: web::Query<Paging>,
+) -> Result<HttpResponse, ApiError> {
+    let limit = page_limit(query.limit)?;
+    let after = uuid_cursor(query.cursor.as_deref())?;
+    let found = consent::list(&state.db, *id, after, limit).await?;
+    let next_cursor = next_cursor(&found, limit, |c| c.id.to_string());
+    Ok(HttpResponse::Ok().json(Page {
+        items: found.into_iter().map(ConsentView::from).collect(),
+        next_cursor,
+    }))
+}
+
+/// One consent. Role: operator.
+#[utoipa::path(
+    tag = "consent",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = ConsentView), (status = 404, body = ProblemBody)),
+    security(("bearer" = ["operator"]))
+)]
+#[get("/v1/consents/{id}")]
+pub async fn read(
+    state: web::Data<AppState>,
+    _auth: Auth<Operator>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let found = consent::get(&state.db, *id).await?;
+    Ok(HttpResponse::Ok().json(ConsentView::from(found)))
+}
+
+/// Withdraws an active consent; the provider registration is removed by
+/// the worker. Role: operator.
+#[utoipa::path(
+    tag = "consent",
+    request_body = WithdrawBody,
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses(
+        (status = 200, body = ConsentView),
+        (status = 404, body = ProblemBody),
+        (status = 409, body = ProblemBody, description = "consent-not-active"),
+        (status = 422, body = ProblemBody),
+    ),
+    security(("bearer" = ["operator"]))
+)]
+#[post("/v1/consents/{id}/withdraw")]
+pub async fn withdraw(
+    state: web::Data<AppState>,
+    auth: Auth<Operator>,
+    id: web::Path<Uuid>,
+    body: JsonBody<WithdrawBody>,
+) -> Result<HttpResponse, ApiError> {
+    let mut errors = FieldErrors::new();
+    let reason = errors.check("reason", body.0.reason.as_deref(), FreeText::parse);
+    errors.into_result()?;
+    let done = consent::withdraw(&state.db, &auth.audit(), *id, &reason.expect("checked")).await?;
+    Ok(HttpResponse::Ok().json(ConsentView::from(done)))
 }

@@ -1,6 +1,7 @@
 pub mod audit;
 pub mod consent;
 pub mod customers;
+pub mod reports;
 pub mod service;
 
 use serde::{Deserialize, Serialize};

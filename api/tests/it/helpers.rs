@@ -7,7 +7,8 @@ use std::time::Duration;
 use actix_web::web;
 use kihon4_api::AppState;
 use kihon4_core::auth::{Authenticator, Role, issue_token};
-use kihon4_core::config::{JwtAlgorithm, JwtKeys, JwtSettings};
+use kihon4_core::config::{JpkiRole, JwtAlgorithm, JwtKeys, JwtSettings, ValidityStart};
+use kihon4_core::consent::{ConsentSettings, ConsentVerifier};
 use kihon4_migrations::{Migrator, MigratorTrait};
 use reqwest::{Response, StatusCode};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
@@ -62,6 +63,25 @@ impl TestApp {
 
     /// With `migrate` false the database is left empty (a schema behind the binary).
     pub async fn spawn_with(backend: Backend, migrate: bool) -> Self {
+        let unconfigured = ConsentVerifier::Unconfigured("no provider in this test".into());
+        Self::spawn_full(backend, migrate, unconfigured, JpkiRole::Platform).await
+    }
+
+    /// An app that takes consents with `verifier`, in `role`.
+    pub async fn spawn_consent(
+        backend: Backend,
+        verifier: ConsentVerifier,
+        role: JpkiRole,
+    ) -> Self {
+        Self::spawn_full(backend, true, verifier, role).await
+    }
+
+    async fn spawn_full(
+        backend: Backend,
+        migrate: bool,
+        consent_verifier: ConsentVerifier,
+        role: JpkiRole,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let db_url = fresh_database(backend, dir.path()).await;
         let db = kihon4_core::db::connect(&db_url, 5).await.expect("connect");
@@ -73,6 +93,12 @@ impl TestApp {
             auth: Authenticator::new(&jwt_settings()).expect("authenticator"),
             metrics: kihon4_api::metrics_handle(),
             consent_texts: kihon4_core::consent::texts::ConsentTexts::for_institution(INSTITUTION),
+            consent_verifier,
+            consent_settings: ConsentSettings {
+                role,
+                validity_start: ValidityStart::NextDay,
+                timezone: chrono_tz::Asia::Tokyo,
+            },
         });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().unwrap().port();

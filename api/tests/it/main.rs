@@ -4,6 +4,7 @@
 #[path = "../../../tests/support/database.rs"]
 mod database;
 mod helpers;
+mod sim;
 
 mod audit;
 mod auth;

@@ -19,6 +19,7 @@ use crate::domain::CertSerial;
 
 const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
 const CRL_NUMBER: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.20");
+const ISSUING_DISTRIBUTION_POINT: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.28");
 const AUTHORITY_KEY_ID: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.35");
 const CRL_REASON: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.21");
 /// Clock skew tolerated on `thisUpdate`.
@@ -157,6 +158,23 @@ pub struct CrlSummary {
     pub next_update: DateTime<Utc>,
     pub crl_number: Option<u64>,
     pub entries: u64,
+    /// For a partition: the directory name of the distribution point it
+    /// covers (as `Name`'s display), from its issuingDistributionPoint.
+    pub issuing_distribution_point: Option<String>,
+}
+
+/// The directory name an issuingDistributionPoint names, if that is what it names.
+fn partition_name(der: &[u8]) -> Option<String> {
+    use x509_cert::ext::pkix::crl::dp::IssuingDistributionPoint;
+    use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+    let idp = IssuingDistributionPoint::from_der(der).ok()?;
+    match idp.distribution_point? {
+        DistributionPointName::FullName(names) => names.into_iter().find_map(|n| match n {
+            GeneralName::DirectoryName(name) => Some(name.to_string()),
+            _ => None,
+        }),
+        DistributionPointName::NameRelativeToCRLIssuer(_) => None,
+    }
 }
 
 /// Reads the DER one TLV header at a time, hashing what passes while asked to.
@@ -312,6 +330,7 @@ pub fn check_crl<R: Read>(
     let mut entries = 0u64;
     let mut matches = Vec::new();
     let mut crl_number = None;
+    let mut issuing_distribution_point = None;
     let mut key_id = None;
     while left > 0 {
         let (tag, len) = take(&mut s, &mut left)?;
@@ -341,6 +360,11 @@ pub fn check_crl<R: Read>(
                         )
                         .map_err(|_| malformed("the authority key identifier does not parse"))?;
                         key_id = aki.key_identifier.map(|k| k.as_bytes().to_vec());
+                    } else if ext.extn_id == ISSUING_DISTRIBUTION_POINT {
+                        issuing_distribution_point =
+                            Some(partition_name(ext.extn_value.as_bytes()).ok_or_else(|| {
+                                malformed("the issuing distribution point is not a directory name")
+                            })?);
                     } else if ext.critical {
                         return Err(malformed("an unknown critical CRL extension"));
                     }
@@ -400,6 +424,7 @@ pub fn check_crl<R: Read>(
             next_update,
             crl_number,
             entries,
+            issuing_distribution_point,
         },
         matches,
     ))

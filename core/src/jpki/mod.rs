@@ -11,6 +11,7 @@
 pub mod crl;
 mod era;
 mod profile;
+pub mod revocation;
 pub mod verify;
 
 pub use era::{Era, era_of};

@@ -132,6 +132,11 @@ impl TrustAnchors {
         Ok(Self { by_key_id })
     }
 
+    /// The anchor certificate with this key identifier.
+    pub fn certificate(&self, key_id: &[u8]) -> Option<&Certificate> {
+        self.by_key_id.get(key_id).map(|a| &a.certificate)
+    }
+
     pub fn len(&self) -> usize {
         self.by_key_id.len()
     }
@@ -211,13 +216,18 @@ fn verify_rsa(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
         .is_ok()
 }
 
-/// Verifies a signed document; `detached` is the content when it is not attached.
-pub fn verify_signed_document(
-    cms_der: &[u8],
-    detached: Option<&[u8]>,
-    anchors: &TrustAnchors,
-    now: DateTime<Utc>,
-) -> Result<VerifiedDocument, SignatureError> {
+/// A signed document taken apart, nothing verified yet.
+struct Opened {
+    signed: SignedData,
+    signer_index: usize,
+    /// The content when it is attached.
+    attached: Option<Vec<u8>>,
+    certificate: Certificate,
+    certificate_der: Vec<u8>,
+    profile: SigningCertificate,
+}
+
+fn open(cms_der: &[u8]) -> Result<Opened, SignatureError> {
     let info = ContentInfo::from_der(cms_der).map_err(|_| SignatureError::NotCms)?;
     if info.content_type != ID_SIGNED_DATA {
         return Err(SignatureError::NotCms);
@@ -231,20 +241,15 @@ pub fn verify_signed_document(
         [one] => one,
         _ => return Err(SignatureError::SeveralSigners),
     };
-    let content = match (&signed.encap_content_info.econtent, detached) {
-        (Some(attached), _) => OctetStringRef::try_from(attached)
-            .map_err(|_| SignatureError::NotCms)?
-            .as_bytes()
-            .to_vec(),
-        (None, Some(given)) => given.to_vec(),
-        (None, None) => return Err(SignatureError::ContentMissing),
+    let attached = match &signed.encap_content_info.econtent {
+        Some(attached) => Some(
+            OctetStringRef::try_from(attached)
+                .map_err(|_| SignatureError::NotCms)?
+                .as_bytes()
+                .to_vec(),
+        ),
+        None => None,
     };
-    if signer.digest_alg.oid != SHA256
-        || !(signer.signature_algorithm.oid == RSA_ENCRYPTION
-            || signer.signature_algorithm.oid == SHA256_WITH_RSA)
-    {
-        return Err(SignatureError::UnsupportedAlgorithm);
-    }
     let certificate = signed
         .certificates
         .as_ref()
@@ -259,6 +264,82 @@ pub fn verify_signed_document(
         .ok_or(SignatureError::SignerCertificateMissing)?;
     let certificate_der = certificate.to_der().map_err(|_| SignatureError::NotCms)?;
     let profile = parse_signing_certificate(&certificate_der).map_err(SignatureError::Profile)?;
+    Ok(Opened {
+        signed,
+        signer_index: 0,
+        attached,
+        certificate,
+        certificate_der,
+        profile,
+    })
+}
+
+/// What can be read from a signed document without trusting it: its
+/// content when attached, and the signer's certificate (checked to be a
+/// JPKI signing certificate). The service-provider role reads this much
+/// before it hands the document to the provider.
+pub struct Inspected {
+    pub attached: Option<Vec<u8>>,
+    pub certificate: SigningCertificate,
+}
+
+pub fn inspect_signed_document(cms_der: &[u8]) -> Result<Inspected, SignatureError> {
+    let opened = open(cms_der)?;
+    Ok(Inspected {
+        attached: opened.attached,
+        certificate: opened.profile,
+    })
+}
+
+/// The same document with `content` attached; the signature is untouched,
+/// since it covers the signed attributes, which carry the content's digest.
+pub fn attach_content(cms_der: &[u8], content: &[u8]) -> Result<Vec<u8>, SignatureError> {
+    let info = ContentInfo::from_der(cms_der).map_err(|_| SignatureError::NotCms)?;
+    let mut signed: SignedData = info
+        .content
+        .decode_as()
+        .map_err(|_| SignatureError::NotCms)?;
+    if signed.encap_content_info.econtent.is_some() {
+        return Ok(cms_der.to_vec());
+    }
+    let octets = der::asn1::OctetString::new(content).map_err(|_| SignatureError::NotCms)?;
+    signed.encap_content_info.econtent =
+        Some(der::Any::encode_from(&octets).map_err(|_| SignatureError::NotCms)?);
+    ContentInfo {
+        content_type: ID_SIGNED_DATA,
+        content: der::Any::encode_from(&signed).map_err(|_| SignatureError::NotCms)?,
+    }
+    .to_der()
+    .map_err(|_| SignatureError::NotCms)
+}
+
+/// Verifies a signed document; `detached` is the content when it is not attached.
+pub fn verify_signed_document(
+    cms_der: &[u8],
+    detached: Option<&[u8]>,
+    anchors: &TrustAnchors,
+    now: DateTime<Utc>,
+) -> Result<VerifiedDocument, SignatureError> {
+    let Opened {
+        signed,
+        signer_index,
+        attached,
+        certificate,
+        certificate_der,
+        profile,
+    } = open(cms_der)?;
+    let signer = &signed.signer_infos.0.as_slice()[signer_index];
+    let content = match (attached, detached) {
+        (Some(attached), _) => attached,
+        (None, Some(given)) => given.to_vec(),
+        (None, None) => return Err(SignatureError::ContentMissing),
+    };
+    if signer.digest_alg.oid != SHA256
+        || !(signer.signature_algorithm.oid == RSA_ENCRYPTION
+            || signer.signature_algorithm.oid == SHA256_WITH_RSA)
+    {
+        return Err(SignatureError::UnsupportedAlgorithm);
+    }
 
     // The path: one step from the signer's certificate to an anchor.
     let anchor = profile

@@ -1,0 +1,745 @@
+//! Consent records. A granted consent is one row with its evidence, never
+//! updated; what happens to it afterwards (renewed, withdrawn, expired) is
+//! appended as events, and its state is derived from them. Granting writes
+//! the consent, its evidence, the customer's update, the revocation check,
+//! the registration intent for the worker and the audit events in one
+//! transaction, or nothing.
+
+use chrono::{DateTime, Datelike, Days, Months, NaiveDate, SubsecRound, TimeZone, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::checks::{self, Check, Purpose};
+use super::texts::ConsentTexts;
+use super::verifier::{ConsentVerifier, Kept};
+use super::{ConsentRefusal, PURPOSE};
+use crate::audit::{self, AuditContext, AuditEvent};
+use crate::config::{JpkiRole, ValidityStart};
+use crate::customers::{self, Basic4Source, CustomerStatus, basic4_json};
+use crate::db;
+use crate::domain::{Basic4, FreeText};
+use crate::entities::{
+    basic4_history, consent_events, consents, customers as customer_rows, provider_registrations,
+};
+use crate::error::CoreError;
+
+/// How the customer gave the consent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    OnlineSignature,
+    Branch,
+    Mynaportal,
+}
+
+impl Channel {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "online_signature" => Some(Self::OnlineSignature),
+            "branch" => Some(Self::Branch),
+            "mynaportal" => Some(Self::Mynaportal),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::OnlineSignature => "online_signature",
+            Self::Branch => "branch",
+            Self::Mynaportal => "mynaportal",
+        }
+    }
+}
+
+/// A consent's state, derived from its events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsentStatus {
+    Active,
+    /// Replaced by a newer consent of the same customer.
+    Renewed,
+    Withdrawn,
+    Expired,
+}
+
+impl ConsentStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Renewed => "renewed",
+            Self::Withdrawn => "withdrawn",
+            Self::Expired => "expired",
+        }
+    }
+}
+
+/// Where the consent stands with the provider.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Registration {
+    /// Written, not yet carried out by the worker.
+    Pending,
+    Registered,
+    Unregistering,
+    Unregistered,
+    /// The provider refused it; the reason is in the consent's `registration_error`.
+    Failed,
+}
+
+impl Registration {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Registered => "registered",
+            Self::Unregistering => "unregistering",
+            Self::Unregistered => "unregistered",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsentEvent {
+    pub kind: String,
+    pub occurred_at: DateTime<Utc>,
+    pub actor: String,
+    pub related_consent_id: Option<Uuid>,
+}
+
+/// A consent as the API shows it.
+#[derive(Debug, Clone)]
+pub struct Consent {
+    pub id: Uuid,
+    pub customer_id: Uuid,
+    pub purpose: String,
+    pub status: ConsentStatus,
+    pub channel: String,
+    pub role: String,
+    pub cert_serial: String,
+    pub cert_not_after: DateTime<Utc>,
+    pub text_version: String,
+    pub text_sha256: String,
+    pub granted_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub withdrawn_at: Option<DateTime<Utc>>,
+    pub registration: Registration,
+    pub registration_error: Option<String>,
+    /// `platform` (document + certificate kept) or `service_provider` (the provider's ids).
+    pub evidence: String,
+    pub verification_id: Option<String>,
+    pub certificate_id: Option<String>,
+    pub events: Vec<ConsentEvent>,
+}
+
+/// What consent needs from configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct ConsentSettings {
+    pub role: JpkiRole,
+    pub validity_start: ValidityStart,
+    pub timezone: chrono_tz::Tz,
+}
+
+/// When a consent given at `granted_at` lapses: ten years from its first
+/// day (the day after it is given, or that day), counted in `tz` as the
+/// Civil Code counts periods (art. 140, 143): it ends with the day before
+/// the anniversary of the first day, or with the last day of that month
+/// when the anniversary does not exist (a first day of 29 February).
+pub fn expires_at(
+    granted_at: DateTime<Utc>,
+    start: ValidityStart,
+    tz: chrono_tz::Tz,
+) -> DateTime<Utc> {
+    let given = granted_at.with_timezone(&tz).date_naive();
+    let first = match start {
+        ValidityStart::NextDay => given + Days::new(1),
+        ValidityStart::SameDay => given,
+    };
+    let anniversary = first + Months::new(120);
+    let end_exclusive = if anniversary.day() == first.day() {
+        anniversary
+    } else {
+        // 29 February to a common year: the period ends with 28 February.
+        NaiveDate::from_ymd_opt(anniversary.year(), 3, 1).expect("1 March exists")
+    };
+    tz.from_local_datetime(&end_exclusive.and_hms_opt(0, 0, 0).expect("midnight exists"))
+        .earliest()
+        .expect("midnight exists in every zone kihon4 accepts")
+        .with_timezone(&Utc)
+}
+
+/// A request to record a consent from a signed document.
+#[derive(Debug, Clone)]
+pub struct GrantRequest {
+    pub customer_id: Uuid,
+    pub text_version: String,
+    pub channel: Channel,
+    pub document: Vec<u8>,
+    pub update_customer: bool,
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+fn refusal(r: ConsentRefusal) -> CoreError {
+    CoreError::Consent(r)
+}
+
+fn same_items(a: &Basic4, b: &Basic4) -> bool {
+    a.name.as_str() == b.name.as_str()
+        && a.address.as_str() == b.address.as_str()
+        && a.birth_date == b.birth_date
+        && a.gender == b.gender
+}
+
+/// Takes the customer's row for this transaction (PostgreSQL locks it; on
+/// SQLite the write transaction already excludes other writers).
+async fn lock_customer<C: ConnectionTrait>(
+    txn: &C,
+    id: Uuid,
+) -> Result<customer_rows::Model, CoreError> {
+    let mut query = customer_rows::Entity::find_by_id(id);
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    query.one(txn).await?.ok_or(CoreError::NotFound("customer"))
+}
+
+/// The consents' events, by consent, in order.
+async fn events_of<C: ConnectionTrait>(
+    db: &C,
+    ids: &[Uuid],
+) -> Result<Vec<consent_events::Model>, CoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(consent_events::Entity::find()
+        .filter(consent_events::Column::ConsentId.is_in(ids.iter().copied()))
+        .order_by_asc(consent_events::Column::ConsentId)
+        .order_by_asc(consent_events::Column::Seq)
+        .all(db)
+        .await?)
+}
+
+fn derive_status(
+    events: &[consent_events::Model],
+    expires_at: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> ConsentStatus {
+    match events.last().map(|e| e.kind.as_str()) {
+        Some("withdrawn") => ConsentStatus::Withdrawn,
+        Some("renewed") => ConsentStatus::Renewed,
+        Some("expired") => ConsentStatus::Expired,
+        _ if at >= expires_at => ConsentStatus::Expired,
+        _ => ConsentStatus::Active,
+    }
+}
+
+async fn registrations_of<C: ConnectionTrait>(
+    db: &C,
+    ids: &[Uuid],
+) -> Result<Vec<provider_registrations::Model>, CoreError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(provider_registrations::Entity::find()
+        .filter(provider_registrations::Column::ConsentId.is_in(ids.iter().copied()))
+        .order_by_asc(provider_registrations::Column::Id)
+        .all(db)
+        .await?)
+}
+
+fn derive_registration(rows: &[&provider_registrations::Model]) -> (Registration, Option<String>) {
+    let Some(last) = rows.last() else {
+        return (Registration::Unregistered, None);
+    };
+    let state = match (last.action.as_str(), last.status.as_str()) {
+        (_, "failed") => Registration::Failed,
+        ("subscribe", "done") => Registration::Registered,
+        ("subscribe", _) => Registration::Pending,
+        ("unsubscribe", "done") => Registration::Unregistered,
+        _ => Registration::Unregistering,
+    };
+    (state, last.last_error.clone())
+}
+
+async fn assemble<C: ConnectionTrait>(
+    db: &C,
+    rows: Vec<consents::Model>,
+) -> Result<Vec<Consent>, CoreError> {
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let events = events_of(db, &ids).await?;
+    let registrations = registrations_of(db, &ids).await?;
+    let at = Utc::now();
+    Ok(rows
+        .into_iter()
+        .map(|row| {
+            let mine: Vec<consent_events::Model> = events
+                .iter()
+                .filter(|e| e.consent_id == row.id)
+                .cloned()
+                .collect();
+            let regs: Vec<&provider_registrations::Model> = registrations
+                .iter()
+                .filter(|r| r.consent_id == row.id)
+                .collect();
+            let (registration, registration_error) = derive_registration(&regs);
+            let evidence = if row.certificate.is_some() {
+                "platform"
+            } else {
+                "service_provider"
+            };
+            Consent {
+                id: row.id,
+                customer_id: row.customer_id,
+                purpose: row.purpose,
+                status: derive_status(&mine, row.expires_at, at),
+                channel: row.channel,
+                role: row.role,
+                cert_serial: row.cert_serial,
+                cert_not_after: row.cert_not_after,
+                text_version: row.text_version,
+                text_sha256: row.text_sha256,
+                granted_at: row.granted_at,
+                expires_at: row.expires_at,
+                withdrawn_at: mine
+                    .iter()
+                    .find(|e| e.kind == "withdrawn")
+                    .map(|e| e.occurred_at),
+                registration,
+                registration_error,
+                evidence: evidence.to_owned(),
+                verification_id: row.verification_id,
+                certificate_id: row.certificate_id,
+                events: mine
+                    .into_iter()
+                    .map(|e| ConsentEvent {
+                        kind: e.kind,
+                        occurred_at: e.occurred_at,
+                        actor: e.actor,
+                        related_consent_id: e.related_consent_id,
+                    })
+                    .collect(),
+            }
+        })
+        .collect())
+}
+
+pub async fn get<C: ConnectionTrait>(db: &C, id: Uuid) -> Result<Consent, CoreError> {
+    let row = consents::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(CoreError::NotFound("consent"))?;
+    Ok(assemble(db, vec![row]).await?.remove(0))
+}
+
+/// A page of a customer's consents, oldest first, after the consent `after`.
+pub async fn list<C: ConnectionTrait>(
+    db: &C,
+    customer_id: Uuid,
+    after: Option<Uuid>,
+    limit: u64,
+) -> Result<Vec<Consent>, CoreError> {
+    customers::get(db, customer_id).await?;
+    let mut query = consents::Entity::find()
+        .filter(consents::Column::CustomerId.eq(customer_id))
+        .order_by_asc(consents::Column::Id);
+    if let Some(after) = after {
+        query = query.filter(consents::Column::Id.gt(after));
+    }
+    let rows = query.limit(limit).all(db).await?;
+    assemble(db, rows).await
+}
+
+fn event_row(
+    consent_id: Uuid,
+    seq: i32,
+    kind: &str,
+    at: DateTime<Utc>,
+    ctx: &AuditContext,
+    reason: Option<&str>,
+    related: Option<Uuid>,
+) -> consent_events::ActiveModel {
+    consent_events::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        consent_id: Set(consent_id),
+        seq: Set(seq),
+        kind: Set(kind.to_owned()),
+        occurred_at: Set(at),
+        actor: Set(ctx.actor.as_str().to_owned()),
+        reason: Set(reason.map(str::to_owned)),
+        related_consent_id: Set(related),
+    }
+}
+
+fn registration_row(
+    consent_id: Uuid,
+    serial: &str,
+    action: &str,
+    at: DateTime<Utc>,
+) -> provider_registrations::ActiveModel {
+    provider_registrations::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        consent_id: Set(consent_id),
+        cert_serial: Set(serial.to_owned()),
+        action: Set(action.to_owned()),
+        status: Set("pending".to_owned()),
+        attempts: Set(0),
+        run_at: Set(at),
+        lease_owner: Set(None),
+        lease_expires_at: Set(None),
+        last_error: Set(None),
+        created_at: Set(at),
+        completed_at: Set(None),
+    }
+}
+
+/// The customer's active consent, if any, with its last event's sequence.
+async fn active_consent<C: ConnectionTrait>(
+    txn: &C,
+    customer_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<Option<(consents::Model, i32)>, CoreError> {
+    let rows = consents::Entity::find()
+        .filter(consents::Column::CustomerId.eq(customer_id))
+        .order_by_asc(consents::Column::Id)
+        .all(txn)
+        .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let events = events_of(txn, &ids).await?;
+    Ok(rows.into_iter().rev().find_map(|row| {
+        let mine: Vec<consent_events::Model> = events
+            .iter()
+            .filter(|e| e.consent_id == row.id)
+            .cloned()
+            .collect();
+        let seq = mine.last().map_or(0, |e| e.seq);
+        (derive_status(&mine, row.expires_at, at) == ConsentStatus::Active).then_some((row, seq))
+    }))
+}
+
+/// Verifies a signed consent and records it with everything that follows from it.
+pub async fn grant(
+    db: &DatabaseConnection,
+    verifier: &ConsentVerifier,
+    texts: &ConsentTexts,
+    settings: ConsentSettings,
+    ctx: &AuditContext,
+    request: GrantRequest,
+) -> Result<Consent, CoreError> {
+    let text = texts
+        .version(&request.text_version)
+        .ok_or(refusal(ConsentRefusal::UnknownTextVersion))?;
+    let customer = customers::get(db, request.customer_id).await?;
+    if customer.status == CustomerStatus::Deceased {
+        return Err(refusal(ConsentRefusal::CustomerDeceased));
+    }
+    let at = now();
+    let evidence = verifier
+        .verify(&request.document, text, at)
+        .await
+        .map_err(refusal)?;
+    let reused = consents::Entity::find()
+        .filter(consents::Column::DocumentSha256.eq(&evidence.document_sha256))
+        .one(db)
+        .await?;
+    if reused.is_some() {
+        return Err(refusal(ConsentRefusal::DocumentReused));
+    }
+
+    let txn = db::begin_write(db).await?;
+    let current = lock_customer(&txn, request.customer_id).await?;
+    let customer = customers::Customer::try_from(current.clone())?;
+    if customer.status == CustomerStatus::Deceased {
+        return Err(refusal(ConsentRefusal::CustomerDeceased));
+    }
+    let take_items = match &customer.basic4 {
+        None => true,
+        Some(known) if same_items(known, &evidence.basic4) => false,
+        Some(_) if request.update_customer => true,
+        Some(_) => return Err(refusal(ConsentRefusal::Basic4Mismatch)),
+    };
+
+    let previous = active_consent(&txn, customer.id, at).await?;
+    let id = Uuid::now_v7();
+    let expires = expires_at(at, settings.validity_start, settings.timezone);
+    let serial = evidence.cert_serial.as_str().to_owned();
+    let (document, certificate, anchor_key_id, verification_id, certificate_id) =
+        match &evidence.kept {
+            Kept::Platform {
+                document,
+                certificate,
+                anchor_key_id,
+            } => (
+                Some(document.clone()),
+                Some(certificate.clone()),
+                Some(anchor_key_id.clone()),
+                None,
+                None,
+            ),
+            Kept::ServiceProvider {
+                verification_id,
+                certificate_id,
+            } => (
+                None,
+                None,
+                None,
+                Some(verification_id.clone()),
+                Some(certificate_id.clone()),
+            ),
+        };
+    let role = match settings.role {
+        JpkiRole::Platform => "platform",
+        JpkiRole::ServiceProvider => "service_provider",
+    };
+    let inserted = consents::Entity::insert(consents::ActiveModel {
+        id: Set(id),
+        customer_id: Set(customer.id),
+        purpose: Set(PURPOSE.to_owned()),
+        channel: Set(request.channel.as_str().to_owned()),
+        role: Set(role.to_owned()),
+        text_version: Set(text.version.clone()),
+        text_sha256: Set(text.sha256.clone()),
+        cert_serial: Set(serial.clone()),
+        cert_not_after: Set(evidence.cert_not_after),
+        granted_at: Set(at),
+        expires_at: Set(expires),
+        document_sha256: Set(evidence.document_sha256.clone()),
+        signed_document: Set(document),
+        certificate: Set(certificate),
+        anchor_key_id: Set(anchor_key_id),
+        verification_id: Set(verification_id),
+        certificate_id: Set(certificate_id),
+        signed_content: Set(evidence.content.clone()),
+        revocation_method: Set(evidence.revocation_method.to_owned()),
+    })
+    .exec_without_returning(&txn)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        // Another request with the same document won the race.
+        Err(e) if db::is_unique_violation(&e) => {
+            return Err(refusal(ConsentRefusal::DocumentReused));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    consent_events::Entity::insert(event_row(id, 1, "granted", at, ctx, None, None))
+        .exec_without_returning(&txn)
+        .await?;
+    provider_registrations::Entity::insert(registration_row(id, &serial, "subscribe", at))
+        .exec_without_returning(&txn)
+        .await?;
+    checks::record(
+        &txn,
+        Check {
+            purpose: Purpose::SignatureVerification,
+            method: evidence.revocation_method,
+            serial: &evidence.cert_serial,
+            outcome: "good",
+            at,
+            consent_id: Some(id),
+        },
+    )
+    .await?;
+
+    // A consent given while another is active renews it.
+    let mut renewed = None;
+    if let Some((old, seq)) = previous {
+        let inserted = consent_events::Entity::insert(event_row(
+            old.id,
+            seq + 1,
+            "renewed",
+            at,
+            ctx,
+            None,
+            Some(id),
+        ))
+        .exec_without_returning(&txn)
+        .await;
+        match inserted {
+            Ok(_) => {}
+            Err(e) if db::is_unique_violation(&e) => {
+                return Err(CoreError::Conflict(
+                    "the customer's consent changed meanwhile",
+                ));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if old.cert_serial != serial {
+            provider_registrations::Entity::insert(registration_row(
+                old.id,
+                &old.cert_serial,
+                "unsubscribe",
+                at,
+            ))
+            .exec_without_returning(&txn)
+            .await?;
+        }
+        renewed = Some(old.id);
+    }
+
+    // The customer follows the certificate.
+    let version = current.version + 1;
+    let mut update = customer_rows::Entity::update_many()
+        .col_expr(customer_rows::Column::JpkiCertSerial, Expr::value(&serial))
+        .col_expr(
+            customer_rows::Column::CertNotAfter,
+            Expr::value(evidence.cert_not_after),
+        )
+        .col_expr(customer_rows::Column::Version, Expr::value(version))
+        .col_expr(customer_rows::Column::UpdatedAt, Expr::value(at))
+        .filter(customer_rows::Column::Id.eq(customer.id))
+        .filter(customer_rows::Column::Version.eq(current.version));
+    let mut customer_event = AuditEvent::customer("customer.updated", customer.id);
+    let mut before = Map::new();
+    let mut after = Map::new();
+    before.insert("jpki_cert_serial".into(), json!(current.jpki_cert_serial));
+    after.insert("jpki_cert_serial".into(), json!(serial));
+    if take_items {
+        let b = &evidence.basic4;
+        update = update
+            .col_expr(customer_rows::Column::Name, Expr::value(b.name.as_str()))
+            .col_expr(
+                customer_rows::Column::NameFlags,
+                Expr::value(b.name.flags().as_str()),
+            )
+            .col_expr(
+                customer_rows::Column::Address,
+                Expr::value(b.address.as_str()),
+            )
+            .col_expr(
+                customer_rows::Column::AddressFlags,
+                Expr::value(b.address.flags().as_str()),
+            )
+            .col_expr(
+                customer_rows::Column::BirthDate,
+                Expr::value(b.birth_date.date()),
+            )
+            .col_expr(customer_rows::Column::Gender, Expr::value(b.gender.code()));
+        basic4_history::Entity::insert(basic4_history::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            customer_id: Set(customer.id),
+            customer_version: Set(version),
+            source: Set(Basic4Source::Consent.as_str().to_owned()),
+            before: Set(customer.basic4.as_ref().map(basic4_json)),
+            after: Set(basic4_json(b)),
+            reported_on: Set(None),
+            changed_at: Set(at),
+        })
+        .exec_without_returning(&txn)
+        .await?;
+        if let Some(old) = &customer.basic4 {
+            before.insert(
+                "basic4".into(),
+                customers::basic4_commitments(&mut customer_event, "before.basic4", old),
+            );
+        }
+        after.insert(
+            "basic4".into(),
+            customers::basic4_commitments(&mut customer_event, "after.basic4", b),
+        );
+    }
+    before.insert("version".into(), json!(current.version));
+    after.insert("version".into(), json!(version));
+    if update.exec(&txn).await?.rows_affected != 1 {
+        return Err(CoreError::Conflict("the customer changed meanwhile"));
+    }
+
+    // The audit appends come last: they hold the chain lock until commit.
+    let mut granted = AuditEvent::new("consent.granted", "consent", Some(id.to_string()))
+        .with_customer(customer.id)
+        .set(
+            "after",
+            json!({
+                "purpose": PURPOSE,
+                "channel": request.channel.as_str(),
+                "role": role,
+                "text_version": text.version,
+                "text_sha256": text.sha256,
+                "cert_serial": serial,
+                "document_sha256": evidence.document_sha256,
+                "revocation_method": evidence.revocation_method,
+                "granted_at": at,
+                "expires_at": expires,
+                "renews": renewed,
+            }),
+        );
+    if let Kept::ServiceProvider {
+        verification_id, ..
+    } = &evidence.kept
+    {
+        granted = granted.set("verification_id", json!(verification_id));
+    }
+    audit::append(&txn, ctx, granted).await?;
+    if let Some(old) = renewed {
+        let event = AuditEvent::new("consent.renewed", "consent", Some(old.to_string()))
+            .with_customer(customer.id)
+            .set("after", json!({ "status": "renewed", "renewed_by": id }));
+        audit::append(&txn, ctx, event).await?;
+    }
+    let customer_event = customer_event
+        .set("before", Value::Object(before))
+        .set("after", Value::Object(after))
+        .set("source", json!(Basic4Source::Consent.as_str()));
+    audit::append(&txn, ctx, customer_event).await?;
+    txn.commit().await?;
+    get(db, id).await
+}
+
+/// Withdraws an active consent: the event, the provider deregistration
+/// intent and the audit event, in one transaction.
+pub async fn withdraw(
+    db: &DatabaseConnection,
+    ctx: &AuditContext,
+    id: Uuid,
+    reason: &FreeText,
+) -> Result<Consent, CoreError> {
+    let txn = db::begin_write(db).await?;
+    let row = consents::Entity::find_by_id(id)
+        .one(&txn)
+        .await?
+        .ok_or(CoreError::NotFound("consent"))?;
+    lock_customer(&txn, row.customer_id).await?;
+    let at = now();
+    let events = events_of(&txn, &[id]).await?;
+    if derive_status(&events, row.expires_at, at) != ConsentStatus::Active {
+        return Err(refusal(ConsentRefusal::NotActive));
+    }
+    let seq = events.last().map_or(0, |e| e.seq) + 1;
+    let inserted = consent_events::Entity::insert(event_row(
+        id,
+        seq,
+        "withdrawn",
+        at,
+        ctx,
+        Some(reason.as_str()),
+        None,
+    ))
+    .exec_without_returning(&txn)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(e) if db::is_unique_violation(&e) => return Err(refusal(ConsentRefusal::NotActive)),
+        Err(e) => return Err(e.into()),
+    }
+    provider_registrations::Entity::insert(registration_row(
+        id,
+        &row.cert_serial,
+        "unsubscribe",
+        at,
+    ))
+    .exec_without_returning(&txn)
+    .await?;
+    let mut event = AuditEvent::new("consent.withdrawn", "consent", Some(id.to_string()))
+        .with_customer(row.customer_id);
+    let committed = event.commit("after.reason", reason.as_str());
+    let event = event.set("before", json!({ "status": "active" })).set(
+        "after",
+        json!({ "status": "withdrawn", "withdrawn_at": at, "reason": committed }),
+    );
+    audit::append(&txn, ctx, event).await?;
+    txn.commit().await?;
+    get(db, id).await
+}

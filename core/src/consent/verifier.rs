@@ -1,0 +1,235 @@
+//! Checking a signed consent in either JPKI role (DESIGN §1, §4): as a
+//! platform operator kihon4 verifies the signature, the path and the
+//! revocation status itself and keeps the document and the certificate; as
+//! a service provider it hands the document to the provider's
+//! `/v1/verifications` and keeps only what a service provider may.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use sha2::{Digest, Sha256};
+
+use super::ConsentRefusal;
+use super::texts::ConsentText;
+use crate::domain::{Basic4, CertSerial};
+use crate::jpki::revocation::{RevocationChecker, RevocationStatus};
+use crate::jpki::verify::{
+    SignatureError, TrustAnchors, attach_content, inspect_signed_document, verify_signed_document,
+};
+use crate::provider::{Provider, ProviderError};
+
+/// What the institution keeps as evidence, by role.
+#[derive(Debug, Clone)]
+pub enum Kept {
+    /// The CMS document and the signer's certificate, and the anchor the path ended at.
+    Platform {
+        document: Vec<u8>,
+        certificate: Vec<u8>,
+        anchor_key_id: String,
+    },
+    /// The provider's ids; never the certificate.
+    ServiceProvider {
+        verification_id: String,
+        certificate_id: String,
+    },
+}
+
+/// A consent document that verified, and what it proves.
+#[derive(Debug, Clone)]
+pub struct Evidence {
+    pub cert_serial: CertSerial,
+    pub cert_not_after: DateTime<Utc>,
+    pub basic4: Basic4,
+    /// The signed content: the exact bytes of the consent text.
+    pub content: Vec<u8>,
+    /// SHA-256 of the document as sent; one document proves one consent.
+    pub document_sha256: String,
+    /// How revocation was checked: `crl`, `ocsp` or `provider`.
+    pub revocation_method: &'static str,
+    pub kept: Kept,
+}
+
+/// How consents are verified here.
+pub enum ConsentVerifier {
+    Platform {
+        anchors: Arc<TrustAnchors>,
+        revocation: RevocationChecker,
+    },
+    ServiceProvider {
+        provider: Arc<dyn Provider>,
+    },
+    /// Consent cannot be taken: what is missing, for the caller and the operator.
+    Unconfigured(String),
+}
+
+fn refuse_provider(e: ProviderError) -> ConsentRefusal {
+    match e {
+        ProviderError::Unavailable { .. } => ConsentRefusal::ProviderUnavailable(e.to_string()),
+        other => ConsentRefusal::ProviderFailed(other.to_string()),
+    }
+}
+
+/// What the provider's `reason` for an invalid document means.
+fn provider_reason(reason: Option<&str>) -> ConsentRefusal {
+    match reason.unwrap_or_default() {
+        "untrusted_issuer" | "unknown_certificate" => {
+            ConsentRefusal::Signature(SignatureError::UntrustedIssuer)
+        }
+        "no_signed_attributes" => {
+            ConsentRefusal::Signature(SignatureError::SignedAttributes("none"))
+        }
+        "bad_content_type" => {
+            ConsentRefusal::Signature(SignatureError::SignedAttributes("contentType"))
+        }
+        "digest_mismatch" => ConsentRefusal::Signature(SignatureError::DigestMismatch),
+        "bad_signature" => ConsentRefusal::Signature(SignatureError::BadSignature),
+        "expired" => ConsentRefusal::Signature(SignatureError::CertificateExpired),
+        "not_yet_valid" => ConsentRefusal::Signature(SignatureError::CertificateNotYetValid),
+        "revoked" => ConsentRefusal::Revoked,
+        other => ConsentRefusal::ProviderFailed(format!(
+            "the provider found the document invalid for a reason kihon4 does not know (`{other}`)"
+        )),
+    }
+}
+
+impl ConsentVerifier {
+    /// Checks `document` (a DER CMS SignedData) as a consent to `text`.
+    pub async fn verify(
+        &self,
+        document: &[u8],
+        text: &ConsentText,
+        now: DateTime<Utc>,
+    ) -> Result<Evidence, ConsentRefusal> {
+        let document_sha256 = hex::encode(Sha256::digest(document));
+        match self {
+            Self::Unconfigured(why) => Err(ConsentRefusal::Unavailable(why.clone())),
+            Self::Platform {
+                anchors,
+                revocation,
+            } => {
+                let (doc, expected, anchors) =
+                    (document.to_vec(), text.text.clone(), anchors.clone());
+                let verified = tokio::task::spawn_blocking(move || {
+                    let attached = inspect_signed_document(&doc)?.attached.is_some();
+                    let result =
+                        verify_signed_document(&doc, Some(expected.as_bytes()), &anchors, now);
+                    match result {
+                        // A detached signature over other bytes is not over this text.
+                        Err(SignatureError::DigestMismatch) if !attached => {
+                            Ok(Err(ConsentRefusal::NotConsentText))
+                        }
+                        Err(e) => Err(e),
+                        Ok(v) if v.content != expected.as_bytes() => {
+                            Ok(Err(ConsentRefusal::NotConsentText))
+                        }
+                        Ok(v) => Ok(Ok((v, anchors))),
+                    }
+                })
+                .await
+                .map_err(|e| ConsentRefusal::Internal(e.to_string()))?
+                .map_err(ConsentRefusal::Signature)??;
+                let (verified, anchors) = verified;
+                let issuer = anchors
+                    .certificate(&verified.anchor_key_id)
+                    .ok_or(ConsentRefusal::Signature(SignatureError::UntrustedIssuer))?;
+                match revocation
+                    .check(&verified.certificate, issuer, now)
+                    .await
+                    .map_err(ConsentRefusal::Revocation)?
+                {
+                    RevocationStatus::Good => {}
+                    RevocationStatus::Revoked(_) => return Err(ConsentRefusal::Revoked),
+                }
+                Ok(Evidence {
+                    cert_serial: verified.certificate.serial.clone(),
+                    cert_not_after: verified.certificate.not_after,
+                    basic4: verified.certificate.basic4.clone(),
+                    content: verified.content,
+                    document_sha256,
+                    revocation_method: revocation.method().as_str(),
+                    kept: Kept::Platform {
+                        document: document.to_vec(),
+                        certificate: verified.certificate_der,
+                        anchor_key_id: hex::encode(&verified.anchor_key_id),
+                    },
+                })
+            }
+            Self::ServiceProvider { provider } => {
+                // Read what needs no trust first: a document that cannot be a
+                // consent to this text costs the institution no verification.
+                let inspected =
+                    inspect_signed_document(document).map_err(ConsentRefusal::Signature)?;
+                let attached_doc = match &inspected.attached {
+                    Some(content) if content.as_slice() != text.text.as_bytes() => {
+                        return Err(ConsentRefusal::NotConsentText);
+                    }
+                    Some(_) => document.to_vec(),
+                    None => attach_content(document, text.text.as_bytes())
+                        .map_err(ConsentRefusal::Signature)?,
+                };
+                let v = provider
+                    .verify(&attached_doc)
+                    .await
+                    .map_err(refuse_provider)?;
+                if !v.valid {
+                    return Err(match (v.reason.as_deref(), inspected.attached) {
+                        (Some("digest_mismatch"), None) => ConsentRefusal::NotConsentText,
+                        (reason, _) => provider_reason(reason),
+                    });
+                }
+                if v.content_sha256 != text.sha256 {
+                    return Err(ConsentRefusal::NotConsentText);
+                }
+                if v.cert_serial != inspected.certificate.serial {
+                    return Err(ConsentRefusal::ProviderFailed(
+                        "the provider verified another certificate than the document's".into(),
+                    ));
+                }
+                Ok(Evidence {
+                    cert_serial: v.cert_serial,
+                    cert_not_after: v.not_after,
+                    basic4: v.basic4,
+                    content: text.text.as_bytes().to_vec(),
+                    document_sha256,
+                    revocation_method: "provider",
+                    kept: Kept::ServiceProvider {
+                        verification_id: v.verification_id,
+                        certificate_id: v.certificate_id,
+                    },
+                })
+            }
+        }
+    }
+}
+
+impl ConsentVerifier {
+    /// The verifier configuration asks for; `provider` is the provider
+    /// client when `KIHON4_PROVIDER_URL` is set. Trust anchors that do not
+    /// load are an error at start-up; what is merely missing makes consent
+    /// answer `consent-unavailable`, saying what to set.
+    pub fn from_config(
+        config: &crate::config::Config,
+        provider: Option<Arc<dyn Provider>>,
+    ) -> Result<Self, String> {
+        use crate::config::JpkiRole;
+        let Some(provider) = provider else {
+            return Ok(Self::Unconfigured(
+                "KIHON4_PROVIDER_URL is not set, so signatures cannot be checked".into(),
+            ));
+        };
+        match config.role {
+            JpkiRole::ServiceProvider => Ok(Self::ServiceProvider { provider }),
+            JpkiRole::Platform if config.trust_anchors.is_empty() => Ok(Self::Unconfigured(
+                "KIHON4_TRUST_ANCHORS is not set, so no certificate can be trusted".into(),
+            )),
+            JpkiRole::Platform => {
+                let anchors = TrustAnchors::load(&config.trust_anchors)
+                    .map_err(|e| format!("KIHON4_TRUST_ANCHORS: {e}"))?;
+                Ok(Self::Platform {
+                    anchors: Arc::new(anchors),
+                    revocation: RevocationChecker::new(provider, config.revocation),
+                })
+            }
+        }
+    }
+}
