@@ -6,4 +6,5 @@ mod database;
 mod process;
 
 mod concurrency;
+mod consent;
 mod lifecycle;

@@ -24,6 +24,7 @@ both!(
     crl_and_ocsp_troubles_are_retryable_and_write_nothing,
     mismatched_items_need_update_customer_and_the_deceased_cannot_consent,
     registrations_wait_out_a_provider_that_is_down,
+    a_worker_that_died_holding_a_registration_is_taken_over,
     revocation_checks_are_reported_by_purpose,
 );
 
@@ -790,6 +791,53 @@ async fn registrations_wait_out_a_provider_that_is_down(backend: Backend) {
         1
     );
     app.assert_chain_verifies().await;
+}
+
+async fn a_worker_that_died_holding_a_registration_is_taken_over(backend: Backend) {
+    use kihon4_core::entities::provider_registrations as regs;
+    use sea_orm::{EntityTrait, sea_query::Expr};
+    let sim = spawn_sim().await;
+    let app =
+        TestApp::spawn_consent(backend, sim.platform(Revocation::Crl), JpkiRole::Platform).await;
+    let customer = bare_customer(&app, "C-14").await;
+    let signer = sim.resident().await;
+    let res = grant(
+        &app,
+        &customer,
+        JA,
+        &signer.sign(text(&app, JA).await.as_bytes(), true),
+    )
+    .await;
+    let id = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A worker claimed it and was killed before it could record anything.
+    let held = |until: chrono::DateTime<chrono::Utc>| {
+        regs::Entity::update_many()
+            .col_expr(regs::Column::LeaseOwner, Expr::value("killed-worker"))
+            .col_expr(regs::Column::LeaseExpiresAt, Expr::value(until))
+            .col_expr(regs::Column::Attempts, Expr::value(1))
+            .exec(&app.db)
+    };
+    held(chrono::Utc::now() + chrono::Duration::seconds(60))
+        .await
+        .unwrap();
+    let round = run_due(&app.db, sim.provider().as_ref(), "other-worker", 10)
+        .await
+        .unwrap();
+    assert_eq!(round.done, 0, "a live lease is respected");
+    held(chrono::Utc::now() - chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    let round = run_due(&app.db, sim.provider().as_ref(), "other-worker", 10)
+        .await
+        .unwrap();
+    assert_eq!(round.done, 1, "an expired lease is taken over");
+    assert_eq!(consent(&app, &id).await["registration"], "registered");
+    assert_eq!(latest(&sim, &signer.serial).await, Latest::Unchanged);
+    let row = regs::Entity::find().one(&app.db).await.unwrap().unwrap();
+    assert_eq!((row.attempts, row.lease_owner), (2, None));
 }
 
 async fn revocation_checks_are_reported_by_purpose(backend: Backend) {

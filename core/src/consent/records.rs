@@ -743,3 +743,45 @@ pub async fn withdraw(
     txn.commit().await?;
     get(db, id).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono_tz::Asia::Tokyo;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn ten_years_from_the_day_after_in_japan() {
+        // 2026-11-25 23:30 in Tokyo is still the 25th there (14:30 UTC).
+        let given = at("2026-11-25T14:30:00Z");
+        assert_eq!(
+            expires_at(given, ValidityStart::NextDay, Tokyo),
+            at("2036-11-26T00:00:00+09:00")
+        );
+        assert_eq!(
+            expires_at(given, ValidityStart::SameDay, Tokyo),
+            at("2036-11-25T00:00:00+09:00")
+        );
+        // 00:30 on the 26th in Tokyo is the 25th in UTC: Tokyo's day counts.
+        assert_eq!(
+            expires_at(at("2026-11-25T15:30:00Z"), ValidityStart::NextDay, Tokyo),
+            at("2036-11-27T00:00:00+09:00")
+        );
+    }
+
+    #[test]
+    fn a_period_from_29_february_ends_with_february() {
+        // Given 2028-02-28: the first day is the 29th; 2038 has no 29 February.
+        assert_eq!(
+            expires_at(at("2028-02-28T03:00:00Z"), ValidityStart::NextDay, Tokyo),
+            at("2038-03-01T00:00:00+09:00")
+        );
+        assert_eq!(
+            expires_at(at("2028-02-29T03:00:00Z"), ValidityStart::SameDay, Tokyo),
+            at("2038-03-01T00:00:00+09:00")
+        );
+    }
+}

@@ -1,0 +1,208 @@
+//! Consent through the binary: `kihon4 sim` as the provider, `kihon4 serve`
+//! configured for it, a resident's OpenSSL signature, and the worker
+//! registering the consent by itself.
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use kihon4_core::auth::Role;
+use serde_json::{Value, json};
+
+use crate::process::{Running, SECRET, free_port, kihon4, token};
+
+struct Sim {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Sim {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn start_sim(dir: &std::path::Path) -> Sim {
+    let port = free_port();
+    let child = kihon4(dir, &[])
+        .args([
+            "sim",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(dir.join("sim"))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Owned at once: killed and waited for on every path, panics included.
+    let sim = Sim {
+        child,
+        base: format!("http://127.0.0.1:{port}"),
+    };
+    for _ in 0..300 {
+        if reqwest::get(format!("{}/v1/ca", sim.base)).await.is_ok() {
+            return sim;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the simulator did not start");
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = std::process::Command::new("openssl")
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_consent_is_verified_kept_and_registered_by_the_worker() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let sim = start_sim(d).await;
+    let http = reqwest::Client::new();
+    let person: Value = http
+        .post(format!("{}/sim/persons", sim.base))
+        .json(&json!({"basic4": {"name": "佐藤花子", "address": "北海道札幌市中央区北1条西2-1", "birth_date": "1990-04-01", "gender": "2"}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    std::fs::write(
+        d.join("signer.pem"),
+        person["certificate_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+    std::fs::write(
+        d.join("signer.key"),
+        person["private_key_pem"].as_str().unwrap(),
+    )
+    .unwrap();
+
+    let app = Running::start(
+        d,
+        "serve",
+        &[
+            ("KIHON4_JWT_SECRET", SECRET.into()),
+            ("KIHON4_PROVIDER_URL", format!("{}/", sim.base)),
+            ("KIHON4_PROVIDER_API_KEY", "e2e-provider-key".into()),
+            (
+                "KIHON4_TRUST_ANCHORS",
+                d.join("sim/ca.pem").to_str().unwrap().into(),
+            ),
+            ("KIHON4_INSTITUTION_NAME", "みなと信用金庫".into()),
+        ],
+    )
+    .await;
+    let operator = token(&[Role::Operator]);
+    let customer: Value = http
+        .post(format!("{}/v1/customers", app.base))
+        .bearer_auth(&operator)
+        .json(&json!({"external_ref": "E2E-1", "email": "hanako@example.jp"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let texts: Value = http
+        .get(format!("{}/v1/consent-texts", app.base))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let text = texts["items"][0]["text"].as_str().unwrap();
+    assert!(text.contains("みなと信用金庫"));
+    std::fs::write(d.join("consent.txt"), text).unwrap();
+    openssl(
+        d,
+        &[
+            "cms",
+            "-sign",
+            "-binary",
+            "-nodetach",
+            "-md",
+            "sha256",
+            "-in",
+            "consent.txt",
+            "-signer",
+            "signer.pem",
+            "-inkey",
+            "signer.key",
+            "-outform",
+            "DER",
+            "-out",
+            "consent.der",
+        ],
+    );
+    let document = std::fs::read(d.join("consent.der")).unwrap();
+    let res = http
+        .post(format!(
+            "{}/v1/customers/{}/consents",
+            app.base,
+            customer["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&operator)
+        .json(&json!({
+            "text_version": texts["items"][0]["version"],
+            "channel": "online_signature",
+            "signed_document_b64": B64.encode(&document),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{}", app.log_text());
+    let consent: Value = res.json().await.unwrap();
+    assert_eq!(consent["cert_serial"], person["cert_serial"]);
+
+    // The worker registers it within a few ticks.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now: Value = http
+            .get(format!(
+                "{}/v1/consents/{}",
+                app.base,
+                consent["id"].as_str().unwrap()
+            ))
+            .bearer_auth(&operator)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if now["registration"] == "registered" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not registered: {now}\n{}",
+            app.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // Nothing personal in the log: not the name, the address or the email.
+    let log = app.log_text();
+    for secret in [
+        "佐藤花子",
+        "北海道札幌市",
+        "hanako@example.jp",
+        "e2e-provider-key",
+    ] {
+        assert!(!log.contains(secret), "{secret} logged");
+    }
+}
