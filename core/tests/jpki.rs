@@ -700,6 +700,8 @@ fn verifies_openssl_signed_consents_and_refuses_every_flaw() {
     // An expired certificate (the anchor still valid).
     profile_leaf(d, "short", "1", fix_flags);
     let short = cms_sign(d, "short", &["-nodetach"], "short.der");
+    // Verified once now, its path is remembered; its validity is still checked later.
+    assert!(verify_signed_document(&short, None, &anchors, Utc::now()).is_ok());
     assert_eq!(
         verify_signed_document(&short, None, &anchors, now + chrono::Duration::days(3))
             .unwrap_err(),

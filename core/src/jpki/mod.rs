@@ -17,7 +17,8 @@ pub mod verify;
 pub use era::{Era, era_of};
 pub use profile::{
     CertificateKind, CrlPartition, SigningCertificate, SigningCertificateSpec, certificate_kind,
-    directory_name, issue_signing_certificate, parse_signing_certificate, subject_key_id, to_der,
+    directory_name, issue_signing_certificate, parse_signing_certificate, read_signing_certificate,
+    subject_key_id, to_der,
 };
 
 use const_oid::ObjectIdentifier;

@@ -114,6 +114,11 @@ pub fn certificate_kind(cert: &Certificate) -> Result<CertificateKind, JpkiError
 pub fn parse_signing_certificate(der: &[u8]) -> Result<SigningCertificate, JpkiError> {
     let certificate =
         Certificate::from_der(der).map_err(|e| JpkiError::Malformed(e.to_string()))?;
+    read_signing_certificate(certificate)
+}
+
+/// [`parse_signing_certificate`] for a certificate already decoded.
+pub fn read_signing_certificate(certificate: Certificate) -> Result<SigningCertificate, JpkiError> {
     match certificate_kind(&certificate)? {
         CertificateKind::Signing => {}
         CertificateKind::UserIdentification => {

@@ -7,10 +7,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use cms::content_info::ContentInfo;
-use cms::signed_data::{SignedData, SignerIdentifier};
+use cms::signed_data::{
+    EncapsulatedContentInfo, SignedData, SignerIdentifier, SignerInfo, SignerInfos,
+};
 use const_oid::ObjectIdentifier;
 use const_oid::db::rfc5911::{ID_CONTENT_TYPE, ID_DATA, ID_MESSAGE_DIGEST, ID_SIGNED_DATA};
 use der::asn1::OctetStringRef;
@@ -20,7 +23,7 @@ use sha2::{Digest, Sha256};
 use x509_cert::Certificate;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 
-use super::{JpkiError, SigningCertificate, parse_signing_certificate, subject_key_id};
+use super::{JpkiError, SigningCertificate, read_signing_certificate, subject_key_id};
 
 const SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
@@ -61,7 +64,7 @@ pub enum SignatureError {
 #[derive(Debug, Clone)]
 pub struct VerifiedDocument {
     pub content: Vec<u8>,
-    pub certificate: SigningCertificate,
+    pub certificate: Arc<SigningCertificate>,
     pub certificate_der: Vec<u8>,
     /// The key identifier of the trust anchor the path ends at.
     pub anchor_key_id: Vec<u8>,
@@ -73,10 +76,24 @@ struct Anchor {
     public_key: Vec<u8>,
 }
 
-/// The configured trust anchors (J-LIS's signing CA, one per generation), by key identifier.
+/// The configured trust anchors (J-LIS's signing CA, one per generation), by
+/// key identifier, and the certificates already found to chain to them.
 pub struct TrustAnchors {
     by_key_id: HashMap<Vec<u8>, Anchor>,
+    /// SHA-256 of a certificate's DER → the key identifier of the anchor
+    /// whose signature on it verified. A certificate that signs again
+    /// (a retry, a renewal, the next document) skips that RSA verification;
+    /// its validity period and revocation are still checked every time.
+    verified: Mutex<HashMap<[u8; 32], Remembered>>,
+    capacity: usize,
 }
+
+/// A certificate whose path verified, and the key identifier of its anchor.
+type Remembered = (Arc<SigningCertificate>, Vec<u8>);
+
+/// How many verified certificates are remembered by default; the memory is
+/// emptied when full.
+const VERIFIED_CAPACITY: usize = 100_000;
 
 impl TrustAnchors {
     /// Loads PEM certificates from files, or from every `.pem`/`.crt` file of a folder.
@@ -129,7 +146,43 @@ impl TrustAnchors {
         if by_key_id.is_empty() {
             return Err("no trust anchor was found".into());
         }
-        Ok(Self { by_key_id })
+        Ok(Self {
+            by_key_id,
+            verified: Mutex::default(),
+            capacity: VERIFIED_CAPACITY,
+        })
+    }
+
+    /// Remembers at most `capacity` verified certificates (0: none, every
+    /// path is verified afresh).
+    pub fn remembering(mut self, capacity: usize) -> Self {
+        self.capacity = capacity;
+        self
+    }
+
+    /// A certificate verified before, and the anchor that signed it.
+    fn recall(&self, fingerprint: &[u8; 32]) -> Option<Remembered> {
+        self.verified
+            .lock()
+            .expect("not poisoned")
+            .get(fingerprint)
+            .cloned()
+    }
+
+    fn remember(
+        &self,
+        fingerprint: [u8; 32],
+        profile: Arc<SigningCertificate>,
+        anchor_key_id: &[u8],
+    ) {
+        if self.capacity == 0 {
+            return;
+        }
+        let mut verified = self.verified.lock().expect("not poisoned");
+        if verified.len() >= self.capacity {
+            verified.clear();
+        }
+        verified.insert(fingerprint, (profile, anchor_key_id.to_vec()));
     }
 
     /// The anchor certificate with this key identifier.
@@ -195,53 +248,102 @@ fn content_of(tlv: &[u8]) -> Option<&[u8]> {
     tlv.get(h..h + len)
 }
 
-/// The signed attributes of the one SignerInfo, as signed: the `[0]
-/// IMPLICIT` element with a SET tag (RFC 5652 §5.4), from the bytes sent.
-fn raw_signed_attributes(cms_der: &[u8]) -> Option<Vec<u8>> {
-    let info = children(content_of(cms_der)?)?;
-    let signed_data = content_of(info.get(1)?)?; // [0] EXPLICIT
-    let fields = children(content_of(signed_data)?)?;
-    let signer_infos = fields.last()?;
-    let signer_info = children(content_of(signer_infos)?)?.into_iter().next()?;
-    let parts = children(content_of(signer_info)?)?;
-    let attrs = parts.iter().find(|p| p.first() == Some(&0xa0))?;
-    let mut out = attrs.to_vec();
-    out[0] = 0x31;
-    Some(out)
-}
-
 fn verify_rsa(public_key: &[u8], message: &[u8], signature: &[u8]) -> bool {
     UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, public_key)
         .verify(message, signature)
         .is_ok()
 }
 
-/// A signed document taken apart, nothing verified yet.
-struct Opened {
-    signed: SignedData,
-    signer_index: usize,
-    /// The content when it is attached.
-    attached: Option<Vec<u8>>,
-    certificate: Certificate,
-    certificate_der: Vec<u8>,
-    profile: SigningCertificate,
+/// The DER of the signedData content type OID, as it stands in a ContentInfo.
+const SIGNED_DATA_OID_TLV: &[u8] = &[
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x07, 0x02,
+];
+
+/// A SignedData split into its parts without decoding the certificates:
+/// those are decoded only when not already known.
+struct Split<'a> {
+    encap: EncapsulatedContentInfo,
+    certificates: Vec<&'a [u8]>,
+    signer_infos: SignerInfos,
+    /// The raw `[0] IMPLICIT` signed attributes of the one signer, re-tagged as a SET.
+    signed_attributes: Option<Vec<u8>>,
 }
 
-fn open(cms_der: &[u8]) -> Result<Opened, SignatureError> {
-    let info = ContentInfo::from_der(cms_der).map_err(|_| SignatureError::NotCms)?;
-    if info.content_type != ID_SIGNED_DATA {
-        return Err(SignatureError::NotCms);
+fn split(cms_der: &[u8]) -> Result<Split<'_>, SignatureError> {
+    let not_cms = || SignatureError::NotCms;
+    let (len, h) = header(cms_der).ok_or_else(not_cms)?;
+    if cms_der.first() != Some(&0x30) || h + len != cms_der.len() {
+        return Err(not_cms());
     }
-    let signed: SignedData = info
-        .content
-        .decode_as()
-        .map_err(|_| SignatureError::NotCms)?;
-    let signer = match signed.signer_infos.0.as_slice() {
-        [] => return Err(SignatureError::NoSigner),
-        [one] => one,
+    let info = children(content_of(cms_der).ok_or_else(not_cms)?).ok_or_else(not_cms)?;
+    let [oid, explicit] = info.as_slice() else {
+        return Err(not_cms());
+    };
+    if *oid != SIGNED_DATA_OID_TLV || explicit.first() != Some(&0xa0) {
+        return Err(not_cms());
+    }
+    let inner = children(content_of(explicit).ok_or_else(not_cms)?).ok_or_else(not_cms)?;
+    let [signed_data] = inner.as_slice() else {
+        return Err(not_cms());
+    };
+    if signed_data.first() != Some(&0x30) {
+        return Err(not_cms());
+    }
+    let fields = children(content_of(signed_data).ok_or_else(not_cms)?).ok_or_else(not_cms)?;
+    let tags: Vec<u8> = fields.iter().map(|f| f[0]).collect();
+    let (encap, certificates, signer_infos) = match tags.as_slice() {
+        [0x02, 0x31, 0x30, 0x31] => (fields[2], None, fields[3]),
+        [0x02, 0x31, 0x30, 0xa0, 0x31] => (fields[2], Some(fields[3]), fields[4]),
+        [0x02, 0x31, 0x30, 0xa1, 0x31] => (fields[2], None, fields[4]),
+        [0x02, 0x31, 0x30, 0xa0, 0xa1, 0x31] => (fields[2], Some(fields[3]), fields[5]),
+        _ => return Err(not_cms()),
+    };
+    let certificates = match certificates {
+        None => Vec::new(),
+        Some(set) => children(content_of(set).ok_or_else(not_cms)?).ok_or_else(not_cms)?,
+    };
+    let signed_attributes = content_of(signer_infos)
+        .and_then(children)
+        .and_then(|infos| infos.into_iter().next())
+        .and_then(content_of)
+        .and_then(children)
+        .and_then(|parts| parts.into_iter().find(|p| p.first() == Some(&0xa0)))
+        .map(|attrs| {
+            let mut out = attrs.to_vec();
+            out[0] = 0x31;
+            out
+        });
+    Ok(Split {
+        encap: EncapsulatedContentInfo::from_der(encap).map_err(|_| not_cms())?,
+        certificates,
+        signer_infos: SignerInfos::from_der(signer_infos).map_err(|_| not_cms())?,
+        signed_attributes,
+    })
+}
+
+/// A signed document taken apart, nothing verified yet.
+struct Opened {
+    signer: SignerInfo,
+    econtent_type: ObjectIdentifier,
+    signed_attributes: Option<Vec<u8>>,
+    /// The content when it is attached.
+    attached: Option<Vec<u8>>,
+    certificate_der: Vec<u8>,
+    fingerprint: [u8; 32],
+    profile: Arc<SigningCertificate>,
+    /// The anchor whose signature on the certificate verified before.
+    known_anchor: Option<Vec<u8>>,
+}
+
+fn open(cms_der: &[u8], anchors: Option<&TrustAnchors>) -> Result<Opened, SignatureError> {
+    let parts = split(cms_der)?;
+    let mut signers = parts.signer_infos.0.into_vec();
+    let signer = match signers.len() {
+        0 => return Err(SignatureError::NoSigner),
+        1 => signers.remove(0),
         _ => return Err(SignatureError::SeveralSigners),
     };
-    let attached = match &signed.encap_content_info.econtent {
+    let attached = match &parts.encap.econtent {
         Some(attached) => Some(
             OctetStringRef::try_from(attached)
                 .map_err(|_| SignatureError::NotCms)?
@@ -250,28 +352,41 @@ fn open(cms_der: &[u8]) -> Result<Opened, SignatureError> {
         ),
         None => None,
     };
-    let certificate = signed
+    for raw in parts
         .certificates
-        .as_ref()
-        .and_then(|set| {
-            set.0.iter().find_map(|choice| match choice {
-                cms::cert::CertificateChoices::Certificate(c) if names_signer(c, &signer.sid) => {
-                    Some(c.clone())
+        .iter()
+        .filter(|c| c.first() == Some(&0x30))
+    {
+        let fingerprint: [u8; 32] = Sha256::digest(raw).into();
+        let (profile, known_anchor) = match anchors.and_then(|a| a.recall(&fingerprint)) {
+            Some((profile, anchor)) => (profile, Some(anchor)),
+            None => {
+                let Ok(certificate) = Certificate::from_der(raw) else {
+                    continue;
+                };
+                if !names_signer(&certificate, &signer.sid) {
+                    continue;
                 }
-                _ => None,
-            })
-        })
-        .ok_or(SignatureError::SignerCertificateMissing)?;
-    let certificate_der = certificate.to_der().map_err(|_| SignatureError::NotCms)?;
-    let profile = parse_signing_certificate(&certificate_der).map_err(SignatureError::Profile)?;
-    Ok(Opened {
-        signed,
-        signer_index: 0,
-        attached,
-        certificate,
-        certificate_der,
-        profile,
-    })
+                let profile =
+                    read_signing_certificate(certificate).map_err(SignatureError::Profile)?;
+                (Arc::new(profile), None)
+            }
+        };
+        if !names_signer(&profile.certificate, &signer.sid) {
+            continue;
+        }
+        return Ok(Opened {
+            signer,
+            econtent_type: parts.encap.econtent_type,
+            signed_attributes: parts.signed_attributes,
+            attached,
+            certificate_der: raw.to_vec(),
+            fingerprint,
+            profile,
+            known_anchor,
+        });
+    }
+    Err(SignatureError::SignerCertificateMissing)
 }
 
 /// What can be read from a signed document without trusting it: its
@@ -280,11 +395,11 @@ fn open(cms_der: &[u8]) -> Result<Opened, SignatureError> {
 /// before it hands the document to the provider.
 pub struct Inspected {
     pub attached: Option<Vec<u8>>,
-    pub certificate: SigningCertificate,
+    pub certificate: Arc<SigningCertificate>,
 }
 
 pub fn inspect_signed_document(cms_der: &[u8]) -> Result<Inspected, SignatureError> {
-    let opened = open(cms_der)?;
+    let opened = open(cms_der, None)?;
     Ok(Inspected {
         attached: opened.attached,
         certificate: opened.profile,
@@ -321,14 +436,15 @@ pub fn verify_signed_document(
     now: DateTime<Utc>,
 ) -> Result<VerifiedDocument, SignatureError> {
     let Opened {
-        signed,
-        signer_index,
+        signer,
+        econtent_type,
+        signed_attributes,
         attached,
-        certificate,
         certificate_der,
+        fingerprint,
         profile,
-    } = open(cms_der)?;
-    let signer = &signed.signer_infos.0.as_slice()[signer_index];
+        known_anchor,
+    } = open(cms_der, Some(anchors))?;
     let content = match (attached, detached) {
         (Some(attached), _) => attached,
         (None, Some(given)) => given.to_vec(),
@@ -340,27 +456,36 @@ pub fn verify_signed_document(
     {
         return Err(SignatureError::UnsupportedAlgorithm);
     }
+    let certificate = &profile.certificate;
 
     // The path: one step from the signer's certificate to an anchor.
-    let anchor = profile
+    let anchor_key_id = profile
         .authority_key_id
         .as_ref()
-        .and_then(|id| anchors.by_key_id.get(id))
-        .ok_or(SignatureError::UntrustedIssuer)?;
-    let issuer_der = certificate
-        .tbs_certificate
-        .issuer
-        .to_der()
-        .map_err(|_| SignatureError::NotCms)?;
-    if issuer_der != anchor.name_der || !anchor_may_sign(&anchor.certificate, now) {
+        .filter(|id| anchors.by_key_id.contains_key(*id))
+        .ok_or(SignatureError::UntrustedIssuer)?
+        .clone();
+    let anchor = &anchors.by_key_id[&anchor_key_id];
+    if !anchor_may_sign(&anchor.certificate, now) {
         return Err(SignatureError::UntrustedIssuer);
     }
-    if certificate.signature_algorithm.oid != SHA256_WITH_RSA {
-        return Err(SignatureError::UnsupportedAlgorithm);
-    }
-    let tbs = first_inner_tlv(&certificate_der).ok_or(SignatureError::NotCms)?;
-    if !verify_rsa(&anchor.public_key, tbs, certificate.signature.raw_bytes()) {
-        return Err(SignatureError::UntrustedIssuer);
+    if known_anchor.as_deref() != Some(anchor_key_id.as_slice()) {
+        let issuer_der = certificate
+            .tbs_certificate
+            .issuer
+            .to_der()
+            .map_err(|_| SignatureError::NotCms)?;
+        if issuer_der != anchor.name_der {
+            return Err(SignatureError::UntrustedIssuer);
+        }
+        if certificate.signature_algorithm.oid != SHA256_WITH_RSA {
+            return Err(SignatureError::UnsupportedAlgorithm);
+        }
+        let tbs = first_inner_tlv(&certificate_der).ok_or(SignatureError::NotCms)?;
+        if !verify_rsa(&anchor.public_key, tbs, certificate.signature.raw_bytes()) {
+            return Err(SignatureError::UntrustedIssuer);
+        }
+        anchors.remember(fingerprint, profile.clone(), &anchor_key_id);
     }
     if now < profile.not_before {
         return Err(SignatureError::CertificateNotYetValid);
@@ -384,7 +509,7 @@ pub fn verify_signed_document(
     let content_type = value(ID_CONTENT_TYPE)
         .and_then(|v| v.decode_as::<ObjectIdentifier>().ok())
         .ok_or(SignatureError::SignedAttributes("contentType"))?;
-    if content_type != signed.encap_content_info.econtent_type || content_type != ID_DATA {
+    if content_type != econtent_type || content_type != ID_DATA {
         return Err(SignatureError::SignedAttributes("contentType"));
     }
     let digest = value(ID_MESSAGE_DIGEST)
@@ -393,7 +518,7 @@ pub fn verify_signed_document(
     if digest.as_bytes() != &Sha256::digest(&content)[..] {
         return Err(SignatureError::DigestMismatch);
     }
-    let signed_attributes = raw_signed_attributes(cms_der).ok_or(SignatureError::NotCms)?;
+    let signed_attributes = signed_attributes.ok_or(SignatureError::NotCms)?;
     let public_key = certificate
         .tbs_certificate
         .subject_public_key_info
@@ -406,10 +531,7 @@ pub fn verify_signed_document(
         content,
         certificate: profile,
         certificate_der,
-        anchor_key_id: subject_key_id(&anchor.certificate)
-            .ok()
-            .flatten()
-            .unwrap_or_default(),
+        anchor_key_id,
     })
 }
 
