@@ -11,6 +11,8 @@ use kihon4_api::AppState;
 use kihon4_core::auth::Authenticator;
 use kihon4_core::config::Config;
 use kihon4_core::consent::{ConsentSettings, ConsentVerifier};
+use kihon4_core::notices::mail::{Mailer, Sender};
+use kihon4_core::notices::{Institution, Notices};
 use kihon4_migrations::{Migrator, MigratorTrait, schema_status};
 use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
@@ -107,8 +109,10 @@ fn report_missing_upstream(config: &Config) {
             "KIHON4_PROVIDER_URL is not set: consent and sync cannot reach the provider"
         );
     }
-    if config.trust_anchors.is_empty() {
-        tracing::warn!("KIHON4_TRUST_ANCHORS is not set: signed consents cannot be verified");
+    if config.trust_anchors.is_empty() && config.role == kihon4_core::config::JpkiRole::Platform {
+        tracing::warn!(
+            "KIHON4_TRUST_ANCHORS is not set: in the platform role, signed consents cannot be verified"
+        );
     }
     if config.smtp_url.is_none() {
         tracing::warn!(mail_drop_dir = %config.mail_drop_dir.display(), "KIHON4_SMTP_URL is not set: notices go to the mail drop folder");
@@ -139,8 +143,47 @@ fn provider(
     Ok(Some(Arc::new(client)))
 }
 
+/// The notices' templates, checked: a missing or broken one stops the process.
+fn notices(config: &Config) -> anyhow::Result<Arc<Notices>> {
+    let institution = Institution {
+        name: config.institution_name.clone(),
+        contact: config.institution_contact.clone().unwrap_or_default(),
+        reply_to: config
+            .mail_reply_to
+            .as_ref()
+            .map(|e| e.as_str().to_owned())
+            .unwrap_or_default(),
+    };
+    let domain = config
+        .mail_from
+        .as_str()
+        .rsplit('@')
+        .next()
+        .unwrap_or("localhost");
+    Notices::load(institution, domain, config.email_templates_dir.as_deref())
+        .map(Arc::new)
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// SMTP when configured, else the mail drop folder.
+fn mailer(config: &Config) -> anyhow::Result<Arc<Mailer>> {
+    let sender = Sender {
+        name: &config.institution_name,
+        address: config.mail_from.as_str(),
+        reply_to: config.mail_reply_to.as_ref().map(|e| e.as_str()),
+        timezone: config.timezone,
+    };
+    match &config.smtp_url {
+        Some(url) => Mailer::smtp(url.expose_secret(), sender),
+        None => Mailer::drop_folder(&config.mail_drop_dir, sender),
+    }
+    .map(Arc::new)
+    .map_err(|e| anyhow::anyhow!(e))
+}
+
 pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     report_missing_upstream(&config);
+    let notices = notices(&config)?;
     let db = open_current(&config).await?;
     let shutdown = CancellationToken::new();
 
@@ -161,6 +204,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
                 validity_start: config.consent_validity_start,
                 timezone: config.timezone,
             },
+            notices: notices.clone(),
         });
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
@@ -178,15 +222,16 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let api = server.as_ref().map(|s| s.handle());
     let api_task = server.map(tokio::spawn);
 
-    let worker_provider = if roles.worker {
-        provider(&config, false)?
+    let (worker_provider, worker_mailer) = if roles.worker {
+        (provider(&config, false)?, Some(mailer(&config)?))
     } else {
-        None
+        (None, None)
     };
     let worker_task = roles.worker.then(|| {
         let settings = kihon4_worker::WorkerSettings {
             timezone: config.timezone,
             provider: worker_provider.clone(),
+            mailer: worker_mailer.clone().expect("made for the worker"),
         };
         tokio::spawn(kihon4_worker::run(db.clone(), settings, shutdown.clone()))
     });

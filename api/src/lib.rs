@@ -27,6 +27,7 @@ pub struct AppState {
     pub consent_texts: kihon4_core::consent::texts::ConsentTexts,
     pub consent_verifier: kihon4_core::consent::ConsentVerifier,
     pub consent_settings: kihon4_core::consent::ConsentSettings,
+    pub notices: std::sync::Arc<kihon4_core::notices::Notices>,
 }
 
 /// The process's metrics recorder (installed once, shared by every app in it).
@@ -89,7 +90,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(routes::consent::list)
         .service(routes::consent::read)
         .service(routes::consent::withdraw)
-        .service(routes::reports::revocation_checks);
+        .service(routes::reports::revocation_checks)
+        .service(routes::outbox::list)
+        .service(routes::outbox::retry);
 }
 
 async fn no_route() -> Result<HttpResponse, ApiError> {

@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::{ProblemBody, ProblemField};
-use crate::routes::{audit, consent, customers, reports, service};
+use crate::routes::{audit, consent, customers, outbox, reports, service};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -29,6 +29,8 @@ use crate::routes::{audit, consent, customers, reports, service};
         consent::read,
         consent::withdraw,
         reports::revocation_checks,
+        outbox::list,
+        outbox::retry,
     ),
     components(schemas(ProblemBody, ProblemField)),
     modifiers(&BearerAuth),
@@ -36,6 +38,7 @@ use crate::routes::{audit, consent, customers, reports, service};
         (name = "customers", description = "Customer records. Role: operator."),
         (name = "audit", description = "The hash-chained audit trail. Role: auditor."),
         (name = "consent", description = "Consent to the provision of the basic four information. Role: operator."),
+        (name = "notices", description = "The outbox of email notices. Role: admin."),
         (name = "reports", description = "Counts for the institution's reports. Role: auditor."),
         (name = "service", description = "Health, readiness and metrics. No token."),
     )

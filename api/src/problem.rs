@@ -62,6 +62,7 @@ pub enum ProblemKind {
     SignedDocumentReused,
     ConsentNotActive,
     Conflict,
+    NoticeNotFailed,
 }
 
 impl ProblemKind {
@@ -113,6 +114,7 @@ impl ProblemKind {
             Self::SignedDocumentReused => "signed-document-reused",
             Self::ConsentNotActive => "consent-not-active",
             Self::Conflict => "conflict",
+            Self::NoticeNotFailed => "notice-not-failed",
         }
     }
 
@@ -163,6 +165,7 @@ impl ProblemKind {
             Self::SignedDocumentReused => StatusCode::CONFLICT,
             Self::ConsentNotActive => StatusCode::CONFLICT,
             Self::Conflict => StatusCode::CONFLICT,
+            Self::NoticeNotFailed => StatusCode::CONFLICT,
         }
     }
 
@@ -216,6 +219,7 @@ impl ProblemKind {
             Self::SignedDocumentReused => "This signed document was already used",
             Self::ConsentNotActive => "The consent is not active",
             Self::Conflict => "A concurrent change got there first",
+            Self::NoticeNotFailed => "Only a failed notice can be retried",
         }
     }
 
@@ -398,6 +402,10 @@ impl From<CoreError> for ApiError {
                 "Send at least one field to change.",
             ),
             CoreError::Consent(refusal) => refusal.into(),
+            CoreError::NoticeNotFailed => Self::new(
+                ProblemKind::NoticeNotFailed,
+                "The notice is pending or sent; only a failed one can be sent again.",
+            ),
             CoreError::Conflict(what) => {
                 let mut e = Self::new(
                     ProblemKind::Conflict,

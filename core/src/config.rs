@@ -45,6 +45,8 @@ pub const SETTINGS: &[&str] = &[
     "max_body_bytes",
     "shutdown_grace_seconds",
     "consent_validity_start",
+    "institution_contact",
+    "email_templates_dir",
 ];
 
 /// Variables with the prefix that are not settings of the service itself:
@@ -146,6 +148,10 @@ pub struct Config {
     pub max_body_bytes: usize,
     pub shutdown_grace_seconds: u64,
     pub consent_validity_start: ValidityStart,
+    /// How customers reach the institution, printed in every notice.
+    pub institution_contact: Option<String>,
+    /// Email templates that replace the built-in ones (every one must be there).
+    pub email_templates_dir: Option<PathBuf>,
 }
 
 /// Everything that is wrong with a configuration, in one message.
@@ -500,6 +506,16 @@ impl Reader {
             },
         );
 
+        let institution_contact = self.text("institution_contact");
+        let email_templates_dir = self.parsed("email_templates_dir", None, |s| {
+            let path = PathBuf::from(s);
+            if path.is_dir() {
+                Ok(Some(path))
+            } else {
+                Err(format!("names {s}, which is not a folder"))
+            }
+        });
+
         Some(Config {
             role,
             listen,
@@ -524,6 +540,8 @@ impl Reader {
             max_body_bytes,
             shutdown_grace_seconds,
             consent_validity_start,
+            institution_contact,
+            email_templates_dir,
         })
     }
 

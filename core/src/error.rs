@@ -17,6 +17,8 @@ pub enum CoreError {
     NothingToChange,
     #[error("{0}")]
     Consent(crate::consent::ConsentRefusal),
+    #[error("the notice has not failed")]
+    NoticeNotFailed,
     #[error("conflict: {0}")]
     Conflict(&'static str),
     #[error("stored data is inconsistent: {0}")]

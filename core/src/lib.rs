@@ -13,6 +13,7 @@ pub mod entities;
 pub mod error;
 pub mod idempotency;
 pub mod jpki;
+pub mod notices;
 pub mod provider;
 
 pub use error::CoreError;

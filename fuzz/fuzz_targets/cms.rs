@@ -1,9 +1,11 @@
 #![no_main]
-//! Signed-document verification never panics, attached or detached.
+//! Signed-document verification, inspection and attaching never panic.
 
 use std::sync::OnceLock;
 
-use kihon4_core::jpki::verify::{TrustAnchors, verify_signed_document};
+use kihon4_core::jpki::verify::{
+    TrustAnchors, attach_content, inspect_signed_document, verify_signed_document,
+};
 use libfuzzer_sys::fuzz_target;
 
 fn anchors() -> &'static TrustAnchors {
@@ -19,4 +21,9 @@ fuzz_target!(|data: &[u8]| {
     let now = chrono::Utc::now();
     let _ = verify_signed_document(data, None, anchors(), now);
     let _ = verify_signed_document(data, Some(b"content"), anchors(), now);
+    // The service-provider role reads the document and may attach the text.
+    let _ = inspect_signed_document(data);
+    if let Ok(attached) = attach_content(data, b"content") {
+        let _ = inspect_signed_document(&attached);
+    }
 });

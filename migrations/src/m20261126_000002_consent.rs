@@ -23,6 +23,7 @@ enum Consents {
     GrantedAt,
     ExpiresAt,
     DocumentSha256,
+    SignatureSha256,
     SignedDocument,
     Certificate,
     AnchorKeyId,
@@ -98,8 +99,10 @@ impl MigrationTrait for Migration {
                     .col(timestamp_with_time_zone(Consents::CertNotAfter))
                     .col(timestamp_with_time_zone(Consents::GrantedAt))
                     .col(timestamp_with_time_zone(Consents::ExpiresAt))
-                    // A signed document proves one consent only: a replay is refused.
-                    .col(string_len_uniq(Consents::DocumentSha256, 64))
+                    .col(string_len(Consents::DocumentSha256, 64))
+                    // A signature proves one consent only: a replay, attached
+                    // or detached, is refused.
+                    .col(string_len_uniq(Consents::SignatureSha256, 64))
                     .col(blob_null(Consents::SignedDocument))
                     .col(blob_null(Consents::Certificate))
                     .col(string_len_null(Consents::AnchorKeyId, 128))

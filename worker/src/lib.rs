@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use kihon4_core::notices::mail::Mailer;
 use kihon4_core::provider::Provider;
 use sea_orm::DatabaseConnection;
 use tokio_cron_scheduler::{Job, JobScheduler};
@@ -13,6 +14,8 @@ pub struct WorkerSettings {
     pub timezone: chrono_tz::Tz,
     /// The provider, when configured: registrations wait for it.
     pub provider: Option<Arc<dyn Provider>>,
+    /// Where notices go.
+    pub mailer: Arc<Mailer>,
 }
 
 /// Housekeeping: every hour, at minute 17 (away from the top of the hour).
@@ -64,10 +67,17 @@ pub async fn run(
         tracing::warn!("no provider configured: consent registrations wait until one is");
     }
     scheduler.start().await?;
+    let dispatcher = tokio::spawn(dispatch_forever(
+        db.clone(),
+        settings.mailer.clone(),
+        shutdown.clone(),
+    ));
     tracing::info!(timezone = %settings.timezone, "worker started");
     shutdown.cancelled().await;
     tracing::info!("worker stopping");
     scheduler.shutdown().await?;
+    // The notice being sent is finished and recorded; no new one is started.
+    dispatcher.await?;
     tracing::info!("worker stopped");
     Ok(())
 }
@@ -100,5 +110,46 @@ pub async fn registrations(db: &DatabaseConnection, provider: &dyn Provider, own
         ),
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "provider registrations failed"),
+    }
+}
+
+/// How often the outbox is looked at when it was found empty.
+const DISPATCH_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+/// Notices per round: small, so that a stop is prompt.
+const DISPATCH_ROUND: u64 = 20;
+
+/// Sends due notices until `shutdown`: round after round while there is
+/// work, every couple of seconds when there is none.
+pub async fn dispatch_forever(
+    db: DatabaseConnection,
+    mailer: Arc<Mailer>,
+    shutdown: CancellationToken,
+) {
+    use kihon4_core::notices::mail::dispatch_due;
+    let owner = format!("dispatcher-{}", uuid::Uuid::new_v4());
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let busy = match dispatch_due(&db, &mailer, &owner, DISPATCH_ROUND).await {
+            Ok(s) => s.sent + s.retried + s.failed >= DISPATCH_ROUND,
+            Err(e) => {
+                tracing::error!(error = %e, "notice dispatch failed");
+                false
+            }
+        };
+        if let Ok((pending, oldest)) = kihon4_core::notices::outbox::backlog(&db).await {
+            metrics::gauge!("kihon4_outbox_pending").set(pending as f64);
+            let age = oldest.map_or(0.0, |t| {
+                (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0
+            });
+            metrics::gauge!("kihon4_outbox_oldest_pending_seconds").set(age);
+        }
+        if !busy {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(DISPATCH_IDLE) => {}
+            }
+        }
     }
 }

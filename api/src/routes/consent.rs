@@ -206,6 +206,7 @@ pub async fn grant(
         &state.db,
         &state.consent_verifier,
         &state.consent_texts,
+        &state.notices,
         state.consent_settings,
         &auth.audit(),
         GrantRequest {
@@ -287,6 +288,14 @@ pub async fn withdraw(
     let mut errors = FieldErrors::new();
     let reason = errors.check("reason", body.0.reason.as_deref(), FreeText::parse);
     errors.into_result()?;
-    let done = consent::withdraw(&state.db, &auth.audit(), *id, &reason.expect("checked")).await?;
+    let done = consent::withdraw(
+        &state.db,
+        &state.notices,
+        state.consent_settings.timezone,
+        &auth.audit(),
+        *id,
+        &reason.expect("checked"),
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(ConsentView::from(done)))
 }

@@ -1,6 +1,7 @@
 pub mod audit;
 pub mod consent;
 pub mod customers;
+pub mod outbox;
 pub mod reports;
 pub mod service;
 

@@ -121,6 +121,7 @@ async fn written(app: &TestApp) -> Vec<i64> {
         "revocation_checks",
         "audit_events",
         "basic4_history",
+        "outbox",
     ] {
         out.push(app.count(table).await);
     }
@@ -200,6 +201,19 @@ async fn platform_grants_registers_withdraws_and_refuses_replays(backend: Backen
     );
     let actions = app.audit_actions().await;
     assert!(actions.ends_with(&["consent.granted".into(), "customer.updated".into()]));
+    // The receipt waits in the outbox, in the customer's language, addressed by name.
+    let receipts = app
+        .db
+        .query_all_raw(sea_orm::Statement::from_string(
+            app.db.get_database_backend(),
+            "SELECT subject, text_body FROM outbox WHERE kind = 'consent_receipt'".to_owned(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(receipts.len(), 1);
+    let body: String = receipts[0].try_get("", "text_body").unwrap();
+    assert!(body.contains("山田太郎"), "{body}");
+    assert!(body.contains(INSTITUTION));
 
     // The worker registers it with the provider.
     assert_eq!(latest(&sim, &signer.serial).await, Latest::NotSubscribed);
@@ -233,6 +247,11 @@ async fn platform_grants_registers_withdraws_and_refuses_replays(backend: Backen
     assert_eq!(withdrawn["status"], "withdrawn");
     assert_eq!(withdrawn["registration"], "unregistering");
     assert!(withdrawn["withdrawn_at"].is_string());
+    assert_eq!(
+        app.count("outbox WHERE kind = 'consent_withdrawn' AND status = 'pending'")
+            .await,
+        1
+    );
     let kinds: Vec<&str> = withdrawn["events"]
         .as_array()
         .unwrap()
@@ -313,9 +332,20 @@ async fn detached_signatures_with_ocsp_and_renewal(backend: Backend) {
     let signer = sim.resident().await;
     let en = text(&app, EN).await;
 
-    let res = grant(&app, customer, EN, &signer.sign(en.as_bytes(), false)).await;
+    let detached = signer.sign(en.as_bytes(), false);
+    let res = grant(&app, customer, EN, &detached).await;
     let first: Value = res.json().await.unwrap();
     assert!(first["id"].is_string(), "{first}");
+    // The same signature, now attached, is a replay.
+    let attached = kihon4_core::jpki::verify::attach_content(&detached, en.as_bytes()).unwrap();
+    let before = written(&app).await;
+    expect_problem(
+        grant(&app, customer, EN, &attached).await,
+        409,
+        "signed-document-reused",
+    )
+    .await;
+    assert_eq!(written(&app).await, before);
     assert_eq!(
         app.count("revocation_checks WHERE method = 'ocsp'").await,
         1
@@ -326,8 +356,9 @@ async fn detached_signatures_with_ocsp_and_renewal(backend: Backend) {
         "the items were the same"
     );
 
-    // A second consent renews the first (attached this time: the same bytes
-    // again would be a replay).
+    // A second consent renews the first. OpenSSL's signingTime counts seconds:
+    // signed again within the same one, it would be the same signature.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let res = grant(&app, customer, EN, &signer.sign(en.as_bytes(), true)).await;
     assert_eq!(res.status(), 201);
     let second: Value = res.json().await.unwrap();

@@ -40,6 +40,20 @@ macro_rules! both {
     )*};
 }
 
+/// The built-in notices, signed by the test institution.
+pub fn notices() -> kihon4_core::notices::Notices {
+    kihon4_core::notices::Notices::load(
+        kihon4_core::notices::Institution {
+            name: INSTITUTION.into(),
+            contact: "0120-000-000（平日9時〜17時）".into(),
+            reply_to: String::new(),
+        },
+        "bank.example.jp",
+        None,
+    )
+    .expect("the built-in templates render")
+}
+
 pub fn jwt_settings() -> JwtSettings {
     JwtSettings {
         algorithm: JwtAlgorithm::Hs256,
@@ -99,6 +113,7 @@ impl TestApp {
                 validity_start: ValidityStart::NextDay,
                 timezone: chrono_tz::Asia::Tokyo,
             },
+            notices: std::sync::Arc::new(notices()),
         });
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().unwrap().port();

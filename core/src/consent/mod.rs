@@ -42,7 +42,7 @@ pub enum ConsentRefusal {
         "the four items in the certificate differ from the customer's; send update_customer: true to take the certificate's"
     )]
     Basic4Mismatch,
-    #[error("this signed document has already been used for a consent")]
+    #[error("this signature has already been used for a consent")]
     DocumentReused,
     #[error("the consent is not active")]
     NotActive,

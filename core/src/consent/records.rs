@@ -27,6 +27,8 @@ use crate::entities::{
     basic4_history, consent_events, consents, customers as customer_rows, provider_registrations,
 };
 use crate::error::CoreError;
+use crate::notices::templates::{channel_label, format_date};
+use crate::notices::{self, NewNotice, NoticeKind, Notices};
 
 /// How the customer gave the consent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -425,6 +427,7 @@ pub async fn grant(
     db: &DatabaseConnection,
     verifier: &ConsentVerifier,
     texts: &ConsentTexts,
+    notices: &Notices,
     settings: ConsentSettings,
     ctx: &AuditContext,
     request: GrantRequest,
@@ -442,7 +445,7 @@ pub async fn grant(
         .await
         .map_err(refusal)?;
     let reused = consents::Entity::find()
-        .filter(consents::Column::DocumentSha256.eq(&evidence.document_sha256))
+        .filter(consents::Column::SignatureSha256.eq(&evidence.signature_sha256))
         .one(db)
         .await?;
     if reused.is_some() {
@@ -507,6 +510,7 @@ pub async fn grant(
         granted_at: Set(at),
         expires_at: Set(expires),
         document_sha256: Set(evidence.document_sha256.clone()),
+        signature_sha256: Set(evidence.signature_sha256.clone()),
         signed_document: Set(document),
         certificate: Set(certificate),
         anchor_key_id: Set(anchor_key_id),
@@ -519,7 +523,7 @@ pub async fn grant(
     .await;
     match inserted {
         Ok(_) => {}
-        // Another request with the same document won the race.
+        // Another request with the same signature won the race.
         Err(e) if db::is_unique_violation(&e) => {
             return Err(refusal(ConsentRefusal::DocumentReused));
         }
@@ -647,6 +651,33 @@ pub async fn grant(
         return Err(CoreError::Conflict("the customer changed meanwhile"));
     }
 
+    // The receipt, in the customer's language.
+    let local = |t: DateTime<Utc>| t.with_timezone(&settings.timezone).date_naive();
+    let locale = customer.locale;
+    let addressed = if take_items {
+        Some(evidence.basic4.name.as_str())
+    } else {
+        customer.basic4.as_ref().map(|b| b.name.as_str())
+    };
+    let receipt = notices::enqueue(
+        &txn,
+        notices,
+        NewNotice {
+            kind: NoticeKind::ConsentReceipt,
+            customer_id: Some(customer.id),
+            to: &customer.email,
+            locale,
+            customer_name: addressed,
+            data: json!({"consent": {
+                "text_version": text.version,
+                "granted_on": format_date(locale, local(at)),
+                "valid_until": format_date(locale, local(expires) - Days::new(1)),
+                "channel_label": channel_label(locale, request.channel.as_str()),
+            }}),
+        },
+    )
+    .await?;
+
     // The audit appends come last: they hold the chain lock until commit.
     let mut granted = AuditEvent::new("consent.granted", "consent", Some(id.to_string()))
         .with_customer(customer.id)
@@ -664,6 +695,7 @@ pub async fn grant(
                 "granted_at": at,
                 "expires_at": expires,
                 "renews": renewed,
+                "notice": {"id": receipt, "kind": NoticeKind::ConsentReceipt.as_str()},
             }),
         );
     if let Kept::ServiceProvider {
@@ -692,6 +724,8 @@ pub async fn grant(
 /// intent and the audit event, in one transaction.
 pub async fn withdraw(
     db: &DatabaseConnection,
+    notices: &Notices,
+    timezone: chrono_tz::Tz,
     ctx: &AuditContext,
     id: Uuid,
     reason: &FreeText,
@@ -701,7 +735,7 @@ pub async fn withdraw(
         .one(&txn)
         .await?
         .ok_or(CoreError::NotFound("consent"))?;
-    lock_customer(&txn, row.customer_id).await?;
+    let customer = customers::Customer::try_from(lock_customer(&txn, row.customer_id).await?)?;
     let at = now();
     let events = events_of(&txn, &[id]).await?;
     if derive_status(&events, row.expires_at, at) != ConsentStatus::Active {
@@ -732,8 +766,30 @@ pub async fn withdraw(
     ))
     .exec_without_returning(&txn)
     .await?;
+    let local = |t: DateTime<Utc>| t.with_timezone(&timezone).date_naive();
+    let locale = customer.locale;
+    let confirmation = notices::enqueue(
+        &txn,
+        notices,
+        NewNotice {
+            kind: NoticeKind::ConsentWithdrawn,
+            customer_id: Some(customer.id),
+            to: &customer.email,
+            locale,
+            customer_name: customer.basic4.as_ref().map(|b| b.name.as_str()),
+            data: json!({"consent": {
+                "withdrawn_on": format_date(locale, local(at)),
+                "granted_on": format_date(locale, local(row.granted_at)),
+            }}),
+        },
+    )
+    .await?;
     let mut event = AuditEvent::new("consent.withdrawn", "consent", Some(id.to_string()))
-        .with_customer(row.customer_id);
+        .with_customer(row.customer_id)
+        .set(
+            "notice",
+            json!({"id": confirmation, "kind": NoticeKind::ConsentWithdrawn.as_str()}),
+        );
     let committed = event.commit("after.reason", reason.as_str());
     let event = event.set("before", json!({ "status": "active" })).set(
         "after",

@@ -42,8 +42,10 @@ pub struct Evidence {
     pub basic4: Basic4,
     /// The signed content: the exact bytes of the consent text.
     pub content: Vec<u8>,
-    /// SHA-256 of the document as sent; one document proves one consent.
+    /// SHA-256 of the document as sent.
     pub document_sha256: String,
+    /// SHA-256 of the signature value; one signature proves one consent.
+    pub signature_sha256: String,
     /// How revocation was checked: `crl`, `ocsp` or `provider`.
     pub revocation_method: &'static str,
     pub kept: Kept,
@@ -141,6 +143,7 @@ impl ConsentVerifier {
                     RevocationStatus::Revoked(_) => return Err(ConsentRefusal::Revoked),
                 }
                 Ok(Evidence {
+                    signature_sha256: hex::encode(Sha256::digest(&verified.signature)),
                     cert_serial: verified.certificate.serial.clone(),
                     cert_not_after: verified.certificate.not_after,
                     basic4: verified.certificate.basic4.clone(),
@@ -186,6 +189,7 @@ impl ConsentVerifier {
                     ));
                 }
                 Ok(Evidence {
+                    signature_sha256: hex::encode(Sha256::digest(&inspected.signature)),
                     cert_serial: v.cert_serial,
                     cert_not_after: v.not_after,
                     basic4: v.basic4,

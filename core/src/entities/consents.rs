@@ -17,6 +17,8 @@ pub struct Model {
     pub granted_at: DateTimeUtc,
     pub expires_at: DateTimeUtc,
     pub document_sha256: String,
+    #[sea_orm(unique)]
+    pub signature_sha256: String,
     pub signed_document: Option<Vec<u8>>,
     pub certificate: Option<Vec<u8>>,
     pub anchor_key_id: Option<String>,

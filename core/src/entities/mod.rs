@@ -9,5 +9,6 @@ pub mod consent_events;
 pub mod consents;
 pub mod customers;
 pub mod idempotency_keys;
+pub mod outbox;
 pub mod provider_registrations;
 pub mod revocation_checks;

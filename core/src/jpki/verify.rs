@@ -64,6 +64,8 @@ pub enum SignatureError {
 #[derive(Debug, Clone)]
 pub struct VerifiedDocument {
     pub content: Vec<u8>,
+    /// The signer's signature value: one signing act, however the document is wrapped.
+    pub signature: Vec<u8>,
     pub certificate: Arc<SigningCertificate>,
     pub certificate_der: Vec<u8>,
     /// The key identifier of the trust anchor the path ends at.
@@ -395,6 +397,8 @@ fn open(cms_der: &[u8], anchors: Option<&TrustAnchors>) -> Result<Opened, Signat
 /// before it hands the document to the provider.
 pub struct Inspected {
     pub attached: Option<Vec<u8>>,
+    /// The signer's signature value.
+    pub signature: Vec<u8>,
     pub certificate: Arc<SigningCertificate>,
 }
 
@@ -402,6 +406,7 @@ pub fn inspect_signed_document(cms_der: &[u8]) -> Result<Inspected, SignatureErr
     let opened = open(cms_der, None)?;
     Ok(Inspected {
         attached: opened.attached,
+        signature: opened.signer.signature.as_bytes().to_vec(),
         certificate: opened.profile,
     })
 }
@@ -529,6 +534,7 @@ pub fn verify_signed_document(
     }
     Ok(VerifiedDocument {
         content,
+        signature: signer.signature.as_bytes().to_vec(),
         certificate: profile,
         certificate_der,
         anchor_key_id,
