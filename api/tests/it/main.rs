@@ -5,10 +5,13 @@
 mod database;
 mod helpers;
 mod sim;
+#[path = "../../../tests/support/smtp_sink.rs"]
+mod smtp_sink;
 
 mod audit;
 mod auth;
 mod consent;
 mod customers;
 mod idempotency;
+mod notices;
 mod service;

@@ -6,12 +6,15 @@
 use std::path::Path;
 use std::time::Duration;
 
+use std::time::Instant;
+
 use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
-use lettre::transport::smtp::PoolConfig;
-use lettre::{
-    Address, AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
-};
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
+use lettre::transport::smtp::extension::ClientId;
+use lettre::{Address, AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
+use tokio::sync::Mutex;
 
 use super::outbox::{self, SendOutcome};
 use crate::entities::outbox as rows;
@@ -25,8 +28,213 @@ pub const LEASE: Duration = Duration::from_secs(150);
 const MARGIN: Duration = Duration::from_secs(15);
 
 enum Transport {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(Box<Smtp>),
     Drop(AsyncFileTransport<Tokio1Executor>),
+}
+
+/// How the connection to the mail server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Security {
+    /// `smtp://host:port`: none (a relay on the same host or network).
+    Plain,
+    /// `smtp://host:port?tls=required`: STARTTLS, or no sending.
+    StartTls,
+    /// `smtp://host:port?tls=opportunistic`: STARTTLS when offered.
+    StartTlsIfOffered,
+    /// `smtps://host:port`: TLS from the first byte.
+    Tls,
+}
+
+/// One connection to the mail server, kept open between notices and opened
+/// again when it breaks. Notices are sent one at a time (each is recorded
+/// before the next starts), so one connection is all a dispatcher uses.
+struct Smtp {
+    host: String,
+    port: u16,
+    security: Security,
+    credentials: Option<Credentials>,
+    hello: ClientId,
+    connection: Mutex<Option<(AsyncSmtpConnection, Instant)>>,
+}
+
+/// A connection idle for longer is checked with NOOP before it is used.
+const IDLE_CHECK: Duration = Duration::from_secs(5);
+
+fn parse_smtp_url(url: &str) -> Result<Smtp, String> {
+    let parsed = url::Url::parse(url).map_err(|_| "KIHON4_SMTP_URL is not a URL".to_owned())?;
+    let host = parsed
+        .host_str()
+        .ok_or("KIHON4_SMTP_URL names no host")?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let tls = parsed
+        .query_pairs()
+        .find(|(k, _)| k == "tls")
+        .map(|(_, v)| v.into_owned());
+    let (security, default_port) = match (parsed.scheme(), tls.as_deref()) {
+        ("smtps", None) => (Security::Tls, 465),
+        ("smtp", None) => (Security::Plain, 25),
+        ("smtp", Some("required")) => (Security::StartTls, 587),
+        ("smtp", Some("opportunistic")) => (Security::StartTlsIfOffered, 587),
+        _ => {
+            return Err(
+                "KIHON4_SMTP_URL must be smtp://host:port, smtp://host:port?tls=required|opportunistic or smtps://user:password@host:port"
+                    .into(),
+            );
+        }
+    };
+    let decode = |s: &str| {
+        percent_decode(s).map_err(|_| "KIHON4_SMTP_URL has a user or password that is not UTF-8")
+    };
+    let credentials = match (parsed.username(), parsed.password()) {
+        ("", None) => None,
+        (user, password) => Some(Credentials::new(
+            decode(user)?,
+            decode(password.unwrap_or_default())?,
+        )),
+    };
+    Ok(Smtp {
+        host,
+        port: parsed.port().unwrap_or(default_port),
+        security,
+        credentials,
+        hello: ClientId::default(),
+        connection: Mutex::new(None),
+    })
+}
+
+fn percent_decode(s: &str) -> Result<String, std::str::Utf8Error> {
+    url::form_urlencoded::parse(format!("x={}", s.replace('+', "%2B")).as_bytes())
+        .next()
+        .map(|(_, v)| Ok(v.into_owned()))
+        .unwrap_or_else(|| Ok(String::new()))
+}
+
+/// Why a send did not happen, sorted by whether trying later may help.
+enum SmtpFailure {
+    Transient(String),
+    Permanent(String),
+}
+
+impl From<lettre::transport::smtp::Error> for SmtpFailure {
+    fn from(e: lettre::transport::smtp::Error) -> Self {
+        if e.is_permanent() {
+            Self::Permanent(e.to_string())
+        } else {
+            Self::Transient(e.to_string())
+        }
+    }
+}
+
+impl Smtp {
+    async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpFailure> {
+        let tls = || {
+            TlsParameters::new(self.host.clone())
+                .map_err(|e| SmtpFailure::Permanent(format!("TLS cannot be set up: {e}")))
+        };
+        let mut connection = if self.security == Security::Tls {
+            AsyncSmtpConnection::connect_tokio1(
+                (self.host.as_str(), self.port),
+                Some(SMTP_TIMEOUT),
+                &self.hello,
+                Some(tls()?),
+                None,
+            )
+            .await?
+        } else {
+            let tcp = tokio::time::timeout(
+                SMTP_TIMEOUT,
+                tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
+            )
+            .await
+            .map_err(|_| SmtpFailure::Transient("connecting timed out".into()))?
+            .map_err(|e| SmtpFailure::Transient(format!("cannot connect: {e}")))?;
+            // The message and its final dot are written separately: without
+            // this, Nagle's algorithm holds the dot until the server's
+            // delayed acknowledgement, some 40 ms per notice.
+            tcp.set_nodelay(true)
+                .map_err(|e| SmtpFailure::Transient(format!("cannot connect: {e}")))?;
+            let mut connection = tokio::time::timeout(
+                SMTP_TIMEOUT,
+                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello),
+            )
+            .await
+            .map_err(|_| SmtpFailure::Transient("the greeting timed out".into()))??;
+            let offered = connection.can_starttls();
+            match self.security {
+                Security::StartTls if !offered => {
+                    return Err(SmtpFailure::Transient(
+                        "the server does not offer STARTTLS, which KIHON4_SMTP_URL requires".into(),
+                    ));
+                }
+                Security::StartTls | Security::StartTlsIfOffered if offered => {
+                    connection.starttls(tls()?, &self.hello).await?;
+                }
+                _ => {}
+            }
+            connection
+        };
+        if let Some(credentials) = &self.credentials {
+            connection
+                .auth(&[Mechanism::Plain, Mechanism::Login], credentials)
+                .await?;
+        }
+        Ok(connection)
+    }
+
+    async fn send(&self, message: &Message) -> Result<String, SmtpFailure> {
+        let mut slot = self.connection.lock().await;
+        let reusable = match slot.take() {
+            Some((mut c, last)) if !c.has_broken() => {
+                if last.elapsed() < IDLE_CHECK || c.test_connected().await {
+                    Some(c)
+                } else {
+                    c.abort().await;
+                    None
+                }
+            }
+            Some((mut c, _)) => {
+                c.abort().await;
+                None
+            }
+            None => None,
+        };
+        let mut connection = match reusable {
+            Some(c) => c,
+            None => self.connect().await?,
+        };
+        let sent = tokio::time::timeout(
+            SMTP_TIMEOUT,
+            connection.send(message.envelope(), &message.formatted()),
+        )
+        .await;
+        match sent {
+            Ok(Ok(response)) => {
+                *slot = Some((connection, Instant::now()));
+                Ok(std::iter::once(response.code().to_string())
+                    .chain(response.message().map(str::to_owned))
+                    .collect::<Vec<_>>()
+                    .join(" "))
+            }
+            Ok(Err(e)) => {
+                // A refused recipient leaves the session usable; anything else may not.
+                if e.is_permanent() && !connection.has_broken() {
+                    let _ = connection
+                        .command(lettre::transport::smtp::commands::Rset)
+                        .await;
+                    *slot = Some((connection, Instant::now()));
+                } else {
+                    connection.abort().await;
+                }
+                Err(e.into())
+            }
+            Err(_) => {
+                connection.abort().await;
+                Err(SmtpFailure::Transient("sending timed out".into()))
+            }
+        }
+    }
 }
 
 /// Where notices go, and who they are from.
@@ -56,12 +264,7 @@ impl Mailer {
     /// Over SMTP: `smtp://host:port` (no TLS, a loopback relay),
     /// `smtp://host:587?tls=required` (STARTTLS), `smtps://user:pass@host` (TLS).
     pub fn smtp(url: &str, sender: Sender<'_>) -> Result<Self, String> {
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::from_url(url)
-            .map_err(|e| format!("KIHON4_SMTP_URL: {e}"))?
-            .timeout(Some(SMTP_TIMEOUT))
-            .pool_config(PoolConfig::new().max_size(4))
-            .build();
-        Self::with(Transport::Smtp(transport), sender)
+        Self::with(Transport::Smtp(Box::new(parse_smtp_url(url)?)), sender)
     }
 
     /// As `.eml` files into `folder` (created when missing).
@@ -117,15 +320,10 @@ impl Mailer {
             Err(e) => return SendOutcome::Permanent(e),
         };
         match &self.transport {
-            Transport::Smtp(smtp) => match smtp.send(message).await {
-                Ok(response) => SendOutcome::Sent(
-                    std::iter::once(response.code().to_string())
-                        .chain(response.message().map(str::to_owned))
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                ),
-                Err(e) if e.is_permanent() => SendOutcome::Permanent(e.to_string()),
-                Err(e) => SendOutcome::Transient(e.to_string()),
+            Transport::Smtp(smtp) => match smtp.send(&message).await {
+                Ok(answer) => SendOutcome::Sent(answer),
+                Err(SmtpFailure::Permanent(why)) => SendOutcome::Permanent(why),
+                Err(SmtpFailure::Transient(why)) => SendOutcome::Transient(why),
             },
             Transport::Drop(files) => match files.send(message).await {
                 Ok(id) => SendOutcome::Sent(format!("written to the mail drop as {id}.eml")),
