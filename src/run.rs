@@ -177,7 +177,7 @@ fn mailer(config: &Config) -> anyhow::Result<Arc<Mailer>> {
         Some(url) => Mailer::smtp(url.expose_secret(), sender),
         None => Mailer::drop_folder(&config.mail_drop_dir, sender),
     }
-    .map(Arc::new)
+    .map(|m| Arc::new(m.with_timeout(config.smtp_timeout)))
     .map_err(|e| anyhow::anyhow!(e))
 }
 

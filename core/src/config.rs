@@ -47,6 +47,7 @@ pub const SETTINGS: &[&str] = &[
     "consent_validity_start",
     "institution_contact",
     "email_templates_dir",
+    "smtp_timeout_seconds",
 ];
 
 /// Variables with the prefix that are not settings of the service itself:
@@ -152,6 +153,8 @@ pub struct Config {
     pub institution_contact: Option<String>,
     /// Email templates that replace the built-in ones (every one must be there).
     pub email_templates_dir: Option<PathBuf>,
+    /// How long one SMTP exchange may take; a notice's lease is five times that.
+    pub smtp_timeout: std::time::Duration,
 }
 
 /// Everything that is wrong with a configuration, in one message.
@@ -516,6 +519,17 @@ impl Reader {
             }
         });
 
+        let smtp_timeout = self.parsed(
+            "smtp_timeout_seconds",
+            std::time::Duration::from_secs(30),
+            |s| match s.parse::<u64>() {
+                Ok(n) if (1..=600).contains(&n) => Ok(std::time::Duration::from_secs(n)),
+                _ => Err(format!(
+                    "must be a number of seconds from 1 to 600, not `{s}`"
+                )),
+            },
+        );
+
         Some(Config {
             role,
             listen,
@@ -542,6 +556,7 @@ impl Reader {
             consent_validity_start,
             institution_contact,
             email_templates_dir,
+            smtp_timeout,
         })
     }
 

@@ -4,7 +4,10 @@
 #[path = "../support/database.rs"]
 mod database;
 mod process;
+#[path = "../support/smtp_sink.rs"]
+mod smtp_sink;
 
 mod concurrency;
 mod consent;
 mod lifecycle;
+mod notices;

@@ -20,12 +20,8 @@ use super::outbox::{self, SendOutcome};
 use crate::entities::outbox as rows;
 use crate::error::CoreError;
 
-/// How long one SMTP exchange may take.
+/// How long one SMTP exchange may take, unless configured.
 pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a claim holds; a notice is not started with less than
-/// `SMTP_TIMEOUT` plus a margin of its lease left.
-pub const LEASE: Duration = Duration::from_secs(150);
-const MARGIN: Duration = Duration::from_secs(15);
 
 enum Transport {
     Smtp(Box<Smtp>),
@@ -55,6 +51,7 @@ struct Smtp {
     credentials: Option<Credentials>,
     hello: ClientId,
     connection: Mutex<Option<(AsyncSmtpConnection, Instant)>>,
+    timeout: Duration,
 }
 
 /// A connection idle for longer is checked with NOOP before it is used.
@@ -101,6 +98,7 @@ fn parse_smtp_url(url: &str) -> Result<Smtp, String> {
         credentials,
         hello: ClientId::default(),
         connection: Mutex::new(None),
+        timeout: SMTP_TIMEOUT,
     })
 }
 
@@ -136,7 +134,7 @@ impl Smtp {
         let mut connection = if self.security == Security::Tls {
             AsyncSmtpConnection::connect_tokio1(
                 (self.host.as_str(), self.port),
-                Some(SMTP_TIMEOUT),
+                Some(self.timeout),
                 &self.hello,
                 Some(tls()?),
                 None,
@@ -144,7 +142,7 @@ impl Smtp {
             .await?
         } else {
             let tcp = tokio::time::timeout(
-                SMTP_TIMEOUT,
+                self.timeout,
                 tokio::net::TcpStream::connect((self.host.as_str(), self.port)),
             )
             .await
@@ -156,7 +154,7 @@ impl Smtp {
             tcp.set_nodelay(true)
                 .map_err(|e| SmtpFailure::Transient(format!("cannot connect: {e}")))?;
             let mut connection = tokio::time::timeout(
-                SMTP_TIMEOUT,
+                self.timeout,
                 AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello),
             )
             .await
@@ -205,7 +203,7 @@ impl Smtp {
             None => self.connect().await?,
         };
         let sent = tokio::time::timeout(
-            SMTP_TIMEOUT,
+            self.timeout,
             connection.send(message.envelope(), &message.formatted()),
         )
         .await;
@@ -243,6 +241,7 @@ pub struct Mailer {
     from: Mailbox,
     reply_to: Option<Mailbox>,
     timezone: chrono_tz::Tz,
+    timeout: Duration,
 }
 
 /// The sender as the config names it.
@@ -267,6 +266,21 @@ impl Mailer {
         Self::with(Transport::Smtp(Box::new(parse_smtp_url(url)?)), sender)
     }
 
+    /// How long one exchange with the server may take (default 30 s). A
+    /// claimed notice's lease is five times that, and a notice is not
+    /// started with less than one and a half times that left of its lease.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        if let Transport::Smtp(smtp) = &mut self.transport {
+            smtp.timeout = timeout;
+        }
+        self
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.timeout * 5
+    }
+
     /// As `.eml` files into `folder` (created when missing).
     pub fn drop_folder(folder: &Path, sender: Sender<'_>) -> Result<Self, String> {
         std::fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
@@ -282,6 +296,7 @@ impl Mailer {
             from: mailbox(Some(sender.name), sender.address)?,
             reply_to: sender.reply_to.map(|a| mailbox(None, a)).transpose()?,
             timezone: sender.timezone,
+            timeout: SMTP_TIMEOUT,
         })
     }
 
@@ -352,7 +367,8 @@ pub async fn dispatch_due(
     let mut summary = Summary::default();
     let mut tried = 0u64;
     while tried < limit {
-        let batch = outbox::claim(db, owner, std::cmp::min(limit - tried, 20), LEASE).await?;
+        let batch =
+            outbox::claim(db, owner, std::cmp::min(limit - tried, 20), mailer.lease()).await?;
         if batch.is_empty() {
             break;
         }
@@ -364,7 +380,7 @@ pub async fn dispatch_due(
                 .map(|until| until - chrono::Utc::now())
                 .and_then(|d| d.to_std().ok())
                 .unwrap_or_default();
-            if left < SMTP_TIMEOUT + MARGIN {
+            if left < mailer.timeout + mailer.timeout / 2 {
                 // Too little of the lease left to be sure no one else takes it over mid-send.
                 outbox::release(db, owner, &row).await?;
                 for rest in rows.by_ref() {
