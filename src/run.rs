@@ -11,8 +11,8 @@ use kihon4_api::AppState;
 use kihon4_core::auth::Authenticator;
 use kihon4_core::config::Config;
 use kihon4_core::consent::{ConsentSettings, ConsentVerifier};
-use kihon4_core::notices::mail::{Mailer, Sender};
-use kihon4_core::notices::{Institution, Notices};
+use kihon4_core::notices::mail::Mailer;
+use kihon4_core::notices::{Institution, Notices, Sender};
 use kihon4_migrations::{Migrator, MigratorTrait, schema_status};
 use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
@@ -154,28 +154,22 @@ fn notices(config: &Config) -> anyhow::Result<Arc<Notices>> {
             .map(|e| e.as_str().to_owned())
             .unwrap_or_default(),
     };
-    let domain = config
-        .mail_from
-        .as_str()
-        .rsplit('@')
-        .next()
-        .unwrap_or("localhost");
-    Notices::load(institution, domain, config.email_templates_dir.as_deref())
+    let sender = Sender {
+        address: config.mail_from.as_str(),
+        reply_to: config.mail_reply_to.as_ref().map(|e| e.as_str()),
+        timezone: config.timezone,
+    };
+    Notices::load(institution, sender, config.email_templates_dir.as_deref())
         .map(Arc::new)
         .map_err(|e| anyhow::anyhow!(e))
 }
 
 /// SMTP when configured, else the mail drop folder.
 fn mailer(config: &Config) -> anyhow::Result<Arc<Mailer>> {
-    let sender = Sender {
-        name: &config.institution_name,
-        address: config.mail_from.as_str(),
-        reply_to: config.mail_reply_to.as_ref().map(|e| e.as_str()),
-        timezone: config.timezone,
-    };
+    let from = config.mail_from.as_str();
     match &config.smtp_url {
-        Some(url) => Mailer::smtp(url.expose_secret(), sender),
-        None => Mailer::drop_folder(&config.mail_drop_dir, sender),
+        Some(url) => Mailer::smtp(url.expose_secret(), from),
+        None => Mailer::drop_folder(&config.mail_drop_dir, from),
     }
     .map(|m| Arc::new(m.with_timeout(config.smtp_timeout)))
     .map_err(|e| anyhow::anyhow!(e))
@@ -222,16 +216,24 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let api = server.as_ref().map(|s| s.handle());
     let api_task = server.map(tokio::spawn);
 
-    let (worker_provider, worker_mailer) = if roles.worker {
-        (provider(&config, false)?, Some(mailer(&config)?))
+    let (worker_provider, worker_mailer, notices_db) = if roles.worker {
+        let notices_db = kihon4_core::db::connect_relaxed(config.database_url.expose_secret())
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
+        (
+            provider(&config, false)?,
+            Some(mailer(&config)?),
+            Some(notices_db),
+        )
     } else {
-        (None, None)
+        (None, None, None)
     };
     let worker_task = roles.worker.then(|| {
         let settings = kihon4_worker::WorkerSettings {
             timezone: config.timezone,
             provider: worker_provider.clone(),
             mailer: worker_mailer.clone().expect("made for the worker"),
+            notices_db: notices_db.clone().expect("opened for the worker"),
         };
         tokio::spawn(kihon4_worker::run(db.clone(), settings, shutdown.clone()))
     });

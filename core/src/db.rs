@@ -15,6 +15,23 @@ const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Opens a pool. SQLite runs in WAL mode with a busy timeout, so that API and
 /// worker processes can share one file; its folder is created when missing.
 pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnection, DbErr> {
+    connect_with(url, max_connections, SqliteSynchronous::Full).await
+}
+
+/// A pool for records whose loss in an operating-system crash or power cut
+/// costs a repeat, never data: the notice dispatcher's claims and "sent"
+/// marks. Its commits do not wait for the disk (SQLite `synchronous=NORMAL`,
+/// PostgreSQL `synchronous_commit=off`); they still survive the process
+/// being killed, and PostgreSQL's also a crash of its server process.
+pub async fn connect_relaxed(url: &str) -> Result<DatabaseConnection, DbErr> {
+    connect_with(url, 2, SqliteSynchronous::Normal).await
+}
+
+async fn connect_with(
+    url: &str,
+    max_connections: u32,
+    synchronous: SqliteSynchronous,
+) -> Result<DatabaseConnection, DbErr> {
     let mut options = ConnectOptions::new(url.to_owned());
     options
         .max_connections(max_connections)
@@ -22,10 +39,17 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
         .connect_timeout(Duration::from_secs(10))
         .acquire_timeout(Duration::from_secs(30))
         .sqlx_logging(false)
-        .map_sqlx_sqlite_opts(|o| {
+        .map_sqlx_postgres_opts(move |o| {
+            if synchronous == SqliteSynchronous::Normal {
+                o.options([("synchronous_commit", "off")])
+            } else {
+                o
+            }
+        })
+        .map_sqlx_sqlite_opts(move |o| {
             o.journal_mode(SqliteJournalMode::Wal)
                 .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                .synchronous(SqliteSynchronous::Full)
+                .synchronous(synchronous)
                 .foreign_keys(true)
                 .create_if_missing(true)
         });

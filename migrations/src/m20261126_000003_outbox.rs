@@ -15,9 +15,7 @@ enum Outbox {
     Kind,
     Locale,
     ToAddress,
-    Subject,
-    TextBody,
-    HtmlBody,
+    Message,
     MessageId,
     Status,
     Attempts,
@@ -42,9 +40,9 @@ impl MigrationTrait for Migration {
                     .col(string_len(Outbox::Kind, 32))
                     .col(string_len(Outbox::Locale, 2))
                     .col(string_len(Outbox::ToAddress, 254))
-                    .col(text(Outbox::Subject))
-                    .col(text(Outbox::TextBody))
-                    .col(text(Outbox::HtmlBody))
+                    // The whole message as sent (RFC 5322, 7-bit): a resend
+                    // after an ambiguous failure is the same bytes.
+                    .col(blob(Outbox::Message))
                     .col(string_len_uniq(Outbox::MessageId, 320))
                     .col(string_len(Outbox::Status, 16))
                     .col(integer(Outbox::Attempts))

@@ -74,7 +74,11 @@ async fn a_worker_killed_while_sending_loses_nothing_and_resends_at_most_one_per
             name: "かもめ銀行".into(),
             ..Institution::default()
         },
-        "bank.example.jp",
+        kihon4_core::notices::Sender {
+            address: "notices@bank.example.jp",
+            reply_to: None,
+            timezone: chrono_tz::Asia::Tokyo,
+        },
         None,
     )
     .unwrap();

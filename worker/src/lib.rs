@@ -16,6 +16,8 @@ pub struct WorkerSettings {
     pub provider: Option<Arc<dyn Provider>>,
     /// Where notices go.
     pub mailer: Arc<Mailer>,
+    /// Where the dispatcher records what it sent ([`kihon4_core::db::connect_relaxed`]).
+    pub notices_db: DatabaseConnection,
 }
 
 /// Housekeeping: every hour, at minute 17 (away from the top of the hour).
@@ -69,6 +71,7 @@ pub async fn run(
     scheduler.start().await?;
     let dispatcher = tokio::spawn(dispatch_forever(
         db.clone(),
+        settings.notices_db.clone(),
         settings.mailer.clone(),
         shutdown.clone(),
     ));
@@ -122,6 +125,7 @@ const DISPATCH_ROUND: u64 = 20;
 /// work, every couple of seconds when there is none.
 pub async fn dispatch_forever(
     db: DatabaseConnection,
+    notices_db: DatabaseConnection,
     mailer: Arc<Mailer>,
     shutdown: CancellationToken,
 ) {
@@ -131,7 +135,7 @@ pub async fn dispatch_forever(
         if shutdown.is_cancelled() {
             return;
         }
-        let busy = match dispatch_due(&db, &mailer, &owner, DISPATCH_ROUND).await {
+        let busy = match dispatch_due(&db, &notices_db, &mailer, &owner, DISPATCH_ROUND).await {
             Ok(s) => s.sent + s.retried + s.failed >= DISPATCH_ROUND,
             Err(e) => {
                 tracing::error!(error = %e, "notice dispatch failed");

@@ -201,19 +201,12 @@ async fn platform_grants_registers_withdraws_and_refuses_replays(backend: Backen
     );
     let actions = app.audit_actions().await;
     assert!(actions.ends_with(&["consent.granted".into(), "customer.updated".into()]));
-    // The receipt waits in the outbox, in the customer's language, addressed by name.
-    let receipts = app
-        .db
-        .query_all_raw(sea_orm::Statement::from_string(
-            app.db.get_database_backend(),
-            "SELECT subject, text_body FROM outbox WHERE kind = 'consent_receipt'".to_owned(),
-        ))
-        .await
-        .unwrap();
-    assert_eq!(receipts.len(), 1);
-    let body: String = receipts[0].try_get("", "text_body").unwrap();
-    assert!(body.contains("山田太郎"), "{body}");
-    assert!(body.contains(INSTITUTION));
+    // The receipt waits in the outbox, in the customer's language.
+    assert_eq!(
+        app.count("outbox WHERE kind = 'consent_receipt' AND locale = 'ja'")
+            .await,
+        1
+    );
 
     // The worker registers it with the provider.
     assert_eq!(latest(&sim, &signer.serial).await, Latest::NotSubscribed);

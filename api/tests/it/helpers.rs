@@ -48,7 +48,11 @@ pub fn notices() -> kihon4_core::notices::Notices {
             contact: "0120-000-000（平日9時〜17時）".into(),
             reply_to: String::new(),
         },
-        "bank.example.jp",
+        kihon4_core::notices::Sender {
+            address: "notices@bank.example.jp",
+            reply_to: Some("support@bank.example.jp"),
+            timezone: chrono_tz::Asia::Tokyo,
+        },
         None,
     )
     .expect("the built-in templates render")

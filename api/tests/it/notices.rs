@@ -7,7 +7,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use kihon4_core::auth::Role;
 use kihon4_core::config::{JpkiRole, Revocation};
 use kihon4_core::domain::{Email, Locale};
-use kihon4_core::notices::mail::{Mailer, Sender, dispatch_due};
+use kihon4_core::notices::mail::{Mailer, dispatch_due};
 use kihon4_core::notices::{NewNotice, NoticeKind, enqueue};
 use sea_orm::{ConnectionTrait, TransactionTrait};
 use serde_json::{Value, json};
@@ -24,16 +24,7 @@ both!(
 );
 
 fn mailer(sink: &SmtpSink) -> Mailer {
-    Mailer::smtp(
-        &sink.url(),
-        Sender {
-            name: INSTITUTION,
-            address: "notices@bank.example.jp",
-            reply_to: Some("support@bank.example.jp"),
-            timezone: chrono_tz::Asia::Tokyo,
-        },
-    )
-    .expect("a mailer")
+    Mailer::smtp(&sink.url(), "notices@bank.example.jp").expect("a mailer")
 }
 
 async fn outbox_rows(app: &TestApp, sql: &str) -> Vec<sea_orm::QueryResult> {
@@ -90,11 +81,11 @@ async fn a_consent_receipt_arrives_once_in_the_customers_language(backend: Backe
     }
 
     let mailer = mailer(&sink);
-    let round = dispatch_due(&app.db, &mailer, "dispatcher-1", 100)
+    let round = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100)
         .await
         .unwrap();
     assert_eq!((round.sent, round.retried, round.failed), (2, 0, 0));
-    let again = dispatch_due(&app.db, &mailer, "dispatcher-1", 100)
+    let again = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100)
         .await
         .unwrap();
     assert_eq!(again.sent, 0, "nothing is sent twice");
@@ -230,7 +221,7 @@ async fn notices_wait_out_an_smtp_outage_and_a_refused_address_fails_alone(backe
     let mailer = mailer(&sink);
 
     sink.stop();
-    let down = dispatch_due(&app.db, &mailer, "dispatcher-1", 100)
+    let down = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100)
         .await
         .unwrap();
     assert_eq!((down.sent, down.retried), (0, 3));
@@ -241,7 +232,7 @@ async fn notices_wait_out_an_smtp_outage_and_a_refused_address_fails_alone(backe
     );
     // Not due again until the backoff has passed.
     sink.resume();
-    let early = dispatch_due(&app.db, &mailer, "dispatcher-1", 100)
+    let early = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100)
         .await
         .unwrap();
     assert_eq!(early.sent, 0);
@@ -249,7 +240,7 @@ async fn notices_wait_out_an_smtp_outage_and_a_refused_address_fails_alone(backe
         .execute_unprepared("UPDATE outbox SET run_at = created_at")
         .await
         .unwrap();
-    let up = dispatch_due(&app.db, &mailer, "dispatcher-1", 100)
+    let up = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100)
         .await
         .unwrap();
     assert_eq!((up.sent, up.retried, up.failed), (2, 0, 1));
@@ -299,7 +290,7 @@ async fn notices_wait_out_an_smtp_outage_and_a_refused_address_fails_alone(backe
             .await,
         1
     );
-    let again = dispatch_due(&app.db, &mailer, "dispatcher-1", 100)
+    let again = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100)
         .await
         .unwrap();
     assert_eq!(again.failed, 1, "still refused by the server");
@@ -317,7 +308,7 @@ async fn two_dispatchers_send_each_of_2000_notices_once(backend: Backend) {
         tokio::spawn(async move {
             let mut sent = 0;
             loop {
-                let round = dispatch_due(&db, &mailer, owner, 50).await.unwrap();
+                let round = dispatch_due(&db, &db, &mailer, owner, 50).await.unwrap();
                 sent += round.sent;
                 if round.sent + round.retried + round.failed == 0 {
                     return sent;

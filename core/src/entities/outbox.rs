@@ -10,9 +10,7 @@ pub struct Model {
     pub kind: String,
     pub locale: String,
     pub to_address: String,
-    pub subject: String,
-    pub text_body: String,
-    pub html_body: String,
+    pub message: Vec<u8>,
     #[sea_orm(unique)]
     pub message_id: String,
     pub status: String,

@@ -1,19 +1,17 @@
-//! Sending notices: MIME messages built with lettre (multipart/alternative,
-//! UTF-8 bodies, RFC 2047 subjects, the row's Message-ID, a Date in the
-//! configured time zone) over SMTP, or as `.eml` files into the mail drop
-//! folder on the embedded default.
+//! Sending notices: the messages composed when they were written (see
+//! [`super::Notices::compose`]) go out over SMTP, or as `.eml` files into the
+//! mail drop folder on the embedded default.
 
 use std::path::Path;
 use std::time::Duration;
 
 use std::time::Instant;
 
-use lettre::message::header::{HeaderName, HeaderValue};
-use lettre::message::{Mailbox, MultiPart};
+use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::{Address, AsyncFileTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{Address, AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use tokio::sync::Mutex;
 
 use super::outbox::{self, SendOutcome};
@@ -113,6 +111,8 @@ fn percent_decode(s: &str) -> Result<String, std::str::Utf8Error> {
 enum SmtpFailure {
     Transient(String),
     Permanent(String),
+    /// The previous notice could not be recorded: stop sending.
+    Recording(CoreError),
 }
 
 impl From<lettre::transport::smtp::Error> for SmtpFailure {
@@ -181,7 +181,50 @@ impl Smtp {
         Ok(connection)
     }
 
-    async fn send(&self, message: &Message) -> Result<String, SmtpFailure> {
+    /// One message, in the steps of `AsyncSmtpConnection::send`, with the
+    /// previous notice's record awaited between the envelope and the content.
+    async fn exchange(
+        connection: &mut AsyncSmtpConnection,
+        envelope: &Envelope,
+        message: &[u8],
+        prior: &mut Option<Recording>,
+    ) -> Result<String, SmtpFailure> {
+        use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+        use lettre::transport::smtp::extension::{Extension, MailParameter};
+        let mut parameters = Vec::new();
+        let ascii = |a: &Address| AsRef::<str>::as_ref(a).is_ascii();
+        if !envelope.to().iter().all(ascii) || envelope.from().is_some_and(|a| !ascii(a)) {
+            if !connection
+                .server_info()
+                .supports_feature(Extension::SmtpUtfEight)
+            {
+                return Err(SmtpFailure::Permanent(
+                    "the address is not ASCII and the server does not support SMTPUTF8".into(),
+                ));
+            }
+            parameters.push(MailParameter::SmtpUtfEight);
+        }
+        connection
+            .command(Mail::new(envelope.from().cloned(), parameters))
+            .await?;
+        for to in envelope.to() {
+            connection.command(Rcpt::new(to.clone(), vec![])).await?;
+        }
+        connection.command(Data).await?;
+        recorded(prior).await.map_err(SmtpFailure::Recording)?;
+        let response = connection.message(message).await?;
+        Ok(std::iter::once(response.code().to_string())
+            .chain(response.message().map(str::to_owned))
+            .collect::<Vec<_>>()
+            .join(" "))
+    }
+
+    async fn send(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        prior: &mut Option<Recording>,
+    ) -> Result<String, SmtpFailure> {
         let mut slot = self.connection.lock().await;
         let reusable = match slot.take() {
             Some((mut c, last)) if !c.has_broken() => {
@@ -204,28 +247,28 @@ impl Smtp {
         };
         let sent = tokio::time::timeout(
             self.timeout,
-            connection.send(message.envelope(), &message.formatted()),
+            Self::exchange(&mut connection, envelope, message, prior),
         )
         .await;
         match sent {
-            Ok(Ok(response)) => {
+            Ok(Ok(answer)) => {
                 *slot = Some((connection, Instant::now()));
-                Ok(std::iter::once(response.code().to_string())
-                    .chain(response.message().map(str::to_owned))
-                    .collect::<Vec<_>>()
-                    .join(" "))
+                Ok(answer)
             }
-            Ok(Err(e)) => {
-                // A refused recipient leaves the session usable; anything else may not.
-                if e.is_permanent() && !connection.has_broken() {
-                    let _ = connection
-                        .command(lettre::transport::smtp::commands::Rset)
-                        .await;
-                    *slot = Some((connection, Instant::now()));
-                } else {
-                    connection.abort().await;
+            // A refused recipient leaves the session usable after RSET.
+            Ok(Err(SmtpFailure::Permanent(why))) if !connection.has_broken() => {
+                match connection
+                    .command(lettre::transport::smtp::commands::Rset)
+                    .await
+                {
+                    Ok(_) => *slot = Some((connection, Instant::now())),
+                    Err(_) => connection.abort().await,
                 }
-                Err(e.into())
+                Err(SmtpFailure::Permanent(why))
+            }
+            Ok(Err(failure)) => {
+                connection.abort().await;
+                Err(failure)
             }
             Err(_) => {
                 connection.abort().await;
@@ -235,35 +278,38 @@ impl Smtp {
     }
 }
 
-/// Where notices go, and who they are from.
+/// Where notices go.
 pub struct Mailer {
     transport: Transport,
-    from: Mailbox,
-    reply_to: Option<Mailbox>,
-    timezone: chrono_tz::Tz,
+    /// The envelope sender (`MAIL FROM`).
+    from: Address,
     timeout: Duration,
 }
 
-/// The sender as the config names it.
-pub struct Sender<'a> {
-    pub name: &'a str,
-    pub address: &'a str,
-    pub reply_to: Option<&'a str>,
-    pub timezone: chrono_tz::Tz,
-}
-
-fn mailbox(name: Option<&str>, address: &str) -> Result<Mailbox, String> {
-    let address: Address = address
-        .parse()
-        .map_err(|e| format!("`{address}` is not an address lettre accepts: {e}"))?;
-    Ok(Mailbox::new(name.map(str::to_owned), address))
+fn address(raw: &str) -> Result<Address, String> {
+    raw.parse()
+        .map_err(|e| format!("`{raw}` is not an address for email: {e}"))
 }
 
 impl Mailer {
     /// Over SMTP: `smtp://host:port` (no TLS, a loopback relay),
     /// `smtp://host:587?tls=required` (STARTTLS), `smtps://user:pass@host` (TLS).
-    pub fn smtp(url: &str, sender: Sender<'_>) -> Result<Self, String> {
-        Self::with(Transport::Smtp(Box::new(parse_smtp_url(url)?)), sender)
+    pub fn smtp(url: &str, envelope_from: &str) -> Result<Self, String> {
+        Ok(Self {
+            transport: Transport::Smtp(Box::new(parse_smtp_url(url)?)),
+            from: address(envelope_from)?,
+            timeout: SMTP_TIMEOUT,
+        })
+    }
+
+    /// As `.eml` files into `folder` (created when missing).
+    pub fn drop_folder(folder: &Path, envelope_from: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+        Ok(Self {
+            transport: Transport::Drop(AsyncFileTransport::<Tokio1Executor>::new(folder)),
+            from: address(envelope_from)?,
+            timeout: SMTP_TIMEOUT,
+        })
     }
 
     /// How long one exchange with the server may take (default 30 s). A
@@ -281,69 +327,41 @@ impl Mailer {
         self.timeout * 5
     }
 
-    /// As `.eml` files into `folder` (created when missing).
-    pub fn drop_folder(folder: &Path, sender: Sender<'_>) -> Result<Self, String> {
-        std::fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
-        Self::with(
-            Transport::Drop(AsyncFileTransport::<Tokio1Executor>::new(folder)),
-            sender,
-        )
-    }
-
-    fn with(transport: Transport, sender: Sender<'_>) -> Result<Self, String> {
-        Ok(Self {
-            transport,
-            from: mailbox(Some(sender.name), sender.address)?,
-            reply_to: sender.reply_to.map(|a| mailbox(None, a)).transpose()?,
-            timezone: sender.timezone,
-            timeout: SMTP_TIMEOUT,
-        })
-    }
-
-    /// The message for an outbox row.
-    pub fn message(&self, row: &rows::Model) -> Result<Message, String> {
-        let to = mailbox(None, &row.to_address)?;
-        let mut builder = Message::builder()
-            .from(self.from.clone())
-            .to(to)
-            .subject(row.subject.clone())
-            .message_id(Some(row.message_id.clone()));
-        if let Some(reply_to) = &self.reply_to {
-            builder = builder.reply_to(reply_to.clone());
-        }
-        let mut message = builder
-            .multipart(MultiPart::alternative_plain_html(
-                row.text_body.clone(),
-                row.html_body.clone(),
-            ))
-            .map_err(|e| format!("the message cannot be built: {e}"))?;
-        // lettre writes the Date in UTC; customers read it in their time zone.
-        let date = chrono::Utc::now()
-            .with_timezone(&self.timezone)
-            .to_rfc2822();
-        message.headers_mut().insert_raw(HeaderValue::new(
-            HeaderName::new_from_ascii_str("Date"),
-            date,
-        ));
-        Ok(message)
-    }
-
-    /// Sends one row's message and says what became of it.
-    pub async fn send(&self, row: &rows::Model) -> SendOutcome {
-        let message = match self.message(row) {
-            Ok(m) => m,
-            Err(e) => return SendOutcome::Permanent(e),
+    /// Sends one row's message and says what became of it. `prior` (the
+    /// previous notice's record) is awaited before this message's final dot.
+    pub async fn send_after(
+        &self,
+        row: &rows::Model,
+        prior: &mut Option<Recording>,
+    ) -> Result<SendOutcome, CoreError> {
+        let envelope = match address(&row.to_address).and_then(|to| {
+            Envelope::new(Some(self.from.clone()), vec![to]).map_err(|e| e.to_string())
+        }) {
+            Ok(e) => e,
+            Err(e) => return Ok(SendOutcome::Permanent(e)),
         };
-        match &self.transport {
-            Transport::Smtp(smtp) => match smtp.send(&message).await {
+        Ok(match &self.transport {
+            Transport::Smtp(smtp) => match smtp.send(&envelope, &row.message, prior).await {
                 Ok(answer) => SendOutcome::Sent(answer),
                 Err(SmtpFailure::Permanent(why)) => SendOutcome::Permanent(why),
                 Err(SmtpFailure::Transient(why)) => SendOutcome::Transient(why),
+                Err(SmtpFailure::Recording(e)) => return Err(e),
             },
-            Transport::Drop(files) => match files.send(message).await {
-                Ok(id) => SendOutcome::Sent(format!("written to the mail drop as {id}.eml")),
-                Err(e) => SendOutcome::Transient(e.to_string()),
-            },
+            Transport::Drop(files) => {
+                recorded(prior).await?;
+                match files.send_raw(&envelope, &row.message).await {
+                    Ok(id) => SendOutcome::Sent(format!("written to the mail drop as {id}.eml")),
+                    Err(e) => SendOutcome::Transient(e.to_string()),
+                }
+            }
+        })
+    }
+
+    /// Sends one row's message on its own (no notice before it).
+    pub async fn send(&self, row: &rows::Model) -> SendOutcome {
+        match self.send_after(row, &mut None).await {
+            Ok(outcome) => outcome,
+            Err(e) => SendOutcome::Transient(e.to_string()),
         }
     }
 }
@@ -355,24 +373,59 @@ pub struct Summary {
     pub failed: u64,
 }
 
-/// Claims due notices in batches and sends them one at a time, recording
-/// each result before the next is sent; stops when none is due or after
-/// `limit` notices.
+/// Notices claimed at a time.
+const BATCH: u64 = 20;
+
+/// The previous notice's record being written while the next one is sent.
+type Recording = tokio::task::JoinHandle<Result<bool, CoreError>>;
+
+/// Waits for the previous notice's record.
+async fn recorded(prior: &mut Option<Recording>) -> Result<(), CoreError> {
+    if let Some(task) = prior.take() {
+        let done = task
+            .await
+            .map_err(|e| CoreError::Corrupt(format!("recording a notice panicked: {e}")))??;
+        if !done {
+            tracing::warn!("a notice's lease was lost before its result was recorded");
+        }
+    }
+    Ok(())
+}
+
+/// Claims due notices in batches and sends them one at a time. A notice's
+/// result is recorded while the next one's envelope goes out, and always
+/// before that one's final dot: so at any moment at most one notice has
+/// been accepted by the server and not yet recorded, and a process killed
+/// at any point resends at most that one. Stops when none is due or after
+/// `limit` notices. `settle_db` may be a relaxed pool
+/// ([`crate::db::connect_relaxed`]).
 pub async fn dispatch_due(
     db: &sea_orm::DatabaseConnection,
+    settle_db: &sea_orm::DatabaseConnection,
     mailer: &Mailer,
     owner: &str,
     limit: u64,
 ) -> Result<Summary, CoreError> {
     let mut summary = Summary::default();
     let mut tried = 0u64;
-    while tried < limit {
-        let batch =
-            outbox::claim(db, owner, std::cmp::min(limit - tried, 20), mailer.lease()).await?;
+    let mut prior: Option<Recording> = None;
+    let claim = |n: u64| {
+        let (db, owner, lease) = (settle_db.clone(), owner.to_owned(), mailer.lease());
+        tokio::spawn(async move { outbox::claim(&db, &owner, n, lease).await })
+    };
+    // The next batch is claimed while this one is sent.
+    let mut next = Some(claim(std::cmp::min(limit, BATCH)));
+    while let Some(claiming) = next.take() {
+        let batch = claiming
+            .await
+            .map_err(|e| CoreError::Corrupt(format!("claiming notices panicked: {e}")))??;
         if batch.is_empty() {
             break;
         }
         tried += batch.len() as u64;
+        if tried < limit {
+            next = Some(claim(std::cmp::min(limit - tried, BATCH)));
+        }
         let mut rows = batch.into_iter();
         while let Some(row) = rows.next() {
             let left = row
@@ -382,13 +435,16 @@ pub async fn dispatch_due(
                 .unwrap_or_default();
             if left < mailer.timeout + mailer.timeout / 2 {
                 // Too little of the lease left to be sure no one else takes it over mid-send.
+                recorded(&mut prior).await?;
                 outbox::release(db, owner, &row).await?;
                 for rest in rows.by_ref() {
                     outbox::release(db, owner, &rest).await?;
                 }
                 break;
             }
-            let outcome = mailer.send(&row).await;
+            let outcome = mailer.send_after(&row, &mut prior).await?;
+            // Whatever happened, the previous record is complete before this one starts.
+            recorded(&mut prior).await?;
             match &outcome {
                 SendOutcome::Sent(_) => summary.sent += 1,
                 SendOutcome::Transient(why) => {
@@ -400,9 +456,20 @@ pub async fn dispatch_due(
                     summary.failed += 1;
                 }
             }
-            if !outbox::settle(db, owner, &row, &outcome).await? {
-                tracing::warn!(notice = %row.id, "a notice's lease was lost before its result was recorded");
-            }
+            let (settle_db, owner) = (settle_db.clone(), owner.to_owned());
+            prior = Some(tokio::spawn(async move {
+                outbox::settle(&settle_db, &owner, &row, &outcome).await
+            }));
+        }
+    }
+    recorded(&mut prior).await?;
+    if let Some(claiming) = next {
+        // Claimed ahead and not needed: give them back.
+        let unused = claiming
+            .await
+            .map_err(|e| CoreError::Corrupt(format!("claiming notices panicked: {e}")))??;
+        for row in unused {
+            outbox::release(db, owner, &row).await?;
         }
     }
     metrics::counter!("kihon4_notices_total", "outcome" => "sent").increment(summary.sent);

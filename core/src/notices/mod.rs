@@ -6,4 +6,4 @@ pub mod outbox;
 pub mod templates;
 
 pub use outbox::{NewNotice, enqueue};
-pub use templates::{Institution, NoticeKind, Notices, Rendered};
+pub use templates::{Institution, NoticeKind, Notices, Rendered, Sender};

@@ -64,16 +64,18 @@ pub async fn enqueue<C: ConnectionTrait>(
         .map_err(|e| CoreError::Corrupt(format!("a notice does not render: {e:#}")))?;
     let id = Uuid::now_v7();
     let at = now();
+    let message_id = format!("<{id}@{}>", notices.message_id_domain);
+    let message = notices
+        .compose(notice.to.as_str(), &message_id, &rendered, at)
+        .map_err(|e| CoreError::Corrupt(format!("a notice cannot be composed: {e}")))?;
     outbox::Entity::insert(outbox::ActiveModel {
         id: Set(id),
         customer_id: Set(notice.customer_id),
         kind: Set(notice.kind.as_str().to_owned()),
         locale: Set(notice.locale.as_str().to_owned()),
         to_address: Set(notice.to.as_str().to_owned()),
-        subject: Set(rendered.subject),
-        text_body: Set(rendered.text),
-        html_body: Set(rendered.html),
-        message_id: Set(format!("<{id}@{}>", notices.message_id_domain)),
+        message: Set(message),
+        message_id: Set(message_id),
         status: Set("pending".to_owned()),
         attempts: Set(0),
         run_at: Set(at),
@@ -147,7 +149,10 @@ pub enum SendOutcome {
 }
 
 /// Records the outcome of a claimed notice, if `owner` still holds it.
-/// Returns whether it was recorded.
+/// Returns whether it was recorded. `db` may be a relaxed pool
+/// ([`crate::db::connect_relaxed`]): the commit does not wait for the disk,
+/// so a power cut right after it may send the notice again (with the same
+/// Message-ID), while a killed process loses nothing.
 pub async fn settle(
     db: &DatabaseConnection,
     owner: &str,
@@ -316,6 +321,15 @@ pub async fn retry(
     entry.attempts = 0;
     entry.run_at = at;
     Ok(entry)
+}
+
+/// Every pending notice, oldest first (tools and benchmarks).
+pub async fn pending_rows<C: ConnectionTrait>(db: &C) -> Result<Vec<outbox::Model>, CoreError> {
+    Ok(outbox::Entity::find()
+        .filter(outbox::Column::Status.eq("pending"))
+        .order_by_asc(outbox::Column::Id)
+        .all(db)
+        .await?)
 }
 
 /// How many notices are pending, and the age of the oldest, for metrics.

@@ -11,6 +11,9 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Value, json};
 
 use crate::domain::Locale;
+use lettre::Message;
+use lettre::message::header::{HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart};
 
 /// Every notice kihon4 sends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -169,12 +172,30 @@ pub fn required_files() -> Vec<String> {
     out
 }
 
+/// Who the notices are from, as the configuration names it.
+pub struct Sender<'a> {
+    pub address: &'a str,
+    pub reply_to: Option<&'a str>,
+    /// The zone of the `Date` header.
+    pub timezone: chrono_tz::Tz,
+}
+
 /// The notices' templates and who signs them.
 pub struct Notices {
     env: Environment<'static>,
     institution: Institution,
+    from: Mailbox,
+    reply_to: Option<Mailbox>,
+    timezone: chrono_tz::Tz,
     /// The domain of the sender address, for Message-IDs.
     pub message_id_domain: String,
+}
+
+fn mailbox(name: Option<&str>, address: &str) -> Result<Mailbox, String> {
+    let address: lettre::Address = address
+        .parse()
+        .map_err(|e| format!("`{address}` is not an address for email: {e}"))?;
+    Ok(Mailbox::new(name.map(str::to_owned), address))
 }
 
 impl std::fmt::Debug for Notices {
@@ -188,9 +209,17 @@ impl Notices {
     /// one), checked by rendering each.
     pub fn load(
         institution: Institution,
-        message_id_domain: &str,
+        sender: Sender<'_>,
         folder: Option<&Path>,
     ) -> Result<Self, String> {
+        let from = mailbox(Some(&institution.name), sender.address)?;
+        let reply_to = sender.reply_to.map(|a| mailbox(None, a)).transpose()?;
+        let message_id_domain = sender
+            .address
+            .rsplit('@')
+            .next()
+            .unwrap_or("localhost")
+            .to_owned();
         let mut env = Environment::new();
         env.set_undefined_behavior(UndefinedBehavior::Strict);
         env.set_syntax(
@@ -229,7 +258,10 @@ impl Notices {
         let notices = Self {
             env,
             institution,
-            message_id_domain: message_id_domain.to_owned(),
+            from,
+            reply_to,
+            timezone: sender.timezone,
+            message_id_domain,
         };
         for kind in NoticeKind::ALL {
             for locale in LOCALES {
@@ -250,6 +282,39 @@ impl Notices {
 
     pub fn institution(&self) -> &Institution {
         &self.institution
+    }
+
+    /// The whole message: multipart/alternative (plain text and HTML, UTF-8),
+    /// the subject encoded per RFC 2047, `From` (the institution), `To`,
+    /// `Reply-To` when configured, `Message-ID` and a `Date` in the
+    /// configured zone; nothing else of the customer's in the headers.
+    pub fn compose(
+        &self,
+        to: &str,
+        message_id: &str,
+        rendered: &Rendered,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<u8>, String> {
+        let mut builder = Message::builder()
+            .from(self.from.clone())
+            .to(mailbox(None, to)?)
+            .subject(rendered.subject.clone())
+            .message_id(Some(message_id.to_owned()));
+        if let Some(reply_to) = &self.reply_to {
+            builder = builder.reply_to(reply_to.clone());
+        }
+        let mut message = builder
+            .multipart(MultiPart::alternative_plain_html(
+                rendered.text.clone(),
+                rendered.html.clone(),
+            ))
+            .map_err(|e| format!("the message cannot be built: {e}"))?;
+        // lettre writes the Date in UTC; customers read it in their own zone.
+        message.headers_mut().insert_raw(HeaderValue::new(
+            HeaderName::new_from_ascii_str("Date"),
+            at.with_timezone(&self.timezone).to_rfc2822(),
+        ));
+        Ok(message.formatted())
     }
 
     /// Renders a notice for a customer (`customer_name`: how to address them, when known).
