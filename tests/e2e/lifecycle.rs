@@ -381,3 +381,54 @@ async fn the_simulator_runs_from_the_binary() {
     let status = child.wait().unwrap();
     assert!(status.success(), "{status:?}");
 }
+
+/// Email templates are checked before anything starts: a folder that lacks
+/// one, or holds a broken one, stops the process and says which.
+#[test]
+fn missing_or_broken_email_templates_stop_the_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let out = kihon4(
+        dir.path(),
+        &[("KIHON4_EMAIL_TEMPLATES_DIR", empty.to_str().unwrap().into())],
+    )
+    .arg("api")
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("lacks the email templates") && err.contains("consent_receipt.ja.subject"),
+        "{err}"
+    );
+
+    let broken = dir.path().join("broken");
+    std::fs::create_dir_all(&broken).unwrap();
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("templates/email");
+    for entry in std::fs::read_dir(&shipped).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, broken.join(path.file_name().unwrap())).unwrap();
+    }
+    std::fs::write(
+        broken.join("consent_withdrawn.en.txt"),
+        "Dear {{ customer.nmae }},\n",
+    )
+    .unwrap();
+    let out = kihon4(
+        dir.path(),
+        &[(
+            "KIHON4_EMAIL_TEMPLATES_DIR",
+            broken.to_str().unwrap().into(),
+        )],
+    )
+    .arg("worker")
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("consent_withdrawn.en") && err.contains("does not render"),
+        "{err}"
+    );
+}

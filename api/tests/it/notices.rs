@@ -21,6 +21,7 @@ both!(
     a_consent_receipt_arrives_once_in_the_customers_language,
     notices_wait_out_an_smtp_outage_and_a_refused_address_fails_alone,
     two_dispatchers_send_each_of_2000_notices_once,
+    the_mail_drop_holds_each_notice_and_starttls_is_never_skipped_when_required,
 );
 
 fn mailer(sink: &SmtpSink) -> Mailer {
@@ -330,4 +331,71 @@ async fn two_dispatchers_send_each_of_2000_notices_once(backend: Backend) {
     ids.dedup();
     assert_eq!(ids.len(), 2000, "no Message-ID twice");
     assert_eq!(app.count("outbox WHERE status = 'sent'").await, 2000);
+}
+
+async fn the_mail_drop_holds_each_notice_and_starttls_is_never_skipped_when_required(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    enqueue_many(&app, &["d1@example.jp".into(), "d2@example.jp".into()]).await;
+
+    // A server that does not offer STARTTLS gets nothing when TLS is required.
+    let dir = tempfile::tempdir().unwrap();
+    let sink = SmtpSink::start(dir.path(), None);
+    let strict = Mailer::smtp(
+        &format!("{}?tls=required", sink.url()),
+        "notices@bank.example.jp",
+    )
+    .unwrap();
+    let round = dispatch_due(&app.db, &app.db, &strict, "dispatcher-1", 100)
+        .await
+        .unwrap();
+    assert_eq!((round.sent, round.retried), (0, 2));
+    assert_eq!(
+        app.count("outbox WHERE last_error LIKE '%STARTTLS%'").await,
+        2
+    );
+    assert!(sink.messages().is_empty());
+    app.db
+        .execute_unprepared("UPDATE outbox SET run_at = created_at")
+        .await
+        .unwrap();
+
+    // The embedded default's mail drop: one .eml per notice.
+    let drop = tempfile::tempdir().unwrap();
+    let folder = drop.path().join("mail");
+    let mailer = Mailer::drop_folder(&folder, "notices@bank.example.jp").unwrap();
+    let round = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100)
+        .await
+        .unwrap();
+    assert_eq!(round.sent, 2);
+    let files: Vec<_> = std::fs::read_dir(&folder)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), 2);
+    let ids = outbox_rows(&app, "SELECT message_id FROM outbox").await;
+    for file in &files {
+        assert_eq!(file.extension().unwrap(), "eml");
+        let text = std::fs::read_to_string(file).unwrap();
+        assert!(text.contains("Content-Type: multipart/alternative"));
+        assert!(
+            ids.iter().any(|r| {
+                let id: String = r.try_get("", "message_id").unwrap();
+                text.contains(&format!("Message-ID: {id}"))
+            }),
+            "{text}"
+        );
+    }
+    // What was sent is counted.
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("kihon4_notices_total"), "{metrics}");
 }

@@ -477,3 +477,56 @@ pub async fn dispatch_due(
     metrics::counter!("kihon4_notices_total", "outcome" => "failed").increment(summary.failed);
     Ok(summary)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_every_form_of_the_smtp_url() {
+        let plain = parse_smtp_url("smtp://127.0.0.1:2525").unwrap();
+        assert_eq!(
+            (plain.host.as_str(), plain.port, plain.security),
+            ("127.0.0.1", 2525, Security::Plain)
+        );
+        assert!(plain.credentials.is_none());
+        let relay = parse_smtp_url("smtp://mail.internal").unwrap();
+        assert_eq!(relay.port, 25);
+        let starttls = parse_smtp_url("smtp://user:p%40ss@mail.example.jp?tls=required").unwrap();
+        assert_eq!(
+            (starttls.port, starttls.security),
+            (587, Security::StartTls)
+        );
+        assert!(starttls.credentials.is_some());
+        let opportunistic =
+            parse_smtp_url("smtp://mail.example.jp:2587?tls=opportunistic").unwrap();
+        assert_eq!(opportunistic.security, Security::StartTlsIfOffered);
+        let tls = parse_smtp_url("smtps://user:secret@mail.example.jp").unwrap();
+        assert_eq!((tls.port, tls.security), (465, Security::Tls));
+        let v6 = parse_smtp_url("smtp://[::1]:25").unwrap();
+        assert_eq!(v6.host, "::1");
+        for bad in [
+            "http://mail.example.jp",
+            "smtps://mail.example.jp?tls=required",
+            "smtp://mail.example.jp?tls=sometimes",
+            "smtp://",
+            "not a url",
+        ] {
+            let refused = parse_smtp_url(bad).err().unwrap_or_default();
+            assert!(refused.contains("KIHON4_SMTP_URL"), "{bad}: {refused}");
+        }
+    }
+
+    #[test]
+    fn decodes_credentials() {
+        assert_eq!(percent_decode("p%40ss%2Bword").unwrap(), "p@ss+word");
+        assert_eq!(percent_decode("a+b").unwrap(), "a+b");
+    }
+
+    #[test]
+    fn backs_off_to_an_hour() {
+        assert_eq!(outbox::backoff(1), Duration::from_secs(30));
+        assert_eq!(outbox::backoff(2), Duration::from_secs(60));
+        assert_eq!(outbox::backoff(12), Duration::from_secs(3600));
+    }
+}
