@@ -1,6 +1,5 @@
 //! Notices dispatched per second: N rendered notices in a fresh outbox,
-//! sent by one dispatcher over one SMTP connection, each recorded before the
-//! next (as the worker does). Also writes the same messages, as sent, for
+//! sent by one dispatcher as the worker sends them. Also writes the same messages, as sent, for
 //! the reference sender in bench/notices/run.
 //!
 //!   notice_dispatch DATABASE_URL SMTP_URL COUNT MESSAGES_DIR
@@ -71,19 +70,6 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(format!("{messages}/{i:06}.eml"), &row.message)?;
     }
 
-    if std::env::var_os("KIHON4_BENCH_SEND_ONLY").is_some() {
-        // Diagnosis: the SMTP side alone, nothing recorded.
-        let rows = kihon4_core::notices::outbox::pending_rows(&db).await?;
-        let started = Instant::now();
-        for row in &rows {
-            mailer.send(row).await;
-        }
-        println!(
-            "send_only per_second={:.0}",
-            rows.len() as f64 / started.elapsed().as_secs_f64()
-        );
-        return Ok(());
-    }
     let started = Instant::now();
     let mut sent = 0;
     while sent < count as u64 {

@@ -39,18 +39,22 @@ enum Security {
     Tls,
 }
 
-/// One connection to the mail server, kept open between notices and opened
-/// again when it breaks. Notices are sent one at a time (each is recorded
-/// before the next starts), so one connection is all a dispatcher uses.
+/// Connections to the mail server, one per lane, kept open between notices
+/// and opened again when they break.
 struct Smtp {
     host: String,
     port: u16,
     security: Security,
     credentials: Option<Credentials>,
     hello: ClientId,
-    connection: Mutex<Option<(AsyncSmtpConnection, Instant)>>,
+    connections: Vec<Mutex<Option<(AsyncSmtpConnection, Instant)>>>,
     timeout: Duration,
 }
+
+/// Notices a dispatcher has in flight at once over SMTP, each on its own
+/// connection. Only their envelopes and contents overlap: the final dots
+/// pass through the [`Gate`] one at a time.
+const LANES: usize = 2;
 
 /// A connection idle for longer is checked with NOOP before it is used.
 const IDLE_CHECK: Duration = Duration::from_secs(5);
@@ -95,7 +99,7 @@ fn parse_smtp_url(url: &str) -> Result<Smtp, String> {
         security,
         credentials,
         hello: ClientId::default(),
-        connection: Mutex::new(None),
+        connections: (0..LANES).map(|_| Mutex::new(None)).collect(),
         timeout: SMTP_TIMEOUT,
     })
 }
@@ -181,18 +185,18 @@ impl Smtp {
         Ok(connection)
     }
 
-    /// One message, in the steps of `AsyncSmtpConnection::send`, with the
-    /// previous notice's record awaited between the envelope and the content.
+    /// One message, in the steps of `AsyncSmtpConnection::send`; its final
+    /// dot is sent through the gate.
     async fn exchange(
         connection: &mut AsyncSmtpConnection,
         envelope: &Envelope,
-        message: &[u8],
-        prior: &mut Option<Recording>,
+        row: &rows::Model,
+        gate: &Gate,
     ) -> Result<String, SmtpFailure> {
         use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
         use lettre::transport::smtp::extension::{Extension, MailParameter};
-        let mut parameters = Vec::new();
         let ascii = |a: &Address| AsRef::<str>::as_ref(a).is_ascii();
+        let mut parameters = Vec::new();
         if !envelope.to().iter().all(ascii) || envelope.from().is_some_and(|a| !ascii(a)) {
             if !connection
                 .server_info()
@@ -211,21 +215,24 @@ impl Smtp {
             connection.command(Rcpt::new(to.clone(), vec![])).await?;
         }
         connection.command(Data).await?;
-        recorded(prior).await.map_err(SmtpFailure::Recording)?;
-        let response = connection.message(message).await?;
-        Ok(std::iter::once(response.code().to_string())
+        let mut passage = gate.enter().await.map_err(SmtpFailure::Recording)?;
+        let response = connection.message(&row.message).await?;
+        let answer = std::iter::once(response.code().to_string())
             .chain(response.message().map(str::to_owned))
             .collect::<Vec<_>>()
-            .join(" "))
+            .join(" ");
+        passage.accepted(row, &answer);
+        Ok(answer)
     }
 
     async fn send(
         &self,
+        lane: usize,
         envelope: &Envelope,
-        message: &[u8],
-        prior: &mut Option<Recording>,
+        row: &rows::Model,
+        gate: &Gate,
     ) -> Result<String, SmtpFailure> {
-        let mut slot = self.connection.lock().await;
+        let mut slot = self.connections[lane % self.connections.len()].lock().await;
         let reusable = match slot.take() {
             Some((mut c, last)) if !c.has_broken() => {
                 if last.elapsed() < IDLE_CHECK || c.test_connected().await {
@@ -247,7 +254,7 @@ impl Smtp {
         };
         let sent = tokio::time::timeout(
             self.timeout,
-            Self::exchange(&mut connection, envelope, message, prior),
+            Self::exchange(&mut connection, envelope, row, gate),
         )
         .await;
         match sent {
@@ -327,12 +334,21 @@ impl Mailer {
         self.timeout * 5
     }
 
-    /// Sends one row's message and says what became of it. `prior` (the
-    /// previous notice's record) is awaited before this message's final dot.
-    pub async fn send_after(
+    /// How many notices a dispatcher may have in flight at once.
+    pub fn lanes(&self) -> usize {
+        match &self.transport {
+            Transport::Smtp(smtp) => smtp.connections.len(),
+            Transport::Drop(_) => 1,
+        }
+    }
+
+    /// Sends one row's message on `lane` and says what became of it. When
+    /// the server accepts it, its record is started inside the gate.
+    async fn send_on(
         &self,
+        lane: usize,
         row: &rows::Model,
-        prior: &mut Option<Recording>,
+        gate: &Gate,
     ) -> Result<SendOutcome, CoreError> {
         let envelope = match address(&row.to_address).and_then(|to| {
             Envelope::new(Some(self.from.clone()), vec![to]).map_err(|e| e.to_string())
@@ -341,47 +357,80 @@ impl Mailer {
             Err(e) => return Ok(SendOutcome::Permanent(e)),
         };
         Ok(match &self.transport {
-            Transport::Smtp(smtp) => match smtp.send(&envelope, &row.message, prior).await {
+            Transport::Smtp(smtp) => match smtp.send(lane, &envelope, row, gate).await {
                 Ok(answer) => SendOutcome::Sent(answer),
                 Err(SmtpFailure::Permanent(why)) => SendOutcome::Permanent(why),
                 Err(SmtpFailure::Transient(why)) => SendOutcome::Transient(why),
                 Err(SmtpFailure::Recording(e)) => return Err(e),
             },
             Transport::Drop(files) => {
-                recorded(prior).await?;
+                let mut passage = gate.enter().await?;
                 match files.send_raw(&envelope, &row.message).await {
-                    Ok(id) => SendOutcome::Sent(format!("written to the mail drop as {id}.eml")),
+                    Ok(id) => {
+                        let answer = format!("written to the mail drop as {id}.eml");
+                        passage.accepted(row, &answer);
+                        SendOutcome::Sent(answer)
+                    }
                     Err(e) => SendOutcome::Transient(e.to_string()),
                 }
             }
         })
     }
+}
 
-    /// Sends one row's message on its own (no notice before it).
-    pub async fn send(&self, row: &rows::Model) -> SendOutcome {
-        match self.send_after(row, &mut None).await {
-            Ok(outcome) => outcome,
-            Err(e) => SendOutcome::Transient(e.to_string()),
-        }
+/// Notices claimed at a time, per lane.
+const BATCH_PER_LANE: u64 = 20;
+
+/// A notice's record being written.
+type Recording = tokio::task::JoinHandle<Result<bool, CoreError>>;
+
+/// Where a dispatcher's final dots pass one at a time. Whoever passes waits
+/// first for the record of the notice accepted before, and starts the
+/// record of its own as soon as the server accepts it; so at any moment at
+/// most one notice has been accepted by the server and not yet recorded, and
+/// a process killed at any point resends at most that one.
+struct Gate {
+    last: Mutex<Option<Recording>>,
+    settle_db: sea_orm::DatabaseConnection,
+    owner: String,
+}
+
+/// The gate, held.
+struct Passage<'a> {
+    last: tokio::sync::MutexGuard<'a, Option<Recording>>,
+    gate: &'a Gate,
+}
+
+impl Gate {
+    async fn enter(&self) -> Result<Passage<'_>, CoreError> {
+        let mut last = self.last.lock().await;
+        finish(&mut last).await?;
+        Ok(Passage { last, gate: self })
+    }
+
+    async fn close(&self) -> Result<(), CoreError> {
+        finish(&mut *self.last.lock().await).await
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Summary {
-    pub sent: u64,
-    pub retried: u64,
-    pub failed: u64,
+impl Passage<'_> {
+    /// The server took `row`: record it, in the background, before the next dot.
+    fn accepted(&mut self, row: &rows::Model, answer: &str) {
+        let (db, owner, row) = (
+            self.gate.settle_db.clone(),
+            self.gate.owner.clone(),
+            row.clone(),
+        );
+        let outcome = SendOutcome::Sent(answer.to_owned());
+        *self.last = Some(tokio::spawn(async move {
+            outbox::settle(&db, &owner, &row, &outcome).await
+        }));
+    }
 }
 
-/// Notices claimed at a time.
-const BATCH: u64 = 20;
-
-/// The previous notice's record being written while the next one is sent.
-type Recording = tokio::task::JoinHandle<Result<bool, CoreError>>;
-
-/// Waits for the previous notice's record.
-async fn recorded(prior: &mut Option<Recording>) -> Result<(), CoreError> {
-    if let Some(task) = prior.take() {
+/// Waits for a record to be written.
+async fn finish(last: &mut Option<Recording>) -> Result<(), CoreError> {
+    if let Some(task) = last.take() {
         let done = task
             .await
             .map_err(|e| CoreError::Corrupt(format!("recording a notice panicked: {e}")))??;
@@ -392,11 +441,62 @@ async fn recorded(prior: &mut Option<Recording>) -> Result<(), CoreError> {
     Ok(())
 }
 
-/// Claims due notices in batches and sends them one at a time. A notice's
-/// result is recorded while the next one's envelope goes out, and always
-/// before that one's final dot: so at any moment at most one notice has
-/// been accepted by the server and not yet recorded, and a process killed
-/// at any point resends at most that one. Stops when none is due or after
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub sent: u64,
+    pub retried: u64,
+    pub failed: u64,
+}
+
+/// Sends one lane's share of a batch.
+async fn lane(
+    db: &sea_orm::DatabaseConnection,
+    mailer: &Mailer,
+    gate: &Gate,
+    lane: usize,
+    rows: Vec<rows::Model>,
+) -> Result<Summary, CoreError> {
+    let mut summary = Summary::default();
+    let mut rows = rows.into_iter();
+    while let Some(row) = rows.next() {
+        let left = row
+            .lease_expires_at
+            .map(|until| until - chrono::Utc::now())
+            .and_then(|d| d.to_std().ok())
+            .unwrap_or_default();
+        if left < mailer.timeout + mailer.timeout / 2 {
+            // Too little of the lease left to be sure no one else takes it over mid-send.
+            outbox::release(db, &gate.owner, &row).await?;
+            for rest in rows.by_ref() {
+                outbox::release(db, &gate.owner, &rest).await?;
+            }
+            break;
+        }
+        let outcome = mailer.send_on(lane, &row, gate).await?;
+        match &outcome {
+            // Its record was started in the gate.
+            SendOutcome::Sent(_) => summary.sent += 1,
+            SendOutcome::Transient(why) => {
+                tracing::warn!(notice = %row.id, attempts = row.attempts, error = %why, "a notice will be retried");
+                summary.retried += 1;
+            }
+            SendOutcome::Permanent(why) => {
+                tracing::error!(notice = %row.id, error = %why, "a notice failed for good");
+                summary.failed += 1;
+            }
+        }
+        if !matches!(outcome, SendOutcome::Sent(_))
+            && !outbox::settle(&gate.settle_db, &gate.owner, &row, &outcome).await?
+        {
+            tracing::warn!(notice = %row.id, "a notice's lease was lost before its result was recorded");
+        }
+    }
+    Ok(summary)
+}
+
+/// Claims due notices in batches and sends them, a few at a time on their
+/// own connections, their final dots one at a time through a [`Gate`]. The
+/// next batch is claimed while one is sent. Stops when none is due or after
 /// `limit` notices. `settle_db` may be a relaxed pool
 /// ([`crate::db::connect_relaxed`]).
 pub async fn dispatch_due(
@@ -406,63 +506,58 @@ pub async fn dispatch_due(
     owner: &str,
     limit: u64,
 ) -> Result<Summary, CoreError> {
-    let mut summary = Summary::default();
-    let mut tried = 0u64;
-    let mut prior: Option<Recording> = None;
+    let gate = Gate {
+        last: Mutex::new(None),
+        settle_db: settle_db.clone(),
+        owner: owner.to_owned(),
+    };
+    let lanes = mailer.lanes();
+    let batch = BATCH_PER_LANE * lanes as u64;
     let claim = |n: u64| {
         let (db, owner, lease) = (settle_db.clone(), owner.to_owned(), mailer.lease());
         tokio::spawn(async move { outbox::claim(&db, &owner, n, lease).await })
     };
-    // The next batch is claimed while this one is sent.
-    let mut next = Some(claim(std::cmp::min(limit, BATCH)));
+    let mut summary = Summary::default();
+    let mut tried = 0u64;
+    let mut next = Some(claim(std::cmp::min(limit, batch)));
+    let mut failure = None;
     while let Some(claiming) = next.take() {
-        let batch = claiming
+        let rows = claiming
             .await
             .map_err(|e| CoreError::Corrupt(format!("claiming notices panicked: {e}")))??;
-        if batch.is_empty() {
+        if rows.is_empty() {
             break;
         }
-        tried += batch.len() as u64;
+        tried += rows.len() as u64;
         if tried < limit {
-            next = Some(claim(std::cmp::min(limit - tried, BATCH)));
+            next = Some(claim(std::cmp::min(limit - tried, batch)));
         }
-        let mut rows = batch.into_iter();
-        while let Some(row) = rows.next() {
-            let left = row
-                .lease_expires_at
-                .map(|until| until - chrono::Utc::now())
-                .and_then(|d| d.to_std().ok())
-                .unwrap_or_default();
-            if left < mailer.timeout + mailer.timeout / 2 {
-                // Too little of the lease left to be sure no one else takes it over mid-send.
-                recorded(&mut prior).await?;
-                outbox::release(db, owner, &row).await?;
-                for rest in rows.by_ref() {
-                    outbox::release(db, owner, &rest).await?;
+        let mut shares: Vec<Vec<rows::Model>> = (0..lanes).map(|_| Vec::new()).collect();
+        for (i, row) in rows.into_iter().enumerate() {
+            shares[i % lanes].push(row);
+        }
+        let results = futures_util::future::join_all(
+            shares
+                .into_iter()
+                .enumerate()
+                .map(|(i, share)| lane(db, mailer, &gate, i, share)),
+        )
+        .await;
+        for result in results {
+            match result {
+                Ok(s) => {
+                    summary.sent += s.sent;
+                    summary.retried += s.retried;
+                    summary.failed += s.failed;
                 }
-                break;
+                Err(e) => failure = Some(e),
             }
-            let outcome = mailer.send_after(&row, &mut prior).await?;
-            // Whatever happened, the previous record is complete before this one starts.
-            recorded(&mut prior).await?;
-            match &outcome {
-                SendOutcome::Sent(_) => summary.sent += 1,
-                SendOutcome::Transient(why) => {
-                    tracing::warn!(notice = %row.id, attempts = row.attempts, error = %why, "a notice will be retried");
-                    summary.retried += 1;
-                }
-                SendOutcome::Permanent(why) => {
-                    tracing::error!(notice = %row.id, error = %why, "a notice failed for good");
-                    summary.failed += 1;
-                }
-            }
-            let (settle_db, owner) = (settle_db.clone(), owner.to_owned());
-            prior = Some(tokio::spawn(async move {
-                outbox::settle(&settle_db, &owner, &row, &outcome).await
-            }));
+        }
+        if failure.is_some() {
+            break;
         }
     }
-    recorded(&mut prior).await?;
+    gate.close().await?;
     if let Some(claiming) = next {
         // Claimed ahead and not needed: give them back.
         let unused = claiming
@@ -475,7 +570,10 @@ pub async fn dispatch_due(
     metrics::counter!("kihon4_notices_total", "outcome" => "sent").increment(summary.sent);
     metrics::counter!("kihon4_notices_total", "outcome" => "retried").increment(summary.retried);
     metrics::counter!("kihon4_notices_total", "outcome" => "failed").increment(summary.failed);
-    Ok(summary)
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(summary),
+    }
 }
 
 #[cfg(test)]
