@@ -27,6 +27,7 @@ async fn main() -> anyhow::Result<()> {
             name: "かもめ銀行".into(),
             contact: "0120-000-000".into(),
             reply_to: String::new(),
+            ..Default::default()
         },
         kihon4_core::notices::Sender {
             address: "notices@bank.example.jp",
@@ -73,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let mut sent = 0;
     while sent < count as u64 {
-        let round = dispatch_due(&db, &settle_db, &mailer, "bench", 1000).await?;
+        let round = dispatch_due(&db, &settle_db, &mailer, "bench", 1000, &|| false).await?;
         anyhow::ensure!(round.retried + round.failed == 0, "a notice was not sent");
         if round.sent == 0 {
             break;

@@ -153,6 +153,7 @@ fn notices(config: &Config) -> anyhow::Result<Arc<Notices>> {
             .as_ref()
             .map(|e| e.as_str().to_owned())
             .unwrap_or_default(),
+        validity_start: config.consent_validity_start,
     };
     let sender = Sender {
         address: config.mail_from.as_str(),

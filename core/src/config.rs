@@ -81,8 +81,9 @@ impl Revocation {
 /// The first day of a consent's 10 years. The published terms say "from
 /// the day after it is given"; an institution whose agreement with its
 /// platform operator counts the day itself sets `same_day`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum ValidityStart {
+    #[default]
     NextDay,
     SameDay,
 }
@@ -445,6 +446,10 @@ impl Reader {
             None => None,
             Some(s) => match Url::parse(&s) {
                 Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some() => {
+                    if let Err(why) = crate::notices::mail::check_smtp_url(&s) {
+                        // The message never repeats the URL, which may hold a password.
+                        self.errors.push(why);
+                    }
                     Some(SecretString::from(s))
                 }
                 // The URL may carry a password: never repeat it.

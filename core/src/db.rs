@@ -21,8 +21,10 @@ pub async fn connect(url: &str, max_connections: u32) -> Result<DatabaseConnecti
 /// A pool for records whose loss in an operating-system crash or power cut
 /// costs a repeat, never data: the notice dispatcher's claims and "sent"
 /// marks. Its commits do not wait for the disk (SQLite `synchronous=NORMAL`,
-/// PostgreSQL `synchronous_commit=off`); they still survive the process
-/// being killed, and PostgreSQL's also a crash of its server process.
+/// PostgreSQL `synchronous_commit=off`). They survive kihon4's process being
+/// killed; a crash of the operating system (or of the PostgreSQL server, or a
+/// failover) may lose the last moments of them, which only makes those
+/// notices go out again with the same Message-ID.
 pub async fn connect_relaxed(url: &str) -> Result<DatabaseConnection, DbErr> {
     connect_with(url, 2, SqliteSynchronous::Normal).await
 }

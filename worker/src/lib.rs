@@ -99,6 +99,19 @@ pub async fn housekeeping(db: &DatabaseConnection) {
         Ok(n) => tracing::info!(removed = n, "idempotency keys past retention removed"),
         Err(e) => tracing::error!(error = %e, "housekeeping failed"),
     }
+    use kihon4_core::notices::outbox::{RETENTION_DAYS, purge_sent};
+    match purge_sent(
+        db,
+        chrono::Utc::now() - chrono::Duration::days(RETENTION_DAYS),
+    )
+    .await
+    {
+        Ok(n) => tracing::info!(
+            emptied = n,
+            "addresses and messages of notices sent over 30 days ago removed"
+        ),
+        Err(e) => tracing::error!(error = %e, "housekeeping of notices failed"),
+    }
 }
 
 /// Carries out due registrations with the provider.
@@ -135,7 +148,11 @@ pub async fn dispatch_forever(
         if shutdown.is_cancelled() {
             return;
         }
-        let busy = match dispatch_due(&db, &notices_db, &mailer, &owner, DISPATCH_ROUND).await {
+        let busy = match dispatch_due(&db, &notices_db, &mailer, &owner, DISPATCH_ROUND, &|| {
+            shutdown.is_cancelled()
+        })
+        .await
+        {
             Ok(s) => s.sent + s.retried + s.failed >= DISPATCH_ROUND,
             Err(e) => {
                 tracing::error!(error = %e, "notice dispatch failed");

@@ -47,6 +47,7 @@ pub fn notices() -> kihon4_core::notices::Notices {
             name: INSTITUTION.into(),
             contact: "0120-000-000（平日9時〜17時）".into(),
             reply_to: String::new(),
+            ..Default::default()
         },
         kihon4_core::notices::Sender {
             address: "notices@bank.example.jp",

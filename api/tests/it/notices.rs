@@ -82,11 +82,11 @@ async fn a_consent_receipt_arrives_once_in_the_customers_language(backend: Backe
     }
 
     let mailer = mailer(&sink);
-    let round = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100)
+    let round = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100, &|| false)
         .await
         .unwrap();
     assert_eq!((round.sent, round.retried, round.failed), (2, 0, 0));
-    let again = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100)
+    let again = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100, &|| false)
         .await
         .unwrap();
     assert_eq!(again.sent, 0, "nothing is sent twice");
@@ -222,7 +222,7 @@ async fn notices_wait_out_an_smtp_outage_and_a_refused_address_fails_alone(backe
     let mailer = mailer(&sink);
 
     sink.stop();
-    let down = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100)
+    let down = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100, &|| false)
         .await
         .unwrap();
     assert_eq!((down.sent, down.retried), (0, 3));
@@ -233,7 +233,7 @@ async fn notices_wait_out_an_smtp_outage_and_a_refused_address_fails_alone(backe
     );
     // Not due again until the backoff has passed.
     sink.resume();
-    let early = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100)
+    let early = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100, &|| false)
         .await
         .unwrap();
     assert_eq!(early.sent, 0);
@@ -241,7 +241,7 @@ async fn notices_wait_out_an_smtp_outage_and_a_refused_address_fails_alone(backe
         .execute_unprepared("UPDATE outbox SET run_at = created_at")
         .await
         .unwrap();
-    let up = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100)
+    let up = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100, &|| false)
         .await
         .unwrap();
     assert_eq!((up.sent, up.retried, up.failed), (2, 0, 1));
@@ -291,11 +291,29 @@ async fn notices_wait_out_an_smtp_outage_and_a_refused_address_fails_alone(backe
             .await,
         1
     );
-    let again = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100)
+    let again = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100, &|| false)
         .await
         .unwrap();
     assert_eq!(again.failed, 1, "still refused by the server");
     assert_eq!(sink.messages().len(), 2);
+
+    // Housekeeping empties sent notices' addresses and messages after their retention.
+    use kihon4_core::notices::outbox::purge_sent;
+    let emptied = purge_sent(&app.db, chrono::Utc::now() + chrono::Duration::seconds(1))
+        .await
+        .unwrap();
+    assert_eq!(emptied, 2);
+    assert_eq!(
+        app.count("outbox WHERE status = 'sent' AND to_address = ''")
+            .await,
+        2
+    );
+    assert_eq!(
+        app.count("outbox WHERE status = 'failed' AND to_address = 'nobody@example.jp'")
+            .await,
+        1,
+        "an unsent notice keeps what it needs to be sent"
+    );
 }
 
 async fn two_dispatchers_send_each_of_2000_notices_once(backend: Backend) {
@@ -309,7 +327,9 @@ async fn two_dispatchers_send_each_of_2000_notices_once(backend: Backend) {
         tokio::spawn(async move {
             let mut sent = 0;
             loop {
-                let round = dispatch_due(&db, &db, &mailer, owner, 50).await.unwrap();
+                let round = dispatch_due(&db, &db, &mailer, owner, 50, &|| false)
+                    .await
+                    .unwrap();
                 sent += round.sent;
                 if round.sent + round.retried + round.failed == 0 {
                     return sent;
@@ -347,7 +367,7 @@ async fn the_mail_drop_holds_each_notice_and_starttls_is_never_skipped_when_requ
         "notices@bank.example.jp",
     )
     .unwrap();
-    let round = dispatch_due(&app.db, &app.db, &strict, "dispatcher-1", 100)
+    let round = dispatch_due(&app.db, &app.db, &strict, "dispatcher-1", 100, &|| false)
         .await
         .unwrap();
     assert_eq!((round.sent, round.retried), (0, 2));
@@ -365,7 +385,7 @@ async fn the_mail_drop_holds_each_notice_and_starttls_is_never_skipped_when_requ
     let drop = tempfile::tempdir().unwrap();
     let folder = drop.path().join("mail");
     let mailer = Mailer::drop_folder(&folder, "notices@bank.example.jp").unwrap();
-    let round = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100)
+    let round = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100, &|| false)
         .await
         .unwrap();
     assert_eq!(round.sent, 2);

@@ -695,8 +695,11 @@ pub async fn grant(
                 "granted_at": at,
                 "expires_at": expires,
                 "renews": renewed,
-                "notice": {"id": receipt, "kind": NoticeKind::ConsentReceipt.as_str()},
             }),
+        )
+        .set(
+            "notice",
+            json!({"id": receipt, "kind": NoticeKind::ConsentReceipt.as_str()}),
         );
     if let Kept::ServiceProvider {
         verification_id, ..

@@ -88,6 +88,12 @@ fn parse_smtp_url(url: &str) -> Result<Smtp, String> {
     };
     let credentials = match (parsed.username(), parsed.password()) {
         ("", None) => None,
+        _ if !matches!(security, Security::Tls | Security::StartTls) => {
+            return Err(
+                "KIHON4_SMTP_URL carries a user and password but does not require TLS: use smtps:// or ?tls=required, so that the password never travels in clear"
+                    .into(),
+            );
+        }
         (user, password) => Some(Credentials::new(
             decode(user)?,
             decode(password.unwrap_or_default())?,
@@ -121,16 +127,66 @@ enum SmtpFailure {
 
 impl From<lettre::transport::smtp::Error> for SmtpFailure {
     fn from(e: lettre::transport::smtp::Error) -> Self {
+        // Servers quote the address they refuse; it goes neither to the log
+        // nor to the outbox's reason.
+        let why = redact_addresses(&e.to_string());
         if e.is_permanent() {
-            Self::Permanent(e.to_string())
+            Self::Permanent(why)
         } else {
-            Self::Transient(e.to_string())
+            Self::Transient(why)
         }
+    }
+}
+
+/// `text` with every word that holds an `@` replaced by `<address>`.
+pub fn redact_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut word = String::new();
+    let flush = |word: &mut String, out: &mut String| {
+        if word.contains('@') {
+            out.push_str("<address>");
+        } else {
+            out.push_str(word);
+        }
+        word.clear();
+    };
+    for c in text.chars() {
+        if c.is_whitespace() || matches!(c, '<' | '>' | '"' | '\'' | '(' | ')' | ',' | ';') {
+            flush(&mut word, &mut out);
+            if !matches!(c, '<' | '>') {
+                out.push(c);
+            }
+        } else {
+            word.push(c);
+        }
+    }
+    flush(&mut word, &mut out);
+    out
+}
+
+/// Checks `KIHON4_SMTP_URL` as the configuration is read.
+pub fn check_smtp_url(url: &str) -> Result<(), String> {
+    parse_smtp_url(url).map(|_| ())
+}
+
+/// A failure that concerns the server or kihon4's settings, not one notice:
+/// it is retried, whatever the server's code.
+fn not_about_the_notice(failure: SmtpFailure) -> SmtpFailure {
+    match failure {
+        SmtpFailure::Permanent(why) => SmtpFailure::Transient(why),
+        other => other,
     }
 }
 
 impl Smtp {
     async fn connect(&self) -> Result<AsyncSmtpConnection, SmtpFailure> {
+        tokio::time::timeout(self.timeout, self.connect_unbounded())
+            .await
+            .map_err(|_| SmtpFailure::Transient("connecting timed out".into()))?
+            .map_err(not_about_the_notice)
+    }
+
+    async fn connect_unbounded(&self) -> Result<AsyncSmtpConnection, SmtpFailure> {
         let tls = || {
             TlsParameters::new(self.host.clone())
                 .map_err(|e| SmtpFailure::Permanent(format!("TLS cannot be set up: {e}")))
@@ -208,9 +264,11 @@ impl Smtp {
             }
             parameters.push(MailParameter::SmtpUtfEight);
         }
+        // A refused sender is kihon4's settings, not this notice.
         connection
             .command(Mail::new(envelope.from().cloned(), parameters))
-            .await?;
+            .await
+            .map_err(|e| not_about_the_notice(e.into()))?;
         for to in envelope.to() {
             connection.command(Rcpt::new(to.clone(), vec![])).await?;
         }
@@ -235,7 +293,11 @@ impl Smtp {
         let mut slot = self.connections[lane % self.connections.len()].lock().await;
         let reusable = match slot.take() {
             Some((mut c, last)) if !c.has_broken() => {
-                if last.elapsed() < IDLE_CHECK || c.test_connected().await {
+                let alive = last.elapsed() < IDLE_CHECK
+                    || tokio::time::timeout(self.timeout, c.test_connected())
+                        .await
+                        .unwrap_or(false);
+                if alive {
                     Some(c)
                 } else {
                     c.abort().await;
@@ -252,8 +314,9 @@ impl Smtp {
             Some(c) => c,
             None => self.connect().await?,
         };
+        // Twice the timeout: the exchange may wait at the gate for the other lane's.
         let sent = tokio::time::timeout(
-            self.timeout,
+            self.timeout * 2,
             Self::exchange(&mut connection, envelope, row, gate),
         )
         .await;
@@ -319,9 +382,9 @@ impl Mailer {
         })
     }
 
-    /// How long one exchange with the server may take (default 30 s). A
-    /// claimed notice's lease is five times that, and a notice is not
-    /// started with less than one and a half times that left of its lease.
+    /// How long connecting, or one exchange with the server, may take
+    /// (default 30 s). A claimed notice's lease is five times that, and a
+    /// notice is not started with less than four times that left of it.
     pub fn with_timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         if let Transport::Smtp(smtp) = &mut self.transport {
@@ -430,9 +493,11 @@ impl Passage<'_> {
 
 /// Waits for a record to be written.
 async fn finish(last: &mut Option<Recording>) -> Result<(), CoreError> {
-    if let Some(task) = last.take() {
-        let done = task
-            .await
+    // Awaited in place: a caller that gives up meanwhile leaves it for the next one.
+    if let Some(task) = last.as_mut() {
+        let result = task.await;
+        *last = None;
+        let done = result
             .map_err(|e| CoreError::Corrupt(format!("recording a notice panicked: {e}")))??;
         if !done {
             tracing::warn!("a notice's lease was lost before its result was recorded");
@@ -455,6 +520,7 @@ async fn lane(
     gate: &Gate,
     lane: usize,
     rows: Vec<rows::Model>,
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<Summary, CoreError> {
     let mut summary = Summary::default();
     let mut rows = rows.into_iter();
@@ -464,8 +530,10 @@ async fn lane(
             .map(|until| until - chrono::Utc::now())
             .and_then(|d| d.to_std().ok())
             .unwrap_or_default();
-        if left < mailer.timeout + mailer.timeout / 2 {
-            // Too little of the lease left to be sure no one else takes it over mid-send.
+        // A send takes at most three timeouts (connecting, then the exchange,
+        // which may wait at the gate): with less than four left, another
+        // dispatcher could take it over mid-send.
+        if left < mailer.timeout * 4 || stop() {
             outbox::release(db, &gate.owner, &row).await?;
             for rest in rows.by_ref() {
                 outbox::release(db, &gate.owner, &rest).await?;
@@ -496,15 +564,17 @@ async fn lane(
 
 /// Claims due notices in batches and sends them, a few at a time on their
 /// own connections, their final dots one at a time through a [`Gate`]. The
-/// next batch is claimed while one is sent. Stops when none is due or after
-/// `limit` notices. `settle_db` may be a relaxed pool
-/// ([`crate::db::connect_relaxed`]).
+/// next batch is claimed while one is sent. Stops when none is due, after
+/// `limit` notices, or when `stop()` says so (the notices in flight are
+/// finished and recorded; the rest are given back). `settle_db` may be a
+/// relaxed pool ([`crate::db::connect_relaxed`]).
 pub async fn dispatch_due(
     db: &sea_orm::DatabaseConnection,
     settle_db: &sea_orm::DatabaseConnection,
     mailer: &Mailer,
     owner: &str,
     limit: u64,
+    stop: &(dyn Fn() -> bool + Sync),
 ) -> Result<Summary, CoreError> {
     let gate = Gate {
         last: Mutex::new(None),
@@ -540,7 +610,7 @@ pub async fn dispatch_due(
             shares
                 .into_iter()
                 .enumerate()
-                .map(|(i, share)| lane(db, mailer, &gate, i, share)),
+                .map(|(i, share)| lane(db, mailer, &gate, i, share, stop)),
         )
         .await;
         for result in results {
@@ -553,7 +623,7 @@ pub async fn dispatch_due(
                 Err(e) => failure = Some(e),
             }
         }
-        if failure.is_some() {
+        if failure.is_some() || stop() {
             break;
         }
     }
@@ -604,6 +674,8 @@ mod tests {
         let v6 = parse_smtp_url("smtp://[::1]:25").unwrap();
         assert_eq!(v6.host, "::1");
         for bad in [
+            "smtp://user:secret@mail.example.jp",
+            "smtp://user:secret@mail.example.jp?tls=opportunistic",
             "http://mail.example.jp",
             "smtps://mail.example.jp?tls=required",
             "smtp://mail.example.jp?tls=sometimes",
@@ -613,6 +685,19 @@ mod tests {
             let refused = parse_smtp_url(bad).err().unwrap_or_default();
             assert!(refused.contains("KIHON4_SMTP_URL"), "{bad}: {refused}");
         }
+    }
+
+    #[test]
+    fn addresses_are_kept_out_of_reasons() {
+        assert_eq!(
+            redact_addresses("550 5.1.1 <nobody@example.jp>: Recipient address rejected"),
+            "550 5.1.1 <address>: Recipient address rejected"
+        );
+        assert_eq!(
+            redact_addresses("refused: taro.yamada@example.jp, try later"),
+            "refused: <address>, try later"
+        );
+        assert_eq!(redact_addresses("connection refused"), "connection refused");
     }
 
     #[test]

@@ -308,7 +308,7 @@ pub async fn retry(
     }
     let mut event = AuditEvent::new("notice.retried", "notice", Some(id.to_string())).set(
         "before",
-        json!({"status": "failed", "attempts": row.attempts, "last_error": row.last_error}),
+        json!({"status": "failed", "attempts": row.attempts}),
     );
     event = event.set("after", json!({"status": "pending"}));
     if let Some(customer) = row.customer_id {
@@ -321,6 +321,27 @@ pub async fn retry(
     entry.attempts = 0;
     entry.run_at = at;
     Ok(entry)
+}
+
+/// How long a sent notice keeps its address and message.
+pub const RETENTION_DAYS: i64 = 30;
+
+/// Empties the address and message of notices sent before `before`: the
+/// row stays (kind, Message-ID, server's answer, times), the personal data
+/// goes. Returns how many were emptied.
+pub async fn purge_sent<C: ConnectionTrait>(
+    db: &C,
+    before: DateTime<Utc>,
+) -> Result<u64, CoreError> {
+    Ok(outbox::Entity::update_many()
+        .col_expr(outbox::Column::ToAddress, Expr::value(""))
+        .col_expr(outbox::Column::Message, Expr::value(Vec::<u8>::new()))
+        .filter(outbox::Column::Status.eq("sent"))
+        .filter(outbox::Column::SentAt.lt(before))
+        .filter(outbox::Column::ToAddress.ne(""))
+        .exec(db)
+        .await?
+        .rows_affected)
 }
 
 /// Every pending notice, oldest first (tools and benchmarks).

@@ -10,6 +10,7 @@ use chrono::NaiveDate;
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Value, json};
 
+use crate::config::ValidityStart;
 use crate::domain::Locale;
 use lettre::Message;
 use lettre::message::header::{HeaderName, HeaderValue};
@@ -84,6 +85,8 @@ pub struct Institution {
     pub name: String,
     pub contact: String,
     pub reply_to: String,
+    /// How the institution counts a consent's ten years.
+    pub validity_start: ValidityStart,
 }
 
 /// A notice ready to send.
@@ -341,6 +344,10 @@ impl Notices {
             "customer".into(),
             json!({ "name": customer_name.unwrap_or_default() }),
         );
+        context.insert(
+            "validity".into(),
+            json!({ "period": validity_period(locale, self.institution.validity_start) }),
+        );
         let name = |part: &str| format!("{}.{}.{part}", kind.as_str(), locale.as_str());
         let subject = self
             .env
@@ -371,6 +378,16 @@ pub fn format_date(locale: Locale, date: NaiveDate) -> String {
     match locale {
         Locale::Ja => format!("{}年{}月{}日", date.year(), date.month(), date.day()),
         Locale::En => date.format("%-d %B %Y").to_string(),
+    }
+}
+
+/// How long a consent lasts, in words.
+pub fn validity_period(locale: Locale, start: ValidityStart) -> &'static str {
+    match (locale, start) {
+        (Locale::Ja, ValidityStart::NextDay) => "ご同意日の翌日から10年間",
+        (Locale::Ja, ValidityStart::SameDay) => "ご同意日から10年間",
+        (Locale::En, ValidityStart::NextDay) => "ten years from the day after the day of consent",
+        (Locale::En, ValidityStart::SameDay) => "ten years from the day of consent",
     }
 }
 
