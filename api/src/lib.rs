@@ -92,7 +92,12 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(routes::consent::withdraw)
         .service(routes::reports::revocation_checks)
         .service(routes::outbox::list)
-        .service(routes::outbox::retry);
+        .service(routes::outbox::retry)
+        .service(routes::sync::request)
+        .service(routes::sync::list)
+        .service(routes::sync::read)
+        .service(routes::sync::reviews)
+        .service(routes::sync::resolve);
 }
 
 async fn no_route() -> Result<HttpResponse, ApiError> {

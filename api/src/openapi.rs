@@ -5,7 +5,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::{ProblemBody, ProblemField};
-use crate::routes::{audit, consent, customers, outbox, reports, service};
+use crate::routes::{audit, consent, customers, outbox, reports, service, sync};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -31,6 +31,11 @@ use crate::routes::{audit, consent, customers, outbox, reports, service};
         reports::revocation_checks,
         outbox::list,
         outbox::retry,
+        sync::request,
+        sync::list,
+        sync::read,
+        sync::reviews,
+        sync::resolve,
     ),
     components(schemas(ProblemBody, ProblemField)),
     modifiers(&BearerAuth),
@@ -38,6 +43,7 @@ use crate::routes::{audit, consent, customers, outbox, reports, service};
         (name = "customers", description = "Customer records. Role: operator."),
         (name = "audit", description = "The hash-chained audit trail. Role: auditor."),
         (name = "consent", description = "Consent to the provision of the basic four information. Role: operator."),
+        (name = "sync", description = "Sync runs and reviews. Role: operator."),
         (name = "notices", description = "The outbox of email notices. Role: admin."),
         (name = "reports", description = "Counts for the institution's reports. Role: auditor."),
         (name = "service", description = "Health, readiness and metrics. No token."),

@@ -63,6 +63,8 @@ pub enum ProblemKind {
     ConsentNotActive,
     Conflict,
     NoticeNotFailed,
+    ReviewNotOpen,
+    CustomerNotConsenting,
 }
 
 impl ProblemKind {
@@ -115,6 +117,8 @@ impl ProblemKind {
             Self::ConsentNotActive => "consent-not-active",
             Self::Conflict => "conflict",
             Self::NoticeNotFailed => "notice-not-failed",
+            Self::ReviewNotOpen => "review-not-open",
+            Self::CustomerNotConsenting => "customer-not-consenting",
         }
     }
 
@@ -165,7 +169,9 @@ impl ProblemKind {
             Self::SignedDocumentReused => StatusCode::CONFLICT,
             Self::ConsentNotActive => StatusCode::CONFLICT,
             Self::Conflict => StatusCode::CONFLICT,
-            Self::NoticeNotFailed => StatusCode::CONFLICT,
+            Self::NoticeNotFailed | Self::ReviewNotOpen | Self::CustomerNotConsenting => {
+                StatusCode::CONFLICT
+            }
         }
     }
 
@@ -220,6 +226,8 @@ impl ProblemKind {
             Self::ConsentNotActive => "The consent is not active",
             Self::Conflict => "A concurrent change got there first",
             Self::NoticeNotFailed => "Only a failed notice can be retried",
+            Self::ReviewNotOpen => "The review is already resolved",
+            Self::CustomerNotConsenting => "The customer has no active consent",
         }
     }
 
@@ -402,6 +410,23 @@ impl From<CoreError> for ApiError {
                 "Send at least one field to change.",
             ),
             CoreError::Consent(refusal) => refusal.into(),
+            CoreError::ReviewNotOpen => Self::new(
+                ProblemKind::ReviewNotOpen,
+                "The review was already resolved; read it again.",
+            ),
+            CoreError::NotConsenting => Self::new(
+                ProblemKind::CustomerNotConsenting,
+                "The customer has no active consent, so J-LIS cannot be asked about them.",
+            ),
+            CoreError::Upstream(why) => {
+                tracing::warn!(cause = %why, "the provider failed");
+                let mut e = Self::new(
+                    ProblemKind::ProviderError,
+                    "The provider failed; try again later.",
+                );
+                e.retry_after = Some(30);
+                e
+            }
             CoreError::NoticeNotFailed => Self::new(
                 ProblemKind::NoticeNotFailed,
                 "The notice is pending or sent; only a failed one can be sent again.",

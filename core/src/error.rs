@@ -19,6 +19,12 @@ pub enum CoreError {
     Consent(crate::consent::ConsentRefusal),
     #[error("the notice has not failed")]
     NoticeNotFailed,
+    #[error("the review is not open")]
+    ReviewNotOpen,
+    #[error("the customer has no active consent")]
+    NotConsenting,
+    #[error("the provider: {0}")]
+    Upstream(String),
     #[error("conflict: {0}")]
     Conflict(&'static str),
     #[error("stored data is inconsistent: {0}")]

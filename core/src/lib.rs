@@ -15,5 +15,6 @@ pub mod idempotency;
 pub mod jpki;
 pub mod notices;
 pub mod provider;
+pub mod sync;
 
 pub use error::CoreError;

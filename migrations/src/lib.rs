@@ -7,6 +7,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261125_000001_foundation;
 mod m20261126_000002_consent;
 mod m20261126_000003_outbox;
+mod m20261126_000004_sync;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261125_000001_foundation::Migration),
             Box::new(m20261126_000002_consent::Migration),
             Box::new(m20261126_000003_outbox::Migration),
+            Box::new(m20261126_000004_sync::Migration),
         ]
     }
 }

@@ -4,6 +4,7 @@ pub mod customers;
 pub mod outbox;
 pub mod reports;
 pub mod service;
+pub mod sync;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;

@@ -359,6 +359,18 @@ async fn detached_signatures_with_ocsp_and_renewal(backend: Backend) {
     assert_eq!(renewed["status"], "renewed");
     assert_eq!(renewed["events"][1]["related_consent_id"], second["id"]);
     assert_eq!(second["status"], "active");
+    // OCSP sees a lost card at once, without waiting for a CRL.
+    let lost = sim.resident().await;
+    sim.life_event(&lost, "card_lost").await;
+    let someone = bare_customer(&app, "C-2b").await;
+    let before = written(&app).await;
+    expect_problem(
+        grant(&app, &someone, EN, &lost.sign(en.as_bytes(), true)).await,
+        422,
+        "certificate-revoked",
+    )
+    .await;
+    assert_eq!(written(&app).await, before);
     // A detached signature over another version's text is not that version's consent.
     let before = written(&app).await;
     expect_problem(

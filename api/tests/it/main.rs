@@ -15,3 +15,4 @@ mod customers;
 mod idempotency;
 mod notices;
 mod service;
+mod sync;

@@ -156,6 +156,12 @@ impl TestSim {
         .await;
     }
 
+    /// A life event with its details (`basic4`, `reissue`).
+    pub async fn life_event_with(&self, signer: &Signer, body: Value) {
+        let id = signer.person_id.as_deref().expect("a resident");
+        self.post(&format!("/sim/persons/{id}/events"), &body).await;
+    }
+
     pub async fn publish_crl(&self) {
         self.post("/sim/crl/publish", &json!({})).await;
     }

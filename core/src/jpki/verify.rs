@@ -187,6 +187,11 @@ impl TrustAnchors {
         verified.insert(fingerprint, (profile, anchor_key_id.to_vec()));
     }
 
+    /// Every anchor certificate.
+    pub fn certificates(&self) -> impl Iterator<Item = &Certificate> {
+        self.by_key_id.values().map(|a| &a.certificate)
+    }
+
     /// The anchor certificate with this key identifier.
     pub fn certificate(&self, key_id: &[u8]) -> Option<&Certificate> {
         self.by_key_id.get(key_id).map(|a| &a.certificate)

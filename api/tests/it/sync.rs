@@ -1,0 +1,362 @@
+//! Sync end to end against the simulator, on SQLite and PostgreSQL: each
+//! life event ends in the right state, with history, review, audit event and
+//! notice, and a second run changes nothing and sends nothing.
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use kihon4_core::config::{JpkiRole, Revocation};
+use kihon4_core::consent::registrations::run_due;
+use kihon4_core::sync::SyncSettings;
+use kihon4_core::sync::jobs::process_due;
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::both;
+use crate::helpers::{Backend, TestApp, expect_problem, notices};
+use crate::sim::{Signer, TestSim, spawn_sim};
+
+both!(
+    every_life_event_reaches_the_record_once,
+    runs_refuse_what_cannot_be_synced
+);
+
+/// A customer who consented with a resident's card, registered with the provider.
+async fn consenting(
+    app: &TestApp,
+    sim: &TestSim,
+    external_ref: &str,
+    name: &str,
+) -> (String, Signer) {
+    let res = app
+        .post(
+            "/v1/customers",
+            &app.operator(),
+            &json!({"external_ref": external_ref, "email": format!("{external_ref}@example.jp"), "locale": "ja"}),
+        )
+        .await;
+    let customer = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let signer = sim
+        .resident_with(json!({
+            "name": name,
+            "address": "東京都千代田区千代田1-1",
+            "birth_date": "1980-02-17",
+            "gender": "1"
+        }))
+        .await;
+    let texts: Value = app
+        .get("/v1/consent-texts", &app.operator())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let text = texts["items"][0]["text"].as_str().unwrap();
+    let res = app
+        .post(
+            &format!("/v1/customers/{customer}/consents"),
+            &app.operator(),
+            &json!({
+                "text_version": texts["items"][0]["version"],
+                "channel": "online_signature",
+                "signed_document_b64": B64.encode(signer.sign(text.as_bytes(), true)),
+            }),
+        )
+        .await;
+    assert_eq!(res.status(), 201);
+    (customer, signer)
+}
+
+async fn customer(app: &TestApp, id: &str) -> Value {
+    app.get(&format!("/v1/customers/{id}"), &app.operator())
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn run_sync(app: &TestApp, sim: &TestSim) -> Value {
+    let res = app
+        .post("/v1/sync/runs", &app.operator(), &json!({"scope": "all"}))
+        .await;
+    assert_eq!(res.status(), 202);
+    let run: Value = res.json().await.unwrap();
+    assert_eq!(run["status"], "running");
+    let summary = process_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        SyncSettings::default(),
+        "test-worker",
+        1000,
+    )
+    .await
+    .unwrap();
+    assert_eq!((summary.retried, summary.failed), (0, 0));
+    kihon4_core::sync::runs::complete_finished(&app.db)
+        .await
+        .unwrap();
+    let id = run["id"].as_str().unwrap();
+    app.get(&format!("/v1/sync/runs/{id}"), &app.operator())
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+async fn notices_of(app: &TestApp, kind: &str) -> i64 {
+    app.count(&format!("outbox WHERE kind = '{kind}'")).await
+}
+
+async fn every_life_event_reaches_the_record_once(backend: Backend) {
+    let sim = spawn_sim().await;
+    let app =
+        TestApp::spawn_consent(backend, sim.platform(Revocation::Crl), JpkiRole::Platform).await;
+    let (stays, _) = consenting(&app, &sim, "S-stays", "山田太郎").await;
+    let (moves, moving) = consenting(&app, &sim, "S-moves", "佐藤花子").await;
+    let (renames, renaming) = consenting(&app, &sim, "S-renames", "鈴木一郎").await;
+    let (dies, dying) = consenting(&app, &sim, "S-dies", "高橋次郎").await;
+    let (loses, losing) = consenting(&app, &sim, "S-loses", "田中三郎").await;
+    let (leaves, leaving) = consenting(&app, &sim, "S-leaves", "伊藤四郎").await;
+    let (waits, waiting) = consenting(&app, &sim, "S-waits", "渡辺五郎").await;
+    let (unknown, _) = consenting(&app, &sim, "S-unknown", "山本六郎").await;
+    run_due(&app.db, sim.provider().as_ref(), "test-worker", 100)
+        .await
+        .unwrap();
+
+    // What happens on the register.
+    sim.life_event_with(
+        &moving,
+        json!({"kind": "move", "basic4": {"address": "大阪府大阪市北区梅田1-1"}}),
+    )
+    .await;
+    sim.life_event_with(
+        &renaming,
+        json!({"kind": "rename", "basic4": {"name": "鈴木一子"}}),
+    )
+    .await;
+    sim.life_event(&dying, "death").await;
+    sim.life_event(&losing, "card_lost").await;
+    sim.life_event_with(&waiting, json!({"kind": "move", "basic4": {"address": "福岡県福岡市中央区天神1-1"}, "reissue": false}))
+        .await;
+    // Withdrawn outside the institution: the provider holds no consent any more.
+    let serial = kihon4_core::domain::CertSerial::parse(&leaving.serial).unwrap();
+    sim.provider().unsubscribe(&serial).await.unwrap();
+    // A record tied to a certificate J-LIS never issued.
+    {
+        use kihon4_core::entities::customers as rows;
+        rows::Entity::update_many()
+            .col_expr(
+                rows::Column::JpkiCertSerial,
+                sea_orm::sea_query::Expr::value("7fffffff0001"),
+            )
+            .filter(rows::Column::Id.eq(Uuid::parse_str(&unknown).unwrap()))
+            .exec(&app.db)
+            .await
+            .unwrap();
+    }
+
+    let history_before = app.count("basic4_history").await;
+    let run = run_sync(&app, &sim).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(run["jobs"], 8);
+    for (outcome, n) in [
+        ("unchanged", 1),
+        ("changed", 2),
+        ("deceased", 1),
+        ("revoked", 1),
+        ("not_subscribed", 1),
+        ("unknown_certificate", 1),
+    ] {
+        assert_eq!(run["counts"][outcome], n, "{outcome} in {run}");
+    }
+    assert_eq!(
+        run["counts"]["awaiting_reissue"], 1,
+        "asked again later: {run}"
+    );
+    assert_eq!(
+        app.count("sync_jobs WHERE status = 'pending' AND outcome = 'awaiting_reissue'")
+            .await,
+        1
+    );
+
+    // The move and the rename: the record, its history, the new certificate, a notice.
+    let moved = customer(&app, &moves).await;
+    assert_eq!(moved["basic4"]["address"], "大阪府大阪市北区梅田1-1");
+    assert_ne!(moved["jpki_cert_serial"], moving.serial.as_str());
+    let renamed = customer(&app, &renames).await;
+    assert_eq!(renamed["basic4"]["name"], "鈴木一子");
+    assert_eq!(app.count("basic4_history").await, history_before + 2);
+    let history: Value = app
+        .get(&format!("/v1/customers/{moves}/history"), &app.operator())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let last = history["items"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["source"], "sync");
+    assert!(last["reported_on"].is_string());
+    assert_eq!(notices_of(&app, "basic4_changed").await, 2);
+    // The subscription follows the new certificate.
+    assert_eq!(
+        app.count("provider_registrations WHERE action = 'unsubscribe' AND status = 'pending'")
+            .await,
+        2
+    );
+    let unchanged = customer(&app, &stays).await;
+    assert_eq!(unchanged["version"], 2, "only the consent changed it");
+
+    // The death, the lost card, the unknown certificate: reviews.
+    assert_eq!(customer(&app, &dies).await["status"], "deceased");
+    let reviews: Value = app
+        .get("/v1/reviews?status=open", &app.operator())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let mut kinds: Vec<(String, String)> = reviews["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["customer_id"].as_str().unwrap().to_owned(),
+                r["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    let mut expected = vec![
+        (dies.clone(), "deceased".to_owned()),
+        (loses.clone(), "revoked".to_owned()),
+        (unknown.clone(), "unknown_certificate".to_owned()),
+    ];
+    expected.sort();
+    assert_eq!(kinds, expected);
+    assert_eq!(notices_of(&app, "consent_renewal").await, 1);
+
+    // Withdrawn outside: the consent is over, the customer told how to consent again.
+    let consents: Value = app
+        .get(&format!("/v1/customers/{leaves}/consents"), &app.operator())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let consent = &consents["items"][0];
+    assert_eq!(consent["status"], "withdrawn");
+    assert_eq!(consent["events"][1]["actor"], "provider");
+    assert_eq!(notices_of(&app, "consent_lapsed").await, 1);
+    assert_eq!(
+        app.count("audit_events WHERE action = 'consent.withdrawn' AND actor = 'provider'")
+            .await,
+        1
+    );
+
+    // A second run: nothing more is changed, opened or sent.
+    let outbox = app.count("outbox").await;
+    let reviews_count = app.count("reviews").await;
+    let history = app.count("basic4_history").await;
+    let run = run_sync(&app, &sim).await;
+    assert_eq!(run["status"], "completed", "{run}");
+    assert_eq!(app.count("outbox").await, outbox);
+    assert_eq!(app.count("reviews").await, reviews_count);
+    assert_eq!(app.count("basic4_history").await, history);
+    assert_eq!(run["counts"]["changed"], Value::Null, "{run}");
+
+    // A review is closed by a person, audited.
+    let review = reviews["items"][0]["id"].as_str().unwrap();
+    let res = app
+        .post(
+            &format!("/v1/reviews/{review}/resolve"),
+            &app.operator(),
+            &json!({"resolution": "confirmed", "note": "戸籍の届出を確認しました"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.json::<Value>().await.unwrap()["status"], "resolved");
+    expect_problem(
+        app.post(
+            &format!("/v1/reviews/{review}/resolve"),
+            &app.operator(),
+            &json!({"resolution": "confirmed", "note": "again"}),
+        )
+        .await,
+        409,
+        "review-not-open",
+    )
+    .await;
+    app.assert_chain_verifies().await;
+    let _ = waits;
+}
+
+async fn runs_refuse_what_cannot_be_synced(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let created = app.create_customer("R-1").await;
+    let id = created["id"].as_str().unwrap();
+    for (body, field) in [
+        (json!({}), "scope"),
+        (json!({"scope": "everything"}), "scope"),
+        (json!({"scope": "customer"}), "customer_id"),
+        (json!({"scope": "all", "customer_id": id}), "customer_id"),
+        (
+            json!({"scope": "customer", "customer_id": "nope"}),
+            "customer_id",
+        ),
+    ] {
+        let problem = expect_problem(
+            app.post("/v1/sync/runs", &app.operator(), &body).await,
+            422,
+            "validation",
+        )
+        .await;
+        assert_eq!(problem["errors"][0]["field"], field, "{body}");
+    }
+    expect_problem(
+        app.post(
+            "/v1/sync/runs",
+            &app.operator(),
+            &json!({"scope": "customer", "customer_id": id}),
+        )
+        .await,
+        409,
+        "customer-not-consenting",
+    )
+    .await;
+    expect_problem(
+        app.post(
+            "/v1/sync/runs",
+            &app.operator(),
+            &json!({"scope": "customer", "customer_id": Uuid::now_v7().to_string()}),
+        )
+        .await,
+        404,
+        "not-found",
+    )
+    .await;
+    expect_problem(
+        app.post("/v1/sync/runs", &app.auditor(), &json!({"scope": "all"}))
+            .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_eq!(app.count("sync_runs").await, 0, "nothing was written");
+    // An empty run completes at once.
+    let res = app
+        .post("/v1/sync/runs", &app.operator(), &json!({"scope": "all"}))
+        .await;
+    assert_eq!(res.status(), 202);
+    kihon4_core::sync::runs::complete_finished(&app.db)
+        .await
+        .unwrap();
+    let runs: Value = app
+        .get("/v1/sync/runs", &app.operator())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(runs["items"][0]["status"], "completed");
+    assert_eq!(runs["items"][0]["jobs"], 0);
+}

@@ -1,0 +1,491 @@
+//! Applying the provider's answer about one customer (DESIGN §4 step 4).
+//! Each outcome is one transaction: the customer's change, its history,
+//! audit events, reviews, registration intents, notices, and the job's own
+//! record (`done`, with the outcome). If the job is no longer ours (its lease
+//! ran out and another worker took it), nothing is written.
+
+use chrono::{DateTime, Days, SubsecRound, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+};
+use serde_json::{Map, Value, json};
+use uuid::Uuid;
+
+use super::SyncSettings;
+use super::reviews;
+use crate::audit::{self, Actor, AuditContext, AuditEvent};
+use crate::customers::{self, Basic4Source, Customer, CustomerStatus, basic4_json};
+use crate::db;
+use crate::domain::{Basic4, Locale};
+use crate::entities::{
+    basic4_history, consent_events, consents, customers as customer_rows, provider_registrations,
+    sync_jobs,
+};
+use crate::error::CoreError;
+use crate::notices::templates::{format_date, gender_label, item_label};
+use crate::notices::{self, NewNotice, NoticeKind, Notices};
+use crate::provider::{Latest, RevokedReason};
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// The outcome's name, as jobs and runs count it.
+pub fn outcome_name(latest: &Latest) -> &'static str {
+    match latest {
+        Latest::Unchanged => "unchanged",
+        Latest::Changed { .. } => "changed",
+        Latest::AwaitingReissue => "awaiting_reissue",
+        Latest::Deceased { .. } => "deceased",
+        Latest::Revoked { .. } => "revoked",
+        Latest::NotSubscribed => "not_subscribed",
+        Latest::UnknownCertificate => "unknown_certificate",
+    }
+}
+
+fn reason_name(reason: &RevokedReason) -> String {
+    format!("{reason:?}").to_lowercase()
+}
+
+/// Marks the job done with `outcome`, if `owner` still holds it.
+async fn finish_job(
+    txn: &DatabaseTransaction,
+    owner: &str,
+    job: &sync_jobs::Model,
+    outcome: &str,
+) -> Result<bool, CoreError> {
+    let done = sync_jobs::Entity::update_many()
+        .col_expr(sync_jobs::Column::Status, Expr::value("done"))
+        .col_expr(sync_jobs::Column::Outcome, Expr::value(outcome))
+        .col_expr(sync_jobs::Column::FinishedAt, Expr::value(now()))
+        .col_expr(
+            sync_jobs::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            sync_jobs::Column::LeaseExpiresAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(sync_jobs::Column::Id.eq(job.id))
+        .filter(sync_jobs::Column::LeaseOwner.eq(owner))
+        .filter(sync_jobs::Column::Status.eq("pending"))
+        .exec(txn)
+        .await?;
+    Ok(done.rows_affected == 1)
+}
+
+async fn lock_customer(
+    txn: &DatabaseTransaction,
+    id: Uuid,
+) -> Result<customer_rows::Model, CoreError> {
+    let mut query = customer_rows::Entity::find_by_id(id);
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    query.one(txn).await?.ok_or(CoreError::NotFound("customer"))
+}
+
+/// The customer's active consent and the sequence of its last event.
+async fn active_consent(
+    txn: &DatabaseTransaction,
+    customer: Uuid,
+    at: DateTime<Utc>,
+) -> Result<Option<(consents::Model, i32)>, CoreError> {
+    let rows = consents::Entity::find()
+        .filter(consents::Column::CustomerId.eq(customer))
+        .filter(consents::Column::ExpiresAt.gt(at))
+        .order_by_desc(consents::Column::Id)
+        .all(txn)
+        .await?;
+    for row in rows {
+        let last = consent_events::Entity::find()
+            .filter(consent_events::Column::ConsentId.eq(row.id))
+            .order_by_desc(consent_events::Column::Seq)
+            .one(txn)
+            .await?;
+        match last {
+            Some(e) if e.kind == "granted" => return Ok(Some((row, e.seq))),
+            _ => continue,
+        }
+    }
+    Ok(None)
+}
+
+fn register(
+    consent: Uuid,
+    serial: &str,
+    action: &str,
+    at: DateTime<Utc>,
+) -> provider_registrations::ActiveModel {
+    provider_registrations::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        consent_id: Set(consent),
+        cert_serial: Set(serial.to_owned()),
+        action: Set(action.to_owned()),
+        status: Set("pending".to_owned()),
+        attempts: Set(0),
+        run_at: Set(at),
+        lease_owner: Set(None),
+        lease_expires_at: Set(None),
+        last_error: Set(None),
+        created_at: Set(at),
+        completed_at: Set(None),
+    }
+}
+
+/// The items that differ, each with its label and new value in `locale`.
+fn changes(locale: Locale, before: Option<&Basic4>, after: &Basic4) -> Vec<Value> {
+    let mut out = Vec::new();
+    let differs = |f: fn(&Basic4) -> String| before.is_none_or(|b| f(b) != f(after));
+    if differs(|b| b.name.as_str().to_owned()) {
+        out.push(json!({"label": item_label(locale, "name"), "value": after.name.as_str()}));
+    }
+    if differs(|b| b.address.as_str().to_owned()) {
+        out.push(json!({"label": item_label(locale, "address"), "value": after.address.as_str()}));
+    }
+    if differs(|b| b.birth_date.to_iso()) {
+        out.push(json!({
+            "label": item_label(locale, "birth_date"),
+            "value": format_date(locale, after.birth_date.date()),
+        }));
+    }
+    if differs(|b| b.gender.code().to_owned()) {
+        out.push(json!({
+            "label": item_label(locale, "gender"),
+            "value": gender_label(locale, after.gender.code()),
+        }));
+    }
+    out
+}
+
+/// Applies `latest` for `job`. Returns the outcome recorded, or `None` when
+/// the job was no longer ours (nothing written) or waits for a later try.
+pub async fn apply(
+    db: &DatabaseConnection,
+    notices: &Notices,
+    settings: SyncSettings,
+    owner: &str,
+    job: &sync_jobs::Model,
+    latest: &Latest,
+) -> Result<Option<&'static str>, CoreError> {
+    let outcome = outcome_name(latest);
+    let worker = AuditContext::new(Actor::worker(), None);
+    let at = now();
+    let txn = db::begin_write(db).await?;
+    let row = lock_customer(&txn, job.customer_id).await?;
+    let customer = Customer::try_from(row.clone())?;
+    let local = |t: DateTime<Utc>| t.with_timezone(&settings.timezone).date_naive();
+
+    match latest {
+        Latest::Unchanged => {}
+        Latest::Changed {
+            current_cert_serial,
+            changed_on,
+            basic4,
+        } => {
+            // Applied before (a job done twice after a crash): nothing more.
+            if customer.jpki_cert_serial.as_ref() != Some(current_cert_serial) {
+                let old_serial = row.jpki_cert_serial.clone();
+                let version = row.version + 1;
+                let new_serial = current_cert_serial.as_str();
+                let updated = customer_rows::Entity::update_many()
+                    .col_expr(
+                        customer_rows::Column::Name,
+                        Expr::value(basic4.name.as_str()),
+                    )
+                    .col_expr(
+                        customer_rows::Column::NameFlags,
+                        Expr::value(basic4.name.flags().as_str()),
+                    )
+                    .col_expr(
+                        customer_rows::Column::Address,
+                        Expr::value(basic4.address.as_str()),
+                    )
+                    .col_expr(
+                        customer_rows::Column::AddressFlags,
+                        Expr::value(basic4.address.flags().as_str()),
+                    )
+                    .col_expr(
+                        customer_rows::Column::BirthDate,
+                        Expr::value(basic4.birth_date.date()),
+                    )
+                    .col_expr(
+                        customer_rows::Column::Gender,
+                        Expr::value(basic4.gender.code()),
+                    )
+                    .col_expr(
+                        customer_rows::Column::JpkiCertSerial,
+                        Expr::value(new_serial),
+                    )
+                    .col_expr(
+                        customer_rows::Column::CertNotAfter,
+                        Expr::value(Option::<DateTime<Utc>>::None),
+                    )
+                    .col_expr(customer_rows::Column::Version, Expr::value(version))
+                    .col_expr(customer_rows::Column::UpdatedAt, Expr::value(at))
+                    .filter(customer_rows::Column::Id.eq(customer.id))
+                    .filter(customer_rows::Column::Version.eq(row.version))
+                    .exec(&txn)
+                    .await?;
+                if updated.rows_affected != 1 {
+                    // An edit won the race since the row was read: try again later.
+                    return Err(CoreError::Conflict("the customer changed meanwhile"));
+                }
+                basic4_history::Entity::insert(basic4_history::ActiveModel {
+                    id: Set(Uuid::now_v7()),
+                    customer_id: Set(customer.id),
+                    customer_version: Set(version),
+                    source: Set(Basic4Source::Sync.as_str().to_owned()),
+                    before: Set(customer.basic4.as_ref().map(basic4_json)),
+                    after: Set(basic4_json(basic4)),
+                    reported_on: Set(Some(*changed_on)),
+                    changed_at: Set(at),
+                })
+                .exec_without_returning(&txn)
+                .await?;
+                // The subscription follows the certificate.
+                if let Some((consent, _)) = active_consent(&txn, customer.id, at).await? {
+                    if let Some(old) = old_serial.as_deref().filter(|o| *o != new_serial) {
+                        provider_registrations::Entity::insert(register(
+                            consent.id,
+                            old,
+                            "unsubscribe",
+                            at,
+                        ))
+                        .exec_without_returning(&txn)
+                        .await?;
+                    }
+                    provider_registrations::Entity::insert(register(
+                        consent.id,
+                        new_serial,
+                        "subscribe",
+                        at,
+                    ))
+                    .exec_without_returning(&txn)
+                    .await?;
+                }
+                let items = changes(customer.locale, customer.basic4.as_ref(), basic4);
+                let mut event = AuditEvent::customer("customer.updated", customer.id);
+                let mut before = Map::new();
+                let mut after = Map::new();
+                if let Some(b) = &customer.basic4 {
+                    before.insert(
+                        "basic4".into(),
+                        customers::basic4_commitments(&mut event, "before.basic4", b),
+                    );
+                }
+                after.insert(
+                    "basic4".into(),
+                    customers::basic4_commitments(&mut event, "after.basic4", basic4),
+                );
+                before.insert("jpki_cert_serial".into(), json!(old_serial));
+                after.insert("jpki_cert_serial".into(), json!(new_serial));
+                before.insert("version".into(), json!(row.version));
+                after.insert("version".into(), json!(version));
+                let mut event = event
+                    .set("before", Value::Object(before))
+                    .set("after", Value::Object(after))
+                    .set("source", json!(Basic4Source::Sync.as_str()))
+                    .set("reported_on", json!(changed_on))
+                    .set("job", json!(job.id));
+                if !items.is_empty() && customer.status != CustomerStatus::Deceased {
+                    let notice = notices::enqueue(
+                        &txn,
+                        notices,
+                        NewNotice {
+                            kind: NoticeKind::Basic4Changed,
+                            customer_id: Some(customer.id),
+                            to: &customer.email,
+                            locale: customer.locale,
+                            customer_name: Some(basic4.name.as_str()),
+                            data: json!({
+                                "changes": items,
+                                "reported_on": format_date(customer.locale, *changed_on),
+                            }),
+                        },
+                    )
+                    .await?;
+                    event = event.set(
+                        "notice",
+                        json!({"id": notice, "kind": NoticeKind::Basic4Changed.as_str()}),
+                    );
+                }
+                audit::append(&txn, &worker, event).await?;
+            }
+        }
+        Latest::Deceased { changed_on } => {
+            if customer.status != CustomerStatus::Deceased {
+                let version = row.version + 1;
+                customer_rows::Entity::update_many()
+                    .col_expr(customer_rows::Column::Status, Expr::value("deceased"))
+                    .col_expr(customer_rows::Column::Version, Expr::value(version))
+                    .col_expr(customer_rows::Column::UpdatedAt, Expr::value(at))
+                    .filter(customer_rows::Column::Id.eq(customer.id))
+                    .exec(&txn)
+                    .await?;
+                let event = AuditEvent::customer("customer.updated", customer.id)
+                    .set(
+                        "before",
+                        json!({"status": customer.status.as_str(), "version": row.version}),
+                    )
+                    .set("after", json!({"status": "deceased", "version": version}))
+                    .set("source", json!(Basic4Source::Sync.as_str()))
+                    .set("reported_on", json!(changed_on))
+                    .set("job", json!(job.id));
+                audit::append(&txn, &worker, event).await?;
+            }
+            reviews::open(
+                &txn,
+                &worker,
+                customer.id,
+                "deceased",
+                json!({"reported_on": changed_on, "cert_serial": job.cert_serial}),
+            )
+            .await?;
+        }
+        Latest::Revoked { reason } => {
+            let opened = reviews::open(
+                &txn,
+                &worker,
+                customer.id,
+                "revoked",
+                json!({"reason": reason_name(reason), "cert_serial": job.cert_serial}),
+            )
+            .await?;
+            // Asked once per review, not on every run that sees the same certificate.
+            let consent = if opened.is_some() && customer.status != CustomerStatus::Deceased {
+                active_consent(&txn, customer.id, at).await?
+            } else {
+                None
+            };
+            if let Some((consent, _)) = consent {
+                notices::enqueue(
+                    &txn,
+                    notices,
+                    NewNotice {
+                        kind: NoticeKind::ConsentRenewal,
+                        customer_id: Some(customer.id),
+                        to: &customer.email,
+                        locale: customer.locale,
+                        customer_name: customer.basic4.as_ref().map(|b| b.name.as_str()),
+                        data: json!({"consent": {
+                            "valid_until": format_date(
+                                customer.locale,
+                                local(consent.expires_at) - Days::new(1),
+                            ),
+                        }}),
+                    },
+                )
+                .await?;
+            }
+        }
+        Latest::AwaitingReissue => {
+            let waited = at - job.created_at;
+            if waited < chrono::Duration::days(settings.awaiting_reissue_days) {
+                // Ask again tomorrow; waiting is not a failure.
+                let later = at + chrono::Duration::days(1);
+                let updated = sync_jobs::Entity::update_many()
+                    .col_expr(sync_jobs::Column::RunAt, Expr::value(later))
+                    .col_expr(sync_jobs::Column::Attempts, Expr::value(0))
+                    .col_expr(
+                        sync_jobs::Column::LeaseOwner,
+                        Expr::value(Option::<String>::None),
+                    )
+                    .col_expr(
+                        sync_jobs::Column::LeaseExpiresAt,
+                        Expr::value(Option::<DateTime<Utc>>::None),
+                    )
+                    // Counted as waiting: the run completes without it.
+                    .col_expr(sync_jobs::Column::Outcome, Expr::value(outcome))
+                    .col_expr(
+                        sync_jobs::Column::LastError,
+                        Expr::value(Option::<String>::None),
+                    )
+                    .filter(sync_jobs::Column::Id.eq(job.id))
+                    .filter(sync_jobs::Column::LeaseOwner.eq(owner))
+                    .filter(sync_jobs::Column::Status.eq("pending"))
+                    .exec(&txn)
+                    .await?;
+                txn.commit().await?;
+                return Ok((updated.rows_affected == 1).then_some(outcome));
+            }
+            reviews::open(
+                &txn,
+                &worker,
+                customer.id,
+                "awaiting_reissue",
+                json!({"since": job.created_at, "cert_serial": job.cert_serial}),
+            )
+            .await?;
+        }
+        Latest::NotSubscribed => {
+            // Withdrawn outside the institution: the consent is over.
+            if let Some((consent, seq)) = active_consent(&txn, customer.id, at).await? {
+                let provider = AuditContext::new(Actor::provider(), None);
+                consent_events::Entity::insert(consent_events::ActiveModel {
+                    id: Set(Uuid::now_v7()),
+                    consent_id: Set(consent.id),
+                    seq: Set(seq + 1),
+                    kind: Set("withdrawn".to_owned()),
+                    occurred_at: Set(at),
+                    actor: Set(provider.actor.as_str().to_owned()),
+                    reason: Set(Some("not_subscribed".to_owned())),
+                    related_consent_id: Set(None),
+                })
+                .exec_without_returning(&txn)
+                .await?;
+                let mut event = AuditEvent::new(
+                    "consent.withdrawn",
+                    "consent",
+                    Some(consent.id.to_string()),
+                )
+                .with_customer(customer.id)
+                .set("before", json!({"status": "active"}))
+                .set(
+                    "after",
+                    json!({"status": "withdrawn", "withdrawn_at": at, "reason": "not_subscribed"}),
+                )
+                .set("job", json!(job.id));
+                if customer.status != CustomerStatus::Deceased {
+                    let notice = notices::enqueue(
+                        &txn,
+                        notices,
+                        NewNotice {
+                            kind: NoticeKind::ConsentLapsed,
+                            customer_id: Some(customer.id),
+                            to: &customer.email,
+                            locale: customer.locale,
+                            customer_name: customer.basic4.as_ref().map(|b| b.name.as_str()),
+                            data: json!({}),
+                        },
+                    )
+                    .await?;
+                    event = event.set(
+                        "notice",
+                        json!({"id": notice, "kind": NoticeKind::ConsentLapsed.as_str()}),
+                    );
+                }
+                audit::append(&txn, &provider, event).await?;
+            }
+        }
+        Latest::UnknownCertificate => {
+            reviews::open(
+                &txn,
+                &worker,
+                customer.id,
+                "unknown_certificate",
+                json!({"cert_serial": job.cert_serial}),
+            )
+            .await?;
+        }
+    }
+    if !finish_job(&txn, owner, job, outcome).await? {
+        // Another worker took the job over: whatever was written goes.
+        txn.rollback().await?;
+        return Ok(None);
+    }
+    txn.commit().await?;
+    Ok(Some(outcome))
+}

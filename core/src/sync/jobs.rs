@@ -1,0 +1,286 @@
+//! Sync jobs: one per customer to ask the provider about. Enqueued once per
+//! customer in flight (a partial unique index), claimed in batches under
+//! leases (`FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite the write
+//! transaction admits one claimer at a time), asked about in one provider
+//! call per batch, outside any transaction, and each answer applied in its
+//! own transaction together with the job's record.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use sea_orm::sea_query::Expr;
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection, EntityTrait, QueryFilter,
+    Statement,
+};
+use uuid::Uuid;
+
+use super::SyncSettings;
+use super::apply;
+use crate::db;
+use crate::domain::CertSerial;
+use crate::entities::sync_jobs;
+use crate::error::CoreError;
+use crate::notices::Notices;
+use crate::provider::Provider;
+
+/// Attempts before a job is given up as `failed`.
+pub const MAX_ATTEMPTS: i32 = 8;
+/// How long a claim holds.
+pub const LEASE: Duration = Duration::from_secs(300);
+/// Jobs asked about in one provider call.
+const BATCH: u64 = 100;
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// 30 s, 60 s, … up to an hour.
+pub fn backoff(attempts: i32) -> Duration {
+    let exp = u32::try_from(attempts.clamp(1, 20) - 1).unwrap_or(0);
+    Duration::from_secs(30u64.saturating_mul(1u64 << exp)).min(Duration::from_secs(3600))
+}
+
+fn placeholders(backend: DatabaseBackend, first: usize, count: usize) -> String {
+    (first..first + count)
+        .map(|i| match backend {
+            DatabaseBackend::Postgres => format!("${i}"),
+            _ => "?".to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The customers with an active consent, and the certificate each record is
+/// tied to; only `customer` when given. The deceased are left out.
+pub async fn consenting<C: ConnectionTrait>(
+    db: &C,
+    customer: Option<Uuid>,
+) -> Result<Vec<(Uuid, String)>, CoreError> {
+    let backend = db.get_database_backend();
+    let p = |i: usize| placeholders(backend, i, 1);
+    let mut sql = format!(
+        "SELECT cu.id AS customer_id, cu.jpki_cert_serial AS serial FROM customers cu \
+         WHERE cu.status <> 'deceased' AND cu.jpki_cert_serial IS NOT NULL \
+         AND EXISTS (SELECT 1 FROM consents c WHERE c.customer_id = cu.id AND c.expires_at > {} \
+         AND NOT EXISTS (SELECT 1 FROM consent_events e WHERE e.consent_id = c.id \
+         AND e.kind IN ('withdrawn', 'renewed', 'expired')))",
+        p(1)
+    );
+    let mut values: Vec<sea_orm::Value> = vec![now().into()];
+    if let Some(id) = customer {
+        sql.push_str(&format!(" AND cu.id = {}", p(2)));
+        values.push(id.into());
+    }
+    sql.push_str(" ORDER BY cu.id");
+    let rows = db
+        .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                r.try_get::<Uuid>("", "customer_id")?,
+                r.try_get::<String>("", "serial")?,
+            ))
+        })
+        .collect()
+}
+
+/// Enqueues a job per customer in `run`, skipping customers that already
+/// have one in flight. Returns how many were enqueued.
+pub async fn enqueue<C: ConnectionTrait>(
+    txn: &C,
+    run: Uuid,
+    customers: &[(Uuid, String)],
+) -> Result<u64, CoreError> {
+    let backend = txn.get_database_backend();
+    let at = now();
+    let mut enqueued = 0;
+    for chunk in customers.chunks(500) {
+        let mut rows = Vec::with_capacity(chunk.len());
+        let mut values: Vec<sea_orm::Value> = Vec::with_capacity(chunk.len() * 7);
+        for (i, (customer, serial)) in chunk.iter().enumerate() {
+            rows.push(format!(
+                "({}, 'pending', 0)",
+                placeholders(backend, i * 6 + 1, 6)
+            ));
+            values.extend([
+                Uuid::now_v7().into(),
+                run.into(),
+                (*customer).into(),
+                serial.clone().into(),
+                at.into(),
+                at.into(),
+            ]);
+        }
+        let sql = format!(
+            "INSERT INTO sync_jobs (id, run_id, customer_id, cert_serial, run_at, created_at, status, attempts) \
+             VALUES {} ON CONFLICT DO NOTHING",
+            rows.join(", ")
+        );
+        enqueued += txn
+            .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?
+            .rows_affected();
+    }
+    Ok(enqueued)
+}
+
+/// Claims up to `limit` due jobs for `owner`.
+pub async fn claim(
+    db: &DatabaseConnection,
+    owner: &str,
+    limit: u64,
+) -> Result<Vec<sync_jobs::Model>, CoreError> {
+    let at = now();
+    let until = at + chrono::Duration::from_std(LEASE).expect("a short lease");
+    let backend = db.get_database_backend();
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let (sql, values): (&str, Vec<sea_orm::Value>) = match backend {
+        DatabaseBackend::Postgres => (
+            "UPDATE sync_jobs SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM sync_jobs WHERE status = 'pending' AND run_at <= $3 \
+             AND (lease_expires_at IS NULL OR lease_expires_at < $3) \
+             ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING *",
+            vec![owner.into(), until.into(), at.into(), limit.into()],
+        ),
+        _ => (
+            "UPDATE sync_jobs SET lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1 \
+             WHERE id IN (SELECT id FROM sync_jobs WHERE status = 'pending' AND run_at <= ? \
+             AND (lease_expires_at IS NULL OR lease_expires_at < ?) \
+             ORDER BY run_at, id LIMIT ?) RETURNING *",
+            vec![
+                owner.into(),
+                until.into(),
+                at.into(),
+                at.into(),
+                limit.into(),
+            ],
+        ),
+    };
+    let txn = db::begin_write(db).await?;
+    let mut rows = sync_jobs::Entity::find()
+        .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
+        .all(&txn)
+        .await?;
+    txn.commit().await?;
+    rows.sort_by_key(|r| (r.run_at, r.id));
+    Ok(rows)
+}
+
+/// A job that could not be done now: tried again later, or given up.
+async fn retry(
+    db: &DatabaseConnection,
+    owner: &str,
+    job: &sync_jobs::Model,
+    why: &str,
+) -> Result<bool, CoreError> {
+    let at = now();
+    let give_up = job.attempts >= MAX_ATTEMPTS;
+    let next = at + chrono::Duration::from_std(backoff(job.attempts)).expect("short");
+    let mut update = sync_jobs::Entity::update_many()
+        .col_expr(
+            sync_jobs::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            sync_jobs::Column::LeaseExpiresAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(sync_jobs::Column::LastError, Expr::value(why))
+        .filter(sync_jobs::Column::Id.eq(job.id))
+        .filter(sync_jobs::Column::LeaseOwner.eq(owner))
+        .filter(sync_jobs::Column::Status.eq("pending"));
+    update = if give_up {
+        update
+            .col_expr(sync_jobs::Column::Status, Expr::value("failed"))
+            .col_expr(sync_jobs::Column::FinishedAt, Expr::value(at))
+    } else {
+        update.col_expr(sync_jobs::Column::RunAt, Expr::value(next))
+    };
+    update.exec(db).await?;
+    Ok(give_up)
+}
+
+/// What a round did: answers applied, by outcome, and jobs retried or given up.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub outcomes: BTreeMap<String, u64>,
+    pub retried: u64,
+    pub failed: u64,
+}
+
+impl Summary {
+    pub fn applied(&self) -> u64 {
+        self.outcomes.values().sum()
+    }
+}
+
+/// Claims due jobs in batches, asks the provider about each batch in one
+/// call, and applies every answer; stops when none is due or after `limit`.
+pub async fn process_due(
+    db: &DatabaseConnection,
+    provider: &dyn Provider,
+    notices: &Notices,
+    settings: SyncSettings,
+    owner: &str,
+    limit: u64,
+) -> Result<Summary, CoreError> {
+    let mut summary = Summary::default();
+    let mut tried = 0;
+    while tried < limit {
+        let batch = claim(db, owner, std::cmp::min(limit - tried, BATCH)).await?;
+        if batch.is_empty() {
+            break;
+        }
+        tried += batch.len() as u64;
+        let mut serials = Vec::with_capacity(batch.len());
+        for job in &batch {
+            serials.push(
+                CertSerial::parse(&job.cert_serial)
+                    .map_err(|e| CoreError::Corrupt(format!("a job's serial: {e}")))?,
+            );
+        }
+        let answers = match provider.latest_basic4(&serials).await {
+            Ok(answers) if answers.len() == batch.len() => answers,
+            Ok(_) => {
+                return Err(CoreError::Corrupt(
+                    "the provider answered another number of queries".into(),
+                ));
+            }
+            Err(e) => {
+                let why = e.to_string();
+                tracing::warn!(jobs = batch.len(), error = %why, "the provider could not be asked; jobs wait");
+                for job in &batch {
+                    if retry(db, owner, job, &why).await? {
+                        summary.failed += 1;
+                    } else {
+                        summary.retried += 1;
+                    }
+                }
+                continue;
+            }
+        };
+        for (job, answer) in batch.iter().zip(answers) {
+            match apply::apply(db, notices, settings, owner, job, &answer.latest).await {
+                Ok(Some(outcome)) => *summary.outcomes.entry(outcome.to_owned()).or_default() += 1,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::error!(job = %job.id, error = %e, "an answer could not be applied; the job waits");
+                    if retry(db, owner, job, &e.to_string()).await? {
+                        summary.failed += 1;
+                    } else {
+                        summary.retried += 1;
+                    }
+                }
+            }
+        }
+    }
+    for (outcome, n) in &summary.outcomes {
+        metrics::counter!("kihon4_sync_jobs_total", "outcome" => outcome.clone()).increment(*n);
+    }
+    metrics::counter!("kihon4_sync_jobs_total", "outcome" => "retried").increment(summary.retried);
+    metrics::counter!("kihon4_sync_jobs_total", "outcome" => "failed").increment(summary.failed);
+    Ok(summary)
+}
