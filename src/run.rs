@@ -217,6 +217,18 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let api = server.as_ref().map(|s| s.handle());
     let api_task = server.map(tokio::spawn);
 
+    let detection = match config.role {
+        kihon4_core::config::JpkiRole::ServiceProvider => kihon4_worker::Detection::Liveness,
+        kihon4_core::config::JpkiRole::Platform if config.trust_anchors.is_empty() => {
+            kihon4_worker::Detection::Unavailable(
+                "KIHON4_TRUST_ANCHORS is not set, so the CRL cannot be verified".into(),
+            )
+        }
+        kihon4_core::config::JpkiRole::Platform => kihon4_worker::Detection::Crl(Arc::new(
+            kihon4_core::jpki::verify::TrustAnchors::load(&config.trust_anchors)
+                .map_err(|e| anyhow::anyhow!("KIHON4_TRUST_ANCHORS: {e}"))?,
+        )),
+    };
     let (worker_provider, worker_mailer, notices_db) = if roles.worker {
         let notices_db = kihon4_core::db::connect_relaxed(config.database_url.expose_secret())
             .await
@@ -235,6 +247,14 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             provider: worker_provider.clone(),
             mailer: worker_mailer.clone().expect("made for the worker"),
             notices_db: notices_db.clone().expect("opened for the worker"),
+            notices: notices.clone(),
+            detection: detection.clone(),
+            sync: kihon4_core::sync::SyncSettings {
+                timezone: config.timezone,
+                awaiting_reissue_days: config.awaiting_reissue_days,
+            },
+            detect_cron: config.sync_detect_cron.clone(),
+            full_refresh_cron: config.sync_full_refresh_cron.clone(),
         };
         tokio::spawn(kihon4_worker::run(db.clone(), settings, shutdown.clone()))
     });

@@ -48,6 +48,9 @@ pub const SETTINGS: &[&str] = &[
     "institution_contact",
     "email_templates_dir",
     "smtp_timeout_seconds",
+    "sync_detect_cron",
+    "sync_full_refresh_cron",
+    "awaiting_reissue_days",
 ];
 
 /// Variables with the prefix that are not settings of the service itself:
@@ -156,6 +159,12 @@ pub struct Config {
     pub email_templates_dir: Option<PathBuf>,
     /// How long one SMTP exchange may take; a notice's lease is five times that.
     pub smtp_timeout: std::time::Duration,
+    /// When the worker looks for revoked certificates (six-field cron, in `timezone`).
+    pub sync_detect_cron: String,
+    /// When the worker asks about every consenting customer.
+    pub sync_full_refresh_cron: String,
+    /// Days a revoked certificate may wait for its successor before a review.
+    pub awaiting_reissue_days: i64,
 }
 
 /// Everything that is wrong with a configuration, in one message.
@@ -535,6 +544,26 @@ impl Reader {
             },
         );
 
+        let cron = |this: &mut Self, key: &str, default: &str| {
+            this.parsed(key, default.to_owned(), |s| {
+                if s.split_whitespace().count() == 6 {
+                    Ok(s.to_owned())
+                } else {
+                    Err(format!(
+                        "must be a cron expression with six fields (seconds first), such as `{default}`, not `{s}`"
+                    ))
+                }
+            })
+        };
+        // Early in the morning in Japan, after J-LIS's daily CRL; the 1st of each month.
+        let sync_detect_cron = cron(self, "sync_detect_cron", "0 30 4 * * *");
+        let sync_full_refresh_cron = cron(self, "sync_full_refresh_cron", "0 0 3 1 * *");
+        let awaiting_reissue_days =
+            self.parsed("awaiting_reissue_days", 14i64, |s| match s.parse::<i64>() {
+                Ok(n) if (1..=365).contains(&n) => Ok(n),
+                _ => Err(format!("must be a number of days from 1 to 365, not `{s}`")),
+            });
+
         Some(Config {
             role,
             listen,
@@ -562,6 +591,9 @@ impl Reader {
             institution_contact,
             email_templates_dir,
             smtp_timeout,
+            sync_detect_cron,
+            sync_full_refresh_cron,
+            awaiting_reissue_days,
         })
     }
 

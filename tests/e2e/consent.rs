@@ -195,6 +195,82 @@ async fn a_signed_consent_is_verified_kept_and_registered_by_the_worker() {
         );
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // The resident moves; a sync run through the worker brings the record along.
+    http.post(format!(
+        "{}/sim/persons/{}/events",
+        sim.base,
+        person["person_id"].as_str().unwrap()
+    ))
+    .json(&json!({"kind": "move", "basic4": {"address": "北海道函館市新川町1-1"}}))
+    .send()
+    .await
+    .unwrap();
+    let run: Value = http
+        .post(format!("{}/v1/sync/runs", app.base))
+        .bearer_auth(&operator)
+        .json(&json!({"scope": "all"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now: Value = http
+            .get(format!(
+                "{}/v1/sync/runs/{}",
+                app.base,
+                run["id"].as_str().unwrap()
+            ))
+            .bearer_auth(&operator)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if now["status"] == "completed" {
+            assert_eq!(now["counts"]["changed"], 1, "{now}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the run did not complete: {now}\n{}",
+            app.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let record: Value = http
+        .get(format!(
+            "{}/v1/customers/{}",
+            app.base,
+            customer["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&operator)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(record["basic4"]["address"], "北海道函館市新川町1-1");
+    // The receipt and the change notice, in the embedded default's mail drop.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let drops = std::fs::read_dir(d.join("data/mail"))
+            .map(|r| r.count())
+            .unwrap_or(0);
+        if drops == 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{drops} notices in the mail drop"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
     // Nothing personal in the log: not the name, the address or the email.
     let log = app.log_text();
     for secret in [

@@ -3,8 +3,12 @@
 
 use std::sync::Arc;
 
+use kihon4_core::audit::{Actor, AuditContext};
+use kihon4_core::jpki::verify::TrustAnchors;
+use kihon4_core::notices::Notices;
 use kihon4_core::notices::mail::Mailer;
 use kihon4_core::provider::Provider;
+use kihon4_core::sync::{self, Scope, SyncSettings};
 use sea_orm::DatabaseConnection;
 use tokio_cron_scheduler::{Job, JobScheduler};
 use tokio_util::sync::CancellationToken;
@@ -18,6 +22,25 @@ pub struct WorkerSettings {
     pub mailer: Arc<Mailer>,
     /// Where the dispatcher records what it sent ([`kihon4_core::db::connect_relaxed`]).
     pub notices_db: DatabaseConnection,
+    /// The notices' templates, for the notices sync writes.
+    pub notices: Arc<Notices>,
+    /// How revoked certificates are found.
+    pub detection: Detection,
+    pub sync: SyncSettings,
+    /// When detection and the full refresh run (six-field cron expressions).
+    pub detect_cron: String,
+    pub full_refresh_cron: String,
+}
+
+/// How the worker finds customers whose certificate is no longer valid.
+#[derive(Clone)]
+pub enum Detection {
+    /// Platform role: the provider's CRL, checked against these anchors.
+    Crl(Arc<TrustAnchors>),
+    /// Service-provider role: liveness checks through the provider.
+    Liveness,
+    /// Nothing to detect with (no trust anchors in the platform role).
+    Unavailable(String),
 }
 
 /// Housekeeping: every hour, at minute 17 (away from the top of the hour).
@@ -44,6 +67,34 @@ pub async fn run(
             },
         )?)
         .await?;
+    // Scheduled runs: each tick is acted on by one worker process, however many see it.
+    let owner = format!("worker-{}", uuid::Uuid::new_v4());
+    for (name, expression, scope) in [
+        ("sync.detect", settings.detect_cron.clone(), Scope::Revoked),
+        (
+            "sync.full_refresh",
+            settings.full_refresh_cron.clone(),
+            Scope::All,
+        ),
+    ] {
+        let (db, owner) = (db.clone(), owner.clone());
+        let job = Job::new_async_tz(expression.as_str(), settings.timezone, move |_, _| {
+            let (db, owner) = (db.clone(), owner.clone());
+            Box::pin(async move { scheduled_run(&db, name, scope, &owner).await })
+        })
+        .map_err(|e| anyhow::anyhow!("the schedule `{expression}` for {name}: {e}"))?;
+        scheduler.add(job).await?;
+    }
+    let syncing = settings.provider.clone().map(|provider| {
+        tokio::spawn(sync_forever(
+            db.clone(),
+            provider,
+            settings.notices.clone(),
+            settings.detection.clone(),
+            settings.sync,
+            shutdown.clone(),
+        ))
+    });
     if let Some(provider) = settings.provider.clone() {
         let db = db.clone();
         let owner = format!("worker-{}", uuid::Uuid::new_v4());
@@ -81,6 +132,9 @@ pub async fn run(
     scheduler.shutdown().await?;
     // The notice being sent is finished and recorded; no new one is started.
     dispatcher.await?;
+    if let Some(syncing) = syncing {
+        syncing.await?;
+    }
     tracing::info!("worker stopped");
     Ok(())
 }
@@ -170,6 +224,108 @@ pub async fn dispatch_forever(
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(DISPATCH_IDLE) => {}
+            }
+        }
+    }
+}
+
+/// A scheduled tick: one run, started by whichever worker claims the tick.
+async fn scheduled_run(db: &DatabaseConnection, name: &str, scope: Scope, owner: &str) {
+    use chrono::DurationRound;
+    // Ticks seen by several processes fall within the same minute.
+    let tick = chrono::Utc::now()
+        .duration_round(chrono::Duration::minutes(1))
+        .unwrap_or_else(|_| chrono::Utc::now());
+    match sync::runs::claim_tick(db, name, tick, owner).await {
+        Ok(true) => {
+            let ctx = AuditContext::new(Actor::worker(), None);
+            match sync::runs::request(db, &ctx, "schedule", scope, None).await {
+                Ok(run) => {
+                    tracing::info!(run = %run.run.id, job = name, jobs = run.jobs, "scheduled sync run started")
+                }
+                Err(e) => {
+                    tracing::error!(job = name, error = %e, "a scheduled sync run could not start")
+                }
+            }
+        }
+        Ok(false) => tracing::debug!(job = name, "another worker took this tick"),
+        Err(e) => tracing::error!(job = name, error = %e, "a scheduled tick could not be claimed"),
+    }
+}
+
+/// How often sync looks for work when it found none.
+const SYNC_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Detection for queued runs, then the due jobs, until `shutdown`.
+pub async fn sync_forever(
+    db: DatabaseConnection,
+    provider: Arc<dyn Provider>,
+    notices: Arc<Notices>,
+    detection: Detection,
+    settings: SyncSettings,
+    shutdown: CancellationToken,
+) {
+    let owner = format!("sync-{}", uuid::Uuid::new_v4());
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let mut busy = false;
+        match sync::runs::take_queued(&db).await {
+            Ok(Some(run)) => {
+                busy = true;
+                detect(&db, provider.as_ref(), &detection, run.id).await;
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "queued sync runs could not be read"),
+        }
+        match sync::jobs::process_due(&db, provider.as_ref(), &notices, settings, &owner, 500).await
+        {
+            Ok(s) => {
+                if s.applied() + s.retried + s.failed > 0 {
+                    busy = true;
+                    tracing::info!(applied = s.applied(), retried = s.retried, failed = s.failed, outcomes = ?s.outcomes, "sync jobs done");
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "sync jobs failed"),
+        }
+        if let Err(e) = sync::runs::complete_finished(&db).await {
+            tracing::error!(error = %e, "sync runs could not be completed");
+        }
+        if !busy {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(SYNC_IDLE) => {}
+            }
+        }
+    }
+}
+
+/// Finds the customers a `revoked` run covers and enqueues them.
+pub async fn detect(
+    db: &DatabaseConnection,
+    provider: &dyn Provider,
+    detection: &Detection,
+    run: uuid::Uuid,
+) {
+    let found = match detection {
+        Detection::Crl(anchors) => sync::detect::by_crl(db, provider, anchors).await,
+        Detection::Liveness => sync::detect::by_liveness(db, provider).await,
+        Detection::Unavailable(why) => Err(kihon4_core::CoreError::Upstream(why.clone())),
+    };
+    match found {
+        Ok(targets) => match sync::runs::detected(db, run, &targets).await {
+            Ok(n) => {
+                tracing::info!(run = %run, found = targets.len(), enqueued = n, "detection done")
+            }
+            Err(e) => {
+                tracing::error!(run = %run, error = %e, "detected customers could not be enqueued")
+            }
+        },
+        Err(e) => {
+            tracing::error!(run = %run, error = %e, "detection failed");
+            if let Err(e) = sync::runs::fail(db, run, &e.to_string()).await {
+                tracing::error!(run = %run, error = %e, "the failed run could not be recorded");
             }
         }
     }

@@ -18,7 +18,8 @@ use crate::sim::{Signer, TestSim, spawn_sim};
 
 both!(
     every_life_event_reaches_the_record_once,
-    runs_refuse_what_cannot_be_synced
+    runs_refuse_what_cannot_be_synced,
+    a_revoked_run_asks_only_about_certificates_in_the_crl,
 );
 
 /// A customer who consented with a resident's card, registered with the provider.
@@ -359,4 +360,100 @@ async fn runs_refuse_what_cannot_be_synced(backend: Backend) {
         .unwrap();
     assert_eq!(runs["items"][0]["status"], "completed");
     assert_eq!(runs["items"][0]["jobs"], 0);
+}
+
+async fn a_revoked_run_asks_only_about_certificates_in_the_crl(backend: Backend) {
+    use kihon4_core::jpki::verify::TrustAnchors;
+    use kihon4_core::sync::{detect, runs};
+    let sim = spawn_sim().await;
+    let app =
+        TestApp::spawn_consent(backend, sim.platform(Revocation::Crl), JpkiRole::Platform).await;
+    let (moves, moving) = consenting(&app, &sim, "D-moves", "佐藤花子").await;
+    let (_stays, _) = consenting(&app, &sim, "D-stays", "山田太郎").await;
+    run_due(&app.db, sim.provider().as_ref(), "test-worker", 100)
+        .await
+        .unwrap();
+    sim.life_event_with(
+        &moving,
+        json!({"kind": "move", "basic4": {"address": "京都府京都市下京区烏丸通1"}}),
+    )
+    .await;
+    sim.publish_crl().await;
+
+    let res = app
+        .post(
+            "/v1/sync/runs",
+            &app.operator(),
+            &json!({"scope": "revoked"}),
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+    let run: Value = res.json().await.unwrap();
+    assert_eq!(run["status"], "queued");
+    assert_eq!(run["jobs"], 0);
+
+    // What the worker does with a queued run.
+    let taken = runs::take_queued(&app.db)
+        .await
+        .unwrap()
+        .expect("a queued run");
+    assert!(
+        runs::take_queued(&app.db).await.unwrap().is_none(),
+        "taken once"
+    );
+    let anchors = TrustAnchors::load(&[sim.ca_pem()]).unwrap();
+    let found = detect::by_crl(&app.db, sim.provider().as_ref(), &anchors)
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        vec![(Uuid::parse_str(&moves).unwrap(), moving.serial.clone())]
+    );
+    runs::detected(&app.db, taken.id, &found).await.unwrap();
+    let done = process_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        SyncSettings::default(),
+        "test-worker",
+        1000,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.outcomes.get("changed"), Some(&1));
+    runs::complete_finished(&app.db).await.unwrap();
+    let run: Value = app
+        .get(&format!("/v1/sync/runs/{}", taken.id), &app.operator())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(run["status"], "completed");
+    assert_eq!(run["jobs"], 1);
+    assert_eq!(
+        customer(&app, &moves).await["basic4"]["address"],
+        "京都府京都市下京区烏丸通1"
+    );
+
+    // A CRL from anyone else is refused: the run fails with the reason.
+    let foreign = TrustAnchors::load(&[shared_anchor()]).unwrap();
+    let refused = detect::by_crl(&app.db, sim.provider().as_ref(), &foreign).await;
+    assert!(refused.is_err());
+
+    // Two workers see the same scheduled tick: one acts on it.
+    let tick = chrono::Utc::now();
+    assert!(
+        runs::claim_tick(&app.db, "sync.detect", tick, "worker-a")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !runs::claim_tick(&app.db, "sync.detect", tick, "worker-b")
+            .await
+            .unwrap()
+    );
+}
+
+fn shared_anchor() -> std::path::PathBuf {
+    crate::sim::shared_fixtures().join("jpki-trust-anchors/sign_ca_2023.pem")
 }

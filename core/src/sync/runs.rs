@@ -221,3 +221,27 @@ pub async fn complete_finished(db: &DatabaseConnection) -> Result<u64, CoreError
         .await?
         .rows_affected())
 }
+
+/// Claims a scheduled tick for `job` at `tick`: true for the one worker
+/// process that acts on it, false for every other that saw it.
+pub async fn claim_tick(
+    db: &DatabaseConnection,
+    job: &str,
+    tick: DateTime<Utc>,
+    owner: &str,
+) -> Result<bool, CoreError> {
+    use crate::entities::cron_ticks;
+    let inserted = cron_ticks::Entity::insert(cron_ticks::ActiveModel {
+        job: Set(job.to_owned()),
+        tick: Set(tick),
+        owner: Set(owner.to_owned()),
+        created_at: Set(now()),
+    })
+    .exec_without_returning(db)
+    .await;
+    match inserted {
+        Ok(_) => Ok(true),
+        Err(e) if db::is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
