@@ -50,10 +50,29 @@ enum Command {
         #[arg(long)]
         sim_routes_public: bool,
     },
+    /// Sync: asks J-LIS, through the provider, about consenting customers and applies the answers.
+    Sync {
+        #[command(subcommand)]
+        command: SyncCommand,
+    },
     /// Bearer tokens for the configured key.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum SyncCommand {
+    /// Runs one sync run to its end in this process: a progress bar on a
+    /// terminal, a summary at the end.
+    RunOnce {
+        /// `revoked` (certificates no longer valid), `all` or `customer`.
+        #[arg(long, default_value = "revoked", value_parser = ["revoked", "all", "customer"])]
+        scope: String,
+        /// The customer, with `--scope customer`.
+        #[arg(long, value_name = "ID", required_if_eq("scope", "customer"))]
+        customer: Option<uuid::Uuid>,
     },
 }
 
@@ -138,6 +157,12 @@ fn main() -> ExitCode {
         }
         Command::Sim { .. } => unreachable!("handled before the configuration is read"),
         Command::Migrate => run::block_on(run::migrate(config)),
+        Command::Sync {
+            command: SyncCommand::RunOnce { scope, customer },
+        } => {
+            let scope = kihon4_core::sync::Scope::parse(&scope).expect("clap checked it");
+            run::block_on(run::sync_once(config, scope, customer))
+        }
         Command::Serve => run::block_on(run::serve(
             config,
             run::Roles {

@@ -176,6 +176,97 @@ fn mailer(config: &Config) -> anyhow::Result<Arc<Mailer>> {
     .map_err(|e| anyhow::anyhow!(e))
 }
 
+/// How the worker finds revoked certificates in this role.
+fn detection(config: &Config) -> anyhow::Result<kihon4_worker::Detection> {
+    use kihon4_core::config::JpkiRole;
+    Ok(match config.role {
+        JpkiRole::ServiceProvider => kihon4_worker::Detection::Liveness,
+        JpkiRole::Platform if config.trust_anchors.is_empty() => {
+            kihon4_worker::Detection::Unavailable(
+                "KIHON4_TRUST_ANCHORS is not set, so the CRL cannot be verified".into(),
+            )
+        }
+        JpkiRole::Platform => kihon4_worker::Detection::Crl(Arc::new(
+            kihon4_core::jpki::verify::TrustAnchors::load(&config.trust_anchors)
+                .map_err(|e| anyhow::anyhow!("KIHON4_TRUST_ANCHORS: {e}"))?,
+        )),
+    })
+}
+
+/// `kihon4 sync run-once`: one run, carried to its end here.
+pub async fn sync_once(
+    config: Config,
+    scope: kihon4_core::sync::Scope,
+    customer: Option<uuid::Uuid>,
+) -> anyhow::Result<()> {
+    use kihon4_core::audit::{Actor, AuditContext};
+    use kihon4_core::sync;
+    let notices = notices(&config)?;
+    let detection = detection(&config)?;
+    let Some(provider) = provider(&config, false)? else {
+        anyhow::bail!("KIHON4_PROVIDER_URL is not set: there is no one to ask");
+    };
+    let db = open_current(&config).await?;
+    let ctx = AuditContext::new(Actor::cli(), None);
+    let run = sync::runs::request(&db, &ctx, "cli", scope, customer).await?;
+    let id = run.run.id;
+    if scope == sync::Scope::Revoked && sync::runs::take(&db, id).await? {
+        eprintln!("kihon4: looking for revoked certificates…");
+        kihon4_worker::detect(&db, provider.as_ref(), &detection, id).await;
+    }
+    let settings = sync::SyncSettings {
+        timezone: config.timezone,
+        awaiting_reissue_days: config.awaiting_reissue_days,
+    };
+    let owner = format!("cli-{}", uuid::Uuid::new_v4());
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:40}] {pos}/{len} customers {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let view = loop {
+        let round =
+            sync::jobs::process_due(&db, provider.as_ref(), &notices, settings, &owner, 200)
+                .await?;
+        sync::runs::complete_finished(&db).await?;
+        let view = sync::runs::get(&db, id).await?;
+        let pending = view.counts.get("pending").copied().unwrap_or(0);
+        bar.set_length(view.jobs);
+        bar.set_position(view.jobs - pending);
+        if matches!(view.run.status.as_str(), "completed" | "failed") {
+            break view;
+        }
+        if round.applied() + round.retried + round.failed == 0 {
+            bar.set_message("(waiting for the provider)");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        } else {
+            bar.set_message("");
+        }
+    };
+    bar.finish_and_clear();
+    let counts = view
+        .counts
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    println!(
+        "kihon4: sync run {id} ({}) {}: {} customer(s){}{}",
+        scope.as_str(),
+        view.run.status,
+        view.jobs,
+        if counts.is_empty() { "" } else { ": " },
+        counts
+    );
+    match view.run.status.as_str() {
+        "failed" => anyhow::bail!("the run failed: {}", view.run.error.unwrap_or_default()),
+        _ => Ok(()),
+    }
+}
+
 pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     report_missing_upstream(&config);
     let notices = notices(&config)?;
@@ -217,18 +308,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let api = server.as_ref().map(|s| s.handle());
     let api_task = server.map(tokio::spawn);
 
-    let detection = match config.role {
-        kihon4_core::config::JpkiRole::ServiceProvider => kihon4_worker::Detection::Liveness,
-        kihon4_core::config::JpkiRole::Platform if config.trust_anchors.is_empty() => {
-            kihon4_worker::Detection::Unavailable(
-                "KIHON4_TRUST_ANCHORS is not set, so the CRL cannot be verified".into(),
-            )
-        }
-        kihon4_core::config::JpkiRole::Platform => kihon4_worker::Detection::Crl(Arc::new(
-            kihon4_core::jpki::verify::TrustAnchors::load(&config.trust_anchors)
-                .map_err(|e| anyhow::anyhow!("KIHON4_TRUST_ANCHORS: {e}"))?,
-        )),
-    };
+    let detection = detection(&config)?;
     let (worker_provider, worker_mailer, notices_db) = if roles.worker {
         let notices_db = kihon4_core::db::connect_relaxed(config.database_url.expose_secret())
             .await

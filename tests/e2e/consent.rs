@@ -90,21 +90,17 @@ async fn a_signed_consent_is_verified_kept_and_registered_by_the_worker() {
     )
     .unwrap();
 
-    let app = Running::start(
-        d,
-        "serve",
-        &[
-            ("KIHON4_JWT_SECRET", SECRET.into()),
-            ("KIHON4_PROVIDER_URL", format!("{}/", sim.base)),
-            ("KIHON4_PROVIDER_API_KEY", "e2e-provider-key".into()),
-            (
-                "KIHON4_TRUST_ANCHORS",
-                d.join("sim/ca.pem").to_str().unwrap().into(),
-            ),
-            ("KIHON4_INSTITUTION_NAME", "みなと信用金庫".into()),
-        ],
-    )
-    .await;
+    let envs = [
+        ("KIHON4_JWT_SECRET", SECRET.to_owned()),
+        ("KIHON4_PROVIDER_URL", format!("{}/", sim.base)),
+        ("KIHON4_PROVIDER_API_KEY", "e2e-provider-key".to_owned()),
+        (
+            "KIHON4_TRUST_ANCHORS",
+            d.join("sim/ca.pem").to_str().unwrap().to_owned(),
+        ),
+        ("KIHON4_INSTITUTION_NAME", "みなと信用金庫".to_owned()),
+    ];
+    let app = Running::start(d, "serve", &envs).await;
     let operator = token(&[Role::Operator]);
     let customer: Value = http
         .post(format!("{}/v1/customers", app.base))
@@ -271,8 +267,40 @@ async fn a_signed_consent_is_verified_kept_and_registered_by_the_worker() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // With the service stopped, the CLI carries a run to its end by itself.
+    let mut app = app;
+    app.signal("TERM");
+    assert!(app.wait(Duration::from_secs(30)).await.success());
+    http.post(format!(
+        "{}/sim/persons/{}/events",
+        sim.base,
+        person["person_id"].as_str().unwrap()
+    ))
+    .json(&json!({"kind": "rename", "basic4": {"name": "佐藤花"}}))
+    .send()
+    .await
+    .unwrap();
+    http.post(format!("{}/sim/crl/publish", sim.base))
+        .send()
+        .await
+        .unwrap();
+    let out = kihon4(d, &envs)
+        .args(["sync", "run-once", "--scope", "revoked"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("completed: 1 customer(s): changed 1"),
+        "{said}"
+    );
+
     // Nothing personal in the log: not the name, the address or the email.
-    let log = app.log_text();
+    let log = app.log_text() + &String::from_utf8_lossy(&out.stderr);
     for secret in [
         "佐藤花子",
         "北海道札幌市",

@@ -245,3 +245,15 @@ pub async fn claim_tick(
         Err(e) => Err(e.into()),
     }
 }
+
+/// Takes the queued run `id` for detection; false when another took it.
+pub async fn take(db: &DatabaseConnection, id: Uuid) -> Result<bool, CoreError> {
+    let taken = sync_runs::Entity::update_many()
+        .col_expr(sync_runs::Column::Status, Expr::value("detecting"))
+        .col_expr(sync_runs::Column::StartedAt, Expr::value(now()))
+        .filter(sync_runs::Column::Id.eq(id))
+        .filter(sync_runs::Column::Status.eq("queued"))
+        .exec(db)
+        .await?;
+    Ok(taken.rows_affected == 1)
+}
