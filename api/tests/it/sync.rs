@@ -8,7 +8,7 @@ use kihon4_core::config::{JpkiRole, Revocation};
 use kihon4_core::consent::registrations::run_due;
 use kihon4_core::sync::SyncSettings;
 use kihon4_core::sync::jobs::process_due;
-use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -20,6 +20,7 @@ both!(
     every_life_event_reaches_the_record_once,
     runs_refuse_what_cannot_be_synced,
     a_revoked_run_asks_only_about_certificates_in_the_crl,
+    a_provider_having_a_bad_day_delays_sync_but_applies_each_change_once,
 );
 
 /// A customer who consented with a resident's card, registered with the provider.
@@ -456,4 +457,96 @@ async fn a_revoked_run_asks_only_about_certificates_in_the_crl(backend: Backend)
 
 fn shared_anchor() -> std::path::PathBuf {
     crate::sim::shared_fixtures().join("jpki-trust-anchors/sign_ca_2023.pem")
+}
+
+async fn a_provider_having_a_bad_day_delays_sync_but_applies_each_change_once(backend: Backend) {
+    use kihon4_sim::faults::Faults;
+    let sim = spawn_sim().await;
+    let app =
+        TestApp::spawn_consent(backend, sim.platform(Revocation::Crl), JpkiRole::Platform).await;
+    let mut movers = Vec::new();
+    for i in 0..6 {
+        let (customer, signer) = consenting(&app, &sim, &format!("F-{i}"), "中村七郎").await;
+        if i % 2 == 0 {
+            movers.push((customer, signer));
+        }
+    }
+    run_due(&app.db, sim.provider().as_ref(), "test-worker", 100)
+        .await
+        .unwrap();
+    for (i, (_, signer)) in movers.iter().enumerate() {
+        sim.life_event_with(signer, json!({"kind": "move", "basic4": {"address": format!("愛知県名古屋市中区栄{}-1", i + 1)}}))
+            .await;
+    }
+    let res = app
+        .post("/v1/sync/runs", &app.operator(), &json!({"scope": "all"}))
+        .await;
+    let run = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Maintenance first, then errors, malformed answers and latency.
+    sim.set_faults(Faults {
+        maintenance: true,
+        maintenance_retry_after_s: 1,
+        ..Faults::default()
+    });
+    let mut rounds = 0;
+    let status = loop {
+        if rounds == 2 {
+            sim.set_faults(Faults {
+                error_rate: 0.3,
+                malformed_rate: 0.1,
+                latency_ms: 20,
+                ..Faults::default()
+            });
+        }
+        rounds += 1;
+        assert!(rounds < 60, "the run never completed");
+        process_due(
+            &app.db,
+            sim.provider().as_ref(),
+            &notices(),
+            SyncSettings::default(),
+            "test-worker",
+            1000,
+        )
+        .await
+        .unwrap();
+        kihon4_core::sync::runs::complete_finished(&app.db)
+            .await
+            .unwrap();
+        let now: Value = app
+            .get(&format!("/v1/sync/runs/{run}"), &app.operator())
+            .await
+            .json()
+            .await
+            .unwrap();
+        if now["status"] == "completed" {
+            break now;
+        }
+        // Time passes: jobs waiting for their backoff are due again.
+        app.db
+            .execute_unprepared("UPDATE sync_jobs SET run_at = created_at WHERE status = 'pending'")
+            .await
+            .unwrap();
+    };
+    assert!(rounds > 2, "the faults made it wait");
+    assert_eq!(status["counts"]["changed"], 3, "{status}");
+    assert_eq!(status["counts"]["unchanged"], 3, "{status}");
+    assert_eq!(status["counts"]["failed"], Value::Null, "{status}");
+    // Each change once: one history row from sync and one notice per mover.
+    assert_eq!(app.count("basic4_history WHERE source = 'sync'").await, 3);
+    assert_eq!(app.count("outbox WHERE kind = 'basic4_changed'").await, 3);
+    for (customer_id, _) in &movers {
+        let record = customer(&app, customer_id).await;
+        assert!(
+            record["basic4"]["address"]
+                .as_str()
+                .unwrap()
+                .starts_with("愛知県名古屋市中区栄")
+        );
+    }
+    app.assert_chain_verifies().await;
 }
