@@ -55,6 +55,17 @@ enum Reviews {
     Note,
 }
 
+/// The reminders and renewal requests sent for a consent, one per period.
+#[derive(DeriveIden)]
+enum ConsentReminders {
+    Table,
+    ConsentId,
+    Kind,
+    PeriodStart,
+    NoticeId,
+    CreatedAt,
+}
+
 #[derive(DeriveIden)]
 enum CronTicks {
     Table,
@@ -152,6 +163,24 @@ impl MigrationTrait for Migration {
         manager
             .create_table(
                 Table::create()
+                    .table(ConsentReminders::Table)
+                    .col(uuid(ConsentReminders::ConsentId))
+                    .col(string_len(ConsentReminders::Kind, 32))
+                    .col(timestamp_with_time_zone(ConsentReminders::PeriodStart))
+                    .col(uuid(ConsentReminders::NoticeId))
+                    .col(timestamp_with_time_zone(ConsentReminders::CreatedAt))
+                    .primary_key(
+                        Index::create()
+                            .col(ConsentReminders::ConsentId)
+                            .col(ConsentReminders::Kind)
+                            .col(ConsentReminders::PeriodStart),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
                     .table(CronTicks::Table)
                     .col(string_len(CronTicks::Job, 64))
                     .col(timestamp_with_time_zone(CronTicks::Tick))
@@ -166,6 +195,7 @@ impl MigrationTrait for Migration {
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         for table in [
             CronTicks::Table.into_iden(),
+            ConsentReminders::Table.into_iden(),
             Reviews::Table.into_iden(),
             SyncJobs::Table.into_iden(),
             SyncRuns::Table.into_iden(),

@@ -57,13 +57,14 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut scheduler = JobScheduler::new().await?;
     let housekeeping_db = db.clone();
+    let (housekeeping_notices, timezone) = (settings.notices.clone(), settings.timezone);
     scheduler
         .add(Job::new_async_tz(
             HOUSEKEEPING_CRON,
             settings.timezone,
             move |_, _| {
-                let db = housekeeping_db.clone();
-                Box::pin(async move { housekeeping(&db).await })
+                let (db, notices) = (housekeeping_db.clone(), housekeeping_notices.clone());
+                Box::pin(async move { housekeeping(&db, &notices, timezone).await })
             },
         )?)
         .await?;
@@ -141,7 +142,16 @@ pub async fn run(
 
 /// Removes what is kept only for a while. Deleting is idempotent, so ticks
 /// seen by several worker processes need no coordination.
-pub async fn housekeeping(db: &DatabaseConnection) {
+pub async fn housekeeping(db: &DatabaseConnection, notices: &Notices, timezone: chrono_tz::Tz) {
+    match kihon4_core::consent::housekeeping::run(db, notices, timezone, None).await {
+        Ok(s) => tracing::info!(
+            expired = s.expired,
+            reminded = s.reminded,
+            renewal_requested = s.renewal_requested,
+            "consents looked after"
+        ),
+        Err(e) => tracing::error!(error = %e, "housekeeping of consents failed"),
+    }
     use kihon4_core::idempotency::{RETENTION_HOURS, purge};
     match purge(
         db,

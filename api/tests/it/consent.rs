@@ -26,6 +26,7 @@ both!(
     registrations_wait_out_a_provider_that_is_down,
     a_worker_that_died_holding_a_registration_is_taken_over,
     revocation_checks_are_reported_by_purpose,
+    time_reminds_asks_for_renewal_and_expires_each_once,
 );
 
 async fn consent_texts_are_served_with_their_hashes(backend: Backend) {
@@ -962,4 +963,79 @@ impl Signer {
         );
         std::fs::read(d.join("two.der")).unwrap()
     }
+}
+
+async fn time_reminds_asks_for_renewal_and_expires_each_once(backend: Backend) {
+    use kihon4_core::consent::housekeeping::run;
+    let sim = spawn_sim().await;
+    let app =
+        TestApp::spawn_consent(backend, sim.platform(Revocation::Crl), JpkiRole::Platform).await;
+    let customer = bare_customer(&app, "C-15").await;
+    let signer = sim.resident().await;
+    let res = grant(
+        &app,
+        &customer,
+        JA,
+        &signer.sign(text(&app, JA).await.as_bytes(), true),
+    )
+    .await;
+    let granted: Value = res.json().await.unwrap();
+    let id = granted["id"].as_str().unwrap().to_owned();
+    let expires = chrono::DateTime::parse_from_rfc3339(granted["expires_at"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc);
+    let notices = crate::helpers::notices();
+    let tokyo = chrono_tz::Asia::Tokyo;
+    let now = chrono::Utc::now();
+    let at = |t: chrono::DateTime<chrono::Utc>| {
+        let (db, notices) = (&app.db, &notices);
+        async move { run(db, notices, tokyo, Some(t)).await.unwrap() }
+    };
+
+    assert_eq!(
+        at(now + chrono::Duration::days(30)).await.reminded,
+        0,
+        "not a year yet"
+    );
+    let year = now + chrono::Duration::days(366);
+    assert_eq!(at(year).await.reminded, 1);
+    assert_eq!(at(year).await.reminded, 0, "once a year");
+    assert_eq!(at(now + chrono::Duration::days(2 * 366)).await.reminded, 1);
+    assert_eq!(app.count("outbox WHERE kind = 'consent_reminder'").await, 2);
+
+    let late = expires - chrono::Duration::days(60);
+    let renewal = at(late).await;
+    assert_eq!((renewal.renewal_requested, renewal.reminded), (1, 0));
+    assert_eq!(
+        at(late + chrono::Duration::days(7)).await.renewal_requested,
+        0
+    );
+    assert_eq!(app.count("outbox WHERE kind = 'consent_renewal'").await, 1);
+
+    let after = expires + chrono::Duration::days(1);
+    assert_eq!(at(after).await.expired, 1);
+    assert_eq!(at(after).await.expired, 0, "expired once");
+    let expired = consent(&app, &id).await;
+    assert_eq!(expired["status"], "expired");
+    assert_eq!(expired["registration"], "unregistering");
+    let kinds: Vec<&str> = expired["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["granted", "expired"]);
+    for (action, n) in [
+        ("consent.reminded", 2),
+        ("consent.renewal_requested", 1),
+        ("consent.expired", 1),
+    ] {
+        assert_eq!(
+            app.count(&format!("audit_events WHERE action = '{action}'"))
+                .await,
+            n,
+            "{action}"
+        );
+    }
+    app.assert_chain_verifies().await;
 }

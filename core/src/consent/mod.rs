@@ -5,6 +5,7 @@
 //! checks made on the way, by purpose.
 
 pub mod checks;
+pub mod housekeeping;
 pub mod records;
 pub mod registrations;
 pub mod texts;

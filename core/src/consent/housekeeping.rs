@@ -1,0 +1,271 @@
+//! What time does to consents (DESIGN §4 step 6): a consent past its ten
+//! years is expired (an event, and its registration removed); customers are
+//! reminded once a year that their consent is in force, and asked to renew
+//! it in its last months. Each step is idempotent: run it as often as you
+//! like, it writes each event and sends each notice once.
+
+use chrono::{DateTime, Datelike, Days, Months, SubsecRound, Utc};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
+};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::audit::{self, Actor, AuditContext, AuditEvent};
+use crate::customers::{Customer, CustomerStatus};
+use crate::db;
+use crate::entities::{consent_events, consents, customers, provider_registrations};
+use crate::error::CoreError;
+use crate::notices::templates::format_date;
+use crate::notices::{self, NewNotice, NoticeKind, Notices};
+
+/// How long before the end a customer is asked to renew.
+pub const RENEWAL_MONTHS: u32 = 3;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Summary {
+    pub expired: u64,
+    pub reminded: u64,
+    pub renewal_requested: u64,
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Consents with no terminal event (withdrawn, renewed, expired), with their last sequence.
+async fn open_consents<C: ConnectionTrait>(
+    db: &C,
+) -> Result<Vec<(consents::Model, i32)>, CoreError> {
+    let rows = consents::Entity::find()
+        .order_by_asc(consents::Column::Id)
+        .all(db)
+        .await?;
+    let mut out = Vec::new();
+    for row in rows {
+        let last = consent_events::Entity::find()
+            .filter(consent_events::Column::ConsentId.eq(row.id))
+            .order_by_desc(consent_events::Column::Seq)
+            .one(db)
+            .await?;
+        if let Some(last) = last.filter(|e| e.kind == "granted") {
+            out.push((row, last.seq));
+        }
+    }
+    Ok(out)
+}
+
+/// Marks the reminder of `kind` for the period starting `since` as sent
+/// for `consent`; false when it already was (by this or another worker).
+async fn mark_sent<C: ConnectionTrait>(
+    db: &C,
+    consent: Uuid,
+    kind: NoticeKind,
+    since: DateTime<Utc>,
+    notice: Uuid,
+) -> Result<bool, CoreError> {
+    let backend = db.get_database_backend();
+    let sql = match backend {
+        sea_orm::DatabaseBackend::Postgres => {
+            "INSERT INTO consent_reminders (consent_id, kind, period_start, notice_id, created_at) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING"
+        }
+        _ => {
+            "INSERT INTO consent_reminders (consent_id, kind, period_start, notice_id, created_at) \
+             VALUES (?, ?, ?, ?, ?) ON CONFLICT DO NOTHING"
+        }
+    };
+    let inserted = db
+        .execute_raw(sea_orm::Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                consent.into(),
+                kind.as_str().into(),
+                since.into(),
+                notice.into(),
+                now().into(),
+            ],
+        ))
+        .await?;
+    Ok(inserted.rows_affected() == 1)
+}
+
+/// The last anniversary of `granted` at or before `at`, if a year has passed.
+fn last_anniversary(granted: DateTime<Utc>, at: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let years = at.year() - granted.year();
+    (0..=years).rev().find_map(|y| {
+        let months = u32::try_from(y).ok()? * 12;
+        let candidate = granted.checked_add_months(Months::new(months))?;
+        (y >= 1 && candidate <= at).then_some(candidate)
+    })
+}
+
+/// Expires, reminds and asks for renewal, as of `at`.
+pub async fn run(
+    db: &DatabaseConnection,
+    notices: &Notices,
+    timezone: chrono_tz::Tz,
+    at: Option<DateTime<Utc>>,
+) -> Result<Summary, CoreError> {
+    let at = at.unwrap_or_else(now);
+    let worker = AuditContext::new(Actor::worker(), None);
+    let mut summary = Summary::default();
+    let local = |t: DateTime<Utc>| t.with_timezone(&timezone).date_naive();
+    for (consent, seq) in open_consents(db).await? {
+        let txn = db::begin_write(db).await?;
+        // The customer's row is the lock between workers doing this at once
+        // (on SQLite the write transaction already is).
+        let mut locking = customers::Entity::find_by_id(consent.customer_id);
+        if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            locking = locking.lock_exclusive();
+        }
+        let customer_row = locking
+            .one(&txn)
+            .await?
+            .ok_or(CoreError::NotFound("customer"))?;
+        // Read again inside the transaction: another worker may have been first.
+        let still_open = consent_events::Entity::find()
+            .filter(consent_events::Column::ConsentId.eq(consent.id))
+            .filter(consent_events::Column::Seq.gt(seq))
+            .one(&txn)
+            .await?
+            .is_none();
+        let customer = Customer::try_from(customer_row)?;
+        if !still_open {
+            continue;
+        }
+        let name = customer.basic4.as_ref().map(|b| b.name.as_str());
+        let living = customer.status != CustomerStatus::Deceased;
+        if consent.expires_at <= at {
+            let inserted = consent_events::Entity::insert(consent_events::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                consent_id: Set(consent.id),
+                seq: Set(seq + 1),
+                kind: Set("expired".to_owned()),
+                occurred_at: Set(at),
+                actor: Set(worker.actor.as_str().to_owned()),
+                reason: Set(None),
+                related_consent_id: Set(None),
+            })
+            .exec_without_returning(&txn)
+            .await;
+            match inserted {
+                Ok(_) => {}
+                Err(e) if db::is_unique_violation(&e) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            provider_registrations::Entity::insert(provider_registrations::ActiveModel {
+                id: Set(Uuid::now_v7()),
+                consent_id: Set(consent.id),
+                cert_serial: Set(customer
+                    .jpki_cert_serial
+                    .as_ref()
+                    .map_or(consent.cert_serial.clone(), |s| s.as_str().to_owned())),
+                action: Set("unsubscribe".to_owned()),
+                status: Set("pending".to_owned()),
+                attempts: Set(0),
+                run_at: Set(at),
+                lease_owner: Set(None),
+                lease_expires_at: Set(None),
+                last_error: Set(None),
+                created_at: Set(at),
+                completed_at: Set(None),
+            })
+            .exec_without_returning(&txn)
+            .await?;
+            let event = AuditEvent::new("consent.expired", "consent", Some(consent.id.to_string()))
+                .with_customer(customer.id)
+                .set("before", json!({"status": "active"}))
+                .set(
+                    "after",
+                    json!({"status": "expired", "expires_at": consent.expires_at}),
+                );
+            audit::append(&txn, &worker, event).await?;
+            txn.commit().await?;
+            summary.expired += 1;
+            continue;
+        }
+        let renewal_from = consent
+            .expires_at
+            .checked_sub_months(Months::new(RENEWAL_MONTHS))
+            .unwrap_or(consent.expires_at);
+        let valid_until = format_date(customer.locale, local(consent.expires_at) - Days::new(1));
+        let (kind, since, data) = if at >= renewal_from {
+            (
+                NoticeKind::ConsentRenewal,
+                renewal_from,
+                json!({"consent": {"valid_until": valid_until}}),
+            )
+        } else if let Some(anniversary) = last_anniversary(consent.granted_at, at) {
+            (
+                NoticeKind::ConsentReminder,
+                anniversary,
+                json!({"consent": {
+                    "granted_on": format_date(customer.locale, local(consent.granted_at)),
+                    "valid_until": valid_until,
+                }}),
+            )
+        } else {
+            continue;
+        };
+        if !living {
+            continue;
+        }
+        let notice = notices::enqueue(
+            &txn,
+            notices,
+            NewNotice {
+                kind,
+                customer_id: Some(customer.id),
+                to: &customer.email,
+                locale: customer.locale,
+                customer_name: name,
+                data,
+            },
+        )
+        .await?;
+        if !mark_sent(&txn, consent.id, kind, since, notice).await? {
+            // Sent for this period already: the notice just written goes with the rollback.
+            continue;
+        }
+        let action = match kind {
+            NoticeKind::ConsentRenewal => "consent.renewal_requested",
+            _ => "consent.reminded",
+        };
+        let event = AuditEvent::new(action, "consent", Some(consent.id.to_string()))
+            .with_customer(customer.id)
+            .set("notice", json!({"id": notice, "kind": kind.as_str()}));
+        audit::append(&txn, &worker, event).await?;
+        txn.commit().await?;
+        match kind {
+            NoticeKind::ConsentRenewal => summary.renewal_requested += 1,
+            _ => summary.reminded += 1,
+        }
+    }
+    Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+    }
+
+    #[test]
+    fn anniversaries_count_whole_years() {
+        let granted = at("2026-11-25T10:00:00Z");
+        assert_eq!(last_anniversary(granted, at("2027-11-25T09:59:59Z")), None);
+        assert_eq!(
+            last_anniversary(granted, at("2027-11-25T10:00:00Z")),
+            Some(at("2027-11-25T10:00:00Z"))
+        );
+        assert_eq!(
+            last_anniversary(granted, at("2030-01-01T00:00:00Z")),
+            Some(at("2029-11-25T10:00:00Z"))
+        );
+    }
+}
