@@ -1,6 +1,7 @@
 //! The `kihon4` binary: a command line that wires the API, the worker and
 //! the migrations together. No rules here.
 
+mod demo;
 mod run;
 
 use std::path::PathBuf;
@@ -54,6 +55,19 @@ enum Command {
     Sync {
         #[command(subcommand)]
         command: SyncCommand,
+    },
+    /// The whole loop on this machine, with no configuration: SQLite, the
+    /// simulator in-process, notices as .eml files.
+    Demo {
+        /// Where the demo keeps its files (emptied at start).
+        #[arg(long, value_name = "DIR", default_value = "kihon4-demo")]
+        data_dir: PathBuf,
+        /// Keep the API running afterwards.
+        #[arg(long)]
+        serve: bool,
+        /// Where the API listens.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
     },
     /// Bearer tokens for the configured key.
     Token {
@@ -120,6 +134,16 @@ fn main() -> ExitCode {
         };
         return run::block_on(run::simulate(settings, listen));
     }
+    // The demo needs no configuration at all.
+    if let Command::Demo {
+        data_dir,
+        serve,
+        listen,
+    } = cli.command
+    {
+        // The demo speaks for itself: only warnings go to the log.
+        return run::block_on_logging(demo::demo(data_dir, listen, serve), "warn");
+    }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
         Err(errors) => {
@@ -155,7 +179,9 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Sim { .. } => unreachable!("handled before the configuration is read"),
+        Command::Sim { .. } | Command::Demo { .. } => {
+            unreachable!("handled before the configuration is read")
+        }
         Command::Migrate => run::block_on(run::migrate(config)),
         Command::Sync {
             command: SyncCommand::RunOnce { scope, customer },

@@ -25,7 +25,15 @@ pub struct Roles {
 }
 
 pub fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
-    init_logging();
+    block_on_logging(work, "info,sqlx=warn")
+}
+
+/// As [`block_on`], logging at `default_filter` unless RUST_LOG says otherwise.
+pub fn block_on_logging(
+    work: impl Future<Output = anyhow::Result<()>>,
+    default_filter: &str,
+) -> ExitCode {
+    init_logging(default_filter);
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -44,9 +52,9 @@ pub fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> ExitCode {
 }
 
 /// JSON lines when not on a terminal, readable text on one. RUST_LOG filters.
-fn init_logging() {
+fn init_logging(default_filter: &str) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);

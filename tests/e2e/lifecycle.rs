@@ -432,3 +432,41 @@ fn missing_or_broken_email_templates_stop_the_process() {
         "{err}"
     );
 }
+
+/// `kihon4 demo` runs the whole loop with no configuration and says what happened.
+#[test]
+fn the_demo_runs_the_whole_loop_with_no_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kihon4(dir.path(), &[])
+        .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("demo"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for line in [
+        "4 of 5 certificates are in the CRL.",
+        "Answers applied: changed 2, deceased 1, revoked 1.",
+        "DEMO-002: 佐藤花子 / 大阪府大阪市中央区大手前2-1-22 / status active",
+        "DEMO-003: 鈴木一子",
+        "status deceased",
+        "A review waits for a person: DEMO-005, revoked.",
+        "its hash chain verifies",
+    ] {
+        assert!(said.contains(line), "missing {line:?} in:\n{said}");
+    }
+    let notices = std::fs::read_dir(dir.path().join("demo/mail"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        notices, 8,
+        "5 receipts, 2 change notices, 1 renewal request"
+    );
+    // Only warnings are logged, and no personal data.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(!log.contains("佐藤花子"), "{log}");
+}
