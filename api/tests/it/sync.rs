@@ -21,6 +21,7 @@ both!(
     runs_refuse_what_cannot_be_synced,
     a_revoked_run_asks_only_about_certificates_in_the_crl,
     a_provider_having_a_bad_day_delays_sync_but_applies_each_change_once,
+    a_service_provider_detects_by_liveness_checks,
 );
 
 /// A customer who consented with a resident's card, registered with the provider.
@@ -549,4 +550,44 @@ async fn a_provider_having_a_bad_day_delays_sync_but_applies_each_change_once(ba
         );
     }
     app.assert_chain_verifies().await;
+}
+
+async fn a_service_provider_detects_by_liveness_checks(backend: Backend) {
+    use kihon4_core::sync::detect;
+    let sim = spawn_sim().await;
+    let app =
+        TestApp::spawn_consent(backend, sim.service_provider(), JpkiRole::ServiceProvider).await;
+    let (lost, losing) = consenting(&app, &sim, "L-lost", "小林八郎").await;
+    let (_fine, _) = consenting(&app, &sim, "L-fine", "加藤九郎").await;
+    sim.life_event(&losing, "card_lost").await;
+    let found = detect::by_liveness(&app.db, sim.provider().as_ref())
+        .await
+        .unwrap();
+    assert_eq!(
+        found,
+        vec![(Uuid::parse_str(&lost).unwrap(), losing.serial.clone())]
+    );
+    assert_eq!(
+        app.count("revocation_checks WHERE purpose = 'liveness_check'")
+            .await,
+        2,
+        "every certificate checked is recorded"
+    );
+    let from = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+    let to = (chrono::Utc::now() + chrono::Duration::hours(1)).to_rfc3339();
+    let report: Value = app
+        .get(
+            &format!(
+                "/v1/reports/revocation-checks?from={}&to={}",
+                url::form_urlencoded::byte_serialize(from.as_bytes()).collect::<String>(),
+                url::form_urlencoded::byte_serialize(to.as_bytes()).collect::<String>()
+            ),
+            &app.auditor(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(report["liveness_check"], 2);
+    assert_eq!(report["signature_verification"], 2);
 }
