@@ -225,6 +225,7 @@ pub async fn sync_once(
     let settings = sync::SyncSettings {
         timezone: config.timezone,
         awaiting_reissue_days: config.awaiting_reissue_days,
+        lease: config.sync_lease,
     };
     let owner = format!("cli-{}", uuid::Uuid::new_v4());
     let bar = indicatif::ProgressBar::new(0);
@@ -340,6 +341,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             sync: kihon4_core::sync::SyncSettings {
                 timezone: config.timezone,
                 awaiting_reissue_days: config.awaiting_reissue_days,
+                lease: config.sync_lease,
             },
             detect_cron: config.sync_detect_cron.clone(),
             full_refresh_cron: config.sync_full_refresh_cron.clone(),

@@ -51,6 +51,7 @@ pub const SETTINGS: &[&str] = &[
     "sync_detect_cron",
     "sync_full_refresh_cron",
     "awaiting_reissue_days",
+    "sync_lease_seconds",
 ];
 
 /// Variables with the prefix that are not settings of the service itself:
@@ -165,6 +166,8 @@ pub struct Config {
     pub sync_full_refresh_cron: String,
     /// Days a revoked certificate may wait for its successor before a review.
     pub awaiting_reissue_days: i64,
+    /// How long a worker holds the sync jobs it claimed.
+    pub sync_lease: std::time::Duration,
 }
 
 /// Everything that is wrong with a configuration, in one message.
@@ -564,6 +567,17 @@ impl Reader {
                 _ => Err(format!("must be a number of days from 1 to 365, not `{s}`")),
             });
 
+        let sync_lease = self.parsed(
+            "sync_lease_seconds",
+            std::time::Duration::from_secs(120),
+            |s| match s.parse::<u64>() {
+                Ok(n) if (1..=3600).contains(&n) => Ok(std::time::Duration::from_secs(n)),
+                _ => Err(format!(
+                    "must be a number of seconds from 1 to 3600, not `{s}`"
+                )),
+            },
+        );
+
         Some(Config {
             role,
             listen,
@@ -594,6 +608,7 @@ impl Reader {
             sync_detect_cron,
             sync_full_refresh_cron,
             awaiting_reissue_days,
+            sync_lease,
         })
     }
 

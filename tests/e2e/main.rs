@@ -11,3 +11,4 @@ mod concurrency;
 mod consent;
 mod lifecycle;
 mod notices;
+mod sync;

@@ -27,8 +27,6 @@ use crate::provider::Provider;
 
 /// Attempts before a job is given up as `failed`.
 pub const MAX_ATTEMPTS: i32 = 8;
-/// How long a claim holds.
-pub const LEASE: Duration = Duration::from_secs(300);
 /// Jobs asked about in one provider call.
 const BATCH: u64 = 100;
 
@@ -132,9 +130,10 @@ pub async fn claim(
     db: &DatabaseConnection,
     owner: &str,
     limit: u64,
+    lease: Duration,
 ) -> Result<Vec<sync_jobs::Model>, CoreError> {
     let at = now();
-    let until = at + chrono::Duration::from_std(LEASE).expect("a short lease");
+    let until = at + chrono::Duration::from_std(lease).expect("a short lease");
     let backend = db.get_database_backend();
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let (sql, values): (&str, Vec<sea_orm::Value>) = match backend {
@@ -230,7 +229,13 @@ pub async fn process_due(
     let mut summary = Summary::default();
     let mut tried = 0;
     while tried < limit {
-        let batch = claim(db, owner, std::cmp::min(limit - tried, BATCH)).await?;
+        let batch = claim(
+            db,
+            owner,
+            std::cmp::min(limit - tried, BATCH),
+            settings.lease,
+        )
+        .await?;
         if batch.is_empty() {
             break;
         }

@@ -48,6 +48,10 @@ pub struct SyncSettings {
     /// How long a certificate may stay revoked without a new one before a
     /// person looks at it.
     pub awaiting_reissue_days: i64,
+    /// How long a worker holds the jobs it claimed. A job whose lease ran out
+    /// is taken over; the first worker's answer is then not applied (its
+    /// transaction checks the lease), so a short lease costs only repeats.
+    pub lease: std::time::Duration,
 }
 
 impl Default for SyncSettings {
@@ -55,6 +59,7 @@ impl Default for SyncSettings {
         Self {
             timezone: chrono_tz::Asia::Tokyo,
             awaiting_reissue_days: 14,
+            lease: std::time::Duration::from_secs(120),
         }
     }
 }
