@@ -209,6 +209,9 @@ pub async fn sync_once(
 ) -> anyhow::Result<()> {
     use kihon4_core::audit::{Actor, AuditContext};
     use kihon4_core::sync;
+    if customer.is_some() && scope != kihon4_core::sync::Scope::Customer {
+        anyhow::bail!("--customer goes with --scope customer only");
+    }
     let notices = notices(&config)?;
     let detection = detection(&config)?;
     let Some(provider) = provider(&config, false)? else {
@@ -318,6 +321,18 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let api_task = server.map(tokio::spawn);
 
     let detection = detection(&config)?;
+    if roles.worker {
+        kihon4_worker::check_schedule(
+            "KIHON4_SYNC_DETECT_CRON",
+            &config.sync_detect_cron,
+            config.timezone,
+        )?;
+        kihon4_worker::check_schedule(
+            "KIHON4_SYNC_FULL_REFRESH_CRON",
+            &config.sync_full_refresh_cron,
+            config.timezone,
+        )?;
+    }
     let (worker_provider, worker_mailer, notices_db) = if roles.worker {
         let notices_db = kihon4_core::db::connect_relaxed(config.database_url.expose_secret())
             .await

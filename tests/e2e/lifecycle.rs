@@ -470,3 +470,19 @@ fn the_demo_runs_the_whole_loop_with_no_configuration() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(!log.contains("佐藤花子"), "{log}");
 }
+
+/// A schedule the worker cannot keep stops it at start, naming the setting.
+#[test]
+fn a_schedule_the_worker_cannot_keep_stops_it_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = kihon4(
+        dir.path(),
+        &[("KIHON4_SYNC_DETECT_CRON", "0 61 * * * *".into())],
+    )
+    .arg("worker")
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("KIHON4_SYNC_DETECT_CRON"), "{err}");
+}

@@ -340,3 +340,12 @@ pub async fn detect(
         }
     }
 }
+
+/// Whether the scheduler accepts `expression`, checked before anything starts.
+pub fn check_schedule(name: &str, expression: &str, timezone: chrono_tz::Tz) -> anyhow::Result<()> {
+    Job::new_async_tz(expression, timezone, |_, _| Box::pin(async {}))
+        .map(|_| ())
+        .map_err(|e| {
+            anyhow::anyhow!("{name} `{expression}` is not a schedule the worker can keep: {e}")
+        })
+}

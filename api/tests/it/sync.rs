@@ -257,6 +257,16 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
         1
     );
 
+    // The provider holds no registration for the consent withdrawn outside.
+    assert_eq!(consent["registration"], "unregistered");
+    let lost_review = reviews["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "revoked")
+        .unwrap();
+    assert_eq!(lost_review["detail"]["reason"], "lost");
+
     // A second run: nothing more is changed, opened or sent.
     let outbox = app.count("outbox").await;
     let reviews_count = app.count("reviews").await;
@@ -267,6 +277,31 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
     assert_eq!(app.count("reviews").await, reviews_count);
     assert_eq!(app.count("basic4_history").await, history);
     assert_eq!(run["counts"]["changed"], Value::Null, "{run}");
+
+    // Withdrawing after the move removes the registration of the new certificate.
+    let moved_consents: Value = app
+        .get(&format!("/v1/customers/{moves}/consents"), &app.operator())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let moved_consent = moved_consents["items"][0]["id"].as_str().unwrap();
+    let res = app
+        .post(
+            &format!("/v1/consents/{moved_consent}/withdraw"),
+            &app.operator(),
+            &json!({"reason": "お客さまからの申し出"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let new_serial = moved["jpki_cert_serial"].as_str().unwrap();
+    assert_eq!(
+        app.count(&format!(
+            "provider_registrations WHERE action = 'unsubscribe' AND cert_serial = '{new_serial}' AND status = 'pending'"
+        ))
+        .await,
+        1
+    );
 
     // A review is closed by a person, audited.
     let review = reviews["items"][0]["id"].as_str().unwrap();

@@ -571,10 +571,16 @@ pub async fn grant(
             }
             Err(e) => return Err(e.into()),
         }
-        if old.cert_serial != serial {
+        // The old consent is registered under the record's certificate, which
+        // sync moves along: not necessarily the one the old consent was signed with.
+        let registered = current
+            .jpki_cert_serial
+            .clone()
+            .unwrap_or_else(|| old.cert_serial.clone());
+        if registered != serial {
             provider_registrations::Entity::insert(registration_row(
                 old.id,
-                &old.cert_serial,
+                &registered,
                 "unsubscribe",
                 at,
             ))
@@ -761,14 +767,14 @@ pub async fn withdraw(
         Err(e) if db::is_unique_violation(&e) => return Err(refusal(ConsentRefusal::NotActive)),
         Err(e) => return Err(e.into()),
     }
-    provider_registrations::Entity::insert(registration_row(
-        id,
-        &row.cert_serial,
-        "unsubscribe",
-        at,
-    ))
-    .exec_without_returning(&txn)
-    .await?;
+    // Registered under the record's current certificate (sync moves it along).
+    let registered = customer
+        .jpki_cert_serial
+        .as_ref()
+        .map_or(row.cert_serial.clone(), |s| s.as_str().to_owned());
+    provider_registrations::Entity::insert(registration_row(id, &registered, "unsubscribe", at))
+        .exec_without_returning(&txn)
+        .await?;
     let local = |t: DateTime<Utc>| t.with_timezone(&timezone).date_naive();
     let locale = customer.locale;
     let confirmation = notices::enqueue(

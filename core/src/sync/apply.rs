@@ -45,8 +45,12 @@ pub fn outcome_name(latest: &Latest) -> &'static str {
     }
 }
 
-fn reason_name(reason: &RevokedReason) -> String {
-    format!("{reason:?}").to_lowercase()
+fn reason_name(reason: &RevokedReason) -> &'static str {
+    match reason {
+        RevokedReason::Lost => "lost",
+        RevokedReason::Expired => "expired",
+        RevokedReason::WithdrawnByHolder => "withdrawn_by_holder",
+    }
 }
 
 /// Marks the job done with `outcome`, if `owner` still holds it.
@@ -468,6 +472,14 @@ pub async fn apply(
                     );
                 }
                 audit::append(&txn, &provider, event).await?;
+                // The provider holds no registration any more: say so on the consent.
+                let mut gone = register(consent.id, &job.cert_serial, "unsubscribe", at);
+                gone.status = Set("done".to_owned());
+                gone.completed_at = Set(Some(at));
+                gone.last_error = Set(Some("the provider answered not_subscribed".to_owned()));
+                provider_registrations::Entity::insert(gone)
+                    .exec_without_returning(&txn)
+                    .await?;
             }
         }
         Latest::UnknownCertificate => {

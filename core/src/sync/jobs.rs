@@ -247,13 +247,17 @@ pub async fn process_due(
                     .map_err(|e| CoreError::Corrupt(format!("a job's serial: {e}")))?,
             );
         }
-        let answers = match provider.latest_basic4(&serials).await {
-            Ok(answers) if answers.len() == batch.len() => answers,
-            Ok(_) => {
-                return Err(CoreError::Corrupt(
+        let asked = provider.latest_basic4(&serials).await.and_then(|answers| {
+            if answers.len() == batch.len() {
+                Ok(answers)
+            } else {
+                Err(crate::provider::ProviderError::Unexpected(
                     "the provider answered another number of queries".into(),
-                ));
+                ))
             }
+        });
+        let answers = match asked {
+            Ok(answers) => answers,
             Err(e) => {
                 let why = e.to_string();
                 tracing::warn!(jobs = batch.len(), error = %why, "the provider could not be asked; jobs wait");
