@@ -477,6 +477,42 @@ async fn a_revoked_run_asks_only_about_certificates_in_the_crl(backend: Backend)
     let refused = detect::by_crl(&app.db, sim.provider().as_ref(), &foreign).await;
     assert!(refused.is_err());
 
+    // A run abandoned in detection (its worker died) is taken over after a while.
+    let res = app
+        .post(
+            "/v1/sync/runs",
+            &app.operator(),
+            &json!({"scope": "revoked"}),
+        )
+        .await;
+    let abandoned = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let first = runs::take_queued(&app.db).await.unwrap().expect("queued");
+    assert_eq!(first.id.to_string(), abandoned);
+    assert!(
+        runs::take_queued(&app.db).await.unwrap().is_none(),
+        "not yet"
+    );
+    {
+        use kihon4_core::entities::sync_runs as rows;
+        rows::Entity::update_many()
+            .col_expr(
+                rows::Column::StartedAt,
+                sea_orm::sea_query::Expr::value(chrono::Utc::now() - chrono::Duration::hours(1)),
+            )
+            .filter(rows::Column::Id.eq(first.id))
+            .exec(&app.db)
+            .await
+            .unwrap();
+    }
+    let again = runs::take_queued(&app.db)
+        .await
+        .unwrap()
+        .expect("taken over");
+    assert_eq!(again.id, first.id);
+
     // Two workers see the same scheduled tick: one acts on it.
     let tick = chrono::Utc::now();
     assert!(

@@ -147,22 +147,37 @@ pub async fn list<C: ConnectionTrait>(
     Ok(out)
 }
 
-/// The oldest run waiting for detection, claimed by moving it to `running`.
+/// How long detection may take before another worker takes the run over
+/// (its first worker died, or is stuck).
+pub const DETECTION_LEASE: chrono::Duration = chrono::Duration::minutes(30);
+
+/// The oldest run waiting for detection (or abandoned in it), claimed by
+/// moving it to `detecting`.
 pub async fn take_queued(db: &DatabaseConnection) -> Result<Option<sync_runs::Model>, CoreError> {
+    use sea_orm::Condition;
+    let at = now();
+    let waiting = || {
+        Condition::any()
+            .add(sync_runs::Column::Status.eq("queued"))
+            .add(
+                Condition::all()
+                    .add(sync_runs::Column::Status.eq("detecting"))
+                    .add(sync_runs::Column::StartedAt.lt(at - DETECTION_LEASE)),
+            )
+    };
     let queued = sync_runs::Entity::find()
-        .filter(sync_runs::Column::Status.eq("queued"))
+        .filter(waiting())
         .order_by_asc(sync_runs::Column::Id)
         .one(db)
         .await?;
     let Some(run) = queued else {
         return Ok(None);
     };
-    let at = now();
     let taken = sync_runs::Entity::update_many()
         .col_expr(sync_runs::Column::Status, Expr::value("detecting"))
         .col_expr(sync_runs::Column::StartedAt, Expr::value(at))
         .filter(sync_runs::Column::Id.eq(run.id))
-        .filter(sync_runs::Column::Status.eq("queued"))
+        .filter(waiting())
         .exec(db)
         .await?;
     Ok((taken.rows_affected == 1).then_some(sync_runs::Model {
