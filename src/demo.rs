@@ -391,7 +391,7 @@ pub async fn demo(dir: PathBuf, listen: SocketAddr, serve: bool) -> anyhow::Resu
 
     let sent = dispatch_due(&db, &db, &mailer, "demo", 1000, &|| false).await?;
     say(format!(
-        "\n7. {} notices (consent receipts, change notices, a renewal request) are in {} as .eml files.",
+        "\n7. {} notices (consent receipts, change notices, a lost-card notice) are in {} as .eml files.",
         sent.sent,
         mail.display()
     ));

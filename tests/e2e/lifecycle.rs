@@ -464,7 +464,7 @@ fn the_demo_runs_the_whole_loop_with_no_configuration() {
         .count();
     assert_eq!(
         notices, 8,
-        "5 receipts, 2 change notices, 1 renewal request"
+        "5 receipts, 2 change notices, 1 lost-card notice"
     );
     // Only warnings are logged, and no personal data.
     let log = String::from_utf8_lossy(&out.stderr);

@@ -238,7 +238,7 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
     ];
     expected.sort();
     assert_eq!(kinds, expected);
-    assert_eq!(notices_of(&app, "consent_renewal").await, 1);
+    assert_eq!(notices_of(&app, "certificate_revoked").await, 1);
 
     // Withdrawn outside: the consent is over, the customer told how to consent again.
     let consents: Value = app

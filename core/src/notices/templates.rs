@@ -26,10 +26,11 @@ pub enum NoticeKind {
     ConsentReminder,
     ConsentRenewal,
     ConsentLapsed,
+    CertificateRevoked,
 }
 
 impl NoticeKind {
-    pub const ALL: [NoticeKind; 7] = [
+    pub const ALL: [NoticeKind; 8] = [
         Self::ConsentReceipt,
         Self::ConsentWithdrawn,
         Self::Basic4Changed,
@@ -37,6 +38,7 @@ impl NoticeKind {
         Self::ConsentReminder,
         Self::ConsentRenewal,
         Self::ConsentLapsed,
+        Self::CertificateRevoked,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -48,6 +50,7 @@ impl NoticeKind {
             Self::ConsentReminder => "consent_reminder",
             Self::ConsentRenewal => "consent_renewal",
             Self::ConsentLapsed => "consent_lapsed",
+            Self::CertificateRevoked => "certificate_revoked",
         }
     }
 
@@ -75,6 +78,10 @@ impl NoticeKind {
             Self::ConsentReminder => json!({"consent": {"granted_on": date, "valid_until": date}}),
             Self::ConsentRenewal => json!({"consent": {"valid_until": date}}),
             Self::ConsentLapsed => json!({}),
+            Self::CertificateRevoked => json!({
+                "certificate": {"reason_label": revocation_label(locale, "lost")},
+                "consent": {"valid_until": date},
+            }),
         }
     }
 }
@@ -160,6 +167,12 @@ const BUILT_IN: &[(&str, &str)] = built_in!(
     "consent_lapsed.en.subject",
     "consent_lapsed.en.txt",
     "consent_lapsed.en.html",
+    "certificate_revoked.ja.subject",
+    "certificate_revoked.ja.txt",
+    "certificate_revoked.ja.html",
+    "certificate_revoked.en.subject",
+    "certificate_revoked.en.txt",
+    "certificate_revoked.en.html",
 );
 
 /// Every template file a complete set has.
@@ -415,6 +428,18 @@ pub fn gender_label(locale: Locale, code: &str) -> &'static str {
         (Locale::En, "1") => "Male",
         (Locale::En, "2") => "Female",
         (Locale::En, _) => "Not applicable",
+    }
+}
+
+/// Why J-LIS revoked a certificate (other than a change of the four items), as words.
+pub fn revocation_label(locale: Locale, reason: &str) -> &'static str {
+    match (locale, reason) {
+        (Locale::Ja, "lost") => "マイナンバーカードの紛失の届出",
+        (Locale::Ja, "expired") => "署名用電子証明書の有効期限の満了",
+        (Locale::Ja, _) => "ご本人による署名用電子証明書の失効のお手続き",
+        (Locale::En, "lost") => "the card was reported lost",
+        (Locale::En, "expired") => "the certificate reached the end of its validity",
+        (Locale::En, _) => "the certificate was revoked at your own request",
     }
 }
 

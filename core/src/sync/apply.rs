@@ -24,7 +24,7 @@ use crate::entities::{
     sync_jobs,
 };
 use crate::error::CoreError;
-use crate::notices::templates::{format_date, gender_label, item_label};
+use crate::notices::templates::{format_date, gender_label, item_label, revocation_label};
 use crate::notices::{self, NewNotice, NoticeKind, Notices};
 use crate::provider::{Latest, RevokedReason};
 
@@ -365,24 +365,34 @@ pub async fn apply(
                 None
             };
             if let Some((consent, _)) = consent {
-                notices::enqueue(
+                let notice = notices::enqueue(
                     &txn,
                     notices,
                     NewNotice {
-                        kind: NoticeKind::ConsentRenewal,
+                        kind: NoticeKind::CertificateRevoked,
                         customer_id: Some(customer.id),
                         to: &customer.email,
                         locale: customer.locale,
                         customer_name: customer.basic4.as_ref().map(|b| b.name.as_str()),
-                        data: json!({"consent": {
-                            "valid_until": format_date(
-                                customer.locale,
-                                local(consent.expires_at) - Days::new(1),
-                            ),
-                        }}),
+                        data: json!({
+                            "certificate": {
+                                "reason_label": revocation_label(customer.locale, reason_name(reason)),
+                            },
+                            "consent": {
+                                "valid_until": format_date(
+                                    customer.locale,
+                                    local(consent.expires_at) - Days::new(1),
+                                ),
+                            },
+                        }),
                     },
                 )
                 .await?;
+                let event = AuditEvent::customer("notice.queued", customer.id).set(
+                    "notice",
+                    json!({"id": notice, "kind": NoticeKind::CertificateRevoked.as_str(), "job": job.id}),
+                );
+                audit::append(&txn, &worker, event).await?;
             }
         }
         Latest::AwaitingReissue => {
