@@ -374,11 +374,19 @@ pub async fn verify_chain<C: ConnectionTrait>(
     db: &C,
 ) -> Result<Result<ChainSummary, ChainBreak>, DbErr> {
     const PAGE: u64 = 1000;
+    // The head first: events keep being appended while the chain is read,
+    // and every event up to the head read here is already committed (appends
+    // commit in sequence, each with its head).
+    let head = audit_chain::Entity::find_by_id(1)
+        .one(db)
+        .await?
+        .ok_or_else(|| DbErr::Custom("the audit chain head is missing".into()))?;
     let mut expected_seq = 1i64;
     let mut prev_hash = GENESIS_HASH.to_owned();
-    loop {
+    while expected_seq <= head.last_seq {
         let events = audit_events::Entity::find()
             .filter(audit_events::Column::Seq.gte(expected_seq))
+            .filter(audit_events::Column::Seq.lte(head.last_seq))
             .order_by_asc(audit_events::Column::Seq)
             .limit(PAGE)
             .all(db)
@@ -411,10 +419,6 @@ pub async fn verify_chain<C: ConnectionTrait>(
             break;
         }
     }
-    let head = audit_chain::Entity::find_by_id(1)
-        .one(db)
-        .await?
-        .ok_or_else(|| DbErr::Custom("the audit chain head is missing".into()))?;
     if head.last_seq != expected_seq - 1 || head.last_hash != prev_hash {
         return Ok(Err(ChainBreak {
             seq: head.last_seq,
@@ -424,6 +428,28 @@ pub async fn verify_chain<C: ConnectionTrait>(
                 expected_seq - 1
             ),
         }));
+    }
+    // An event past the head is one the head never took in, unless it was
+    // appended while this ran (then a head read now covers it).
+    let beyond = audit_events::Entity::find()
+        .filter(audit_events::Column::Seq.gt(head.last_seq))
+        .order_by_desc(audit_events::Column::Seq)
+        .one(db)
+        .await?;
+    if let Some(beyond) = beyond {
+        let now = audit_chain::Entity::find_by_id(1)
+            .one(db)
+            .await?
+            .ok_or_else(|| DbErr::Custom("the audit chain head is missing".into()))?;
+        if beyond.seq > now.last_seq {
+            return Ok(Err(ChainBreak {
+                seq: beyond.seq,
+                reason: format!(
+                    "event {} lies beyond the chain head, which names event {}",
+                    beyond.seq, now.last_seq
+                ),
+            }));
+        }
     }
     Ok(Ok(ChainSummary {
         events: (expected_seq - 1) as u64,
