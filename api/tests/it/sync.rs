@@ -22,6 +22,7 @@ both!(
     a_revoked_run_asks_only_about_certificates_in_the_crl,
     a_provider_having_a_bad_day_delays_sync_but_applies_each_change_once,
     a_service_provider_detects_by_liveness_checks,
+    a_consent_withdrawn_before_the_answer_keeps_the_record_as_it_was,
 );
 
 /// A customer who consented with a resident's card, registered with the provider.
@@ -661,4 +662,69 @@ async fn a_service_provider_detects_by_liveness_checks(backend: Backend) {
         .unwrap();
     assert_eq!(report["liveness_check"], 2);
     assert_eq!(report["signature_verification"], 2);
+}
+
+async fn a_consent_withdrawn_before_the_answer_keeps_the_record_as_it_was(backend: Backend) {
+    let sim = spawn_sim().await;
+    let app =
+        TestApp::spawn_consent(backend, sim.platform(Revocation::Crl), JpkiRole::Platform).await;
+    let (id, signer) = consenting(&app, &sim, "W-1", "井上十一").await;
+    run_due(&app.db, sim.provider().as_ref(), "test-worker", 100)
+        .await
+        .unwrap();
+    sim.life_event_with(
+        &signer,
+        json!({"kind": "move", "basic4": {"address": "沖縄県那覇市泉崎1-2-2"}}),
+    )
+    .await;
+    let res = app
+        .post("/v1/sync/runs", &app.operator(), &json!({"scope": "all"}))
+        .await;
+    let run = res.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Withdrawn after the job was made, before J-LIS's answer is applied.
+    let consents: Value = app
+        .get(&format!("/v1/customers/{id}/consents"), &app.operator())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let consent = consents["items"][0]["id"].as_str().unwrap();
+    let res = app
+        .post(
+            &format!("/v1/consents/{consent}/withdraw"),
+            &app.operator(),
+            &json!({"reason": "お客さまからの申し出"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    let done = process_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        SyncSettings::default(),
+        "test-worker",
+        100,
+    )
+    .await
+    .unwrap();
+    assert_eq!(done.outcomes.get("consent_ended"), Some(&1), "{done:?}");
+    assert_eq!(
+        customer(&app, &id).await["basic4"]["address"],
+        "東京都千代田区千代田1-1"
+    );
+    assert_eq!(app.count("basic4_history WHERE source = 'sync'").await, 0);
+    assert_eq!(notices_of(&app, "basic4_changed").await, 0);
+    kihon4_core::sync::runs::complete_finished(&app.db)
+        .await
+        .unwrap();
+    let status: Value = app
+        .get(&format!("/v1/sync/runs/{run}"), &app.operator())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["counts"]["consent_ended"], 1);
 }

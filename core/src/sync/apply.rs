@@ -174,16 +174,20 @@ pub async fn apply(
     job: &sync_jobs::Model,
     latest: &Latest,
 ) -> Result<Option<&'static str>, CoreError> {
-    let outcome = outcome_name(latest);
+    let mut outcome = outcome_name(latest);
     let worker = AuditContext::new(Actor::worker(), None);
     let at = now();
     let txn = db::begin_write(db).await?;
     let row = lock_customer(&txn, job.customer_id).await?;
     let customer = Customer::try_from(row.clone())?;
     let local = |t: DateTime<Utc>| t.with_timezone(&settings.timezone).date_naive();
+    // The consent may have ended since the job was made (withdrawn, expired):
+    // then what J-LIS says is not taken into the record.
+    let consenting = active_consent(&txn, customer.id, at).await?.is_some();
 
     match latest {
         Latest::Unchanged => {}
+        Latest::Changed { .. } if !consenting => outcome = "consent_ended",
         Latest::Changed {
             current_cert_serial,
             changed_on,
