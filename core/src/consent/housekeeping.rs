@@ -34,26 +34,54 @@ fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-/// Consents with no terminal event (withdrawn, renewed, expired), with their last sequence.
-async fn open_consents<C: ConnectionTrait>(
+/// The consents something may be due for at `at`, found by the database:
+/// open ones (no withdrawn, renewed or expired event) that are past their
+/// end, in their last months without a renewal request, or past an
+/// anniversary without a reminder for it. The rest is not even read.
+async fn candidates<C: ConnectionTrait>(
     db: &C,
-) -> Result<Vec<(consents::Model, i32)>, CoreError> {
-    let rows = consents::Entity::find()
-        .order_by_asc(consents::Column::Id)
+    at: DateTime<Utc>,
+) -> Result<Vec<consents::Model>, CoreError> {
+    let backend = db.get_database_backend();
+    let p = |i: usize| match backend {
+        sea_orm::DatabaseBackend::Postgres => format!("${i}"),
+        _ => "?".to_owned(),
+    };
+    let renewal_horizon = at
+        .checked_add_months(Months::new(RENEWAL_MONTHS))
+        .unwrap_or(at);
+    let year_ago = at.checked_sub_months(Months::new(12)).unwrap_or(at);
+    let sql = format!(
+        "SELECT c.* FROM consents c \
+         WHERE NOT EXISTS (SELECT 1 FROM consent_events e WHERE e.consent_id = c.id \
+           AND e.kind IN ('withdrawn', 'renewed', 'expired')) \
+         AND (c.expires_at <= {at1} \
+           OR (c.expires_at <= {horizon} AND NOT EXISTS (SELECT 1 FROM consent_reminders r \
+               WHERE r.consent_id = c.id AND r.kind = 'consent_renewal')) \
+           OR (c.granted_at <= {year} AND c.expires_at > {horizon2} \
+               AND NOT EXISTS (SELECT 1 FROM consent_reminders r \
+               WHERE r.consent_id = c.id AND r.kind = 'consent_reminder' AND r.period_start > {year2}))) \
+         ORDER BY c.id",
+        at1 = p(1),
+        horizon = p(2),
+        year = p(3),
+        year2 = p(4),
+        horizon2 = p(5),
+    );
+    Ok(consents::Entity::find()
+        .from_raw_sql(sea_orm::Statement::from_sql_and_values(
+            backend,
+            sql,
+            [
+                at.into(),
+                renewal_horizon.into(),
+                year_ago.into(),
+                year_ago.into(),
+                renewal_horizon.into(),
+            ],
+        ))
         .all(db)
-        .await?;
-    let mut out = Vec::new();
-    for row in rows {
-        let last = consent_events::Entity::find()
-            .filter(consent_events::Column::ConsentId.eq(row.id))
-            .order_by_desc(consent_events::Column::Seq)
-            .one(db)
-            .await?;
-        if let Some(last) = last.filter(|e| e.kind == "granted") {
-            out.push((row, last.seq));
-        }
-    }
-    Ok(out)
+        .await?)
 }
 
 /// Marks the reminder of `kind` for the period starting `since` as sent
@@ -113,7 +141,7 @@ pub async fn run(
     let worker = AuditContext::new(Actor::worker(), None);
     let mut summary = Summary::default();
     let local = |t: DateTime<Utc>| t.with_timezone(&timezone).date_naive();
-    for (consent, seq) in open_consents(db).await? {
+    for consent in candidates(db, at).await? {
         let txn = db::begin_write(db).await?;
         // The customer's row is the lock between workers doing this at once
         // (on SQLite the write transaction already is).
@@ -126,16 +154,15 @@ pub async fn run(
             .await?
             .ok_or(CoreError::NotFound("customer"))?;
         // Read again inside the transaction: another worker may have been first.
-        let still_open = consent_events::Entity::find()
+        let last = consent_events::Entity::find()
             .filter(consent_events::Column::ConsentId.eq(consent.id))
-            .filter(consent_events::Column::Seq.gt(seq))
+            .order_by_desc(consent_events::Column::Seq)
             .one(&txn)
-            .await?
-            .is_none();
+            .await?;
         let customer = Customer::try_from(customer_row)?;
-        if !still_open {
+        let Some(seq) = last.filter(|e| e.kind == "granted").map(|e| e.seq) else {
             continue;
-        }
+        };
         let name = customer.basic4.as_ref().map(|b| b.name.as_str());
         let living = customer.status != CustomerStatus::Deceased;
         if consent.expires_at <= at {
