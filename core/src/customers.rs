@@ -412,3 +412,17 @@ pub async fn history<C: ConnectionTrait>(
         })
         .collect())
 }
+
+/// Reads the customer's row for a write transaction and holds it until the
+/// transaction ends: PostgreSQL locks the row (`FOR UPDATE`); on SQLite the
+/// write transaction already excludes every other writer.
+pub(crate) async fn lock<C: ConnectionTrait>(
+    txn: &C,
+    id: Uuid,
+) -> Result<customers::Model, CoreError> {
+    let mut query = customers::Entity::find_by_id(id);
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    query.one(txn).await?.ok_or(CoreError::NotFound("customer"))
+}

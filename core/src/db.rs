@@ -95,6 +95,77 @@ pub fn is_unique_violation(err: &DbErr) -> bool {
     )
 }
 
+/// The `i`-th (1-based) bind parameter in `backend`'s SQL: `$i` or `?`.
+pub fn placeholder(backend: DbBackend, i: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${i}"),
+        _ => "?".to_owned(),
+    }
+}
+
+/// The wait before attempt `attempts + 1` of something retried: `base`,
+/// then twice that each time, up to an hour.
+pub fn backoff(base: Duration, attempts: i32) -> Duration {
+    let exp = u32::try_from(attempts.clamp(1, 20) - 1).unwrap_or(0);
+    base.saturating_mul(1u32 << exp)
+        .min(Duration::from_secs(3600))
+}
+
+/// Claims up to `limit` due rows of a work table (`status`, `run_at`,
+/// `lease_owner`, `lease_expires_at`, `attempts`, `id`) for `owner` until
+/// `lease` from now, counting an attempt: `FOR UPDATE SKIP LOCKED` on
+/// PostgreSQL, so claimers take different rows; on SQLite the immediate
+/// transaction admits one claimer at a time. Rows whose lease ran out are
+/// taken over. Returns them oldest due first.
+pub async fn claim_due<E>(
+    db: &DatabaseConnection,
+    table: &str,
+    owner: &str,
+    limit: u64,
+    lease: Duration,
+) -> Result<Vec<E::Model>, DbErr>
+where
+    E: sea_orm::EntityTrait,
+{
+    use chrono::SubsecRound;
+    use sea_orm::Statement;
+    let at = chrono::Utc::now().trunc_subsecs(6);
+    let until = at + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::hours(1));
+    let backend = db.get_database_backend();
+    let p = |i| placeholder(backend, i);
+    let skip_locked = if backend == DbBackend::Postgres {
+        " FOR UPDATE SKIP LOCKED"
+    } else {
+        ""
+    };
+    let sql = format!(
+        "UPDATE {table} SET lease_owner = {}, lease_expires_at = {}, attempts = attempts + 1 \
+         WHERE id IN (SELECT id FROM {table} WHERE status = 'pending' AND run_at <= {} \
+         AND (lease_expires_at IS NULL OR lease_expires_at < {}) \
+         ORDER BY run_at, id LIMIT {}{skip_locked}) RETURNING *",
+        p(1),
+        p(2),
+        p(3),
+        p(4),
+        p(5),
+    );
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let values: [sea_orm::Value; 5] = [
+        owner.into(),
+        until.into(),
+        at.into(),
+        at.into(),
+        limit.into(),
+    ];
+    let txn = begin_write(db).await?;
+    let rows = E::find()
+        .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
+        .all(&txn)
+        .await?;
+    txn.commit().await?;
+    Ok(rows)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

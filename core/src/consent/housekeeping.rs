@@ -6,16 +6,16 @@
 
 use chrono::{DateTime, Datelike, Days, Months, SubsecRound, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
 };
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::audit::{self, Actor, AuditContext, AuditEvent};
+use crate::consent::records::{event_row, registration_row};
 use crate::customers::{Customer, CustomerStatus};
 use crate::db;
-use crate::entities::{consent_events, consents, customers, provider_registrations};
+use crate::entities::{consent_events, consents, provider_registrations};
 use crate::error::CoreError;
 use crate::notices::templates::format_date;
 use crate::notices::{self, NewNotice, NoticeKind, Notices};
@@ -43,10 +43,7 @@ async fn candidates<C: ConnectionTrait>(
     at: DateTime<Utc>,
 ) -> Result<Vec<consents::Model>, CoreError> {
     let backend = db.get_database_backend();
-    let p = |i: usize| match backend {
-        sea_orm::DatabaseBackend::Postgres => format!("${i}"),
-        _ => "?".to_owned(),
-    };
+    let p = |i: usize| db::placeholder(backend, i);
     let renewal_horizon = at
         .checked_add_months(Months::new(RENEWAL_MONTHS))
         .unwrap_or(at);
@@ -145,14 +142,7 @@ pub async fn run(
         let txn = db::begin_write(db).await?;
         // The customer's row is the lock between workers doing this at once
         // (on SQLite the write transaction already is).
-        let mut locking = customers::Entity::find_by_id(consent.customer_id);
-        if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-            locking = locking.lock_exclusive();
-        }
-        let customer_row = locking
-            .one(&txn)
-            .await?
-            .ok_or(CoreError::NotFound("customer"))?;
+        let customer_row = crate::customers::lock(&txn, consent.customer_id).await?;
         // Read again inside the transaction: another worker may have been first.
         let last = consent_events::Entity::find()
             .filter(consent_events::Column::ConsentId.eq(consent.id))
@@ -166,16 +156,15 @@ pub async fn run(
         let name = customer.basic4.as_ref().map(|b| b.name.as_str());
         let living = customer.status != CustomerStatus::Deceased;
         if consent.expires_at <= at {
-            let inserted = consent_events::Entity::insert(consent_events::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                consent_id: Set(consent.id),
-                seq: Set(seq + 1),
-                kind: Set("expired".to_owned()),
-                occurred_at: Set(at),
-                actor: Set(worker.actor.as_str().to_owned()),
-                reason: Set(None),
-                related_consent_id: Set(None),
-            })
+            let inserted = consent_events::Entity::insert(event_row(
+                consent.id,
+                seq + 1,
+                "expired",
+                at,
+                &worker,
+                None,
+                None,
+            ))
             .exec_without_returning(&txn)
             .await;
             match inserted {
@@ -183,23 +172,16 @@ pub async fn run(
                 Err(e) if db::is_unique_violation(&e) => continue,
                 Err(e) => return Err(e.into()),
             }
-            provider_registrations::Entity::insert(provider_registrations::ActiveModel {
-                id: Set(Uuid::now_v7()),
-                consent_id: Set(consent.id),
-                cert_serial: Set(customer
-                    .jpki_cert_serial
-                    .as_ref()
-                    .map_or(consent.cert_serial.clone(), |s| s.as_str().to_owned())),
-                action: Set("unsubscribe".to_owned()),
-                status: Set("pending".to_owned()),
-                attempts: Set(0),
-                run_at: Set(at),
-                lease_owner: Set(None),
-                lease_expires_at: Set(None),
-                last_error: Set(None),
-                created_at: Set(at),
-                completed_at: Set(None),
-            })
+            let registered = customer
+                .jpki_cert_serial
+                .as_ref()
+                .map_or(consent.cert_serial.clone(), |s| s.as_str().to_owned());
+            provider_registrations::Entity::insert(registration_row(
+                consent.id,
+                &registered,
+                "unsubscribe",
+                at,
+            ))
             .exec_without_returning(&txn)
             .await?;
             let event = AuditEvent::new("consent.expired", "consent", Some(consent.id.to_string()))

@@ -196,19 +196,6 @@ fn same_items(a: &Basic4, b: &Basic4) -> bool {
         && a.gender == b.gender
 }
 
-/// Takes the customer's row for this transaction (PostgreSQL locks it; on
-/// SQLite the write transaction already excludes other writers).
-async fn lock_customer<C: ConnectionTrait>(
-    txn: &C,
-    id: Uuid,
-) -> Result<customer_rows::Model, CoreError> {
-    let mut query = customer_rows::Entity::find_by_id(id);
-    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        query = query.lock_exclusive();
-    }
-    query.one(txn).await?.ok_or(CoreError::NotFound("customer"))
-}
-
 /// The consents' events, by consent, in order.
 async fn events_of<C: ConnectionTrait>(
     db: &C,
@@ -355,7 +342,8 @@ pub async fn list<C: ConnectionTrait>(
     assemble(db, rows).await
 }
 
-fn event_row(
+/// A consent event, by whoever `ctx` names.
+pub(crate) fn event_row(
     consent_id: Uuid,
     seq: i32,
     kind: &str,
@@ -376,7 +364,8 @@ fn event_row(
     }
 }
 
-fn registration_row(
+/// A registration intent for the worker: `subscribe` or `unsubscribe`, due now.
+pub(crate) fn registration_row(
     consent_id: Uuid,
     serial: &str,
     action: &str,
@@ -399,7 +388,7 @@ fn registration_row(
 }
 
 /// The customer's active consent, if any, with its last event's sequence.
-async fn active_consent<C: ConnectionTrait>(
+pub(crate) async fn active_consent<C: ConnectionTrait>(
     txn: &C,
     customer_id: Uuid,
     at: DateTime<Utc>,
@@ -453,7 +442,7 @@ pub async fn grant(
     }
 
     let txn = db::begin_write(db).await?;
-    let current = lock_customer(&txn, request.customer_id).await?;
+    let current = customers::lock(&txn, request.customer_id).await?;
     let customer = customers::Customer::try_from(current.clone())?;
     if customer.status == CustomerStatus::Deceased {
         return Err(refusal(ConsentRefusal::CustomerDeceased));
@@ -744,7 +733,7 @@ pub async fn withdraw(
         .one(&txn)
         .await?
         .ok_or(CoreError::NotFound("consent"))?;
-    let customer = customers::Customer::try_from(lock_customer(&txn, row.customer_id).await?)?;
+    let customer = customers::Customer::try_from(customers::lock(&txn, row.customer_id).await?)?;
     let at = now();
     let events = events_of(&txn, &[id]).await?;
     if derive_status(&events, row.expires_at, at) != ConsentStatus::Active {

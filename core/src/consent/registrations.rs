@@ -25,8 +25,6 @@ use crate::provider::{Provider, ProviderError, Subscription};
 
 /// How long a claim holds before another worker may take the intent over.
 pub const LEASE: Duration = Duration::from_secs(60);
-/// The longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(3600);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Summary {
@@ -41,8 +39,7 @@ fn now() -> DateTime<Utc> {
 
 /// Seconds before attempt `attempts + 1`: 5 s, 10 s, 20 s, … up to an hour.
 pub fn backoff(attempts: i32) -> Duration {
-    let exp = u32::try_from(attempts.clamp(1, 20) - 1).unwrap_or(0);
-    Duration::from_secs(5u64.saturating_mul(1u64 << exp)).min(MAX_BACKOFF)
+    db::backoff(Duration::from_secs(5), attempts)
 }
 
 /// Claims up to `limit` due intents for `owner`. An intent waits while an

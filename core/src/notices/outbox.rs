@@ -11,8 +11,8 @@ use std::time::Duration;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseBackend, DatabaseConnection,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect, Statement,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect,
 };
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -24,17 +24,13 @@ use crate::domain::{Email, Locale};
 use crate::entities::outbox;
 use crate::error::CoreError;
 
-/// The longest wait between two attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(3600);
-
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
 /// 30 s, 60 s, 120 s, … up to an hour, before attempt `attempts + 1`.
 pub fn backoff(attempts: i32) -> Duration {
-    let exp = u32::try_from(attempts.clamp(1, 20) - 1).unwrap_or(0);
-    Duration::from_secs(30u64.saturating_mul(1u64 << exp)).min(MAX_BACKOFF)
+    db::backoff(Duration::from_secs(30), attempts)
 }
 
 /// A notice to write with a change.
@@ -98,41 +94,7 @@ pub async fn claim(
     limit: u64,
     lease: Duration,
 ) -> Result<Vec<outbox::Model>, CoreError> {
-    let at = now();
-    let until = at + chrono::Duration::from_std(lease).expect("a short lease");
-    let backend = db.get_database_backend();
-    let sql = match backend {
-        DatabaseBackend::Postgres => {
-            "UPDATE outbox SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND run_at <= $3 \
-             AND (lease_expires_at IS NULL OR lease_expires_at < $3) \
-             ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING *"
-        }
-        _ => {
-            "UPDATE outbox SET lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM outbox WHERE status = 'pending' AND run_at <= ? \
-             AND (lease_expires_at IS NULL OR lease_expires_at < ?) \
-             ORDER BY run_at, id LIMIT ?) RETURNING *"
-        }
-    };
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let values: Vec<sea_orm::Value> = match backend {
-        DatabaseBackend::Postgres => vec![owner.into(), until.into(), at.into(), limit.into()],
-        _ => vec![
-            owner.into(),
-            until.into(),
-            at.into(),
-            at.into(),
-            limit.into(),
-        ],
-    };
-    // On SQLite the immediate transaction makes this claimer the only one.
-    let txn = db::begin_write(db).await?;
-    let mut rows = outbox::Entity::find()
-        .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
-        .all(&txn)
-        .await?;
-    txn.commit().await?;
+    let mut rows = db::claim_due::<outbox::Entity>(db, "outbox", owner, limit, lease).await?;
     rows.sort_by_key(|r| (r.run_at, r.id));
     Ok(rows)
 }

@@ -7,8 +7,8 @@
 use chrono::{DateTime, Days, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
+    QueryFilter,
 };
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
@@ -16,12 +16,12 @@ use uuid::Uuid;
 use super::SyncSettings;
 use super::reviews;
 use crate::audit::{self, Actor, AuditContext, AuditEvent};
+use crate::consent::records::{active_consent, event_row, registration_row};
 use crate::customers::{self, Basic4Source, Customer, CustomerStatus, basic4_json};
 use crate::db;
 use crate::domain::{Basic4, Locale};
 use crate::entities::{
-    basic4_history, consent_events, consents, customers as customer_rows, provider_registrations,
-    sync_jobs,
+    basic4_history, consent_events, customers as customer_rows, provider_registrations, sync_jobs,
 };
 use crate::error::CoreError;
 use crate::notices::templates::{format_date, gender_label, item_label, revocation_label};
@@ -80,65 +80,6 @@ async fn finish_job(
     Ok(done.rows_affected == 1)
 }
 
-async fn lock_customer(
-    txn: &DatabaseTransaction,
-    id: Uuid,
-) -> Result<customer_rows::Model, CoreError> {
-    let mut query = customer_rows::Entity::find_by_id(id);
-    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
-        query = query.lock_exclusive();
-    }
-    query.one(txn).await?.ok_or(CoreError::NotFound("customer"))
-}
-
-/// The customer's active consent and the sequence of its last event.
-async fn active_consent(
-    txn: &DatabaseTransaction,
-    customer: Uuid,
-    at: DateTime<Utc>,
-) -> Result<Option<(consents::Model, i32)>, CoreError> {
-    let rows = consents::Entity::find()
-        .filter(consents::Column::CustomerId.eq(customer))
-        .filter(consents::Column::ExpiresAt.gt(at))
-        .order_by_desc(consents::Column::Id)
-        .all(txn)
-        .await?;
-    for row in rows {
-        let last = consent_events::Entity::find()
-            .filter(consent_events::Column::ConsentId.eq(row.id))
-            .order_by_desc(consent_events::Column::Seq)
-            .one(txn)
-            .await?;
-        match last {
-            Some(e) if e.kind == "granted" => return Ok(Some((row, e.seq))),
-            _ => continue,
-        }
-    }
-    Ok(None)
-}
-
-fn register(
-    consent: Uuid,
-    serial: &str,
-    action: &str,
-    at: DateTime<Utc>,
-) -> provider_registrations::ActiveModel {
-    provider_registrations::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        consent_id: Set(consent),
-        cert_serial: Set(serial.to_owned()),
-        action: Set(action.to_owned()),
-        status: Set("pending".to_owned()),
-        attempts: Set(0),
-        run_at: Set(at),
-        lease_owner: Set(None),
-        lease_expires_at: Set(None),
-        last_error: Set(None),
-        created_at: Set(at),
-        completed_at: Set(None),
-    }
-}
-
 /// The items that differ, each with its label and new value in `locale`.
 fn changes(locale: Locale, before: Option<&Basic4>, after: &Basic4) -> Vec<Value> {
     let mut out = Vec::new();
@@ -178,7 +119,7 @@ pub async fn apply(
     let worker = AuditContext::new(Actor::worker(), None);
     let at = now();
     let txn = db::begin_write(db).await?;
-    let row = lock_customer(&txn, job.customer_id).await?;
+    let row = customers::lock(&txn, job.customer_id).await?;
     let customer = Customer::try_from(row.clone())?;
     let local = |t: DateTime<Utc>| t.with_timezone(&settings.timezone).date_naive();
     // The consent may have ended since the job was made (withdrawn, expired):
@@ -256,7 +197,7 @@ pub async fn apply(
                 // The subscription follows the certificate.
                 if let Some((consent, _)) = active_consent(&txn, customer.id, at).await? {
                     if let Some(old) = old_serial.as_deref().filter(|o| *o != new_serial) {
-                        provider_registrations::Entity::insert(register(
+                        provider_registrations::Entity::insert(registration_row(
                             consent.id,
                             old,
                             "unsubscribe",
@@ -265,7 +206,7 @@ pub async fn apply(
                         .exec_without_returning(&txn)
                         .await?;
                     }
-                    provider_registrations::Entity::insert(register(
+                    provider_registrations::Entity::insert(registration_row(
                         consent.id,
                         new_serial,
                         "subscribe",
@@ -442,16 +383,15 @@ pub async fn apply(
             // Withdrawn outside the institution: the consent is over.
             if let Some((consent, seq)) = active_consent(&txn, customer.id, at).await? {
                 let provider = AuditContext::new(Actor::provider(), None);
-                consent_events::Entity::insert(consent_events::ActiveModel {
-                    id: Set(Uuid::now_v7()),
-                    consent_id: Set(consent.id),
-                    seq: Set(seq + 1),
-                    kind: Set("withdrawn".to_owned()),
-                    occurred_at: Set(at),
-                    actor: Set(provider.actor.as_str().to_owned()),
-                    reason: Set(Some("not_subscribed".to_owned())),
-                    related_consent_id: Set(None),
-                })
+                consent_events::Entity::insert(event_row(
+                    consent.id,
+                    seq + 1,
+                    "withdrawn",
+                    at,
+                    &provider,
+                    Some("not_subscribed"),
+                    None,
+                ))
                 .exec_without_returning(&txn)
                 .await?;
                 let mut event = AuditEvent::new(
@@ -487,7 +427,7 @@ pub async fn apply(
                 }
                 audit::append(&txn, &provider, event).await?;
                 // The provider holds no registration any more: say so on the consent.
-                let mut gone = register(consent.id, &job.cert_serial, "unsubscribe", at);
+                let mut gone = registration_row(consent.id, &job.cert_serial, "unsubscribe", at);
                 gone.status = Set("done".to_owned());
                 gone.completed_at = Set(Some(at));
                 gone.last_error = Set(Some("the provider answered not_subscribed".to_owned()));

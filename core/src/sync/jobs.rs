@@ -36,16 +36,12 @@ fn now() -> DateTime<Utc> {
 
 /// 30 s, 60 s, … up to an hour.
 pub fn backoff(attempts: i32) -> Duration {
-    let exp = u32::try_from(attempts.clamp(1, 20) - 1).unwrap_or(0);
-    Duration::from_secs(30u64.saturating_mul(1u64 << exp)).min(Duration::from_secs(3600))
+    db::backoff(Duration::from_secs(30), attempts)
 }
 
 fn placeholders(backend: DatabaseBackend, first: usize, count: usize) -> String {
     (first..first + count)
-        .map(|i| match backend {
-            DatabaseBackend::Postgres => format!("${i}"),
-            _ => "?".to_owned(),
-        })
+        .map(|i| db::placeholder(backend, i))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -132,38 +128,7 @@ pub async fn claim(
     limit: u64,
     lease: Duration,
 ) -> Result<Vec<sync_jobs::Model>, CoreError> {
-    let at = now();
-    let until = at + chrono::Duration::from_std(lease).expect("a short lease");
-    let backend = db.get_database_backend();
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let (sql, values): (&str, Vec<sea_orm::Value>) = match backend {
-        DatabaseBackend::Postgres => (
-            "UPDATE sync_jobs SET lease_owner = $1, lease_expires_at = $2, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM sync_jobs WHERE status = 'pending' AND run_at <= $3 \
-             AND (lease_expires_at IS NULL OR lease_expires_at < $3) \
-             ORDER BY run_at, id LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING *",
-            vec![owner.into(), until.into(), at.into(), limit.into()],
-        ),
-        _ => (
-            "UPDATE sync_jobs SET lease_owner = ?, lease_expires_at = ?, attempts = attempts + 1 \
-             WHERE id IN (SELECT id FROM sync_jobs WHERE status = 'pending' AND run_at <= ? \
-             AND (lease_expires_at IS NULL OR lease_expires_at < ?) \
-             ORDER BY run_at, id LIMIT ?) RETURNING *",
-            vec![
-                owner.into(),
-                until.into(),
-                at.into(),
-                at.into(),
-                limit.into(),
-            ],
-        ),
-    };
-    let txn = db::begin_write(db).await?;
-    let mut rows = sync_jobs::Entity::find()
-        .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
-        .all(&txn)
-        .await?;
-    txn.commit().await?;
+    let mut rows = db::claim_due::<sync_jobs::Entity>(db, "sync_jobs", owner, limit, lease).await?;
     rows.sort_by_key(|r| (r.run_at, r.id));
     Ok(rows)
 }
