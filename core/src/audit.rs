@@ -170,23 +170,142 @@ pub async fn append<C: ConnectionTrait>(
     event: AuditEvent,
 ) -> Result<i64, DbErr> {
     let waited = Instant::now();
+    let head = lock_head(txn).await?;
+    metrics::histogram!("kihon4_audit_chain_lock_wait_seconds")
+        .record(waited.elapsed().as_secs_f64());
+    let seq = head.last_seq + 1;
+    let (row, personal) = chained(seq, &head.last_hash, ctx, event)?;
+    let moved = match txn.get_database_backend() {
+        DbBackend::Postgres => write_event_postgres(txn, &row, &personal).await?,
+        _ => write_event(txn, &row, personal).await?,
+    };
+    if moved != 1 {
+        return Err(DbErr::Custom(
+            "the audit chain head moved during an append".into(),
+        ));
+    }
+    metrics::counter!("kihon4_audit_appends_total").increment(1);
+    Ok(seq)
+}
+
+/// Events gathered while a transaction does many things, appended together
+/// at its end under one hold of the chain lock (see [`append_batch`]).
+#[derive(Default)]
+pub struct Batch(Vec<(AuditContext, AuditEvent)>);
+
+impl Batch {
+    pub fn push(&mut self, ctx: &AuditContext, event: AuditEvent) {
+        self.0.push((ctx.clone(), event));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Forgets the events pushed after the first `len`.
+    pub fn truncate(&mut self, len: usize) {
+        self.0.truncate(len);
+    }
+}
+
+/// Events in one multi-row statement, personal values in another.
+const BATCH_CHUNK: usize = 200;
+
+/// Appends every event of `batch`, in order, inside the caller's
+/// transaction: the chain lock is taken once and the rows are written a few
+/// hundred per statement. Like [`append`], call it last in the transaction.
+pub async fn append_batch<C: ConnectionTrait>(txn: &C, batch: Batch) -> Result<(), DbErr> {
+    match batch.0.len() {
+        0 => return Ok(()),
+        1 => {
+            let (ctx, event) = batch.0.into_iter().next().expect("one");
+            return append(txn, &ctx, event).await.map(|_| ());
+        }
+        _ => {}
+    }
+    let waited = Instant::now();
+    let head = lock_head(txn).await?;
+    metrics::histogram!("kihon4_audit_chain_lock_wait_seconds")
+        .record(waited.elapsed().as_secs_f64());
+    let count = batch.0.len() as u64;
+    let (mut seq, mut prev) = (head.last_seq, head.last_hash);
+    let mut events = batch.0.into_iter().peekable();
+    while events.peek().is_some() {
+        let first = seq + 1;
+        let mut rows = Vec::with_capacity(BATCH_CHUNK);
+        let mut personal = Vec::new();
+        for (ctx, event) in events.by_ref().take(BATCH_CHUNK) {
+            seq += 1;
+            let (row, values) = chained(seq, &prev, &ctx, event)?;
+            prev = row.hash.clone();
+            personal.extend(
+                values
+                    .into_iter()
+                    .map(|p| audit_personal_values::ActiveModel {
+                        seq: Set(seq),
+                        field: Set(p.field),
+                        value: Set(Some(p.value)),
+                        salt: Set(p.salt),
+                        erased_at: Set(None),
+                    }),
+            );
+            rows.push(audit_events::ActiveModel::from(row));
+        }
+        audit_events::Entity::insert_many(rows)
+            .exec_without_returning(txn)
+            .await?;
+        for chunk in personal.chunks(BATCH_CHUNK * 4) {
+            audit_personal_values::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(txn)
+                .await?;
+        }
+        let moved = audit_chain::Entity::update_many()
+            .col_expr(audit_chain::Column::LastSeq, Expr::value(seq))
+            .col_expr(audit_chain::Column::LastHash, Expr::value(prev.clone()))
+            .filter(audit_chain::Column::Id.eq(1))
+            .filter(audit_chain::Column::LastSeq.eq(first - 1))
+            .exec(txn)
+            .await?;
+        if moved.rows_affected != 1 {
+            return Err(DbErr::Custom(
+                "the audit chain head moved during an append".into(),
+            ));
+        }
+    }
+    metrics::counter!("kihon4_audit_appends_total").increment(count);
+    Ok(())
+}
+
+/// Reads the chain head, locking it until commit on PostgreSQL (on SQLite
+/// the write transaction already excludes every other writer).
+async fn lock_head<C: ConnectionTrait>(txn: &C) -> Result<audit_chain::Model, DbErr> {
     let mut head_query = audit_chain::Entity::find_by_id(1);
     if txn.get_database_backend() == DbBackend::Postgres {
         head_query = head_query.lock_exclusive();
     }
-    let head = head_query
+    head_query
         .one(txn)
         .await?
-        .ok_or_else(|| DbErr::Custom("the audit chain head is missing".into()))?;
-    metrics::histogram!("kihon4_audit_chain_lock_wait_seconds")
-        .record(waited.elapsed().as_secs_f64());
+        .ok_or_else(|| DbErr::Custom("the audit chain head is missing".into()))
+}
 
-    let seq = head.last_seq + 1;
+/// The stored row of `event` as number `seq` after `prev_hash`, and the
+/// personal values it commits to.
+fn chained(
+    seq: i64,
+    prev_hash: &str,
+    ctx: &AuditContext,
+    event: AuditEvent,
+) -> Result<(audit_events::Model, Vec<PersonalValue>), DbErr> {
     let occurred_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
     let canonical_value = json!({
         "v": FORMAT_VERSION,
         "seq": seq,
-        "prev_hash": head.last_hash,
+        "prev_hash": prev_hash,
         "at": occurred_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         "actor": ctx.actor.as_str(),
         "action": event.action,
@@ -196,9 +315,8 @@ pub async fn append<C: ConnectionTrait>(
         "data": Value::Object(event.data),
     });
     let canonical = canonical_json(&canonical_value);
-    let hash = chain_hash(&head.last_hash, &canonical).map_err(DbErr::Custom)?;
+    let hash = chain_hash(prev_hash, &canonical).map_err(DbErr::Custom)?;
     let canonical = String::from_utf8(canonical).expect("JSON is UTF-8");
-
     let row = audit_events::Model {
         seq,
         occurred_at,
@@ -209,20 +327,10 @@ pub async fn append<C: ConnectionTrait>(
         customer_id: event.customer_id,
         request_id: ctx.request_id.clone(),
         canonical,
-        prev_hash: head.last_hash,
+        prev_hash: prev_hash.to_owned(),
         hash,
     };
-    let moved = match txn.get_database_backend() {
-        DbBackend::Postgres => write_event_postgres(txn, &row, &event.personal).await?,
-        _ => write_event(txn, &row, event.personal).await?,
-    };
-    if moved != 1 {
-        return Err(DbErr::Custom(
-            "the audit chain head moved during an append".into(),
-        ));
-    }
-    metrics::counter!("kihon4_audit_appends_total").increment(1);
-    Ok(seq)
+    Ok((row, event.personal))
 }
 
 /// Writes an event, its personal values and the new head, statement by

@@ -8,6 +8,7 @@ use crate::helpers::{Backend, TestApp, expect_problem};
 both!(
     events_filter_and_page_in_chain_order,
     concurrent_appends_form_one_chain,
+    a_batch_appends_in_order_under_one_lock,
     tampering_is_found_and_named,
 );
 
@@ -136,6 +137,62 @@ async fn concurrent_appends_form_one_chain(backend: Backend) {
     let responses = futures_util::future::join_all(creates).await;
     assert!(responses.iter().all(|r| r.status() == 201));
     assert_eq!(app.assert_chain_verifies().await, 24);
+}
+
+async fn a_batch_appends_in_order_under_one_lock(backend: Backend) {
+    use kihon4_core::audit::{Actor, AuditContext, AuditEvent, Batch, append_batch};
+    use sea_orm::TransactionTrait;
+    let app = TestApp::spawn(backend).await;
+    app.create_customer("BATCH-0").await;
+    let ctx = AuditContext::new(Actor::worker(), None);
+    // More events than one statement takes, each with personal values.
+    let mut batch = Batch::default();
+    for i in 0..450 {
+        let mut event = AuditEvent::new("test.batched", "test", Some(i.to_string()));
+        let email = event.commit("after.email", &format!("b{i}@example.jp"));
+        batch.push(
+            &ctx,
+            event.set("after", serde_json::json!({"email": email})),
+        );
+    }
+    // A batch rolled back leaves nothing behind.
+    let txn = app.db.begin().await.unwrap();
+    let mut forgotten = Batch::default();
+    forgotten.push(&ctx, AuditEvent::new("test.forgotten", "test", None));
+    forgotten.push(&ctx, AuditEvent::new("test.forgotten", "test", None));
+    append_batch(&txn, forgotten).await.unwrap();
+    txn.rollback().await.unwrap();
+
+    let txn = app.db.begin().await.unwrap();
+    append_batch(&txn, batch).await.unwrap();
+    txn.commit().await.unwrap();
+    assert_eq!(app.assert_chain_verifies().await, 451);
+    let count = |sql: &str| {
+        let db = &app.db;
+        let sql = sql.to_owned();
+        async move {
+            db.query_one_raw(Statement::from_string(db.get_database_backend(), sql))
+                .await
+                .unwrap()
+                .unwrap()
+                .try_get_by_index::<i64>(0)
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM audit_personal_values WHERE field = 'after.email' AND seq > 1")
+            .await,
+        450
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM audit_events WHERE action = 'test.forgotten'").await,
+        0
+    );
+    // In the order pushed.
+    assert_eq!(
+        count("SELECT MIN(seq) FROM audit_events WHERE subject_id = '449'").await,
+        451
+    );
 }
 
 async fn tampering_is_found_and_named(backend: Backend) {

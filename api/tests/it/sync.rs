@@ -23,6 +23,7 @@ both!(
     a_provider_having_a_bad_day_delays_sync_but_applies_each_change_once,
     a_service_provider_detects_by_liveness_checks,
     a_consent_withdrawn_before_the_answer_keeps_the_record_as_it_was,
+    a_job_taken_over_does_not_hold_back_the_rest_of_its_batch,
 );
 
 /// A customer who consented with a resident's card, registered with the provider.
@@ -727,4 +728,77 @@ async fn a_consent_withdrawn_before_the_answer_keeps_the_record_as_it_was(backen
         .await
         .unwrap();
     assert_eq!(status["counts"]["consent_ended"], 1);
+}
+
+async fn a_job_taken_over_does_not_hold_back_the_rest_of_its_batch(backend: Backend) {
+    use kihon4_core::entities::sync_jobs;
+    use kihon4_core::sync::{apply::apply_batch, jobs::claim};
+    let sim = spawn_sim().await;
+    let app =
+        TestApp::spawn_consent(backend, sim.platform(Revocation::Crl), JpkiRole::Platform).await;
+    let mut ids = Vec::new();
+    for (i, name) in ["石川一", "石川二", "石川三"].iter().enumerate() {
+        let (id, signer) = consenting(&app, &sim, &format!("B-{i}"), name).await;
+        sim.life_event_with(
+            &signer,
+            json!({"kind": "move", "basic4": {"address": format!("石川県金沢市広坂{}-1-1", i + 1)}}),
+        )
+        .await;
+        ids.push(Uuid::parse_str(&id).unwrap());
+    }
+    run_due(&app.db, sim.provider().as_ref(), "test-worker", 100)
+        .await
+        .unwrap();
+    let res = app
+        .post("/v1/sync/runs", &app.operator(), &json!({"scope": "all"}))
+        .await;
+    assert_eq!(res.status(), 202);
+    let jobs = claim(
+        &app.db,
+        "test-worker",
+        10,
+        std::time::Duration::from_secs(60),
+    )
+    .await
+    .unwrap();
+    assert_eq!(jobs.len(), 3);
+    let serials: Vec<_> = jobs
+        .iter()
+        .map(|j| kihon4_core::domain::CertSerial::parse(&j.cert_serial).unwrap())
+        .collect();
+    let answers = sim.provider().latest_basic4(&serials).await.unwrap();
+    // The second job's lease ran out and another worker holds it now.
+    let taken = jobs[1].id;
+    sync_jobs::Entity::update_many()
+        .col_expr(
+            sync_jobs::Column::LeaseOwner,
+            sea_orm::sea_query::Expr::value("another-worker"),
+        )
+        .filter(sync_jobs::Column::Id.eq(taken))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    let pairs: Vec<_> = jobs.iter().zip(answers.iter().map(|a| &a.latest)).collect();
+    let results = apply_batch(
+        &app.db,
+        &notices(),
+        SyncSettings::default(),
+        "test-worker",
+        &pairs,
+    )
+    .await;
+    let outcomes: Vec<_> = results.into_iter().map(|r| r.unwrap()).collect();
+    assert_eq!(outcomes, [Some("changed"), None, Some("changed")]);
+    assert_eq!(app.count("basic4_history WHERE source = 'sync'").await, 2);
+    assert_eq!(notices_of(&app, "basic4_changed").await, 2);
+    let untouched = ids
+        .iter()
+        .find(|id| **id == jobs[1].customer_id)
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        customer(&app, &untouched).await["basic4"]["address"],
+        "東京都千代田区千代田1-1"
+    );
+    app.assert_chain_verifies().await;
 }

@@ -1,8 +1,11 @@
-//! Applying the provider's answer about one customer (DESIGN §4 step 4).
-//! Each outcome is one transaction: the customer's change, its history,
-//! audit events, reviews, registration intents, notices, and the job's own
-//! record (`done`, with the outcome). If the job is no longer ours (its lease
-//! ran out and another worker took it), nothing is written.
+//! Applying the provider's answers (DESIGN §4 step 4). Each answer's
+//! writes — the customer's change, its history, audit events, reviews,
+//! registration intents, notices, and the job's own record (`done`, with the
+//! outcome) — commit together. A batch of answers shares one transaction and
+//! one hold of the audit chain lock; if any answer in it cannot be applied,
+//! the batch is rolled back and each answer is applied on its own. If a job
+//! is no longer ours (its lease ran out and another worker took it), nothing
+//! of it is written.
 
 use chrono::{DateTime, Days, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
@@ -15,7 +18,7 @@ use uuid::Uuid;
 
 use super::SyncSettings;
 use super::reviews;
-use crate::audit::{self, Actor, AuditContext, AuditEvent};
+use crate::audit::{self, Actor, AuditContext, AuditEvent, Batch};
 use crate::consent::records::{active_consent, event_row, registration_row};
 use crate::customers::{self, Basic4Source, Customer, CustomerStatus, basic4_json};
 use crate::db;
@@ -105,10 +108,88 @@ fn changes(locale: Locale, before: Option<&Basic4>, after: &Basic4) -> Vec<Value
     out
 }
 
-/// Applies `latest` for `job`. Returns the outcome recorded, or `None` when
-/// the job was no longer ours (nothing written) or waits for a later try.
+/// Applies `latest` for `job` in a transaction of its own. Returns the
+/// outcome recorded, or `None` when the job was no longer ours (nothing
+/// written).
 pub async fn apply(
     db: &DatabaseConnection,
+    notices: &Notices,
+    settings: SyncSettings,
+    owner: &str,
+    job: &sync_jobs::Model,
+    latest: &Latest,
+) -> Result<Option<&'static str>, CoreError> {
+    let txn = db::begin_write(db).await?;
+    let mut events = Batch::default();
+    let Some(outcome) = write(&txn, &mut events, notices, settings, owner, job, latest).await?
+    else {
+        // Another worker took the job over: whatever was written goes.
+        txn.rollback().await?;
+        return Ok(None);
+    };
+    audit::append_batch(&txn, events).await?;
+    txn.commit().await?;
+    Ok(Some(outcome))
+}
+
+/// Applies each answer of `batch` in one transaction and one chain append;
+/// when any of them cannot be (a concurrent edit, a job taken over, an
+/// error), rolls back and applies each on its own. The results are in the
+/// batch's order.
+pub async fn apply_batch(
+    db: &DatabaseConnection,
+    notices: &Notices,
+    settings: SyncSettings,
+    owner: &str,
+    batch: &[(&sync_jobs::Model, &Latest)],
+) -> Vec<Result<Option<&'static str>, CoreError>> {
+    if batch.len() > 1 {
+        match write_all(db, notices, settings, owner, batch).await {
+            Ok(Some(outcomes)) => return outcomes.into_iter().map(|o| Ok(Some(o))).collect(),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::debug!(error = %e, jobs = batch.len(), "a batch was rolled back; its answers are applied one by one");
+            }
+        }
+    }
+    let mut results = Vec::with_capacity(batch.len());
+    for (job, latest) in batch {
+        results.push(apply(db, notices, settings, owner, job, latest).await);
+    }
+    results
+}
+
+/// The whole batch in one transaction, or `None` (rolled back) when some
+/// job is no longer ours.
+async fn write_all(
+    db: &DatabaseConnection,
+    notices: &Notices,
+    settings: SyncSettings,
+    owner: &str,
+    batch: &[(&sync_jobs::Model, &Latest)],
+) -> Result<Option<Vec<&'static str>>, CoreError> {
+    let txn = db::begin_write(db).await?;
+    let mut events = Batch::default();
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for (job, latest) in batch {
+        match write(&txn, &mut events, notices, settings, owner, job, latest).await? {
+            Some(outcome) => outcomes.push(outcome),
+            None => {
+                txn.rollback().await?;
+                return Ok(None);
+            }
+        }
+    }
+    audit::append_batch(&txn, events).await?;
+    txn.commit().await?;
+    Ok(Some(outcomes))
+}
+
+/// Writes what `latest` means for `job` in `txn`, its audit events joining
+/// `events`. `None`: the job is no longer ours, and the caller rolls back.
+async fn write(
+    txn: &DatabaseTransaction,
+    events: &mut Batch,
     notices: &Notices,
     settings: SyncSettings,
     owner: &str,
@@ -118,13 +199,13 @@ pub async fn apply(
     let mut outcome = outcome_name(latest);
     let worker = AuditContext::new(Actor::worker(), None);
     let at = now();
-    let txn = db::begin_write(db).await?;
-    let row = customers::lock(&txn, job.customer_id).await?;
+    let row = customers::lock(txn, job.customer_id).await?;
     let customer = Customer::try_from(row.clone())?;
     let local = |t: DateTime<Utc>| t.with_timezone(&settings.timezone).date_naive();
     // The consent may have ended since the job was made (withdrawn, expired):
     // then what J-LIS says is not taken into the record.
-    let consenting = active_consent(&txn, customer.id, at).await?.is_some();
+    let active = active_consent(txn, customer.id, at).await?;
+    let consenting = active.is_some();
 
     match latest {
         Latest::Unchanged => {}
@@ -176,7 +257,7 @@ pub async fn apply(
                     .col_expr(customer_rows::Column::UpdatedAt, Expr::value(at))
                     .filter(customer_rows::Column::Id.eq(customer.id))
                     .filter(customer_rows::Column::Version.eq(row.version))
-                    .exec(&txn)
+                    .exec(txn)
                     .await?;
                 if updated.rows_affected != 1 {
                     // An edit won the race since the row was read: try again later.
@@ -192,10 +273,10 @@ pub async fn apply(
                     reported_on: Set(Some(*changed_on)),
                     changed_at: Set(at),
                 })
-                .exec_without_returning(&txn)
+                .exec_without_returning(txn)
                 .await?;
                 // The subscription follows the certificate.
-                if let Some((consent, _)) = active_consent(&txn, customer.id, at).await? {
+                if let Some((consent, _)) = &active {
                     if let Some(old) = old_serial.as_deref().filter(|o| *o != new_serial) {
                         provider_registrations::Entity::insert(registration_row(
                             consent.id,
@@ -203,7 +284,7 @@ pub async fn apply(
                             "unsubscribe",
                             at,
                         ))
-                        .exec_without_returning(&txn)
+                        .exec_without_returning(txn)
                         .await?;
                     }
                     provider_registrations::Entity::insert(registration_row(
@@ -212,7 +293,7 @@ pub async fn apply(
                         "subscribe",
                         at,
                     ))
-                    .exec_without_returning(&txn)
+                    .exec_without_returning(txn)
                     .await?;
                 }
                 let items = changes(customer.locale, customer.basic4.as_ref(), basic4);
@@ -241,7 +322,7 @@ pub async fn apply(
                     .set("job", json!(job.id));
                 if !items.is_empty() && customer.status != CustomerStatus::Deceased {
                     let notice = notices::enqueue(
-                        &txn,
+                        txn,
                         notices,
                         NewNotice {
                             kind: NoticeKind::Basic4Changed,
@@ -261,7 +342,7 @@ pub async fn apply(
                         json!({"id": notice, "kind": NoticeKind::Basic4Changed.as_str()}),
                     );
                 }
-                audit::append(&txn, &worker, event).await?;
+                events.push(&worker, event);
             }
         }
         Latest::Deceased { changed_on } => {
@@ -272,7 +353,7 @@ pub async fn apply(
                     .col_expr(customer_rows::Column::Version, Expr::value(version))
                     .col_expr(customer_rows::Column::UpdatedAt, Expr::value(at))
                     .filter(customer_rows::Column::Id.eq(customer.id))
-                    .exec(&txn)
+                    .exec(txn)
                     .await?;
                 let event = AuditEvent::customer("customer.updated", customer.id)
                     .set(
@@ -283,10 +364,11 @@ pub async fn apply(
                     .set("source", json!(Basic4Source::Sync.as_str()))
                     .set("reported_on", json!(changed_on))
                     .set("job", json!(job.id));
-                audit::append(&txn, &worker, event).await?;
+                events.push(&worker, event);
             }
             reviews::open(
-                &txn,
+                txn,
+                events,
                 &worker,
                 customer.id,
                 "deceased",
@@ -296,7 +378,8 @@ pub async fn apply(
         }
         Latest::Revoked { reason } => {
             let opened = reviews::open(
-                &txn,
+                txn,
+                events,
                 &worker,
                 customer.id,
                 "revoked",
@@ -304,14 +387,12 @@ pub async fn apply(
             )
             .await?;
             // Asked once per review, not on every run that sees the same certificate.
-            let consent = if opened.is_some() && customer.status != CustomerStatus::Deceased {
-                active_consent(&txn, customer.id, at).await?
-            } else {
-                None
-            };
+            let consent = active
+                .as_ref()
+                .filter(|_| opened.is_some() && customer.status != CustomerStatus::Deceased);
             if let Some((consent, _)) = consent {
                 let notice = notices::enqueue(
-                    &txn,
+                    txn,
                     notices,
                     NewNotice {
                         kind: NoticeKind::CertificateRevoked,
@@ -337,7 +418,7 @@ pub async fn apply(
                     "notice",
                     json!({"id": notice, "kind": NoticeKind::CertificateRevoked.as_str(), "job": job.id}),
                 );
-                audit::append(&txn, &worker, event).await?;
+                events.push(&worker, event);
             }
         }
         Latest::AwaitingReissue => {
@@ -365,13 +446,13 @@ pub async fn apply(
                     .filter(sync_jobs::Column::Id.eq(job.id))
                     .filter(sync_jobs::Column::LeaseOwner.eq(owner))
                     .filter(sync_jobs::Column::Status.eq("pending"))
-                    .exec(&txn)
+                    .exec(txn)
                     .await?;
-                txn.commit().await?;
                 return Ok((updated.rows_affected == 1).then_some(outcome));
             }
             reviews::open(
-                &txn,
+                txn,
+                events,
                 &worker,
                 customer.id,
                 "awaiting_reissue",
@@ -381,7 +462,7 @@ pub async fn apply(
         }
         Latest::NotSubscribed => {
             // Withdrawn outside the institution: the consent is over.
-            if let Some((consent, seq)) = active_consent(&txn, customer.id, at).await? {
+            if let Some((consent, seq)) = &active {
                 let provider = AuditContext::new(Actor::provider(), None);
                 consent_events::Entity::insert(event_row(
                     consent.id,
@@ -392,7 +473,7 @@ pub async fn apply(
                     Some("not_subscribed"),
                     None,
                 ))
-                .exec_without_returning(&txn)
+                .exec_without_returning(txn)
                 .await?;
                 let mut event = AuditEvent::new(
                     "consent.withdrawn",
@@ -408,7 +489,7 @@ pub async fn apply(
                 .set("job", json!(job.id));
                 if customer.status != CustomerStatus::Deceased {
                     let notice = notices::enqueue(
-                        &txn,
+                        txn,
                         notices,
                         NewNotice {
                             kind: NoticeKind::ConsentLapsed,
@@ -425,20 +506,21 @@ pub async fn apply(
                         json!({"id": notice, "kind": NoticeKind::ConsentLapsed.as_str()}),
                     );
                 }
-                audit::append(&txn, &provider, event).await?;
+                events.push(&provider, event);
                 // The provider holds no registration any more: say so on the consent.
                 let mut gone = registration_row(consent.id, &job.cert_serial, "unsubscribe", at);
                 gone.status = Set("done".to_owned());
                 gone.completed_at = Set(Some(at));
                 gone.last_error = Set(Some("the provider answered not_subscribed".to_owned()));
                 provider_registrations::Entity::insert(gone)
-                    .exec_without_returning(&txn)
+                    .exec_without_returning(txn)
                     .await?;
             }
         }
         Latest::UnknownCertificate => {
             reviews::open(
-                &txn,
+                txn,
+                events,
                 &worker,
                 customer.id,
                 "unknown_certificate",
@@ -447,11 +529,8 @@ pub async fn apply(
             .await?;
         }
     }
-    if !finish_job(&txn, owner, job, outcome).await? {
-        // Another worker took the job over: whatever was written goes.
-        txn.rollback().await?;
+    if !finish_job(txn, owner, job, outcome).await? {
         return Ok(None);
     }
-    txn.commit().await?;
     Ok(Some(outcome))
 }

@@ -2,8 +2,8 @@
 //! customer in flight (a partial unique index), claimed in batches under
 //! leases (`FOR UPDATE SKIP LOCKED` on PostgreSQL; on SQLite the write
 //! transaction admits one claimer at a time), asked about in one provider
-//! call per batch, outside any transaction, and each answer applied in its
-//! own transaction together with the job's record.
+//! call per batch, outside any transaction, and the answers applied together
+//! with the jobs' records, a batch per transaction (see [`apply`]).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -236,8 +236,13 @@ pub async fn process_due(
                 continue;
             }
         };
-        for (job, answer) in batch.iter().zip(answers) {
-            match apply::apply(db, notices, settings, owner, job, &answer.latest).await {
+        let pairs: Vec<_> = batch
+            .iter()
+            .zip(answers.iter().map(|a| &a.latest))
+            .collect();
+        let results = apply::apply_batch(db, notices, settings, owner, &pairs).await;
+        for (job, result) in batch.iter().zip(results) {
+            match result {
                 Ok(Some(outcome)) => *summary.outcomes.entry(outcome.to_owned()).or_default() += 1,
                 Ok(None) => {}
                 Err(e) => {

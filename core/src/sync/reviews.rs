@@ -25,9 +25,10 @@ fn now() -> DateTime<Utc> {
 }
 
 /// Opens a review in `txn` unless one of this kind is open for the
-/// customer; returns the new one's id.
+/// customer; returns the new one's id. Its audit event joins `events`.
 pub async fn open<C: ConnectionTrait>(
     txn: &C,
+    events: &mut audit::Batch,
     ctx: &AuditContext,
     customer_id: Uuid,
     kind: &str,
@@ -63,7 +64,7 @@ pub async fn open<C: ConnectionTrait>(
             "after",
             json!({"kind": kind, "detail": detail, "status": "open"}),
         );
-    audit::append(txn, ctx, event).await?;
+    events.push(ctx, event);
     Ok(Some(id))
 }
 
