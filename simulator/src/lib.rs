@@ -289,7 +289,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     .service(routes::mynaportal_request)
     .service(routes::mynaportal_page)
     .service(routes::mynaportal_decide)
-    .service(routes::bulk_events);
+    .service(routes::bulk_events)
+    .service(routes::bulk_subscriptions);
 }
 
 /// The answer for a route that does not exist.

@@ -379,6 +379,58 @@ pub struct SubscriptionBody {
     expires_at: chrono::DateTime<chrono::Utc>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkSubscriptions {
+    items: Vec<BulkSubscription>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BulkSubscription {
+    cert_serial: String,
+    consent_id: String,
+    granted_at: chrono::DateTime<chrono::Utc>,
+    expires_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Registers many consents at once, for load tests.
+#[post("/sim/subscriptions/bulk")]
+pub async fn bulk_subscriptions(
+    sim: web::Data<Simulator>,
+    body: web::Json<BulkSubscriptions>,
+) -> Result<HttpResponse, Problem> {
+    if body.items.is_empty() || body.items.len() > 5000 {
+        return Err(Problem::bad_request("items must hold 1 to 5000 consents."));
+    }
+    let mut items = Vec::with_capacity(body.items.len());
+    for item in &body.items {
+        let serial = protocol_serial(&item.cert_serial, "cert_serial")?;
+        let s = item;
+        if s.consent_id.trim().is_empty() || s.consent_id.len() > 128 {
+            return Err(Problem::bad_request(
+                "consent_id must be 1 to 128 characters.",
+            ));
+        }
+        if s.expires_at <= s.granted_at {
+            return Err(Problem::bad_request("expires_at must be after granted_at."));
+        }
+        items.push((
+            serial,
+            crate::store::Subscription {
+                consent_id: s.consent_id.clone(),
+                granted_at: s.granted_at,
+                expires_at: s.expires_at,
+            },
+        ));
+    }
+    let unknown = sim.store.put_subscriptions(&items).await?;
+    Ok(HttpResponse::Ok().json(json!({
+        "registered": items.len() - unknown.len(),
+        "unknown_serials": unknown,
+    })))
+}
+
 /// Registers a consent for a certificate: 201 new, 200 the same again (or replaced).
 #[actix_web::put("/v1/basic4/subscriptions/{cert_serial}")]
 pub async fn put_subscription(
@@ -674,6 +726,8 @@ pub async fn bulk_people(
 pub struct PeoplePage {
     cursor: Option<String>,
     limit: Option<u64>,
+    /// `basic4`: each person's four items too.
+    include: Option<String>,
 }
 
 /// Residents by id, with their current certificate, a page at a time.
@@ -683,16 +737,27 @@ pub async fn list_people(
     query: web::Query<PeoplePage>,
 ) -> Result<HttpResponse, Problem> {
     let limit = query.limit.unwrap_or(1000).clamp(1, 10_000);
+    let with_basic4 = match query.include.as_deref() {
+        None => false,
+        Some("basic4") => true,
+        Some(_) => return Err(Problem::bad_request("include must be basic4.")),
+    };
     let page = sim
         .store
         .list_people(query.cursor.as_deref(), limit)
         .await?;
     let next = (page.len() as u64 == limit)
-        .then(|| page.last().map(|(id, _)| id.clone()))
+        .then(|| page.last().map(|p| p.id.clone()))
         .flatten();
     let items: Vec<Value> = page
         .into_iter()
-        .map(|(id, serial)| json!({"person_id": id, "cert_serial": serial}))
+        .map(|p| {
+            let mut item = json!({"person_id": p.id, "cert_serial": p.cert_serial});
+            if with_basic4 {
+                item["basic4"] = p.basic4;
+            }
+            item
+        })
         .collect();
     Ok(HttpResponse::Ok().json(json!({ "items": items, "next_cursor": next })))
 }

@@ -161,6 +161,15 @@ pub struct Person {
     pub deceased: bool,
 }
 
+/// A resident as `GET /sim/persons` lists them.
+pub struct ListedPerson {
+    pub id: String,
+    /// The newest certificate not revoked.
+    pub cert_serial: Option<String>,
+    /// The four items as stored.
+    pub basic4: serde_json::Value,
+}
+
 /// A signing certificate the simulator issued, with the key that plays the card.
 #[derive(Clone)]
 pub struct IssuedCertificate {
@@ -467,19 +476,57 @@ impl Store {
         &self,
         after: Option<&str>,
         limit: u64,
-    ) -> Result<Vec<(String, Option<String>)>, DbErr> {
+    ) -> Result<Vec<ListedPerson>, DbErr> {
         let rows = self
             .db
             .query_all_raw(stmt(
-                "SELECT p.id, (SELECT c.serial FROM certificates c WHERE c.person_id = p.id AND c.revoked_at IS NULL
+                "SELECT p.id, p.basic4, (SELECT c.serial FROM certificates c WHERE c.person_id = p.id AND c.revoked_at IS NULL
                    ORDER BY c.issued_at DESC LIMIT 1) AS serial
                  FROM persons p WHERE p.id > ? ORDER BY p.id LIMIT ?",
                 vec![after.unwrap_or("").into(), (limit as i64).into()],
             ))
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get("", "id")?, r.try_get("", "serial")?)))
+            .map(|r| {
+                let basic4: String = r.try_get("", "basic4")?;
+                Ok(ListedPerson {
+                    id: r.try_get("", "id")?,
+                    cert_serial: r.try_get("", "serial")?,
+                    basic4: serde_json::from_str(&basic4).map_err(|_| corrupt("basic4"))?,
+                })
+            })
             .collect()
+    }
+
+    /// Registers many consents at once (load tests). Returns the serials
+    /// that name no certificate; nothing is registered for them.
+    pub async fn put_subscriptions(
+        &self,
+        items: &[(CertSerial, Subscription)],
+    ) -> Result<Vec<String>, DbErr> {
+        let txn = self.db.begin().await?;
+        let mut unknown = Vec::new();
+        for (serial, s) in items {
+            let done = txn
+                .execute_raw(stmt(
+                    "INSERT INTO subscriptions (cert_serial, person_id, consent_id, granted_at, expires_at)
+                     SELECT c.serial, c.person_id, ?, ?, ? FROM certificates c WHERE c.serial = ?
+                     ON CONFLICT (cert_serial) DO UPDATE SET consent_id = excluded.consent_id,
+                       granted_at = excluded.granted_at, expires_at = excluded.expires_at",
+                    vec![
+                        s.consent_id.clone().into(),
+                        s.granted_at.to_rfc3339().into(),
+                        s.expires_at.to_rfc3339().into(),
+                        serial.as_str().into(),
+                    ],
+                ))
+                .await?;
+            if done.rows_affected() == 0 {
+                unknown.push(serial.as_str().to_owned());
+            }
+        }
+        txn.commit().await?;
+        Ok(unknown)
     }
 
     /// Records many life events in a few transactions (bulk load).

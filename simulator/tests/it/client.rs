@@ -291,11 +291,13 @@ async fn bulk_residents_and_bulk_events_answer_like_single_ones() {
     let mut cursor: Option<String> = None;
     loop {
         let path = match &cursor {
-            Some(c) => format!("/sim/persons?limit=700&cursor={c}"),
-            None => "/sim/persons?limit=700".into(),
+            Some(c) => format!("/sim/persons?limit=700&include=basic4&cursor={c}"),
+            None => "/sim/persons?limit=700&include=basic4".into(),
         };
         let page: Value = sim.get(&path).await.json().await.unwrap();
         for item in page["items"].as_array().unwrap() {
+            kihon4_core::domain::Name::parse(item["basic4"]["name"].as_str().unwrap(), None)
+                .unwrap();
             serials.push(CertSerial::parse(item["cert_serial"].as_str().unwrap()).unwrap());
         }
         match page["next_cursor"].as_str() {
@@ -304,9 +306,46 @@ async fn bulk_residents_and_bulk_events_answer_like_single_ones() {
         }
     }
     assert_eq!(serials.len(), 2000);
+    assert_eq!(
+        sim.get("/sim/persons?include=email").await.status(),
+        400,
+        "only the four items can be included"
+    );
     let provider = client(&sim, "k", 5000.0);
-    for serial in &serials {
+    // Half one by one, half in bulk: the answers cannot tell them apart.
+    for serial in &serials[..1000] {
         provider.subscribe(serial, &subscription()).await.unwrap();
+    }
+    let s = subscription();
+    let mut items: Vec<Value> = serials[1000..]
+        .iter()
+        .map(|serial| {
+            json!({"cert_serial": serial.as_str(), "consent_id": s.consent_id,
+                   "granted_at": s.granted_at, "expires_at": s.expires_at})
+        })
+        .collect();
+    items.push(
+        json!({"cert_serial": "7fffffffffffffff01", "consent_id": "c-x",
+                      "granted_at": s.granted_at, "expires_at": s.expires_at}),
+    );
+    let res = sim
+        .post("/sim/subscriptions/bulk", &json!({ "items": items }))
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"registered": 1000, "unknown_serials": ["7fffffffffffffff01"]})
+    );
+    for bad in [
+        json!({"items": []}),
+        json!({"items": [{"cert_serial": "zz", "consent_id": "c", "granted_at": s.granted_at, "expires_at": s.expires_at}]}),
+        json!({"items": [{"cert_serial": "0a", "consent_id": "c", "granted_at": s.expires_at, "expires_at": s.granted_at}]}),
+        json!({"items": vec![items[0].clone(); 5001]}),
+    ] {
+        assert_eq!(
+            sim.post("/sim/subscriptions/bulk", &bad).await.status(),
+            400
+        );
     }
     let res = sim
         .post(
