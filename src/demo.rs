@@ -332,7 +332,7 @@ pub async fn demo(dir: PathBuf, listen: SocketAddr, serve: bool) -> anyhow::Resu
     );
     let ctx = AuditContext::new(Actor::cli(), None);
     let run = sync::runs::request(&db, &ctx, "cli", Scope::Revoked, None).await?;
-    sync::runs::take(&db, run.run.id).await?;
+    sync::runs::take(&db, run.run.id, sync::SyncSettings::default().lease).await?;
     let found = sync::detect::by_crl(&db, provider.as_ref(), &anchors).await?;
     say(format!(
         "   {} of {} certificates are in the CRL.",

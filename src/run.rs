@@ -221,15 +221,15 @@ pub async fn sync_once(
     let ctx = AuditContext::new(Actor::cli(), None);
     let run = sync::runs::request(&db, &ctx, "cli", scope, customer).await?;
     let id = run.run.id;
-    if scope == sync::Scope::Revoked && sync::runs::take(&db, id).await? {
-        eprintln!("kihon4: looking for revoked certificates…");
-        kihon4_worker::detect(&db, provider.as_ref(), &detection, id).await;
-    }
     let settings = sync::SyncSettings {
         timezone: config.timezone,
         awaiting_reissue_days: config.awaiting_reissue_days,
         lease: config.sync_lease,
     };
+    if scope == sync::Scope::Revoked && sync::runs::take(&db, id, settings.lease).await? {
+        eprintln!("kihon4: looking for revoked certificates…");
+        kihon4_worker::detect(&db, provider.as_ref(), &detection, id, settings.lease).await;
+    }
     let owner = format!("cli-{}", uuid::Uuid::new_v4());
     let bar = indicatif::ProgressBar::new(0);
     bar.set_style(

@@ -203,6 +203,9 @@ pub async fn create(
         version: Set(1),
         created_at: Set(at),
         updated_at: Set(at),
+        name_kana: Set(None),
+        former_surname: Set(None),
+        overseas_move_on: Set(None),
     };
     // The unique index decides, also between processes racing for one external_ref.
     match customers::Entity::insert(row)

@@ -8,6 +8,7 @@ mod m20261125_000001_foundation;
 mod m20261126_000002_consent;
 mod m20261126_000003_outbox;
 mod m20261126_000004_sync;
+mod m20261126_000005_detection_lease_and_optional_items;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000002_consent::Migration),
             Box::new(m20261126_000003_outbox::Migration),
             Box::new(m20261126_000004_sync::Migration),
+            Box::new(m20261126_000005_detection_lease_and_optional_items::Migration),
         ]
     }
 }

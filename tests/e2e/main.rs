@@ -4,6 +4,8 @@
 #[path = "../support/database.rs"]
 mod database;
 mod process;
+#[path = "../support/seed.rs"]
+mod seed;
 #[path = "../support/smtp_sink.rs"]
 mod smtp_sink;
 

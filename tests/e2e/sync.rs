@@ -1,14 +1,14 @@
-//! Two worker processes and one API on one PostgreSQL, the workers killed at
-//! random moments while they apply J-LIS's answers: every change is applied
-//! exactly once, with one history row and one notice each, and the audit
-//! chain verifies.
+//! Two worker processes and one API on one PostgreSQL, 10,000 changes, the
+//! workers killed at 20 random moments while they detect, apply J-LIS's
+//! answers and send the notices: every change is applied exactly once, with
+//! one history row, one audit event and one notice each, and the audit chain
+//! verifies.
 
+use std::collections::HashMap;
 use std::net::TcpListener;
 use std::time::{Duration, Instant};
 
 use actix_web::web;
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use kihon4_core::auth::Role;
 use rand::Rng;
 use sea_orm::{ConnectionTrait, Statement};
@@ -16,9 +16,12 @@ use serde_json::{Value, json};
 
 use crate::database::{Backend, fresh_database};
 use crate::process::{Running, SECRET, kihon4, token};
+use crate::smtp_sink::SmtpSink;
 
-const CUSTOMERS: usize = 120;
-const KILLS: usize = 8;
+const MOVES: usize = 6_000;
+const RENAMES: usize = 4_000;
+const CHANGES: usize = MOVES + RENAMES;
+const KILLS: usize = 20;
 
 async fn scalar(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
     db.query_one_raw(Statement::from_string(
@@ -30,6 +33,16 @@ async fn scalar(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
     .unwrap()
     .try_get_by_index(0)
     .unwrap()
+}
+
+/// Sync jobs not yet done, and notices not yet sent.
+async fn work_left(db: &sea_orm::DatabaseConnection) -> i64 {
+    scalar(
+        db,
+        "SELECT COUNT(*) FROM sync_jobs WHERE status = 'pending'",
+    )
+    .await
+        + scalar(db, "SELECT COUNT(*) FROM outbox WHERE status <> 'sent'").await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -51,6 +64,7 @@ async fn workers_killed_while_applying_changes_apply_each_exactly_once() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let sim_base = format!("http://{}", listener.local_addr().unwrap());
     tokio::spawn(kihon4_sim::server(sim.clone(), listener).unwrap());
+    let sink = SmtpSink::start(&d.join("mail"), None);
 
     let envs = vec![
         ("KIHON4_DATABASE_URL", url.clone()),
@@ -61,8 +75,10 @@ async fn workers_killed_while_applying_changes_apply_each_exactly_once() {
             "KIHON4_TRUST_ANCHORS",
             d.join("sim/ca.pem").to_str().unwrap().to_owned(),
         ),
-        // A killed worker's jobs are taken over after 3 s.
+        // A killed worker's jobs and runs are taken over after 3 s.
         ("KIHON4_SYNC_LEASE_SECONDS", "3".to_owned()),
+        ("KIHON4_SMTP_URL", sink.url()),
+        ("KIHON4_SMTP_TIMEOUT_SECONDS", "1".to_owned()),
     ];
     let out = kihon4(d, &envs).arg("migrate").output().unwrap();
     assert!(
@@ -70,120 +86,69 @@ async fn workers_killed_while_applying_changes_apply_each_exactly_once() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let db = kihon4_core::db::connect(&url, 2).await.unwrap();
+
+    // 10,000 residents, each a customer whose consent is registered.
+    let http = reqwest::Client::new();
+    let res = http
+        .post(format!("{sim_base}/sim/persons/bulk"))
+        .json(&json!({"count": CHANGES, "seed": 61}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let customers = crate::seed::consenting_customers(&db, &sim_base, |_| {}).await;
+    assert_eq!(customers as usize, CHANGES);
+
+    // Every one of them moves or changes name; J-LIS publishes the CRL.
+    let res = http
+        .post(format!("{sim_base}/sim/events/bulk"))
+        .json(&json!({"seed": 62, "moves": MOVES, "renames": RENAMES}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let res = http
+        .post(format!("{sim_base}/sim/crl/publish"))
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_success());
+
     let api = Running::start(d, "api", &envs).await;
     let mut workers = vec![
         Running::start(d, "worker", &envs).await,
         Running::start(d, "worker", &envs).await,
     ];
-    let db = kihon4_core::db::connect(&url, 2).await.unwrap();
-
-    // Customers who consented with their cards.
-    let http = reqwest::Client::new();
     let operator = token(&[Role::Operator]);
-    let texts: Value = http
-        .get(format!("{}/v1/consent-texts", api.base))
-        .bearer_auth(&operator)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let text = texts["items"][0]["text"].as_str().unwrap().to_owned();
-    let mut people = Vec::new();
-    for i in 0..CUSTOMERS {
-        let person: Value = http
-            .post(format!("{sim_base}/sim/persons"))
-            .json(&json!({"basic4": {"name": "松本十郎", "address": format!("埼玉県さいたま市浦和区高砂{}-1", i + 1), "birth_date": "1970-01-01", "gender": "1"}}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let person_id = person["person_id"].as_str().unwrap().to_owned();
-        let signed: Value = http
-            .post(format!("{sim_base}/sim/persons/{person_id}/sign"))
-            .json(&json!({"content_b64": B64.encode(text.as_bytes())}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let customer: Value = http
-            .post(format!("{}/v1/customers", api.base))
-            .bearer_auth(&operator)
-            .json(&json!({"external_ref": format!("K-{i}"), "email": format!("k{i}@example.jp")}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let res = http
-            .post(format!(
-                "{}/v1/customers/{}/consents",
-                api.base,
-                customer["id"].as_str().unwrap()
-            ))
-            .bearer_auth(&operator)
-            .json(&json!({
-                "text_version": texts["items"][0]["version"],
-                "channel": "online_signature",
-                "signed_document_b64": signed["cms_der_b64"],
-            }))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 201);
-        people.push(person_id);
-    }
-    // The workers register every consent with the provider.
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while scalar(
-        &db,
-        "SELECT COUNT(*) FROM provider_registrations WHERE status = 'done'",
-    )
-    .await
-        < CUSTOMERS as i64
-    {
-        assert!(Instant::now() < deadline, "consents not registered");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-
-    // Everyone moves.
-    for (i, person) in people.iter().enumerate() {
-        let res = http
-            .post(format!("{sim_base}/sim/persons/{person}/events"))
-            .json(&json!({"kind": "move", "basic4": {"address": format!("千葉県千葉市中央区市場町{}-1", i + 1)}}))
-            .send()
-            .await
-            .unwrap();
-        assert!(res.status().is_success());
-    }
     let run: Value = http
         .post(format!("{}/v1/sync/runs", api.base))
         .bearer_auth(&operator)
-        .json(&json!({"scope": "all"}))
+        .json(&json!({"scope": "revoked"}))
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
+    assert_eq!(run["status"], "queued", "{run}");
     let run_id = run["id"].as_str().unwrap().to_owned();
 
-    // Killed at random moments, and started again.
+    // Killed at random moments, each while work remains, and started again.
     for kill in 0..KILLS {
-        let pause = rand::thread_rng().gen_range(50..400);
+        let pause = rand::thread_rng().gen_range(100..700);
         tokio::time::sleep(Duration::from_millis(pause)).await;
-        let which = kill % workers.len();
+        assert!(
+            work_left(&db).await > 0,
+            "kill {kill} came after all the work was done: it tests nothing"
+        );
+        let which = rand::thread_rng().gen_range(0..workers.len());
         workers[which].signal("KILL");
         workers[which].wait(Duration::from_secs(10)).await;
         workers[which] = Running::start(d, "worker", &envs).await;
     }
-    let deadline = Instant::now() + Duration::from_secs(180);
+    let deadline = Instant::now() + Duration::from_secs(600);
     let status = loop {
         let now: Value = http
             .get(format!("{}/v1/sync/runs/{run_id}", api.base))
@@ -194,24 +159,25 @@ async fn workers_killed_while_applying_changes_apply_each_exactly_once() {
             .json()
             .await
             .unwrap();
-        if now["status"] == "completed" {
+        if now["status"] == "completed" && work_left(&db).await == 0 {
             break now;
         }
         assert!(
             Instant::now() < deadline,
-            "the run did not complete: {now}\n{}",
+            "not done: {now}\n{}",
             workers[0].log_text()
         );
-        tokio::time::sleep(Duration::from_millis(300)).await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
     };
-    assert_eq!(status["counts"]["changed"], CUSTOMERS, "{status}");
+    assert_eq!(status["counts"]["changed"], CHANGES, "{status}");
+    assert_eq!(status["jobs"], CHANGES, "{status}");
     assert_eq!(
         scalar(
             &db,
             "SELECT COUNT(*) FROM basic4_history WHERE source = 'sync'"
         )
         .await,
-        CUSTOMERS as i64,
+        CHANGES as i64,
         "one history row per change"
     );
     assert_eq!(
@@ -226,20 +192,50 @@ async fn workers_killed_while_applying_changes_apply_each_exactly_once() {
     assert_eq!(
         scalar(
             &db,
-            "SELECT COUNT(*) FROM outbox WHERE kind = 'basic4_changed'"
+            "SELECT COUNT(DISTINCT customer_id) FROM outbox WHERE kind = 'basic4_changed'"
         )
         .await,
-        CUSTOMERS as i64,
+        CHANGES as i64,
         "one notice per change"
     );
     assert_eq!(
+        scalar(&db, "SELECT COUNT(*) FROM outbox").await,
+        CHANGES as i64
+    );
+    assert_eq!(
         scalar(&db, "SELECT COUNT(*) FROM audit_events WHERE action = 'customer.updated' AND actor = 'worker'").await,
-        CUSTOMERS as i64
+        CHANGES as i64
+    );
+    // The customers hold the certificates J-LIS issued with the change.
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) FROM customers c JOIN sync_jobs j ON j.customer_id = c.id \
+             WHERE c.jpki_cert_serial = j.cert_serial"
+        )
+        .await,
+        0
     );
     kihon4_core::audit::verify_chain(&db)
         .await
         .unwrap()
         .expect("the audit chain verifies");
+
+    // Every notice reached the mail server; a kill between the server's
+    // acceptance and its record can repeat one, at most one per kill.
+    let messages = sink.wait_for(CHANGES, Duration::from_secs(30)).await;
+    let mut by_id: HashMap<String, usize> = HashMap::new();
+    for m in &messages {
+        *by_id
+            .entry(m["message_id"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(by_id.len(), CHANGES, "every notice arrived");
+    assert!(
+        messages.len() - CHANGES <= KILLS,
+        "{} repeats after {KILLS} kills",
+        messages.len() - CHANGES
+    );
     for w in &workers {
         w.signal("TERM");
     }

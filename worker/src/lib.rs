@@ -281,10 +281,10 @@ pub async fn sync_forever(
             return;
         }
         let mut busy = false;
-        match sync::runs::take_queued(&db).await {
+        match sync::runs::take_queued(&db, settings.lease).await {
             Ok(Some(run)) => {
                 busy = true;
-                detect(&db, provider.as_ref(), &detection, run.id).await;
+                detect(&db, provider.as_ref(), &detection, run.id, settings.lease).await;
             }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "queued sync runs could not be read"),
@@ -311,17 +311,40 @@ pub async fn sync_forever(
     }
 }
 
-/// Finds the customers a `revoked` run covers and enqueues them.
+/// Finds the customers a `revoked` run covers and enqueues them, renewing
+/// the run's detection lease meanwhile (a third of the lease apart).
 pub async fn detect(
     db: &DatabaseConnection,
     provider: &dyn Provider,
     detection: &Detection,
     run: uuid::Uuid,
+    lease: std::time::Duration,
 ) {
-    let found = match detection {
-        Detection::Crl(anchors) => sync::detect::by_crl(db, provider, anchors).await,
-        Detection::Liveness => sync::detect::by_liveness(db, provider).await,
-        Detection::Unavailable(why) => Err(kihon4_core::CoreError::Upstream(why.clone())),
+    let finding = async {
+        match detection {
+            Detection::Crl(anchors) => sync::detect::by_crl(db, provider, anchors).await,
+            Detection::Liveness => sync::detect::by_liveness(db, provider).await,
+            Detection::Unavailable(why) => Err(kihon4_core::CoreError::Upstream(why.clone())),
+        }
+    };
+    let renewing = async {
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            match sync::runs::renew_detection(db, run, lease).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(run = %run, error = %e, "the detection lease could not be renewed")
+                }
+            }
+        }
+    };
+    tokio::pin!(finding);
+    let found = tokio::select! {
+        found = &mut finding => found,
+        // The run was taken over and settled elsewhere: finish anyway; what
+        // this worker found is then not enqueued.
+        () = renewing => finding.await,
     };
     match found {
         Ok(targets) => match sync::runs::detected(db, run, &targets).await {

@@ -432,12 +432,15 @@ async fn a_revoked_run_asks_only_about_certificates_in_the_crl(backend: Backend)
     assert_eq!(run["jobs"], 0);
 
     // What the worker does with a queued run.
-    let taken = runs::take_queued(&app.db)
+    let taken = runs::take_queued(&app.db, std::time::Duration::from_secs(60))
         .await
         .unwrap()
         .expect("a queued run");
     assert!(
-        runs::take_queued(&app.db).await.unwrap().is_none(),
+        runs::take_queued(&app.db, std::time::Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none(),
         "taken once"
     );
     let anchors = TrustAnchors::load(&[sim.ca_pem()]).unwrap();
@@ -491,29 +494,48 @@ async fn a_revoked_run_asks_only_about_certificates_in_the_crl(backend: Backend)
         .as_str()
         .unwrap()
         .to_owned();
-    let first = runs::take_queued(&app.db).await.unwrap().expect("queued");
+    let first = runs::take_queued(&app.db, std::time::Duration::from_secs(60))
+        .await
+        .unwrap()
+        .expect("queued");
     assert_eq!(first.id.to_string(), abandoned);
     assert!(
-        runs::take_queued(&app.db).await.unwrap().is_none(),
+        runs::take_queued(&app.db, std::time::Duration::from_secs(60))
+            .await
+            .unwrap()
+            .is_none(),
         "not yet"
+    );
+    assert!(
+        runs::renew_detection(&app.db, first.id, std::time::Duration::from_secs(60))
+            .await
+            .unwrap(),
+        "the worker detecting renews its lease"
     );
     {
         use kihon4_core::entities::sync_runs as rows;
         rows::Entity::update_many()
             .col_expr(
-                rows::Column::StartedAt,
-                sea_orm::sea_query::Expr::value(chrono::Utc::now() - chrono::Duration::hours(1)),
+                rows::Column::LeaseExpiresAt,
+                sea_orm::sea_query::Expr::value(chrono::Utc::now() - chrono::Duration::seconds(1)),
             )
             .filter(rows::Column::Id.eq(first.id))
             .exec(&app.db)
             .await
             .unwrap();
     }
-    let again = runs::take_queued(&app.db)
+    let again = runs::take_queued(&app.db, std::time::Duration::from_secs(60))
         .await
         .unwrap()
         .expect("taken over");
     assert_eq!(again.id, first.id);
+    // Both workers finish detecting: the run's customers are enqueued once.
+    assert_eq!(runs::detected(&app.db, first.id, &found).await.unwrap(), 1);
+    assert_eq!(
+        runs::detected(&app.db, first.id, &found).await.unwrap(),
+        0,
+        "the second to finish enqueues nothing"
+    );
 
     // Two workers see the same scheduled tick: one acts on it.
     let tick = chrono::Utc::now();

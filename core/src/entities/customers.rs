@@ -21,6 +21,10 @@ pub struct Model {
     pub version: i64,
     pub created_at: DateTimeUtc,
     pub updated_at: DateTimeUtc,
+    /// Optional items J-LIS returns where the register has them.
+    pub name_kana: Option<String>,
+    pub former_surname: Option<String>,
+    pub overseas_move_on: Option<Date>,
 }
 
 // Rows hold personal data: a row printed by mistake shows only its identity.

@@ -106,6 +106,7 @@ pub async fn request(
         created_at: Set(at),
         started_at: Set(immediate.then_some(at)),
         finished_at: Set(None),
+        lease_expires_at: Set(None),
     })
     .exec_without_returning(&txn)
     .await?;
@@ -147,22 +148,28 @@ pub async fn list<C: ConnectionTrait>(
     Ok(out)
 }
 
-/// How long detection may take before another worker takes the run over
-/// (its first worker died, or is stuck).
-pub const DETECTION_LEASE: chrono::Duration = chrono::Duration::minutes(30);
-
-/// The oldest run waiting for detection (or abandoned in it), claimed by
-/// moving it to `detecting`.
-pub async fn take_queued(db: &DatabaseConnection) -> Result<Option<sync_runs::Model>, CoreError> {
+/// The oldest run waiting for detection, or abandoned in it (its lease ran
+/// out: the worker died), claimed by moving it to `detecting` under a lease
+/// of `lease`. The worker renews the lease with [`renew_detection`] while
+/// it detects.
+pub async fn take_queued(
+    db: &DatabaseConnection,
+    lease: std::time::Duration,
+) -> Result<Option<sync_runs::Model>, CoreError> {
     use sea_orm::Condition;
     let at = now();
+    let until = at + chrono::Duration::from_std(lease).expect("a lease of sane length");
     let waiting = || {
         Condition::any()
             .add(sync_runs::Column::Status.eq("queued"))
             .add(
                 Condition::all()
                     .add(sync_runs::Column::Status.eq("detecting"))
-                    .add(sync_runs::Column::StartedAt.lt(at - DETECTION_LEASE)),
+                    .add(
+                        Condition::any()
+                            .add(sync_runs::Column::LeaseExpiresAt.lt(at))
+                            .add(sync_runs::Column::LeaseExpiresAt.is_null()),
+                    ),
             )
     };
     let queued = sync_runs::Entity::find()
@@ -176,6 +183,7 @@ pub async fn take_queued(db: &DatabaseConnection) -> Result<Option<sync_runs::Mo
     let taken = sync_runs::Entity::update_many()
         .col_expr(sync_runs::Column::Status, Expr::value("detecting"))
         .col_expr(sync_runs::Column::StartedAt, Expr::value(at))
+        .col_expr(sync_runs::Column::LeaseExpiresAt, Expr::value(until))
         .filter(sync_runs::Column::Id.eq(run.id))
         .filter(waiting())
         .exec(db)
@@ -183,8 +191,26 @@ pub async fn take_queued(db: &DatabaseConnection) -> Result<Option<sync_runs::Mo
     Ok((taken.rows_affected == 1).then_some(sync_runs::Model {
         status: "detecting".into(),
         started_at: Some(at),
+        lease_expires_at: Some(until),
         ..run
     }))
+}
+
+/// Extends the lease on a run still in detection; `false` when the run is
+/// no longer detecting (another worker took it over and finished).
+pub async fn renew_detection(
+    db: &DatabaseConnection,
+    run: Uuid,
+    lease: std::time::Duration,
+) -> Result<bool, CoreError> {
+    let until = now() + chrono::Duration::from_std(lease).expect("a lease of sane length");
+    let renewed = sync_runs::Entity::update_many()
+        .col_expr(sync_runs::Column::LeaseExpiresAt, Expr::value(until))
+        .filter(sync_runs::Column::Id.eq(run))
+        .filter(sync_runs::Column::Status.eq("detecting"))
+        .exec(db)
+        .await?;
+    Ok(renewed.rows_affected == 1)
 }
 
 /// Detection found `targets` for `run`: enqueue them and let the run go on.
@@ -194,23 +220,40 @@ pub async fn detected(
     targets: &[(Uuid, String)],
 ) -> Result<u64, CoreError> {
     let txn = db::begin_write(db).await?;
-    let enqueued = jobs::enqueue(&txn, run, targets).await?;
-    sync_runs::Entity::update_many()
+    // Only the first of two workers that detected for the run (one taken
+    // over while the other was still at it) enqueues.
+    let moved = sync_runs::Entity::update_many()
         .col_expr(sync_runs::Column::Status, Expr::value("running"))
+        .col_expr(
+            sync_runs::Column::LeaseExpiresAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
         .filter(sync_runs::Column::Id.eq(run))
+        .filter(sync_runs::Column::Status.eq("detecting"))
         .exec(&txn)
         .await?;
+    if moved.rows_affected != 1 {
+        txn.rollback().await?;
+        return Ok(0);
+    }
+    let enqueued = jobs::enqueue(&txn, run, targets).await?;
     txn.commit().await?;
     Ok(enqueued)
 }
 
-/// The run could not go on (detection failed): `failed`, with the reason.
+/// The run could not go on (detection failed): `failed`, with the reason;
+/// unless another worker, which took the run over, got further with it.
 pub async fn fail(db: &DatabaseConnection, run: Uuid, why: &str) -> Result<(), CoreError> {
     sync_runs::Entity::update_many()
         .col_expr(sync_runs::Column::Status, Expr::value("failed"))
         .col_expr(sync_runs::Column::Error, Expr::value(why))
         .col_expr(sync_runs::Column::FinishedAt, Expr::value(now()))
+        .col_expr(
+            sync_runs::Column::LeaseExpiresAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
         .filter(sync_runs::Column::Id.eq(run))
+        .filter(sync_runs::Column::Status.eq("detecting"))
         .exec(db)
         .await?;
     Ok(())
@@ -262,10 +305,17 @@ pub async fn claim_tick(
 }
 
 /// Takes the queued run `id` for detection; false when another took it.
-pub async fn take(db: &DatabaseConnection, id: Uuid) -> Result<bool, CoreError> {
+pub async fn take(
+    db: &DatabaseConnection,
+    id: Uuid,
+    lease: std::time::Duration,
+) -> Result<bool, CoreError> {
+    let at = now();
+    let until = at + chrono::Duration::from_std(lease).expect("a lease of sane length");
     let taken = sync_runs::Entity::update_many()
         .col_expr(sync_runs::Column::Status, Expr::value("detecting"))
-        .col_expr(sync_runs::Column::StartedAt, Expr::value(now()))
+        .col_expr(sync_runs::Column::StartedAt, Expr::value(at))
+        .col_expr(sync_runs::Column::LeaseExpiresAt, Expr::value(until))
         .filter(sync_runs::Column::Id.eq(id))
         .filter(sync_runs::Column::Status.eq("queued"))
         .exec(db)
