@@ -429,3 +429,23 @@ pub(crate) async fn lock<C: ConnectionTrait>(
     }
     query.one(txn).await?.ok_or(CoreError::NotFound("customer"))
 }
+
+/// [`lock`] for many customers at once, in the order of their ids (so that
+/// two lockers cannot deadlock); those that do not exist are left out.
+pub(crate) async fn lock_many<C: ConnectionTrait>(
+    txn: &C,
+    ids: &[Uuid],
+) -> Result<std::collections::HashMap<Uuid, customers::Model>, CoreError> {
+    let mut query = customers::Entity::find()
+        .filter(customers::Column::Id.is_in(ids.iter().copied()))
+        .order_by_asc(customers::Column::Id);
+    if txn.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+        query = query.lock_exclusive();
+    }
+    Ok(query
+        .all(txn)
+        .await?
+        .into_iter()
+        .map(|row| (row.id, row))
+        .collect())
+}

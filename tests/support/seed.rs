@@ -7,13 +7,16 @@
 //! consent is only that it is active, for the certificate the customer holds.
 //! So the consents written here carry no signed document: their
 //! `document_sha256` and `signature_sha256` are digests of `fixture:` and the
-//! serial, and no audit event is written for them. Only tests and benchmarks
-//! use this.
+//! serial. Each customer gets a `customer.created` event (`"source":
+//! "fixture"`) on the real chain, with its four items as commitments, so
+//! that the audit tables hold what a live system's would. Only tests and
+//! benchmarks use this.
 
 use chrono::{DateTime, NaiveDate, SubsecRound, Utc};
+use kihon4_core::audit::{Actor, AuditContext, AuditEvent, Batch, append_batch};
 use kihon4_core::consent::texts::ConsentTexts;
 use kihon4_core::entities::{consent_events, consents, customers};
-use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait};
+use sea_orm::{ActiveValue::Set, DatabaseConnection, EntityTrait, TransactionTrait};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
@@ -67,18 +70,38 @@ pub async fn consenting_customers(
         let mut grants = Vec::new();
         let mut events = Vec::new();
         let mut registrations = Vec::new();
+        let mut audit = Batch::default();
+        let ctx = AuditContext::new(Actor::cli(), None);
         for item in page["items"].as_array().unwrap() {
             let Some(serial) = item["cert_serial"].as_str() else {
                 continue;
             };
-            let person = item["person_id"].as_str().unwrap();
+            // Numbered, not named after the resident's id: a run of 12
+            // digits in an id would read as a My Number and be refused.
+            let n = total + people.len() as u64 + 1;
             let b = &item["basic4"];
             let customer = Uuid::now_v7();
             let consent = Uuid::now_v7();
+            let mut event = AuditEvent::customer("customer.created", customer);
+            let mut committed = serde_json::Map::new();
+            for key in ["name", "address", "birth_date", "gender"] {
+                if let Some(v) = text(b, key) {
+                    committed.insert(key.into(), event.commit(&format!("after.basic4.{key}"), &v));
+                }
+            }
+            audit.push(
+                &ctx,
+                event
+                    .set(
+                        "after",
+                        json!({"basic4": committed, "jpki_cert_serial": serial}),
+                    )
+                    .set("source", json!("fixture")),
+            );
             people.push(customers::ActiveModel {
                 id: Set(customer),
-                external_ref: Set(format!("LOAD-{person}")),
-                email: Set(format!("load-{person}@example.jp")),
+                external_ref: Set(format!("LOAD-{n}")),
+                email: Set(format!("load-{n}@example.jp")),
                 locale: Set("ja".into()),
                 name: Set(text(b, "name")),
                 name_flags: Set(text(b, "name_substitute_flags")),
@@ -137,6 +160,9 @@ pub async fn consenting_customers(
             }));
         }
         let count = people.len() as u64;
+        let txn = db.begin().await.unwrap();
+        append_batch(&txn, audit).await.unwrap();
+        txn.commit().await.unwrap();
         for chunk in people.chunks(ROWS) {
             customers::Entity::insert_many(chunk.to_vec())
                 .exec_without_returning(db)

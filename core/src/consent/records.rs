@@ -411,6 +411,44 @@ pub(crate) async fn active_consent<C: ConnectionTrait>(
     }))
 }
 
+/// The active consent of each of `customer_ids` that has one, with its last
+/// event's sequence number: [`active_consent`] for many customers in two
+/// queries.
+pub(crate) async fn active_consents<C: ConnectionTrait>(
+    txn: &C,
+    customer_ids: &[Uuid],
+    at: DateTime<Utc>,
+) -> Result<std::collections::HashMap<Uuid, (consents::Model, i32)>, CoreError> {
+    let mut out = std::collections::HashMap::new();
+    if customer_ids.is_empty() {
+        return Ok(out);
+    }
+    let rows = consents::Entity::find()
+        .filter(consents::Column::CustomerId.is_in(customer_ids.iter().copied()))
+        .order_by_asc(consents::Column::Id)
+        .all(txn)
+        .await?;
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
+    let events = events_of(txn, &ids).await?;
+    let mut by_consent: std::collections::HashMap<Uuid, Vec<consent_events::Model>> =
+        std::collections::HashMap::new();
+    for e in events {
+        by_consent.entry(e.consent_id).or_default().push(e);
+    }
+    // The newest active consent of each customer.
+    for row in rows.into_iter().rev() {
+        if out.contains_key(&row.customer_id) {
+            continue;
+        }
+        let mine = by_consent.get(&row.id).map(Vec::as_slice).unwrap_or(&[]);
+        let seq = mine.last().map_or(0, |e| e.seq);
+        if derive_status(mine, row.expires_at, at) == ConsentStatus::Active {
+            out.insert(row.customer_id, (row, seq));
+        }
+    }
+    Ok(out)
+}
+
 /// Verifies a signed consent and records it with everything that follows from it.
 pub async fn grant(
     db: &DatabaseConnection,

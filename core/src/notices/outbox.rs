@@ -50,6 +50,19 @@ pub async fn enqueue<C: ConnectionTrait>(
     notices: &Notices,
     notice: NewNotice<'_>,
 ) -> Result<Uuid, CoreError> {
+    let (id, row) = prepare(notices, notice)?;
+    outbox::Entity::insert(row)
+        .exec_without_returning(txn)
+        .await?;
+    Ok(id)
+}
+
+/// The outbox row of `notice`, rendered and composed, for a caller that
+/// inserts many at once; with its id.
+pub fn prepare(
+    notices: &Notices,
+    notice: NewNotice<'_>,
+) -> Result<(Uuid, outbox::ActiveModel), CoreError> {
     let rendered = notices
         .render(
             notice.kind,
@@ -64,27 +77,27 @@ pub async fn enqueue<C: ConnectionTrait>(
     let message = notices
         .compose(notice.to.as_str(), &message_id, &rendered, at)
         .map_err(|e| CoreError::Corrupt(format!("a notice cannot be composed: {e}")))?;
-    outbox::Entity::insert(outbox::ActiveModel {
-        id: Set(id),
-        customer_id: Set(notice.customer_id),
-        kind: Set(notice.kind.as_str().to_owned()),
-        locale: Set(notice.locale.as_str().to_owned()),
-        to_address: Set(notice.to.as_str().to_owned()),
-        message: Set(message),
-        message_id: Set(message_id),
-        status: Set("pending".to_owned()),
-        attempts: Set(0),
-        run_at: Set(at),
-        lease_owner: Set(None),
-        lease_expires_at: Set(None),
-        last_error: Set(None),
-        server_response: Set(None),
-        created_at: Set(at),
-        sent_at: Set(None),
-    })
-    .exec_without_returning(txn)
-    .await?;
-    Ok(id)
+    Ok((
+        id,
+        outbox::ActiveModel {
+            id: Set(id),
+            customer_id: Set(notice.customer_id),
+            kind: Set(notice.kind.as_str().to_owned()),
+            locale: Set(notice.locale.as_str().to_owned()),
+            to_address: Set(notice.to.as_str().to_owned()),
+            message: Set(message),
+            message_id: Set(message_id),
+            status: Set("pending".to_owned()),
+            attempts: Set(0),
+            run_at: Set(at),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+            last_error: Set(None),
+            server_response: Set(None),
+            created_at: Set(at),
+            sent_at: Set(None),
+        },
+    ))
 }
 
 /// Claims up to `limit` due notices for `owner` until `lease` from now.

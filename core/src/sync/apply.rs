@@ -19,16 +19,17 @@ use uuid::Uuid;
 use super::SyncSettings;
 use super::reviews;
 use crate::audit::{self, Actor, AuditContext, AuditEvent, Batch};
-use crate::consent::records::{active_consent, event_row, registration_row};
+use crate::consent::records::{active_consents, event_row, registration_row};
 use crate::customers::{self, Basic4Source, Customer, CustomerStatus, basic4_json};
 use crate::db;
 use crate::domain::{Basic4, Locale};
 use crate::entities::{
-    basic4_history, consent_events, customers as customer_rows, provider_registrations, sync_jobs,
+    basic4_history, consent_events, customers as customer_rows, outbox, provider_registrations,
+    sync_jobs,
 };
 use crate::error::CoreError;
 use crate::notices::templates::{format_date, gender_label, item_label, revocation_label};
-use crate::notices::{self, NewNotice, NoticeKind, Notices};
+use crate::notices::{NewNotice, NoticeKind, Notices, outbox::prepare};
 use crate::provider::{Latest, RevokedReason};
 
 fn now() -> DateTime<Utc> {
@@ -56,33 +57,6 @@ fn reason_name(reason: &RevokedReason) -> &'static str {
     }
 }
 
-/// Marks the job done with `outcome`, if `owner` still holds it.
-async fn finish_job(
-    txn: &DatabaseTransaction,
-    owner: &str,
-    job: &sync_jobs::Model,
-    outcome: &str,
-) -> Result<bool, CoreError> {
-    let done = sync_jobs::Entity::update_many()
-        .col_expr(sync_jobs::Column::Status, Expr::value("done"))
-        .col_expr(sync_jobs::Column::Outcome, Expr::value(outcome))
-        .col_expr(sync_jobs::Column::FinishedAt, Expr::value(now()))
-        .col_expr(
-            sync_jobs::Column::LeaseOwner,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            sync_jobs::Column::LeaseExpiresAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
-        .filter(sync_jobs::Column::Id.eq(job.id))
-        .filter(sync_jobs::Column::LeaseOwner.eq(owner))
-        .filter(sync_jobs::Column::Status.eq("pending"))
-        .exec(txn)
-        .await?;
-    Ok(done.rows_affected == 1)
-}
-
 /// The items that differ, each with its label and new value in `locale`.
 fn changes(locale: Locale, before: Option<&Basic4>, after: &Basic4) -> Vec<Value> {
     let mut out = Vec::new();
@@ -108,6 +82,76 @@ fn changes(locale: Locale, before: Option<&Basic4>, after: &Basic4) -> Vec<Value
     out
 }
 
+/// What a batch's answers write besides the customers' rows, gathered and
+/// written a few statements per batch at its end.
+#[derive(Default)]
+struct Staged {
+    events: Batch,
+    history: Vec<basic4_history::ActiveModel>,
+    registrations: Vec<provider_registrations::ActiveModel>,
+    notices: Vec<outbox::ActiveModel>,
+    /// Jobs done, with their outcome.
+    done: Vec<(Uuid, &'static str)>,
+}
+
+/// Rows per multi-row INSERT.
+const ROWS: usize = 100;
+
+impl Staged {
+    /// Writes everything gathered; `false` when some job is no longer ours.
+    async fn flush(self, txn: &DatabaseTransaction, owner: &str) -> Result<bool, CoreError> {
+        let at = now();
+        let mut by_outcome: std::collections::BTreeMap<&str, Vec<Uuid>> = Default::default();
+        for (job, outcome) in &self.done {
+            by_outcome.entry(outcome).or_default().push(*job);
+        }
+        let mut finished = 0;
+        for (outcome, jobs) in by_outcome {
+            for chunk in jobs.chunks(ROWS * 5) {
+                finished += sync_jobs::Entity::update_many()
+                    .col_expr(sync_jobs::Column::Status, Expr::value("done"))
+                    .col_expr(sync_jobs::Column::Outcome, Expr::value(outcome))
+                    .col_expr(sync_jobs::Column::FinishedAt, Expr::value(at))
+                    .col_expr(
+                        sync_jobs::Column::LeaseOwner,
+                        Expr::value(Option::<String>::None),
+                    )
+                    .col_expr(
+                        sync_jobs::Column::LeaseExpiresAt,
+                        Expr::value(Option::<DateTime<Utc>>::None),
+                    )
+                    .filter(sync_jobs::Column::Id.is_in(chunk.iter().copied()))
+                    .filter(sync_jobs::Column::LeaseOwner.eq(owner))
+                    .filter(sync_jobs::Column::Status.eq("pending"))
+                    .exec(txn)
+                    .await?
+                    .rows_affected;
+            }
+        }
+        if finished != self.done.len() as u64 {
+            return Ok(false);
+        }
+        for chunk in self.history.chunks(ROWS) {
+            basic4_history::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(txn)
+                .await?;
+        }
+        for chunk in self.registrations.chunks(ROWS) {
+            provider_registrations::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(txn)
+                .await?;
+        }
+        for chunk in self.notices.chunks(ROWS) {
+            outbox::Entity::insert_many(chunk.to_vec())
+                .exec_without_returning(txn)
+                .await?;
+        }
+        // Last: the chain lock is held from here to commit.
+        audit::append_batch(txn, self.events).await?;
+        Ok(true)
+    }
+}
+
 /// Applies `latest` for `job` in a transaction of its own. Returns the
 /// outcome recorded, or `None` when the job was no longer ours (nothing
 /// written).
@@ -119,17 +163,9 @@ pub async fn apply(
     job: &sync_jobs::Model,
     latest: &Latest,
 ) -> Result<Option<&'static str>, CoreError> {
-    let txn = db::begin_write(db).await?;
-    let mut events = Batch::default();
-    let Some(outcome) = write(&txn, &mut events, notices, settings, owner, job, latest).await?
-    else {
-        // Another worker took the job over: whatever was written goes.
-        txn.rollback().await?;
-        return Ok(None);
-    };
-    audit::append_batch(&txn, events).await?;
-    txn.commit().await?;
-    Ok(Some(outcome))
+    Ok(write_all(db, notices, settings, owner, &[(job, latest)])
+        .await?
+        .map(|outcomes| outcomes[0]))
 }
 
 /// Applies each answer of `batch` in one transaction and one chain append;
@@ -160,7 +196,7 @@ pub async fn apply_batch(
 }
 
 /// The whole batch in one transaction, or `None` (rolled back) when some
-/// job is no longer ours.
+/// job is no longer ours. The customers are locked together, in id order.
 async fn write_all(
     db: &DatabaseConnection,
     notices: &Notices,
@@ -168,11 +204,32 @@ async fn write_all(
     owner: &str,
     batch: &[(&sync_jobs::Model, &Latest)],
 ) -> Result<Option<Vec<&'static str>>, CoreError> {
+    let at = now();
     let txn = db::begin_write(db).await?;
-    let mut events = Batch::default();
+    let ids: Vec<Uuid> = batch.iter().map(|(job, _)| job.customer_id).collect();
+    let mut rows = customers::lock_many(&txn, &ids).await?;
+    let mut active = active_consents(&txn, &ids, at).await?;
+    let mut staged = Staged::default();
     let mut outcomes = Vec::with_capacity(batch.len());
     for (job, latest) in batch {
-        match write(&txn, &mut events, notices, settings, owner, job, latest).await? {
+        let row = rows
+            .remove(&job.customer_id)
+            .ok_or(CoreError::NotFound("customer"))?;
+        let consent = active.remove(&job.customer_id);
+        match write(
+            &txn,
+            &mut staged,
+            notices,
+            settings,
+            owner,
+            job,
+            latest,
+            row,
+            consent,
+            at,
+        )
+        .await?
+        {
             Some(outcome) => outcomes.push(outcome),
             None => {
                 txn.rollback().await?;
@@ -180,32 +237,39 @@ async fn write_all(
             }
         }
     }
-    audit::append_batch(&txn, events).await?;
+    if !staged.flush(&txn, owner).await? {
+        // Another worker took a job over: whatever was written goes.
+        txn.rollback().await?;
+        return Ok(None);
+    }
     txn.commit().await?;
     Ok(Some(outcomes))
 }
 
-/// Writes what `latest` means for `job` in `txn`, its audit events joining
-/// `events`. `None`: the job is no longer ours, and the caller rolls back.
+/// Writes what `latest` means for `job`, whose customer's locked `row` and
+/// active consent are given; the rest joins `staged`. `None`: the job is no
+/// longer ours, and the caller rolls back.
+#[allow(clippy::too_many_arguments)]
 async fn write(
     txn: &DatabaseTransaction,
-    events: &mut Batch,
+    staged: &mut Staged,
     notices: &Notices,
     settings: SyncSettings,
     owner: &str,
     job: &sync_jobs::Model,
     latest: &Latest,
+    row: customer_rows::Model,
+    active: Option<(crate::entities::consents::Model, i32)>,
+    at: DateTime<Utc>,
 ) -> Result<Option<&'static str>, CoreError> {
     let mut outcome = outcome_name(latest);
     let worker = AuditContext::new(Actor::worker(), None);
-    let at = now();
-    let row = customers::lock(txn, job.customer_id).await?;
     let customer = Customer::try_from(row.clone())?;
     let local = |t: DateTime<Utc>| t.with_timezone(&settings.timezone).date_naive();
     // The consent may have ended since the job was made (withdrawn, expired):
     // then what J-LIS says is not taken into the record.
-    let active = active_consent(txn, customer.id, at).await?;
     let consenting = active.is_some();
+    let events = &mut staged.events;
 
     match latest {
         Latest::Unchanged => {}
@@ -263,7 +327,7 @@ async fn write(
                     // An edit won the race since the row was read: try again later.
                     return Err(CoreError::Conflict("the customer changed meanwhile"));
                 }
-                basic4_history::Entity::insert(basic4_history::ActiveModel {
+                staged.history.push(basic4_history::ActiveModel {
                     id: Set(Uuid::now_v7()),
                     customer_id: Set(customer.id),
                     customer_version: Set(version),
@@ -272,29 +336,23 @@ async fn write(
                     after: Set(basic4_json(basic4)),
                     reported_on: Set(Some(*changed_on)),
                     changed_at: Set(at),
-                })
-                .exec_without_returning(txn)
-                .await?;
+                });
                 // The subscription follows the certificate.
                 if let Some((consent, _)) = &active {
                     if let Some(old) = old_serial.as_deref().filter(|o| *o != new_serial) {
-                        provider_registrations::Entity::insert(registration_row(
+                        staged.registrations.push(registration_row(
                             consent.id,
                             old,
                             "unsubscribe",
                             at,
-                        ))
-                        .exec_without_returning(txn)
-                        .await?;
+                        ));
                     }
-                    provider_registrations::Entity::insert(registration_row(
+                    staged.registrations.push(registration_row(
                         consent.id,
                         new_serial,
                         "subscribe",
                         at,
-                    ))
-                    .exec_without_returning(txn)
-                    .await?;
+                    ));
                 }
                 let items = changes(customer.locale, customer.basic4.as_ref(), basic4);
                 let mut event = AuditEvent::customer("customer.updated", customer.id);
@@ -321,8 +379,7 @@ async fn write(
                     .set("reported_on", json!(changed_on))
                     .set("job", json!(job.id));
                 if !items.is_empty() && customer.status != CustomerStatus::Deceased {
-                    let notice = notices::enqueue(
-                        txn,
+                    let (notice, row) = prepare(
                         notices,
                         NewNotice {
                             kind: NoticeKind::Basic4Changed,
@@ -335,8 +392,8 @@ async fn write(
                                 "reported_on": format_date(customer.locale, *changed_on),
                             }),
                         },
-                    )
-                    .await?;
+                    )?;
+                    staged.notices.push(row);
                     event = event.set(
                         "notice",
                         json!({"id": notice, "kind": NoticeKind::Basic4Changed.as_str()}),
@@ -391,8 +448,7 @@ async fn write(
                 .as_ref()
                 .filter(|_| opened.is_some() && customer.status != CustomerStatus::Deceased);
             if let Some((consent, _)) = consent {
-                let notice = notices::enqueue(
-                    txn,
+                let (notice, row) = prepare(
                     notices,
                     NewNotice {
                         kind: NoticeKind::CertificateRevoked,
@@ -412,8 +468,8 @@ async fn write(
                             },
                         }),
                     },
-                )
-                .await?;
+                )?;
+                staged.notices.push(row);
                 let event = AuditEvent::customer("notice.queued", customer.id).set(
                     "notice",
                     json!({"id": notice, "kind": NoticeKind::CertificateRevoked.as_str(), "job": job.id}),
@@ -488,8 +544,7 @@ async fn write(
                 )
                 .set("job", json!(job.id));
                 if customer.status != CustomerStatus::Deceased {
-                    let notice = notices::enqueue(
-                        txn,
+                    let (notice, row) = prepare(
                         notices,
                         NewNotice {
                             kind: NoticeKind::ConsentLapsed,
@@ -499,8 +554,8 @@ async fn write(
                             customer_name: customer.basic4.as_ref().map(|b| b.name.as_str()),
                             data: json!({}),
                         },
-                    )
-                    .await?;
+                    )?;
+                    staged.notices.push(row);
                     event = event.set(
                         "notice",
                         json!({"id": notice, "kind": NoticeKind::ConsentLapsed.as_str()}),
@@ -529,8 +584,6 @@ async fn write(
             .await?;
         }
     }
-    if !finish_job(txn, owner, job, outcome).await? {
-        return Ok(None);
-    }
+    staged.done.push((job.id, outcome));
     Ok(Some(outcome))
 }
