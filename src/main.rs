@@ -69,10 +69,33 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
     },
+    /// Customers in bulk.
+    Customers {
+        #[command(subcommand)]
+        command: CustomersCommand,
+    },
     /// Bearer tokens for the configured key.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CustomersCommand {
+    /// Imports customers from a CSV file (columns external_ref, email,
+    /// locale, and optionally name, address, birth_date, gender); rows
+    /// that cannot be imported go to a report by line number and reason.
+    /// Importing the same file again changes nothing.
+    Import {
+        /// The CSV file, with a header row.
+        file: PathBuf,
+        /// The file's encoding: utf-8 (with or without BOM) or shift_jis (CP932).
+        #[arg(long, default_value = "utf-8", value_parser = ["utf-8", "shift_jis", "cp932"])]
+        encoding: String,
+        /// Where rejected rows are reported (default: FILE.rejected.csv).
+        #[arg(long, value_name = "FILE")]
+        rejected: Option<PathBuf>,
     },
 }
 
@@ -183,6 +206,18 @@ fn main() -> ExitCode {
             unreachable!("handled before the configuration is read")
         }
         Command::Migrate => run::block_on(run::migrate(config)),
+        Command::Customers {
+            command:
+                CustomersCommand::Import {
+                    file,
+                    encoding,
+                    rejected,
+                },
+        } => {
+            let encoding =
+                kihon4_core::import::Encoding::parse(&encoding).expect("clap checked it");
+            run::block_on(run::import_customers(config, file, encoding, rejected))
+        }
         Command::Sync {
             command: SyncCommand::RunOnce { scope, customer },
         } => {

@@ -15,6 +15,7 @@ use crate::db;
 use crate::domain::{Basic4, CertSerial, Email, ExternalRef, Locale, RawBasic4};
 use crate::entities::{basic4_history, customers};
 use crate::error::CoreError;
+use crate::provider::OptionalItems;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CustomerStatus {
@@ -52,6 +53,8 @@ pub struct Customer {
     pub email: Email,
     pub locale: Locale,
     pub basic4: Option<Basic4>,
+    /// What J-LIS returned beyond the four, where the register has it.
+    pub optional: OptionalItems,
     pub status: CustomerStatus,
     pub jpki_cert_serial: Option<CertSerial>,
     pub version: i64,
@@ -88,6 +91,11 @@ impl TryFrom<customers::Model> for Customer {
             email: Email::parse(&row.email).map_err(|_| corrupt("email"))?,
             locale: Locale::parse(&row.locale).map_err(|_| corrupt("locale"))?,
             basic4,
+            optional: OptionalItems {
+                name_kana: row.name_kana.clone(),
+                former_surname: row.former_surname.clone(),
+                overseas_move_on: row.overseas_move_on,
+            },
             status: CustomerStatus::parse(&row.status)?,
             jpki_cert_serial: row
                 .jpki_cert_serial
@@ -124,6 +132,8 @@ pub enum Basic4Source {
     Api,
     Consent,
     Sync,
+    /// `kihon4 customers import`.
+    Import,
 }
 
 impl Basic4Source {
@@ -132,6 +142,7 @@ impl Basic4Source {
             Self::Api => "api",
             Self::Consent => "consent",
             Self::Sync => "sync",
+            Self::Import => "import",
         }
     }
 }
@@ -146,6 +157,50 @@ pub fn basic4_json(b: &Basic4) -> Value {
         "birth_date": b.birth_date.to_iso(),
         "gender": b.gender.code(),
     })
+}
+
+/// The four items and the optional ones present, as plain JSON (the
+/// optional ones under the names J-LIS gives them).
+pub fn items_json(b: &Basic4, optional: &OptionalItems) -> Value {
+    let mut v = basic4_json(b);
+    if let Value::Object(map) = &mut v {
+        if let Some(kana) = &optional.name_kana {
+            map.insert("name_kana".into(), json!(kana));
+        }
+        if let Some(surname) = &optional.former_surname {
+            map.insert("former_surname".into(), json!(surname));
+        }
+        if let Some(on) = optional.overseas_move_on {
+            map.insert("overseas_move".into(), json!({"scheduled_on": on}));
+        }
+    }
+    v
+}
+
+/// The optional items present as commitments, for an audit event; `prefix`
+/// is where they stand.
+pub(crate) fn optional_commitments(
+    event: &mut AuditEvent,
+    prefix: &str,
+    optional: &OptionalItems,
+) -> Value {
+    let mut out = Map::new();
+    for (key, value) in [
+        ("name_kana", optional.name_kana.clone()),
+        ("former_surname", optional.former_surname.clone()),
+        (
+            "overseas_move_on",
+            optional.overseas_move_on.map(|d| d.to_string()),
+        ),
+    ] {
+        if let Some(value) = value {
+            out.insert(
+                key.to_owned(),
+                event.commit(&format!("{prefix}.{key}"), &value),
+            );
+        }
+    }
+    Value::Object(out)
 }
 
 /// The four items as commitments, for an audit event; `prefix` is where they stand.
@@ -174,19 +229,10 @@ fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-/// Creates a customer with its audit event (and history, when the four
-/// items are known). The audit append comes last: it holds the chain lock
-/// until commit.
-pub async fn create(
-    db: &DatabaseConnection,
-    ctx: &AuditContext,
-    new: NewCustomer,
-) -> Result<Customer, CoreError> {
-    let txn = db::begin_write(db).await?;
-    let id = Uuid::now_v7();
-    let at = now();
+/// The row of a new customer.
+pub(crate) fn new_row(id: Uuid, new: &NewCustomer, at: DateTime<Utc>) -> customers::ActiveModel {
     let b = new.basic4.as_ref();
-    let row = customers::ActiveModel {
+    customers::ActiveModel {
         id: Set(id),
         external_ref: Set(new.external_ref.as_str().to_owned()),
         email: Set(new.email.as_str().to_owned()),
@@ -206,31 +252,30 @@ pub async fn create(
         name_kana: Set(None),
         former_surname: Set(None),
         overseas_move_on: Set(None),
-    };
-    // The unique index decides, also between processes racing for one external_ref.
-    match customers::Entity::insert(row)
-        .exec_without_returning(&txn)
-        .await
-    {
-        Ok(_) => {}
-        Err(e) if db::is_unique_violation(&e) => return Err(CoreError::ExternalRefTaken),
-        Err(e) => return Err(e.into()),
     }
-    if let Some(b) = b {
-        basic4_history::Entity::insert(basic4_history::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            customer_id: Set(id),
-            customer_version: Set(1),
-            source: Set(Basic4Source::Api.as_str().to_owned()),
-            before: Set(None),
-            after: Set(basic4_json(b)),
-            reported_on: Set(None),
-            changed_at: Set(at),
-        })
-        .exec_without_returning(&txn)
-        .await?;
-    }
+}
 
+/// The first history entry of a customer created with the four items.
+pub(crate) fn first_history(
+    id: Uuid,
+    b: &Basic4,
+    source: Basic4Source,
+    at: DateTime<Utc>,
+) -> basic4_history::ActiveModel {
+    basic4_history::ActiveModel {
+        id: Set(Uuid::now_v7()),
+        customer_id: Set(id),
+        customer_version: Set(1),
+        source: Set(source.as_str().to_owned()),
+        before: Set(None),
+        after: Set(basic4_json(b)),
+        reported_on: Set(None),
+        changed_at: Set(at),
+    }
+}
+
+/// The `customer.created` event of a new customer.
+pub(crate) fn created_event(id: Uuid, new: &NewCustomer) -> AuditEvent {
     let mut event = AuditEvent::customer("customer.created", id);
     let mut after = Map::new();
     after.insert("external_ref".into(), json!(new.external_ref.as_str()));
@@ -241,13 +286,41 @@ pub async fn create(
     after.insert("locale".into(), json!(new.locale.as_str()));
     after.insert("status".into(), json!(CustomerStatus::Active.as_str()));
     after.insert("version".into(), json!(1));
-    if let Some(b) = b {
+    if let Some(b) = &new.basic4 {
         after.insert(
             "basic4".into(),
             basic4_commitments(&mut event, "after.basic4", b),
         );
     }
-    audit::append(&txn, ctx, event.set("after", Value::Object(after))).await?;
+    event.set("after", Value::Object(after))
+}
+
+/// Creates a customer with its audit event (and history, when the four
+/// items are known). The audit append comes last: it holds the chain lock
+/// until commit.
+pub async fn create(
+    db: &DatabaseConnection,
+    ctx: &AuditContext,
+    new: NewCustomer,
+) -> Result<Customer, CoreError> {
+    let txn = db::begin_write(db).await?;
+    let id = Uuid::now_v7();
+    let at = now();
+    // The unique index decides, also between processes racing for one external_ref.
+    match customers::Entity::insert(new_row(id, &new, at))
+        .exec_without_returning(&txn)
+        .await
+    {
+        Ok(_) => {}
+        Err(e) if db::is_unique_violation(&e) => return Err(CoreError::ExternalRefTaken),
+        Err(e) => return Err(e.into()),
+    }
+    if let Some(b) = &new.basic4 {
+        basic4_history::Entity::insert(first_history(id, b, Basic4Source::Api, at))
+            .exec_without_returning(&txn)
+            .await?;
+    }
+    audit::append(&txn, ctx, created_event(id, &new)).await?;
     txn.commit().await?;
     Ok(Customer {
         id,
@@ -255,6 +328,7 @@ pub async fn create(
         email: new.email,
         locale: new.locale,
         basic4: new.basic4,
+        optional: OptionalItems::default(),
         status: CustomerStatus::Active,
         jpki_cert_serial: None,
         version: 1,

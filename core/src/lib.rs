@@ -12,6 +12,7 @@ pub mod domain;
 pub mod entities;
 pub mod error;
 pub mod idempotency;
+pub mod import;
 pub mod jpki;
 pub mod notices;
 pub mod provider;

@@ -214,6 +214,7 @@ impl Population {
             id: self.id(),
             partition: crate::municipality::of_address(basic4.address.as_str()),
             basic4,
+            extras: Default::default(),
             deceased: false,
         };
         let cert = crate::residents::lazy(

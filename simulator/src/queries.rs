@@ -2,7 +2,6 @@
 //! institution holds, given the consent registered for it.
 
 use chrono::Utc;
-use kihon4_core::customers::basic4_json;
 use kihon4_core::domain::CertSerial;
 use serde_json::{Value, json};
 
@@ -44,7 +43,7 @@ pub async fn answer(sim: &Simulator, serial: &CertSerial) -> anyhow::Result<Valu
         v["current_cert_serial"] = json!(current.serial.as_str());
         v["changed_on"] =
             json!(changed_on.unwrap_or_else(|| current.issued_at.date_naive().to_string()));
-        v["basic4"] = basic4_json(&person.basic4);
+        v["basic4"] = person.items_json();
         return Ok(v);
     }
     let revoked = |reason: &str| {

@@ -31,9 +31,66 @@ pub struct Basic4Body {
     address_substitute_flags: Option<String>,
     birth_date: Option<String>,
     gender: Option<String>,
+    /// Optional items the register may hold: furigana, a former surname,
+    /// a scheduled move abroad.
+    name_kana: Option<String>,
+    former_surname: Option<String>,
+    overseas_move: Option<OverseasMove>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OverseasMove {
+    scheduled_on: chrono::NaiveDate,
 }
 
 impl Basic4Body {
+    /// The optional items given, checked: furigana in kana, a surname of at
+    /// most 50 characters.
+    fn extras(&self) -> Result<serde_json::Map<String, Value>, Problem> {
+        let mut out = serde_json::Map::new();
+        let mut errors = kihon4_core::domain::FieldErrors::new();
+        if let Some(kana) = &self.name_kana {
+            let ok = !kana.trim().is_empty()
+                && kana.chars().count() <= 100
+                && kana.chars().all(|c| {
+                    matches!(c, '\u{3041}'..='\u{309F}' | '\u{30A0}'..='\u{30FF}' | ' ' | '\u{3000}')
+                });
+            if ok {
+                out.insert("name_kana".into(), json!(kana));
+            } else {
+                errors.push(
+                    "basic4.name_kana",
+                    kihon4_core::domain::ValueError::invalid("must be 1 to 100 kana"),
+                );
+            }
+        }
+        if let Some(surname) = &self.former_surname {
+            let ok = !surname.trim().is_empty()
+                && surname.chars().count() <= 50
+                && !surname.chars().any(char::is_control);
+            if ok {
+                out.insert("former_surname".into(), json!(surname));
+            } else {
+                errors.push(
+                    "basic4.former_surname",
+                    kihon4_core::domain::ValueError::invalid("must be 1 to 50 characters"),
+                );
+            }
+        }
+        if let Some(m) = &self.overseas_move {
+            out.insert(
+                "overseas_move".into(),
+                json!({"scheduled_on": m.scheduled_on.to_string()}),
+            );
+        }
+        if errors.is_empty() {
+            Ok(out)
+        } else {
+            Err(Problem::from(errors))
+        }
+    }
+
     fn parse(&self) -> Result<Basic4, Problem> {
         Basic4::parse(RawBasic4 {
             name: self.name.as_deref(),
@@ -74,6 +131,7 @@ pub async fn create_person(
         id: uuid::Uuid::now_v7().to_string(),
         partition: crate::municipality::of_address(basic4.address.as_str()),
         basic4,
+        extras: body.basic4.extras()?,
         deceased: false,
     };
     let issued = {
@@ -185,11 +243,14 @@ pub async fn life_event(
         );
         Problem::from(e)
     })?;
-    let person = sim
+    let mut person = sim
         .store
         .person(&id)
         .await?
         .ok_or_else(|| Problem::not_found("person"))?;
+    if let Some(b) = &body.basic4 {
+        person.extras.extend(b.extras()?);
+    }
     let given = body.basic4.as_ref().map(|b| RawBasic4 {
         name: b.name.as_deref(),
         name_substitute_flags: b.name_substitute_flags.as_deref(),
@@ -816,6 +877,12 @@ pub async fn bulk_events(
                     person.partition = crate::municipality::of_address(&address);
                 }
                 EventKind::Rename => {
+                    // The surname given up is registered as the former one.
+                    if let Some((surname, _)) = person.basic4.name.as_str().split_once(' ') {
+                        person
+                            .extras
+                            .insert("former_surname".into(), json!(surname));
+                    }
                     let name = population.renamed(person.basic4.name.as_str());
                     person.basic4.name =
                         kihon4_core::domain::Name::parse(&name, None).map_err(Problem::internal)?;

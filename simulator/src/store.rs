@@ -157,8 +157,25 @@ pub struct LifeEvent<'a> {
 pub struct Person {
     pub id: String,
     pub basic4: Basic4,
+    /// The optional items the register holds for some (`name_kana`,
+    /// `former_surname`, `overseas_move`), as J-LIS returns them.
+    pub extras: serde_json::Map<String, serde_json::Value>,
     pub partition: CrlPartition,
     pub deceased: bool,
+}
+
+/// The optional items a person may carry beside the four.
+pub const EXTRAS: [&str; 3] = ["name_kana", "former_surname", "overseas_move"];
+
+impl Person {
+    /// The four items and the optional ones, as stored and as J-LIS answers.
+    pub fn items_json(&self) -> serde_json::Value {
+        let mut v = basic4_json(&self.basic4);
+        if let serde_json::Value::Object(map) = &mut v {
+            map.extend(self.extras.clone());
+        }
+        v
+    }
 }
 
 /// A resident as `GET /sim/persons` lists them.
@@ -220,7 +237,7 @@ impl Store {
             "INSERT INTO persons (id, basic4, prefecture, city, status, created_at) VALUES (?, ?, ?, ?, ?, ?)",
             vec![
                 person.id.clone().into(),
-                basic4_json(&person.basic4).to_string().into(),
+                person.items_json().to_string().into(),
                 person.partition.prefecture.clone().into(),
                 person.partition.city.clone().into(),
                 if person.deceased { "deceased" } else { "alive" }.into(),
@@ -242,9 +259,9 @@ impl Store {
             .await?;
         let Some(row) = row else { return Ok(None) };
         let basic4: String = row.try_get("", "basic4")?;
-        let basic4: serde_json::Value =
+        let stored: serde_json::Value =
             serde_json::from_str(&basic4).map_err(|_| corrupt("basic4"))?;
-        let field = |k: &str| basic4.get(k).and_then(|v| v.as_str());
+        let field = |k: &str| stored.get(k).and_then(|v| v.as_str());
         let basic4 = Basic4::parse(RawBasic4 {
             name: field("name"),
             name_substitute_flags: field("name_substitute_flags"),
@@ -254,9 +271,14 @@ impl Store {
             gender: field("gender"),
         })
         .map_err(|_| corrupt("basic4"))?;
+        let extras = EXTRAS
+            .iter()
+            .filter_map(|k| stored.get(*k).map(|v| ((*k).to_owned(), v.clone())))
+            .collect();
         Ok(Some(Person {
             id: row.try_get("", "id")?,
             basic4,
+            extras,
             partition: CrlPartition {
                 prefecture: row.try_get("", "prefecture")?,
                 city: row.try_get("", "city")?,
@@ -421,7 +443,7 @@ impl Store {
             for (p, _) in chunk {
                 values.extend([
                     p.id.clone().into(),
-                    basic4_json(&p.basic4).to_string().into(),
+                    p.items_json().to_string().into(),
                     p.partition.prefecture.clone().into(),
                     p.partition.city.clone().into(),
                     "alive".into(),
@@ -551,7 +573,7 @@ impl Store {
                 txn.execute_raw(stmt(
                     "UPDATE persons SET basic4 = ?, prefecture = ?, city = ?, status = ? WHERE id = ?",
                     vec![
-                        basic4_json(&p.basic4).to_string().into(),
+                        p.items_json().to_string().into(),
                         p.partition.prefecture.clone().into(),
                         p.partition.city.clone().into(),
                         if p.deceased { "deceased" } else { "alive" }.into(),

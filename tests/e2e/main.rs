@@ -11,6 +11,7 @@ mod smtp_sink;
 
 mod concurrency;
 mod consent;
+mod import;
 mod lifecycle;
 mod notices;
 mod sync;

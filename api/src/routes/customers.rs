@@ -105,6 +105,20 @@ pub struct Basic4View {
     address_substitute_flags: String,
     birth_date: String,
     gender: String,
+    /// Furigana, when J-LIS returned it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name_kana: Option<String>,
+    /// The former surname (旧姓), when J-LIS returned one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    former_surname: Option<String>,
+    /// A move abroad J-LIS reported as scheduled.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    overseas_move: Option<OverseasMoveView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct OverseasMoveView {
+    scheduled_on: NaiveDate,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -138,6 +152,12 @@ impl From<&Customer> for CustomerView {
                 address_substitute_flags: b.address.flags().as_str().to_owned(),
                 birth_date: b.birth_date.to_iso(),
                 gender: b.gender.code().to_owned(),
+                name_kana: c.optional.name_kana.clone(),
+                former_surname: c.optional.former_surname.clone(),
+                overseas_move: c
+                    .optional
+                    .overseas_move_on
+                    .map(|scheduled_on| OverseasMoveView { scheduled_on }),
             }),
             status: c.status.as_str().to_owned(),
             jpki_cert_serial: c.jpki_cert_serial.as_ref().map(|s| s.as_str().to_owned()),

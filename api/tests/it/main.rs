@@ -13,6 +13,7 @@ mod auth;
 mod consent;
 mod customers;
 mod idempotency;
+mod import;
 mod notices;
 mod service;
 mod sync;

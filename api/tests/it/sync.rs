@@ -134,12 +134,15 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
     // What happens on the register.
     sim.life_event_with(
         &moving,
-        json!({"kind": "move", "basic4": {"address": "大阪府大阪市北区梅田1-1"}}),
+        json!({"kind": "move", "basic4": {"address": "大阪府大阪市北区梅田1-1",
+               "overseas_move": {"scheduled_on": "2027-04-01"}}}),
     )
     .await;
+    // The optional items J-LIS returns where the register has them.
     sim.life_event_with(
         &renaming,
-        json!({"kind": "rename", "basic4": {"name": "鈴木一子"}}),
+        json!({"kind": "rename", "basic4": {"name": "佐々木一郎",
+               "name_kana": "ササキ イチロウ", "former_surname": "鈴木"}}),
     )
     .await;
     sim.life_event(&dying, "death").await;
@@ -191,9 +194,40 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
     let moved = customer(&app, &moves).await;
     assert_eq!(moved["basic4"]["address"], "大阪府大阪市北区梅田1-1");
     assert_ne!(moved["jpki_cert_serial"], moving.serial.as_str());
+    assert_eq!(
+        moved["basic4"]["overseas_move"]["scheduled_on"],
+        "2027-04-01"
+    );
     let renamed = customer(&app, &renames).await;
-    assert_eq!(renamed["basic4"]["name"], "鈴木一子");
+    assert_eq!(renamed["basic4"]["name"], "佐々木一郎");
+    assert_eq!(renamed["basic4"]["name_kana"], "ササキ イチロウ");
+    assert_eq!(renamed["basic4"]["former_surname"], "鈴木");
+    assert!(
+        customer(&app, &stays).await["basic4"]
+            .get("former_surname")
+            .is_none(),
+        "left out where J-LIS returned none"
+    );
     assert_eq!(app.count("basic4_history").await, history_before + 2);
+    let renamed_history: Value = app
+        .get(&format!("/v1/customers/{renames}/history"), &app.operator())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let last = renamed_history["items"].as_array().unwrap().last().unwrap();
+    assert_eq!(last["after"]["former_surname"], "鈴木");
+    // The audit event commits to the new items, in no clear text.
+    assert_eq!(
+        app.count("audit_personal_values WHERE field = 'after.optional.former_surname'")
+            .await,
+        1
+    );
+    assert_eq!(
+        app.count("audit_events WHERE canonical LIKE '%鈴木%' AND action = 'customer.updated'")
+            .await,
+        0
+    );
     let history: Value = app
         .get(&format!("/v1/customers/{moves}/history"), &app.operator())
         .await

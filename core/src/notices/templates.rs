@@ -415,6 +415,12 @@ pub fn item_label(locale: Locale, item: &str) -> &'static str {
         (Locale::En, "address") => "Address",
         (Locale::En, "birth_date") => "Date of birth",
         (Locale::En, "gender") => "Gender",
+        (Locale::Ja, "name_kana") => "氏名（フリガナ）",
+        (Locale::Ja, "former_surname") => "旧姓",
+        (Locale::Ja, "overseas_move_on") => "国外転出予定日",
+        (Locale::En, "name_kana") => "Name (kana)",
+        (Locale::En, "former_surname") => "Former surname",
+        (Locale::En, "overseas_move_on") => "Scheduled move abroad",
         _ => "",
     }
 }

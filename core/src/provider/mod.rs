@@ -9,8 +9,8 @@ mod model;
 pub use http::{HttpProvider, ProviderSettings};
 pub use model::{
     CertificateStatus, CheckCounts, CrlFetch, CrlPartitionInfo, Latest, LatestBasic4,
-    MynaportalRequest, MynaportalTicket, RevokedReason, SubscribeOutcome, Subscription,
-    Verification,
+    MynaportalRequest, MynaportalTicket, OptionalItems, RevokedReason, SubscribeOutcome,
+    Subscription, Verification,
 };
 
 use chrono::{DateTime, Utc};

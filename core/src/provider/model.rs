@@ -41,6 +41,8 @@ pub enum Latest {
         current_cert_serial: CertSerial,
         changed_on: NaiveDate,
         basic4: Basic4,
+        /// What the register holds beyond the four, where it holds it.
+        optional: OptionalItems,
     },
     AwaitingReissue,
     Deceased {
@@ -51,6 +53,16 @@ pub enum Latest {
     },
     NotSubscribed,
     UnknownCertificate,
+}
+
+/// The optional items J-LIS returns with the four where the register has
+/// them: furigana (from 2026-05-26), a former surname (旧姓), and a
+/// scheduled move abroad.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OptionalItems {
+    pub name_kana: Option<String>,
+    pub former_surname: Option<String>,
+    pub overseas_move_on: Option<NaiveDate>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +84,14 @@ pub(super) struct RawBasic4Owned {
     address_substitute_flags: Option<String>,
     birth_date: Option<String>,
     gender: Option<String>,
+    name_kana: Option<String>,
+    former_surname: Option<String>,
+    overseas_move: Option<RawOverseasMove>,
+}
+
+#[derive(Deserialize)]
+pub(super) struct RawOverseasMove {
+    scheduled_on: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -102,10 +122,11 @@ impl RawResult {
             "unchanged" => Latest::Unchanged,
             "changed" => {
                 // Only the consented items may be present; kihon4's consent covers all four.
-                let basic4 = self
+                let raw = self
                     .basic4
-                    .ok_or_else(|| malformed("a changed result lacks basic4"))?
-                    .parse("a changed result")?;
+                    .ok_or_else(|| malformed("a changed result lacks basic4"))?;
+                let basic4 = raw.parse("a changed result")?;
+                let optional = raw.optional()?;
                 Latest::Changed {
                     current_cert_serial: CertSerial::parse(
                         self.current_cert_serial
@@ -115,6 +136,7 @@ impl RawResult {
                     .map_err(|_| malformed("current_cert_serial is not a serial"))?,
                     changed_on: date(self.changed_on.as_deref(), "changed_on")?,
                     basic4,
+                    optional,
                 }
             }
             "awaiting_reissue" => Latest::AwaitingReissue,
@@ -177,7 +199,38 @@ pub(super) struct RawVerification {
     basic4: RawBasic4Owned,
 }
 
+/// Text J-LIS may send beside the four: present, at most `max`
+/// characters, no control characters, nothing like a My Number.
+fn optional_text(
+    raw: &Option<String>,
+    what: &str,
+    max: usize,
+) -> Result<Option<String>, ProviderError> {
+    let Some(text) = raw else { return Ok(None) };
+    let text = text.trim();
+    if text.is_empty()
+        || text.chars().count() > max
+        || text.chars().any(char::is_control)
+        || crate::domain::contains_my_number(text)
+    {
+        return Err(malformed(format!("{what} is not valid")));
+    }
+    Ok(Some(text.to_owned()))
+}
+
 impl RawBasic4Owned {
+    fn optional(&self) -> Result<OptionalItems, ProviderError> {
+        Ok(OptionalItems {
+            name_kana: optional_text(&self.name_kana, "name_kana", 100)?,
+            former_surname: optional_text(&self.former_surname, "former_surname", 50)?,
+            overseas_move_on: self
+                .overseas_move
+                .as_ref()
+                .map(|m| date(m.scheduled_on.as_deref(), "overseas_move.scheduled_on"))
+                .transpose()?,
+        })
+    }
+
     fn parse(&self, what: &str) -> Result<Basic4, ProviderError> {
         Basic4::parse(RawBasic4 {
             name: self.name.as_deref(),

@@ -20,7 +20,7 @@ use super::SyncSettings;
 use super::reviews;
 use crate::audit::{self, Actor, AuditContext, AuditEvent, Batch};
 use crate::consent::records::{active_consents, event_row, registration_row};
-use crate::customers::{self, Basic4Source, Customer, CustomerStatus, basic4_json};
+use crate::customers::{self, Basic4Source, Customer, CustomerStatus, items_json};
 use crate::db;
 use crate::domain::{Basic4, Locale};
 use crate::entities::{
@@ -30,7 +30,7 @@ use crate::entities::{
 use crate::error::CoreError;
 use crate::notices::templates::{format_date, gender_label, item_label, revocation_label};
 use crate::notices::{NewNotice, NoticeKind, Notices, outbox::prepare};
-use crate::provider::{Latest, RevokedReason};
+use crate::provider::{Latest, OptionalItems, RevokedReason};
 
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
@@ -150,6 +150,30 @@ impl Staged {
         audit::append_batch(txn, self.events).await?;
         Ok(true)
     }
+}
+
+/// The optional items that differ, each with its label and new value.
+fn optional_changes(locale: Locale, before: &OptionalItems, after: &OptionalItems) -> Vec<Value> {
+    let mut out = Vec::new();
+    if after.name_kana != before.name_kana
+        && let Some(kana) = &after.name_kana
+    {
+        out.push(json!({"label": item_label(locale, "name_kana"), "value": kana}));
+    }
+    if after.former_surname != before.former_surname
+        && let Some(surname) = &after.former_surname
+    {
+        out.push(json!({"label": item_label(locale, "former_surname"), "value": surname}));
+    }
+    if after.overseas_move_on != before.overseas_move_on
+        && let Some(on) = after.overseas_move_on
+    {
+        out.push(json!({
+            "label": item_label(locale, "overseas_move_on"),
+            "value": format_date(locale, on),
+        }));
+    }
+    out
 }
 
 /// Applies `latest` for `job` in a transaction of its own. Returns the
@@ -278,9 +302,25 @@ async fn write(
             current_cert_serial,
             changed_on,
             basic4,
+            optional,
         } => {
             // Applied before (a job done twice after a crash): nothing more.
             if customer.jpki_cert_serial.as_ref() != Some(current_cert_serial) {
+                // Optional items J-LIS returns are kept; one it does not
+                // return stays as it was.
+                let kept = OptionalItems {
+                    name_kana: optional
+                        .name_kana
+                        .clone()
+                        .or_else(|| customer.optional.name_kana.clone()),
+                    former_surname: optional
+                        .former_surname
+                        .clone()
+                        .or_else(|| customer.optional.former_surname.clone()),
+                    overseas_move_on: optional
+                        .overseas_move_on
+                        .or(customer.optional.overseas_move_on),
+                };
                 let old_serial = row.jpki_cert_serial.clone();
                 let version = row.version + 1;
                 let new_serial = current_cert_serial.as_str();
@@ -317,6 +357,18 @@ async fn write(
                         customer_rows::Column::CertNotAfter,
                         Expr::value(Option::<DateTime<Utc>>::None),
                     )
+                    .col_expr(
+                        customer_rows::Column::NameKana,
+                        Expr::value(kept.name_kana.clone()),
+                    )
+                    .col_expr(
+                        customer_rows::Column::FormerSurname,
+                        Expr::value(kept.former_surname.clone()),
+                    )
+                    .col_expr(
+                        customer_rows::Column::OverseasMoveOn,
+                        Expr::value(kept.overseas_move_on),
+                    )
                     .col_expr(customer_rows::Column::Version, Expr::value(version))
                     .col_expr(customer_rows::Column::UpdatedAt, Expr::value(at))
                     .filter(customer_rows::Column::Id.eq(customer.id))
@@ -332,8 +384,11 @@ async fn write(
                     customer_id: Set(customer.id),
                     customer_version: Set(version),
                     source: Set(Basic4Source::Sync.as_str().to_owned()),
-                    before: Set(customer.basic4.as_ref().map(basic4_json)),
-                    after: Set(basic4_json(basic4)),
+                    before: Set(customer
+                        .basic4
+                        .as_ref()
+                        .map(|b| items_json(b, &customer.optional))),
+                    after: Set(items_json(basic4, &kept)),
                     reported_on: Set(Some(*changed_on)),
                     changed_at: Set(at),
                 });
@@ -354,7 +409,8 @@ async fn write(
                         at,
                     ));
                 }
-                let items = changes(customer.locale, customer.basic4.as_ref(), basic4);
+                let mut items = changes(customer.locale, customer.basic4.as_ref(), basic4);
+                items.extend(optional_changes(customer.locale, &customer.optional, &kept));
                 let mut event = AuditEvent::customer("customer.updated", customer.id);
                 let mut before = Map::new();
                 let mut after = Map::new();
@@ -368,6 +424,22 @@ async fn write(
                     "basic4".into(),
                     customers::basic4_commitments(&mut event, "after.basic4", basic4),
                 );
+                if customer.optional != OptionalItems::default() {
+                    before.insert(
+                        "optional".into(),
+                        customers::optional_commitments(
+                            &mut event,
+                            "before.optional",
+                            &customer.optional,
+                        ),
+                    );
+                }
+                if kept != OptionalItems::default() {
+                    after.insert(
+                        "optional".into(),
+                        customers::optional_commitments(&mut event, "after.optional", &kept),
+                    );
+                }
                 before.insert("jpki_cert_serial".into(), json!(old_serial));
                 after.insert("jpki_cert_serial".into(), json!(new_serial));
                 before.insert("version".into(), json!(row.version));
@@ -586,4 +658,31 @@ async fn write(
     }
     staged.done.push((job.id, outcome));
     Ok(Some(outcome))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn optional_items_that_change_are_named_in_the_notice() {
+        let before = OptionalItems {
+            name_kana: Some("スズキ イチロウ".into()),
+            ..Default::default()
+        };
+        let after = OptionalItems {
+            name_kana: Some("スズキ イチロウ".into()),
+            former_surname: Some("鈴木".into()),
+            overseas_move_on: chrono::NaiveDate::from_ymd_opt(2027, 4, 1),
+        };
+        let ja = optional_changes(Locale::Ja, &before, &after);
+        assert_eq!(
+            ja,
+            vec![
+                json!({"label": "旧姓", "value": "鈴木"}),
+                json!({"label": "国外転出予定日", "value": format_date(Locale::Ja, after.overseas_move_on.unwrap())}),
+            ]
+        );
+        assert!(optional_changes(Locale::En, &after, &after).is_empty());
+    }
 }
