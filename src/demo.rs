@@ -215,6 +215,7 @@ pub async fn demo(dir: PathBuf, listen: SocketAddr, serve: bool) -> anyhow::Resu
             timezone: chrono_tz::Asia::Tokyo,
         },
         notices: notices.clone(),
+        mynaportal: None,
     });
     let listener = free_listener(listen)?;
     let api_url = format!("http://{}", listener.local_addr()?);

@@ -370,8 +370,12 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
 
     let server = if roles.api {
         let auth = Authenticator::new(&config.jwt).map_err(|e| anyhow::anyhow!(e))?;
-        let consent_verifier = ConsentVerifier::from_config(&config, provider(&config, true)?)
-            .map_err(|e| anyhow::anyhow!(e))?;
+        let api_provider = provider(&config, true)?;
+        let mynaportal = api_provider
+            .clone()
+            .map(|p| Arc::new(kihon4_api::Mynaportal::from_config(&config, p)));
+        let consent_verifier =
+            ConsentVerifier::from_config(&config, api_provider).map_err(|e| anyhow::anyhow!(e))?;
         let state = web::Data::new(AppState {
             db: db.clone(),
             auth,
@@ -386,6 +390,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
                 timezone: config.timezone,
             },
             notices: notices.clone(),
+            mynaportal,
         });
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

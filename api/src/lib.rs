@@ -28,6 +28,51 @@ pub struct AppState {
     pub consent_verifier: kihon4_core::consent::ConsentVerifier,
     pub consent_settings: kihon4_core::consent::ConsentSettings,
     pub notices: std::sync::Arc<kihon4_core::notices::Notices>,
+    /// Mynaportal-routed consent, when a provider is configured.
+    pub mynaportal: Option<std::sync::Arc<Mynaportal>>,
+}
+
+impl Mynaportal {
+    /// From the configuration, with the provider it names.
+    pub fn from_config(
+        config: &kihon4_core::config::Config,
+        provider: std::sync::Arc<dyn kihon4_core::provider::Provider>,
+    ) -> Self {
+        use kihon4_core::config::JpkiRole;
+        use kihon4_core::consent::{callbacks, requests};
+        Self {
+            keys: callbacks::ProviderKeys::new(provider.clone()),
+            provider,
+            requests: requests::RequestSettings {
+                public_base_url: config.public_base_url.clone(),
+                client_id: config.provider_client_id.clone(),
+                timezone: config.timezone,
+            },
+            callbacks: config
+                .provider_issuer
+                .clone()
+                .map(|issuer| callbacks::CallbackSettings {
+                    issuer,
+                    client_id: config.provider_client_id.clone(),
+                    timezone: config.timezone,
+                    role: match config.role {
+                        JpkiRole::Platform => "platform",
+                        JpkiRole::ServiceProvider => "service_provider",
+                    },
+                }),
+        }
+    }
+}
+
+/// What Mynaportal-routed consent needs: the provider, where links and
+/// callbacks point, the provider's callback keys, and whom callbacks must
+/// come from (`None` until `KIHON4_PROVIDER_ISSUER` is set: then every
+/// callback is refused).
+pub struct Mynaportal {
+    pub provider: std::sync::Arc<dyn kihon4_core::provider::Provider>,
+    pub requests: kihon4_core::consent::requests::RequestSettings,
+    pub keys: kihon4_core::consent::callbacks::ProviderKeys,
+    pub callbacks: Option<kihon4_core::consent::callbacks::CallbackSettings>,
 }
 
 /// The process's metrics recorder (installed once, shared by every app in it).
@@ -90,6 +135,13 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(routes::consent::list)
         .service(routes::consent::read)
         .service(routes::consent::withdraw)
+        .service(routes::mynaportal::create)
+        .service(routes::mynaportal::read)
+        .service(routes::mynaportal::webhook)
+        .service(routes::pages::style)
+        .service(routes::pages::landing)
+        .service(routes::pages::start)
+        .service(routes::pages::done)
         .service(routes::reports::revocation_checks)
         .service(routes::outbox::list)
         .service(routes::outbox::retry)

@@ -65,6 +65,18 @@ pub enum ProblemKind {
     NoticeNotFailed,
     ReviewNotOpen,
     CustomerNotConsenting,
+    AlreadyConsenting,
+    ConsentRequestOpen,
+    CallbackMalformed,
+    CallbackAlgorithmNotAllowed,
+    CallbackUnknownKey,
+    CallbackSignatureInvalid,
+    CallbackExpired,
+    CallbackClaimsInvalid,
+    CallbackReplayed,
+    UnknownConsentRequest,
+    ProviderKeysUnavailable,
+    MynaportalUnavailable,
 }
 
 impl ProblemKind {
@@ -119,6 +131,18 @@ impl ProblemKind {
             Self::NoticeNotFailed => "notice-not-failed",
             Self::ReviewNotOpen => "review-not-open",
             Self::CustomerNotConsenting => "customer-not-consenting",
+            Self::AlreadyConsenting => "already-consenting",
+            Self::ConsentRequestOpen => "consent-request-open",
+            Self::CallbackMalformed => "callback-malformed",
+            Self::CallbackAlgorithmNotAllowed => "callback-algorithm-not-allowed",
+            Self::CallbackUnknownKey => "callback-unknown-key",
+            Self::CallbackSignatureInvalid => "callback-signature-invalid",
+            Self::CallbackExpired => "callback-expired",
+            Self::CallbackClaimsInvalid => "callback-claims-invalid",
+            Self::CallbackReplayed => "callback-replayed",
+            Self::UnknownConsentRequest => "unknown-consent-request",
+            Self::ProviderKeysUnavailable => "provider-keys-unavailable",
+            Self::MynaportalUnavailable => "mynaportal-unavailable",
         }
     }
 
@@ -172,6 +196,18 @@ impl ProblemKind {
             Self::NoticeNotFailed | Self::ReviewNotOpen | Self::CustomerNotConsenting => {
                 StatusCode::CONFLICT
             }
+            Self::AlreadyConsenting => StatusCode::CONFLICT,
+            Self::ConsentRequestOpen => StatusCode::CONFLICT,
+            Self::CallbackMalformed => StatusCode::BAD_REQUEST,
+            Self::CallbackAlgorithmNotAllowed => StatusCode::UNAUTHORIZED,
+            Self::CallbackUnknownKey => StatusCode::UNAUTHORIZED,
+            Self::CallbackSignatureInvalid => StatusCode::UNAUTHORIZED,
+            Self::CallbackExpired => StatusCode::UNAUTHORIZED,
+            Self::CallbackClaimsInvalid => StatusCode::UNAUTHORIZED,
+            Self::CallbackReplayed => StatusCode::CONFLICT,
+            Self::UnknownConsentRequest => StatusCode::NOT_FOUND,
+            Self::ProviderKeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::MynaportalUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -228,6 +264,22 @@ impl ProblemKind {
             Self::NoticeNotFailed => "Only a failed notice can be retried",
             Self::ReviewNotOpen => "The review is already resolved",
             Self::CustomerNotConsenting => "The customer has no active consent",
+            Self::AlreadyConsenting => "The customer has an active consent already",
+            Self::ConsentRequestOpen => "The customer has an open consent request already",
+            Self::CallbackMalformed => "The callback is not a JWS the provider would send",
+            Self::CallbackAlgorithmNotAllowed => {
+                "The callback is not signed with the provider's algorithm"
+            }
+            Self::CallbackUnknownKey => "No key of the provider has the callback's kid",
+            Self::CallbackSignatureInvalid => "The callback's signature does not verify",
+            Self::CallbackExpired => "The callback has expired",
+            Self::CallbackClaimsInvalid => {
+                "The callback's issuer, audience or times are not acceptable"
+            }
+            Self::CallbackReplayed => "This callback's jti was taken with another body",
+            Self::UnknownConsentRequest => "No consent request matches the callback",
+            Self::ProviderKeysUnavailable => "The provider's keys cannot be fetched now",
+            Self::MynaportalUnavailable => "Mynaportal-routed consent is not configured",
         }
     }
 
@@ -414,6 +466,14 @@ impl From<CoreError> for ApiError {
                 ProblemKind::ReviewNotOpen,
                 "The review was already resolved; read it again.",
             ),
+            CoreError::AlreadyConsenting => Self::new(
+                ProblemKind::AlreadyConsenting,
+                "The customer has an active consent; there is nothing to ask for.",
+            ),
+            CoreError::ConsentRequestOpen => Self::new(
+                ProblemKind::ConsentRequestOpen,
+                "The customer was asked already and the request is still open.",
+            ),
             CoreError::NotConsenting => Self::new(
                 ProblemKind::CustomerNotConsenting,
                 "The customer has no active consent, so J-LIS cannot be asked about them.",
@@ -514,5 +574,27 @@ fn capitalised(text: &str) -> String {
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
+    }
+}
+
+impl From<&kihon4_core::consent::callbacks::CallbackRefusal> for ApiError {
+    fn from(refusal: &kihon4_core::consent::callbacks::CallbackRefusal) -> Self {
+        use kihon4_core::consent::callbacks::CallbackRefusal as R;
+        let kind = match refusal {
+            R::Malformed => ProblemKind::CallbackMalformed,
+            R::AlgorithmNotAllowed => ProblemKind::CallbackAlgorithmNotAllowed,
+            R::UnknownKey => ProblemKind::CallbackUnknownKey,
+            R::SignatureInvalid => ProblemKind::CallbackSignatureInvalid,
+            R::Expired => ProblemKind::CallbackExpired,
+            R::ClaimsInvalid => ProblemKind::CallbackClaimsInvalid,
+            R::Replayed => ProblemKind::CallbackReplayed,
+            R::UnknownRequest => ProblemKind::UnknownConsentRequest,
+            R::KeysUnavailable => ProblemKind::ProviderKeysUnavailable,
+        };
+        let mut problem = Self::new(kind, format!("The callback is refused: {refusal}."));
+        if matches!(refusal, R::KeysUnavailable) {
+            problem.retry_after = Some(30);
+        }
+        problem
     }
 }

@@ -52,6 +52,7 @@ pub const SETTINGS: &[&str] = &[
     "sync_full_refresh_cron",
     "awaiting_reissue_days",
     "sync_lease_seconds",
+    "provider_issuer",
 ];
 
 /// Variables with the prefix that are not settings of the service itself:
@@ -140,6 +141,9 @@ pub struct Config {
     pub provider_url: Option<Url>,
     pub provider_api_key: Option<SecretString>,
     pub provider_client_id: String,
+    /// The `iss` of the provider's signed callbacks; callbacks are refused
+    /// until it is set.
+    pub provider_issuer: Option<String>,
     pub trust_anchors: Vec<PathBuf>,
     pub revocation: Revocation,
     pub smtp_url: Option<SecretString>,
@@ -436,6 +440,7 @@ impl Reader {
         let provider_client_id = self
             .text("provider_client_id")
             .unwrap_or_else(|| "kihon4".into());
+        let provider_issuer = self.text("provider_issuer");
         let trust_anchors: Vec<PathBuf> = self
             .list("trust_anchors")
             .into_iter()
@@ -588,6 +593,7 @@ impl Reader {
             provider_url,
             provider_api_key,
             provider_client_id,
+            provider_issuer,
             trust_anchors,
             revocation,
             smtp_url,

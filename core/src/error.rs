@@ -23,6 +23,10 @@ pub enum CoreError {
     ReviewNotOpen,
     #[error("the customer has no active consent")]
     NotConsenting,
+    #[error("the customer has an active consent already")]
+    AlreadyConsenting,
+    #[error("the customer has an open consent request already")]
+    ConsentRequestOpen,
     #[error("the provider: {0}")]
     Upstream(String),
     #[error("conflict: {0}")]

@@ -9,6 +9,7 @@ mod m20261126_000002_consent;
 mod m20261126_000003_outbox;
 mod m20261126_000004_sync;
 mod m20261126_000005_detection_lease_and_optional_items;
+mod m20261126_000006_consent_requests;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000003_outbox::Migration),
             Box::new(m20261126_000004_sync::Migration),
             Box::new(m20261126_000005_detection_lease_and_optional_items::Migration),
+            Box::new(m20261126_000006_consent_requests::Migration),
         ]
     }
 }

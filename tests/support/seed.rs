@@ -141,6 +141,7 @@ pub async fn consenting_customers(
                 certificate_id: Set(None),
                 signed_content: Set(consent_text.text.as_bytes().to_vec()),
                 revocation_method: Set("crl".into()),
+                ppid: Set(None),
             });
             events.push(consent_events::ActiveModel {
                 id: Set(Uuid::now_v7()),

@@ -1,7 +1,9 @@
 pub mod audit;
 pub mod consent;
 pub mod customers;
+pub mod mynaportal;
 pub mod outbox;
+pub mod pages;
 pub mod reports;
 pub mod service;
 pub mod sync;

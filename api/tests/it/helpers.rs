@@ -40,6 +40,9 @@ macro_rules! both {
     )*};
 }
 
+/// kihon4's client id at the provider in these tests (the callbacks' `aud`).
+pub const MYNAPORTAL_CLIENT: &str = "kihon4-test";
+
 /// The built-in notices, signed by the test institution.
 pub fn notices() -> kihon4_core::notices::Notices {
     kihon4_core::notices::Notices::load(
@@ -83,7 +86,26 @@ impl TestApp {
     /// With `migrate` false the database is left empty (a schema behind the binary).
     pub async fn spawn_with(backend: Backend, migrate: bool) -> Self {
         let unconfigured = ConsentVerifier::Unconfigured("no provider in this test".into());
-        Self::spawn_full(backend, migrate, unconfigured, JpkiRole::Platform).await
+        Self::spawn_full(backend, migrate, unconfigured, JpkiRole::Platform, None).await
+    }
+
+    /// An app that asks customers for consent on Mynaportal through
+    /// `provider`, trusting callbacks from `issuer`; its public base URL is
+    /// its own address.
+    pub async fn spawn_mynaportal(
+        backend: Backend,
+        provider: std::sync::Arc<dyn kihon4_core::provider::Provider>,
+        issuer: &str,
+    ) -> Self {
+        let unconfigured = ConsentVerifier::Unconfigured("no provider in this test".into());
+        Self::spawn_full(
+            backend,
+            true,
+            unconfigured,
+            JpkiRole::Platform,
+            Some((provider, issuer.to_owned())),
+        )
+        .await
     }
 
     /// An app that takes consents with `verifier`, in `role`.
@@ -92,7 +114,7 @@ impl TestApp {
         verifier: ConsentVerifier,
         role: JpkiRole,
     ) -> Self {
-        Self::spawn_full(backend, true, verifier, role).await
+        Self::spawn_full(backend, true, verifier, role, None).await
     }
 
     async fn spawn_full(
@@ -100,8 +122,30 @@ impl TestApp {
         migrate: bool,
         consent_verifier: ConsentVerifier,
         role: JpkiRole,
+        mynaportal: Option<(std::sync::Arc<dyn kihon4_core::provider::Provider>, String)>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mynaportal = mynaportal.map(|(provider, issuer)| {
+            use kihon4_core::consent::{callbacks, requests};
+            std::sync::Arc::new(kihon4_api::Mynaportal {
+                keys: callbacks::ProviderKeys::new(provider.clone()),
+                provider,
+                requests: requests::RequestSettings {
+                    public_base_url: base.parse().unwrap(),
+                    client_id: MYNAPORTAL_CLIENT.into(),
+                    timezone: chrono_tz::Asia::Tokyo,
+                },
+                callbacks: Some(callbacks::CallbackSettings {
+                    issuer,
+                    client_id: MYNAPORTAL_CLIENT.into(),
+                    timezone: chrono_tz::Asia::Tokyo,
+                    role: "platform",
+                }),
+            })
+        });
         let db_url = fresh_database(backend, dir.path()).await;
         let db = kihon4_core::db::connect(&db_url, 5).await.expect("connect");
         if migrate {
@@ -119,14 +163,13 @@ impl TestApp {
                 timezone: chrono_tz::Asia::Tokyo,
             },
             notices: std::sync::Arc::new(notices()),
+            mynaportal,
         });
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().unwrap().port();
         let server =
             kihon4_api::server(state, listener, MAX_BODY, Duration::from_secs(5)).expect("server");
         tokio::spawn(server);
         TestApp {
-            base: format!("http://127.0.0.1:{port}"),
+            base,
             db,
             http: reqwest::Client::new(),
             _dir: dir,

@@ -14,6 +14,7 @@ mod consent;
 mod customers;
 mod idempotency;
 mod import;
+mod mynaportal;
 mod notices;
 mod service;
 mod sync;

@@ -55,6 +55,8 @@ pub async fn spawn_sim() -> TestSim {
     let sim = web::Data::new(sim);
     let server = kihon4_sim::server(sim.clone(), listener).expect("server");
     tokio::spawn(server);
+    // Mynaportal decisions are called back, as the real provider does.
+    kihon4_sim::start_callbacks(&sim);
     TestSim {
         base: format!("http://127.0.0.1:{port}"),
         sim,

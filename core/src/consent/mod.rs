@@ -4,10 +4,12 @@
 //! registrations with the provider that follow them, and the revocation
 //! checks made on the way, by purpose.
 
+pub mod callbacks;
 pub mod checks;
 pub mod housekeeping;
 pub mod records;
 pub mod registrations;
+pub mod requests;
 pub mod texts;
 pub mod verifier;
 

@@ -545,6 +545,7 @@ pub async fn grant(
         certificate_id: Set(certificate_id),
         signed_content: Set(evidence.content.clone()),
         revocation_method: Set(evidence.revocation_method.to_owned()),
+        ppid: Set(None),
     })
     .exec_without_returning(&txn)
     .await;

@@ -26,6 +26,8 @@ pub struct Model {
     pub certificate_id: Option<String>,
     pub signed_content: Vec<u8>,
     pub revocation_method: String,
+    /// Mynaportal's pairwise id of the holder, for consents given there.
+    pub ppid: Option<String>,
 }
 
 impl std::fmt::Debug for Model {

@@ -1,0 +1,181 @@
+//! Mynaportal-routed consent: `POST /v1/customers/{id}/consent-requests`
+//! and `GET /v1/consent-requests/{id}` (role operator), and the provider's
+//! signed callback `POST /v1/webhooks/mynaportal` (no bearer token: the JWT
+//! body authenticates itself).
+
+use actix_web::http::header;
+use actix_web::{HttpRequest, HttpResponse, get, post, web};
+use chrono::{DateTime, Utc};
+use kihon4_core::consent::{callbacks, requests};
+use kihon4_core::entities::consent_requests;
+use serde::Serialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::AppState;
+use crate::extract::{Auth, Operator, request_id};
+use crate::problem::{ApiError, ProblemBody, ProblemKind};
+
+#[derive(Serialize, ToSchema)]
+pub struct ConsentRequestView {
+    id: Uuid,
+    customer_id: Uuid,
+    /// `sent`, `started` (the customer went on to Mynaportal), `granted`,
+    /// `declined` or `expired`.
+    status: String,
+    /// The provider's id of the request.
+    provider_request_id: String,
+    expires_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    decided_at: Option<DateTime<Utc>>,
+    /// The consent recorded when the customer granted it.
+    consent_id: Option<Uuid>,
+}
+
+impl From<consent_requests::Model> for ConsentRequestView {
+    fn from(r: consent_requests::Model) -> Self {
+        Self {
+            id: r.id,
+            customer_id: r.customer_id,
+            status: r.status,
+            provider_request_id: r.provider_request_id,
+            expires_at: r.expires_at,
+            created_at: r.created_at,
+            decided_at: r.decided_at,
+            consent_id: r.consent_id,
+        }
+    }
+}
+
+fn configured(state: &AppState) -> Result<&crate::Mynaportal, ApiError> {
+    state.mynaportal.as_deref().ok_or_else(|| {
+        ApiError::new(
+            ProblemKind::MynaportalUnavailable,
+            "No provider is configured (KIHON4_PROVIDER_URL), so customers cannot be asked on Mynaportal.",
+        )
+    })
+}
+
+/// Asks an existing customer for consent on Mynaportal: the provider's
+/// request, a single-use landing link, and the email with it. Role: operator.
+#[utoipa::path(
+    tag = "consent",
+    params(("id" = Uuid, Path, description = "The customer")),
+    responses(
+        (status = 201, body = ConsentRequestView, description = "Sent; `Location` names the request"),
+        (status = 404, body = ProblemBody),
+        (status = 409, body = ProblemBody, description = "already-consenting, consent-request-open, customer-deceased"),
+        (status = 502, body = ProblemBody, description = "provider-error"),
+        (status = 503, body = ProblemBody, description = "mynaportal-unavailable"),
+    ),
+    security(("bearer" = ["operator"]))
+)]
+#[post("/v1/customers/{id}/consent-requests")]
+pub async fn create(
+    state: web::Data<AppState>,
+    auth: Auth<Operator>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let mynaportal = configured(&state)?;
+    let request = requests::create(
+        &state.db,
+        mynaportal.provider.as_ref(),
+        &state.notices,
+        &mynaportal.requests,
+        &auth.audit(),
+        *id,
+    )
+    .await?;
+    Ok(HttpResponse::Created()
+        .insert_header((
+            header::LOCATION,
+            format!("/v1/consent-requests/{}", request.id),
+        ))
+        .json(ConsentRequestView::from(request)))
+}
+
+/// A consent request. Role: operator.
+#[utoipa::path(
+    tag = "consent",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = ConsentRequestView), (status = 404, body = ProblemBody)),
+    security(("bearer" = ["operator"]))
+)]
+#[get("/v1/consent-requests/{id}")]
+pub async fn read(
+    state: web::Data<AppState>,
+    _auth: Auth<Operator>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    let request = requests::get(&state.db, *id).await?;
+    Ok(HttpResponse::Ok().json(ConsentRequestView::from(request)))
+}
+
+/// The provider's decision on a Mynaportal consent request, as a signed JWT
+/// (`application/jwt`). `204` when taken, and when the same decision comes
+/// again. No bearer token: the JWT is checked against the provider's keys.
+#[utoipa::path(
+    tag = "consent",
+    request_body(content = String, content_type = "application/jwt"),
+    responses(
+        (status = 204, description = "Taken (or taken before)"),
+        (status = 400, body = ProblemBody, description = "callback-malformed"),
+        (status = 401, body = ProblemBody, description = "callback-signature-invalid, callback-unknown-key, callback-algorithm-not-allowed, callback-expired, callback-claims-invalid"),
+        (status = 404, body = ProblemBody, description = "unknown-consent-request"),
+        (status = 409, body = ProblemBody, description = "callback-replayed"),
+        (status = 413, body = ProblemBody),
+        (status = 415, body = ProblemBody),
+        (status = 503, body = ProblemBody, description = "provider-keys-unavailable, mynaportal-unavailable"),
+    )
+)]
+#[post("/v1/webhooks/mynaportal")]
+pub async fn webhook(
+    state: web::Data<AppState>,
+    req: HttpRequest,
+    body: web::Bytes,
+) -> Result<HttpResponse, ApiError> {
+    let is_jwt = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/jwt"));
+    if !is_jwt {
+        return Err(ApiError::new(
+            ProblemKind::UnsupportedMediaType,
+            "Send the callback as application/jwt.",
+        ));
+    }
+    if body.len() > callbacks::MAX_BODY {
+        return Err(ApiError::new(
+            ProblemKind::PayloadTooLarge,
+            format!("A callback is at most {} bytes.", callbacks::MAX_BODY),
+        ));
+    }
+    let mynaportal = configured(&state)?;
+    let Some(settings) = &mynaportal.callbacks else {
+        return Err(ApiError::new(
+            ProblemKind::MynaportalUnavailable,
+            "KIHON4_PROVIDER_ISSUER is not set, so no callback can be trusted.",
+        ));
+    };
+    match callbacks::receive(
+        &state.db,
+        &mynaportal.keys,
+        &state.notices,
+        settings,
+        request_id(&req),
+        &body,
+    )
+    .await?
+    {
+        Ok(accepted) => {
+            tracing::info!(outcome = ?accepted, "a Mynaportal callback was taken");
+            Ok(HttpResponse::NoContent().finish())
+        }
+        Err(refusal) => {
+            tracing::warn!(reason = refusal.slug(), "a Mynaportal callback was refused");
+            Err(ApiError::from(&refusal))
+        }
+    }
+}

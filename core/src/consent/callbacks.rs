@@ -1,0 +1,486 @@
+//! The provider's signed callback for a Mynaportal decision
+//! (PROVIDER-PROTOCOL.md "Mynaportal-routed consent"): a JWS whose key is
+//! found by `kid` in the provider's JWKS (fetched from the provider, cached,
+//! fetched again for an unknown `kid`; never taken from the token), whose
+//! algorithm is pinned to RS256, and whose `iss`, `aud`, `iat`, `exp` and
+//! `jti` are checked. Each `jti` is taken once: the same body again is a
+//! redelivery (nothing changes), another body under it is a replay.
+//!
+//! A granted decision records an active consent (channel `mynaportal`, the
+//! callback JWT as its evidence, the certificate serial and the PPID it
+//! names), registers it with the provider and sends the receipt; a declined
+//! one closes the request. Anything refused writes only an audit event of
+//! the refusal.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Days, SubsecRound, Utc};
+use jsonwebtoken::jwk::JwkSet;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use sea_orm::sea_query::Expr;
+use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::records::{event_row, registration_row};
+use super::{PURPOSE, requests};
+use crate::audit::{self, Actor, AuditContext, AuditEvent};
+use crate::customers::{self, CustomerStatus};
+use crate::db;
+use crate::domain::CertSerial;
+use crate::entities::{
+    consent_events, consents, customers as customer_rows, provider_registrations, webhook_receipts,
+};
+use crate::error::CoreError;
+use crate::notices::templates::{channel_label, format_date};
+use crate::notices::{self, NewNotice, NoticeKind, Notices};
+use crate::provider::Provider;
+
+/// The only algorithm the provider signs callbacks with.
+pub const ALGORITHM: Algorithm = Algorithm::RS256;
+/// Longest lifetime a callback may claim (`exp - iat`).
+pub const MAX_LIFETIME: i64 = 600;
+/// Largest body taken.
+pub const MAX_BODY: usize = 16 * 1024;
+/// The JWKS is fetched again for an unknown `kid` at most this often.
+const REFETCH_AFTER: Duration = Duration::from_secs(30);
+
+/// Why a callback is refused; each has its problem type.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CallbackRefusal {
+    #[error("the body is not a JWS the provider would send")]
+    Malformed,
+    #[error("the token is not signed with RS256")]
+    AlgorithmNotAllowed,
+    #[error("no key of the provider has this kid")]
+    UnknownKey,
+    #[error("the signature does not verify with the provider's key")]
+    SignatureInvalid,
+    #[error("the token has expired")]
+    Expired,
+    #[error("the token's issuer, audience or times are not acceptable")]
+    ClaimsInvalid,
+    #[error("this jti was taken before with another body")]
+    Replayed,
+    #[error("no consent request matches the token")]
+    UnknownRequest,
+    #[error("the provider's keys cannot be fetched now")]
+    KeysUnavailable,
+}
+
+impl CallbackRefusal {
+    pub fn slug(&self) -> &'static str {
+        match self {
+            Self::Malformed => "callback-malformed",
+            Self::AlgorithmNotAllowed => "callback-algorithm-not-allowed",
+            Self::UnknownKey => "callback-unknown-key",
+            Self::SignatureInvalid => "callback-signature-invalid",
+            Self::Expired => "callback-expired",
+            Self::ClaimsInvalid => "callback-claims-invalid",
+            Self::Replayed => "callback-replayed",
+            Self::UnknownRequest => "unknown-consent-request",
+            Self::KeysUnavailable => "provider-keys-unavailable",
+        }
+    }
+}
+
+/// The provider's callback keys, cached.
+pub struct ProviderKeys {
+    provider: Arc<dyn Provider>,
+    cache: tokio::sync::Mutex<Cached>,
+}
+
+#[derive(Default)]
+struct Cached {
+    keys: HashMap<String, DecodingKey>,
+    fetched: Option<Instant>,
+}
+
+impl ProviderKeys {
+    pub fn new(provider: Arc<dyn Provider>) -> Self {
+        Self {
+            provider,
+            cache: tokio::sync::Mutex::new(Cached::default()),
+        }
+    }
+
+    /// The key with `kid`, fetching the JWKS when it is not known (and was
+    /// not fetched in the last 30 s: forged kids do not make kihon4 hammer
+    /// the provider).
+    async fn key(&self, kid: &str) -> Result<DecodingKey, CallbackRefusal> {
+        let mut cache = self.cache.lock().await;
+        if let Some(key) = cache.keys.get(kid) {
+            return Ok(key.clone());
+        }
+        if cache.fetched.is_some_and(|at| at.elapsed() < REFETCH_AFTER) {
+            return Err(CallbackRefusal::UnknownKey);
+        }
+        let raw = self
+            .provider
+            .jwks()
+            .await
+            .map_err(|_| CallbackRefusal::KeysUnavailable)?;
+        let set: JwkSet =
+            serde_json::from_value(raw).map_err(|_| CallbackRefusal::KeysUnavailable)?;
+        cache.keys = set
+            .keys
+            .iter()
+            .filter_map(|jwk| {
+                let kid = jwk.common.key_id.clone()?;
+                DecodingKey::from_jwk(jwk).ok().map(|key| (kid, key))
+            })
+            .collect();
+        cache.fetched = Some(Instant::now());
+        cache
+            .keys
+            .get(kid)
+            .cloned()
+            .ok_or(CallbackRefusal::UnknownKey)
+    }
+}
+
+/// Who kihon4 expects the callbacks from and for.
+#[derive(Debug, Clone)]
+pub struct CallbackSettings {
+    /// The provider's `iss`.
+    pub issuer: String,
+    /// kihon4's `client_id` at the provider: the `aud`.
+    pub client_id: String,
+    pub timezone: chrono_tz::Tz,
+    /// `platform` or `service_provider`, recorded on the consent.
+    pub role: &'static str,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    iat: i64,
+    exp: i64,
+    jti: String,
+    request_id: String,
+    request_ref: String,
+    decision: String,
+    cert_serial: Option<String>,
+    consented_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
+    ppid: Option<String>,
+}
+
+/// What an accepted callback did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    Granted {
+        consent_id: Uuid,
+    },
+    Declined,
+    /// The same decision delivered again: nothing changed.
+    Redelivered,
+}
+
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// Checks the token's signature and claims; nothing is written.
+async fn verify(
+    keys: &ProviderKeys,
+    settings: &CallbackSettings,
+    body: &[u8],
+) -> Result<Claims, CallbackRefusal> {
+    if body.is_empty() || body.len() > MAX_BODY {
+        return Err(CallbackRefusal::Malformed);
+    }
+    let token = std::str::from_utf8(body)
+        .map_err(|_| CallbackRefusal::Malformed)?
+        .trim();
+    if token.split('.').count() != 3 {
+        return Err(CallbackRefusal::Malformed);
+    }
+    // The header is read only to find the key; `alg: none` and unknown
+    // algorithms fail here or at the pin below.
+    let header = jsonwebtoken::decode_header(token).map_err(|_| CallbackRefusal::Malformed)?;
+    if header.alg != ALGORITHM {
+        return Err(CallbackRefusal::AlgorithmNotAllowed);
+    }
+    let kid = header.kid.ok_or(CallbackRefusal::UnknownKey)?;
+    let key = keys.key(&kid).await?;
+    let mut validation = Validation::new(ALGORITHM);
+    validation.set_audience(&[settings.client_id.as_str()]);
+    validation.set_issuer(&[settings.issuer.as_str()]);
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud"]);
+    validation.leeway = 30;
+    let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
+        use jsonwebtoken::errors::ErrorKind;
+        match e.kind() {
+            ErrorKind::InvalidSignature => CallbackRefusal::SignatureInvalid,
+            ErrorKind::ExpiredSignature => CallbackRefusal::Expired,
+            ErrorKind::InvalidAudience
+            | ErrorKind::InvalidIssuer
+            | ErrorKind::MissingRequiredClaim(_)
+            | ErrorKind::ImmatureSignature => CallbackRefusal::ClaimsInvalid,
+            ErrorKind::InvalidAlgorithm => CallbackRefusal::AlgorithmNotAllowed,
+            _ => CallbackRefusal::Malformed,
+        }
+    })?;
+    let claims = data.claims;
+    let at = Utc::now().timestamp();
+    if claims.exp - claims.iat > MAX_LIFETIME || claims.iat > at + 60 || claims.exp <= claims.iat {
+        return Err(CallbackRefusal::ClaimsInvalid);
+    }
+    if claims.jti.is_empty() || claims.jti.len() > 200 {
+        return Err(CallbackRefusal::Malformed);
+    }
+    match claims.decision.as_str() {
+        "declined" => {}
+        "granted"
+            if claims.cert_serial.is_some()
+                && claims.consented_at.is_some()
+                && claims.expires_at.is_some()
+                && claims
+                    .ppid
+                    .as_ref()
+                    .is_some_and(|p| !p.is_empty() && p.len() <= 128) => {}
+        _ => return Err(CallbackRefusal::Malformed),
+    }
+    Ok(claims)
+}
+
+/// Takes a callback: verified, then applied once, in one transaction with
+/// its audit events. A refusal is itself audited and writes nothing else.
+pub async fn receive(
+    db: &DatabaseConnection,
+    keys: &ProviderKeys,
+    notices: &Notices,
+    settings: &CallbackSettings,
+    request_id: Option<String>,
+    body: &[u8],
+) -> Result<Result<Accepted, CallbackRefusal>, CoreError> {
+    let ctx = AuditContext::new(Actor::provider(), request_id);
+    let outcome = match verify(keys, settings, body).await {
+        Ok(claims) => apply(db, notices, settings, &ctx, body, claims).await?,
+        Err(refusal) => Err(refusal),
+    };
+    if let Err(refusal) = &outcome {
+        refused(db, &ctx, refusal).await?;
+    }
+    Ok(outcome)
+}
+
+async fn refused(
+    db: &DatabaseConnection,
+    ctx: &AuditContext,
+    refusal: &CallbackRefusal,
+) -> Result<(), CoreError> {
+    let txn = db::begin_write(db).await?;
+    let event = AuditEvent::new("webhook.refused", "webhook", Some("mynaportal".into()))
+        .set("reason", json!(refusal.slug()));
+    audit::append(&txn, ctx, event).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+async fn apply(
+    db: &DatabaseConnection,
+    notices: &Notices,
+    settings: &CallbackSettings,
+    ctx: &AuditContext,
+    body: &[u8],
+    claims: Claims,
+) -> Result<Result<Accepted, CallbackRefusal>, CoreError> {
+    let at = now();
+    let body_sha256 = hex::encode(Sha256::digest(body));
+    let Ok(request_uuid) = Uuid::parse_str(&claims.request_ref) else {
+        return Ok(Err(CallbackRefusal::UnknownRequest));
+    };
+    let txn = db::begin_write(db).await?;
+    if let Some(seen) = webhook_receipts::Entity::find_by_id(claims.jti.clone())
+        .one(&txn)
+        .await?
+    {
+        txn.rollback().await?;
+        return Ok(if seen.body_sha256 == body_sha256 {
+            Ok(Accepted::Redelivered)
+        } else {
+            Err(CallbackRefusal::Replayed)
+        });
+    }
+    let request = match requests::get(&txn, request_uuid).await {
+        Ok(r) if r.provider_request_id == claims.request_id => r,
+        Ok(_) | Err(CoreError::NotFound(_)) => {
+            txn.rollback().await?;
+            return Ok(Err(CallbackRefusal::UnknownRequest));
+        }
+        Err(e) => return Err(e),
+    };
+    webhook_receipts::Entity::insert(webhook_receipts::ActiveModel {
+        jti: Set(claims.jti.clone()),
+        body_sha256: Set(body_sha256),
+        request_id: Set(Some(request.id)),
+        received_at: Set(at),
+    })
+    .exec_without_returning(&txn)
+    .await?;
+    // A decision already taken (delivered again under a new jti): kept as it was.
+    if matches!(request.status.as_str(), "granted" | "declined") {
+        txn.commit().await?;
+        return Ok(Ok(Accepted::Redelivered));
+    }
+    let accepted = if claims.decision == "declined" {
+        requests::decide(&txn, &request, "declined", None, at).await?;
+        let event = AuditEvent::new(
+            "consent_request.declined",
+            "consent_request",
+            Some(request.id.to_string()),
+        )
+        .with_customer(request.customer_id)
+        .set("before", json!({"status": request.status}))
+        .set("after", json!({"status": "declined", "jti": claims.jti}));
+        audit::append(&txn, ctx, event).await?;
+        Accepted::Declined
+    } else {
+        let consent_id = grant(&txn, notices, settings, ctx, &request, &claims, body, at).await?;
+        Accepted::Granted { consent_id }
+    };
+    txn.commit().await?;
+    Ok(Ok(accepted))
+}
+
+/// Records the consent given on Mynaportal.
+#[allow(clippy::too_many_arguments)]
+async fn grant(
+    txn: &sea_orm::DatabaseTransaction,
+    notices: &Notices,
+    settings: &CallbackSettings,
+    ctx: &AuditContext,
+    request: &crate::entities::consent_requests::Model,
+    claims: &Claims,
+    body: &[u8],
+    at: DateTime<Utc>,
+) -> Result<Uuid, CoreError> {
+    let serial = claims
+        .cert_serial
+        .as_deref()
+        .and_then(|s| CertSerial::parse(s).ok())
+        .ok_or_else(|| CoreError::Corrupt("a callback's cert_serial".into()))?;
+    let consented_at = claims.consented_at.expect("checked").trunc_subsecs(6);
+    let expires_at = claims.expires_at.expect("checked").trunc_subsecs(6);
+    let row = customers::lock(txn, request.customer_id).await?;
+    let customer = customers::Customer::try_from(row.clone())?;
+    let previous = super::records::active_consent(txn, customer.id, at).await?;
+    let id = Uuid::now_v7();
+    let token = std::str::from_utf8(body).unwrap_or_default().trim();
+    let signature = token.rsplit('.').next().unwrap_or_default();
+    let payload = token.split('.').nth(1).unwrap_or_default();
+    consents::Entity::insert(consents::ActiveModel {
+        id: Set(id),
+        customer_id: Set(customer.id),
+        purpose: Set(PURPOSE.to_owned()),
+        channel: Set("mynaportal".to_owned()),
+        role: Set(settings.role.to_owned()),
+        text_version: Set("mynaportal".to_owned()),
+        text_sha256: Set(hex::encode(Sha256::digest(b""))),
+        cert_serial: Set(serial.as_str().to_owned()),
+        // The certificate itself is not seen on this route.
+        cert_not_after: Set(expires_at),
+        granted_at: Set(consented_at),
+        expires_at: Set(expires_at),
+        document_sha256: Set(hex::encode(Sha256::digest(token.as_bytes()))),
+        signature_sha256: Set(hex::encode(Sha256::digest(signature.as_bytes()))),
+        signed_document: Set(Some(token.as_bytes().to_vec())),
+        certificate: Set(None),
+        anchor_key_id: Set(None),
+        verification_id: Set(Some(claims.request_id.clone())),
+        certificate_id: Set(None),
+        signed_content: Set(payload.as_bytes().to_vec()),
+        revocation_method: Set("provider".to_owned()),
+        ppid: Set(claims.ppid.clone()),
+    })
+    .exec_without_returning(txn)
+    .await?;
+    consent_events::Entity::insert(event_row(id, 1, "granted", at, ctx, None, None))
+        .exec_without_returning(txn)
+        .await?;
+    if let Some((old, seq)) = &previous {
+        consent_events::Entity::insert(event_row(
+            old.id,
+            seq + 1,
+            "renewed",
+            at,
+            ctx,
+            None,
+            Some(id),
+        ))
+        .exec_without_returning(txn)
+        .await?;
+    }
+    provider_registrations::Entity::insert(registration_row(id, serial.as_str(), "subscribe", at))
+        .exec_without_returning(txn)
+        .await?;
+    // The record follows the certificate the holder consented with.
+    if customer.jpki_cert_serial.as_ref() != Some(&serial) {
+        customer_rows::Entity::update_many()
+            .col_expr(
+                customer_rows::Column::JpkiCertSerial,
+                Expr::value(serial.as_str()),
+            )
+            .col_expr(customer_rows::Column::Version, Expr::value(row.version + 1))
+            .col_expr(customer_rows::Column::UpdatedAt, Expr::value(at))
+            .filter(customer_rows::Column::Id.eq(customer.id))
+            .exec(txn)
+            .await?;
+    }
+    requests::decide(txn, request, "granted", Some(id), at).await?;
+    let local = |t: DateTime<Utc>| t.with_timezone(&settings.timezone).date_naive();
+    let mut granted = AuditEvent::new("consent.granted", "consent", Some(id.to_string()))
+        .with_customer(customer.id)
+        .set(
+            "after",
+            json!({
+                "purpose": PURPOSE,
+                "channel": "mynaportal",
+                "cert_serial": serial.as_str(),
+                "granted_at": consented_at,
+                "expires_at": expires_at,
+                "request": request.id,
+                "jti": claims.jti,
+            }),
+        );
+    if customer.status != CustomerStatus::Deceased {
+        let receipt = notices::enqueue(
+            txn,
+            notices,
+            NewNotice {
+                kind: NoticeKind::ConsentReceipt,
+                customer_id: Some(customer.id),
+                to: &customer.email,
+                locale: customer.locale,
+                customer_name: customer.basic4.as_ref().map(|b| b.name.as_str()),
+                data: json!({"consent": {
+                    "text_version": "mynaportal",
+                    "granted_on": format_date(customer.locale, local(consented_at)),
+                    "valid_until": format_date(customer.locale, local(expires_at) - Days::new(1)),
+                    "channel_label": channel_label(customer.locale, "mynaportal"),
+                }}),
+            },
+        )
+        .await?;
+        granted = granted.set(
+            "notice",
+            json!({"id": receipt, "kind": NoticeKind::ConsentReceipt.as_str()}),
+        );
+    }
+    audit::append(txn, ctx, granted).await?;
+    let event = AuditEvent::new(
+        "consent_request.granted",
+        "consent_request",
+        Some(request.id.to_string()),
+    )
+    .with_customer(customer.id)
+    .set("before", json!({"status": request.status}))
+    .set("after", json!({"status": "granted", "consent": id}));
+    audit::append(txn, ctx, event).await?;
+    Ok(id)
+}
