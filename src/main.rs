@@ -69,6 +69,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
     },
+    /// Mynaportal consent requests to existing customers.
+    ConsentRequests {
+        #[command(subcommand)]
+        command: ConsentRequestsCommand,
+    },
     /// Customers in bulk.
     Customers {
         #[command(subcommand)]
@@ -78,6 +83,20 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ConsentRequestsCommand {
+    /// Emails a consent request to customers who have neither an active
+    /// consent nor an open request; run again, it goes on where it stopped.
+    Send {
+        /// Every customer without consent (required: says what is meant).
+        #[arg(long, required = true)]
+        all_without_consent: bool,
+        /// Ask at most this many customers.
+        #[arg(long, value_name = "N")]
+        limit: Option<u64>,
     },
 }
 
@@ -206,6 +225,9 @@ fn main() -> ExitCode {
             unreachable!("handled before the configuration is read")
         }
         Command::Migrate => run::block_on(run::migrate(config)),
+        Command::ConsentRequests {
+            command: ConsentRequestsCommand::Send { limit, .. },
+        } => run::block_on(run::send_consent_requests(config, limit)),
         Command::Customers {
             command:
                 CustomersCommand::Import {

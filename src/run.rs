@@ -279,6 +279,82 @@ pub async fn sync_once(
     }
 }
 
+fn request_settings(config: &Config) -> kihon4_core::consent::requests::RequestSettings {
+    kihon4_core::consent::requests::RequestSettings {
+        public_base_url: config.public_base_url.clone(),
+        client_id: config.provider_client_id.clone(),
+        timezone: config.timezone,
+    }
+}
+
+/// `kihon4 consent-requests send --all-without-consent`: asks every
+/// customer with neither an active consent nor an open request (at most
+/// `limit`), with a progress bar and a summary. Run again, it goes on where
+/// it stopped: those asked have an open request.
+pub async fn send_consent_requests(config: Config, limit: Option<u64>) -> anyhow::Result<()> {
+    use kihon4_core::CoreError;
+    use kihon4_core::audit::{Actor, AuditContext};
+    use kihon4_core::consent::requests;
+    let notices = notices(&config)?;
+    let Some(provider) = provider(&config, false)? else {
+        anyhow::bail!("KIHON4_PROVIDER_URL is not set: there is no one to ask through");
+    };
+    let db = open_current(&config).await?;
+    let settings = request_settings(&config);
+    let ctx = AuditContext::new(Actor::cli(), None);
+    let limit = limit.unwrap_or(u64::MAX);
+    let mut ids = Vec::new();
+    let mut after = None;
+    while (ids.len() as u64) < limit {
+        let page =
+            requests::customers_to_ask(&db, after, 1000.min(limit - ids.len() as u64)).await?;
+        let Some(last) = page.last().copied() else {
+            break;
+        };
+        after = Some(last);
+        ids.extend(page);
+    }
+    let bar = indicatif::ProgressBar::new(ids.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} customers {msg} ({elapsed_precise}, about {eta} left)",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let (mut sent, mut skipped, mut failed) = (0u64, 0u64, 0u64);
+    for id in &ids {
+        match requests::create(&db, provider.as_ref(), &notices, &settings, &ctx, *id).await {
+            Ok(_) => sent += 1,
+            Err(
+                CoreError::AlreadyConsenting
+                | CoreError::ConsentRequestOpen
+                | CoreError::NotFound(_)
+                | CoreError::Consent(_),
+            ) => skipped += 1,
+            Err(CoreError::Upstream(why)) => {
+                failed += 1;
+                tracing::warn!(customer = %id, error = %why, "the provider did not take a consent request");
+            }
+            Err(e) => {
+                bar.finish_and_clear();
+                return Err(e.into());
+            }
+        }
+        bar.inc(1);
+        bar.set_message(format!("({sent} sent, {skipped} skipped, {failed} failed)"));
+    }
+    bar.finish_and_clear();
+    println!(
+        "kihon4: {} customer(s) without consent: {sent} asked, {skipped} skipped (consented or asked meanwhile), {failed} failed",
+        ids.len()
+    );
+    if failed > 0 {
+        anyhow::bail!("{failed} request(s) failed; run the command again to ask them");
+    }
+    Ok(())
+}
+
 /// `kihon4 customers import`: the rows of a CSV file, a batch per
 /// transaction, with a progress bar on a terminal and a summary; rejected
 /// rows in a report file, by line and reason (never their data).
@@ -448,6 +524,8 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             },
             detect_cron: config.sync_detect_cron.clone(),
             full_refresh_cron: config.sync_full_refresh_cron.clone(),
+            consent_requests: worker_provider.as_ref().map(|_| request_settings(&config)),
+            reminder_days: config.consent_request_reminder_days.clone(),
         };
         tokio::spawn(kihon4_worker::run(db.clone(), settings, shutdown.clone()))
     });

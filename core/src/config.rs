@@ -53,6 +53,7 @@ pub const SETTINGS: &[&str] = &[
     "awaiting_reissue_days",
     "sync_lease_seconds",
     "provider_issuer",
+    "consent_request_reminder_days",
 ];
 
 /// Variables with the prefix that are not settings of the service itself:
@@ -144,6 +145,8 @@ pub struct Config {
     /// The `iss` of the provider's signed callbacks; callbacks are refused
     /// until it is set.
     pub provider_issuer: Option<String>,
+    /// Days after a consent request when its reminders go out (one each).
+    pub consent_request_reminder_days: Vec<u32>,
     pub trust_anchors: Vec<PathBuf>,
     pub revocation: Revocation,
     pub smtp_url: Option<SecretString>,
@@ -441,6 +444,29 @@ impl Reader {
             .text("provider_client_id")
             .unwrap_or_else(|| "kihon4".into());
         let provider_issuer = self.text("provider_issuer");
+        let consent_request_reminder_days = match self.text("consent_request_reminder_days") {
+            None => vec![7],
+            Some(raw) if raw.trim().is_empty() => Vec::new(),
+            Some(raw) => {
+                let parsed: Result<Vec<u32>, _> =
+                    raw.split(',').map(|d| d.trim().parse::<u32>()).collect();
+                match parsed {
+                    Ok(days)
+                        if days.windows(2).all(|w| w[0] < w[1])
+                            && days.iter().all(|d| (1..=365).contains(d)) =>
+                    {
+                        days
+                    }
+                    _ => {
+                        self.fail(
+                            "consent_request_reminder_days",
+                            "must be increasing whole days from 1 to 365, separated by commas (e.g. `7,14`), or empty for none",
+                        );
+                        Vec::new()
+                    }
+                }
+            }
+        };
         let trust_anchors: Vec<PathBuf> = self
             .list("trust_anchors")
             .into_iter()
@@ -594,6 +620,7 @@ impl Reader {
             provider_api_key,
             provider_client_id,
             provider_issuer,
+            consent_request_reminder_days,
             trust_anchors,
             revocation,
             smtp_url,

@@ -30,6 +30,10 @@ pub struct WorkerSettings {
     /// When detection and the full refresh run (six-field cron expressions).
     pub detect_cron: String,
     pub full_refresh_cron: String,
+    /// Mynaportal consent requests (their links), when a provider is configured.
+    pub consent_requests: Option<kihon4_core::consent::requests::RequestSettings>,
+    /// Days after a consent request when its reminders go out.
+    pub reminder_days: Vec<u32>,
 }
 
 /// How the worker finds customers whose certificate is no longer valid.
@@ -58,13 +62,23 @@ pub async fn run(
     let mut scheduler = JobScheduler::new().await?;
     let housekeeping_db = db.clone();
     let (housekeeping_notices, timezone) = (settings.notices.clone(), settings.timezone);
+    let requests = Arc::new((
+        settings.consent_requests.clone(),
+        settings.reminder_days.clone(),
+    ));
     scheduler
         .add(Job::new_async_tz(
             HOUSEKEEPING_CRON,
             settings.timezone,
             move |_, _| {
                 let (db, notices) = (housekeeping_db.clone(), housekeeping_notices.clone());
-                Box::pin(async move { housekeeping(&db, &notices, timezone).await })
+                let requests = requests.clone();
+                Box::pin(async move {
+                    housekeeping(&db, &notices, timezone).await;
+                    if let Some(settings) = &requests.0 {
+                        consent_requests(&db, &notices, settings, &requests.1).await;
+                    }
+                })
             },
         )?)
         .await?;
@@ -175,6 +189,28 @@ pub async fn housekeeping(db: &DatabaseConnection, notices: &Notices, timezone: 
             "addresses and messages of notices sent over 30 days ago removed"
         ),
         Err(e) => tracing::error!(error = %e, "housekeeping of notices failed"),
+    }
+}
+
+/// Mynaportal consent requests: reminders due, and those past their expiry.
+pub async fn consent_requests(
+    db: &DatabaseConnection,
+    notices: &Notices,
+    settings: &kihon4_core::consent::requests::RequestSettings,
+    reminder_days: &[u32],
+) {
+    use kihon4_core::audit::{Actor, AuditContext};
+    use kihon4_core::consent::requests::{expire_due, remind_due};
+    let ctx = AuditContext::new(Actor::worker(), None);
+    match remind_due(db, notices, settings, &ctx, reminder_days).await {
+        Ok(n) if n > 0 => tracing::info!(reminded = n, "consent requests reminded"),
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "consent request reminders failed"),
+    }
+    match expire_due(db, &ctx).await {
+        Ok(n) if n > 0 => tracing::info!(expired = n, "consent requests expired"),
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "consent request expiry failed"),
     }
 }
 

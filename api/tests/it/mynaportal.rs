@@ -19,6 +19,7 @@ both!(
     a_customer_consents_through_mynaportal,
     a_declined_request_is_closed_and_links_are_single_use,
     forged_and_replayed_callbacks_are_refused_and_write_nothing,
+    a_reminder_goes_out_once_and_unanswered_requests_expire,
 );
 
 const ISSUER: &str = "kihon4-sim";
@@ -515,5 +516,87 @@ async fn forged_and_replayed_callbacks_are_refused_and_write_nothing(backend: Ba
     )
     .await;
     assert_eq!(app.count("webhook_receipts").await, 1);
+    app.assert_chain_verifies().await;
+}
+
+async fn a_reminder_goes_out_once_and_unanswered_requests_expire(backend: Backend) {
+    use kihon4_core::audit::{Actor, AuditContext};
+    use kihon4_core::consent::requests::{RequestSettings, expire_due, remind_due};
+    use kihon4_core::entities::consent_requests as rows;
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, sea_query::Expr};
+    let sim = spawn_sim().await;
+    let app = app_with(&sim, backend).await;
+    let id = customer(&app, "MP-4", "ja").await;
+    let request = ask(&app, &id).await;
+    let request_id = uuid::Uuid::parse_str(request["id"].as_str().unwrap()).unwrap();
+    let first_link = emailed_link(&app).await;
+    let settings = RequestSettings {
+        public_base_url: app.base.parse().unwrap(),
+        client_id: MYNAPORTAL_CLIENT.into(),
+        timezone: chrono_tz::Asia::Tokyo,
+    };
+    let ctx = AuditContext::new(Actor::worker(), None);
+    let notices = crate::helpers::notices();
+    // Not yet due.
+    assert_eq!(
+        remind_due(&app.db, &notices, &settings, &ctx, &[7])
+            .await
+            .unwrap(),
+        0
+    );
+    let age = |days: i64| {
+        rows::Entity::update_many()
+            .col_expr(
+                rows::Column::CreatedAt,
+                Expr::value(chrono::Utc::now() - chrono::Duration::days(days)),
+            )
+            .filter(rows::Column::Id.eq(request_id))
+    };
+    age(8).exec(&app.db).await.unwrap();
+    assert_eq!(
+        remind_due(&app.db, &notices, &settings, &ctx, &[7])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        remind_due(&app.db, &notices, &settings, &ctx, &[7])
+            .await
+            .unwrap(),
+        0,
+        "once"
+    );
+    assert_eq!(app.count("outbox WHERE kind = 'consent_request'").await, 2);
+    // The reminder's link replaces the first one.
+    let second_link = emailed_link(&app).await;
+    assert_ne!(first_link, second_link);
+    assert_eq!(reqwest::get(&first_link).await.unwrap().status(), 404);
+    assert_eq!(reqwest::get(&second_link).await.unwrap().status(), 200);
+
+    // Past its expiry: expired, with its audit event; the link says so.
+    rows::Entity::update_many()
+        .col_expr(
+            rows::Column::ExpiresAt,
+            Expr::value(chrono::Utc::now() - chrono::Duration::seconds(1)),
+        )
+        .filter(rows::Column::Id.eq(request_id))
+        .exec(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(reqwest::get(&second_link).await.unwrap().status(), 410);
+    assert_eq!(expire_due(&app.db, &ctx).await.unwrap(), 1);
+    assert_eq!(expire_due(&app.db, &ctx).await.unwrap(), 0);
+    let now: Value = app
+        .get(
+            &format!("/v1/consent-requests/{request_id}"),
+            &app.operator(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(now["status"], "expired");
+    // A new request can be made once the old one expired.
+    ask(&app, &id).await;
     app.assert_chain_verifies().await;
 }

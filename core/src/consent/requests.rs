@@ -368,6 +368,93 @@ pub async fn expire_due(db: &DatabaseConnection, ctx: &AuditContext) -> Result<u
     Ok(expired)
 }
 
+/// Reminds the customers of requests still `sent` (the link not used to go
+/// to Mynaportal): the n-th reminder once `schedule[n]` (days after the
+/// request) has passed, each once. A reminder carries a fresh link (only
+/// the token's hash is kept, so the earlier link stops working) and is
+/// written with its audit event; two workers cannot both send it. Returns
+/// how many were sent.
+pub async fn remind_due(
+    db: &DatabaseConnection,
+    notices: &Notices,
+    settings: &RequestSettings,
+    ctx: &AuditContext,
+    schedule: &[u32],
+) -> Result<u64, CoreError> {
+    let at = now();
+    let due = consent_requests::Entity::find()
+        .filter(consent_requests::Column::Status.eq("sent"))
+        .filter(consent_requests::Column::ExpiresAt.gt(at))
+        .filter(consent_requests::Column::Reminders.lt(schedule.len() as i32))
+        .all(db)
+        .await?;
+    let mut sent = 0;
+    for request in due {
+        let days = schedule[request.reminders.max(0) as usize];
+        if at - request.created_at < chrono::Duration::days(i64::from(days)) {
+            continue;
+        }
+        let customer = customers::get(db, request.customer_id).await?;
+        let (token, hash) = new_token();
+        let txn = db::begin_write(db).await?;
+        let moved = consent_requests::Entity::update_many()
+            .col_expr(consent_requests::Column::TokenSha256, Expr::value(hash))
+            .col_expr(
+                consent_requests::Column::Reminders,
+                Expr::value(request.reminders + 1),
+            )
+            .col_expr(consent_requests::Column::RemindedAt, Expr::value(at))
+            .filter(consent_requests::Column::Id.eq(request.id))
+            .filter(consent_requests::Column::Status.eq("sent"))
+            .filter(consent_requests::Column::Reminders.eq(request.reminders))
+            .exec(&txn)
+            .await?;
+        if moved.rows_affected != 1 {
+            // Opened, decided or reminded meanwhile.
+            txn.rollback().await?;
+            continue;
+        }
+        let local = request
+            .expires_at
+            .with_timezone(&settings.timezone)
+            .date_naive();
+        let notice = notices::enqueue(
+            &txn,
+            notices,
+            NewNotice {
+                kind: NoticeKind::ConsentRequest,
+                customer_id: Some(customer.id),
+                to: &customer.email,
+                locale: customer.locale,
+                customer_name: customer.basic4.as_ref().map(|b| b.name.as_str()),
+                data: json!({"request": {
+                    "link": settings.landing_url(&token),
+                    "expires_on": format_date(customer.locale, local),
+                    "reminder": true,
+                }}),
+            },
+        )
+        .await?;
+        let event = AuditEvent::new(
+            "consent_request.reminded",
+            "consent_request",
+            Some(request.id.to_string()),
+        )
+        .with_customer(customer.id)
+        .set(
+            "after",
+            json!({
+                "reminders": request.reminders + 1,
+                "notice": {"id": notice, "kind": NoticeKind::ConsentRequest.as_str()},
+            }),
+        );
+        audit::append(&txn, ctx, event).await?;
+        txn.commit().await?;
+        sent += 1;
+    }
+    Ok(sent)
+}
+
 /// Marks the request decided in `txn` (the callback's transaction).
 pub(crate) async fn decide<C: ConnectionTrait>(
     txn: &C,
