@@ -139,6 +139,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(routes::mynaportal::read)
         .service(routes::mynaportal::webhook)
         .service(routes::pages::style)
+        .service(routes::pages::icon)
         .service(routes::pages::landing)
         .service(routes::pages::start)
         .service(routes::pages::done)

@@ -40,6 +40,7 @@ const LANDING_JA: &str = include_str!("../../../templates/pages/landing.ja.html"
 const LANDING_EN: &str = include_str!("../../../templates/pages/landing.en.html");
 const MESSAGE: &str = include_str!("../../../templates/pages/message.html");
 const STYLE: &str = include_str!("../../../templates/pages/style.css");
+const ICON: &str = include_str!("../../../templates/pages/icon.svg");
 
 fn templates() -> &'static minijinja::Environment<'static> {
     static ENV: OnceLock<minijinja::Environment<'static>> = OnceLock::new();
@@ -441,6 +442,16 @@ pub async fn style() -> HttpResponse {
 /// Equality that takes as long whatever the first difference.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The pages' icon (so that browsers do not ask for a missing favicon).
+#[get("/consent/assets/icon.svg")]
+pub async fn icon() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("image/svg+xml")
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header((header::CACHE_CONTROL, "public, max-age=86400"))
+        .body(ICON)
 }
 
 fn rand_bytes(out: &mut [u8]) {

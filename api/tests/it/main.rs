@@ -10,6 +10,7 @@ mod smtp_sink;
 
 mod audit;
 mod auth;
+mod browser;
 mod consent;
 mod customers;
 mod idempotency;

@@ -29,7 +29,7 @@ async fn app_with(sim: &TestSim, backend: Backend) -> TestApp {
 }
 
 /// The landing link in the newest consent-request email.
-async fn emailed_link(app: &TestApp) -> String {
+pub async fn emailed_link(app: &TestApp) -> String {
     use kihon4_core::entities::outbox;
     use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
     let row = outbox::Entity::find()
