@@ -447,6 +447,11 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let server = if roles.api {
         let auth = Authenticator::new(&config.jwt).map_err(|e| anyhow::anyhow!(e))?;
         let api_provider = provider(&config, true)?;
+        if api_provider.is_some() && config.provider_issuer.is_none() {
+            tracing::warn!(
+                "KIHON4_PROVIDER_ISSUER is not set: consent requests can be sent, but every Mynaportal callback will be refused"
+            );
+        }
         let mynaportal = api_provider
             .clone()
             .map(|p| Arc::new(kihon4_api::Mynaportal::from_config(&config, p)));

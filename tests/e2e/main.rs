@@ -13,5 +13,6 @@ mod concurrency;
 mod consent;
 mod import;
 mod lifecycle;
+mod mynaportal;
 mod notices;
 mod sync;

@@ -59,7 +59,12 @@ pub struct Running {
 impl Running {
     /// Starts `kihon4 <role>` listening on a free port; waits for `/healthz`.
     pub async fn start(dir: &Path, role: &str, envs: &[(&str, String)]) -> Self {
-        let port = free_port();
+        Self::start_at(dir, role, envs, free_port()).await
+    }
+
+    /// As [`start`](Self::start), on `port` (for a process that must know
+    /// its own address beforehand, as in `KIHON4_PUBLIC_BASE_URL`).
+    pub async fn start_at(dir: &Path, role: &str, envs: &[(&str, String)], port: u16) -> Self {
         let log = dir.join(format!("{role}-{port}.log"));
         let mut envs = envs.to_vec();
         envs.push(("KIHON4_LISTEN", format!("127.0.0.1:{port}")));

@@ -507,8 +507,12 @@ async fn forged_and_replayed_callbacks_are_refused_and_write_nothing(backend: Ba
             .await,
         1
     );
+    // Signed anew, as a provider retrying does: the same decision, taken before.
+    let mut resigned = claims("j-good");
+    resigned["iat"] = json!(now - 1);
+    assert_eq!(callback(&app, &signed(&sim, resigned)).await.status(), 204);
     let mut other_body = claims("j-good");
-    other_body["iat"] = json!(now - 1);
+    other_body["request_id"] = json!("another-request");
     expect_problem(
         callback(&app, &signed(&sim, other_body)).await,
         409,

@@ -3,8 +3,10 @@
 //! found by `kid` in the provider's JWKS (fetched from the provider, cached,
 //! fetched again for an unknown `kid`; never taken from the token), whose
 //! algorithm is pinned to RS256, and whose `iss`, `aud`, `iat`, `exp` and
-//! `jti` are checked. Each `jti` is taken once: the same body again is a
-//! redelivery (nothing changes), another body under it is a replay.
+//! `jti` are checked. Each `jti` is taken once: the same decision again is a
+//! redelivery (nothing changes), even signed anew with other `iat`/`exp`,
+//! as a provider retrying does; other claims under a known `jti` are a
+//! replay.
 //!
 //! A granted decision records an active consent (channel `mynaportal`, the
 //! callback JWT as its evidence, the certificate serial and the PPID it
@@ -155,7 +157,7 @@ pub struct CallbackSettings {
     pub role: &'static str,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, serde::Serialize)]
 struct Claims {
     iat: i64,
     exp: i64,
@@ -291,7 +293,14 @@ async fn apply(
     claims: Claims,
 ) -> Result<Result<Accepted, CallbackRefusal>, CoreError> {
     let at = now();
-    let body_sha256 = hex::encode(Sha256::digest(body));
+    // What the decision says, whatever its signing time: a retry signed anew
+    // is the same decision.
+    let mut said = serde_json::to_value(&claims).map_err(|e| CoreError::Corrupt(e.to_string()))?;
+    if let Some(map) = said.as_object_mut() {
+        map.remove("iat");
+        map.remove("exp");
+    }
+    let body_sha256 = hex::encode(Sha256::digest(crate::audit::canonical_json(&said)));
     let Ok(request_uuid) = Uuid::parse_str(&claims.request_ref) else {
         return Ok(Err(CallbackRefusal::UnknownRequest));
     };
@@ -415,11 +424,27 @@ async fn grant(
         ))
         .exec_without_returning(txn)
         .await?;
+        // The old consent's registration is under the record's certificate.
+        let registered = row
+            .jpki_cert_serial
+            .clone()
+            .unwrap_or_else(|| old.cert_serial.clone());
+        if registered != serial.as_str() {
+            provider_registrations::Entity::insert(registration_row(
+                old.id,
+                &registered,
+                "unsubscribe",
+                at,
+            ))
+            .exec_without_returning(txn)
+            .await?;
+        }
     }
     provider_registrations::Entity::insert(registration_row(id, serial.as_str(), "subscribe", at))
         .exec_without_returning(txn)
         .await?;
     // The record follows the certificate the holder consented with.
+    let mut customer_event = None;
     if customer.jpki_cert_serial.as_ref() != Some(&serial) {
         customer_rows::Entity::update_many()
             .col_expr(
@@ -431,6 +456,19 @@ async fn grant(
             .filter(customer_rows::Column::Id.eq(customer.id))
             .exec(txn)
             .await?;
+        customer_event = Some(
+            AuditEvent::customer("customer.updated", customer.id)
+                .set(
+                    "before",
+                    json!({"jpki_cert_serial": row.jpki_cert_serial, "version": row.version}),
+                )
+                .set(
+                    "after",
+                    json!({"jpki_cert_serial": serial.as_str(), "version": row.version + 1}),
+                )
+                .set("source", json!("mynaportal"))
+                .set("consent", json!(id)),
+        );
     }
     requests::decide(txn, request, "granted", Some(id), at).await?;
     let local = |t: DateTime<Utc>| t.with_timezone(&settings.timezone).date_naive();
@@ -473,6 +511,15 @@ async fn grant(
         );
     }
     audit::append(txn, ctx, granted).await?;
+    if let Some((old, _)) = &previous {
+        let renewed = AuditEvent::new("consent.renewed", "consent", Some(old.id.to_string()))
+            .with_customer(customer.id)
+            .set("after", json!({"status": "renewed", "renewed_by": id}));
+        audit::append(txn, ctx, renewed).await?;
+    }
+    if let Some(event) = customer_event {
+        audit::append(txn, ctx, event).await?;
+    }
     let event = AuditEvent::new(
         "consent_request.granted",
         "consent_request",
