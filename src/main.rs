@@ -69,6 +69,11 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
     },
+    /// The audit trail for auditors: the public key, exports, offline verification.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
     /// Mynaportal consent requests to existing customers.
     ConsentRequests {
         #[command(subcommand)]
@@ -83,6 +88,41 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Prints the public key that checkpoints and manifests are signed with
+    /// (SubjectPublicKeyInfo PEM), for auditors.
+    PublicKey,
+    /// Exports the events of a time range with its signed manifest
+    /// (written to OUT.manifest.json).
+    Export {
+        /// The first moment (RFC 3339), inclusive; default: the first event.
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// The last moment (RFC 3339), exclusive; default: now.
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+        /// `jsonl` (what was hashed, verifiable) or `csv` (for spreadsheets).
+        #[arg(long, default_value = "jsonl", value_parser = ["jsonl", "csv"])]
+        format: String,
+        /// The export file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+    /// Verifies a JSON Lines export against its manifest and the public key,
+    /// with no database and no network; names the first line that does not
+    /// verify. Exit 0 when everything holds, 1 when something does not.
+    Verify {
+        /// The export (JSON Lines).
+        export: PathBuf,
+        /// Its manifest.
+        manifest: PathBuf,
+        /// The public key (from `kihon4 audit public-key`).
+        #[arg(long, value_name = "PUBKEY")]
+        key: PathBuf,
     },
 }
 
@@ -157,7 +197,7 @@ fn parse_role(raw: &str) -> Result<Role, String> {
 
 /// Exit codes: 0 ok, 1 failed, 2 bad usage or configuration.
 const FAILED: u8 = 1;
-const BAD_USAGE: u8 = 2;
+pub(crate) const BAD_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -185,6 +225,18 @@ fn main() -> ExitCode {
     {
         // The demo speaks for itself: only warnings go to the log.
         return run::block_on_logging(demo::demo(data_dir, listen, serve), "warn");
+    }
+    // Verification needs nothing of kihon4's: no configuration, no database.
+    if let Command::Audit {
+        command:
+            AuditCommand::Verify {
+                export,
+                manifest,
+                key,
+            },
+    } = &cli.command
+    {
+        return run::verify_export(export, manifest, key);
     }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -225,6 +277,34 @@ fn main() -> ExitCode {
             unreachable!("handled before the configuration is read")
         }
         Command::Migrate => run::block_on(run::migrate(config)),
+        Command::Audit {
+            command: AuditCommand::PublicKey,
+        } => match run::audit_key(&config) {
+            Ok(key) => {
+                print!("{}", key.public_key_pem());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kihon4: {e}");
+                failed()
+            }
+        },
+        Command::Audit {
+            command:
+                AuditCommand::Export {
+                    from,
+                    to,
+                    format,
+                    out,
+                },
+        } => {
+            let format =
+                kihon4_core::audit_export::Format::parse(&format).expect("clap checked it");
+            run::block_on(run::export_audit(config, from, to, format, out))
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { .. },
+        } => unreachable!("handled above"),
         Command::ConsentRequests {
             command: ConsentRequestsCommand::Send { limit, .. },
         } => run::block_on(run::send_consent_requests(config, limit)),

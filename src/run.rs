@@ -279,6 +279,143 @@ pub async fn sync_once(
     }
 }
 
+/// The audit signing key; made on first use when it is the embedded
+/// default (in the data folder).
+pub fn audit_key(config: &Config) -> anyhow::Result<kihon4_core::audit_export::SigningKey> {
+    let default = config.data_dir.join("audit-signing-key.pem");
+    kihon4_core::audit_export::SigningKey::load_or_create(
+        &config.audit_signing_key,
+        config.audit_signing_key == default,
+    )
+    .map_err(anyhow::Error::msg)
+}
+
+/// `kihon4 audit export`: the file, then its signed manifest beside it.
+pub async fn export_audit(
+    config: Config,
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    format: kihon4_core::audit_export::Format,
+    out: std::path::PathBuf,
+) -> anyhow::Result<()> {
+    use kihon4_core::audit::{Actor, AuditContext, AuditEvent};
+    use std::io::Write;
+    let key = audit_key(&config)?;
+    let db = open_current(&config).await?;
+    let file = std::fs::File::create(&out)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    let mut writer = std::io::BufWriter::new(file);
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{bar:40} {pos}/{len} events ({elapsed_precise}, about {eta} left)",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    let manifest = kihon4_core::audit_export::export(
+        &db,
+        &key,
+        format,
+        from,
+        to,
+        &mut writer,
+        |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    )
+    .await?;
+    writer.flush()?;
+    bar.finish_and_clear();
+    let manifest_path = {
+        let mut name = out.file_name().unwrap_or_default().to_os_string();
+        name.push(".manifest.json");
+        out.with_file_name(name)
+    };
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)?;
+    // The export itself is audited: who, which range, whether personal data.
+    let txn = kihon4_core::db::begin_write(&db).await?;
+    let event = AuditEvent::new("audit.exported", "audit", None).set(
+        "after",
+        serde_json::json!({
+            "format": manifest.format,
+            "from": manifest.from, "to": manifest.to,
+            "first_seq": manifest.first_seq, "last_seq": manifest.last_seq,
+            "count": manifest.count, "file_sha256": manifest.file_sha256,
+            "include_personal_data": false,
+        }),
+    );
+    kihon4_core::audit::append(&txn, &AuditContext::new(Actor::cli(), None), event).await?;
+    txn.commit().await?;
+    println!(
+        "kihon4: {} event(s) written to {}, manifest {}",
+        manifest.count,
+        out.display(),
+        manifest_path.display()
+    );
+    Ok(())
+}
+
+/// `kihon4 audit verify`: exit 0 when everything holds, 1 when something
+/// does not (the first line that does not verify is named), 2 when a file
+/// cannot be read.
+pub fn verify_export(
+    export: &std::path::Path,
+    manifest: &std::path::Path,
+    key: &std::path::Path,
+) -> ExitCode {
+    use kihon4_core::audit_export::{Manifest, PublicKey, verify_jsonl};
+    let read = |path: &std::path::Path| {
+        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+    };
+    let loaded = (|| {
+        let key = PublicKey::parse(&read(key)?).map_err(|e| format!("{}: {e}", key.display()))?;
+        let manifest: Manifest = serde_json::from_slice(&read(manifest)?)
+            .map_err(|e| format!("{} is not a kihon4 manifest: {e}", manifest.display()))?;
+        let file = std::fs::File::open(export)
+            .map_err(|e| format!("cannot read {}: {e}", export.display()))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok::<_, String>((key, manifest, file, size))
+    })();
+    let (key, manifest, file, size) = match loaded {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("kihon4: {e}");
+            return ExitCode::from(crate::BAD_USAGE);
+        }
+    };
+    let bar = indicatif::ProgressBar::new(size);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} ({eta} left)")
+            .expect("a valid template")
+            .progress_chars("=> "),
+    );
+    let result = verify_jsonl(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        &manifest,
+        &key,
+        |read| bar.set_position(read),
+    );
+    bar.finish_and_clear();
+    match result {
+        Ok(count) => {
+            println!(
+                "kihon4: {} verifies: {count} event(s), seq {} to {}, signed by key {}",
+                export.display(),
+                manifest.first_seq.map_or("-".into(), |s| s.to_string()),
+                manifest.last_seq.map_or("-".into(), |s| s.to_string()),
+                key.key_id
+            );
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            println!("kihon4: {} does not verify: {failure}", export.display());
+            ExitCode::from(1)
+        }
+    }
+}
+
 fn request_settings(config: &Config) -> kihon4_core::consent::requests::RequestSettings {
     kihon4_core::consent::requests::RequestSettings {
         public_base_url: config.public_base_url.clone(),

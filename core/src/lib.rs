@@ -3,6 +3,7 @@
 //! worker both reach the rules through this crate.
 
 pub mod audit;
+pub mod audit_export;
 pub mod auth;
 pub mod config;
 pub mod consent;

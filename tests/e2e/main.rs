@@ -9,6 +9,7 @@ mod seed;
 #[path = "../support/smtp_sink.rs"]
 mod smtp_sink;
 
+mod audit;
 mod concurrency;
 mod consent;
 mod import;

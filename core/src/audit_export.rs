@@ -1,0 +1,531 @@
+//! Evidence for auditors (DESIGN §5): signed checkpoints of the chain head,
+//! exports of a range of events with a signed manifest, and their offline
+//! verification.
+//!
+//! - The signing key is Ed25519, a PKCS#8 PEM file (`KIHON4_AUDIT_SIGNING_KEY`;
+//!   made on first use on the embedded default), its public key written
+//!   beside it as `<file>.pub` (SubjectPublicKeyInfo PEM, as OpenSSL writes).
+//! - A checkpoint signs the canonical JSON (RFC 8785) of
+//!   `{"type": "kihon4-audit-checkpoint", "v": 1, "seq", "head_hash", "at"}`.
+//! - A JSON Lines export holds, per line, exactly the bytes that were hashed
+//!   (the event's canonical JSON), so personal data appear only as salted
+//!   commitments. The manifest names the range, the count, the hash before
+//!   the first event, the first and last hashes, the SHA-256 of the file, a
+//!   checkpoint, and is itself signed (its canonical JSON without
+//!   `signature`).
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use chrono::{DateTime, SubsecRound, Utc};
+use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+use sea_orm::{
+    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+use crate::audit::{GENESIS_HASH, canonical_json, chain_hash};
+use crate::entities::{audit_chain, audit_events};
+use crate::error::CoreError;
+
+/// The version of the export and manifest formats.
+pub const EXPORT_VERSION: u32 = 1;
+/// The DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410).
+const SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+/// Events read per query while exporting.
+const PAGE: u64 = 1000;
+
+/// The key that signs checkpoints and manifests.
+pub struct SigningKey {
+    pair: Ed25519KeyPair,
+    /// The first 16 hex digits of the SHA-256 of the public key.
+    pub key_id: String,
+}
+
+impl SigningKey {
+    /// Loads the PKCS#8 PEM at `path`; with `create`, makes one there first
+    /// (readable by its owner only) and writes its public key beside it.
+    pub fn load_or_create(path: &Path, create: bool) -> Result<Self, String> {
+        if !path.exists() {
+            if !create {
+                return Err(format!(
+                    "the audit signing key {} does not exist",
+                    path.display()
+                ));
+            }
+            let rng = ring::rand::SystemRandom::new();
+            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+                .map_err(|_| "an Ed25519 key could not be made".to_owned())?;
+            let pem =
+                der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, pkcs8.as_ref())
+                    .map_err(|e| e.to_string())?;
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+            }
+            crate::config::write_private_file(path, pem.as_bytes()).map_err(|e| e.to_string())?;
+        }
+        let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let (label, der) = der::pem::decode_vec(&pem)
+            .map_err(|_| format!("{} is not a PEM file", path.display()))?;
+        if label != "PRIVATE KEY" {
+            return Err(format!("{} is not a PKCS#8 private key", path.display()));
+        }
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+            .map_err(|_| format!("{} is not an Ed25519 PKCS#8 key", path.display()))?;
+        let key_id = key_id(pair.public_key().as_ref());
+        let key = Self { pair, key_id };
+        let public = public_key_path(path);
+        if !public.exists() {
+            std::fs::write(&public, key.public_key_pem()).map_err(|e| e.to_string())?;
+        }
+        Ok(key)
+    }
+
+    /// The public key as SubjectPublicKeyInfo PEM.
+    pub fn public_key_pem(&self) -> String {
+        let mut spki = SPKI_PREFIX.to_vec();
+        spki.extend_from_slice(self.pair.public_key().as_ref());
+        der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, &spki)
+            .expect("a public key encodes")
+    }
+
+    fn sign(&self, message: &[u8]) -> String {
+        B64.encode(self.pair.sign(message).as_ref())
+    }
+}
+
+/// Where the public key of `private` is written.
+pub fn public_key_path(private: &Path) -> PathBuf {
+    let mut name = private.file_name().unwrap_or_default().to_os_string();
+    name.push(".pub");
+    private.with_file_name(name)
+}
+
+fn key_id(public: &[u8]) -> String {
+    hex::encode(&Sha256::digest(public)[..8])
+}
+
+/// An Ed25519 public key read from SubjectPublicKeyInfo PEM (or DER).
+pub struct PublicKey {
+    raw: Vec<u8>,
+    pub key_id: String,
+}
+
+impl PublicKey {
+    pub fn parse(bytes: &[u8]) -> Result<Self, String> {
+        let der = match der::pem::decode_vec(bytes) {
+            Ok(("PUBLIC KEY", der)) => der,
+            Ok((label, _)) => return Err(format!("a PEM `{label}`, not a PUBLIC KEY")),
+            Err(_) => bytes.to_vec(),
+        };
+        if der.len() != SPKI_PREFIX.len() + 32 || der[..SPKI_PREFIX.len()] != SPKI_PREFIX {
+            return Err("not an Ed25519 public key".into());
+        }
+        let raw = der[SPKI_PREFIX.len()..].to_vec();
+        Ok(Self {
+            key_id: key_id(&raw),
+            raw,
+        })
+    }
+
+    fn verifies(&self, message: &[u8], signature_b64: &str) -> bool {
+        let Ok(signature) = B64.decode(signature_b64) else {
+            return false;
+        };
+        UnparsedPublicKey::new(&ED25519, &self.raw)
+            .verify(message, &signature)
+            .is_ok()
+    }
+}
+
+/// The chain head at a moment, signed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Checkpoint {
+    pub seq: i64,
+    pub head_hash: String,
+    pub at: DateTime<Utc>,
+    pub key_id: String,
+    pub signature: String,
+}
+
+impl Checkpoint {
+    /// The bytes signed.
+    pub fn message(seq: i64, head_hash: &str, at: DateTime<Utc>) -> Vec<u8> {
+        canonical_json(&json!({
+            "type": "kihon4-audit-checkpoint",
+            "v": EXPORT_VERSION,
+            "seq": seq,
+            "head_hash": head_hash,
+            "at": at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        }))
+    }
+
+    pub fn verifies(&self, key: &PublicKey) -> bool {
+        key.key_id == self.key_id
+            && key.verifies(
+                &Self::message(self.seq, &self.head_hash, self.at),
+                &self.signature,
+            )
+    }
+}
+
+/// Signs the chain head as it is now.
+pub async fn checkpoint<C: ConnectionTrait>(
+    db: &C,
+    key: &SigningKey,
+) -> Result<Checkpoint, CoreError> {
+    let head = audit_chain::Entity::find_by_id(1)
+        .one(db)
+        .await?
+        .ok_or_else(|| CoreError::Corrupt("the audit chain head is missing".into()))?;
+    let at = Utc::now().trunc_subsecs(6);
+    Ok(Checkpoint {
+        seq: head.last_seq,
+        signature: key.sign(&Checkpoint::message(head.last_seq, &head.last_hash, at)),
+        head_hash: head.last_hash,
+        at,
+        key_id: key.key_id.clone(),
+    })
+}
+
+/// The events of `[from, to)` by time, as a contiguous range of sequence
+/// numbers (`None` when there is none).
+pub async fn seq_range(
+    db: &DatabaseConnection,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+) -> Result<Option<(i64, i64)>, CoreError> {
+    let mut first = audit_events::Entity::find().order_by_asc(audit_events::Column::Seq);
+    let mut last = audit_events::Entity::find().order_by_desc(audit_events::Column::Seq);
+    if let Some(from) = from {
+        first = first.filter(audit_events::Column::OccurredAt.gte(from));
+        last = last.filter(audit_events::Column::OccurredAt.gte(from));
+    }
+    if let Some(to) = to {
+        first = first.filter(audit_events::Column::OccurredAt.lt(to));
+        last = last.filter(audit_events::Column::OccurredAt.lt(to));
+    }
+    let (Some(first), Some(last)) = (first.one(db).await?, last.one(db).await?) else {
+        return Ok(None);
+    };
+    Ok(Some((first.seq, last.seq)))
+}
+
+/// The events with sequence numbers in `[first, last]`, a page at a time.
+pub async fn page(
+    db: &DatabaseConnection,
+    after: i64,
+    last: i64,
+) -> Result<Vec<audit_events::Model>, CoreError> {
+    Ok(audit_events::Entity::find()
+        .filter(audit_events::Column::Seq.gt(after))
+        .filter(audit_events::Column::Seq.lte(last))
+        .order_by_asc(audit_events::Column::Seq)
+        .limit(PAGE)
+        .all(db)
+        .await?)
+}
+
+/// The export formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Jsonl,
+    Csv,
+}
+
+impl Format {
+    pub fn parse(raw: &str) -> Option<Self> {
+        match raw {
+            "jsonl" => Some(Self::Jsonl),
+            "csv" => Some(Self::Csv),
+            _ => None,
+        }
+    }
+}
+
+/// The UTF-8 byte-order mark a CSV export starts with (for spreadsheets).
+pub const CSV_BOM: &[u8] = b"\xEF\xBB\xBF";
+pub const CSV_HEADER: &str = "seq,occurred_at,actor,action,subject_type,subject_id,customer_id,request_id,prev_hash,hash,data\r\n";
+
+/// One event as a line of the export.
+pub fn line(format: Format, e: &audit_events::Model) -> Vec<u8> {
+    match format {
+        Format::Jsonl => {
+            let mut out = e.canonical.as_bytes().to_vec();
+            out.push(b'\n');
+            out
+        }
+        Format::Csv => {
+            let data = serde_json::from_str::<Value>(&e.canonical)
+                .ok()
+                .and_then(|v| v.get("data").map(|d| d.to_string()))
+                .unwrap_or_default();
+            let mut w = csv::WriterBuilder::new()
+                .terminator(csv::Terminator::CRLF)
+                .from_writer(Vec::new());
+            w.write_record([
+                e.seq.to_string(),
+                e.occurred_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                e.actor.clone(),
+                e.action.clone(),
+                e.subject_type.clone(),
+                e.subject_id.clone().unwrap_or_default(),
+                e.customer_id.map(|c| c.to_string()).unwrap_or_default(),
+                e.request_id.clone().unwrap_or_default(),
+                e.prev_hash.clone(),
+                e.hash.clone(),
+                data,
+            ])
+            .expect("writing to memory");
+            w.into_inner().expect("writing to memory")
+        }
+    }
+}
+
+/// What an export holds, signed: its manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub v: u32,
+    pub format: Format,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    pub count: u64,
+    pub first_seq: Option<i64>,
+    pub last_seq: Option<i64>,
+    /// The hash before the first event (the genesis hash for the first).
+    pub prev_hash: String,
+    pub first_hash: Option<String>,
+    pub last_hash: Option<String>,
+    /// SHA-256 (hex) of the export file, byte for byte.
+    pub file_sha256: String,
+    pub checkpoint: Checkpoint,
+    pub key_id: String,
+    pub signature: String,
+}
+
+impl Manifest {
+    fn signed_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_value(self).expect("a manifest serialises");
+        v.as_object_mut().expect("an object").remove("signature");
+        canonical_json(&v)
+    }
+
+    pub fn verifies(&self, key: &PublicKey) -> bool {
+        key.key_id == self.key_id && key.verifies(&self.signed_bytes(), &self.signature)
+    }
+}
+
+/// Writes the export of `[from, to)` to `out` (up to a checkpoint taken
+/// first, so that events appended meanwhile are left out) and returns its
+/// signed manifest. `progress` gets the events written so far and the
+/// number to write. Constant memory: a page of events at a time.
+pub async fn export(
+    db: &DatabaseConnection,
+    key: &SigningKey,
+    format: Format,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    out: &mut impl std::io::Write,
+    mut progress: impl FnMut(u64, u64),
+) -> Result<Manifest, CoreError> {
+    let checkpoint = checkpoint(db, key).await?;
+    let mut file = Sha256::new();
+    let mut write = |bytes: &[u8]| -> Result<(), CoreError> {
+        file.update(bytes);
+        out.write_all(bytes)
+            .map_err(|e| CoreError::Corrupt(format!("the export cannot be written: {e}")))
+    };
+    if format == Format::Csv {
+        write(CSV_BOM)?;
+        write(CSV_HEADER.as_bytes())?;
+    }
+    let (mut count, mut first, mut last) = (0u64, None, None);
+    let mut prev_hash = GENESIS_HASH.to_owned();
+    if let Some((first_seq, last_seq)) = seq_range(db, from, to).await? {
+        // Only what the checkpoint covers.
+        let last_seq = last_seq.min(checkpoint.seq);
+        let total = u64::try_from(last_seq - first_seq + 1).unwrap_or(0);
+        let mut after = first_seq - 1;
+        loop {
+            let rows = page(db, after, last_seq).await?;
+            let Some(tail) = rows.last() else { break };
+            after = tail.seq;
+            for e in &rows {
+                if first.is_none() {
+                    prev_hash = e.prev_hash.clone();
+                    first = Some((e.seq, e.hash.clone()));
+                }
+                write(&line(format, e))?;
+                last = Some((e.seq, e.hash.clone()));
+                count += 1;
+            }
+            progress(count, total);
+        }
+    }
+    let mut m = Manifest {
+        kind: "kihon4-audit-export".into(),
+        v: EXPORT_VERSION,
+        format,
+        from,
+        to,
+        count,
+        first_seq: first.as_ref().map(|f| f.0),
+        last_seq: last.as_ref().map(|l| l.0),
+        prev_hash,
+        first_hash: first.map(|f| f.1),
+        last_hash: last.map(|l| l.1),
+        file_sha256: hex::encode(file.finalize()),
+        key_id: key.key_id.clone(),
+        checkpoint,
+        signature: String::new(),
+    };
+    m.signature = key.sign(&m.signed_bytes());
+    Ok(m)
+}
+
+/// Why an export does not verify, and at which line (1-based; 0 for the
+/// file as a whole or the manifest).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub line: u64,
+    pub why: String,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}", self.why)
+        } else {
+            write!(f, "line {}: {}", self.line, self.why)
+        }
+    }
+}
+
+/// Checks a JSON Lines export against its manifest and key, offline: each
+/// line's canonical form, its link to the one before, contiguity, the
+/// count, the first and last hashes, the file's SHA-256, and the manifest's
+/// and checkpoint's signatures. `progress` gets the bytes read so far.
+pub fn verify_jsonl(
+    export: impl BufRead,
+    manifest: &Manifest,
+    key: &PublicKey,
+    mut progress: impl FnMut(u64),
+) -> Result<u64, Failure> {
+    let whole = |why: &str| Failure {
+        line: 0,
+        why: why.to_owned(),
+    };
+    if manifest.format != Format::Jsonl {
+        return Err(whole(
+            "the manifest is of a CSV export; verify the JSON Lines export",
+        ));
+    }
+    if !manifest.verifies(key) {
+        return Err(whole(
+            "the manifest's signature does not verify with this key",
+        ));
+    }
+    if !manifest.checkpoint.verifies(key) {
+        return Err(whole(
+            "the checkpoint's signature does not verify with this key",
+        ));
+    }
+    let mut file = Sha256::new();
+    let mut prev = manifest.prev_hash.clone();
+    let mut expected_seq = manifest.first_seq;
+    let (mut count, mut read) = (0u64, 0u64);
+    let mut first_hash = None;
+    let mut reader = export;
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        let n = reader
+            .read_until(b'\n', &mut buf)
+            .map_err(|e| whole(&format!("the export cannot be read: {e}")))?;
+        if n == 0 {
+            break;
+        }
+        read += n as u64;
+        progress(read);
+        file.update(&buf);
+        count += 1;
+        let at = |why: String| Failure { line: count, why };
+        let Some(content) = buf.strip_suffix(b"\n") else {
+            return Err(at(
+                "the line does not end with a newline (the file is cut short)".into(),
+            ));
+        };
+        let value: Value = serde_json::from_slice(content).map_err(|_| at("not JSON".into()))?;
+        if canonical_json(&value) != content {
+            return Err(at(
+                "not in canonical form (RFC 8785): the bytes were changed".into(),
+            ));
+        }
+        let seq = value.get("seq").and_then(Value::as_i64);
+        if seq.is_none() || seq != expected_seq {
+            return Err(at(format!(
+                "sequence number {} where {} was expected (a line is missing, added or moved)",
+                seq.map_or("none".into(), |s| s.to_string()),
+                expected_seq.map_or("none".into(), |s| s.to_string())
+            )));
+        }
+        if value.get("prev_hash").and_then(Value::as_str) != Some(prev.as_str()) {
+            // The link is in this line; what it links to is the line before.
+            return Err(if count == 1 {
+                at("it does not link to the hash the manifest names as the one before the first event".into())
+            } else {
+                Failure {
+                    line: count - 1,
+                    why: format!(
+                        "it does not hash to what line {count} links to (prev_hash): this line, or that link, was changed"
+                    ),
+                }
+            });
+        }
+        let hash = chain_hash(&prev, content).map_err(at)?;
+        first_hash.get_or_insert_with(|| hash.clone());
+        prev = hash;
+        expected_seq = seq.map(|s| s + 1);
+    }
+    if count != manifest.count {
+        return Err(whole(&format!(
+            "the export has {count} lines, the manifest says {}",
+            manifest.count
+        )));
+    }
+    if count > 0 && first_hash != manifest.first_hash {
+        return Err(Failure {
+            line: 1,
+            why: "its hash differs from the manifest's first hash".into(),
+        });
+    }
+    if count > 0 && Some(&prev) != manifest.last_hash.as_ref() {
+        return Err(Failure {
+            line: count,
+            why: "its hash differs from the manifest's last hash: the line was changed".into(),
+        });
+    }
+    if hex::encode(file.finalize()) != manifest.file_sha256 {
+        return Err(whole("the file's SHA-256 differs from the manifest's"));
+    }
+    if manifest.last_seq == Some(manifest.checkpoint.seq)
+        && manifest.last_hash.as_deref() != Some(manifest.checkpoint.head_hash.as_str())
+    {
+        return Err(whole(
+            "the last hash differs from the signed checkpoint's head",
+        ));
+    }
+    Ok(count)
+}
