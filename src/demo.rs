@@ -216,6 +216,13 @@ pub async fn demo(dir: PathBuf, listen: SocketAddr, serve: bool) -> anyhow::Resu
         },
         notices: notices.clone(),
         mynaportal: None,
+        audit_key: Some(std::sync::Arc::new(
+            kihon4_core::audit_export::SigningKey::load_or_create(
+                &dir.join("audit-signing-key.pem"),
+                true,
+            )
+            .map_err(anyhow::Error::msg)?,
+        )),
     });
     let listener = free_listener(listen)?;
     let api_url = format!("http://{}", listener.local_addr()?);

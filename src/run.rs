@@ -609,6 +609,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             },
             notices: notices.clone(),
             mynaportal,
+            audit_key: Some(Arc::new(audit_key(&config)?)),
         });
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

@@ -30,6 +30,8 @@ pub struct AppState {
     pub notices: std::sync::Arc<kihon4_core::notices::Notices>,
     /// Mynaportal-routed consent, when a provider is configured.
     pub mynaportal: Option<std::sync::Arc<Mynaportal>>,
+    /// The key that signs audit checkpoints and export manifests.
+    pub audit_key: Option<std::sync::Arc<kihon4_core::audit_export::SigningKey>>,
 }
 
 impl Mynaportal {
@@ -130,6 +132,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(routes::customers::change)
         .service(routes::customers::history)
         .service(routes::audit::events)
+        .service(routes::audit::checkpoint)
+        .service(routes::audit::manifest)
+        .service(routes::audit::export)
         .service(routes::consent::texts)
         .service(routes::consent::grant)
         .service(routes::consent::list)

@@ -116,3 +116,198 @@ pub async fn events(
         .collect();
     Ok(HttpResponse::Ok().json(Page { items, next_cursor }))
 }
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ExportQuery {
+    /// Events at or after this time (RFC 3339); default: the first.
+    from: Option<String>,
+    /// Events before this time (RFC 3339); default: now. Use a time in the
+    /// past for an export and its manifest to cover the same events.
+    to: Option<String>,
+    /// `jsonl` (default: exactly what was hashed) or `csv` (UTF-8 with BOM).
+    format: Option<String>,
+    /// Only `false` in this release: personal values are exported as their
+    /// commitments.
+    include_personal_data: Option<bool>,
+}
+
+struct ExportRange {
+    format: kihon4_core::audit_export::Format,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+fn export_range(query: &ExportQuery) -> Result<ExportRange, ApiError> {
+    use kihon4_core::audit_export::Format;
+    let format = match query.format.as_deref() {
+        None => Format::Jsonl,
+        Some(raw) => Format::parse(raw).ok_or_else(|| {
+            ApiError::field(
+                ProblemKind::InvalidQuery,
+                "format",
+                "must be `jsonl` or `csv`",
+            )
+        })?,
+    };
+    if query.include_personal_data == Some(true) {
+        return Err(ApiError::field(
+            ProblemKind::InvalidQuery,
+            "include_personal_data",
+            "an export with personal data in clear is not available in this release",
+        ));
+    }
+    Ok(ExportRange {
+        format,
+        from: time("from", query.from.as_deref())?,
+        to: time("to", query.to.as_deref())?,
+    })
+}
+
+fn signing_key(state: &AppState) -> Result<&kihon4_core::audit_export::SigningKey, ApiError> {
+    state.audit_key.as_deref().ok_or_else(|| {
+        ApiError::new(
+            ProblemKind::NotReady,
+            "The audit signing key is not loaded (KIHON4_AUDIT_SIGNING_KEY).",
+        )
+    })
+}
+
+/// The chain head now, signed with the audit key. Role: auditor.
+#[utoipa::path(
+    tag = "audit",
+    responses((status = 200, description = "`{seq, head_hash, at, key_id, signature}`")),
+    security(("bearer" = ["auditor"]))
+)]
+#[get("/v1/audit/checkpoints/latest")]
+pub async fn checkpoint(
+    state: web::Data<AppState>,
+    _auth: Auth<Auditor>,
+) -> Result<HttpResponse, ApiError> {
+    let key = signing_key(&state)?;
+    let checkpoint = kihon4_core::audit_export::checkpoint(&state.db, key).await?;
+    Ok(HttpResponse::Ok().json(checkpoint))
+}
+
+/// Writes the `audit.exported` event of an export or manifest.
+async fn audited(
+    state: &AppState,
+    auth: &Auth<Auditor>,
+    what: &str,
+    range: &ExportRange,
+) -> Result<(), ApiError> {
+    let txn = kihon4_core::db::begin_write(&state.db).await?;
+    let event = audit::AuditEvent::new("audit.exported", "audit", None).set(
+        "after",
+        serde_json::json!({
+            "what": what,
+            "format": range.format,
+            "from": range.from,
+            "to": range.to,
+            "include_personal_data": false,
+        }),
+    );
+    audit::append(&txn, &auth.audit(), event).await?;
+    txn.commit().await?;
+    Ok(())
+}
+
+/// The events of a time range, streamed: JSON Lines of exactly what was
+/// hashed, or CSV. Role: auditor.
+#[utoipa::path(
+    tag = "audit",
+    params(ExportQuery),
+    responses(
+        (status = 200, description = "`application/jsonl` or `text/csv`, streamed"),
+        (status = 400, body = ProblemBody),
+    ),
+    security(("bearer" = ["auditor"]))
+)]
+#[get("/v1/audit/export")]
+pub async fn export(
+    state: web::Data<AppState>,
+    auth: Auth<Auditor>,
+    query: web::Query<ExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    use kihon4_core::audit_export::{self as export, CSV_BOM, CSV_HEADER, Format};
+    let range = export_range(&query)?;
+    // The range first: the export's own audit event is not in it.
+    let bounds = export::seq_range(&state.db, range.from, range.to).await?;
+    audited(&state, &auth, "export", &range).await?;
+    let format = range.format;
+    let head: Vec<u8> = match format {
+        Format::Jsonl => Vec::new(),
+        Format::Csv => [CSV_BOM, CSV_HEADER.as_bytes()].concat(),
+    };
+    let db = state.db.clone();
+    // A page of events per chunk: constant memory, any size.
+    let pages = futures_util::stream::unfold(
+        bounds.map(|(first, last)| (first - 1, last)),
+        move |cursor| {
+            let db = db.clone();
+            async move {
+                let (after, last) = cursor?;
+                match export::page(&db, after, last).await {
+                    Ok(rows) if rows.is_empty() => None,
+                    Ok(rows) => {
+                        let next = rows.last().map(|r| (r.seq, last));
+                        let bytes: Vec<u8> =
+                            rows.iter().flat_map(|e| export::line(format, e)).collect();
+                        Some((Ok(web::Bytes::from(bytes)), next))
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "an audit export stopped");
+                        Some((
+                            Err(actix_web::error::ErrorInternalServerError("export failed")),
+                            None,
+                        ))
+                    }
+                }
+            }
+        },
+    );
+    let body = futures_util::StreamExt::chain(
+        futures_util::stream::once(
+            async move { Ok::<_, actix_web::Error>(web::Bytes::from(head)) },
+        ),
+        pages,
+    );
+    let content_type = match format {
+        Format::Jsonl => "application/jsonl; charset=utf-8",
+        Format::Csv => "text/csv; charset=utf-8",
+    };
+    Ok(HttpResponse::Ok()
+        .content_type(content_type)
+        .insert_header(("cache-control", "no-store"))
+        .streaming(body))
+}
+
+/// The signed manifest of an export: range, count, hashes, the file's
+/// SHA-256 and a checkpoint. Role: auditor.
+#[utoipa::path(
+    tag = "audit",
+    params(ExportQuery),
+    responses((status = 200, description = "the manifest"), (status = 400, body = ProblemBody)),
+    security(("bearer" = ["auditor"]))
+)]
+#[get("/v1/audit/export/manifest")]
+pub async fn manifest(
+    state: web::Data<AppState>,
+    auth: Auth<Auditor>,
+    query: web::Query<ExportQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let range = export_range(&query)?;
+    let key = signing_key(&state)?;
+    let manifest = kihon4_core::audit_export::export(
+        &state.db,
+        key,
+        range.format,
+        range.from,
+        range.to,
+        &mut std::io::sink(),
+        |_, _| {},
+    )
+    .await?;
+    audited(&state, &auth, "manifest", &range).await?;
+    Ok(HttpResponse::Ok().json(manifest))
+}

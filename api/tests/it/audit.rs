@@ -9,6 +9,7 @@ both!(
     events_filter_and_page_in_chain_order,
     concurrent_appends_form_one_chain,
     a_batch_appends_in_order_under_one_lock,
+    an_export_streams_what_was_hashed_and_its_manifest_verifies,
     tampering_is_found_and_named,
 );
 
@@ -241,4 +242,93 @@ async fn tampering_is_found_and_named(backend: Backend) {
         "{}",
         broken.reason
     );
+}
+
+async fn an_export_streams_what_was_hashed_and_its_manifest_verifies(backend: Backend) {
+    use kihon4_core::audit_export::{Manifest, PublicKey, verify_jsonl};
+    let app = TestApp::spawn(backend).await;
+    for i in 0..5 {
+        app.create_customer(&format!("EXP-{i}")).await;
+    }
+    // A moment in the past: the export and its manifest cover the same
+    // events (their own audit events come after it).
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let to = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let export = app
+        .get(&format!("/v1/audit/export?to={to}"), &app.auditor())
+        .await;
+    assert_eq!(export.status(), 200);
+    assert!(
+        export.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/jsonl")
+    );
+    let body = export.bytes().await.unwrap();
+    assert_eq!(body.iter().filter(|b| **b == b'\n').count(), 5);
+    let text = String::from_utf8(body.to_vec()).unwrap();
+    assert!(!text.contains("@example.jp"), "emails only as commitments");
+    let manifest: Manifest = app
+        .get(
+            &format!("/v1/audit/export/manifest?to={to}"),
+            &app.auditor(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(manifest.count, 5);
+    let checkpoint: Value = app
+        .get("/v1/audit/checkpoints/latest", &app.auditor())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(checkpoint["key_id"], manifest.key_id.as_str());
+    let key =
+        PublicKey::parse(&std::fs::read(app.dir().join("audit-signing-key.pem.pub")).unwrap())
+            .unwrap();
+    assert_eq!(verify_jsonl(&body[..], &manifest, &key, |_| {}), Ok(5));
+    // CSV for spreadsheets.
+    let csv = app
+        .get(
+            &format!("/v1/audit/export?format=csv&to={to}"),
+            &app.auditor(),
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert!(csv.starts_with(b"\xEF\xBB\xBFseq,"));
+    // Who may, and what is refused.
+    expect_problem(
+        app.get("/v1/audit/export", &app.operator()).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    expect_problem(
+        app.get("/v1/audit/export?format=xml", &app.auditor()).await,
+        400,
+        "invalid-query",
+    )
+    .await;
+    expect_problem(
+        app.get(
+            "/v1/audit/export?include_personal_data=true",
+            &app.auditor(),
+        )
+        .await,
+        400,
+        "invalid-query",
+    )
+    .await;
+    // Each export and manifest is audited.
+    assert_eq!(
+        app.count("audit_events WHERE action = 'audit.exported'")
+            .await,
+        3
+    );
+    app.assert_chain_verifies().await;
 }

@@ -164,6 +164,13 @@ impl TestApp {
             },
             notices: std::sync::Arc::new(notices()),
             mynaportal,
+            audit_key: Some(std::sync::Arc::new(
+                kihon4_core::audit_export::SigningKey::load_or_create(
+                    &dir.path().join("audit-signing-key.pem"),
+                    true,
+                )
+                .expect("an audit key"),
+            )),
         });
         let server =
             kihon4_api::server(state, listener, MAX_BODY, Duration::from_secs(5)).expect("server");
@@ -174,6 +181,11 @@ impl TestApp {
             http: reqwest::Client::new(),
             _dir: dir,
         }
+    }
+
+    /// The app's own folder (its database, its audit signing key).
+    pub fn dir(&self) -> &std::path::Path {
+        self._dir.path()
     }
 
     pub fn url(&self, path: &str) -> String {
