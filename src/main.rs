@@ -112,6 +112,16 @@ enum AuditCommand {
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
     },
+    /// Erases the stored personal values (and their salts) of one customer's
+    /// audit events; the chain and earlier exports still verify.
+    Erase {
+        /// The customer's id.
+        #[arg(long, value_name = "ID")]
+        customer: uuid::Uuid,
+        /// Why (kept in the `audit.erased` event; no personal data).
+        #[arg(long, value_name = "TEXT")]
+        reason: String,
+    },
     /// Verifies a JSON Lines export against its manifest and the public key,
     /// with no database and no network; names the first line that does not
     /// verify. Exit 0 when everything holds, 1 when something does not.
@@ -301,6 +311,18 @@ fn main() -> ExitCode {
             let format =
                 kihon4_core::audit_export::Format::parse(&format).expect("clap checked it");
             run::block_on(run::export_audit(config, from, to, format, out))
+        }
+        Command::Audit {
+            command: AuditCommand::Erase { customer, reason },
+        } => {
+            let reason = match kihon4_core::domain::FreeText::parse(&reason) {
+                Ok(reason) => reason,
+                Err(e) => {
+                    eprintln!("kihon4: --reason {e}");
+                    return ExitCode::from(BAD_USAGE);
+                }
+            };
+            run::block_on(run::erase_audit(config, customer, reason))
         }
         Command::Audit {
             command: AuditCommand::Verify { .. },

@@ -357,6 +357,30 @@ pub async fn export_audit(
     Ok(())
 }
 
+/// `kihon4 audit erase`.
+pub async fn erase_audit(
+    config: Config,
+    customer: uuid::Uuid,
+    reason: kihon4_core::domain::FreeText,
+) -> anyhow::Result<()> {
+    use kihon4_core::audit::{Actor, AuditContext};
+    let db = open_current(&config).await?;
+    kihon4_core::customers::get(&db, customer)
+        .await
+        .map_err(|e| anyhow::anyhow!("customer {customer}: {e}"))?;
+    let erased = kihon4_core::audit_export::erase_customer(
+        &db,
+        &AuditContext::new(Actor::cli(), None),
+        customer,
+        &reason,
+    )
+    .await?;
+    println!(
+        "kihon4: {erased} personal value(s) of customer {customer} erased from the audit trail"
+    );
+    Ok(())
+}
+
 /// `kihon4 audit verify`: exit 0 when everything holds, 1 when something
 /// does not (the first line that does not verify is named), 2 when a file
 /// cannot be read.

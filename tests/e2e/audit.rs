@@ -249,4 +249,64 @@ async fn an_export_verifies_offline_and_every_tampering_is_caught() {
     .await
     .unwrap();
     assert_eq!(exported.len(), 3);
+
+    // Erasure: one customer's values and salts go; the chain and the
+    // earlier export still verify.
+    let customer: String = {
+        use sea_orm::{ConnectionTrait, Statement};
+        db.query_one_raw(Statement::from_string(
+            db.get_database_backend(),
+            "SELECT id FROM customers WHERE external_ref = 'AUD-0'".to_owned(),
+        ))
+        .await
+        .unwrap()
+        .unwrap()
+        .try_get::<uuid::Uuid>("", "id")
+        .unwrap()
+        .to_string()
+    };
+    let out = run(
+        d,
+        &envs,
+        &[
+            "audit",
+            "erase",
+            "--customer",
+            &customer,
+            "--reason",
+            "保存期間の満了",
+        ],
+    );
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("7 personal value(s)"), "{said}");
+    let out = run(
+        d,
+        &envs,
+        &[
+            "audit",
+            "erase",
+            "--customer",
+            &customer,
+            "--reason",
+            "again",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("0 personal value(s)"));
+    kihon4_core::audit::verify_chain(&db)
+        .await
+        .unwrap()
+        .expect("the chain still verifies");
+    let (code, said) = verify(d, &export, &manifest, &key);
+    assert_eq!(code, 0, "{said}");
+    let out = run(
+        d,
+        &envs,
+        &["audit", "erase", "--customer", "not-an-id", "--reason", "x"],
+    );
+    assert_eq!(out.status.code(), Some(2));
 }
