@@ -676,6 +676,11 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     } else {
         (None, None, None)
     };
+    let worker_audit_key = if roles.worker {
+        Some(Arc::new(audit_key(&config)?))
+    } else {
+        None
+    };
     let worker_task = roles.worker.then(|| {
         let settings = kihon4_worker::WorkerSettings {
             timezone: config.timezone,
@@ -693,6 +698,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             full_refresh_cron: config.sync_full_refresh_cron.clone(),
             consent_requests: worker_provider.as_ref().map(|_| request_settings(&config)),
             reminder_days: config.consent_request_reminder_days.clone(),
+            audit_key: worker_audit_key.clone(),
         };
         tokio::spawn(kihon4_worker::run(db.clone(), settings, shutdown.clone()))
     });

@@ -176,23 +176,68 @@ impl Checkpoint {
     }
 }
 
-/// Signs the chain head as it is now.
+/// Signs the chain head as it is now, and keeps the checkpoint.
 pub async fn checkpoint<C: ConnectionTrait>(
     db: &C,
     key: &SigningKey,
 ) -> Result<Checkpoint, CoreError> {
+    use crate::entities::audit_checkpoints;
     let head = audit_chain::Entity::find_by_id(1)
         .one(db)
         .await?
         .ok_or_else(|| CoreError::Corrupt("the audit chain head is missing".into()))?;
     let at = Utc::now().trunc_subsecs(6);
-    Ok(Checkpoint {
+    let checkpoint = Checkpoint {
         seq: head.last_seq,
         signature: key.sign(&Checkpoint::message(head.last_seq, &head.last_hash, at)),
         head_hash: head.last_hash,
         at,
         key_id: key.key_id.clone(),
+    };
+    audit_checkpoints::Entity::insert(audit_checkpoints::ActiveModel {
+        id: sea_orm::ActiveValue::Set(uuid::Uuid::now_v7()),
+        seq: sea_orm::ActiveValue::Set(checkpoint.seq),
+        head_hash: sea_orm::ActiveValue::Set(checkpoint.head_hash.clone()),
+        at: sea_orm::ActiveValue::Set(at),
+        key_id: sea_orm::ActiveValue::Set(checkpoint.key_id.clone()),
+        signature: sea_orm::ActiveValue::Set(checkpoint.signature.clone()),
     })
+    .exec_without_returning(db)
+    .await?;
+    Ok(checkpoint)
+}
+
+/// The newest checkpoint kept, if any.
+pub async fn latest_checkpoint<C: ConnectionTrait>(
+    db: &C,
+) -> Result<Option<Checkpoint>, CoreError> {
+    use crate::entities::audit_checkpoints;
+    Ok(audit_checkpoints::Entity::find()
+        .order_by_desc(audit_checkpoints::Column::At)
+        .one(db)
+        .await?
+        .map(|c| Checkpoint {
+            seq: c.seq,
+            head_hash: c.head_hash,
+            at: c.at,
+            key_id: c.key_id,
+            signature: c.signature,
+        }))
+}
+
+/// A checkpoint unless one was kept in the last `every`: the worker's
+/// daily one. Returns the one made.
+pub async fn checkpoint_if_due(
+    db: &DatabaseConnection,
+    key: &SigningKey,
+    every: chrono::Duration,
+) -> Result<Option<Checkpoint>, CoreError> {
+    if let Some(last) = latest_checkpoint(db).await?
+        && Utc::now() - last.at < every
+    {
+        return Ok(None);
+    }
+    Ok(Some(checkpoint(db, key).await?))
 }
 
 /// The events of `[from, to)` by time, as a contiguous range of sequence

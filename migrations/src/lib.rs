@@ -10,6 +10,7 @@ mod m20261126_000003_outbox;
 mod m20261126_000004_sync;
 mod m20261126_000005_detection_lease_and_optional_items;
 mod m20261126_000006_consent_requests;
+mod m20261126_000007_audit_checkpoints;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000004_sync::Migration),
             Box::new(m20261126_000005_detection_lease_and_optional_items::Migration),
             Box::new(m20261126_000006_consent_requests::Migration),
+            Box::new(m20261126_000007_audit_checkpoints::Migration),
         ]
     }
 }

@@ -34,6 +34,8 @@ pub struct WorkerSettings {
     pub consent_requests: Option<kihon4_core::consent::requests::RequestSettings>,
     /// Days after a consent request when its reminders go out.
     pub reminder_days: Vec<u32>,
+    /// Signs the daily checkpoint of the audit chain.
+    pub audit_key: Option<Arc<kihon4_core::audit_export::SigningKey>>,
 }
 
 /// How the worker finds customers whose certificate is no longer valid.
@@ -66,6 +68,7 @@ pub async fn run(
         settings.consent_requests.clone(),
         settings.reminder_days.clone(),
     ));
+    let audit_key = settings.audit_key.clone();
     scheduler
         .add(Job::new_async_tz(
             HOUSEKEEPING_CRON,
@@ -73,8 +76,12 @@ pub async fn run(
             move |_, _| {
                 let (db, notices) = (housekeeping_db.clone(), housekeeping_notices.clone());
                 let requests = requests.clone();
+                let audit_key = audit_key.clone();
                 Box::pin(async move {
                     housekeeping(&db, &notices, timezone).await;
+                    if let Some(key) = &audit_key {
+                        daily_checkpoint(&db, key).await;
+                    }
                     if let Some(settings) = &requests.0 {
                         consent_requests(&db, &notices, settings, &requests.1).await;
                     }
@@ -189,6 +196,18 @@ pub async fn housekeeping(db: &DatabaseConnection, notices: &Notices, timezone: 
             "addresses and messages of notices sent over 30 days ago removed"
         ),
         Err(e) => tracing::error!(error = %e, "housekeeping of notices failed"),
+    }
+}
+
+/// A signed checkpoint of the audit chain head, once a day.
+pub async fn daily_checkpoint(
+    db: &DatabaseConnection,
+    key: &kihon4_core::audit_export::SigningKey,
+) {
+    match kihon4_core::audit_export::checkpoint_if_due(db, key, chrono::Duration::hours(24)).await {
+        Ok(Some(c)) => tracing::info!(seq = c.seq, key = %c.key_id, "audit checkpoint signed"),
+        Ok(None) => {}
+        Err(e) => tracing::error!(error = %e, "the audit checkpoint could not be written"),
     }
 }
 

@@ -173,10 +173,14 @@ fn signing_key(state: &AppState) -> Result<&kihon4_core::audit_export::SigningKe
     })
 }
 
-/// The chain head now, signed with the audit key. Role: auditor.
+/// The newest signed checkpoint of the chain head (written daily by the
+/// worker and at every export). Role: auditor.
 #[utoipa::path(
     tag = "audit",
-    responses((status = 200, description = "`{seq, head_hash, at, key_id, signature}`")),
+    responses(
+        (status = 200, description = "`{seq, head_hash, at, key_id, signature}`"),
+        (status = 404, body = ProblemBody, description = "none written yet"),
+    ),
     security(("bearer" = ["auditor"]))
 )]
 #[get("/v1/audit/checkpoints/latest")]
@@ -184,9 +188,10 @@ pub async fn checkpoint(
     state: web::Data<AppState>,
     _auth: Auth<Auditor>,
 ) -> Result<HttpResponse, ApiError> {
-    let key = signing_key(&state)?;
-    let checkpoint = kihon4_core::audit_export::checkpoint(&state.db, key).await?;
-    Ok(HttpResponse::Ok().json(checkpoint))
+    match kihon4_core::audit_export::latest_checkpoint(&state.db).await? {
+        Some(checkpoint) => Ok(HttpResponse::Ok().json(checkpoint)),
+        None => Err(ApiError::not_found("checkpoint")),
+    }
 }
 
 /// Writes the `audit.exported` event of an export or manifest.

@@ -286,6 +286,29 @@ async fn an_export_streams_what_was_hashed_and_its_manifest_verifies(backend: Ba
         .await
         .unwrap();
     assert_eq!(checkpoint["key_id"], manifest.key_id.as_str());
+    assert_eq!(checkpoint["seq"], manifest.checkpoint.seq);
+    // The worker's daily one: not again within the day.
+    let signing = kihon4_core::audit_export::SigningKey::load_or_create(
+        &app.dir().join("audit-signing-key.pem"),
+        false,
+    )
+    .unwrap();
+    let day = chrono::Duration::hours(24);
+    use kihon4_core::audit_export::checkpoint_if_due;
+    assert!(
+        checkpoint_if_due(&app.db, &signing, day)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let fresh = checkpoint_if_due(&app.db, &signing, chrono::Duration::zero())
+        .await
+        .unwrap()
+        .expect("due");
+    let key_now =
+        PublicKey::parse(&std::fs::read(app.dir().join("audit-signing-key.pem.pub")).unwrap())
+            .unwrap();
+    assert!(fresh.verifies(&key_now));
     let key =
         PublicKey::parse(&std::fs::read(app.dir().join("audit-signing-key.pem.pub")).unwrap())
             .unwrap();

@@ -2,6 +2,7 @@
 //! conversions happen at the edge of each service module.
 
 pub mod audit_chain;
+pub mod audit_checkpoints;
 pub mod audit_events;
 pub mod audit_personal_values;
 pub mod basic4_history;
