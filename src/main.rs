@@ -111,6 +111,10 @@ enum AuditCommand {
         /// The export file to write.
         #[arg(long, value_name = "FILE")]
         out: PathBuf,
+        /// Also write the personal values in clear, with their salts, to
+        /// FILE (JSON Lines `{seq, field, value, salt}`); audited as such.
+        #[arg(long, value_name = "FILE")]
+        personal_data: Option<PathBuf>,
     },
     /// Erases the stored personal values (and their salts) of one customer's
     /// audit events; the chain and earlier exports still verify.
@@ -133,6 +137,9 @@ enum AuditCommand {
         /// The public key (from `kihon4 audit public-key`).
         #[arg(long, value_name = "PUBKEY")]
         key: PathBuf,
+        /// The companion file of personal values, checked against the commitments.
+        #[arg(long, value_name = "FILE")]
+        personal_data: Option<PathBuf>,
     },
 }
 
@@ -243,10 +250,11 @@ fn main() -> ExitCode {
                 export,
                 manifest,
                 key,
+                personal_data,
             },
     } = &cli.command
     {
-        return run::verify_export(export, manifest, key);
+        return run::verify_export(export, manifest, key, personal_data.as_deref());
     }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -306,11 +314,19 @@ fn main() -> ExitCode {
                     to,
                     format,
                     out,
+                    personal_data,
                 },
         } => {
             let format =
                 kihon4_core::audit_export::Format::parse(&format).expect("clap checked it");
-            run::block_on(run::export_audit(config, from, to, format, out))
+            run::block_on(run::export_audit(
+                config,
+                from,
+                to,
+                format,
+                out,
+                personal_data,
+            ))
         }
         Command::Audit {
             command: AuditCommand::Erase { customer, reason },

@@ -297,6 +297,7 @@ pub async fn export_audit(
     to: Option<chrono::DateTime<chrono::Utc>>,
     format: kihon4_core::audit_export::Format,
     out: std::path::PathBuf,
+    personal_data: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
     use kihon4_core::audit::{Actor, AuditContext, AuditEvent};
     use std::io::Write;
@@ -334,6 +335,15 @@ pub async fn export_audit(
         out.with_file_name(name)
     };
     std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)?;
+    let mut values = None;
+    if let Some(path) = &personal_data {
+        let file = std::fs::File::create(path)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        let mut writer = std::io::BufWriter::new(file);
+        values =
+            Some(kihon4_core::audit_export::export_personal(&db, &manifest, &mut writer).await?);
+        writer.flush()?;
+    }
     // The export itself is audited: who, which range, whether personal data.
     let txn = kihon4_core::db::begin_write(&db).await?;
     let event = AuditEvent::new("audit.exported", "audit", None).set(
@@ -343,7 +353,7 @@ pub async fn export_audit(
             "from": manifest.from, "to": manifest.to,
             "first_seq": manifest.first_seq, "last_seq": manifest.last_seq,
             "count": manifest.count, "file_sha256": manifest.file_sha256,
-            "include_personal_data": false,
+            "include_personal_data": personal_data.is_some(),
         }),
     );
     kihon4_core::audit::append(&txn, &AuditContext::new(Actor::cli(), None), event).await?;
@@ -354,6 +364,12 @@ pub async fn export_audit(
         out.display(),
         manifest_path.display()
     );
+    if let (Some(path), Some(values)) = (&personal_data, values) {
+        println!(
+            "kihon4: {values} personal value(s) in clear written to {}: keep it as personal data",
+            path.display()
+        );
+    }
     Ok(())
 }
 
@@ -388,8 +404,9 @@ pub fn verify_export(
     export: &std::path::Path,
     manifest: &std::path::Path,
     key: &std::path::Path,
+    personal_data: Option<&std::path::Path>,
 ) -> ExitCode {
-    use kihon4_core::audit_export::{Manifest, PublicKey, verify_jsonl};
+    use kihon4_core::audit_export::{Companion, Manifest, PublicKey, verify_with_personal};
     let read = |path: &std::path::Path| {
         std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
     };
@@ -400,9 +417,16 @@ pub fn verify_export(
         let file = std::fs::File::open(export)
             .map_err(|e| format!("cannot read {}: {e}", export.display()))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-        Ok::<_, String>((key, manifest, file, size))
+        let companion = personal_data
+            .map(|p| {
+                std::fs::File::open(p)
+                    .map(|f| Companion::new(std::io::BufReader::new(f)))
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))
+            })
+            .transpose()?;
+        Ok::<_, String>((key, manifest, file, size, companion))
     })();
-    let (key, manifest, file, size) = match loaded {
+    let (key, manifest, file, size, companion) = match loaded {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("kihon4: {e}");
@@ -415,15 +439,16 @@ pub fn verify_export(
             .expect("a valid template")
             .progress_chars("=> "),
     );
-    let result = verify_jsonl(
+    let result = verify_with_personal(
         std::io::BufReader::with_capacity(1 << 20, file),
         &manifest,
         &key,
+        companion,
         |read| bar.set_position(read),
     );
     bar.finish_and_clear();
     match result {
-        Ok(count) => {
+        Ok((count, values)) => {
             println!(
                 "kihon4: {} verifies: {count} event(s), seq {} to {}, signed by key {}",
                 export.display(),
@@ -431,6 +456,9 @@ pub fn verify_export(
                 manifest.last_seq.map_or("-".into(), |s| s.to_string()),
                 key.key_id
             );
+            if personal_data.is_some() {
+                println!("kihon4: {values} personal value(s) match their commitments");
+            }
             ExitCode::SUCCESS
         }
         Err(failure) => {

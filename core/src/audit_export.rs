@@ -39,6 +39,11 @@ pub const EXPORT_VERSION: u32 = 1;
 const SPKI_PREFIX: [u8; 12] = [
     0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
 ];
+/// The DER prefix of an Ed25519 PKCS#8 v1 private key (RFC 8410), before
+/// the 32-byte seed.
+const PKCS8_V1_PREFIX: [u8; 16] = [
+    0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
+];
 /// Events read per query while exporting.
 const PAGE: u64 = 1000;
 
@@ -61,11 +66,18 @@ impl SigningKey {
                 ));
             }
             let rng = ring::rand::SystemRandom::new();
-            let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng)
+            let v2 = Ed25519KeyPair::generate_pkcs8(&rng)
                 .map_err(|_| "an Ed25519 key could not be made".to_owned())?;
-            let pem =
-                der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, pkcs8.as_ref())
-                    .map_err(|e| e.to_string())?;
+            // Written as PKCS#8 v1 (RFC 8410: the seed alone), which OpenSSL
+            // reads too; ring's v2 document holds the seed at 16..48.
+            let seed = v2
+                .as_ref()
+                .get(16..48)
+                .ok_or_else(|| "an unexpected PKCS#8 document".to_owned())?;
+            let mut v1 = PKCS8_V1_PREFIX.to_vec();
+            v1.extend_from_slice(seed);
+            let pem = der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &v1)
+                .map_err(|e| e.to_string())?;
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
             }
@@ -440,6 +452,158 @@ pub async fn export(
     Ok(m)
 }
 
+/// The stored personal values of the events with sequence numbers in
+/// `(after_seq, last]` (erased ones left out), a page at a time, in the
+/// order of the companion file: by `seq`, then `field`.
+pub async fn personal_page(
+    db: &DatabaseConnection,
+    after: (i64, String),
+    last: i64,
+) -> Result<Vec<crate::entities::audit_personal_values::Model>, CoreError> {
+    use crate::entities::audit_personal_values as values;
+    use sea_orm::Condition;
+    Ok(values::Entity::find()
+        .filter(
+            Condition::any().add(values::Column::Seq.gt(after.0)).add(
+                Condition::all()
+                    .add(values::Column::Seq.eq(after.0))
+                    .add(values::Column::Field.gt(after.1)),
+            ),
+        )
+        .filter(values::Column::Seq.lte(last))
+        .filter(values::Column::Value.is_not_null())
+        .order_by_asc(values::Column::Seq)
+        .order_by_asc(values::Column::Field)
+        .limit(PAGE)
+        .all(db)
+        .await?)
+}
+
+/// One line of the companion file: `{"field", "salt", "seq", "value"}`.
+pub fn personal_line(row: &crate::entities::audit_personal_values::Model) -> Vec<u8> {
+    let mut out = canonical_json(&json!({
+        "seq": row.seq, "field": row.field, "value": row.value, "salt": row.salt,
+    }));
+    out.push(b'\n');
+    out
+}
+
+/// Writes the companion file of personal values for the events of a
+/// manifest (`first_seq..=last_seq`). Returns how many lines.
+pub async fn export_personal(
+    db: &DatabaseConnection,
+    manifest: &Manifest,
+    out: &mut impl std::io::Write,
+) -> Result<u64, CoreError> {
+    let (Some(first), Some(last)) = (manifest.first_seq, manifest.last_seq) else {
+        return Ok(0);
+    };
+    let mut after = (first - 1, String::new());
+    let mut count = 0;
+    loop {
+        let rows = personal_page(db, after.clone(), last).await?;
+        let Some(tail) = rows.last() else { break };
+        after = (tail.seq, tail.field.clone());
+        for row in &rows {
+            out.write_all(&personal_line(row))
+                .map_err(|e| CoreError::Corrupt(format!("the companion cannot be written: {e}")))?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// The companion file, read alongside the export: each line's value and
+/// salt against the commitment its event holds at `field`.
+pub struct Companion<R> {
+    reader: R,
+    line: u64,
+    next: Option<(i64, String, String, String)>,
+}
+
+impl<R: BufRead> Companion<R> {
+    pub fn new(reader: R) -> Self {
+        Self {
+            reader,
+            line: 0,
+            next: None,
+        }
+    }
+
+    fn fail(&self, why: impl Into<String>) -> Failure {
+        Failure {
+            line: self.line,
+            why: format!("personal data file: {}", why.into()),
+        }
+    }
+
+    /// The next row, read ahead; `None` at the end.
+    fn peek(&mut self) -> Result<Option<i64>, Failure> {
+        if self.next.is_none() {
+            let mut buf = String::new();
+            let n = self
+                .reader
+                .read_line(&mut buf)
+                .map_err(|e| self.fail(format!("cannot be read: {e}")))?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.line += 1;
+            let v: Value = serde_json::from_str(buf.trim_end_matches('\n'))
+                .map_err(|_| self.fail("not JSON"))?;
+            let text = |k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
+            let (Some(seq), Some(field), Some(value), Some(salt)) = (
+                v.get("seq").and_then(Value::as_i64),
+                text("field"),
+                text("value"),
+                text("salt"),
+            ) else {
+                return Err(self.fail("a line lacks seq, field, value or salt"));
+            };
+            self.next = Some((seq, field, value, salt));
+        }
+        Ok(self.next.as_ref().map(|n| n.0))
+    }
+
+    /// Checks every row of event `seq` against its data.
+    fn check(&mut self, seq: i64, data: &Value) -> Result<u64, Failure> {
+        let mut checked = 0;
+        loop {
+            match self.peek()? {
+                Some(s) if s < seq => {
+                    return Err(self.fail(format!(
+                        "a value for event {s}, which the export does not have here"
+                    )));
+                }
+                Some(s) if s == seq => {}
+                _ => return Ok(checked),
+            }
+            let (_, field, value, salt) = self.next.take().expect("peeked");
+            let mut at = data;
+            for part in field.split('.') {
+                at = at.get(part).unwrap_or(&Value::Null);
+            }
+            let Some(expected) = at.get("commitment").and_then(Value::as_str) else {
+                return Err(self.fail(format!("event {seq} has no commitment at `{field}`")));
+            };
+            let salt = hex::decode(&salt).map_err(|_| self.fail("a salt is not hex"))?;
+            if crate::audit::commitment(&salt, &value) != expected {
+                return Err(self.fail(format!(
+                    "the value at `{field}` of event {seq} does not match its commitment"
+                )));
+            }
+            checked += 1;
+        }
+    }
+
+    fn finish(&mut self) -> Result<(), Failure> {
+        match self.peek()? {
+            None => Ok(()),
+            Some(s) => Err(self.fail(format!("a value for event {s}, beyond the export"))),
+        }
+    }
+}
+
 /// Why an export does not verify, and at which line (1-based; 0 for the
 /// file as a whole or the manifest).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -466,8 +630,22 @@ pub fn verify_jsonl(
     export: impl BufRead,
     manifest: &Manifest,
     key: &PublicKey,
-    mut progress: impl FnMut(u64),
+    progress: impl FnMut(u64),
 ) -> Result<u64, Failure> {
+    verify_with_personal(export, manifest, key, None::<Companion<&[u8]>>, progress)
+        .map(|(events, _)| events)
+}
+
+/// [`verify_jsonl`], and with `personal`, every value of the companion file
+/// against its commitment. Returns the events and the values checked.
+pub fn verify_with_personal<P: BufRead>(
+    export: impl BufRead,
+    manifest: &Manifest,
+    key: &PublicKey,
+    mut personal: Option<Companion<P>>,
+    mut progress: impl FnMut(u64),
+) -> Result<(u64, u64), Failure> {
+    let mut values = 0;
     let whole = |why: &str| Failure {
         line: 0,
         why: why.to_owned(),
@@ -540,6 +718,9 @@ pub fn verify_jsonl(
             });
         }
         let hash = chain_hash(&prev, content).map_err(at)?;
+        if let (Some(companion), Some(s)) = (personal.as_mut(), seq) {
+            values += companion.check(s, value.get("data").unwrap_or(&Value::Null))?;
+        }
         first_hash.get_or_insert_with(|| hash.clone());
         prev = hash;
         expected_seq = seq.map(|s| s + 1);
@@ -572,7 +753,10 @@ pub fn verify_jsonl(
             "the last hash differs from the signed checkpoint's head",
         ));
     }
-    Ok(count)
+    if let Some(companion) = personal.as_mut() {
+        companion.finish()?;
+    }
+    Ok((count, values))
 }
 
 /// Erases the stored personal values of `customer_id`'s events (at the end

@@ -18,6 +18,9 @@ pub const LEEWAY_SECONDS: u64 = 30;
 pub enum Role {
     Operator,
     Auditor,
+    /// An auditor who may also see personal values in clear (exports with
+    /// `include_personal_data`).
+    AuditorPii,
     Admin,
 }
 
@@ -26,6 +29,7 @@ impl Role {
         match self {
             Self::Operator => "operator",
             Self::Auditor => "auditor",
+            Self::AuditorPii => "auditor_pii",
             Self::Admin => "admin",
         }
     }
@@ -34,6 +38,7 @@ impl Role {
         match raw {
             "operator" => Some(Self::Operator),
             "auditor" => Some(Self::Auditor),
+            "auditor_pii" => Some(Self::AuditorPii),
             "admin" => Some(Self::Admin),
             _ => None,
         }
@@ -56,7 +61,10 @@ pub struct Principal {
 impl Principal {
     /// Admins may do what every other role may.
     pub fn has(&self, role: Role) -> bool {
-        self.roles.iter().any(|&r| r == role || r == Role::Admin)
+        // Admins may do anything; an auditor who may see personal data is an auditor.
+        self.roles.iter().any(|&r| {
+            r == role || r == Role::Admin || (r == Role::AuditorPii && role == Role::Auditor)
+        })
     }
 }
 

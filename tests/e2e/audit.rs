@@ -215,6 +215,54 @@ async fn an_export_verifies_offline_and_every_tampering_is_caught() {
     let (code, _) = verify(d, &d.join("missing.jsonl"), &manifest, &key);
     assert_eq!(code, 2);
 
+    // With the personal values in clear, each checked against its commitment.
+    let pii_export = d.join("pii.jsonl");
+    let companion = d.join("pii-values.jsonl");
+    let out = run(
+        d,
+        &envs,
+        &[
+            "audit",
+            "export",
+            "--out",
+            pii_export.to_str().unwrap(),
+            "--personal-data",
+            companion.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verify_pii = |companion: &Path| {
+        let out = kihon4(d, &[])
+            .args(["audit", "verify"])
+            .arg(&pii_export)
+            .arg(d.join("pii.jsonl.manifest.json"))
+            .arg("--key")
+            .arg(&key)
+            .arg("--personal-data")
+            .arg(companion)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, said) = verify_pii(&companion);
+    assert_eq!(code, 0, "{said}");
+    assert!(said.contains("84 personal value(s) match"), "{said}");
+    let changed = std::fs::read_to_string(&companion).unwrap().replacen(
+        "secret3@example.jp",
+        "secret4@example.jp",
+        1,
+    );
+    let (code, said) = verify_pii(&tampered("pii-changed.jsonl", changed));
+    assert_eq!(code, 1);
+    assert!(said.contains("does not match its commitment"), "{said}");
+
     // CSV for spreadsheets: a BOM, a header, one row per event.
     let csv_out = d.join("export.csv");
     assert!(
@@ -248,7 +296,14 @@ async fn an_export_verifies_offline_and_every_tampering_is_caught() {
     )
     .await
     .unwrap();
-    assert_eq!(exported.len(), 3);
+    assert_eq!(exported.len(), 4);
+    assert_eq!(
+        exported
+            .iter()
+            .filter(|e| e.canonical.contains("\"include_personal_data\":true"))
+            .count(),
+        1
+    );
 
     // Erasure: one customer's values and salts go; the chain and the
     // earlier export still verify.

@@ -35,13 +35,18 @@ async fn scalar(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
     .unwrap()
 }
 
-/// Sync jobs not yet done, and notices not yet sent.
+/// Runs not yet completed, sync jobs not yet done, and notices not yet sent.
 async fn work_left(db: &sea_orm::DatabaseConnection) -> i64 {
     scalar(
         db,
-        "SELECT COUNT(*) FROM sync_jobs WHERE status = 'pending'",
+        "SELECT COUNT(*) FROM sync_runs WHERE status <> 'completed'",
     )
     .await
+        + scalar(
+            db,
+            "SELECT COUNT(*) FROM sync_jobs WHERE status = 'pending'",
+        )
+        .await
         + scalar(db, "SELECT COUNT(*) FROM outbox WHERE status <> 'sent'").await
 }
 

@@ -127,12 +127,14 @@ pub struct ExportQuery {
     to: Option<String>,
     /// `jsonl` (default: exactly what was hashed) or `csv` (UTF-8 with BOM).
     format: Option<String>,
-    /// Only `false` in this release: personal values are exported as their
-    /// commitments.
+    /// `true`: instead of the events, their companion file of personal
+    /// values in clear (`{seq, field, value, salt}` per line), for the same
+    /// range. Needs the role `auditor_pii` (or `admin`).
     include_personal_data: Option<bool>,
 }
 
 struct ExportRange {
+    personal: bool,
     format: kihon4_core::audit_export::Format,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
@@ -150,14 +152,8 @@ fn export_range(query: &ExportQuery) -> Result<ExportRange, ApiError> {
             )
         })?,
     };
-    if query.include_personal_data == Some(true) {
-        return Err(ApiError::field(
-            ProblemKind::InvalidQuery,
-            "include_personal_data",
-            "an export with personal data in clear is not available in this release",
-        ));
-    }
     Ok(ExportRange {
+        personal: query.include_personal_data == Some(true),
         format,
         from: time("from", query.from.as_deref())?,
         to: time("to", query.to.as_deref())?,
@@ -209,7 +205,7 @@ async fn audited(
             "format": range.format,
             "from": range.from,
             "to": range.to,
-            "include_personal_data": false,
+            "include_personal_data": range.personal,
         }),
     );
     audit::append(&txn, &auth.audit(), event).await?;
@@ -236,9 +232,47 @@ pub async fn export(
 ) -> Result<HttpResponse, ApiError> {
     use kihon4_core::audit_export::{self as export, CSV_BOM, CSV_HEADER, Format};
     let range = export_range(&query)?;
+    if range.personal && !auth.principal.has(kihon4_core::auth::Role::AuditorPii) {
+        return Err(ApiError::new(
+            ProblemKind::Forbidden,
+            "Personal data in clear needs the role auditor_pii (or admin).",
+        ));
+    }
     // The range first: the export's own audit event is not in it.
     let bounds = export::seq_range(&state.db, range.from, range.to).await?;
     audited(&state, &auth, "export", &range).await?;
+    if range.personal {
+        let db = state.db.clone();
+        let values = futures_util::stream::unfold(
+            bounds.map(|(first, last)| ((first - 1, String::new()), last)),
+            move |cursor| {
+                let db = db.clone();
+                async move {
+                    let (after, last) = cursor?;
+                    match export::personal_page(&db, after, last).await {
+                        Ok(rows) if rows.is_empty() => None,
+                        Ok(rows) => {
+                            let next = rows.last().map(|r| ((r.seq, r.field.clone()), last));
+                            let bytes: Vec<u8> =
+                                rows.iter().flat_map(export::personal_line).collect();
+                            Some((Ok::<_, actix_web::Error>(web::Bytes::from(bytes)), next))
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "a personal-data export stopped");
+                            Some((
+                                Err(actix_web::error::ErrorInternalServerError("export failed")),
+                                None,
+                            ))
+                        }
+                    }
+                }
+            },
+        );
+        return Ok(HttpResponse::Ok()
+            .content_type("application/jsonl; charset=utf-8")
+            .insert_header(("cache-control", "no-store"))
+            .streaming(values));
+    }
     let format = range.format;
     let head: Vec<u8> = match format {
         Format::Jsonl => Vec::new(),

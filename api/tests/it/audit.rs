@@ -337,21 +337,68 @@ async fn an_export_streams_what_was_hashed_and_its_manifest_verifies(backend: Ba
         "invalid-query",
     )
     .await;
+    // Personal data in clear: only with the role for it, as the companion
+    // file, each value matching its commitment.
     expect_problem(
         app.get(
             "/v1/audit/export?include_personal_data=true",
             &app.auditor(),
         )
         .await,
-        400,
-        "invalid-query",
+        403,
+        "forbidden",
     )
     .await;
+    let pii = app.token(&[kihon4_core::auth::Role::AuditorPii]);
+    let companion = app
+        .get(
+            &format!("/v1/audit/export?include_personal_data=true&to={to}"),
+            &pii,
+        )
+        .await;
+    assert_eq!(companion.status(), 200);
+    let companion = companion.bytes().await.unwrap();
+    assert!(String::from_utf8_lossy(&companion).contains("@example.jp"));
+    use kihon4_core::audit_export::{Companion, verify_with_personal};
+    let (events, values) = verify_with_personal(
+        &body[..],
+        &manifest,
+        &key,
+        Some(Companion::new(&companion[..])),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(events, 5);
+    assert!(values >= 5, "{values}");
+    let forged =
+        String::from_utf8(companion.to_vec())
+            .unwrap()
+            .replacen("@example.jp", "@example.com", 1);
+    let failure = verify_with_personal(
+        &body[..],
+        &manifest,
+        &key,
+        Some(Companion::new(forged.as_bytes())),
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        failure.why.contains("does not match its commitment"),
+        "{failure}"
+    );
+    assert!(failure.line >= 1);
     // Each export and manifest is audited.
     assert_eq!(
         app.count("audit_events WHERE action = 'audit.exported'")
             .await,
-        3
+        4
+    );
+    assert_eq!(
+        app.count(
+            "audit_events WHERE action = 'audit.exported' AND canonical LIKE '%\"include_personal_data\":true%'"
+        )
+        .await,
+        1
     );
     app.assert_chain_verifies().await;
 }
