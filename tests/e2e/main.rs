@@ -10,6 +10,7 @@ mod seed;
 mod smtp_sink;
 
 mod audit;
+mod audit_memory;
 mod concurrency;
 mod consent;
 mod import;
