@@ -209,7 +209,9 @@ enum TokenCommand {
 }
 
 fn parse_role(raw: &str) -> Result<Role, String> {
-    Role::parse(raw).ok_or_else(|| format!("`{raw}` is not a role: use operator, auditor or admin"))
+    Role::parse(raw).ok_or_else(|| {
+        format!("`{raw}` is not a role: use operator, auditor, auditor_pii or admin")
+    })
 }
 
 /// Exit codes: 0 ok, 1 failed, 2 bad usage or configuration.

@@ -337,8 +337,17 @@ pub async fn export_audit(
     std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)?;
     let mut values = None;
     if let Some(path) = &personal_data {
-        let file = std::fs::File::create(path)
-            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        // Personal data: readable by its owner only.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+        }
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
         let mut writer = std::io::BufWriter::new(file);
         values =
             Some(kihon4_core::audit_export::export_personal(&db, &manifest, &mut writer).await?);

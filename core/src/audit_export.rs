@@ -498,7 +498,8 @@ pub async fn export_personal(
     let (Some(first), Some(last)) = (manifest.first_seq, manifest.last_seq) else {
         return Ok(0);
     };
-    let mut after = (first - 1, String::new());
+    // Every field of the first event: fields are never empty.
+    let mut after = (first, String::new());
     let mut count = 0;
     loop {
         let rows = personal_page(db, after.clone(), last).await?;

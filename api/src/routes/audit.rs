@@ -244,7 +244,8 @@ pub async fn export(
     if range.personal {
         let db = state.db.clone();
         let values = futures_util::stream::unfold(
-            bounds.map(|(first, last)| ((first - 1, String::new()), last)),
+            // Every field of the first event: fields are never empty.
+            bounds.map(|(first, last)| ((first, String::new()), last)),
             move |cursor| {
                 let db = db.clone();
                 async move {
@@ -336,6 +337,13 @@ pub async fn manifest(
     query: web::Query<ExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let range = export_range(&query)?;
+    if range.personal {
+        return Err(ApiError::field(
+            ProblemKind::InvalidQuery,
+            "include_personal_data",
+            "a manifest describes the events; the companion file of personal values has none",
+        ));
+    }
     let key = signing_key(&state)?;
     let manifest = kihon4_core::audit_export::export(
         &state.db,

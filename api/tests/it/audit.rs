@@ -387,18 +387,72 @@ async fn an_export_streams_what_was_hashed_and_its_manifest_verifies(backend: Ba
         "{failure}"
     );
     assert!(failure.line >= 1);
+    // A range that starts later: its companion holds its events' values only.
+    let events: Value = app
+        .get("/v1/audit/events?limit=3", &app.auditor())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let from = events["items"][2]["occurred_at"]
+        .as_str()
+        .unwrap()
+        .replace('+', "%2B");
+    let later = app
+        .get(
+            &format!("/v1/audit/export?from={from}&to={to}"),
+            &app.auditor(),
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let later_manifest: Manifest = app
+        .get(
+            &format!("/v1/audit/export/manifest?from={from}&to={to}"),
+            &app.auditor(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let later_values = app
+        .get(
+            &format!("/v1/audit/export?include_personal_data=true&from={from}&to={to}"),
+            &pii,
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let (events, _) = verify_with_personal(
+        &later[..],
+        &later_manifest,
+        &key,
+        Some(Companion::new(&later_values[..])),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(events, 3);
+    expect_problem(
+        app.get("/v1/audit/export/manifest?include_personal_data=true", &pii)
+            .await,
+        400,
+        "invalid-query",
+    )
+    .await;
     // Each export and manifest is audited.
     assert_eq!(
         app.count("audit_events WHERE action = 'audit.exported'")
             .await,
-        4
+        7
     );
     assert_eq!(
         app.count(
             "audit_events WHERE action = 'audit.exported' AND canonical LIKE '%\"include_personal_data\":true%'"
         )
         .await,
-        1
+        2
     );
     app.assert_chain_verifies().await;
 }
