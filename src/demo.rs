@@ -223,6 +223,7 @@ pub async fn demo(dir: PathBuf, listen: SocketAddr, serve: bool) -> anyhow::Resu
             )
             .map_err(anyhow::Error::msg)?,
         )),
+        audit_pii_roles: vec![Role::AuditorPii, Role::Admin],
     });
     let listener = free_listener(listen)?;
     let api_url = format!("http://{}", listener.local_addr()?);

@@ -671,6 +671,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             notices: notices.clone(),
             mynaportal,
             audit_key: Some(Arc::new(audit_key(&config)?)),
+            audit_pii_roles: config.audit_pii_roles.clone(),
         });
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

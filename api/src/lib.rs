@@ -32,6 +32,9 @@ pub struct AppState {
     pub mynaportal: Option<std::sync::Arc<Mynaportal>>,
     /// The key that signs audit checkpoints and export manifests.
     pub audit_key: Option<std::sync::Arc<kihon4_core::audit_export::SigningKey>>,
+    /// The roles that may export personal values in clear
+    /// (`KIHON4_AUDIT_PII_ROLES`; by default `auditor_pii` and `admin`).
+    pub audit_pii_roles: Vec<kihon4_core::auth::Role>,
 }
 
 impl Mynaportal {

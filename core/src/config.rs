@@ -54,6 +54,7 @@ pub const SETTINGS: &[&str] = &[
     "sync_lease_seconds",
     "provider_issuer",
     "consent_request_reminder_days",
+    "audit_pii_roles",
 ];
 
 /// Variables with the prefix that are not settings of the service itself:
@@ -147,6 +148,8 @@ pub struct Config {
     pub provider_issuer: Option<String>,
     /// Days after a consent request when its reminders go out (one each).
     pub consent_request_reminder_days: Vec<u32>,
+    /// The roles that may export personal values in clear.
+    pub audit_pii_roles: Vec<crate::auth::Role>,
     pub trust_anchors: Vec<PathBuf>,
     pub revocation: Revocation,
     pub smtp_url: Option<SecretString>,
@@ -444,6 +447,25 @@ impl Reader {
             .text("provider_client_id")
             .unwrap_or_else(|| "kihon4".into());
         let provider_issuer = self.text("provider_issuer");
+        let audit_pii_roles = match self.text("audit_pii_roles") {
+            None => vec![crate::auth::Role::AuditorPii, crate::auth::Role::Admin],
+            Some(raw) => {
+                let parsed: Option<Vec<crate::auth::Role>> = raw
+                    .split(',')
+                    .map(|r| crate::auth::Role::parse(r.trim()))
+                    .collect();
+                match parsed {
+                    Some(roles) if !roles.is_empty() => roles,
+                    _ => {
+                        self.fail(
+                            "audit_pii_roles",
+                            "must be roles separated by commas, from operator, auditor, auditor_pii and admin",
+                        );
+                        Vec::new()
+                    }
+                }
+            }
+        };
         let consent_request_reminder_days = match self.text("consent_request_reminder_days") {
             None => vec![7],
             Some(raw) if raw.trim().is_empty() => Vec::new(),
@@ -621,6 +643,7 @@ impl Reader {
             provider_client_id,
             provider_issuer,
             consent_request_reminder_days,
+            audit_pii_roles,
             trust_anchors,
             revocation,
             smtp_url,
@@ -813,6 +836,44 @@ mod tests {
             !text.contains("hunter2"),
             "a password was repeated:\n{text}"
         );
+    }
+
+    #[test]
+    fn reminder_days_and_personal_data_roles_are_checked() {
+        let dir = temp_dir("lists");
+        let ok = Config::load_from(
+            None,
+            env(&[
+                ("KIHON4_DATA_DIR", dir.to_str().unwrap()),
+                ("KIHON4_CONSENT_REQUEST_REMINDER_DAYS", "7, 14"),
+                ("KIHON4_AUDIT_PII_ROLES", "auditor_pii"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(ok.consent_request_reminder_days, [7, 14]);
+        assert_eq!(ok.audit_pii_roles, [crate::auth::Role::AuditorPii]);
+        let defaults =
+            Config::load_from(None, env(&[("KIHON4_DATA_DIR", dir.to_str().unwrap())])).unwrap();
+        assert_eq!(defaults.consent_request_reminder_days, [7]);
+        assert_eq!(
+            defaults.audit_pii_roles,
+            [crate::auth::Role::AuditorPii, crate::auth::Role::Admin]
+        );
+        let errors = Config::load_from(
+            None,
+            env(&[
+                ("KIHON4_DATA_DIR", dir.to_str().unwrap()),
+                ("KIHON4_CONSENT_REQUEST_REMINDER_DAYS", "14,7"),
+                ("KIHON4_AUDIT_PII_ROLES", "auditor,root"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            errors.contains("KIHON4_CONSENT_REQUEST_REMINDER_DAYS"),
+            "{errors}"
+        );
+        assert!(errors.contains("KIHON4_AUDIT_PII_ROLES"), "{errors}");
     }
 
     #[test]

@@ -232,10 +232,20 @@ pub async fn export(
 ) -> Result<HttpResponse, ApiError> {
     use kihon4_core::audit_export::{self as export, CSV_BOM, CSV_HEADER, Format};
     let range = export_range(&query)?;
-    if range.personal && !auth.principal.has(kihon4_core::auth::Role::AuditorPii) {
+    if range.personal
+        && !auth
+            .principal
+            .roles
+            .iter()
+            .any(|r| state.audit_pii_roles.contains(r))
+    {
+        let allowed: Vec<&str> = state.audit_pii_roles.iter().map(|r| r.as_str()).collect();
         return Err(ApiError::new(
             ProblemKind::Forbidden,
-            "Personal data in clear needs the role auditor_pii (or admin).",
+            format!(
+                "Personal data in clear needs one of the roles {} (KIHON4_AUDIT_PII_ROLES).",
+                allowed.join(", ")
+            ),
         ));
     }
     // The range first: the export's own audit event is not in it.

@@ -171,6 +171,7 @@ impl TestApp {
                 )
                 .expect("an audit key"),
             )),
+            audit_pii_roles: vec![Role::AuditorPii, Role::Admin],
         });
         let server =
             kihon4_api::server(state, listener, MAX_BODY, Duration::from_secs(5)).expect("server");
