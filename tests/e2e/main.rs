@@ -3,6 +3,8 @@
 
 #[path = "../support/database.rs"]
 mod database;
+#[path = "../support/mail.rs"]
+mod mail;
 mod process;
 #[path = "../support/seed.rs"]
 mod seed;

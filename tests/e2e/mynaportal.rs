@@ -19,28 +19,10 @@ use crate::process::{Running, SECRET, free_port, kihon4, token};
 fn link_in_drop(dir: &std::path::Path, to: &str, base: &str) -> Option<String> {
     for entry in std::fs::read_dir(dir).ok()? {
         let raw = std::fs::read(entry.ok()?.path()).ok()?;
-        let text = String::from_utf8_lossy(&raw).replace("\r\n", "\n");
-        if !text.contains(&format!("To: {to}")) {
+        if !String::from_utf8_lossy(&raw).contains(&format!("To: {to}")) {
             continue;
         }
-        // The parts are base64 or quoted-printable: undo both and look.
-        let mut decoded = String::new();
-        for part in text.split("\n\n") {
-            let joined: String = part.lines().take_while(|l| !l.starts_with("--")).collect();
-            if let Ok(bytes) =
-                base64::Engine::decode(&base64::engine::general_purpose::STANDARD, joined.trim())
-            {
-                decoded.push_str(&String::from_utf8_lossy(&bytes));
-            }
-            decoded.push_str(&part.replace("=\n", "").replace("=3D", "="));
-        }
-        let start = decoded.find(&format!("{base}/consent/"))?;
-        return Some(
-            decoded[start..]
-                .chars()
-                .take_while(|c| c.is_ascii_alphanumeric() || "-_:/.".contains(*c))
-                .collect(),
-        );
+        return crate::mail::landing_link(&raw, base);
     }
     None
 }

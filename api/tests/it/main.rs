@@ -4,6 +4,8 @@
 #[path = "../../../tests/support/database.rs"]
 mod database;
 mod helpers;
+#[path = "../../../tests/support/mail.rs"]
+mod mail;
 mod sim;
 #[path = "../../../tests/support/smtp_sink.rs"]
 mod smtp_sink;

@@ -7,7 +7,6 @@
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 
@@ -39,54 +38,8 @@ pub async fn emailed_link(app: &TestApp) -> String {
         .await
         .unwrap()
         .expect("an email");
-    let text = decoded_parts(&row.message);
-    let start = text
-        .find(&format!("{}/consent/", app.base))
-        .unwrap_or_else(|| panic!("no link in {text}"));
-    text[start..]
-        .chars()
-        .take_while(|c| c.is_ascii_alphanumeric() || "-_:/.".contains(*c))
-        .collect()
-}
-
-/// Every part of a MIME message, its transfer encoding undone.
-fn decoded_parts(message: &[u8]) -> String {
-    let text = String::from_utf8_lossy(message).replace("\r\n", "\n");
-    let mut out = String::new();
-    for part in text.split("\n--") {
-        let Some((headers, body)) = part.split_once("\n\n") else {
-            continue;
-        };
-        let headers = headers.to_ascii_lowercase();
-        if headers.contains("content-transfer-encoding: base64") {
-            let joined: String = body.lines().take_while(|l| !l.starts_with("--")).collect();
-            if let Ok(bytes) = B64.decode(joined.trim()) {
-                out.push_str(&String::from_utf8_lossy(&bytes));
-            }
-        } else if headers.contains("quoted-printable") {
-            let soft = body.replace("=\n", "");
-            let mut bytes = Vec::new();
-            let raw = soft.as_bytes();
-            let mut i = 0;
-            while i < raw.len() {
-                if raw[i] == b'='
-                    && i + 2 < raw.len()
-                    && let Ok(b) = u8::from_str_radix(&soft[i + 1..i + 3], 16)
-                {
-                    bytes.push(b);
-                    i += 3;
-                    continue;
-                }
-                bytes.push(raw[i]);
-                i += 1;
-            }
-            out.push_str(&String::from_utf8_lossy(&bytes));
-        } else {
-            out.push_str(body);
-        }
-        out.push('\n');
-    }
-    out
+    crate::mail::landing_link(&row.message, &app.base)
+        .unwrap_or_else(|| panic!("no link in {}", crate::mail::decoded_text(&row.message)))
 }
 
 async fn customer(app: &TestApp, reference: &str, locale: &str) -> String {

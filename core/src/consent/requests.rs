@@ -168,24 +168,14 @@ pub async fn create(
     consent_requests::Entity::insert(consent_requests::ActiveModel::from(row.clone()))
         .exec_without_returning(&txn)
         .await?;
-    let local = ticket
-        .expires_at
-        .with_timezone(&settings.timezone)
-        .date_naive();
-    let notice = notices::enqueue(
+    let notice = email(
         &txn,
         notices,
-        NewNotice {
-            kind: NoticeKind::ConsentRequest,
-            customer_id: Some(customer.id),
-            to: &customer.email,
-            locale: customer.locale,
-            customer_name: customer.basic4.as_ref().map(|b| b.name.as_str()),
-            data: json!({"request": {
-                "link": settings.landing_url(&token),
-                "expires_on": format_date(customer.locale, local),
-            }}),
-        },
+        settings,
+        &customer,
+        &token,
+        ticket.expires_at,
+        false,
     )
     .await?;
     let event = AuditEvent::new(
@@ -206,6 +196,37 @@ pub async fn create(
     audit::append(&txn, ctx, event).await?;
     txn.commit().await?;
     Ok(row)
+}
+
+/// The `consent_request` email with the landing link of `token`, in
+/// `txn`; a reminder says so.
+async fn email<C: ConnectionTrait>(
+    txn: &C,
+    notices: &Notices,
+    settings: &RequestSettings,
+    customer: &customers::Customer,
+    token: &str,
+    expires_at: DateTime<Utc>,
+    reminder: bool,
+) -> Result<Uuid, CoreError> {
+    let local = expires_at.with_timezone(&settings.timezone).date_naive();
+    notices::enqueue(
+        txn,
+        notices,
+        NewNotice {
+            kind: NoticeKind::ConsentRequest,
+            customer_id: Some(customer.id),
+            to: &customer.email,
+            locale: customer.locale,
+            customer_name: customer.basic4.as_ref().map(|b| b.name.as_str()),
+            data: json!({"request": {
+                "link": settings.landing_url(token),
+                "expires_on": format_date(customer.locale, local),
+                "reminder": reminder,
+            }}),
+        },
+    )
+    .await
 }
 
 pub async fn get<C: ConnectionTrait>(
@@ -414,25 +435,14 @@ pub async fn remind_due(
             txn.rollback().await?;
             continue;
         }
-        let local = request
-            .expires_at
-            .with_timezone(&settings.timezone)
-            .date_naive();
-        let notice = notices::enqueue(
+        let notice = email(
             &txn,
             notices,
-            NewNotice {
-                kind: NoticeKind::ConsentRequest,
-                customer_id: Some(customer.id),
-                to: &customer.email,
-                locale: customer.locale,
-                customer_name: customer.basic4.as_ref().map(|b| b.name.as_str()),
-                data: json!({"request": {
-                    "link": settings.landing_url(&token),
-                    "expires_on": format_date(customer.locale, local),
-                    "reminder": true,
-                }}),
-            },
+            settings,
+            &customer,
+            &token,
+            request.expires_at,
+            true,
         )
         .await?;
         let event = AuditEvent::new(
