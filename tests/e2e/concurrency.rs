@@ -6,14 +6,11 @@ use std::time::{Duration, Instant};
 
 use kihon4_core::auth::Role;
 use kihon4_core::entities::{audit_events, customers};
-use sea_orm::{
-    ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait, QueryFilter,
-    Statement,
-};
+use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 
 use crate::database::{Backend, fresh_database};
-use crate::process::{Running, SECRET, kihon4, token};
+use crate::process::{Running, SECRET, kihon4, scalar, token};
 
 macro_rules! both {
     ($($name:ident),*) => {$(
@@ -69,18 +66,6 @@ fn body(external_ref: &str) -> Value {
         "email": "client@example.jp",
         "basic4": {"name": "佐藤一郎", "address": "北海道札幌市中央区北1条西2丁目", "birth_date": "1990-12-01", "gender": "1"}
     })
-}
-
-async fn scalar(db: &DatabaseConnection, sql: &str) -> i64 {
-    let row = db
-        .query_one_raw(Statement::from_string(
-            db.get_database_backend(),
-            sql.to_owned(),
-        ))
-        .await
-        .unwrap()
-        .unwrap();
-    row.try_get_by_index::<i64>(0).unwrap()
 }
 
 async fn two_api_processes_keep_one_chain_and_consistent_records(backend: Backend) {

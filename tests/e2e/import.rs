@@ -3,26 +3,13 @@
 //! reported by line (never their data), the command fails so that a script
 //! notices, and importing the same file again changes nothing.
 
-use sea_orm::{ConnectionTrait, Statement};
-
 use crate::database::{Backend, fresh_database};
 use crate::process::kihon4;
+use crate::process::scalar;
 
 const ROWS: usize = 100_000;
 /// A valid My Number (the check digit holds).
 const MY_NUMBER: &str = "123456789018";
-
-async fn count(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
-    db.query_one_raw(Statement::from_string(
-        db.get_database_backend(),
-        sql.to_owned(),
-    ))
-    .await
-    .unwrap()
-    .unwrap()
-    .try_get_by_index(0)
-    .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_large_cp932_file_imports_its_good_rows_and_reports_the_bad() {
@@ -99,12 +86,12 @@ async fn a_large_cp932_file_imports_its_good_rows_and_reports_the_bad() {
 
     let db = kihon4_core::db::connect(&url, 2).await.unwrap();
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM customers").await,
+        scalar(&db, "SELECT COUNT(*) FROM customers").await,
         good as i64
     );
     // Characters of CP932's extensions arrive intact.
     assert!(
-        count(
+        scalar(
             &db,
             "SELECT COUNT(*) FROM customers WHERE name = '髙橋一郎'"
         )
@@ -112,14 +99,14 @@ async fn a_large_cp932_file_imports_its_good_rows_and_reports_the_bad() {
             > 0
     );
     assert!(
-        count(
+        scalar(
             &db,
             "SELECT COUNT(*) FROM customers WHERE name = '山﨑花子'"
         )
         .await
             > 0
     );
-    let events = count(&db, "SELECT COUNT(*) FROM audit_events").await;
+    let events = scalar(&db, "SELECT COUNT(*) FROM audit_events").await;
     assert_eq!(events, good as i64);
 
     // Again: nothing changes.
@@ -134,7 +121,7 @@ async fn a_large_cp932_file_imports_its_good_rows_and_reports_the_bad() {
         "{stdout}"
     );
     assert_eq!(
-        count(&db, "SELECT COUNT(*) FROM audit_events").await,
+        scalar(&db, "SELECT COUNT(*) FROM audit_events").await,
         events
     );
     kihon4_core::audit::verify_chain(&db)

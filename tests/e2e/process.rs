@@ -132,3 +132,17 @@ impl Drop for Running {
         let _ = self.child.wait();
     }
 }
+
+/// The one number a query answers (a count, usually).
+pub async fn scalar(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
+    use sea_orm::{ConnectionTrait, Statement};
+    db.query_one_raw(Statement::from_string(
+        db.get_database_backend(),
+        sql.to_owned(),
+    ))
+    .await
+    .unwrap()
+    .expect("a row")
+    .try_get_by_index(0)
+    .unwrap()
+}

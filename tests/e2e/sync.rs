@@ -11,29 +11,16 @@ use std::time::{Duration, Instant};
 use actix_web::web;
 use kihon4_core::auth::Role;
 use rand::Rng;
-use sea_orm::{ConnectionTrait, Statement};
 use serde_json::{Value, json};
 
 use crate::database::{Backend, fresh_database};
-use crate::process::{Running, SECRET, kihon4, token};
+use crate::process::{Running, SECRET, kihon4, scalar, token};
 use crate::smtp_sink::SmtpSink;
 
 const MOVES: usize = 6_000;
 const RENAMES: usize = 4_000;
 const CHANGES: usize = MOVES + RENAMES;
 const KILLS: usize = 20;
-
-async fn scalar(db: &sea_orm::DatabaseConnection, sql: &str) -> i64 {
-    db.query_one_raw(Statement::from_string(
-        db.get_database_backend(),
-        sql.to_owned(),
-    ))
-    .await
-    .unwrap()
-    .unwrap()
-    .try_get_by_index(0)
-    .unwrap()
-}
 
 /// Runs not yet completed, sync jobs not yet done, and notices not yet sent.
 async fn work_left(db: &sea_orm::DatabaseConnection) -> i64 {

@@ -213,6 +213,35 @@ async fn audited(
     Ok(())
 }
 
+/// A body streamed a page at a time, in constant memory whatever its size:
+/// `fetch` gives a page's bytes and the cursor after it, or `None` after the
+/// last page. A failure ends the body (the client sees it cut short).
+fn paged<K, F, Fut>(
+    start: Option<K>,
+    fetch: F,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::Error>>
+where
+    F: Fn(K) -> Fut + Clone,
+    Fut: std::future::Future<Output = Result<Option<(Vec<u8>, K)>, kihon4_core::CoreError>>,
+{
+    futures_util::stream::unfold(start, move |cursor| {
+        let fetch = fetch.clone();
+        async move {
+            match fetch(cursor?).await {
+                Ok(None) => None,
+                Ok(Some((bytes, next))) => Some((Ok(web::Bytes::from(bytes)), Some(next))),
+                Err(e) => {
+                    tracing::error!(error = %e, "an audit export stopped");
+                    Some((
+                        Err(actix_web::error::ErrorInternalServerError("export failed")),
+                        None,
+                    ))
+                }
+            }
+        }
+    })
+}
+
 /// The events of a time range, streamed: JSON Lines of exactly what was
 /// hashed, or CSV. Role: auditor.
 #[utoipa::path(
@@ -253,32 +282,18 @@ pub async fn export(
     audited(&state, &auth, "export", &range).await?;
     if range.personal {
         let db = state.db.clone();
-        let values = futures_util::stream::unfold(
-            // Every field of the first event: fields are never empty.
-            bounds.map(|(first, last)| ((first, String::new()), last)),
-            move |cursor| {
-                let db = db.clone();
-                async move {
-                    let (after, last) = cursor?;
-                    match export::personal_page(&db, after, last).await {
-                        Ok(rows) if rows.is_empty() => None,
-                        Ok(rows) => {
-                            let next = rows.last().map(|r| ((r.seq, r.field.clone()), last));
-                            let bytes: Vec<u8> =
-                                rows.iter().flat_map(export::personal_line).collect();
-                            Some((Ok::<_, actix_web::Error>(web::Bytes::from(bytes)), next))
-                        }
-                        Err(e) => {
-                            tracing::error!(error = %e, "a personal-data export stopped");
-                            Some((
-                                Err(actix_web::error::ErrorInternalServerError("export failed")),
-                                None,
-                            ))
-                        }
-                    }
-                }
-            },
-        );
+        // Every field of the first event: fields are never empty.
+        let start = bounds.map(|(first, last)| ((first, String::new()), last));
+        let values = paged(start, move |(after, last)| {
+            let db = db.clone();
+            async move {
+                let rows = export::personal_page(&db, after, last).await?;
+                Ok(rows.last().map(|r| {
+                    let bytes = rows.iter().flat_map(export::personal_line).collect();
+                    (bytes, ((r.seq, r.field.clone()), last))
+                }))
+            }
+        });
         return Ok(HttpResponse::Ok()
             .content_type("application/jsonl; charset=utf-8")
             .insert_header(("cache-control", "no-store"))
@@ -290,29 +305,16 @@ pub async fn export(
         Format::Csv => [CSV_BOM, CSV_HEADER.as_bytes()].concat(),
     };
     let db = state.db.clone();
-    // A page of events per chunk: constant memory, any size.
-    let pages = futures_util::stream::unfold(
+    let pages = paged(
         bounds.map(|(first, last)| (first - 1, last)),
-        move |cursor| {
+        move |(after, last)| {
             let db = db.clone();
             async move {
-                let (after, last) = cursor?;
-                match export::page(&db, after, last).await {
-                    Ok(rows) if rows.is_empty() => None,
-                    Ok(rows) => {
-                        let next = rows.last().map(|r| (r.seq, last));
-                        let bytes: Vec<u8> =
-                            rows.iter().flat_map(|e| export::line(format, e)).collect();
-                        Some((Ok(web::Bytes::from(bytes)), next))
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "an audit export stopped");
-                        Some((
-                            Err(actix_web::error::ErrorInternalServerError("export failed")),
-                            None,
-                        ))
-                    }
-                }
+                let rows = export::page(&db, after, last).await?;
+                Ok(rows.last().map(|r| {
+                    let bytes = rows.iter().flat_map(|e| export::line(format, e)).collect();
+                    (bytes, (r.seq, last))
+                }))
             }
         },
     );

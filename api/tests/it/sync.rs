@@ -89,16 +89,7 @@ async fn run_sync(app: &TestApp, sim: &TestSim) -> Value {
     assert_eq!(res.status(), 202);
     let run: Value = res.json().await.unwrap();
     assert_eq!(run["status"], "running");
-    let summary = process_due(
-        &app.db,
-        sim.provider().as_ref(),
-        &notices(),
-        SyncSettings::default(),
-        "test-worker",
-        1000,
-    )
-    .await
-    .unwrap();
+    let summary = process(app, sim, 1000).await;
     assert_eq!((summary.retried, summary.failed), (0, 0));
     kihon4_core::sync::runs::complete_finished(&app.db)
         .await
@@ -109,6 +100,42 @@ async fn run_sync(app: &TestApp, sim: &TestSim) -> Value {
         .json()
         .await
         .unwrap()
+}
+
+/// Claims and applies due jobs as a worker does.
+async fn process(app: &TestApp, sim: &TestSim, limit: u64) -> kihon4_core::sync::jobs::Summary {
+    process_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        SyncSettings::default(),
+        "test-worker",
+        limit,
+    )
+    .await
+    .unwrap()
+}
+
+/// The customer withdraws their consent (the first listed) at the institution.
+async fn withdraw_consent(app: &TestApp, customer: &str) {
+    let consents: Value = app
+        .get(
+            &format!("/v1/customers/{customer}/consents"),
+            &app.operator(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let consent = consents["items"][0]["id"].as_str().unwrap();
+    let res = app
+        .post(
+            &format!("/v1/consents/{consent}/withdraw"),
+            &app.operator(),
+            &json!({"reason": "お客さまからの申し出"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
 }
 
 async fn notices_of(app: &TestApp, kind: &str) -> i64 {
@@ -315,21 +342,7 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
     assert_eq!(run["counts"]["changed"], Value::Null, "{run}");
 
     // Withdrawing after the move removes the registration of the new certificate.
-    let moved_consents: Value = app
-        .get(&format!("/v1/customers/{moves}/consents"), &app.operator())
-        .await
-        .json()
-        .await
-        .unwrap();
-    let moved_consent = moved_consents["items"][0]["id"].as_str().unwrap();
-    let res = app
-        .post(
-            &format!("/v1/consents/{moved_consent}/withdraw"),
-            &app.operator(),
-            &json!({"reason": "お客さまからの申し出"}),
-        )
-        .await;
-    assert_eq!(res.status(), 200);
+    withdraw_consent(&app, &moves).await;
     let new_serial = moved["jpki_cert_serial"].as_str().unwrap();
     assert_eq!(
         app.count(&format!(
@@ -486,16 +499,7 @@ async fn a_revoked_run_asks_only_about_certificates_in_the_crl(backend: Backend)
         vec![(Uuid::parse_str(&moves).unwrap(), moving.serial.clone())]
     );
     runs::detected(&app.db, taken.id, &found).await.unwrap();
-    let done = process_due(
-        &app.db,
-        sim.provider().as_ref(),
-        &notices(),
-        SyncSettings::default(),
-        "test-worker",
-        1000,
-    )
-    .await
-    .unwrap();
+    let done = process(&app, &sim, 1000).await;
     assert_eq!(done.outcomes.get("changed"), Some(&1));
     runs::complete_finished(&app.db).await.unwrap();
     let run: Value = app
@@ -634,16 +638,7 @@ async fn a_provider_having_a_bad_day_delays_sync_but_applies_each_change_once(ba
         }
         rounds += 1;
         assert!(rounds < 60, "the run never completed");
-        process_due(
-            &app.db,
-            sim.provider().as_ref(),
-            &notices(),
-            SyncSettings::default(),
-            "test-worker",
-            1000,
-        )
-        .await
-        .unwrap();
+        process(&app, &sim, 1000).await;
         kihon4_core::sync::runs::complete_finished(&app.db)
             .await
             .unwrap();
@@ -742,31 +737,8 @@ async fn a_consent_withdrawn_before_the_answer_keeps_the_record_as_it_was(backen
         .unwrap()
         .to_owned();
     // Withdrawn after the job was made, before J-LIS's answer is applied.
-    let consents: Value = app
-        .get(&format!("/v1/customers/{id}/consents"), &app.operator())
-        .await
-        .json()
-        .await
-        .unwrap();
-    let consent = consents["items"][0]["id"].as_str().unwrap();
-    let res = app
-        .post(
-            &format!("/v1/consents/{consent}/withdraw"),
-            &app.operator(),
-            &json!({"reason": "お客さまからの申し出"}),
-        )
-        .await;
-    assert_eq!(res.status(), 200);
-    let done = process_due(
-        &app.db,
-        sim.provider().as_ref(),
-        &notices(),
-        SyncSettings::default(),
-        "test-worker",
-        100,
-    )
-    .await
-    .unwrap();
+    withdraw_consent(&app, &id).await;
+    let done = process(&app, &sim, 100).await;
     assert_eq!(done.outcomes.get("consent_ended"), Some(&1), "{done:?}");
     assert_eq!(
         customer(&app, &id).await["basic4"]["address"],

@@ -413,32 +413,17 @@ async fn grant(
         .exec_without_returning(txn)
         .await?;
     if let Some((old, seq)) = &previous {
-        consent_events::Entity::insert(event_row(
-            old.id,
-            seq + 1,
-            "renewed",
-            at,
+        super::records::renew(
+            txn,
             ctx,
-            None,
-            Some(id),
-        ))
-        .exec_without_returning(txn)
+            old,
+            *seq,
+            id,
+            row.jpki_cert_serial.as_deref(),
+            serial.as_str(),
+            at,
+        )
         .await?;
-        // The old consent's registration is under the record's certificate.
-        let registered = row
-            .jpki_cert_serial
-            .clone()
-            .unwrap_or_else(|| old.cert_serial.clone());
-        if registered != serial.as_str() {
-            provider_registrations::Entity::insert(registration_row(
-                old.id,
-                &registered,
-                "unsubscribe",
-                at,
-            ))
-            .exec_without_returning(txn)
-            .await?;
-        }
     }
     provider_registrations::Entity::insert(registration_row(id, serial.as_str(), "subscribe", at))
         .exec_without_returning(txn)

@@ -449,6 +449,57 @@ pub(crate) async fn active_consents<C: ConnectionTrait>(
     Ok(out)
 }
 
+/// Records that `new` renews the active consent `old` (whose last event is
+/// `seq`), in `txn`: its `renewed` event, and the removal of its provider
+/// registration when it stands under another certificate than `serial`.
+/// The old consent is registered under the record's certificate
+/// (`record_serial`), which sync moves along: not necessarily the one it
+/// was signed with.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn renew<C: ConnectionTrait>(
+    txn: &C,
+    ctx: &AuditContext,
+    old: &consents::Model,
+    seq: i32,
+    new: Uuid,
+    record_serial: Option<&str>,
+    serial: &str,
+    at: DateTime<Utc>,
+) -> Result<(), CoreError> {
+    let inserted = consent_events::Entity::insert(event_row(
+        old.id,
+        seq + 1,
+        "renewed",
+        at,
+        ctx,
+        None,
+        Some(new),
+    ))
+    .exec_without_returning(txn)
+    .await;
+    match inserted {
+        Ok(_) => {}
+        Err(e) if db::is_unique_violation(&e) => {
+            return Err(CoreError::Conflict(
+                "the customer's consent changed meanwhile",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let registered = record_serial.unwrap_or(&old.cert_serial);
+    if registered != serial {
+        provider_registrations::Entity::insert(registration_row(
+            old.id,
+            registered,
+            "unsubscribe",
+            at,
+        ))
+        .exec_without_returning(txn)
+        .await?;
+    }
+    Ok(())
+}
+
 /// Verifies a signed consent and records it with everything that follows from it.
 pub async fn grant(
     db: &DatabaseConnection,
@@ -578,43 +629,18 @@ pub async fn grant(
 
     // A consent given while another is active renews it.
     let mut renewed = None;
-    if let Some((old, seq)) = previous {
-        let inserted = consent_events::Entity::insert(event_row(
-            old.id,
-            seq + 1,
-            "renewed",
-            at,
+    if let Some((old, seq)) = &previous {
+        renew(
+            &txn,
             ctx,
-            None,
-            Some(id),
-        ))
-        .exec_without_returning(&txn)
-        .await;
-        match inserted {
-            Ok(_) => {}
-            Err(e) if db::is_unique_violation(&e) => {
-                return Err(CoreError::Conflict(
-                    "the customer's consent changed meanwhile",
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        }
-        // The old consent is registered under the record's certificate, which
-        // sync moves along: not necessarily the one the old consent was signed with.
-        let registered = current
-            .jpki_cert_serial
-            .clone()
-            .unwrap_or_else(|| old.cert_serial.clone());
-        if registered != serial {
-            provider_registrations::Entity::insert(registration_row(
-                old.id,
-                &registered,
-                "unsubscribe",
-                at,
-            ))
-            .exec_without_returning(&txn)
-            .await?;
-        }
+            old,
+            *seq,
+            id,
+            current.jpki_cert_serial.as_deref(),
+            &serial,
+            at,
+        )
+        .await?;
         renewed = Some(old.id);
     }
 
