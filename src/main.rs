@@ -94,8 +94,16 @@ enum Command {
 #[derive(Subcommand)]
 enum AuditCommand {
     /// Prints the public key that checkpoints and manifests are signed with
-    /// (SubjectPublicKeyInfo PEM), for auditors.
+    /// (SubjectPublicKeyInfo PEM), for auditors; its key id goes to stderr.
     PublicKey,
+    /// Makes the audit signing key (Ed25519, PKCS#8 PEM, owner-only) and its
+    /// public key beside it; never replaces one. Needed once before
+    /// `serve`, `api`, `worker` or `audit export` outside the embedded default.
+    InitKey {
+        /// Where to write it (default: KIHON4_AUDIT_SIGNING_KEY).
+        #[arg(long, value_name = "PATH")]
+        out: Option<PathBuf>,
+    },
     /// Exports the events of a time range with its signed manifest
     /// (written to OUT.manifest.json).
     Export {
@@ -140,6 +148,15 @@ enum AuditCommand {
         /// The companion file of personal values, checked against the commitments.
         #[arg(long, value_name = "FILE")]
         personal_data: Option<PathBuf>,
+        /// A checkpoint kept from an earlier export (as served at
+        /// /v1/audit/checkpoints/latest, or a manifest holding one) that this
+        /// export must extend; repeat for several.
+        #[arg(long = "checkpoint", value_name = "FILE")]
+        checkpoints: Vec<PathBuf>,
+        /// The key id the manifest, its checkpoint, every kept checkpoint
+        /// and the public key must have (`kihon4 audit public-key` prints it).
+        #[arg(long, value_name = "ID")]
+        expect_key_id: Option<String>,
     },
 }
 
@@ -253,10 +270,36 @@ fn main() -> ExitCode {
                 manifest,
                 key,
                 personal_data,
+                checkpoints,
+                expect_key_id,
             },
     } = &cli.command
     {
-        return run::verify_export(export, manifest, key, personal_data.as_deref());
+        return run::verify_export(
+            export,
+            manifest,
+            key,
+            personal_data.as_deref(),
+            checkpoints,
+            expect_key_id.as_deref(),
+        );
+    }
+    // The audit key and export need the database and the key, not the
+    // token settings.
+    if let Command::Audit { command } = &cli.command
+        && matches!(
+            command,
+            AuditCommand::PublicKey | AuditCommand::InitKey { .. } | AuditCommand::Export { .. }
+        )
+    {
+        let config = match Config::load_audit(cli.config.as_deref()) {
+            Ok(config) => config,
+            Err(errors) => {
+                eprintln!("kihon4: {errors}");
+                return ExitCode::from(BAD_USAGE);
+            }
+        };
+        return audit_without_tokens(config, command);
     }
     let config = match Config::load(cli.config.as_deref()) {
         Ok(config) => config,
@@ -298,38 +341,9 @@ fn main() -> ExitCode {
         }
         Command::Migrate => run::block_on(run::migrate(config)),
         Command::Audit {
-            command: AuditCommand::PublicKey,
-        } => match run::audit_key(&config) {
-            Ok(key) => {
-                print!("{}", key.public_key_pem());
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("kihon4: {e}");
-                failed()
-            }
-        },
-        Command::Audit {
             command:
-                AuditCommand::Export {
-                    from,
-                    to,
-                    format,
-                    out,
-                    personal_data,
-                },
-        } => {
-            let format =
-                kihon4_core::audit_export::Format::parse(&format).expect("clap checked it");
-            run::block_on(run::export_audit(
-                config,
-                from,
-                to,
-                format,
-                out,
-                personal_data,
-            ))
-        }
+                AuditCommand::PublicKey | AuditCommand::InitKey { .. } | AuditCommand::Export { .. },
+        } => unreachable!("handled before the whole configuration is read"),
         Command::Audit {
             command: AuditCommand::Erase { customer, reason },
         } => {
@@ -387,6 +401,56 @@ fn main() -> ExitCode {
                 worker: true,
             },
         )),
+    }
+}
+
+/// `kihon4 audit public-key | init-key | export`.
+fn audit_without_tokens(
+    config: kihon4_core::config::AuditConfig,
+    command: &AuditCommand,
+) -> ExitCode {
+    match command {
+        AuditCommand::PublicKey => match run::audit_key(&config) {
+            Ok(key) => {
+                print!("{}", key.public_key_pem());
+                eprintln!(
+                    "kihon4: key id {} (the first 16 hex digits of the SHA-256 of the raw Ed25519 public key)",
+                    key.key_id
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("kihon4: {e}");
+                failed()
+            }
+        },
+        AuditCommand::InitKey { out } => match run::init_audit_key(&config, out.as_deref()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kihon4: {e}");
+                failed()
+            }
+        },
+        AuditCommand::Export {
+            from,
+            to,
+            format,
+            out,
+            personal_data,
+        } => {
+            let format = kihon4_core::audit_export::Format::parse(format).expect("clap checked it");
+            run::block_on(run::export_audit(
+                config,
+                *from,
+                *to,
+                format,
+                out.clone(),
+                personal_data.clone(),
+            ))
+        }
+        AuditCommand::Erase { .. } | AuditCommand::Verify { .. } => {
+            unreachable!("read with the whole configuration")
+        }
     }
 }
 

@@ -70,6 +70,12 @@ fn init_logging(default_filter: &str) {
 }
 
 async fn connect(config: &Config) -> anyhow::Result<DatabaseConnection> {
+    connect_to(&config.audit()).await
+}
+
+async fn connect_to(
+    config: &kihon4_core::config::AuditConfig,
+) -> anyhow::Result<DatabaseConnection> {
     kihon4_core::db::connect(
         config.database_url.expose_secret(),
         config.db_max_connections,
@@ -95,7 +101,13 @@ pub async fn migrate(config: Config) -> anyhow::Result<()> {
 /// Opens the database and checks that its schema is this binary's. The
 /// embedded default migrates itself; anything else must be migrated first.
 async fn open_current(config: &Config) -> anyhow::Result<DatabaseConnection> {
-    let db = connect(config).await?;
+    open_current_of(&config.audit()).await
+}
+
+async fn open_current_of(
+    config: &kihon4_core::config::AuditConfig,
+) -> anyhow::Result<DatabaseConnection> {
+    let db = connect_to(config).await?;
     if config.database_embedded {
         Migrator::up(&db, None).await?;
     }
@@ -279,30 +291,64 @@ pub async fn sync_once(
     }
 }
 
-/// The audit signing key; made on first use when it is the embedded
-/// default (in the data folder).
-pub fn audit_key(config: &Config) -> anyhow::Result<kihon4_core::audit_export::SigningKey> {
-    let default = config.data_dir.join("audit-signing-key.pem");
-    kihon4_core::audit_export::SigningKey::load_or_create(
-        &config.audit_signing_key,
-        config.audit_signing_key == default,
-    )
-    .map_err(anyhow::Error::msg)
+/// The audit signing key. Made on first use only on the embedded default;
+/// anywhere else it must have been made by `kihon4 audit init-key`, and a
+/// missing one is refused, naming the setting and the command.
+pub fn audit_key(
+    config: &kihon4_core::config::AuditConfig,
+) -> anyhow::Result<kihon4_core::audit_export::SigningKey> {
+    use kihon4_core::audit_export::SigningKey;
+    let path = &config.audit_signing_key;
+    if !path.exists() && !config.makes_key_on_first_use() {
+        anyhow::bail!(
+            "the audit signing key {} does not exist (KIHON4_AUDIT_SIGNING_KEY): make it once with `kihon4 audit init-key`, keep it, and give auditors `kihon4 audit public-key`; outside the embedded default it is never made silently",
+            path.display()
+        );
+    }
+    SigningKey::load_or_create(path, config.makes_key_on_first_use())
+        .map_err(|e| anyhow::anyhow!("{e} (KIHON4_AUDIT_SIGNING_KEY)"))
 }
 
-/// `kihon4 audit export`: the file, then its signed manifest beside it.
+/// `kihon4 audit init-key`: a new signing key at `out` (default: the
+/// configured KIHON4_AUDIT_SIGNING_KEY), owner-only, never replacing one.
+pub fn init_audit_key(
+    config: &kihon4_core::config::AuditConfig,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
+    use kihon4_core::audit_export::{SigningKey, public_key_path};
+    let path = out.unwrap_or(&config.audit_signing_key);
+    let key = SigningKey::create(path).map_err(anyhow::Error::msg)?;
+    println!(
+        "kihon4: audit signing key {} made (owner-only), key id {}; its public key is {}",
+        path.display(),
+        key.key_id,
+        public_key_path(path).display()
+    );
+    if out.is_some_and(|o| o != config.audit_signing_key) {
+        println!(
+            "kihon4: set KIHON4_AUDIT_SIGNING_KEY={} for kihon4 to use it",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `kihon4 audit export`: the file and its signed manifest beside it, both
+/// of the one range fixed when the export started (and with
+/// `personal_data`, the companion file of that same range).
 pub async fn export_audit(
-    config: Config,
+    config: kihon4_core::config::AuditConfig,
     from: Option<chrono::DateTime<chrono::Utc>>,
     to: Option<chrono::DateTime<chrono::Utc>>,
     format: kihon4_core::audit_export::Format,
     out: std::path::PathBuf,
     personal_data: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    use kihon4_core::audit::{Actor, AuditContext, AuditEvent};
+    use kihon4_core::audit::{Actor, AuditContext};
+    use kihon4_core::audit_export::ExportRequest;
     use std::io::Write;
     let key = audit_key(&config)?;
-    let db = open_current(&config).await?;
+    let db = open_current_of(&config).await?;
     let file = std::fs::File::create(&out)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
     let mut writer = std::io::BufWriter::new(file);
@@ -314,12 +360,19 @@ pub async fn export_audit(
         .expect("a valid template")
         .progress_chars("=> "),
     );
+    // The export is audited when it starts: who, which range, whether
+    // personal data; that event comes after the range.
     let manifest = kihon4_core::audit_export::export(
         &db,
         &key,
-        format,
-        from,
-        to,
+        &AuditContext::new(Actor::cli(), None),
+        &ExportRequest {
+            format,
+            from,
+            to,
+            events: true,
+            personal_data: personal_data.is_some(),
+        },
         &mut writer,
         |done, total| {
             bar.set_length(total);
@@ -353,25 +406,14 @@ pub async fn export_audit(
             Some(kihon4_core::audit_export::export_personal(&db, &manifest, &mut writer).await?);
         writer.flush()?;
     }
-    // The export itself is audited: who, which range, whether personal data.
-    let txn = kihon4_core::db::begin_write(&db).await?;
-    let event = AuditEvent::new("audit.exported", "audit", None).set(
-        "after",
-        serde_json::json!({
-            "format": manifest.format,
-            "from": manifest.from, "to": manifest.to,
-            "first_seq": manifest.first_seq, "last_seq": manifest.last_seq,
-            "count": manifest.count, "file_sha256": manifest.file_sha256,
-            "include_personal_data": personal_data.is_some(),
-        }),
-    );
-    kihon4_core::audit::append(&txn, &AuditContext::new(Actor::cli(), None), event).await?;
-    txn.commit().await?;
     println!(
-        "kihon4: {} event(s) written to {}, manifest {}",
+        "kihon4: {} event(s), seq {} to {}, written to {}, manifest {} (export {})",
         manifest.count,
+        manifest.first_seq.map_or("-".into(), |s| s.to_string()),
+        manifest.last_seq.map_or("-".into(), |s| s.to_string()),
         out.display(),
-        manifest_path.display()
+        manifest_path.display(),
+        manifest.export_id.map_or("-".into(), |id| id.to_string()),
     );
     if let (Some(path), Some(values)) = (&personal_data, values) {
         println!(
@@ -407,40 +449,95 @@ pub async fn erase_audit(
 }
 
 /// `kihon4 audit verify`: exit 0 when everything holds, 1 when something
-/// does not (the first line that does not verify is named), 2 when a file
-/// cannot be read.
+/// does not (the first line that does not verify is named; a manifest or
+/// kept checkpoint that is not exactly kihon4's form counts as tampered),
+/// 2 when a file cannot be read or is not a kihon4 manifest at all.
 pub fn verify_export(
     export: &std::path::Path,
     manifest: &std::path::Path,
     key: &std::path::Path,
     personal_data: Option<&std::path::Path>,
+    checkpoints: &[std::path::PathBuf],
+    expect_key_id: Option<&str>,
 ) -> ExitCode {
-    use kihon4_core::audit_export::{Companion, Manifest, PublicKey, verify_with_personal};
+    use kihon4_core::audit_export::{
+        Companion, Expectations, Manifest, PublicKey, parse_checkpoint, verify_expecting,
+    };
+    enum Refused {
+        /// Bad usage: exit 2.
+        Usage(String),
+        /// Tampering: exit 1.
+        Tampered(String),
+    }
     let read = |path: &std::path::Path| {
-        std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
+        std::fs::read(path)
+            .map_err(|e| Refused::Usage(format!("cannot read {}: {e}", path.display())))
+    };
+    let json = |path: &std::path::Path| -> Result<serde_json::Value, Refused> {
+        serde_json::from_slice(&read(path)?)
+            .map_err(|e| Refused::Usage(format!("{} is not JSON: {e}", path.display())))
+    };
+    let is_manifest = |v: &serde_json::Value| {
+        v.get("type").and_then(|t| t.as_str()) == Some("kihon4-audit-export")
     };
     let loaded = (|| {
-        let key = PublicKey::parse(&read(key)?).map_err(|e| format!("{}: {e}", key.display()))?;
-        let manifest: Manifest = serde_json::from_slice(&read(manifest)?)
-            .map_err(|e| format!("{} is not a kihon4 manifest: {e}", manifest.display()))?;
+        let key = PublicKey::parse(&read(key)?)
+            .map_err(|e| Refused::Usage(format!("{}: {e}", key.display())))?;
+        let value = json(manifest)?;
+        if !is_manifest(&value) {
+            return Err(Refused::Usage(format!(
+                "{} is not a kihon4 manifest (no \"type\": \"kihon4-audit-export\")",
+                manifest.display()
+            )));
+        }
+        // A manifest of kihon4's type in any other form was changed.
+        let parsed: Manifest = serde_json::from_value(value).map_err(|e| {
+            Refused::Tampered(format!(
+                "the manifest {} is not in kihon4's form ({e}): it was changed",
+                manifest.display()
+            ))
+        })?;
+        let mut kept = Vec::new();
+        for path in checkpoints {
+            let mut value = json(path)?;
+            if is_manifest(&value) {
+                value = value.get("checkpoint").cloned().unwrap_or_default();
+            }
+            let bytes = serde_json::to_vec(&value).expect("a value serialises");
+            kept.push(parse_checkpoint(&bytes).map_err(|e| {
+                Refused::Tampered(format!(
+                    "the kept checkpoint {} is not in kihon4's form ({e}): it was changed",
+                    path.display()
+                ))
+            })?);
+        }
         let file = std::fs::File::open(export)
-            .map_err(|e| format!("cannot read {}: {e}", export.display()))?;
+            .map_err(|e| Refused::Usage(format!("cannot read {}: {e}", export.display())))?;
         let size = file.metadata().map(|m| m.len()).unwrap_or(0);
         let companion = personal_data
             .map(|p| {
                 std::fs::File::open(p)
                     .map(|f| Companion::new(std::io::BufReader::new(f)))
-                    .map_err(|e| format!("cannot read {}: {e}", p.display()))
+                    .map_err(|e| Refused::Usage(format!("cannot read {}: {e}", p.display())))
             })
             .transpose()?;
-        Ok::<_, String>((key, manifest, file, size, companion))
+        Ok((key, parsed, kept, file, size, companion))
     })();
-    let (key, manifest, file, size, companion) = match loaded {
+    let (key, manifest, kept, file, size, companion) = match loaded {
         Ok(loaded) => loaded,
-        Err(e) => {
+        Err(Refused::Usage(e)) => {
             eprintln!("kihon4: {e}");
             return ExitCode::from(crate::BAD_USAGE);
         }
+        Err(Refused::Tampered(e)) => {
+            println!("kihon4: {} does not verify: {e}", export.display());
+            return ExitCode::from(1);
+        }
+    };
+    let kept_count = kept.len();
+    let expect = Expectations {
+        checkpoints: kept,
+        key_id: expect_key_id.map(str::to_owned),
     };
     let bar = indicatif::ProgressBar::new(size);
     bar.set_style(
@@ -448,11 +545,12 @@ pub fn verify_export(
             .expect("a valid template")
             .progress_chars("=> "),
     );
-    let result = verify_with_personal(
+    let result = verify_expecting(
         std::io::BufReader::with_capacity(1 << 20, file),
         &manifest,
         &key,
         companion,
+        &expect,
         |read| bar.set_position(read),
     );
     bar.finish_and_clear();
@@ -467,6 +565,9 @@ pub fn verify_export(
             );
             if personal_data.is_some() {
                 println!("kihon4: {values} personal value(s) match their commitments");
+            }
+            if kept_count > 0 {
+                println!("kihon4: it extends the {kept_count} kept checkpoint(s)");
             }
             ExitCode::SUCCESS
         }
@@ -638,6 +739,8 @@ pub async fn import_customers(
 
 pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     report_missing_upstream(&config);
+    // Refused at once without a signing key (outside the embedded default).
+    let signing_key = Arc::new(audit_key(&config.audit())?);
     let notices = notices(&config)?;
     let db = open_current(&config).await?;
     let shutdown = CancellationToken::new();
@@ -670,7 +773,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             },
             notices: notices.clone(),
             mynaportal,
-            audit_key: Some(Arc::new(audit_key(&config)?)),
+            audit_key: Some(signing_key.clone()),
             audit_pii_roles: config.audit_pii_roles.clone(),
         });
         let listener = TcpListener::bind(config.listen)
@@ -714,11 +817,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     } else {
         (None, None, None)
     };
-    let worker_audit_key = if roles.worker {
-        Some(Arc::new(audit_key(&config)?))
-    } else {
-        None
-    };
+    let worker_audit_key = roles.worker.then(|| signing_key.clone());
     let worker_task = roles.worker.then(|| {
         let settings = kihon4_worker::WorkerSettings {
             timezone: config.timezone,

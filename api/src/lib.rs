@@ -138,6 +138,8 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(routes::audit::checkpoint)
         .service(routes::audit::manifest)
         .service(routes::audit::export)
+        .service(routes::audit::export_manifest)
+        .service(routes::audit::export_personal_data)
         .service(routes::consent::texts)
         .service(routes::consent::grant)
         .service(routes::consent::list)

@@ -50,38 +50,85 @@ const PAGE: u64 = 1000;
 /// The key that signs checkpoints and manifests.
 pub struct SigningKey {
     pair: Ed25519KeyPair,
-    /// The first 16 hex digits of the SHA-256 of the public key.
+    /// The key id: the first 16 hex digits (8 bytes) of the SHA-256 of the
+    /// raw 32-byte Ed25519 public key (the last 32 bytes of its
+    /// SubjectPublicKeyInfo), lower case.
     pub key_id: String,
 }
 
 impl SigningKey {
-    /// Loads the PKCS#8 PEM at `path`; with `create`, makes one there first
-    /// (readable by its owner only) and writes its public key beside it.
+    /// Loads the PKCS#8 PEM at `path`; with `create` (the embedded default
+    /// only), makes one there first when there is none.
     pub fn load_or_create(path: &Path, create: bool) -> Result<Self, String> {
-        if !path.exists() {
-            if !create {
-                return Err(format!(
-                    "the audit signing key {} does not exist",
+        if create && !path.exists() {
+            match Self::create(path) {
+                Ok(key) => return Ok(key),
+                // Another process made it meanwhile: use that one.
+                Err(_) if path.exists() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Self::load(path)
+    }
+
+    /// Makes a new key at `path`, readable by its owner only (in a folder
+    /// made owner-only when it is new), and writes its public key beside
+    /// it. Never replaces a key: a key that exists is an error.
+    pub fn create(path: &Path) -> Result<Self, String> {
+        if path.exists() {
+            return Err(format!(
+                "{} exists already: a signing key is never replaced",
+                path.display()
+            ));
+        }
+        let rng = ring::rand::SystemRandom::new();
+        let v2 = Ed25519KeyPair::generate_pkcs8(&rng)
+            .map_err(|_| "an Ed25519 key could not be made".to_owned())?;
+        // Written as PKCS#8 v1 (RFC 8410: the seed alone), which OpenSSL
+        // reads too; ring's v2 document holds the seed at 16..48.
+        let seed = v2
+            .as_ref()
+            .get(16..48)
+            .ok_or_else(|| "an unexpected PKCS#8 document".to_owned())?;
+        let mut v1 = PKCS8_V1_PREFIX.to_vec();
+        v1.extend_from_slice(seed);
+        let pem = der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &v1)
+            .map_err(|e| e.to_string())?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+            && !dir.exists()
+        {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            {
+                use std::os::unix::fs::DirBuilderExt;
+                builder.mode(0o700);
+            }
+            builder
+                .create(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        crate::config::write_private_file(path, pem.as_bytes()).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::AlreadyExists {
+                format!(
+                    "{} exists already: a signing key is never replaced",
                     path.display()
-                ));
+                )
+            } else {
+                format!("cannot write {}: {e}", path.display())
             }
-            let rng = ring::rand::SystemRandom::new();
-            let v2 = Ed25519KeyPair::generate_pkcs8(&rng)
-                .map_err(|_| "an Ed25519 key could not be made".to_owned())?;
-            // Written as PKCS#8 v1 (RFC 8410: the seed alone), which OpenSSL
-            // reads too; ring's v2 document holds the seed at 16..48.
-            let seed = v2
-                .as_ref()
-                .get(16..48)
-                .ok_or_else(|| "an unexpected PKCS#8 document".to_owned())?;
-            let mut v1 = PKCS8_V1_PREFIX.to_vec();
-            v1.extend_from_slice(seed);
-            let pem = der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &v1)
-                .map_err(|e| e.to_string())?;
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
-            }
-            crate::config::write_private_file(path, pem.as_bytes()).map_err(|e| e.to_string())?;
+        })?;
+        Self::load(path)
+    }
+
+    /// Loads the PKCS#8 PEM at `path` and writes its public key beside it
+    /// when that is missing.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        if !path.exists() {
+            return Err(format!(
+                "the audit signing key {} does not exist",
+                path.display()
+            ));
         }
         let pem = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
         let (label, der) = der::pem::decode_vec(&pem)
@@ -252,15 +299,20 @@ pub async fn checkpoint_if_due(
     Ok(Some(checkpoint(db, key).await?))
 }
 
-/// The events of `[from, to)` by time, as a contiguous range of sequence
-/// numbers (`None` when there is none).
-pub async fn seq_range(
-    db: &DatabaseConnection,
+/// The events of `[from, to)` by time with sequence numbers up to `upto`,
+/// as a contiguous range of sequence numbers (`None` when there is none).
+pub async fn seq_range<C: ConnectionTrait>(
+    db: &C,
     from: Option<DateTime<Utc>>,
     to: Option<DateTime<Utc>>,
+    upto: i64,
 ) -> Result<Option<(i64, i64)>, CoreError> {
-    let mut first = audit_events::Entity::find().order_by_asc(audit_events::Column::Seq);
-    let mut last = audit_events::Entity::find().order_by_desc(audit_events::Column::Seq);
+    let mut first = audit_events::Entity::find()
+        .filter(audit_events::Column::Seq.lte(upto))
+        .order_by_asc(audit_events::Column::Seq);
+    let mut last = audit_events::Entity::find()
+        .filter(audit_events::Column::Seq.lte(upto))
+        .order_by_desc(audit_events::Column::Seq);
     if let Some(from) = from {
         first = first.filter(audit_events::Column::OccurredAt.gte(from));
         last = last.filter(audit_events::Column::OccurredAt.gte(from));
@@ -355,6 +407,10 @@ pub struct Manifest {
     #[serde(rename = "type")]
     pub kind: String,
     pub v: u32,
+    /// The export it describes (`Kihon4-Export-Id`); absent in manifests
+    /// made before exports had ids.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub export_id: Option<uuid::Uuid>,
     pub format: Format,
     pub from: Option<DateTime<Utc>>,
     pub to: Option<DateTime<Utc>>,
@@ -384,20 +440,152 @@ impl Manifest {
     }
 }
 
-/// Writes the export of `[from, to)` to `out` (up to a checkpoint taken
-/// first, so that events appended meanwhile are left out) and returns its
-/// signed manifest. `progress` gets the events written so far and the
-/// number to write. Constant memory: a page of events at a time.
-pub async fn export(
+/// What an export is asked for.
+#[derive(Debug, Clone)]
+pub struct ExportRequest {
+    pub format: Format,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// The events are exported (`false`: only the companion file).
+    pub events: bool,
+    /// The personal values in clear are exported for the range.
+    pub personal_data: bool,
+}
+
+/// An export started: its range fixed, recorded and audited.
+#[derive(Debug, Clone)]
+pub struct Started {
+    pub id: uuid::Uuid,
+    pub format: Format,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+    /// `first_seq..=last_seq`; `None` when no event is in it.
+    pub range: Option<(i64, i64)>,
+    /// The chain head when it started, signed: every event of the range
+    /// is at or before it.
+    pub checkpoint: Checkpoint,
+    pub events: bool,
+    pub personal_data: bool,
+}
+
+impl Started {
+    /// How many events the range holds (the chain has no gaps).
+    pub fn count(&self) -> u64 {
+        self.range.map_or(0, |(first, last)| {
+            u64::try_from(last - first + 1).unwrap_or(0)
+        })
+    }
+
+    fn from_row(row: crate::entities::audit_exports::Model) -> Result<Self, CoreError> {
+        let corrupt = |what: &str| CoreError::Corrupt(format!("audit export {}: {what}", row.id));
+        Ok(Self {
+            id: row.id,
+            format: Format::parse(&row.format).ok_or_else(|| corrupt("an unknown format"))?,
+            from: row.range_from,
+            to: row.range_to,
+            range: row.first_seq.zip(row.last_seq),
+            checkpoint: serde_json::from_str(&row.checkpoint)
+                .map_err(|_| corrupt("an unreadable checkpoint"))?,
+            events: row.events,
+            personal_data: row.personal_data,
+        })
+    }
+}
+
+/// Starts an export: in one transaction, signs a checkpoint of the chain
+/// head, fixes the range as the events of `[from, to)` up to that head,
+/// records the export and appends its `audit.exported` event (which comes
+/// after the head, so never falls inside its own range).
+pub async fn start_export(
     db: &DatabaseConnection,
     key: &SigningKey,
-    format: Format,
-    from: Option<DateTime<Utc>>,
-    to: Option<DateTime<Utc>>,
+    ctx: &crate::audit::AuditContext,
+    request: &ExportRequest,
+) -> Result<Started, CoreError> {
+    use crate::entities::audit_exports;
+    use sea_orm::ActiveValue::Set;
+    let txn = crate::db::begin_write(db).await?;
+    let checkpoint = checkpoint(&txn, key).await?;
+    let range = seq_range(&txn, request.from, request.to, checkpoint.seq).await?;
+    let started = Started {
+        id: uuid::Uuid::now_v7(),
+        format: request.format,
+        from: request.from,
+        to: request.to,
+        range,
+        checkpoint,
+        events: request.events,
+        personal_data: request.personal_data,
+    };
+    audit_exports::Entity::insert(audit_exports::ActiveModel {
+        id: Set(started.id),
+        created_at: Set(started.checkpoint.at),
+        actor: Set(ctx.actor.as_str().to_owned()),
+        format: Set(format_name(started.format).to_owned()),
+        range_from: Set(started.from),
+        range_to: Set(started.to),
+        first_seq: Set(range.map(|r| r.0)),
+        last_seq: Set(range.map(|r| r.1)),
+        events: Set(started.events),
+        personal_data: Set(started.personal_data),
+        checkpoint: Set(serde_json::to_string(&started.checkpoint).expect("serialises")),
+        manifest: Set(None),
+    })
+    .exec_without_returning(&txn)
+    .await?;
+    let what = match (started.events, started.personal_data) {
+        (true, false) => "export",
+        (true, true) => "export_with_personal_data",
+        (false, _) => "personal_data",
+    };
+    let event =
+        crate::audit::AuditEvent::new("audit.exported", "audit", Some(started.id.to_string())).set(
+            "after",
+            json!({
+                "what": what,
+                "export_id": started.id,
+                "format": started.format,
+                "from": started.from,
+                "to": started.to,
+                "first_seq": range.map(|r| r.0),
+                "last_seq": range.map(|r| r.1),
+                "count": started.count(),
+                "include_personal_data": started.personal_data,
+            }),
+        );
+    crate::audit::append(&txn, ctx, event).await?;
+    txn.commit().await?;
+    Ok(started)
+}
+
+fn format_name(format: Format) -> &'static str {
+    match format {
+        Format::Jsonl => "jsonl",
+        Format::Csv => "csv",
+    }
+}
+
+/// An export recorded by [`start_export`].
+pub async fn started_export(db: &DatabaseConnection, id: uuid::Uuid) -> Result<Started, CoreError> {
+    use crate::entities::audit_exports;
+    let row = audit_exports::Entity::find_by_id(id)
+        .one(db)
+        .await?
+        .ok_or(CoreError::NotFound("audit export"))?;
+    Started::from_row(row)
+}
+
+/// Writes the events of a started export to `out`, a page at a time, and
+/// returns its manifest, signed. `progress` gets the events written so far
+/// and the number to write.
+async fn write_events(
+    db: &DatabaseConnection,
+    key: &SigningKey,
+    started: &Started,
     out: &mut impl std::io::Write,
     mut progress: impl FnMut(u64, u64),
 ) -> Result<Manifest, CoreError> {
-    let checkpoint = checkpoint(db, key).await?;
+    let format = started.format;
     let mut file = Sha256::new();
     let mut write = |bytes: &[u8]| -> Result<(), CoreError> {
         file.update(bytes);
@@ -410,10 +598,8 @@ pub async fn export(
     }
     let (mut count, mut first, mut last) = (0u64, None, None);
     let mut prev_hash = GENESIS_HASH.to_owned();
-    if let Some((first_seq, last_seq)) = seq_range(db, from, to).await? {
-        // Only what the checkpoint covers.
-        let last_seq = last_seq.min(checkpoint.seq);
-        let total = u64::try_from(last_seq - first_seq + 1).unwrap_or(0);
+    if let Some((first_seq, last_seq)) = started.range {
+        let total = started.count();
         let mut after = first_seq - 1;
         loop {
             let rows = page(db, after, last_seq).await?;
@@ -431,12 +617,20 @@ pub async fn export(
             progress(count, total);
         }
     }
+    if count != started.count() {
+        return Err(CoreError::Corrupt(format!(
+            "audit export {}: {count} event(s) where its range holds {}",
+            started.id,
+            started.count()
+        )));
+    }
     let mut m = Manifest {
         kind: "kihon4-audit-export".into(),
         v: EXPORT_VERSION,
+        export_id: Some(started.id),
         format,
-        from,
-        to,
+        from: started.from,
+        to: started.to,
         count,
         first_seq: first.as_ref().map(|f| f.0),
         last_seq: last.as_ref().map(|l| l.0),
@@ -445,11 +639,87 @@ pub async fn export(
         last_hash: last.map(|l| l.1),
         file_sha256: hex::encode(file.finalize()),
         key_id: key.key_id.clone(),
-        checkpoint,
+        checkpoint: started.checkpoint.clone(),
         signature: String::new(),
     };
     m.signature = key.sign(&m.signed_bytes());
     Ok(m)
+}
+
+/// Keeps the manifest of an export (the first one kept stays: a manifest
+/// is made the same way each time) and returns the one kept.
+async fn keep_manifest(db: &DatabaseConnection, manifest: Manifest) -> Result<Manifest, CoreError> {
+    use crate::entities::audit_exports;
+    use sea_orm::sea_query::Expr;
+    let id = manifest.export_id.expect("a manifest of a started export");
+    audit_exports::Entity::update_many()
+        .col_expr(
+            audit_exports::Column::Manifest,
+            Expr::value(serde_json::to_string(&manifest).expect("serialises")),
+        )
+        .filter(audit_exports::Column::Id.eq(id))
+        .filter(audit_exports::Column::Manifest.is_null())
+        .exec(db)
+        .await?;
+    stored_manifest(db, id).await?.ok_or_else(|| {
+        CoreError::Corrupt(format!("the manifest of audit export {id} was not kept"))
+    })
+}
+
+async fn stored_manifest(
+    db: &DatabaseConnection,
+    id: uuid::Uuid,
+) -> Result<Option<Manifest>, CoreError> {
+    use crate::entities::audit_exports;
+    let Some(row) = audit_exports::Entity::find_by_id(id).one(db).await? else {
+        return Ok(None);
+    };
+    row.manifest
+        .map(|m| {
+            serde_json::from_str(&m).map_err(|_| {
+                CoreError::Corrupt(format!(
+                    "the kept manifest of audit export {id} is unreadable"
+                ))
+            })
+        })
+        .transpose()
+}
+
+/// Exports the events of `[from, to)`, as they stood when it started, to
+/// `out`, and returns its signed manifest (also kept, by the export's id).
+/// Constant memory: a page of events at a time.
+pub async fn export(
+    db: &DatabaseConnection,
+    key: &SigningKey,
+    ctx: &crate::audit::AuditContext,
+    request: &ExportRequest,
+    out: &mut impl std::io::Write,
+    progress: impl FnMut(u64, u64),
+) -> Result<Manifest, CoreError> {
+    let started = start_export(db, key, ctx, request).await?;
+    let manifest = write_events(db, key, &started, out, progress).await?;
+    keep_manifest(db, manifest).await
+}
+
+/// The signed manifest of the export `id`: kept when first asked for,
+/// made from the export's fixed range (the events of a range never change,
+/// so it names exactly the bytes the export sent).
+pub async fn manifest_of(
+    db: &DatabaseConnection,
+    key: &SigningKey,
+    id: uuid::Uuid,
+) -> Result<Manifest, CoreError> {
+    if let Some(kept) = stored_manifest(db, id).await? {
+        return Ok(kept);
+    }
+    let started = started_export(db, id).await?;
+    if !started.events {
+        return Err(CoreError::Conflict(
+            "the export is a companion file of personal values, which has no manifest",
+        ));
+    }
+    let manifest = write_events(db, key, &started, &mut std::io::sink(), |_, _| {}).await?;
+    keep_manifest(db, manifest).await
 }
 
 /// The stored personal values of the events with sequence numbers in
@@ -520,6 +790,9 @@ pub struct Companion<R> {
     reader: R,
     line: u64,
     next: Option<(i64, String, String, String)>,
+    /// The event of the line before, and the fields of that event so far
+    /// (a line twice, or lines out of order, are refused).
+    seen: Option<(i64, std::collections::HashSet<String>)>,
 }
 
 impl<R: BufRead> Companion<R> {
@@ -528,6 +801,7 @@ impl<R: BufRead> Companion<R> {
             reader,
             line: 0,
             next: None,
+            seen: None,
         }
     }
 
@@ -561,6 +835,22 @@ impl<R: BufRead> Companion<R> {
             ) else {
                 return Err(self.fail("a line lacks seq, field, value or salt"));
             };
+            match &mut self.seen {
+                Some((before, _)) if seq < *before => {
+                    let before = *before;
+                    return Err(self.fail(format!(
+                        "out of order: a value of event {seq} after one of event {before} (lines go by seq)"
+                    )));
+                }
+                Some((before, fields)) if seq == *before => {
+                    if !fields.insert(field.clone()) {
+                        return Err(self.fail(format!(
+                            "a duplicate: the value at `{field}` of event {seq} was on an earlier line"
+                        )));
+                    }
+                }
+                _ => self.seen = Some((seq, std::iter::once(field.clone()).collect())),
+            }
             self.next = Some((seq, field, value, salt));
         }
         Ok(self.next.as_ref().map(|n| n.0))
@@ -643,7 +933,63 @@ pub fn verify_with_personal<P: BufRead>(
     export: impl BufRead,
     manifest: &Manifest,
     key: &PublicKey,
+    personal: Option<Companion<P>>,
+    progress: impl FnMut(u64),
+) -> Result<(u64, u64), Failure> {
+    verify_expecting(
+        export,
+        manifest,
+        key,
+        personal,
+        &Expectations::default(),
+        progress,
+    )
+}
+
+/// What an auditor holds beyond the export: checkpoints kept from earlier
+/// exports, which the export must extend, and the key id they expect.
+#[derive(Debug, Clone, Default)]
+pub struct Expectations {
+    pub checkpoints: Vec<Checkpoint>,
+    pub key_id: Option<String>,
+}
+
+/// Reads a checkpoint an auditor kept (`GET /v1/audit/checkpoints/latest`,
+/// or the `checkpoint` of a manifest): exactly its five fields.
+pub fn parse_checkpoint(bytes: &[u8]) -> Result<Checkpoint, String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Strict {
+        seq: i64,
+        head_hash: String,
+        at: DateTime<Utc>,
+        key_id: String,
+        signature: String,
+    }
+    let c: Strict = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+    Ok(Checkpoint {
+        seq: c.seq,
+        head_hash: c.head_hash,
+        at: c.at,
+        key_id: c.key_id,
+        signature: c.signature,
+    })
+}
+
+/// [`verify_with_personal`], and the [`Expectations`]: the key id, when
+/// given, is that of the public key, the manifest and every checkpoint; and
+/// every kept checkpoint verifies with the key and is extended by the
+/// export: its seq lies in the export's range and its head is that event's
+/// hash, or it is the seq just before the range and its head is the
+/// manifest's `prev_hash` (which line 1 links to), or it is the seq of the
+/// manifest's own checkpoint with the same head. A kept checkpoint anywhere
+/// else cannot be checked with this export and fails it.
+pub fn verify_expecting<P: BufRead>(
+    export: impl BufRead,
+    manifest: &Manifest,
+    key: &PublicKey,
     mut personal: Option<Companion<P>>,
+    expect: &Expectations,
     mut progress: impl FnMut(u64),
 ) -> Result<(u64, u64), Failure> {
     let mut values = 0;
@@ -651,6 +997,73 @@ pub fn verify_with_personal<P: BufRead>(
         line: 0,
         why: why.to_owned(),
     };
+    if let Some(expected) = &expect.key_id {
+        if &key.key_id != expected {
+            return Err(whole(&format!(
+                "the public key's id is {}, not the expected {expected}",
+                key.key_id
+            )));
+        }
+        if &manifest.key_id != expected {
+            return Err(whole(&format!(
+                "the manifest is signed by key {}, not the expected {expected}",
+                manifest.key_id
+            )));
+        }
+        if &manifest.checkpoint.key_id != expected {
+            return Err(whole(&format!(
+                "the manifest's checkpoint is signed by key {}, not the expected {expected}",
+                manifest.checkpoint.key_id
+            )));
+        }
+        if let Some(kept) = expect.checkpoints.iter().find(|c| &c.key_id != expected) {
+            return Err(whole(&format!(
+                "the kept checkpoint of seq {} is signed by key {}, not the expected {expected}",
+                kept.seq, kept.key_id
+            )));
+        }
+    }
+    // The kept checkpoints inside the range, checked as the lines go by.
+    let mut inside: Vec<&Checkpoint> = Vec::new();
+    for kept in &expect.checkpoints {
+        if !kept.verifies(key) {
+            return Err(whole(&format!(
+                "the kept checkpoint of seq {} does not verify with this key",
+                kept.seq
+            )));
+        }
+        let in_range = matches!((manifest.first_seq, manifest.last_seq),
+            (Some(first), Some(last)) if (first..=last).contains(&kept.seq));
+        if in_range {
+            inside.push(kept);
+        } else if manifest
+            .first_seq
+            .is_some_and(|first| kept.seq == first - 1)
+        {
+            if kept.head_hash != manifest.prev_hash {
+                return Err(whole(&format!(
+                    "the kept checkpoint of seq {} names the head {}, but the export goes on from {}: the chain is not the one that checkpoint signed",
+                    kept.seq, kept.head_hash, manifest.prev_hash
+                )));
+            }
+        } else if kept.seq == manifest.checkpoint.seq {
+            if kept.head_hash != manifest.checkpoint.head_hash {
+                return Err(whole(&format!(
+                    "the kept checkpoint of seq {} names the head {}, the export's checkpoint of the same seq {}: the chain is not the one that checkpoint signed",
+                    kept.seq, kept.head_hash, manifest.checkpoint.head_hash
+                )));
+            }
+        } else {
+            let range = match (manifest.first_seq, manifest.last_seq) {
+                (Some(first), Some(last)) => format!("seq {first} to {last}"),
+                _ => "no event".to_owned(),
+            };
+            return Err(whole(&format!(
+                "the kept checkpoint of seq {} cannot be checked with this export ({range}, checkpoint at seq {}): export a range that holds seq {} or starts just after it",
+                kept.seq, manifest.checkpoint.seq, kept.seq
+            )));
+        }
+    }
     if manifest.format != Format::Jsonl {
         return Err(whole(
             "the manifest is of a CSV export; verify the JSON Lines export",
@@ -744,6 +1157,15 @@ pub fn verify_with_personal<P: BufRead>(
             });
         }
         let hash = chain_hash(&prev, content).map_err(at)?;
+        if let Some(kept) = inside
+            .iter()
+            .find(|k| Some(k.seq) == seq && k.head_hash != hash)
+        {
+            return Err(at(format!(
+                "its hash differs from the head the kept checkpoint of seq {} names ({}): the chain is not the one that checkpoint signed",
+                kept.seq, kept.head_hash
+            )));
+        }
         if let (Some(companion), Some(s), Some(value)) = (personal.as_mut(), seq, &value) {
             values += companion.check(s, value.get("data").unwrap_or(&Value::Null))?;
         }

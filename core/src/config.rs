@@ -180,6 +180,27 @@ pub struct Config {
     pub sync_lease: std::time::Duration,
 }
 
+/// What the audit commands need of the configuration.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub database_url: SecretString,
+    pub database_embedded: bool,
+    pub db_max_connections: u32,
+    pub audit_signing_key: PathBuf,
+    pub data_dir: PathBuf,
+}
+
+impl AuditConfig {
+    /// The signing key is made on first use only on the embedded default
+    /// (no `KIHON4_DATABASE_URL`) at its default place in the data folder,
+    /// as the embedded token secret is; anywhere else it is made only by
+    /// `kihon4 audit init-key`.
+    pub fn makes_key_on_first_use(&self) -> bool {
+        self.database_embedded
+            && self.audit_signing_key == self.data_dir.join("audit-signing-key.pem")
+    }
+}
+
 /// Everything that is wrong with a configuration, in one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<String>);
@@ -215,6 +236,17 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigErrors> {
+        let mut reader = Self::reader(file, env);
+        let config = reader.build();
+        match config {
+            Some(config) if reader.errors.is_empty() => Ok(config),
+            _ => Err(ConfigErrors(reader.errors)),
+        }
+    }
+
+    /// The settings layered (file, then variables), every unknown one
+    /// reported.
+    fn reader(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Reader {
         let mut errors = Vec::new();
         let mut from_env = BTreeMap::new();
         for (name, value) in env {
@@ -257,11 +289,38 @@ impl Config {
                 ));
             }
         }
-        let mut reader = Reader { values, errors };
-        let config = reader.build();
-        match config {
-            Some(config) if reader.errors.is_empty() => Ok(config),
-            _ => Err(ConfigErrors(reader.errors)),
+        Reader { values, errors }
+    }
+
+    /// Only what the audit commands need (`kihon4 audit public-key`,
+    /// `init-key`, `export`, `erase`): the database and the signing key,
+    /// none of the token settings.
+    pub fn load_audit(file: Option<&Path>) -> Result<AuditConfig, ConfigErrors> {
+        Self::load_audit_from(file, std::env::vars())
+    }
+
+    /// Like [`load_audit`](Self::load_audit) with the variables given.
+    pub fn load_audit_from(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<AuditConfig, ConfigErrors> {
+        let mut reader = Self::reader(file, env);
+        let config = reader.build_audit();
+        if reader.errors.is_empty() {
+            Ok(config)
+        } else {
+            Err(ConfigErrors(reader.errors))
+        }
+    }
+
+    /// The part of the configuration the audit commands use.
+    pub fn audit(&self) -> AuditConfig {
+        AuditConfig {
+            database_url: self.database_url.clone(),
+            database_embedded: self.database_embedded,
+            db_max_connections: self.db_max_connections,
+            audit_signing_key: self.audit_signing_key.clone(),
+            data_dir: self.data_dir.clone(),
         }
     }
 
@@ -400,19 +459,9 @@ impl Reader {
         self.errors.push(format!("{} ({key}) {why}", variable(key)));
     }
 
-    fn build(&mut self) -> Option<Config> {
-        let role = self.parsed("role", JpkiRole::Platform, |s| match s {
-            "platform" => Ok(JpkiRole::Platform),
-            "service_provider" => Ok(JpkiRole::ServiceProvider),
-            other => Err(format!(
-                "must be `platform` or `service_provider`, not `{other}`"
-            )),
-        });
-        let listen: SocketAddr =
-            self.parsed("listen", SocketAddr::from(([127, 0, 0, 1], 8080)), |s| {
-                s.parse()
-                    .map_err(|_| format!("must be an address:port such as 0.0.0.0:8080, not `{s}`"))
-            });
+    /// The data folder and the database: (data_dir, database_url,
+    /// database_embedded, db_max_connections).
+    fn storage(&mut self) -> (PathBuf, String, bool, u32) {
         let data_dir = self.parsed("data_dir", PathBuf::from("data"), |s| Ok(PathBuf::from(s)));
 
         let (database_url, database_embedded) = match self.text("database_url") {
@@ -438,6 +487,49 @@ impl Reader {
                 Ok(n) if (1..=1000).contains(&n) => Ok(n),
                 _ => Err(format!("must be a number from 1 to 1000, not `{s}`")),
             });
+
+        (
+            data_dir,
+            database_url,
+            database_embedded,
+            db_max_connections,
+        )
+    }
+
+    fn audit_signing_key(&mut self, data_dir: &Path) -> PathBuf {
+        self.parsed(
+            "audit_signing_key",
+            data_dir.join("audit-signing-key.pem"),
+            |s| Ok(PathBuf::from(s)),
+        )
+    }
+
+    fn build_audit(&mut self) -> AuditConfig {
+        let (data_dir, database_url, database_embedded, db_max_connections) = self.storage();
+        let audit_signing_key = self.audit_signing_key(&data_dir);
+        AuditConfig {
+            database_url: SecretString::from(database_url),
+            database_embedded,
+            db_max_connections,
+            audit_signing_key,
+            data_dir,
+        }
+    }
+
+    fn build(&mut self) -> Option<Config> {
+        let role = self.parsed("role", JpkiRole::Platform, |s| match s {
+            "platform" => Ok(JpkiRole::Platform),
+            "service_provider" => Ok(JpkiRole::ServiceProvider),
+            other => Err(format!(
+                "must be `platform` or `service_provider`, not `{other}`"
+            )),
+        });
+        let listen: SocketAddr =
+            self.parsed("listen", SocketAddr::from(([127, 0, 0, 1], 8080)), |s| {
+                s.parse()
+                    .map_err(|_| format!("must be an address:port such as 0.0.0.0:8080, not `{s}`"))
+            });
+        let (data_dir, database_url, database_embedded, db_max_connections) = self.storage();
 
         let jwt = self.jwt(&data_dir, database_embedded);
 
@@ -535,11 +627,7 @@ impl Reader {
             Url::parse(&format!("http://{listen}/")).expect("an address makes a URL"),
             http_url,
         );
-        let audit_signing_key = self.parsed(
-            "audit_signing_key",
-            data_dir.join("audit-signing-key.pem"),
-            |s| Ok(PathBuf::from(s)),
-        );
+        let audit_signing_key = self.audit_signing_key(&data_dir);
         let timezone = self.parsed("timezone", chrono_tz::Asia::Tokyo, |s| {
             s.parse::<chrono_tz::Tz>()
                 .map_err(|_| format!("must be an IANA time zone such as Asia/Tokyo, not `{s}`"))

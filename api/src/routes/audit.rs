@@ -122,14 +122,28 @@ pub async fn events(
 pub struct ExportQuery {
     /// Events at or after this time (RFC 3339); default: the first.
     from: Option<String>,
-    /// Events before this time (RFC 3339); default: now. Use a time in the
-    /// past for an export and its manifest to cover the same events.
+    /// Events before this time (RFC 3339); default: none. Whatever it is,
+    /// an export holds only the events up to the chain head when it started
+    /// (`Kihon4-Last-Seq`).
     to: Option<String>,
     /// `jsonl` (default: exactly what was hashed) or `csv` (UTF-8 with BOM).
     format: Option<String>,
     /// `true`: instead of the events, their companion file of personal
     /// values in clear (`{seq, field, value, salt}` per line), for the same
     /// range. Needs the role `auditor_pii` (or `admin`).
+    include_personal_data: Option<bool>,
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestQuery {
+    /// The export's id (its `Kihon4-Export-Id`): the manifest names exactly
+    /// the events that export held. Required: a time range alone would be
+    /// read anew, and events written since would make it another range.
+    export_id: Option<String>,
+    from: Option<String>,
+    to: Option<String>,
+    format: Option<String>,
     include_personal_data: Option<bool>,
 }
 
@@ -190,27 +204,104 @@ pub async fn checkpoint(
     }
 }
 
-/// Writes the `audit.exported` event of an export or manifest.
+/// Writes the `audit.exported` event of a manifest or companion file
+/// fetched for an export.
 async fn audited(
     state: &AppState,
     auth: &Auth<Auditor>,
     what: &str,
-    range: &ExportRange,
+    started: &kihon4_core::audit_export::Started,
 ) -> Result<(), ApiError> {
     let txn = kihon4_core::db::begin_write(&state.db).await?;
-    let event = audit::AuditEvent::new("audit.exported", "audit", None).set(
-        "after",
-        serde_json::json!({
-            "what": what,
-            "format": range.format,
-            "from": range.from,
-            "to": range.to,
-            "include_personal_data": range.personal,
-        }),
-    );
+    let event = audit::AuditEvent::new("audit.exported", "audit", Some(started.id.to_string()))
+        .set(
+            "after",
+            serde_json::json!({
+                "what": what,
+                "export_id": started.id,
+                "first_seq": started.range.map(|r| r.0),
+                "last_seq": started.range.map(|r| r.1),
+                "include_personal_data": what == "personal_data",
+            }),
+        );
     audit::append(&txn, &auth.audit(), event).await?;
     txn.commit().await?;
     Ok(())
+}
+
+fn may_see_personal_data(state: &AppState, auth: &Auth<Auditor>) -> Result<(), ApiError> {
+    if auth
+        .principal
+        .roles
+        .iter()
+        .any(|r| state.audit_pii_roles.contains(r))
+    {
+        return Ok(());
+    }
+    let allowed: Vec<&str> = state.audit_pii_roles.iter().map(|r| r.as_str()).collect();
+    Err(ApiError::new(
+        ProblemKind::Forbidden,
+        format!(
+            "Personal data in clear needs one of the roles {} (KIHON4_AUDIT_PII_ROLES).",
+            allowed.join(", ")
+        ),
+    ))
+}
+
+/// The headers that say which export a response is and which events it
+/// covers.
+fn export_headers(
+    mut res: actix_web::HttpResponseBuilder,
+    started: &kihon4_core::audit_export::Started,
+) -> actix_web::HttpResponseBuilder {
+    res.insert_header(("Kihon4-Export-Id", started.id.to_string()))
+        .insert_header(("Kihon4-Event-Count", started.count().to_string()))
+        .insert_header(("Kihon4-Checkpoint-Seq", started.checkpoint.seq.to_string()))
+        .insert_header((
+            "Link",
+            format!(
+                "</v1/audit/exports/{}/manifest>; rel=\"describedby\"",
+                started.id
+            ),
+        ));
+    if let Some((first, last)) = started.range {
+        res.insert_header(("Kihon4-First-Seq", first.to_string()))
+            .insert_header(("Kihon4-Last-Seq", last.to_string()));
+    }
+    res
+}
+
+/// The companion file of a range, streamed.
+fn personal_body(
+    state: &AppState,
+    started: &kihon4_core::audit_export::Started,
+) -> impl futures_util::Stream<Item = Result<web::Bytes, actix_web::Error>> + use<> {
+    use kihon4_core::audit_export as export;
+    let db = state.db.clone();
+    // Every field of the first event: fields are never empty.
+    let start = started
+        .range
+        .map(|(first, last)| ((first, String::new()), last));
+    paged(start, move |(after, last)| {
+        let db = db.clone();
+        async move {
+            let rows = export::personal_page(&db, after, last).await?;
+            Ok(rows.last().map(|r| {
+                let bytes = rows.iter().flat_map(export::personal_line).collect();
+                (bytes, ((r.seq, r.field.clone()), last))
+            }))
+        }
+    })
+}
+
+fn export_id(raw: &str, field: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|_| {
+        ApiError::field(
+            ProblemKind::InvalidQuery,
+            field,
+            "must be the Kihon4-Export-Id of an export",
+        )
+    })
 }
 
 /// A body streamed a page at a time, in constant memory whatever its size:
@@ -243,7 +334,11 @@ where
 }
 
 /// The events of a time range, streamed: JSON Lines of exactly what was
-/// hashed, or CSV. Role: auditor.
+/// hashed, or CSV. The range is fixed when the export starts (the events
+/// of `[from, to)` up to the chain head then) and named by the headers
+/// `Kihon4-Export-Id`, `Kihon4-First-Seq`, `Kihon4-Last-Seq`,
+/// `Kihon4-Event-Count` and `Kihon4-Checkpoint-Seq`; its manifest is at
+/// `/v1/audit/exports/{id}/manifest` (the `Link` header). Role: auditor.
 #[utoipa::path(
     tag = "audit",
     params(ExportQuery),
@@ -259,45 +354,32 @@ pub async fn export(
     auth: Auth<Auditor>,
     query: web::Query<ExportQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    use kihon4_core::audit_export::{self as export, CSV_BOM, CSV_HEADER, Format};
+    use kihon4_core::audit_export::{self as export, CSV_BOM, CSV_HEADER, ExportRequest, Format};
     let range = export_range(&query)?;
-    if range.personal
-        && !auth
-            .principal
-            .roles
-            .iter()
-            .any(|r| state.audit_pii_roles.contains(r))
-    {
-        let allowed: Vec<&str> = state.audit_pii_roles.iter().map(|r| r.as_str()).collect();
-        return Err(ApiError::new(
-            ProblemKind::Forbidden,
-            format!(
-                "Personal data in clear needs one of the roles {} (KIHON4_AUDIT_PII_ROLES).",
-                allowed.join(", ")
-            ),
-        ));
-    }
-    // The range first: the export's own audit event is not in it.
-    let bounds = export::seq_range(&state.db, range.from, range.to).await?;
-    audited(&state, &auth, "export", &range).await?;
     if range.personal {
-        let db = state.db.clone();
-        // Every field of the first event: fields are never empty.
-        let start = bounds.map(|(first, last)| ((first, String::new()), last));
-        let values = paged(start, move |(after, last)| {
-            let db = db.clone();
-            async move {
-                let rows = export::personal_page(&db, after, last).await?;
-                Ok(rows.last().map(|r| {
-                    let bytes = rows.iter().flat_map(export::personal_line).collect();
-                    (bytes, ((r.seq, r.field.clone()), last))
-                }))
-            }
-        });
-        return Ok(HttpResponse::Ok()
+        may_see_personal_data(&state, &auth)?;
+    }
+    let key = signing_key(&state)?;
+    // The range is fixed here, and the export's own audit event comes after it.
+    let started = export::start_export(
+        &state.db,
+        key,
+        &auth.audit(),
+        &ExportRequest {
+            format: range.format,
+            from: range.from,
+            to: range.to,
+            events: !range.personal,
+            personal_data: range.personal,
+        },
+    )
+    .await?;
+    if range.personal {
+        let body = personal_body(&state, &started);
+        return Ok(export_headers(HttpResponse::Ok(), &started)
             .content_type("application/jsonl; charset=utf-8")
             .insert_header(("cache-control", "no-store"))
-            .streaming(values));
+            .streaming(body));
     }
     let format = range.format;
     let head: Vec<u8> = match format {
@@ -306,7 +388,7 @@ pub async fn export(
     };
     let db = state.db.clone();
     let pages = paged(
-        bounds.map(|(first, last)| (first - 1, last)),
+        started.range.map(|(first, last)| (first - 1, last)),
         move |(after, last)| {
             let db = db.clone();
             async move {
@@ -328,17 +410,90 @@ pub async fn export(
         Format::Jsonl => "application/jsonl; charset=utf-8",
         Format::Csv => "text/csv; charset=utf-8",
     };
-    Ok(HttpResponse::Ok()
+    Ok(export_headers(HttpResponse::Ok(), &started)
         .content_type(content_type)
         .insert_header(("cache-control", "no-store"))
         .streaming(body))
 }
 
-/// The signed manifest of an export: range, count, hashes, the file's
-/// SHA-256 and a checkpoint. Role: auditor.
+async fn manifest_response(
+    state: &AppState,
+    auth: &Auth<Auditor>,
+    id: Uuid,
+) -> Result<HttpResponse, ApiError> {
+    let key = signing_key(state)?;
+    let started = kihon4_core::audit_export::started_export(&state.db, id).await?;
+    if !started.events {
+        return Err(ApiError::new(
+            ProblemKind::Conflict,
+            "This export is a companion file of personal values, which has no manifest: fetch the manifest of the events' export, and its companion at /v1/audit/exports/{id}/personal-data.",
+        ));
+    }
+    let signed = kihon4_core::audit_export::manifest_of(&state.db, key, id).await?;
+    audited(state, auth, "manifest", &started).await?;
+    Ok(export_headers(HttpResponse::Ok(), &started).json(signed))
+}
+
+/// The signed manifest of an export, by its id: its fixed range, count,
+/// hashes, the file's SHA-256 and the checkpoint taken when it started.
+/// The same manifest every time. Role: auditor.
 #[utoipa::path(
     tag = "audit",
-    params(ExportQuery),
+    params(("id" = Uuid, Path, description = "the export's `Kihon4-Export-Id`")),
+    responses(
+        (status = 200, description = "the manifest"),
+        (status = 404, body = ProblemBody),
+        (status = 409, body = ProblemBody, description = "the export is a companion file"),
+    ),
+    security(("bearer" = ["auditor"]))
+)]
+#[get("/v1/audit/exports/{id}/manifest")]
+pub async fn export_manifest(
+    state: web::Data<AppState>,
+    auth: Auth<Auditor>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("audit export"))?;
+    manifest_response(&state, &auth, id).await
+}
+
+/// The companion file of personal values in clear for exactly the events
+/// of an export (`{seq, field, value, salt}` per line). Role: `auditor_pii`
+/// (KIHON4_AUDIT_PII_ROLES).
+#[utoipa::path(
+    tag = "audit",
+    params(("id" = Uuid, Path, description = "the export's `Kihon4-Export-Id`")),
+    responses(
+        (status = 200, description = "`application/jsonl`, streamed"),
+        (status = 403, body = ProblemBody),
+        (status = 404, body = ProblemBody),
+    ),
+    security(("bearer" = ["auditor_pii"]))
+)]
+#[get("/v1/audit/exports/{id}/personal-data")]
+pub async fn export_personal_data(
+    state: web::Data<AppState>,
+    auth: Auth<Auditor>,
+    id: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    may_see_personal_data(&state, &auth)?;
+    let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("audit export"))?;
+    let started = kihon4_core::audit_export::started_export(&state.db, id).await?;
+    audited(&state, &auth, "personal_data", &started).await?;
+    let body = personal_body(&state, &started);
+    Ok(export_headers(HttpResponse::Ok(), &started)
+        .content_type("application/jsonl; charset=utf-8")
+        .insert_header(("cache-control", "no-store"))
+        .streaming(body))
+}
+
+/// The signed manifest of an export named by `export_id` (as
+/// `/v1/audit/exports/{id}/manifest`). A time range alone is refused: read
+/// anew, it would take in the events written since, the export's own
+/// `audit.exported` first. Role: auditor.
+#[utoipa::path(
+    tag = "audit",
+    params(ManifestQuery),
     responses((status = 200, description = "the manifest"), (status = 400, body = ProblemBody)),
     security(("bearer" = ["auditor"]))
 )]
@@ -346,27 +501,32 @@ pub async fn export(
 pub async fn manifest(
     state: web::Data<AppState>,
     auth: Auth<Auditor>,
-    query: web::Query<ExportQuery>,
+    query: web::Query<ManifestQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    let range = export_range(&query)?;
-    if range.personal {
+    let Some(raw) = query.export_id.as_deref() else {
         return Err(ApiError::field(
             ProblemKind::InvalidQuery,
-            "include_personal_data",
-            "a manifest describes the events; the companion file of personal values has none",
+            "export_id",
+            "is required: give the Kihon4-Export-Id of the export (or fetch /v1/audit/exports/{id}/manifest); a time range read again would be another range",
         ));
+    };
+    let id = export_id(raw, "export_id")?;
+    for (field, given) in [
+        ("from", query.from.is_some()),
+        ("to", query.to.is_some()),
+        ("format", query.format.is_some()),
+        (
+            "include_personal_data",
+            query.include_personal_data.is_some(),
+        ),
+    ] {
+        if given {
+            return Err(ApiError::field(
+                ProblemKind::InvalidQuery,
+                field,
+                "is the export's own: give export_id alone",
+            ));
+        }
     }
-    let key = signing_key(&state)?;
-    let manifest = kihon4_core::audit_export::export(
-        &state.db,
-        key,
-        range.format,
-        range.from,
-        range.to,
-        &mut std::io::sink(),
-        |_, _| {},
-    )
-    .await?;
-    audited(&state, &auth, "manifest", &range).await?;
-    Ok(HttpResponse::Ok().json(manifest))
+    manifest_response(&state, &auth, id).await
 }

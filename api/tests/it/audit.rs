@@ -11,6 +11,7 @@ both!(
     a_batch_appends_in_order_under_one_lock,
     an_export_streams_what_was_hashed_and_its_manifest_verifies,
     tampering_is_found_and_named,
+    an_export_and_its_manifest_fetched_the_natural_way_verify,
 );
 
 async fn events_filter_and_page_in_chain_order(backend: Backend) {
@@ -265,13 +266,17 @@ async fn an_export_streams_what_was_hashed_and_its_manifest_verifies(backend: Ba
             .unwrap()
             .starts_with("application/jsonl")
     );
+    let export_id = export.headers()["kihon4-export-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
     let body = export.bytes().await.unwrap();
     assert_eq!(body.iter().filter(|b| **b == b'\n').count(), 5);
     let text = String::from_utf8(body.to_vec()).unwrap();
     assert!(!text.contains("@example.jp"), "emails only as commitments");
     let manifest: Manifest = app
         .get(
-            &format!("/v1/audit/export/manifest?to={to}"),
+            &format!("/v1/audit/export/manifest?export_id={export_id}"),
             &app.auditor(),
         )
         .await
@@ -403,13 +408,15 @@ async fn an_export_streams_what_was_hashed_and_its_manifest_verifies(backend: Ba
             &format!("/v1/audit/export?from={from}&to={to}"),
             &app.auditor(),
         )
-        .await
-        .bytes()
-        .await
-        .unwrap();
+        .await;
+    let later_id = later.headers()["kihon4-export-id"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let later = later.bytes().await.unwrap();
     let later_manifest: Manifest = app
         .get(
-            &format!("/v1/audit/export/manifest?from={from}&to={to}"),
+            &format!("/v1/audit/exports/{later_id}/manifest"),
             &app.auditor(),
         )
         .await
@@ -417,10 +424,7 @@ async fn an_export_streams_what_was_hashed_and_its_manifest_verifies(backend: Ba
         .await
         .unwrap();
     let later_values = app
-        .get(
-            &format!("/v1/audit/export?include_personal_data=true&from={from}&to={to}"),
-            &pii,
-        )
+        .get(&format!("/v1/audit/exports/{later_id}/personal-data"), &pii)
         .await
         .bytes()
         .await
@@ -454,5 +458,240 @@ async fn an_export_streams_what_was_hashed_and_its_manifest_verifies(backend: Ba
         .await,
         2
     );
+    app.assert_chain_verifies().await;
+}
+
+/// The header `name` of `res`, as text.
+fn header(res: &reqwest::Response, name: &str) -> Option<String> {
+    res.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_owned())
+}
+
+async fn an_export_and_its_manifest_fetched_the_natural_way_verify(backend: Backend) {
+    use kihon4_core::audit_export::{
+        Companion, Manifest, PublicKey, verify_jsonl, verify_with_personal,
+    };
+    let app = TestApp::spawn(backend).await;
+    for i in 0..3 {
+        app.create_customer(&format!("NAT-{i}")).await;
+    }
+    let key =
+        PublicKey::parse(&std::fs::read(app.dir().join("audit-signing-key.pem.pub")).unwrap())
+            .unwrap();
+    let head = app.count("audit_events").await;
+    let query = "from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z";
+    // The export, with `to` in the future: its range is fixed when it starts.
+    let export = app
+        .get(&format!("/v1/audit/export?{query}"), &app.auditor())
+        .await;
+    assert_eq!(export.status(), 200);
+    let id = header(&export, "kihon4-export-id").expect("Kihon4-Export-Id");
+    assert_eq!(header(&export, "kihon4-first-seq").as_deref(), Some("1"));
+    assert_eq!(
+        header(&export, "kihon4-last-seq"),
+        Some(head.to_string()),
+        "up to the head when it started"
+    );
+    assert_eq!(
+        header(&export, "kihon4-event-count"),
+        Some(head.to_string())
+    );
+    assert_eq!(
+        header(&export, "kihon4-checkpoint-seq"),
+        Some(head.to_string())
+    );
+    assert_eq!(
+        header(&export, "link"),
+        Some(format!(
+            "</v1/audit/exports/{id}/manifest>; rel=\"describedby\""
+        ))
+    );
+    let body = export.bytes().await.unwrap();
+    // Its own audit event comes right after its range.
+    assert_eq!(
+        app.count(&format!(
+            "audit_events WHERE action = 'audit.exported' AND seq = {} AND subject_id = '{id}'",
+            head + 1
+        ))
+        .await,
+        1
+    );
+    // Meanwhile more is written; the manifest fetched afterwards is still the export's.
+    app.create_customer("NAT-later").await;
+    let by_path = app
+        .get(&format!("/v1/audit/exports/{id}/manifest"), &app.auditor())
+        .await;
+    assert_eq!(by_path.status(), 200);
+    assert_eq!(
+        header(&by_path, "kihon4-export-id").as_deref(),
+        Some(id.as_str())
+    );
+    assert_eq!(header(&by_path, "kihon4-last-seq"), Some(head.to_string()));
+    let by_path = by_path.bytes().await.unwrap();
+    let manifest: Manifest = serde_json::from_slice(&by_path).unwrap();
+    assert_eq!(
+        manifest.export_id.map(|u| u.to_string()).as_deref(),
+        Some(id.as_str())
+    );
+    assert_eq!(
+        (manifest.first_seq, manifest.last_seq),
+        (Some(1), Some(head))
+    );
+    assert_eq!(
+        verify_jsonl(&body[..], &manifest, &key, |_| {}),
+        Ok(head as u64)
+    );
+    // Asked again, either way: the same manifest, byte for byte.
+    let again = app
+        .get(
+            &format!("/v1/audit/export/manifest?export_id={id}"),
+            &app.auditor(),
+        )
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(again, by_path);
+    // A second export of the same query is another export, of a later range,
+    // which verifies with its own manifest; the first's range does not move.
+    let second = app
+        .get(&format!("/v1/audit/export?{query}"), &app.auditor())
+        .await;
+    let second_id = header(&second, "kihon4-export-id").unwrap();
+    assert_ne!(second_id, id);
+    let second_last: i64 = header(&second, "kihon4-last-seq").unwrap().parse().unwrap();
+    assert!(second_last > head + 1, "{second_last}");
+    let second_body = second.bytes().await.unwrap();
+    let second_manifest: Manifest = app
+        .get(
+            &format!("/v1/audit/exports/{second_id}/manifest"),
+            &app.auditor(),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        verify_jsonl(&second_body[..], &second_manifest, &key, |_| {}),
+        Ok(second_last as u64)
+    );
+    let first_again = app
+        .get(&format!("/v1/audit/exports/{id}/manifest"), &app.auditor())
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(first_again, by_path);
+    // The companion of exactly that export's events.
+    let pii = app.token(&[kihon4_core::auth::Role::AuditorPii]);
+    expect_problem(
+        app.get(
+            &format!("/v1/audit/exports/{id}/personal-data"),
+            &app.auditor(),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    let values = app
+        .get(&format!("/v1/audit/exports/{id}/personal-data"), &pii)
+        .await;
+    assert_eq!(values.status(), 200);
+    assert_eq!(header(&values, "kihon4-last-seq"), Some(head.to_string()));
+    let values = values.bytes().await.unwrap();
+    let (events, checked) = verify_with_personal(
+        &body[..],
+        &manifest,
+        &key,
+        Some(Companion::new(&values[..])),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!((events, checked > 0), (head as u64, true));
+    // A companion-only export has no manifest of its own.
+    let only_values = app
+        .get(
+            &format!("/v1/audit/export?include_personal_data=true&{query}"),
+            &pii,
+        )
+        .await;
+    assert!(header(&only_values, "kihon4-last-seq").is_some());
+    let only_id = header(&only_values, "kihon4-export-id").unwrap();
+    expect_problem(
+        app.get(
+            &format!("/v1/audit/exports/{only_id}/manifest"),
+            &app.auditor(),
+        )
+        .await,
+        409,
+        "conflict",
+    )
+    .await;
+    // A manifest by time range alone, or mixed with one, is refused; an
+    // unknown export is not found; none of it writes anything.
+    let events_before = app.count("audit_events").await;
+    let exports_before = app.count("audit_exports").await;
+    let problem = expect_problem(
+        app.get(
+            &format!("/v1/audit/export/manifest?{query}"),
+            &app.auditor(),
+        )
+        .await,
+        400,
+        "invalid-query",
+    )
+    .await;
+    assert_eq!(crate::helpers::problem_fields(&problem), vec!["export_id"]);
+    let problem = expect_problem(
+        app.get(
+            &format!("/v1/audit/export/manifest?export_id={id}&to=2100-01-01T00:00:00Z"),
+            &app.auditor(),
+        )
+        .await,
+        400,
+        "invalid-query",
+    )
+    .await;
+    assert_eq!(crate::helpers::problem_fields(&problem), vec!["to"]);
+    expect_problem(
+        app.get("/v1/audit/export/manifest?export_id=nope", &app.auditor())
+            .await,
+        400,
+        "invalid-query",
+    )
+    .await;
+    let unknown = uuid::Uuid::now_v7();
+    expect_problem(
+        app.get(
+            &format!("/v1/audit/exports/{unknown}/manifest"),
+            &app.auditor(),
+        )
+        .await,
+        404,
+        "not-found",
+    )
+    .await;
+    expect_problem(
+        app.get(
+            &format!("/v1/audit/export/manifest?export_id={unknown}"),
+            &app.auditor(),
+        )
+        .await,
+        404,
+        "not-found",
+    )
+    .await;
+    expect_problem(
+        app.get(&format!("/v1/audit/exports/{id}/manifest"), &app.operator())
+            .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    assert_eq!(app.count("audit_events").await, events_before);
+    assert_eq!(app.count("audit_exports").await, exports_before);
+    assert_eq!(exports_before, 3);
     app.assert_chain_verifies().await;
 }

@@ -4,6 +4,7 @@
 pub mod audit_chain;
 pub mod audit_checkpoints;
 pub mod audit_events;
+pub mod audit_exports;
 pub mod audit_personal_values;
 pub mod basic4_history;
 pub mod consent_events;
