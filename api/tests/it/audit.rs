@@ -683,6 +683,9 @@ async fn an_export_and_its_manifest_fetched_the_natural_way_verify(backend: Back
         "not-found",
     )
     .await;
+    assert_eq!(app.count("audit_events").await, events_before);
+    assert_eq!(app.count("audit_exports").await, exports_before);
+    assert_eq!(exports_before, 3);
     expect_problem(
         app.get(&format!("/v1/audit/exports/{id}/manifest"), &app.operator())
             .await,
@@ -690,8 +693,5 @@ async fn an_export_and_its_manifest_fetched_the_natural_way_verify(backend: Back
         "forbidden",
     )
     .await;
-    assert_eq!(app.count("audit_events").await, events_before);
-    assert_eq!(app.count("audit_exports").await, exports_before);
-    assert_eq!(exports_before, 3);
     app.assert_chain_verifies().await;
 }
