@@ -16,7 +16,32 @@ pub fn binary() -> &'static str {
 }
 
 /// A command for the binary with no `KIHON4_*` variables but those given.
+/// With a database configured (not the embedded default), the audit signing
+/// key is made first if there is none, as an operator's `kihon4 audit
+/// init-key` would: kihon4 itself no longer makes it silently.
 pub fn kihon4(dir: &Path, envs: &[(&str, String)]) -> Command {
+    if envs.iter().any(|(k, _)| *k == "KIHON4_DATABASE_URL") {
+        let key = envs
+            .iter()
+            .find(|(k, _)| *k == "KIHON4_AUDIT_SIGNING_KEY")
+            .map(|(_, v)| dir.join(v))
+            .unwrap_or_else(|| {
+                let data = envs
+                    .iter()
+                    .find(|(k, _)| *k == "KIHON4_DATA_DIR")
+                    .map(|(_, v)| dir.join(v))
+                    .unwrap_or_else(|| dir.join("data"));
+                data.join("audit-signing-key.pem")
+            });
+        if !key.exists() {
+            kihon4_core::audit_export::SigningKey::create(&key).expect("an audit signing key");
+        }
+    }
+    kihon4_without_key(dir, envs)
+}
+
+/// As [`kihon4`], with no audit signing key made beforehand.
+pub fn kihon4_without_key(dir: &Path, envs: &[(&str, String)]) -> Command {
     let mut cmd = Command::new(binary());
     for (name, _) in std::env::vars() {
         if name.starts_with("KIHON4_") {
