@@ -520,7 +520,10 @@ async fn verify_checks_kept_checkpoints_the_key_id_and_the_files_form() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
     let url = fresh_database(Backend::Sqlite, d).await;
-    let envs = vec![("KIHON4_DATABASE_URL", url.clone())];
+    let envs = vec![
+        ("KIHON4_DATABASE_URL", url.clone()),
+        ("KIHON4_JWT_SECRET", SECRET.to_owned()),
+    ];
     assert!(run(d, &envs, &["migrate"]).status.success());
     let import = |name: &str, from: usize| {
         let mut csv = String::from("external_ref,email,name,address,birth_date,gender\n");
@@ -636,8 +639,14 @@ async fn verify_checks_kept_checkpoints_the_key_id_and_the_files_form() {
             "KIHON4_AUDIT_SIGNING_KEY",
             signing.to_str().unwrap().to_owned(),
         ),
+        ("KIHON4_JWT_SECRET", SECRET.to_owned()),
     ];
-    assert!(run(d, &other_envs, &["migrate"]).status.success());
+    let out = run(d, &other_envs, &["migrate"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for _ in 0..3 {
         assert!(
             run(d, &other_envs, &["audit", "export", "--out", "o.jsonl"])
