@@ -425,7 +425,7 @@ async fn manifest_response(
     let started = kihon4_core::audit_export::started_export(&state.db, id).await?;
     if !started.events {
         return Err(ApiError::new(
-            ProblemKind::Conflict,
+            ProblemKind::NotFound,
             "This export is a companion file of personal values, which has no manifest: fetch the manifest of the events' export, and its companion at /v1/audit/exports/{id}/personal-data.",
         ));
     }
@@ -442,8 +442,7 @@ async fn manifest_response(
     params(("id" = Uuid, Path, description = "the export's `Kihon4-Export-Id`")),
     responses(
         (status = 200, description = "the manifest"),
-        (status = 404, body = ProblemBody),
-        (status = 409, body = ProblemBody, description = "the export is a companion file"),
+        (status = 404, body = ProblemBody, description = "no such export, or one of only a companion file"),
     ),
     security(("bearer" = ["auditor"]))
 )]

@@ -625,8 +625,8 @@ async fn an_export_and_its_manifest_fetched_the_natural_way_verify(backend: Back
             &app.auditor(),
         )
         .await,
-        409,
-        "conflict",
+        404,
+        "not-found",
     )
     .await;
     // A manifest by time range alone, or mixed with one, is refused; an
