@@ -878,6 +878,38 @@ mod tests {
     }
 
     #[test]
+    fn the_audit_commands_need_no_token_settings_and_make_no_key_outside_the_embedded_default() {
+        let dir = temp_dir("audit");
+        let data = dir.to_str().unwrap();
+        let database = env(&[
+            ("KIHON4_DATA_DIR", data),
+            ("KIHON4_DATABASE_URL", "postgres://kihon4@db/kihon4"),
+        ]);
+        assert!(Config::load_from(None, database.clone()).is_err());
+        let audit = Config::load_audit_from(None, database).unwrap();
+        assert!(!audit.database_embedded);
+        assert_eq!(audit.audit_signing_key, dir.join("audit-signing-key.pem"));
+        assert!(!audit.makes_key_on_first_use());
+        let embedded = Config::load_audit_from(None, env(&[("KIHON4_DATA_DIR", data)])).unwrap();
+        assert!(embedded.makes_key_on_first_use());
+        let elsewhere = Config::load_audit_from(
+            None,
+            env(&[
+                ("KIHON4_DATA_DIR", data),
+                ("KIHON4_AUDIT_SIGNING_KEY", "/srv/kihon4/audit.pem"),
+            ]),
+        )
+        .unwrap();
+        assert!(!elsewhere.makes_key_on_first_use());
+        // Unknown variables and bad values of what it reads are still refused.
+        assert!(Config::load_audit_from(None, env(&[("KIHON4_NOPE", "1")])).is_err());
+        assert!(
+            Config::load_audit_from(None, env(&[("KIHON4_DATABASE_URL", "mysql://x")])).is_err()
+        );
+        assert!(!dir.join("jwt-secret").exists());
+    }
+
+    #[test]
     fn embedded_default_needs_nothing_and_keeps_its_secret() {
         let dir = temp_dir("embedded");
         let vars = env(&[("KIHON4_DATA_DIR", dir.to_str().unwrap())]);
