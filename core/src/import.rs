@@ -295,6 +295,21 @@ fn parse_row(
     if record.iter().any(|f| f.contains('\u{fffd}')) {
         return Err("holds bytes that are not valid in the file's encoding".into());
     }
+    if let Some((i, c)) = record
+        .iter()
+        .enumerate()
+        .find_map(|(i, f)| crate::domain::spoofing_character(f).map(|c| (i, c)))
+    {
+        let column = columns
+            .iter()
+            .find(|(_, at)| **at == i)
+            .map(|(name, _)| (*name).to_owned())
+            .unwrap_or_else(|| format!("column {}", i + 1));
+        return Err(format!(
+            "{column}: must not contain control, bidirectional or format characters (U+{:04X})",
+            c as u32
+        ));
+    }
     let field = |name: &str| {
         columns
             .get(name)

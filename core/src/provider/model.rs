@@ -200,7 +200,8 @@ pub(super) struct RawVerification {
 }
 
 /// Text J-LIS may send beside the four: present, at most `max`
-/// characters, no control characters, nothing like a My Number.
+/// characters, no control, bidirectional or format characters, nothing like
+/// a My Number.
 fn optional_text(
     raw: &Option<String>,
     what: &str,
@@ -210,7 +211,7 @@ fn optional_text(
     let text = text.trim();
     if text.is_empty()
         || text.chars().count() > max
-        || text.chars().any(char::is_control)
+        || crate::domain::spoofing_character(text).is_some()
         || crate::domain::contains_my_number(text)
     {
         return Err(malformed(format!("{what} is not valid")));
