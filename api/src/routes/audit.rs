@@ -87,7 +87,13 @@ pub async fn events(
         .cursor
         .as_deref()
         .map(|c| {
-            c.parse::<i64>().map_err(|_| {
+            // A cursor is the sequence number of an event of this list: 1 or more.
+            c.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| c.parse::<i64>().ok())
+                .flatten()
+                .filter(|&seq| seq >= 1)
+                .ok_or_else(|| {
                 ApiError::field(
                     ProblemKind::InvalidQuery,
                     "cursor",

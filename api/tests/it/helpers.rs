@@ -68,6 +68,7 @@ pub fn jwt_settings() -> JwtSettings {
         keys: JwtKeys::Secret(SecretString::from(SECRET.to_owned())),
         issuer: Some(ISSUER.into()),
         audience: Some(AUDIENCE.into()),
+        max_token_lifetime: kihon4_core::config::DEFAULT_MAX_TOKEN_LIFETIME,
     }
 }
 
