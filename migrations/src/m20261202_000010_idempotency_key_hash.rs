@@ -49,8 +49,8 @@ impl MigrationTrait for Migration {
             )
             .await?;
         for row in rows {
-            let principal: String = row.try_get("", "principal")?;
-            let key: String = row.try_get("", "key_sha256")?;
+            let principal: String = row.try_get_by_index(0)?;
+            let key: String = row.try_get_by_index(1)?;
             db.execute(
                 Query::update()
                     .table(IdempotencyKeys::Table)

@@ -41,10 +41,12 @@ fn check_free_text(text: &str, max_chars: usize) -> Result<(), ValueError> {
             "must be at most {max_chars} characters"
         )));
     }
-    check_no_spoofing(text)?;
+    // A My Number however spelled (with U+200B between its digits, say) is
+    // refused as one.
     if contains_my_number(text) {
         return Err(ValueError::MyNumber);
     }
+    check_no_spoofing(text)?;
     Ok(())
 }
 
@@ -123,10 +125,10 @@ impl Email {
         if raw.len() > 254 {
             return Err(ValueError::invalid("must be at most 254 characters"));
         }
-        check_no_spoofing(raw)?;
         if contains_my_number(raw) {
             return Err(ValueError::MyNumber);
         }
+        check_no_spoofing(raw)?;
         let parsed: email_address::EmailAddress = raw
             .parse()
             .map_err(|_| ValueError::invalid("must be an email address"))?;
