@@ -309,11 +309,19 @@ mod tests {
         assert_eq!(sane_request_id(Some(&bad)), None);
         let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
         assert_eq!(sane_request_id(Some(&long)), None);
-        for my_number in ["314159265352", "3141-5926-5352", "req:3141.5926.5352", "3141_5926_5352"] {
+        for my_number in [
+            "314159265352",
+            "3141-5926-5352",
+            "req:3141.5926.5352",
+            "3141_5926_5352",
+        ] {
             let v = HeaderValue::from_str(my_number).unwrap();
             assert_eq!(sane_request_id(Some(&v)), None, "{my_number}");
         }
         let wrong = HeaderValue::from_static("314159265353");
-        assert_eq!(sane_request_id(Some(&wrong)).as_deref(), Some("314159265353"));
+        assert_eq!(
+            sane_request_id(Some(&wrong)).as_deref(),
+            Some("314159265353")
+        );
     }
 }

@@ -319,7 +319,10 @@ mod tests {
         let s = settings();
         let auth = Authenticator::new(&s).unwrap();
         let plain = Header::new(Algorithm::HS256);
-        assert!(auth.verify(&signed(&s, &plain, &claims("alice", 60))).is_ok());
+        assert!(
+            auth.verify(&signed(&s, &plain, &claims("alice", 60)))
+                .is_ok()
+        );
         for crit in [vec!["exp".to_owned()], vec!["b64".to_owned()], vec![]] {
             let mut header = Header::new(Algorithm::HS256);
             header.crit = Some(crit);
@@ -335,7 +338,10 @@ mod tests {
         let s = settings();
         let auth = Authenticator::new(&s).unwrap();
         let header = Header::new(Algorithm::HS256);
-        assert!(auth.verify(&signed(&s, &header, &claims("alice", 3600))).is_ok());
+        assert!(
+            auth.verify(&signed(&s, &header, &claims("alice", 3600)))
+                .is_ok()
+        );
         assert_eq!(
             auth.verify(&signed(&s, &header, &claims("alice", 3600 + 120))),
             Err(AuthError::Invalid)
@@ -352,7 +358,14 @@ mod tests {
             Err(AuthError::Invalid)
         );
         assert!(
-            issue_token(&s, None, "alice", &[Role::Operator], Duration::from_secs(7200)).is_err()
+            issue_token(
+                &s,
+                None,
+                "alice",
+                &[Role::Operator],
+                Duration::from_secs(7200)
+            )
+            .is_err()
         );
     }
 
@@ -376,9 +389,14 @@ mod tests {
                 Err(AuthError::Invalid),
                 "{sub:?}"
             );
-            assert!(issue_token(&s, None, sub, &[Role::Operator], Duration::from_secs(60)).is_err());
+            assert!(
+                issue_token(&s, None, sub, &[Role::Operator], Duration::from_secs(60)).is_err()
+            );
         }
-        assert!(auth.verify(&signed(&s, &header, &claims("山田 太郎", 60))).is_ok());
+        assert!(
+            auth.verify(&signed(&s, &header, &claims("山田 太郎", 60)))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -134,7 +134,8 @@ pub struct JwtSettings {
 }
 
 /// The default longest lifetime of a bearer token: a working day and some.
-pub const DEFAULT_MAX_TOKEN_LIFETIME: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+pub const DEFAULT_MAX_TOKEN_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(24 * 3600);
 
 /// A duration such as `86400`, `90s`, `30m`, `24h` or `7d`.
 fn duration(s: &str) -> Option<std::time::Duration> {
@@ -871,6 +872,38 @@ mod tests {
             !text.contains("hunter2"),
             "a password was repeated:\n{text}"
         );
+    }
+
+    #[test]
+    fn the_longest_token_lifetime_is_a_bounded_duration() {
+        let dir = temp_dir("lifetime");
+        let load = |value: Option<&str>| {
+            let mut vars = vec![("KIHON4_DATA_DIR", dir.to_str().unwrap())];
+            if let Some(v) = value {
+                vars.push(("KIHON4_AUTH_MAX_TOKEN_LIFETIME", v));
+            }
+            Config::load_from(None, env(&vars))
+        };
+        let secs = |c: Config| c.jwt.max_token_lifetime.as_secs();
+        assert_eq!(secs(load(None).unwrap()), 24 * 3600);
+        assert_eq!(secs(load(Some("90m")).unwrap()), 5400);
+        assert_eq!(secs(load(Some("7d")).unwrap()), 7 * 86400);
+        assert_eq!(secs(load(Some("3600")).unwrap()), 3600);
+        for bad in [
+            "0",
+            "59s",
+            "367d",
+            "1w",
+            "-1h",
+            "h",
+            "99999999999999999999d",
+        ] {
+            let errors = load(Some(bad)).unwrap_err().to_string();
+            assert!(
+                errors.contains("KIHON4_AUTH_MAX_TOKEN_LIFETIME"),
+                "{bad}: {errors}"
+            );
+        }
     }
 
     #[test]

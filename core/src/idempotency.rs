@@ -84,9 +84,10 @@ pub async fn claim<C: ConnectionTrait>(
     if inserted == 1 {
         return Ok(Claim::Execute);
     }
-    let Some(row) = idempotency_keys::Entity::find_by_id((principal.to_owned(), stored_key.clone()))
-        .one(db)
-        .await?
+    let Some(row) =
+        idempotency_keys::Entity::find_by_id((principal.to_owned(), stored_key.clone()))
+            .one(db)
+            .await?
     else {
         // Released between our insert and our read: try once more.
         return Box::pin(claim(db, principal, key, request_hash, now)).await;

@@ -259,9 +259,15 @@ fn columns(header: &csv::StringRecord) -> Result<HashMap<&'static str, usize>, I
     for (i, name) in header.iter().enumerate() {
         let name = name.trim().trim_start_matches('\u{feff}');
         let Some(known) = COLUMNS.iter().find(|c| **c == name) else {
+            // Never repeat a My Number or a spoofing character, even as a name.
+            let shown =
+                if contains_my_number(name) || crate::domain::spoofing_character(name).is_some() {
+                    format!("(column {})", i + 1)
+                } else {
+                    format!("`{}`", name.chars().take(40).collect::<String>())
+                };
             return Err(ImportError::Header(format!(
-                "names an unknown column `{}` (known: {})",
-                name.chars().take(40).collect::<String>(),
+                "names an unknown column {shown} (known: {})",
                 COLUMNS.join(", ")
             )));
         };

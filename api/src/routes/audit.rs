@@ -94,12 +94,12 @@ pub async fn events(
                 .flatten()
                 .filter(|&seq| seq >= 1)
                 .ok_or_else(|| {
-                ApiError::field(
-                    ProblemKind::InvalidQuery,
-                    "cursor",
-                    "is not a cursor from this list",
-                )
-            })
+                    ApiError::field(
+                        ProblemKind::InvalidQuery,
+                        "cursor",
+                        "is not a cursor from this list",
+                    )
+                })
         })
         .transpose()?;
     let found = audit::list_events(&state.db, &filter, after, limit).await?;

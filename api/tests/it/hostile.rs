@@ -44,7 +44,12 @@ async fn request_ids(app: &TestApp) -> Vec<Option<String>> {
 
 async fn my_numbers_in_request_ids_are_replaced_and_never_kept(backend: Backend) {
     let app = TestApp::spawn(backend).await;
-    let spellings = [MY_NUMBER, "3141-5926-5352", "3141.5926.5352", "id:3141_5926_5352"];
+    let spellings = [
+        MY_NUMBER,
+        "3141-5926-5352",
+        "3141.5926.5352",
+        "id:3141_5926_5352",
+    ];
     for (i, given) in spellings.iter().enumerate() {
         // Refused (401): the refusal is audited under a generated id.
         let res = app
@@ -303,7 +308,10 @@ async fn spoofing_characters_are_refused_naming_the_field(backend: Backend) {
     // A withdrawal's reason.
     let (customer, _) = crate::sync::consenting(&app, &sim, "SP-2", "山田太郎").await;
     let consents: Value = app
-        .get(&format!("/v1/customers/{customer}/consents"), &app.operator())
+        .get(
+            &format!("/v1/customers/{customer}/consents"),
+            &app.operator(),
+        )
         .await
         .json()
         .await
@@ -338,15 +346,18 @@ fn token(header: &Header, claims: &Value) -> String {
 async fn hostile_bearer_tokens_are_refused(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let now = jsonwebtoken::get_current_timestamp();
-    let claims = |sub: &str, exp: u64| {
-        json!({"sub": sub, "roles": ["operator"], "exp": exp, "iss": ISSUER, "aud": AUDIENCE})
-    };
+    let claims = |sub: &str, exp: u64| json!({"sub": sub, "roles": ["operator"], "exp": exp, "iss": ISSUER, "aud": AUDIENCE});
     let plain = Header::new(Algorithm::HS256);
     let get = |t: String| {
         let app = &app;
         async move { app.get("/v1/customers", &t).await }
     };
-    assert_eq!(get(token(&plain, &claims("alice", now + 600))).await.status(), 200);
+    assert_eq!(
+        get(token(&plain, &claims("alice", now + 600)))
+            .await
+            .status(),
+        200
+    );
 
     let mut crit = Header::new(Algorithm::HS256);
     crit.crit = Some(vec!["exp".into()]);
@@ -401,12 +412,20 @@ async fn every_refusal_is_a_problem_document(backend: Backend) {
     // A cursor that no list gives.
     for cursor in ["-1", "0", "+1", "abc", "1.5"] {
         let res = app
-            .get(&format!("/v1/audit/events?cursor={}", cursor.replace('+', "%2B")), &app.auditor())
+            .get(
+                &format!("/v1/audit/events?cursor={}", cursor.replace('+', "%2B")),
+                &app.auditor(),
+            )
             .await;
         let problem = expect_problem(res, 400, "invalid-query").await;
         assert_eq!(problem_fields(&problem), ["cursor"], "{cursor}");
     }
-    assert_eq!(app.get("/v1/audit/events?cursor=1", &app.auditor()).await.status(), 200);
+    assert_eq!(
+        app.get("/v1/audit/events?cursor=1", &app.auditor())
+            .await
+            .status(),
+        200
+    );
     assert_eq!(app.count("customers").await, 0);
 }
 

@@ -194,13 +194,28 @@ async fn cells_with_hidden_my_numbers_or_spoofing_characters_are_refused(backend
         HID-7,hid7@example.jp,ja,山田太郎,東京都港区1-1,1980-02-17,1\n";
     let (summary, rejected) = run(&app, csv.as_bytes(), Encoding::Utf8).await;
     assert_eq!((summary.created, summary.rejected), (1, 6));
-    let reasons: Vec<(u64, String)> = rejected.iter().map(|r| (r.line, r.reason.clone())).collect();
+    let reasons: Vec<(u64, String)> = rejected
+        .iter()
+        .map(|r| (r.line, r.reason.clone()))
+        .collect();
     for (line, reason) in &reasons[..3] {
         assert!(reason.contains("My Number"), "line {line}: {reason}");
     }
-    assert!(reasons[3].1.starts_with("name:") && reasons[3].1.contains("U+202E"), "{:?}", reasons[3]);
-    assert!(reasons[4].1.starts_with("address:") && reasons[4].1.contains("U+2028"), "{:?}", reasons[4]);
-    assert!(reasons[5].1.starts_with("email:") && reasons[5].1.contains("U+FEFF"), "{:?}", reasons[5]);
+    assert!(
+        reasons[3].1.starts_with("name:") && reasons[3].1.contains("U+202E"),
+        "{:?}",
+        reasons[3]
+    );
+    assert!(
+        reasons[4].1.starts_with("address:") && reasons[4].1.contains("U+2028"),
+        "{:?}",
+        reasons[4]
+    );
+    assert!(
+        reasons[5].1.starts_with("email:") && reasons[5].1.contains("U+FEFF"),
+        "{:?}",
+        reasons[5]
+    );
     assert_eq!(
         reasons.iter().map(|r| r.0).collect::<Vec<_>>(),
         [2, 3, 4, 5, 6, 7]

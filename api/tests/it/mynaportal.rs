@@ -564,9 +564,7 @@ async fn a_reminder_goes_out_once_and_unanswered_requests_expire(backend: Backen
 /// consent period), or in a form the docs refuse (`alg: none`, an `aud`
 /// array, a `crit` header): each a problem with its `webhook.refused`
 /// event, nothing else written; then a good one is taken.
-async fn signed_callbacks_with_bad_decisions_or_undocumented_forms_are_refused(
-    backend: Backend,
-) {
+async fn signed_callbacks_with_bad_decisions_or_undocumented_forms_are_refused(backend: Backend) {
     let sim = spawn_sim().await;
     let app = app_with(&sim, backend).await;
     let id = customer(&app, "MP-5", "ja").await;
@@ -599,9 +597,15 @@ async fn signed_callbacks_with_bad_decisions_or_undocumented_forms_are_refused(
         refusals += 1;
         assert_eq!(refused().await, refusals, "{slug} audited");
     };
-    for (i, serial) in [json!(""), json!("xyz"), json!("../zz"), json!("f".repeat(1000)), json!(0)]
-        .into_iter()
-        .enumerate()
+    for (i, serial) in [
+        json!(""),
+        json!("xyz"),
+        json!("../zz"),
+        json!("f".repeat(1000)),
+        json!(0),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let c = with(&format!("s-{i}"), "cert_serial", serial.clone());
         let status = if serial.is_string() { 422 } else { 400 };
@@ -654,8 +658,16 @@ async fn signed_callbacks_with_bad_decisions_or_undocumented_forms_are_refused(
     assert_eq!(app.count("consents").await, 0);
 
     // The same decision, well formed: taken.
-    assert_eq!(callback(&app, &signed(&sim, granted("ok-1"))).await.status(), 204);
+    assert_eq!(
+        callback(&app, &signed(&sim, granted("ok-1")))
+            .await
+            .status(),
+        204
+    );
     assert_eq!(app.count("consents").await, 1);
-    assert_eq!(app.count("consent_requests WHERE status = 'granted'").await, 1);
+    assert_eq!(
+        app.count("consent_requests WHERE status = 'granted'").await,
+        1
+    );
     app.assert_chain_verifies().await;
 }

@@ -126,7 +126,10 @@ impl ProviderKeys {
         if cache.fetched.is_some_and(|at| at.elapsed() < REFETCH_AFTER) {
             return false;
         }
-        Self::fetch(self.provider.as_ref(), &mut cache).await.is_ok() && !cache.keys.is_empty()
+        Self::fetch(self.provider.as_ref(), &mut cache)
+            .await
+            .is_ok()
+            && !cache.keys.is_empty()
     }
 
     /// The key with `kid`, fetching the JWKS when it is not known (and was
@@ -303,7 +306,16 @@ async fn verify(
     if claims.exp - claims.iat > MAX_LIFETIME || claims.iat > at + 60 || claims.exp <= claims.iat {
         return Err(CallbackRefusal::ClaimsInvalid);
     }
-    if claims.jti.is_empty() || claims.jti.len() > 200 {
+    // What kihon4 keeps of the token's own text holds no control,
+    // bidirectional or format character, even signed by the provider. (The
+    // provider's identifiers are not checked for My Numbers: a random hex
+    // identifier can hold twelve digits that pass the check digit, and
+    // refusing it would lose the customer's decision.)
+    let plain = |text: &str| crate::domain::spoofing_character(text).is_none();
+    if claims.jti.is_empty() || claims.jti.len() > 200 || !plain(&claims.jti) {
+        return Err(CallbackRefusal::Malformed);
+    }
+    if claims.ppid.as_deref().is_some_and(|p| !plain(p)) || !plain(&claims.request_id) {
         return Err(CallbackRefusal::Malformed);
     }
     match claims.decision.as_str() {
@@ -344,8 +356,11 @@ fn check_decision(
     if consented_at > now + chrono::Duration::seconds(60) {
         return Err(CallbackRefusal::DecisionInvalid("consented_at"));
     }
-    let longest =
-        super::records::expires_at(consented_at, crate::config::ValidityStart::NextDay, settings.timezone);
+    let longest = super::records::expires_at(
+        consented_at,
+        crate::config::ValidityStart::NextDay,
+        settings.timezone,
+    );
     if expires_at <= now || expires_at <= consented_at || expires_at > longest {
         return Err(CallbackRefusal::DecisionInvalid("expires_at"));
     }

@@ -180,7 +180,9 @@ mod tests {
     #[test]
     fn recognises_every_spelling_of_the_issue() {
         let n = "314159265352";
-        assert!(is_my_number(&n.bytes().map(|b| b - b'0').collect::<Vec<_>>()));
+        assert!(is_my_number(
+            &n.bytes().map(|b| b - b'0').collect::<Vec<_>>()
+        ));
         for sep in [
             ".", "/", ":", "_", ",", "--", "\u{200B}", "\u{00A0}", "\u{2013}", "\u{2014}", " - ",
             "\u{FEFF}", "\u{3000}", "・", "ー", "\t",
@@ -189,7 +191,13 @@ mod tests {
             assert!(contains_my_number(&text), "separator {sep:?}: {text}");
             assert!(contains_my_number(&format!("東京都{text}番地")), "{sep:?}");
         }
-        let kanji = |d: u32| "〇一二三四五六七八九".chars().nth(d as usize).unwrap().to_string();
+        let kanji = |d: u32| {
+            "〇一二三四五六七八九"
+                .chars()
+                .nth(d as usize)
+                .unwrap()
+                .to_string()
+        };
         let circled = |d: u32| {
             if d == 0 {
                 "⓪".to_owned()
@@ -197,7 +205,8 @@ mod tests {
                 char::from_u32(0x2460 + d - 1).unwrap().to_string()
             }
         };
-        let forms: [(&str, Box<dyn Fn(u32) -> String>); 8] = [
+        type Digit = Box<dyn Fn(u32) -> String>;
+        let forms: [(&str, Digit); 8] = [
             ("full-width", Box::new(from(0xFF10))),
             ("Arabic-Indic", Box::new(from(0x0660))),
             ("Extended Arabic-Indic", Box::new(from(0x06F0))),

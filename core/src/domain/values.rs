@@ -288,7 +288,10 @@ mod tests {
                 matches!(&err, ValueError::Invalid(m) if m.contains("format characters")),
                 "{bad:?}: {err}"
             );
-            assert!(Email::parse(&format!("taro{bad}@example.jp")).is_err(), "{bad:?}");
+            assert!(
+                Email::parse(&format!("taro{bad}@example.jp")).is_err(),
+                "{bad:?}"
+            );
             assert!(super::super::Name::parse(&text, None).is_err(), "{bad:?}");
             assert!(super::super::Address::parse(&format!("東京都{bad}港区"), None).is_err());
         }
@@ -298,7 +301,8 @@ mod tests {
 
     #[test]
     fn my_numbers_in_any_spelling_are_refused_in_every_value() {
-        for spelled in ["3141.5926.5352", "٣١٤١٥٩٢٦٥٣٥٢", "三一四一五九二六五三五二"] {
+        for spelled in ["3141.5926.5352", "٣١٤١٥٩٢٦٥٣٥٢", "三一四一五九二六五三五二"]
+        {
             assert_eq!(FreeText::parse(spelled), Err(ValueError::MyNumber));
             assert_eq!(
                 super::super::Address::parse(&format!("東京都{spelled}"), None),

@@ -339,12 +339,18 @@ mod tests {
         for bad in ["\u{202E}", "\u{2028}", "\u{200B}", "\u{FEFF}", "\u{2066}"] {
             let name = format!("山田{bad}太郎");
             assert!(
-                matches!(parse(changed(items(&name, "ヤマダタロウ"))), Err(ProviderError::Malformed(_))),
+                matches!(
+                    parse(changed(items(&name, "ヤマダタロウ"))),
+                    Err(ProviderError::Malformed(_))
+                ),
                 "name with {bad:?}"
             );
             let kana = format!("ヤマダ{bad}タロウ");
             assert!(
-                matches!(parse(changed(items("山田太郎", &kana))), Err(ProviderError::Malformed(_))),
+                matches!(
+                    parse(changed(items("山田太郎", &kana))),
+                    Err(ProviderError::Malformed(_))
+                ),
                 "furigana with {bad:?}"
             );
         }
