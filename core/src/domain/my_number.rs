@@ -21,10 +21,19 @@ pub const MAX_GAP: usize = 3;
 /// True when `text` contains a run of exactly twelve digits that forms a
 /// valid My Number.
 pub fn contains_my_number(text: &str) -> bool {
+    // NFKC leaves ASCII as it is (the common case: headers, references).
+    if text.is_ascii() {
+        scan(text.chars())
+    } else {
+        scan(text.nfkc())
+    }
+}
+
+fn scan(chars: impl Iterator<Item = char>) -> bool {
     // At most 13 digits are kept: a longer run is not a My Number either.
     let mut digits: Vec<u8> = Vec::with_capacity(13);
     let mut gap = 0usize;
-    for ch in text.nfkc() {
+    for ch in chars {
         if let Some(d) = digit_value(ch) {
             if digits.len() < 13 {
                 digits.push(d);
