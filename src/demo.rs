@@ -199,6 +199,7 @@ pub async fn demo(dir: PathBuf, listen: SocketAddr, serve: bool) -> anyhow::Resu
         keys: JwtKeys::Secret(SecretString::from(secret)),
         issuer: None,
         audience: None,
+        max_token_lifetime: kihon4_core::config::DEFAULT_MAX_TOKEN_LIFETIME,
     };
     let state = web::Data::new(kihon4_api::AppState {
         db: db.clone(),

@@ -598,6 +598,17 @@ pub async fn send_consent_requests(config: Config, limit: Option<u64>) -> anyhow
     let Some(provider) = provider(&config, false)? else {
         anyhow::bail!("KIHON4_PROVIDER_URL is not set: there is no one to ask through");
     };
+    if config.provider_issuer.is_none() {
+        anyhow::bail!(
+            "KIHON4_PROVIDER_ISSUER is not set: every Mynaportal callback would be refused, so no customer is asked (a decision could never arrive)"
+        );
+    }
+    let keys = kihon4_core::consent::callbacks::ProviderKeys::new(provider.clone());
+    if !keys.available().await {
+        anyhow::bail!(
+            "the provider's callback keys (JWKS) cannot be fetched: no Mynaportal decision could be checked, so no customer is asked"
+        );
+    }
     let db = open_current(&config).await?;
     let settings = request_settings(&config);
     let ctx = AuditContext::new(Actor::cli(), None);
@@ -750,7 +761,7 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         let api_provider = provider(&config, true)?;
         if api_provider.is_some() && config.provider_issuer.is_none() {
             tracing::warn!(
-                "KIHON4_PROVIDER_ISSUER is not set: consent requests can be sent, but every Mynaportal callback will be refused"
+                "KIHON4_PROVIDER_ISSUER is not set: every Mynaportal callback is refused, so consent requests are refused too (503 mynaportal-unavailable) until it is set"
             );
         }
         let mynaportal = api_provider

@@ -9,6 +9,7 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
+use kihon4_core::domain::{FieldError, FieldErrors, ValueError, contains_my_number};
 use kihon4_core::idempotency::{self, Claim, StoredResponse};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
@@ -21,13 +22,16 @@ pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 const IDEMPOTENT_REPLAYED: HeaderName = HeaderName::from_static("idempotent-replayed");
 
-/// A caller's request id is kept when it is short and plain; else a new one.
+/// A caller's request id is kept when it is short and plain and holds
+/// nothing like a My Number; else a new one (the caller's is then never
+/// echoed, logged or stored).
 fn sane_request_id(value: Option<&HeaderValue>) -> Option<String> {
     let v = value?.to_str().ok()?;
     let ok = !v.is_empty()
         && v.len() <= 128
         && v.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+        && !contains_my_number(v);
     ok.then(|| v.to_owned())
 }
 
@@ -54,6 +58,9 @@ pub async fn request_context(
             return Err(err);
         }
     };
+    if let Some(err) = foreign_error(&res) {
+        res = ServiceResponse::new(res.request().clone(), err.error_response());
+    }
     let refusal = res.response().extensions().get::<Refusal>().cloned();
     if let (Some(refusal), Some(state)) = (refusal, state) {
         // The refusal is on record before its answer leaves.
@@ -81,6 +88,41 @@ pub async fn request_context(
         HeaderValue::from_str(&id).expect("the id is plain ASCII"),
     );
     Ok(res)
+}
+
+/// An error answer that is not kihon4's own (actix's, for a body larger
+/// than the route takes or one that cannot be read, in whatever media type)
+/// as the problem document of its kind. kihon4's problems and its HTML
+/// pages for customers are left as they are.
+fn foreign_error(res: &ServiceResponse<BoxBody>) -> Option<ApiError> {
+    let status = res.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return None;
+    }
+    let media_type = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if media_type.starts_with("application/problem+json") || media_type.starts_with("text/html") {
+        return None;
+    }
+    Some(match status {
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+            ProblemKind::PayloadTooLarge,
+            "The body is larger than this route accepts.",
+        ),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => ApiError::new(
+            ProblemKind::UnsupportedMediaType,
+            "This route does not take a body of this media type.",
+        ),
+        StatusCode::NOT_FOUND => ApiError::new(ProblemKind::NotFound, "No such route."),
+        s if s.is_server_error() => ApiError::internal(format!("{s} from below the routes")),
+        _ => ApiError::new(
+            ProblemKind::BadRequest,
+            "The request could not be read (its body, headers or form).",
+        ),
+    })
 }
 
 fn problem(req: ServiceRequest, err: ApiError) -> ServiceResponse<BoxBody> {
@@ -135,6 +177,15 @@ pub async fn idempotency(
             ));
         }
     };
+    if contains_my_number(&key) {
+        return Ok(problem(
+            req,
+            ApiError::from(FieldErrors(vec![FieldError {
+                field: "Idempotency-Key".into(),
+                error: ValueError::MyNumber,
+            }])),
+        ));
+    }
     let body = match req.extract::<web::Bytes>().await {
         Ok(body) => body,
         Err(e) => return Ok(problem(req, payload_error(e))),
@@ -258,5 +309,19 @@ mod tests {
         assert_eq!(sane_request_id(Some(&bad)), None);
         let long = HeaderValue::from_str(&"a".repeat(129)).unwrap();
         assert_eq!(sane_request_id(Some(&long)), None);
+        for my_number in [
+            "314159265352",
+            "3141-5926-5352",
+            "req:3141.5926.5352",
+            "3141_5926_5352",
+        ] {
+            let v = HeaderValue::from_str(my_number).unwrap();
+            assert_eq!(sane_request_id(Some(&v)), None, "{my_number}");
+        }
+        let wrong = HeaderValue::from_static("314159265353");
+        assert_eq!(
+            sane_request_id(Some(&wrong)).as_deref(),
+            Some("314159265353")
+        );
     }
 }

@@ -77,6 +77,8 @@ pub enum ProblemKind {
     UnknownConsentRequest,
     ProviderKeysUnavailable,
     MynaportalUnavailable,
+    CallbackDecisionInvalid,
+    BadRequest,
 }
 
 impl ProblemKind {
@@ -143,6 +145,8 @@ impl ProblemKind {
             Self::UnknownConsentRequest => "unknown-consent-request",
             Self::ProviderKeysUnavailable => "provider-keys-unavailable",
             Self::MynaportalUnavailable => "mynaportal-unavailable",
+            Self::CallbackDecisionInvalid => "callback-decision-invalid",
+            Self::BadRequest => "bad-request",
         }
     }
 
@@ -208,6 +212,8 @@ impl ProblemKind {
             Self::UnknownConsentRequest => StatusCode::NOT_FOUND,
             Self::ProviderKeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::MynaportalUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::CallbackDecisionInvalid => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::BadRequest => StatusCode::BAD_REQUEST,
         }
     }
 
@@ -280,6 +286,8 @@ impl ProblemKind {
             Self::UnknownConsentRequest => "No consent request matches the callback",
             Self::ProviderKeysUnavailable => "The provider's keys cannot be fetched now",
             Self::MynaportalUnavailable => "Mynaportal-routed consent is not configured",
+            Self::CallbackDecisionInvalid => "The callback's decision cannot be recorded",
+            Self::BadRequest => "The request could not be read",
         }
     }
 
@@ -590,6 +598,7 @@ impl From<&kihon4_core::consent::callbacks::CallbackRefusal> for ApiError {
             R::Replayed => ProblemKind::CallbackReplayed,
             R::UnknownRequest => ProblemKind::UnknownConsentRequest,
             R::KeysUnavailable => ProblemKind::ProviderKeysUnavailable,
+            R::DecisionInvalid(_) => ProblemKind::CallbackDecisionInvalid,
         };
         let mut problem = Self::new(kind, format!("The callback is refused: {refusal}."));
         if matches!(refusal, R::KeysUnavailable) {

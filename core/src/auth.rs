@@ -1,6 +1,9 @@
 //! Bearer tokens: checking them for the API, issuing them for the CLI.
-//! The algorithm is pinned by configuration; `exp` is required, `nbf`
-//! honoured, `iss`/`aud` checked when configured.
+//! The algorithm is pinned by configuration; `exp` is required and may lie
+//! at most the configured maximum lifetime ahead, `nbf` honoured, `iss`/`aud`
+//! checked when configured; a `crit` header is refused (kihon4 understands
+//! no extension, RFC 7515 §4.1.11), and so is a `sub` with control,
+//! bidirectional or format characters or anything like a My Number.
 
 use std::fmt;
 
@@ -117,6 +120,17 @@ impl AuthError {
 pub struct Authenticator {
     keys: Vec<DecodingKey>,
     validation: Validation,
+    max_lifetime: std::time::Duration,
+}
+
+/// A subject kihon4 may record as the actor of audit events: 1 to 100
+/// bytes, no control, bidirectional or format characters, nothing like a
+/// My Number.
+fn acceptable_subject(sub: &str) -> bool {
+    !sub.is_empty()
+        && sub.len() <= 100
+        && crate::domain::spoofing_character(sub).is_none()
+        && !crate::domain::contains_my_number(sub)
 }
 
 impl Authenticator {
@@ -155,7 +169,11 @@ impl Authenticator {
             Some(aud) => validation.set_audience(&[aud]),
             None => validation.validate_aud = false,
         }
-        Ok(Self { keys, validation })
+        Ok(Self {
+            keys,
+            validation,
+            max_lifetime: settings.max_token_lifetime,
+        })
     }
 
     /// Checks a token (without the `Bearer ` prefix).
@@ -163,12 +181,27 @@ impl Authenticator {
         if token.is_empty() || token.len() > 8192 {
             return Err(AuthError::Invalid);
         }
+        match jsonwebtoken::decode_header(token) {
+            Ok(header) if header.crit.is_none() => {}
+            _ => return Err(AuthError::Invalid),
+        }
         let mut refusal = AuthError::Invalid;
         for key in &self.keys {
             match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
                 Ok(data) => {
                     let claims = data.claims;
-                    if claims.sub.is_empty() || claims.sub.len() > 100 {
+                    if !acceptable_subject(&claims.sub) {
+                        return Err(AuthError::Invalid);
+                    }
+                    // A lifetime beyond the maximum, whether counted from
+                    // now or from the token's own `iat`.
+                    let now = jsonwebtoken::get_current_timestamp();
+                    let longest = self.max_lifetime.as_secs() + LEEWAY_SECONDS;
+                    if claims.exp > now.saturating_add(longest)
+                        || claims
+                            .iat
+                            .is_some_and(|iat| claims.exp.saturating_sub(iat) > longest)
+                    {
                         return Err(AuthError::Invalid);
                     }
                     let roles = claims.roles.iter().filter_map(|r| Role::parse(r)).collect();
@@ -218,6 +251,18 @@ pub fn issue_token(
             ));
         }
     };
+    if ttl > settings.max_token_lifetime {
+        return Err(format!(
+            "a token may be valid for at most {} seconds (KIHON4_AUTH_MAX_TOKEN_LIFETIME)",
+            settings.max_token_lifetime.as_secs()
+        ));
+    }
+    if !acceptable_subject(sub) {
+        return Err(
+            "the subject must be 1 to 100 bytes with no control, bidirectional or format characters and no My Number"
+                .into(),
+        );
+    }
     let now = jsonwebtoken::get_current_timestamp();
     let claims = Claims {
         sub: sub.to_owned(),
@@ -246,7 +291,112 @@ mod tests {
             )),
             issuer: Some("kihon4-test".into()),
             audience: Some("kihon4".into()),
+            max_token_lifetime: Duration::from_secs(3600),
         }
+    }
+
+    fn signed(s: &JwtSettings, header: &Header, claims: &serde_json::Value) -> String {
+        let JwtKeys::Secret(secret) = &s.keys else {
+            unreachable!()
+        };
+        jsonwebtoken::encode(
+            header,
+            claims,
+            &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn claims(sub: &str, exp_in: u64) -> serde_json::Value {
+        serde_json::json!({
+            "sub": sub, "roles": ["operator"], "exp": jsonwebtoken::get_current_timestamp() + exp_in,
+            "iss": "kihon4-test", "aud": "kihon4"
+        })
+    }
+
+    #[test]
+    fn a_crit_header_is_refused() {
+        let s = settings();
+        let auth = Authenticator::new(&s).unwrap();
+        let plain = Header::new(Algorithm::HS256);
+        assert!(
+            auth.verify(&signed(&s, &plain, &claims("alice", 60)))
+                .is_ok()
+        );
+        for crit in [vec!["exp".to_owned()], vec!["b64".to_owned()], vec![]] {
+            let mut header = Header::new(Algorithm::HS256);
+            header.crit = Some(crit);
+            assert_eq!(
+                auth.verify(&signed(&s, &header, &claims("alice", 60))),
+                Err(AuthError::Invalid)
+            );
+        }
+    }
+
+    #[test]
+    fn a_lifetime_beyond_the_maximum_is_refused() {
+        let s = settings();
+        let auth = Authenticator::new(&s).unwrap();
+        let header = Header::new(Algorithm::HS256);
+        assert!(
+            auth.verify(&signed(&s, &header, &claims("alice", 3600)))
+                .is_ok()
+        );
+        assert_eq!(
+            auth.verify(&signed(&s, &header, &claims("alice", 3600 + 120))),
+            Err(AuthError::Invalid)
+        );
+        assert_eq!(
+            auth.verify(&signed(&s, &header, &claims("alice", 100 * 365 * 86400))),
+            Err(AuthError::Invalid)
+        );
+        // Counted from its own iat too.
+        let mut old = claims("alice", 600);
+        old["iat"] = serde_json::json!(jsonwebtoken::get_current_timestamp() - 7200);
+        assert_eq!(
+            auth.verify(&signed(&s, &header, &old)),
+            Err(AuthError::Invalid)
+        );
+        assert!(
+            issue_token(
+                &s,
+                None,
+                "alice",
+                &[Role::Operator],
+                Duration::from_secs(7200)
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn a_subject_with_spoofing_characters_or_a_my_number_is_refused() {
+        let s = settings();
+        let auth = Authenticator::new(&s).unwrap();
+        let header = Header::new(Algorithm::HS256);
+        for sub in [
+            "alice\u{202E}",
+            "ali\nce",
+            "alice\u{200B}",
+            "\u{FEFF}alice",
+            "alice\u{2028}",
+            "314159265352",
+            "user-3141.5926.5352",
+            "",
+        ] {
+            assert_eq!(
+                auth.verify(&signed(&s, &header, &claims(sub, 60))),
+                Err(AuthError::Invalid),
+                "{sub:?}"
+            );
+            assert!(
+                issue_token(&s, None, sub, &[Role::Operator], Duration::from_secs(60)).is_err()
+            );
+        }
+        assert!(
+            auth.verify(&signed(&s, &header, &claims("山田 太郎", 60)))
+                .is_ok()
+        );
     }
 
     #[test]

@@ -55,6 +55,7 @@ pub const SETTINGS: &[&str] = &[
     "provider_issuer",
     "consent_request_reminder_days",
     "audit_pii_roles",
+    "auth_max_token_lifetime",
 ];
 
 /// Variables with the prefix that are not settings of the service itself:
@@ -127,6 +128,30 @@ pub struct JwtSettings {
     pub keys: JwtKeys,
     pub issuer: Option<String>,
     pub audience: Option<String>,
+    /// The longest a bearer token may be valid (`exp` ahead of now, or of
+    /// its `iat`); a token claiming more is refused.
+    pub max_token_lifetime: std::time::Duration,
+}
+
+/// The default longest lifetime of a bearer token: a working day and some.
+pub const DEFAULT_MAX_TOKEN_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(24 * 3600);
+
+/// A duration such as `86400`, `90s`, `30m`, `24h` or `7d`.
+fn duration(s: &str) -> Option<std::time::Duration> {
+    let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let n: u64 = number.parse().ok()?;
+    let seconds = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86400)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(seconds))
 }
 
 #[derive(Debug, Clone)]
@@ -767,6 +792,16 @@ impl Reader {
         });
         let issuer = self.text("jwt_issuer");
         let audience = self.text("jwt_audience");
+        let max_token_lifetime = self.parsed(
+            "auth_max_token_lifetime",
+            DEFAULT_MAX_TOKEN_LIFETIME,
+            |s| match duration(s) {
+                Some(d) if (60..=366 * 86400).contains(&d.as_secs()) => Ok(d),
+                _ => Err(format!(
+                    "must be a duration from 60s to 366d such as 24h, 90m or 86400, not `{s}`"
+                )),
+            },
+        );
         let keys = match (secret, key_files.is_empty()) {
             (Some(_), false) => {
                 self.fail(
@@ -843,6 +878,7 @@ impl Reader {
             keys,
             issuer,
             audience,
+            max_token_lifetime,
         };
         if let Err(why) = crate::auth::Authenticator::new(&settings) {
             self.fail("jwt_public_keys", why);
@@ -956,6 +992,38 @@ mod tests {
             !text.contains("hunter2"),
             "a password was repeated:\n{text}"
         );
+    }
+
+    #[test]
+    fn the_longest_token_lifetime_is_a_bounded_duration() {
+        let dir = temp_dir("lifetime");
+        let load = |value: Option<&str>| {
+            let mut vars = vec![("KIHON4_DATA_DIR", dir.to_str().unwrap())];
+            if let Some(v) = value {
+                vars.push(("KIHON4_AUTH_MAX_TOKEN_LIFETIME", v));
+            }
+            Config::load_from(None, env(&vars))
+        };
+        let secs = |c: Config| c.jwt.max_token_lifetime.as_secs();
+        assert_eq!(secs(load(None).unwrap()), 24 * 3600);
+        assert_eq!(secs(load(Some("90m")).unwrap()), 5400);
+        assert_eq!(secs(load(Some("7d")).unwrap()), 7 * 86400);
+        assert_eq!(secs(load(Some("3600")).unwrap()), 3600);
+        for bad in [
+            "0",
+            "59s",
+            "367d",
+            "1w",
+            "-1h",
+            "h",
+            "99999999999999999999d",
+        ] {
+            let errors = load(Some(bad)).unwrap_err().to_string();
+            assert!(
+                errors.contains("KIHON4_AUTH_MAX_TOKEN_LIFETIME"),
+                "{bad}: {errors}"
+            );
+        }
     }
 
     #[test]

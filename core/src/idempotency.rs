@@ -1,11 +1,13 @@
 //! `Idempotency-Key` on POST: the same key and body gets the first response
 //! again; the same key with another body is refused; two requests with one
-//! key at once run one, and the other is told to wait.
+//! key at once run one, and the other is told to wait. A key is kept only
+//! as its SHA-256, keyed by the caller it belongs to, never in clear.
 
 use chrono::{DateTime, Duration, Utc};
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{ActiveValue::Set, ColumnTrait, ConnectionTrait, DbErr, EntityTrait, QueryFilter};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 
 use crate::entities::idempotency_keys;
 
@@ -37,6 +39,18 @@ pub enum Claim {
     InProgress,
 }
 
+/// The stored form of `key` for `principal`: the SHA-256 of both, so that a
+/// key (which a caller may have made of anything) is never kept in clear.
+/// The migration that hashed the keys kept before uses the same function.
+pub fn key_sha256(principal: &str, key: &str) -> String {
+    let mut hash = Sha256::new();
+    hash.update(b"kihon4 idempotency key\0");
+    hash.update(principal.as_bytes());
+    hash.update(b"\0");
+    hash.update(key.as_bytes());
+    hex::encode(hash.finalize())
+}
+
 pub async fn claim<C: ConnectionTrait>(
     db: &C,
     principal: &str,
@@ -44,10 +58,11 @@ pub async fn claim<C: ConnectionTrait>(
     request_hash: &str,
     now: DateTime<Utc>,
 ) -> Result<Claim, DbErr> {
+    let stored_key = key_sha256(principal, key);
     let locked_until = now + Duration::seconds(LOCK_SECONDS);
     let inserted = idempotency_keys::Entity::insert(idempotency_keys::ActiveModel {
         principal: Set(principal.to_owned()),
-        key: Set(key.to_owned()),
+        key_sha256: Set(stored_key.clone()),
         request_hash: Set(request_hash.to_owned()),
         state: Set("in_progress".into()),
         locked_until: Set(locked_until),
@@ -59,7 +74,7 @@ pub async fn claim<C: ConnectionTrait>(
     .on_conflict(
         OnConflict::columns([
             idempotency_keys::Column::Principal,
-            idempotency_keys::Column::Key,
+            idempotency_keys::Column::KeySha256,
         ])
         .do_nothing()
         .to_owned(),
@@ -69,9 +84,10 @@ pub async fn claim<C: ConnectionTrait>(
     if inserted == 1 {
         return Ok(Claim::Execute);
     }
-    let Some(row) = idempotency_keys::Entity::find_by_id((principal.to_owned(), key.to_owned()))
-        .one(db)
-        .await?
+    let Some(row) =
+        idempotency_keys::Entity::find_by_id((principal.to_owned(), stored_key.clone()))
+            .one(db)
+            .await?
     else {
         // Released between our insert and our read: try once more.
         return Box::pin(claim(db, principal, key, request_hash, now)).await;
@@ -92,7 +108,7 @@ pub async fn claim<C: ConnectionTrait>(
             Expr::value(locked_until),
         )
         .filter(idempotency_keys::Column::Principal.eq(principal))
-        .filter(idempotency_keys::Column::Key.eq(key))
+        .filter(idempotency_keys::Column::KeySha256.eq(stored_key.as_str()))
         .filter(idempotency_keys::Column::State.eq("in_progress"))
         .filter(idempotency_keys::Column::LockedUntil.eq(row.locked_until))
         .exec(db)
@@ -139,7 +155,7 @@ pub async fn complete<C: ConnectionTrait>(
             Expr::value(response.body.clone()),
         )
         .filter(idempotency_keys::Column::Principal.eq(principal))
-        .filter(idempotency_keys::Column::Key.eq(key))
+        .filter(idempotency_keys::Column::KeySha256.eq(key_sha256(principal, key)))
         .exec(db)
         .await?;
     Ok(())
@@ -149,7 +165,7 @@ pub async fn complete<C: ConnectionTrait>(
 pub async fn release<C: ConnectionTrait>(db: &C, principal: &str, key: &str) -> Result<(), DbErr> {
     idempotency_keys::Entity::delete_many()
         .filter(idempotency_keys::Column::Principal.eq(principal))
-        .filter(idempotency_keys::Column::Key.eq(key))
+        .filter(idempotency_keys::Column::KeySha256.eq(key_sha256(principal, key)))
         .filter(idempotency_keys::Column::State.eq("in_progress"))
         .exec(db)
         .await?;

@@ -259,9 +259,15 @@ fn columns(header: &csv::StringRecord) -> Result<HashMap<&'static str, usize>, I
     for (i, name) in header.iter().enumerate() {
         let name = name.trim().trim_start_matches('\u{feff}');
         let Some(known) = COLUMNS.iter().find(|c| **c == name) else {
+            // Never repeat a My Number or a spoofing character, even as a name.
+            let shown =
+                if contains_my_number(name) || crate::domain::spoofing_character(name).is_some() {
+                    format!("(column {})", i + 1)
+                } else {
+                    format!("`{}`", name.chars().take(40).collect::<String>())
+                };
             return Err(ImportError::Header(format!(
-                "names an unknown column `{}` (known: {})",
-                name.chars().take(40).collect::<String>(),
+                "names an unknown column {shown} (known: {})",
                 COLUMNS.join(", ")
             )));
         };
@@ -294,6 +300,21 @@ fn parse_row(
     }
     if record.iter().any(|f| f.contains('\u{fffd}')) {
         return Err("holds bytes that are not valid in the file's encoding".into());
+    }
+    if let Some((i, c)) = record
+        .iter()
+        .enumerate()
+        .find_map(|(i, f)| crate::domain::spoofing_character(f).map(|c| (i, c)))
+    {
+        let column = columns
+            .iter()
+            .find(|(_, at)| **at == i)
+            .map(|(name, _)| (*name).to_owned())
+            .unwrap_or_else(|| format!("column {}", i + 1));
+        return Err(format!(
+            "{column}: must not contain control, bidirectional or format characters (U+{:04X})",
+            c as u32
+        ));
     }
     let field = |name: &str| {
         columns

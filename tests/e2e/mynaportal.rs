@@ -87,6 +87,20 @@ async fn an_imported_customer_consents_on_mynaportal_with_one_click() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Without the provider's issuer no decision could arrive: nobody is asked.
+    let no_issuer: Vec<_> = envs
+        .iter()
+        .filter(|(k, _)| *k != "KIHON4_PROVIDER_ISSUER")
+        .cloned()
+        .collect();
+    let out = kihon4(d, &no_issuer)
+        .args(["consent-requests", "send", "--all-without-consent"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("KIHON4_PROVIDER_ISSUER"), "{err}");
+
     // Everyone without consent is asked; asking again asks nobody twice.
     let out = kihon4(d, &envs)
         .args(["consent-requests", "send", "--all-without-consent"])

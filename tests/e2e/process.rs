@@ -70,6 +70,7 @@ pub fn token(roles: &[Role]) -> String {
         keys: JwtKeys::Secret(SecretString::from(SECRET.to_owned())),
         issuer: None,
         audience: None,
+        max_token_lifetime: kihon4_core::config::DEFAULT_MAX_TOKEN_LIFETIME,
     };
     issue_token(&settings, None, "e2e", roles, Duration::from_secs(600)).unwrap()
 }

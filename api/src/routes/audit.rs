@@ -87,13 +87,19 @@ pub async fn events(
         .cursor
         .as_deref()
         .map(|c| {
-            c.parse::<i64>().map_err(|_| {
-                ApiError::field(
-                    ProblemKind::InvalidQuery,
-                    "cursor",
-                    "is not a cursor from this list",
-                )
-            })
+            // A cursor is the sequence number of an event of this list: 1 or more.
+            c.bytes()
+                .all(|b| b.is_ascii_digit())
+                .then(|| c.parse::<i64>().ok())
+                .flatten()
+                .filter(|&seq| seq >= 1)
+                .ok_or_else(|| {
+                    ApiError::field(
+                        ProblemKind::InvalidQuery,
+                        "cursor",
+                        "is not a cursor from this list",
+                    )
+                })
         })
         .transpose()?;
     let found = audit::list_events(&state.db, &filter, after, limit).await?;

@@ -66,7 +66,7 @@ fn configured(state: &AppState) -> Result<&crate::Mynaportal, ApiError> {
         (status = 404, body = ProblemBody),
         (status = 409, body = ProblemBody, description = "already-consenting, consent-request-open, customer-deceased"),
         (status = 502, body = ProblemBody, description = "provider-error"),
-        (status = 503, body = ProblemBody, description = "mynaportal-unavailable"),
+        (status = 503, body = ProblemBody, description = "mynaportal-unavailable: no provider, no KIHON4_PROVIDER_ISSUER, or no callback key at the provider"),
     ),
     security(("bearer" = ["operator"]))
 )]
@@ -77,6 +77,11 @@ pub async fn create(
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
     let mynaportal = configured(&state)?;
+    if let Some(why) =
+        callbacks::cannot_accept(mynaportal.callbacks.as_ref(), &mynaportal.keys).await
+    {
+        return Err(ApiError::new(ProblemKind::MynaportalUnavailable, why));
+    }
     let request = requests::create(
         &state.db,
         mynaportal.provider.as_ref(),
@@ -123,6 +128,7 @@ pub async fn read(
         (status = 401, body = ProblemBody, description = "callback-signature-invalid, callback-unknown-key, callback-algorithm-not-allowed, callback-expired, callback-claims-invalid"),
         (status = 404, body = ProblemBody, description = "unknown-consent-request"),
         (status = 409, body = ProblemBody, description = "callback-replayed"),
+        (status = 422, body = ProblemBody, description = "callback-decision-invalid"),
         (status = 413, body = ProblemBody),
         (status = 415, body = ProblemBody),
         (status = 503, body = ProblemBody, description = "provider-keys-unavailable, mynaportal-unavailable"),

@@ -68,6 +68,7 @@ pub fn jwt_settings() -> JwtSettings {
         keys: JwtKeys::Secret(SecretString::from(SECRET.to_owned())),
         issuer: Some(ISSUER.into()),
         audience: Some(AUDIENCE.into()),
+        max_token_lifetime: kihon4_core::config::DEFAULT_MAX_TOKEN_LIFETIME,
     }
 }
 
@@ -103,7 +104,24 @@ impl TestApp {
             true,
             unconfigured,
             JpkiRole::Platform,
-            Some((provider, issuer.to_owned())),
+            Some((provider, Some(issuer.to_owned()))),
+        )
+        .await
+    }
+
+    /// Like [`spawn_mynaportal`](Self::spawn_mynaportal), without
+    /// `KIHON4_PROVIDER_ISSUER`: no callback can be trusted.
+    pub async fn spawn_mynaportal_without_issuer(
+        backend: Backend,
+        provider: std::sync::Arc<dyn kihon4_core::provider::Provider>,
+    ) -> Self {
+        let unconfigured = ConsentVerifier::Unconfigured("no provider in this test".into());
+        Self::spawn_full(
+            backend,
+            true,
+            unconfigured,
+            JpkiRole::Platform,
+            Some((provider, None)),
         )
         .await
     }
@@ -122,7 +140,10 @@ impl TestApp {
         migrate: bool,
         consent_verifier: ConsentVerifier,
         role: JpkiRole,
-        mynaportal: Option<(std::sync::Arc<dyn kihon4_core::provider::Provider>, String)>,
+        mynaportal: Option<(
+            std::sync::Arc<dyn kihon4_core::provider::Provider>,
+            Option<String>,
+        )>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -138,7 +159,7 @@ impl TestApp {
                     client_id: MYNAPORTAL_CLIENT.into(),
                     timezone: chrono_tz::Asia::Tokyo,
                 },
-                callbacks: Some(callbacks::CallbackSettings {
+                callbacks: issuer.map(|issuer| callbacks::CallbackSettings {
                     issuer,
                     client_id: MYNAPORTAL_CLIENT.into(),
                     timezone: chrono_tz::Asia::Tokyo,

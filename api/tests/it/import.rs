@@ -14,6 +14,7 @@ both!(
     every_row_is_checked_and_the_good_ones_imported_once,
     shift_jis_and_utf8_with_bom_read_alike,
     a_file_with_an_unknown_column_is_refused_whole,
+    cells_with_hidden_my_numbers_or_spoofing_characters_are_refused,
 );
 
 async fn run(app: &TestApp, csv: &[u8], encoding: Encoding) -> (Summary, Vec<Rejection>) {
@@ -176,4 +177,48 @@ async fn a_file_with_an_unknown_column_is_refused_whole(backend: Backend) {
         assert!(matches!(err, ImportError::Header(_)), "{err}");
     }
     assert_eq!(app.count("customers").await, 0);
+}
+
+/// A My Number in any spelling, or a control, bidirectional or format
+/// character, in any cell: the row refused (naming the column for the
+/// latter), nothing written.
+async fn cells_with_hidden_my_numbers_or_spoofing_characters_are_refused(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let csv = "external_ref,email,locale,name,address,birth_date,gender\n\
+        HID-1,hid1@example.jp,ja,山田太郎,東京都千代田区3141.5926.5352,1980-02-17,1\n\
+        HID-2,hid2@example.jp,ja,山田\u{200B}三一四一五九二六五三五二,東京都港区1-1,1980-02-17,1\n\
+        HID-3,hid3@example.jp,ja,山田太郎,東京都港区٣١٤١٥٩٢٦٥٣٥٢,1980-02-17,1\n\
+        HID-4,hid4@example.jp,ja,山田\u{202E}太郎,東京都港区1-1,1980-02-17,1\n\
+        HID-5,hid5@example.jp,ja,山田太郎,東京都\u{2028}港区1-1,1980-02-17,1\n\
+        HID-6,hid6\u{FEFF}@example.jp,ja,山田太郎,東京都港区1-1,1980-02-17,1\n\
+        HID-7,hid7@example.jp,ja,山田太郎,東京都港区1-1,1980-02-17,1\n";
+    let (summary, rejected) = run(&app, csv.as_bytes(), Encoding::Utf8).await;
+    assert_eq!((summary.created, summary.rejected), (1, 6));
+    let reasons: Vec<(u64, String)> = rejected
+        .iter()
+        .map(|r| (r.line, r.reason.clone()))
+        .collect();
+    for (line, reason) in &reasons[..3] {
+        assert!(reason.contains("My Number"), "line {line}: {reason}");
+    }
+    assert!(
+        reasons[3].1.starts_with("name:") && reasons[3].1.contains("U+202E"),
+        "{:?}",
+        reasons[3]
+    );
+    assert!(
+        reasons[4].1.starts_with("address:") && reasons[4].1.contains("U+2028"),
+        "{:?}",
+        reasons[4]
+    );
+    assert!(
+        reasons[5].1.starts_with("email:") && reasons[5].1.contains("U+FEFF"),
+        "{:?}",
+        reasons[5]
+    );
+    assert_eq!(
+        reasons.iter().map(|r| r.0).collect::<Vec<_>>(),
+        [2, 3, 4, 5, 6, 7]
+    );
+    assert_eq!(app.count("customers").await, 1);
 }

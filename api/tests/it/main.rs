@@ -15,6 +15,7 @@ mod auth;
 mod browser;
 mod consent;
 mod customers;
+mod hostile;
 mod idempotency;
 mod import;
 mod mynaportal;

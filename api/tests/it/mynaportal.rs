@@ -19,6 +19,7 @@ both!(
     a_declined_request_is_closed_and_links_are_single_use,
     forged_and_replayed_callbacks_are_refused_and_write_nothing,
     a_reminder_goes_out_once_and_unanswered_requests_expire,
+    signed_callbacks_with_bad_decisions_or_undocumented_forms_are_refused,
 );
 
 const ISSUER: &str = "kihon4-sim";
@@ -555,5 +556,118 @@ async fn a_reminder_goes_out_once_and_unanswered_requests_expire(backend: Backen
     assert_eq!(now["status"], "expired");
     // A new request can be made once the old one expired.
     ask(&app, &id).await;
+    app.assert_chain_verifies().await;
+}
+
+/// Callbacks the provider's key signs, with a decision kihon4 cannot record
+/// (a malformed `cert_serial`, an `expires_at` in the past or beyond the
+/// consent period), or in a form the docs refuse (`alg: none`, an `aud`
+/// array, a `crit` header): each a problem with its `webhook.refused`
+/// event, nothing else written; then a good one is taken.
+async fn signed_callbacks_with_bad_decisions_or_undocumented_forms_are_refused(backend: Backend) {
+    let sim = spawn_sim().await;
+    let app = app_with(&sim, backend).await;
+    let id = customer(&app, "MP-5", "ja").await;
+    let request = ask(&app, &id).await;
+    let now = chrono::Utc::now();
+    let ts = now.timestamp();
+    let ten_years = kihon4_core::consent::records::expires_at(
+        now,
+        kihon4_core::config::ValidityStart::NextDay,
+        chrono_tz::Asia::Tokyo,
+    );
+    let granted = |jti: &str| {
+        json!({
+            "iss": ISSUER, "aud": MYNAPORTAL_CLIENT, "iat": ts, "exp": ts + 300, "jti": jti,
+            "request_id": request["provider_request_id"], "request_ref": request["id"],
+            "decision": "granted", "cert_serial": "1a2b3c", "ppid": "ppid-1",
+            "consented_at": now.to_rfc3339(), "expires_at": ten_years.to_rfc3339(),
+        })
+    };
+    let with = |jti: &str, key: &str, value: Value| {
+        let mut c = granted(jti);
+        c[key] = value;
+        c
+    };
+    let before = written(&app).await;
+    let refused = || app.count("audit_events WHERE action = 'webhook.refused'");
+    let mut refusals = refused().await;
+    let mut expect_refused = async |body: String, status: u16, slug: &str| {
+        expect_problem(callback(&app, &body).await, status, slug).await;
+        refusals += 1;
+        assert_eq!(refused().await, refusals, "{slug} audited");
+    };
+    for (i, serial) in [
+        json!(""),
+        json!("xyz"),
+        json!("../zz"),
+        json!("f".repeat(1000)),
+        json!(0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = with(&format!("s-{i}"), "cert_serial", serial.clone());
+        let status = if serial.is_string() { 422 } else { 400 };
+        let slug = if serial.is_string() {
+            "callback-decision-invalid"
+        } else {
+            "callback-malformed"
+        };
+        expect_refused(signed(&sim, c), status, slug).await;
+    }
+    let past = (now - chrono::Duration::days(1)).to_rfc3339();
+    let beyond = (ten_years + chrono::Duration::days(1)).to_rfc3339();
+    let future_consent = (now + chrono::Duration::days(2)).to_rfc3339();
+    for (i, (key, value)) in [
+        ("expires_at", past.as_str()),
+        ("expires_at", beyond.as_str()),
+        ("consented_at", future_consent.as_str()),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let c = with(&format!("e-{i}"), key, json!(value));
+        expect_refused(signed(&sim, c), 422, "callback-decision-invalid").await;
+    }
+    // alg: none, as the docs say.
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(&granted("n-1"))
+    );
+    expect_refused(none, 401, "callback-algorithm-not-allowed").await;
+    // An aud array, even one that holds kihon4's client id.
+    let c = with("a-1", "aud", json!([MYNAPORTAL_CLIENT]));
+    expect_refused(signed(&sim, c), 401, "callback-claims-invalid").await;
+    // A crit header.
+    let pem = std::fs::read(sim.dir.path().join("callback-key.pem")).unwrap();
+    let jwks = sim.sim.callback_key.jwks();
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = jwks["keys"][0]["kid"].as_str().map(str::to_owned);
+    header.crit = Some(vec!["exp".into()]);
+    let crit = jsonwebtoken::encode(
+        &header,
+        &granted("c-1"),
+        &EncodingKey::from_rsa_pem(&pem).unwrap(),
+    )
+    .unwrap();
+    expect_refused(crit, 400, "callback-malformed").await;
+    assert_eq!(written(&app).await, before, "nothing written by a refusal");
+    assert_eq!(app.count("consents").await, 0);
+
+    // The same decision, well formed: taken.
+    assert_eq!(
+        callback(&app, &signed(&sim, granted("ok-1")))
+            .await
+            .status(),
+        204
+    );
+    assert_eq!(app.count("consents").await, 1);
+    assert_eq!(
+        app.count("consent_requests WHERE status = 'granted'").await,
+        1
+    );
     app.assert_chain_verifies().await;
 }

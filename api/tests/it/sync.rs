@@ -27,7 +27,7 @@ both!(
 );
 
 /// A customer who consented with a resident's card, registered with the provider.
-async fn consenting(
+pub(crate) async fn consenting(
     app: &TestApp,
     sim: &TestSim,
     external_ref: &str,

@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use chrono::{DateTime, Days, SubsecRound, Utc};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -72,6 +73,10 @@ pub enum CallbackRefusal {
     UnknownRequest,
     #[error("the provider's keys cannot be fetched now")]
     KeysUnavailable,
+    /// Signed by the provider, but what it decided cannot be recorded: the
+    /// named claim (`cert_serial`, `consented_at`, `expires_at`) is not valid.
+    #[error("its {0} is not acceptable")]
+    DecisionInvalid(&'static str),
 }
 
 impl CallbackRefusal {
@@ -86,6 +91,7 @@ impl CallbackRefusal {
             Self::Replayed => "callback-replayed",
             Self::UnknownRequest => "unknown-consent-request",
             Self::KeysUnavailable => "provider-keys-unavailable",
+            Self::DecisionInvalid(_) => "callback-decision-invalid",
         }
     }
 }
@@ -110,6 +116,22 @@ impl ProviderKeys {
         }
     }
 
+    /// Whether a callback could be checked now: the provider publishes at
+    /// least one usable key (fetched when none is known, at most every 30 s).
+    pub async fn available(&self) -> bool {
+        let mut cache = self.cache.lock().await;
+        if !cache.keys.is_empty() {
+            return true;
+        }
+        if cache.fetched.is_some_and(|at| at.elapsed() < REFETCH_AFTER) {
+            return false;
+        }
+        Self::fetch(self.provider.as_ref(), &mut cache)
+            .await
+            .is_ok()
+            && !cache.keys.is_empty()
+    }
+
     /// The key with `kid`, fetching the JWKS when it is not known (and was
     /// not fetched in the last 30 s: forged kids do not make kihon4 hammer
     /// the provider).
@@ -121,8 +143,16 @@ impl ProviderKeys {
         if cache.fetched.is_some_and(|at| at.elapsed() < REFETCH_AFTER) {
             return Err(CallbackRefusal::UnknownKey);
         }
-        let raw = self
-            .provider
+        Self::fetch(self.provider.as_ref(), &mut cache).await?;
+        cache
+            .keys
+            .get(kid)
+            .cloned()
+            .ok_or(CallbackRefusal::UnknownKey)
+    }
+
+    async fn fetch(provider: &dyn Provider, cache: &mut Cached) -> Result<(), CallbackRefusal> {
+        let raw = provider
             .jwks()
             .await
             .map_err(|_| CallbackRefusal::KeysUnavailable)?;
@@ -137,12 +167,29 @@ impl ProviderKeys {
             })
             .collect();
         cache.fetched = Some(Instant::now());
-        cache
-            .keys
-            .get(kid)
-            .cloned()
-            .ok_or(CallbackRefusal::UnknownKey)
+        Ok(())
     }
+}
+
+/// Why no Mynaportal decision could be taken now, if so: without the
+/// provider's issuer (`KIHON4_PROVIDER_ISSUER`) or without a key in its
+/// JWKS, every callback would be refused, so no customer may be asked (a
+/// request emailed then could never be answered).
+pub async fn cannot_accept(
+    settings: Option<&CallbackSettings>,
+    keys: &ProviderKeys,
+) -> Option<&'static str> {
+    if settings.is_none() {
+        return Some(
+            "KIHON4_PROVIDER_ISSUER is not set, so no Mynaportal callback can be trusted and no decision could arrive; customers are not asked until it is set.",
+        );
+    }
+    if !keys.available().await {
+        return Some(
+            "The provider's callback keys (JWKS) cannot be had now, so no Mynaportal decision could be checked; customers are not asked until they can.",
+        );
+    }
+    None
 }
 
 /// Who kihon4 expects the callbacks from and for.
@@ -159,6 +206,10 @@ pub struct CallbackSettings {
 
 #[derive(Debug, Deserialize, serde::Serialize)]
 struct Claims {
+    /// Checked to be exactly kihon4's `client_id` (not an array); left out
+    /// of what the decision says, as it was before it was read here.
+    #[serde(default, skip_serializing)]
+    aud: Option<serde_json::Value>,
     iat: i64,
     exp: i64,
     jti: String,
@@ -201,8 +252,25 @@ async fn verify(
     if token.split('.').count() != 3 {
         return Err(CallbackRefusal::Malformed);
     }
-    // The header is read only to find the key; `alg: none` and unknown
-    // algorithms fail here or at the pin below.
+    // The header is read only to find the key. Its `alg` is read by hand
+    // first, so that `none` and algorithms the JWT library does not know are
+    // named as what they are; a `crit` header is refused, as kihon4
+    // understands no extension (RFC 7515 §4.1.11).
+    let raw_header = token.split('.').next().unwrap_or_default();
+    let raw_header: serde_json::Value = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(raw_header)
+        .ok()
+        .and_then(|json| serde_json::from_slice(&json).ok())
+        .filter(serde_json::Value::is_object)
+        .ok_or(CallbackRefusal::Malformed)?;
+    match raw_header.get("alg") {
+        Some(serde_json::Value::String(alg)) if alg == "RS256" => {}
+        Some(serde_json::Value::String(_)) => return Err(CallbackRefusal::AlgorithmNotAllowed),
+        _ => return Err(CallbackRefusal::Malformed),
+    }
+    if raw_header.get("crit").is_some() {
+        return Err(CallbackRefusal::Malformed);
+    }
     let header = jsonwebtoken::decode_header(token).map_err(|_| CallbackRefusal::Malformed)?;
     if header.alg != ALGORITHM {
         return Err(CallbackRefusal::AlgorithmNotAllowed);
@@ -228,11 +296,26 @@ async fn verify(
         }
     })?;
     let claims = data.claims;
+    // `aud` must equal kihon4's client id: an array, even one holding it, is
+    // not what the provider sends.
+    if claims.aud.as_ref().and_then(serde_json::Value::as_str) != Some(settings.client_id.as_str())
+    {
+        return Err(CallbackRefusal::ClaimsInvalid);
+    }
     let at = Utc::now().timestamp();
     if claims.exp - claims.iat > MAX_LIFETIME || claims.iat > at + 60 || claims.exp <= claims.iat {
         return Err(CallbackRefusal::ClaimsInvalid);
     }
-    if claims.jti.is_empty() || claims.jti.len() > 200 {
+    // What kihon4 keeps of the token's own text holds no control,
+    // bidirectional or format character, even signed by the provider. (The
+    // provider's identifiers are not checked for My Numbers: a random hex
+    // identifier can hold twelve digits that pass the check digit, and
+    // refusing it would lose the customer's decision.)
+    let plain = |text: &str| crate::domain::spoofing_character(text).is_none();
+    if claims.jti.is_empty() || claims.jti.len() > 200 || !plain(&claims.jti) {
+        return Err(CallbackRefusal::Malformed);
+    }
+    if claims.ppid.as_deref().is_some_and(|p| !plain(p)) || !plain(&claims.request_id) {
         return Err(CallbackRefusal::Malformed);
     }
     match claims.decision.as_str() {
@@ -247,7 +330,41 @@ async fn verify(
                     .is_some_and(|p| !p.is_empty() && p.len() <= 128) => {}
         _ => return Err(CallbackRefusal::Malformed),
     }
+    if claims.decision == "granted" {
+        check_decision(settings, &claims, Utc::now())?;
+    }
     Ok(claims)
+}
+
+/// What a granted decision must hold to be recorded: a certificate serial
+/// kihon4 can keep (RFC 5280: a positive integer of at most 20 octets, in
+/// hex), a consent given by now, and an expiry after now and no later than
+/// the consent period allows (ten years from the day after it was given,
+/// DESIGN §1).
+fn check_decision(
+    settings: &CallbackSettings,
+    claims: &Claims,
+    now: DateTime<Utc>,
+) -> Result<(), CallbackRefusal> {
+    let serial = claims.cert_serial.as_deref().unwrap_or_default();
+    if serial.len() > 64 || CertSerial::parse(serial).is_err() {
+        return Err(CallbackRefusal::DecisionInvalid("cert_serial"));
+    }
+    let (Some(consented_at), Some(expires_at)) = (claims.consented_at, claims.expires_at) else {
+        return Err(CallbackRefusal::Malformed);
+    };
+    if consented_at > now + chrono::Duration::seconds(60) {
+        return Err(CallbackRefusal::DecisionInvalid("consented_at"));
+    }
+    let longest = super::records::expires_at(
+        consented_at,
+        crate::config::ValidityStart::NextDay,
+        settings.timezone,
+    );
+    if expires_at <= now || expires_at <= consented_at || expires_at > longest {
+        return Err(CallbackRefusal::DecisionInvalid("expires_at"));
+    }
+    Ok(())
 }
 
 /// Takes a callback: verified, then applied once, in one transaction with

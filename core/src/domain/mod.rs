@@ -6,7 +6,9 @@ mod values;
 
 pub use basic4::{Address, Basic4, BirthDate, Gender, Name, RawBasic4, SubstituteFlags};
 pub use my_number::contains_my_number;
-pub use values::{CertSerial, Email, ExternalRef, FreeText, Locale};
+pub use values::{
+    CertSerial, Email, ExternalRef, FreeText, Locale, check_no_spoofing, spoofing_character,
+};
 
 /// Why a single value was refused. `field` is filled in by whoever knows the
 /// value's place in the request.

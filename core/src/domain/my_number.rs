@@ -1,28 +1,54 @@
 //! Recognising the My Number (個人番号) so that kihon4 can refuse it.
 //!
-//! kihon4 must never accept, store or log a My Number. Any free-text value
-//! holding twelve digits whose last digit is the check digit of the official
-//! algorithm (総務省令 第5条) is treated as one, whether written with ASCII or
-//! full-width digits and with or without spaces or hyphens between them.
+//! kihon4 must never accept, store or log a My Number. Any value holding
+//! twelve digits whose last digit is the check digit of the official
+//! algorithm (総務省令 第5条) is treated as one, however it is spelled. The
+//! text is first normalised: NFKC (full-width, mathematical and circled
+//! digits become ASCII ones, a no-break space a space), then every decimal
+//! digit of any script (general category Nd, such as Arabic-Indic ٣) and the
+//! kanji numerals 〇一二三四五六七八九 count as digits, and up to
+//! [`MAX_GAP`] separators between two digits keep a run going: spaces,
+//! dashes of every kind, punctuation such as `.` `/` `:` `_` `,`, format
+//! characters such as U+200B, control characters and combining marks.
+
+use unicode_normalization::UnicodeNormalization;
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
+
+/// How many separators may stand between two digits of one run
+/// (`1234 - 5678` has three).
+pub const MAX_GAP: usize = 3;
 
 /// True when `text` contains a run of exactly twelve digits that forms a
 /// valid My Number.
 pub fn contains_my_number(text: &str) -> bool {
-    let mut digits: Vec<u8> = Vec::with_capacity(12);
-    let mut pending_separator = false;
-    for ch in text.chars() {
+    // NFKC leaves ASCII as it is (the common case: headers, references).
+    if text.is_ascii() {
+        scan(text.chars())
+    } else {
+        scan(text.nfkc())
+    }
+}
+
+fn scan(chars: impl Iterator<Item = char>) -> bool {
+    // At most 13 digits are kept: a longer run is not a My Number either.
+    let mut digits: Vec<u8> = Vec::with_capacity(13);
+    let mut gap = 0usize;
+    for ch in chars {
         if let Some(d) = digit_value(ch) {
-            digits.push(d);
-            pending_separator = false;
-        } else if is_separator(ch) && !digits.is_empty() && !pending_separator {
-            // One separator between digits keeps the run going ("1234-5678-9012").
-            pending_separator = true;
+            if digits.len() < 13 {
+                digits.push(d);
+            }
+            gap = 0;
+        } else if is_separator(ch) && !digits.is_empty() && gap < MAX_GAP {
+            gap += 1;
         } else {
             if is_my_number(&digits) {
                 return true;
             }
             digits.clear();
-            pending_separator = false;
+            gap = 0;
+            // A separator that ended a run may not start the next one, but a
+            // digit right after it may.
         }
     }
     is_my_number(&digits)
@@ -54,16 +80,53 @@ fn check_digit(leading: &[u8]) -> u8 {
     if r <= 1 { 0 } else { (11 - r) as u8 }
 }
 
+/// The value of a decimal digit of any script (after NFKC).
 fn digit_value(ch: char) -> Option<u8> {
-    match ch {
-        '0'..='9' => Some(ch as u8 - b'0'),
-        '０'..='９' => Some((ch as u32 - '０' as u32) as u8),
-        _ => None,
+    if ch.is_ascii_digit() {
+        return Some(ch as u8 - b'0');
     }
+    if let Some(d) = "〇一二三四五六七八九".chars().position(|k| k == ch) {
+        return Some(d as u8);
+    }
+    if ch.general_category() != GeneralCategory::DecimalNumber {
+        return None;
+    }
+    // Unicode encodes every decimal digit (Nd) in runs of ten, zero to
+    // nine, in ascending order (Unicode Standard §4.6, a stability policy):
+    // the value is the distance from the start of the run, modulo ten
+    // (some scripts' runs follow each other directly).
+    let mut offset = 0u32;
+    let mut code = ch as u32;
+    while let Some(before) = code.checked_sub(1).and_then(char::from_u32) {
+        if before.general_category() != GeneralCategory::DecimalNumber {
+            break;
+        }
+        offset += 1;
+        code -= 1;
+    }
+    Some((offset % 10) as u8)
 }
 
+/// What may stand between the digits of one number: spaces, dashes and
+/// other punctuation, format and control characters, combining marks, and
+/// the long vowel mark and minus sign people type for a hyphen.
 fn is_separator(ch: char) -> bool {
-    matches!(ch, ' ' | '-' | '\u{3000}' | '－' | '‐' | '−' | 'ー')
+    use GeneralCategory as G;
+    matches!(ch, 'ー' | 'ｰ' | '−' | '～' | '~' | '+')
+        || matches!(
+            ch.general_category(),
+            G::SpaceSeparator
+                | G::LineSeparator
+                | G::ParagraphSeparator
+                | G::DashPunctuation
+                | G::ConnectorPunctuation
+                | G::OtherPunctuation
+                | G::Format
+                | G::Control
+                | G::NonspacingMark
+                | G::EnclosingMark
+                | G::SpacingMark
+        )
 }
 
 /// Builds a valid My Number from eleven digits, for tests and examples.
@@ -103,6 +166,101 @@ mod tests {
         );
         assert!(!contains_my_number("CUST-0001"));
         assert!(!contains_my_number("東京都千代田区千代田1-1"));
+    }
+
+    /// `n` written digit by digit with `digit`, the groups of four joined by `sep`.
+    fn spelled(n: &str, sep: &str, digit: impl Fn(u32) -> String) -> String {
+        let groups: Vec<String> = n
+            .as_bytes()
+            .chunks(4)
+            .map(|g| g.iter().map(|&b| digit(u32::from(b - b'0'))).collect())
+            .collect();
+        groups.join(sep)
+    }
+
+    fn ascii(d: u32) -> String {
+        char::from_digit(d, 10).unwrap().to_string()
+    }
+
+    fn from(zero: u32) -> impl Fn(u32) -> String {
+        move |d| char::from_u32(zero + d).unwrap().to_string()
+    }
+
+    #[test]
+    fn recognises_every_spelling_of_the_issue() {
+        let n = "314159265352";
+        assert!(is_my_number(
+            &n.bytes().map(|b| b - b'0').collect::<Vec<_>>()
+        ));
+        for sep in [
+            ".", "/", ":", "_", ",", "--", "\u{200B}", "\u{00A0}", "\u{2013}", "\u{2014}", " - ",
+            "\u{FEFF}", "\u{3000}", "・", "ー", "\t",
+        ] {
+            let text = spelled(n, sep, ascii);
+            assert!(contains_my_number(&text), "separator {sep:?}: {text}");
+            assert!(contains_my_number(&format!("東京都{text}番地")), "{sep:?}");
+        }
+        let kanji = |d: u32| {
+            "〇一二三四五六七八九"
+                .chars()
+                .nth(d as usize)
+                .unwrap()
+                .to_string()
+        };
+        let circled = |d: u32| {
+            if d == 0 {
+                "⓪".to_owned()
+            } else {
+                char::from_u32(0x2460 + d - 1).unwrap().to_string()
+            }
+        };
+        type Digit = Box<dyn Fn(u32) -> String>;
+        let forms: [(&str, Digit); 8] = [
+            ("full-width", Box::new(from(0xFF10))),
+            ("Arabic-Indic", Box::new(from(0x0660))),
+            ("Extended Arabic-Indic", Box::new(from(0x06F0))),
+            ("Devanagari", Box::new(from(0x0966))),
+            ("mathematical bold", Box::new(from(0x1D7CE))),
+            ("mathematical monospace", Box::new(from(0x1D7F6))),
+            ("circled", Box::new(circled)),
+            ("kanji", Box::new(kanji)),
+        ];
+        for (name, digit) in &forms {
+            for sep in ["", "-", "\u{200B}"] {
+                let text = spelled(n, sep, digit);
+                assert!(contains_my_number(&text), "{name} with {sep:?}: {text}");
+            }
+        }
+        // In an email's local part.
+        assert!(contains_my_number("3141.5926.5352@example.jp"));
+        assert!(contains_my_number("taro_314159265352@example.jp"));
+        // Mixed scripts in one number.
+        assert!(contains_my_number("３14١5926۵3５2"));
+    }
+
+    #[test]
+    fn a_wrong_check_digit_or_ordinary_text_passes() {
+        let wrong = "314159265353";
+        for sep in ["", ".", "/", "--", "\u{200B}", "\u{2013}"] {
+            assert!(!contains_my_number(&spelled(wrong, sep, ascii)), "{sep:?}");
+            assert!(!contains_my_number(&spelled(wrong, sep, from(0x0660))));
+        }
+        for ordinary in [
+            "東京都千代田区千代田1-1",
+            "大阪府大阪市北区梅田3-1-1 グランフロント大阪タワーA 12階",
+            "北海道札幌市中央区北一条西二丁目",
+            "CUST-0001",
+            "03-1234-5678",
+            "090-1234-5678",
+            "2024-01-15",
+            "三丁目五番地",
+        ] {
+            assert!(!contains_my_number(ordinary), "{ordinary}");
+        }
+        // Four separators break the run; so does a letter.
+        assert!(!contains_my_number("3141 -- 5926 -- 5352"));
+        assert!(!contains_my_number("3141a5926a5352"));
+        assert!(!contains_my_number("03141592653520"));
     }
 
     #[test]

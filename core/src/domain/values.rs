@@ -4,7 +4,34 @@ use serde::{Deserialize, Serialize};
 
 use super::{ValueError, contains_my_number};
 
-/// Refuses control characters and My Numbers in text that people type.
+/// The first character that could make a text look other than it is:
+/// control characters (Cc), format characters (Cf: the bidirectional
+/// controls U+202A–U+202E, U+2066–U+2069, U+200E, U+200F and U+061C, the
+/// zero-width space U+200B, the byte-order mark U+FEFF…) and the line and
+/// paragraph separators U+2028 and U+2029.
+pub fn spoofing_character(text: &str) -> Option<char> {
+    use unicode_properties::{GeneralCategory as G, UnicodeGeneralCategory};
+    text.chars().find(|c| {
+        matches!(
+            c.general_category(),
+            G::Control | G::Format | G::LineSeparator | G::ParagraphSeparator
+        )
+    })
+}
+
+/// Refuses what [`spoofing_character`] finds, naming its code point.
+pub fn check_no_spoofing(text: &str) -> Result<(), ValueError> {
+    match spoofing_character(text) {
+        None => Ok(()),
+        Some(c) => Err(ValueError::invalid(format!(
+            "must not contain control, bidirectional or format characters (U+{:04X})",
+            c as u32
+        ))),
+    }
+}
+
+/// Refuses control, bidirectional and format characters and My Numbers in
+/// text that people type.
 fn check_free_text(text: &str, max_chars: usize) -> Result<(), ValueError> {
     if text.trim().is_empty() {
         return Err(ValueError::invalid("must not be empty"));
@@ -14,12 +41,12 @@ fn check_free_text(text: &str, max_chars: usize) -> Result<(), ValueError> {
             "must be at most {max_chars} characters"
         )));
     }
-    if text.chars().any(char::is_control) {
-        return Err(ValueError::invalid("must not contain control characters"));
-    }
+    // A My Number however spelled (with U+200B between its digits, say) is
+    // refused as one.
     if contains_my_number(text) {
         return Err(ValueError::MyNumber);
     }
+    check_no_spoofing(text)?;
     Ok(())
 }
 
@@ -101,6 +128,7 @@ impl Email {
         if contains_my_number(raw) {
             return Err(ValueError::MyNumber);
         }
+        check_no_spoofing(raw)?;
         let parsed: email_address::EmailAddress = raw
             .parse()
             .map_err(|_| ValueError::invalid("must be an email address"))?;
@@ -246,6 +274,53 @@ mod tests {
         );
         assert!(ExternalRef::parse("has space").is_err());
         assert!(ExternalRef::parse(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn spoofing_characters_are_refused_in_free_text_and_email() {
+        for bad in [
+            "\u{202E}", "\u{202A}", "\u{2066}", "\u{2069}", "\u{200E}", "\u{200F}", "\u{061C}",
+            "\u{200B}", "\u{FEFF}", "\u{2028}", "\u{2029}", "\u{0007}", "\n", "\u{0085}",
+        ] {
+            let text = format!("山田{bad}太郎");
+            let err = FreeText::parse(&text).unwrap_err();
+            assert!(
+                matches!(&err, ValueError::Invalid(m) if m.contains("format characters")),
+                "{bad:?}: {err}"
+            );
+            assert!(
+                Email::parse(&format!("taro{bad}@example.jp")).is_err(),
+                "{bad:?}"
+            );
+            assert!(super::super::Name::parse(&text, None).is_err(), "{bad:?}");
+            assert!(super::super::Address::parse(&format!("東京都{bad}港区"), None).is_err());
+        }
+        assert!(FreeText::parse("転居のため（山田様より電話）").is_ok());
+        assert!(super::super::Name::parse("髙橋　𠮷雄", None).is_ok());
+    }
+
+    #[test]
+    fn my_numbers_in_any_spelling_are_refused_in_every_value() {
+        for spelled in ["3141.5926.5352", "٣١٤١٥٩٢٦٥٣٥٢", "三一四一五九二六五三五二"]
+        {
+            assert_eq!(FreeText::parse(spelled), Err(ValueError::MyNumber));
+            assert_eq!(
+                super::super::Address::parse(&format!("東京都{spelled}"), None),
+                Err(ValueError::MyNumber)
+            );
+        }
+        assert_eq!(
+            Email::parse("3141.5926.5352@example.jp"),
+            Err(ValueError::MyNumber)
+        );
+        assert_eq!(
+            ExternalRef::parse("3141:5926:5352"),
+            Err(ValueError::MyNumber)
+        );
+        assert_eq!(
+            ExternalRef::parse("3141_5926_5352"),
+            Err(ValueError::MyNumber)
+        );
     }
 
     #[test]

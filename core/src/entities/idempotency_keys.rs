@@ -6,7 +6,8 @@ pub struct Model {
     #[sea_orm(primary_key, auto_increment = false)]
     pub principal: String,
     #[sea_orm(primary_key, auto_increment = false)]
-    pub key: String,
+    /// The SHA-256 of the key, keyed by the caller (see `idempotency::key_sha256`).
+    pub key_sha256: String,
     pub request_hash: String,
     pub state: String,
     pub locked_until: DateTimeUtc,

@@ -200,7 +200,8 @@ pub(super) struct RawVerification {
 }
 
 /// Text J-LIS may send beside the four: present, at most `max`
-/// characters, no control characters, nothing like a My Number.
+/// characters, no control, bidirectional or format characters, nothing like
+/// a My Number.
 fn optional_text(
     raw: &Option<String>,
     what: &str,
@@ -210,7 +211,7 @@ fn optional_text(
     let text = text.trim();
     if text.is_empty()
         || text.chars().count() > max
-        || text.chars().any(char::is_control)
+        || crate::domain::spoofing_character(text).is_some()
         || crate::domain::contains_my_number(text)
     {
         return Err(malformed(format!("{what} is not valid")));
@@ -309,4 +310,53 @@ pub struct MynaportalTicket {
     pub request_id: String,
     pub consent_url: String,
     pub expires_at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn changed(basic4: serde_json::Value) -> serde_json::Value {
+        serde_json::json!({
+            "cert_serial": "1a2b", "status": "changed", "current_cert_serial": "1a2b",
+            "changed_on": "2026-11-01", "basic4": basic4
+        })
+    }
+
+    fn items(name: &str, kana: &str) -> serde_json::Value {
+        serde_json::json!({
+            "name": name, "address": "東京都千代田区千代田1-1", "birth_date": "1980-02-17",
+            "gender": "1", "name_kana": kana
+        })
+    }
+
+    /// Spoofing characters from J-LIS never reach a record or an email: the
+    /// answer is malformed (its jobs wait and are retried, nothing applied).
+    #[test]
+    fn answers_with_spoofing_characters_or_my_numbers_are_malformed() {
+        let parse = |v: serde_json::Value| serde_json::from_value::<RawResult>(v).unwrap().parse();
+        assert!(parse(changed(items("山田太郎", "ヤマダタロウ"))).is_ok());
+        for bad in ["\u{202E}", "\u{2028}", "\u{200B}", "\u{FEFF}", "\u{2066}"] {
+            let name = format!("山田{bad}太郎");
+            assert!(
+                matches!(
+                    parse(changed(items(&name, "ヤマダタロウ"))),
+                    Err(ProviderError::Malformed(_))
+                ),
+                "name with {bad:?}"
+            );
+            let kana = format!("ヤマダ{bad}タロウ");
+            assert!(
+                matches!(
+                    parse(changed(items("山田太郎", &kana))),
+                    Err(ProviderError::Malformed(_))
+                ),
+                "furigana with {bad:?}"
+            );
+        }
+        assert!(matches!(
+            parse(changed(items("山田太郎", "ヤマダ٣١٤١٥٩٢٦٥٣٥٢"))),
+            Err(ProviderError::Malformed(_))
+        ));
+    }
 }
