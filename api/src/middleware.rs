@@ -9,7 +9,9 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
-use kihon4_core::domain::{FieldError, FieldErrors, ValueError, contains_my_number};
+use kihon4_core::domain::{
+    FieldError, FieldErrors, ValueError, contains_my_number, identifier_holds_my_number,
+};
 use kihon4_core::idempotency::{self, Claim, StoredResponse};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
@@ -177,7 +179,7 @@ pub async fn idempotency(
             ));
         }
     };
-    if contains_my_number(&key) {
+    if identifier_holds_my_number(&key) {
         return Ok(problem(
             req,
             ApiError::from(FieldErrors(vec![FieldError {

@@ -125,12 +125,13 @@ pub struct Authenticator {
 
 /// A subject kihon4 may record as the actor of audit events: 1 to 100
 /// bytes, no control, bidirectional or format characters, nothing like a
-/// My Number.
+/// My Number (a canonical UUID is taken for one: see
+/// [`identifier_holds_my_number`](crate::domain::identifier_holds_my_number)).
 fn acceptable_subject(sub: &str) -> bool {
     !sub.is_empty()
         && sub.len() <= 100
         && crate::domain::spoofing_character(sub).is_none()
-        && !crate::domain::contains_my_number(sub)
+        && !crate::domain::identifier_holds_my_number(sub)
 }
 
 impl Authenticator {

@@ -5,7 +5,7 @@ pub mod my_number;
 mod values;
 
 pub use basic4::{Address, Basic4, BirthDate, Gender, Name, RawBasic4, SubstituteFlags};
-pub use my_number::contains_my_number;
+pub use my_number::{contains_my_number, identifier_holds_my_number};
 pub use values::{
     CertSerial, Email, ExternalRef, FreeText, Locale, check_no_spoofing, spoofing_character,
 };
