@@ -77,6 +77,7 @@ pub enum ProblemKind {
     UnknownConsentRequest,
     ProviderKeysUnavailable,
     MynaportalUnavailable,
+    RegistrationNotRetryable,
 }
 
 impl ProblemKind {
@@ -143,6 +144,7 @@ impl ProblemKind {
             Self::UnknownConsentRequest => "unknown-consent-request",
             Self::ProviderKeysUnavailable => "provider-keys-unavailable",
             Self::MynaportalUnavailable => "mynaportal-unavailable",
+            Self::RegistrationNotRetryable => "registration-not-retryable",
         }
     }
 
@@ -208,6 +210,7 @@ impl ProblemKind {
             Self::UnknownConsentRequest => StatusCode::NOT_FOUND,
             Self::ProviderKeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::MynaportalUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RegistrationNotRetryable => StatusCode::CONFLICT,
         }
     }
 
@@ -280,6 +283,7 @@ impl ProblemKind {
             Self::UnknownConsentRequest => "No consent request matches the callback",
             Self::ProviderKeysUnavailable => "The provider's keys cannot be fetched now",
             Self::MynaportalUnavailable => "Mynaportal-routed consent is not configured",
+            Self::RegistrationNotRetryable => "The registration has nothing to retry",
         }
     }
 
@@ -487,6 +491,10 @@ impl From<CoreError> for ApiError {
                 e.retry_after = Some(30);
                 e
             }
+            CoreError::NothingToRetry => Self::new(
+                ProblemKind::RegistrationNotRetryable,
+                "The consent's registration is done, or waits for its first attempt; only a refused one, or one waiting to be retried after a failure, can be retried.",
+            ),
             CoreError::NoticeNotFailed => Self::new(
                 ProblemKind::NoticeNotFailed,
                 "The notice is pending or sent; only a failed one can be sent again.",
