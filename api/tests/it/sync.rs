@@ -27,7 +27,7 @@ both!(
 );
 
 /// A customer who consented with a resident's card, registered with the provider.
-async fn consenting(
+pub(crate) async fn consenting(
     app: &TestApp,
     sim: &TestSim,
     external_ref: &str,
@@ -74,7 +74,7 @@ async fn consenting(
     (customer, signer)
 }
 
-async fn customer(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn customer(app: &TestApp, id: &str) -> Value {
     app.get(&format!("/v1/customers/{id}"), &app.operator())
         .await
         .json()
@@ -103,7 +103,11 @@ async fn run_sync(app: &TestApp, sim: &TestSim) -> Value {
 }
 
 /// Claims and applies due jobs as a worker does.
-async fn process(app: &TestApp, sim: &TestSim, limit: u64) -> kihon4_core::sync::jobs::Summary {
+pub(crate) async fn process(
+    app: &TestApp,
+    sim: &TestSim,
+    limit: u64,
+) -> kihon4_core::sync::jobs::Summary {
     process_due(
         &app.db,
         sim.provider().as_ref(),
