@@ -510,6 +510,8 @@ pub async fn retry(
         .one(&txn)
         .await?
         .ok_or(CoreError::NotFound("consent"))?;
+    // Two retries at once: the second sees the first's request.
+    customers::lock(&txn, consent.customer_id).await?;
     let latest = regs::Entity::find()
         .filter(regs::Column::ConsentId.eq(consent_id))
         .order_by_desc(regs::Column::Id)
