@@ -31,6 +31,7 @@ both!(
     an_outage_during_registration_then_a_move_is_applied_once_service_provider,
     a_certificate_revoked_before_registration_opens_a_review_and_asks_again,
     an_admin_retries_a_registration,
+    a_not_subscribed_answer_racing_the_registration_withdraws_nothing,
 );
 
 async fn spawn(backend: Backend, sim: &TestSim, role: JpkiRole) -> TestApp {
@@ -547,5 +548,57 @@ async fn an_admin_retries_a_registration(backend: Backend) {
         .await,
         1
     );
+    app.assert_chain_verifies().await;
+}
+
+/// The registration was pending when the job was claimed, and the provider's
+/// `not_subscribed` answer arrives: the answer is not applied, the job waits.
+async fn a_not_subscribed_answer_racing_the_registration_withdraws_nothing(backend: Backend) {
+    use kihon4_core::provider::Latest;
+    use kihon4_core::sync::SyncSettings;
+    use kihon4_core::sync::{apply::apply_batch, jobs::claim};
+    let sim = spawn_sim().await;
+    let app = spawn(backend, &sim, JpkiRole::Platform).await;
+    let (id, _) = consenting(&app, &sim, "N-race", "小林八郎").await;
+    let res = app
+        .post("/v1/sync/runs", &app.operator(), &json!({"scope": "all"}))
+        .await;
+    assert_eq!(res.status(), 202);
+    let jobs = claim(&app.db, "test-worker", 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(jobs.len(), 1);
+    let results = apply_batch(
+        &app.db,
+        &notices(),
+        SyncSettings::default(),
+        "test-worker",
+        &[(&jobs[0], &Latest::NotSubscribed)],
+    )
+    .await;
+    assert_eq!(
+        results.into_iter().map(Result::unwrap).collect::<Vec<_>>(),
+        [Some("awaiting_registration")]
+    );
+    let consent = consent_of(&app, &id).await;
+    assert_eq!(consent["status"], "active", "{consent}");
+    assert_eq!(
+        app.count("consent_events WHERE kind = 'withdrawn'").await,
+        0
+    );
+    assert_eq!(app.count("outbox WHERE kind = 'consent_lapsed'").await, 0);
+    assert_eq!(
+        app.count(
+            "sync_jobs WHERE status = 'pending' AND outcome = 'awaiting_registration' \
+             AND attempts = 0 AND lease_owner IS NULL"
+        )
+        .await,
+        1
+    );
+    // Registered, the job is asked and answered as it should be.
+    assert_eq!(register(&app, &sim).await.done, 1);
+    let done = process(&app, &sim, 100).await;
+    assert_eq!(done.outcomes.get("unchanged"), Some(&1), "{done:?}");
+    assert_eq!(consent_of(&app, &id).await["status"], "active");
     app.assert_chain_verifies().await;
 }
