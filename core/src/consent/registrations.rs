@@ -625,3 +625,80 @@ pub async fn backlog(db: &DatabaseConnection) -> Result<Backlog, CoreError> {
         }),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(action: &str, status: &str, refusal: Option<&str>) -> regs::Model {
+        let at = Utc::now();
+        regs::Model {
+            id: Uuid::now_v7(),
+            consent_id: Uuid::nil(),
+            cert_serial: "1a".into(),
+            action: action.into(),
+            status: status.into(),
+            attempts: 1,
+            run_at: at,
+            lease_owner: None,
+            lease_expires_at: None,
+            last_error: None,
+            created_at: at,
+            completed_at: None,
+            refusal: refusal.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn a_consent_is_confirmed_once_a_subscription_was_carried_out_and_none_waits() {
+        let standing = |rows: &[regs::Model]| standing_of(rows.iter());
+        // Registered out of band: nothing to wait for.
+        assert_eq!(standing(&[]), Standing::Confirmed);
+        assert_eq!(
+            standing(&[row("subscribe", "pending", None)]),
+            Standing::Awaiting
+        );
+        assert_eq!(
+            standing(&[row("subscribe", "done", None)]),
+            Standing::Confirmed
+        );
+        // The new certificate's subscription after a change: wait for it.
+        assert_eq!(
+            standing(&[
+                row("subscribe", "done", None),
+                row("unsubscribe", "pending", None),
+                row("subscribe", "pending", None),
+            ]),
+            Standing::Awaiting
+        );
+        assert_eq!(
+            standing(&[row("subscribe", "failed", Some(REFUSED_REVOKED))]),
+            Standing::Refused { revoked: true }
+        );
+        assert_eq!(
+            standing(&[row("subscribe", "failed", Some("bad-request"))]),
+            Standing::Refused { revoked: false }
+        );
+        // Refused, then retried and carried out.
+        assert_eq!(
+            standing(&[
+                row("subscribe", "failed", Some(REFUSED_REVOKED)),
+                row("subscribe", "done", None),
+            ]),
+            Standing::Confirmed
+        );
+        // The provider held it under the old certificate: still confirmed.
+        assert_eq!(
+            standing(&[
+                row("subscribe", "done", None),
+                row("subscribe", "failed", Some("bad-request")),
+            ]),
+            Standing::Confirmed
+        );
+        assert_eq!(Standing::Awaiting.outcome(), Some(AWAITING));
+        assert_eq!(
+            Standing::Refused { revoked: true }.outcome(),
+            Some(REVOKED_BEFORE_REGISTRATION)
+        );
+    }
+}
