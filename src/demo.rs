@@ -303,8 +303,15 @@ pub async fn demo(dir: PathBuf, listen: SocketAddr, serve: bool) -> anyhow::Resu
         ));
         people.push((external_ref, customer_id, person_id, fate));
     }
-    let registered =
-        kihon4_core::consent::registrations::run_due(&db, provider.as_ref(), "demo", 100).await?;
+    let registered = kihon4_core::consent::registrations::run_due(
+        &db,
+        provider.as_ref(),
+        &notices,
+        chrono_tz::Asia::Tokyo,
+        "demo",
+        100,
+    )
+    .await?;
     say(format!(
         "   The worker registered {} consents with the provider.\n",
         registered.done

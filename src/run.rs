@@ -252,18 +252,39 @@ pub async fn sync_once(
         .progress_chars("=> "),
     );
     let view = loop {
+        // No worker may be running: the registrations that jobs wait for
+        // are carried out here too.
+        let registered = kihon4_core::consent::registrations::run_due(
+            &db,
+            provider.as_ref(),
+            &notices,
+            config.timezone,
+            &owner,
+            500,
+        )
+        .await?;
         let round =
             sync::jobs::process_due(&db, provider.as_ref(), &notices, settings, &owner, 200)
                 .await?;
         sync::runs::complete_finished(&db).await?;
         let view = sync::runs::get(&db, id).await?;
         let pending = view.counts.get("pending").copied().unwrap_or(0);
+        let awaiting = view
+            .counts
+            .get(kihon4_core::consent::registrations::AWAITING)
+            .copied()
+            .unwrap_or(0);
         bar.set_length(view.jobs);
-        bar.set_position(view.jobs - pending);
-        if matches!(view.run.status.as_str(), "completed" | "failed") {
+        bar.set_position(view.jobs - pending - awaiting);
+        if matches!(view.run.status.as_str(), "completed" | "failed") && awaiting == 0 {
             break view;
         }
-        if round.applied() + round.retried + round.failed == 0 {
+        let waited = round
+            .outcomes
+            .get(kihon4_core::consent::registrations::AWAITING);
+        if round.applied() - waited.copied().unwrap_or(0) + round.retried + round.failed == 0
+            && registered.done + registered.failed == 0
+        {
             bar.set_message("(waiting for the provider)");
             tokio::time::sleep(Duration::from_secs(1)).await;
         } else {

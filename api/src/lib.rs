@@ -145,6 +145,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(routes::consent::list)
         .service(routes::consent::read)
         .service(routes::consent::withdraw)
+        .service(routes::consent::retry_registration)
         .service(routes::mynaportal::create)
         .service(routes::mynaportal::read)
         .service(routes::mynaportal::webhook)

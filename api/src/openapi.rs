@@ -28,6 +28,7 @@ use crate::routes::{audit, consent, customers, outbox, reports, service, sync};
         consent::list,
         consent::read,
         consent::withdraw,
+        consent::retry_registration,
         reports::revocation_checks,
         outbox::list,
         outbox::retry,

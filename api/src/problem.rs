@@ -79,6 +79,7 @@ pub enum ProblemKind {
     MynaportalUnavailable,
     CallbackDecisionInvalid,
     BadRequest,
+    RegistrationNotRetryable,
 }
 
 impl ProblemKind {
@@ -147,6 +148,7 @@ impl ProblemKind {
             Self::MynaportalUnavailable => "mynaportal-unavailable",
             Self::CallbackDecisionInvalid => "callback-decision-invalid",
             Self::BadRequest => "bad-request",
+            Self::RegistrationNotRetryable => "registration-not-retryable",
         }
     }
 
@@ -214,6 +216,7 @@ impl ProblemKind {
             Self::MynaportalUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::CallbackDecisionInvalid => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest => StatusCode::BAD_REQUEST,
+            Self::RegistrationNotRetryable => StatusCode::CONFLICT,
         }
     }
 
@@ -288,6 +291,7 @@ impl ProblemKind {
             Self::MynaportalUnavailable => "Mynaportal-routed consent is not configured",
             Self::CallbackDecisionInvalid => "The callback's decision cannot be recorded",
             Self::BadRequest => "The request could not be read",
+            Self::RegistrationNotRetryable => "The registration has nothing to retry",
         }
     }
 
@@ -495,6 +499,10 @@ impl From<CoreError> for ApiError {
                 e.retry_after = Some(30);
                 e
             }
+            CoreError::NothingToRetry => Self::new(
+                ProblemKind::RegistrationNotRetryable,
+                "The consent's registration is done, or waits for its first attempt; only a refused one, or one waiting to be retried after a failure, can be retried.",
+            ),
             CoreError::NoticeNotFailed => Self::new(
                 ProblemKind::NoticeNotFailed,
                 "The notice is pending or sent; only a failed one can be sent again.",

@@ -35,4 +35,6 @@ pub enum CoreError {
     Corrupt(String),
     #[error("database: {0}")]
     Db(#[from] DbErr),
+    #[error("the consent has no registration to retry")]
+    NothingToRetry,
 }

@@ -11,6 +11,7 @@ mod m20261126_000004_sync;
 mod m20261126_000005_detection_lease_and_optional_items;
 mod m20261126_000006_consent_requests;
 mod m20261126_000007_audit_checkpoints;
+mod m20261202_000008_registration_wait;
 mod m20261202_000009_audit_exports;
 mod m20261202_000010_idempotency_key_hash;
 
@@ -27,6 +28,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000005_detection_lease_and_optional_items::Migration),
             Box::new(m20261126_000006_consent_requests::Migration),
             Box::new(m20261126_000007_audit_checkpoints::Migration),
+            Box::new(m20261202_000008_registration_wait::Migration),
             Box::new(m20261202_000009_audit_exports::Migration),
             Box::new(m20261202_000010_idempotency_key_hash::Migration),
         ]

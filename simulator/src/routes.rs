@@ -515,6 +515,19 @@ pub async fn put_subscription(
             "No such certificate.",
         )
     })?;
+    // A consent survives the revocation of the certificate it was given
+    // with, but cannot be given with a certificate already revoked: one
+    // dated after the revocation is refused.
+    if let Some(revoked_at) = cert.revoked_at.filter(|at| *at <= body.granted_at) {
+        return Err(Problem::new(
+            actix_web::http::StatusCode::CONFLICT,
+            "certificate-revoked",
+            format!(
+                "The certificate was revoked at {}, before the consent's granted_at.",
+                revoked_at.to_rfc3339()
+            ),
+        ));
+    }
     let outcome = sim
         .store
         .put_subscription(

@@ -1,7 +1,9 @@
 //! Two worker processes and one API on one PostgreSQL, 10,000 changes, the
-//! workers killed at 20 random moments while they detect, apply J-LIS's
-//! answers and send the notices: every change is applied exactly once, with
-//! one history row, one audit event and one notice each, and the audit chain
+//! workers killed at 20 random moments (or more, until some came while
+//! registrations were in flight) while they detect, register consents with
+//! the provider, apply J-LIS's answers and send the notices: every change is
+//! applied exactly once, with one history row, one audit event and one
+//! notice each, no consent is taken for withdrawn, and the audit chain
 //! verifies.
 
 use std::collections::HashMap;
@@ -21,6 +23,9 @@ const MOVES: usize = 6_000;
 const RENAMES: usize = 4_000;
 const CHANGES: usize = MOVES + RENAMES;
 const KILLS: usize = 20;
+/// Of the consenting customers, those whose consent kihon4 has yet to
+/// register with the provider when the run starts.
+const UNREGISTERED: usize = 1_000;
 
 /// Runs not yet completed, sync jobs not yet done, and notices not yet sent.
 async fn work_left(db: &sea_orm::DatabaseConnection) -> i64 {
@@ -91,6 +96,9 @@ async fn workers_killed_while_applying_changes_apply_each_exactly_once() {
     assert_eq!(res.status(), 201);
     let customers = crate::seed::consenting_customers(&db, &sim_base, |_| {}).await;
     assert_eq!(customers as usize, CHANGES);
+    // Some consents are not registered yet: their requests wait for the
+    // workers, and the provider holds nothing for them.
+    let in_flight = not_yet_registered(&db, &http, &sim_base, UNREGISTERED).await;
 
     // Every one of them moves or changes name; J-LIS publishes the CRL.
     let res = http
@@ -127,8 +135,22 @@ async fn workers_killed_while_applying_changes_apply_each_exactly_once() {
     assert_eq!(run["status"], "queued", "{run}");
     let run_id = run["id"].as_str().unwrap().to_owned();
 
-    // Killed at random moments, each while work remains, and started again.
-    for kill in 0..KILLS {
+    // Each registration takes a while, so that a round of them is in
+    // flight for seconds (a worker carries out up to 500 every 10 s).
+    sim.set_faults(kihon4_sim::faults::Faults {
+        latency_ms: 10,
+        ..Default::default()
+    });
+    // Killed at random moments, each while work remains, and started again;
+    // at least KILLS times, and until some kills came while registrations
+    // were claimed by a worker.
+    let mut during_registrations = 0;
+    let mut kill = 0;
+    while kill < KILLS || during_registrations < 2 {
+        assert!(
+            kill < 200,
+            "no kill came while registrations were in flight"
+        );
         let pause = rand::thread_rng().gen_range(100..700);
         tokio::time::sleep(Duration::from_millis(pause)).await;
         assert!(
@@ -136,10 +158,15 @@ async fn workers_killed_while_applying_changes_apply_each_exactly_once() {
             "kill {kill} came after all the work was done: it tests nothing"
         );
         let which = rand::thread_rng().gen_range(0..workers.len());
+        if registrations_claimed(&db).await > 0 {
+            during_registrations += 1;
+        }
         workers[which].signal("KILL");
         workers[which].wait(Duration::from_secs(10)).await;
         workers[which] = Running::start(d, "worker", &envs).await;
+        kill += 1;
     }
+    sim.set_faults(kihon4_sim::faults::Faults::default());
     let deadline = Instant::now() + Duration::from_secs(600);
     let status = loop {
         let now: Value = http
@@ -208,6 +235,47 @@ async fn workers_killed_while_applying_changes_apply_each_exactly_once() {
         .await,
         0
     );
+    // The consents registered during the kills were registered, never
+    // taken for withdrawn, and their changes waited for it.
+    let ids = in_flight
+        .iter()
+        .map(|id| format!("'{id}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    assert_eq!(
+        scalar(
+            &db,
+            &format!("SELECT COUNT(*) FROM provider_registrations WHERE id IN ({ids}) AND status = 'done'")
+        )
+        .await,
+        UNREGISTERED as i64,
+        "every registration in flight was carried out"
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) FROM consent_events WHERE kind <> 'granted'"
+        )
+        .await,
+        0,
+        "no consent withdrawn"
+    );
+    assert_eq!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) FROM sync_jobs WHERE outcome <> 'changed' OR status <> 'done'"
+        )
+        .await,
+        0
+    );
+    assert!(
+        scalar(
+            &db,
+            "SELECT COUNT(*) FROM audit_events WHERE action = 'consent.withdrawn'"
+        )
+        .await
+            == 0
+    );
     kihon4_core::audit::verify_chain(&db)
         .await
         .unwrap()
@@ -231,4 +299,70 @@ async fn workers_killed_while_applying_changes_apply_each_exactly_once() {
     for w in &workers {
         w.signal("TERM");
     }
+}
+
+/// Registrations a worker holds a lease on now.
+async fn registrations_claimed(db: &sea_orm::DatabaseConnection) -> i64 {
+    scalar(
+        db,
+        "SELECT COUNT(*) FROM provider_registrations WHERE status = 'pending' AND lease_owner IS NOT NULL",
+    )
+    .await
+}
+
+/// Takes `n` consents back from the provider and writes their registration
+/// requests, as recording them would have: the workers are yet to carry
+/// them out. Returns the requests' ids.
+async fn not_yet_registered(
+    db: &sea_orm::DatabaseConnection,
+    http: &reqwest::Client,
+    sim_base: &str,
+    n: usize,
+) -> Vec<uuid::Uuid> {
+    use kihon4_core::entities::{consents, provider_registrations as regs};
+    use sea_orm::{ActiveValue::Set, EntityTrait, QueryOrder, QuerySelect};
+    let picked = consents::Entity::find()
+        .order_by_asc(consents::Column::Id)
+        .limit(n as u64)
+        .all(db)
+        .await
+        .unwrap();
+    assert_eq!(picked.len(), n);
+    let at = chrono::Utc::now();
+    let mut rows = Vec::with_capacity(n);
+    for consent in &picked {
+        let res = http
+            .delete(format!(
+                "{sim_base}/v1/basic4/subscriptions/{}",
+                consent.cert_serial
+            ))
+            .bearer_auth("e2e-provider-key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+        rows.push(regs::ActiveModel {
+            id: Set(uuid::Uuid::now_v7()),
+            consent_id: Set(consent.id),
+            cert_serial: Set(consent.cert_serial.clone()),
+            action: Set("subscribe".into()),
+            status: Set("pending".into()),
+            attempts: Set(0),
+            run_at: Set(at),
+            lease_owner: Set(None),
+            lease_expires_at: Set(None),
+            last_error: Set(None),
+            created_at: Set(at),
+            completed_at: Set(None),
+            refusal: Set(None),
+        });
+    }
+    let ids = rows.iter().map(|r| r.id.clone().unwrap()).collect();
+    for chunk in rows.chunks(500) {
+        regs::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(db)
+            .await
+            .unwrap();
+    }
+    ids
 }

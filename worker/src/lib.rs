@@ -121,19 +121,25 @@ pub async fn run(
         let db = db.clone();
         let owner = format!("worker-{}", uuid::Uuid::new_v4());
         let running = Arc::new(tokio::sync::Mutex::new(()));
+        let (notices, timezone) = (settings.notices.clone(), settings.timezone);
         scheduler
             .add(Job::new_async_tz(
                 REGISTRATIONS_CRON,
                 settings.timezone,
                 move |_, _| {
-                    let (db, provider, owner, running) =
-                        (db.clone(), provider.clone(), owner.clone(), running.clone());
+                    let (db, provider, owner, running, notices) = (
+                        db.clone(),
+                        provider.clone(),
+                        owner.clone(),
+                        running.clone(),
+                        notices.clone(),
+                    );
                     Box::pin(async move {
                         // A slow round is not overtaken by the next tick.
                         let Ok(_one) = running.try_lock() else {
                             return;
                         };
-                        registrations(&db, provider.as_ref(), &owner).await;
+                        registrations(&db, provider.as_ref(), &notices, timezone, &owner).await;
                     })
                 },
             )?)
@@ -233,18 +239,35 @@ pub async fn consent_requests(
     }
 }
 
-/// Carries out due registrations with the provider.
-pub async fn registrations(db: &DatabaseConnection, provider: &dyn Provider, owner: &str) {
-    use kihon4_core::consent::registrations::run_due;
-    match run_due(db, provider, owner, 500).await {
+/// Carries out due registrations with the provider, then reads how they
+/// stand into the registration gauges.
+pub async fn registrations(
+    db: &DatabaseConnection,
+    provider: &dyn Provider,
+    notices: &Notices,
+    timezone: chrono_tz::Tz,
+    owner: &str,
+) {
+    use kihon4_core::consent::registrations::{backlog, run_due};
+    match run_due(db, provider, notices, timezone, owner, 500).await {
         Ok(s) if s.done + s.retried + s.failed > 0 => tracing::info!(
             done = s.done,
             retried = s.retried,
             failed = s.failed,
+            revoked_before_registration = s.revoked_before_registration,
             "provider registrations carried out"
         ),
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "provider registrations failed"),
+    }
+    match backlog(db).await {
+        Ok(b) => {
+            metrics::gauge!("kihon4_registrations_retrying").set(b.retrying as f64);
+            metrics::gauge!("kihon4_registrations_refused").set(b.refused as f64);
+            metrics::gauge!("kihon4_registrations_oldest_pending_seconds")
+                .set(b.oldest_pending_seconds);
+        }
+        Err(e) => tracing::error!(error = %e, "the registrations' backlog could not be read"),
     }
 }
 

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::{Page, Paging, next_cursor, page_limit, uuid_cursor};
 use crate::AppState;
-use crate::extract::{Auth, JsonBody, Operator};
+use crate::extract::{Admin, Auth, JsonBody, Operator};
 use crate::problem::{ApiError, ProblemBody, ProblemKind};
 
 #[derive(Serialize, ToSchema)]
@@ -107,7 +107,13 @@ pub struct ConsentView {
     withdrawn_at: Option<DateTime<Utc>>,
     /// With the provider: `pending`, `registered`, `unregistering`, `unregistered` or `failed`.
     registration: String,
+    /// The provider's refusal, or the last failure to reach it while the
+    /// registration waits to be tried again; `null` once carried out.
     registration_error: Option<String>,
+    /// Attempts made at the latest registration request.
+    registration_attempts: i32,
+    /// While `pending` after a failure: when the worker tries again.
+    registration_retry_at: Option<DateTime<Utc>>,
     /// `platform` (document and certificate kept) or `service_provider` (the provider's ids kept).
     evidence: String,
     verification_id: Option<String>,
@@ -132,6 +138,8 @@ impl From<Consent> for ConsentView {
             withdrawn_at: c.withdrawn_at,
             registration: c.registration.as_str().to_owned(),
             registration_error: c.registration_error,
+            registration_attempts: c.registration_attempts,
+            registration_retry_at: c.registration_retry_at,
             evidence: c.evidence,
             verification_id: c.verification_id,
             certificate_id: c.certificate_id,
@@ -298,4 +306,28 @@ pub async fn withdraw(
     )
     .await?;
     Ok(HttpResponse::Ok().json(ConsentView::from(done)))
+}
+
+/// Has the consent's registration with the provider carried out again at
+/// once: a refused one is written anew (the refused one is kept), one
+/// waiting for its next attempt after a failure is made due now. Role: admin.
+#[utoipa::path(
+    tag = "consent",
+    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    responses(
+        (status = 200, body = ConsentView, description = "The registration is due; the worker carries it out within seconds"),
+        (status = 404, body = ProblemBody),
+        (status = 409, body = ProblemBody, description = "registration-not-retryable"),
+    ),
+    security(("bearer" = ["admin"]))
+)]
+#[post("/v1/consents/{id}/registration/retry")]
+pub async fn retry_registration(
+    state: web::Data<AppState>,
+    auth: Auth<Admin>,
+    id: web::Path<Uuid>,
+) -> Result<HttpResponse, ApiError> {
+    consent::registrations::retry(&state.db, &auth.audit(), *id).await?;
+    let found = consent::get(&state.db, *id).await?;
+    Ok(HttpResponse::Ok().json(ConsentView::from(found)))
 }

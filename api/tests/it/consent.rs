@@ -11,7 +11,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use crate::both;
-use crate::helpers::{Backend, INSTITUTION, TestApp, expect_problem};
+use crate::helpers::{Backend, INSTITUTION, TestApp, expect_problem, notices};
 use crate::sim::{Signer, TestSim, openssl, shared_fixtures, spawn_sim};
 
 both!(
@@ -211,9 +211,16 @@ async fn platform_grants_registers_withdraws_and_refuses_replays(backend: Backen
 
     // The worker registers it with the provider.
     assert_eq!(latest(&sim, &signer.serial).await, Latest::NotSubscribed);
-    let done = run_due(&app.db, sim.provider().as_ref(), "test-worker", 10)
-        .await
-        .unwrap();
+    let done = run_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        chrono_tz::Asia::Tokyo,
+        "test-worker",
+        10,
+    )
+    .await
+    .unwrap();
     assert_eq!((done.done, done.retried, done.failed), (1, 0, 0));
     assert_eq!(consent(&app, &id).await["registration"], "registered");
     assert_eq!(latest(&sim, &signer.serial).await, Latest::Unchanged);
@@ -253,9 +260,16 @@ async fn platform_grants_registers_withdraws_and_refuses_replays(backend: Backen
         .map(|e| e["kind"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["granted", "withdrawn"]);
-    run_due(&app.db, sim.provider().as_ref(), "test-worker", 10)
-        .await
-        .unwrap();
+    run_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        chrono_tz::Asia::Tokyo,
+        "test-worker",
+        10,
+    )
+    .await
+    .unwrap();
     assert_eq!(consent(&app, &id).await["registration"], "unregistered");
     assert_eq!(latest(&sim, &signer.serial).await, Latest::NotSubscribed);
 
@@ -794,9 +808,16 @@ async fn registrations_wait_out_a_provider_that_is_down(backend: Backend) {
         maintenance: true,
         ..Faults::default()
     });
-    let round = run_due(&app.db, sim.provider().as_ref(), "test-worker", 10)
-        .await
-        .unwrap();
+    let round = run_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        chrono_tz::Asia::Tokyo,
+        "test-worker",
+        10,
+    )
+    .await
+    .unwrap();
     assert_eq!((round.done, round.retried), (0, 1));
     let pending = consent(&app, &id).await;
     assert_eq!(pending["registration"], "pending");
@@ -808,18 +829,32 @@ async fn registrations_wait_out_a_provider_that_is_down(backend: Backend) {
     );
     // Not due again before its backoff.
     sim.set_faults(Faults::default());
-    let early = run_due(&app.db, sim.provider().as_ref(), "test-worker", 10)
-        .await
-        .unwrap();
+    let early = run_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        chrono_tz::Asia::Tokyo,
+        "test-worker",
+        10,
+    )
+    .await
+    .unwrap();
     assert_eq!(early.done, 0);
     // Time passes.
     app.db
         .execute_unprepared("UPDATE provider_registrations SET run_at = created_at")
         .await
         .unwrap();
-    let later = run_due(&app.db, sim.provider().as_ref(), "test-worker", 10)
-        .await
-        .unwrap();
+    let later = run_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        chrono_tz::Asia::Tokyo,
+        "test-worker",
+        10,
+    )
+    .await
+    .unwrap();
     assert_eq!(later.done, 1);
     assert_eq!(consent(&app, &id).await["registration"], "registered");
     assert_eq!(
@@ -860,16 +895,30 @@ async fn a_worker_that_died_holding_a_registration_is_taken_over(backend: Backen
     held(chrono::Utc::now() + chrono::Duration::seconds(60))
         .await
         .unwrap();
-    let round = run_due(&app.db, sim.provider().as_ref(), "other-worker", 10)
-        .await
-        .unwrap();
+    let round = run_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        chrono_tz::Asia::Tokyo,
+        "other-worker",
+        10,
+    )
+    .await
+    .unwrap();
     assert_eq!(round.done, 0, "a live lease is respected");
     held(chrono::Utc::now() - chrono::Duration::seconds(1))
         .await
         .unwrap();
-    let round = run_due(&app.db, sim.provider().as_ref(), "other-worker", 10)
-        .await
-        .unwrap();
+    let round = run_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        chrono_tz::Asia::Tokyo,
+        "other-worker",
+        10,
+    )
+    .await
+    .unwrap();
     assert_eq!(round.done, 1, "an expired lease is taken over");
     assert_eq!(consent(&app, &id).await["registration"], "registered");
     assert_eq!(latest(&sim, &signer.serial).await, Latest::Unchanged);

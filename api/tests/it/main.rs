@@ -20,5 +20,6 @@ mod idempotency;
 mod import;
 mod mynaportal;
 mod notices;
+mod registration;
 mod service;
 mod sync;

@@ -74,7 +74,7 @@ pub(crate) async fn consenting(
     (customer, signer)
 }
 
-async fn customer(app: &TestApp, id: &str) -> Value {
+pub(crate) async fn customer(app: &TestApp, id: &str) -> Value {
     app.get(&format!("/v1/customers/{id}"), &app.operator())
         .await
         .json()
@@ -103,7 +103,11 @@ async fn run_sync(app: &TestApp, sim: &TestSim) -> Value {
 }
 
 /// Claims and applies due jobs as a worker does.
-async fn process(app: &TestApp, sim: &TestSim, limit: u64) -> kihon4_core::sync::jobs::Summary {
+pub(crate) async fn process(
+    app: &TestApp,
+    sim: &TestSim,
+    limit: u64,
+) -> kihon4_core::sync::jobs::Summary {
     process_due(
         &app.db,
         sim.provider().as_ref(),
@@ -154,9 +158,16 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
     let (leaves, leaving) = consenting(&app, &sim, "S-leaves", "伊藤四郎").await;
     let (waits, waiting) = consenting(&app, &sim, "S-waits", "渡辺五郎").await;
     let (unknown, _) = consenting(&app, &sim, "S-unknown", "山本六郎").await;
-    run_due(&app.db, sim.provider().as_ref(), "test-worker", 100)
-        .await
-        .unwrap();
+    run_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        chrono_tz::Asia::Tokyo,
+        "test-worker",
+        100,
+    )
+    .await
+    .unwrap();
 
     // What happens on the register.
     sim.life_event_with(
@@ -456,9 +467,16 @@ async fn a_revoked_run_asks_only_about_certificates_in_the_crl(backend: Backend)
         TestApp::spawn_consent(backend, sim.platform(Revocation::Crl), JpkiRole::Platform).await;
     let (moves, moving) = consenting(&app, &sim, "D-moves", "佐藤花子").await;
     let (_stays, _) = consenting(&app, &sim, "D-stays", "山田太郎").await;
-    run_due(&app.db, sim.provider().as_ref(), "test-worker", 100)
-        .await
-        .unwrap();
+    run_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        chrono_tz::Asia::Tokyo,
+        "test-worker",
+        100,
+    )
+    .await
+    .unwrap();
     sim.life_event_with(
         &moving,
         json!({"kind": "move", "basic4": {"address": "京都府京都市下京区烏丸通1"}}),
@@ -605,9 +623,16 @@ async fn a_provider_having_a_bad_day_delays_sync_but_applies_each_change_once(ba
             movers.push((customer, signer));
         }
     }
-    run_due(&app.db, sim.provider().as_ref(), "test-worker", 100)
-        .await
-        .unwrap();
+    run_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        chrono_tz::Asia::Tokyo,
+        "test-worker",
+        100,
+    )
+    .await
+    .unwrap();
     for (i, (_, signer)) in movers.iter().enumerate() {
         sim.life_event_with(signer, json!({"kind": "move", "basic4": {"address": format!("愛知県名古屋市中区栄{}-1", i + 1)}}))
             .await;
@@ -721,9 +746,16 @@ async fn a_consent_withdrawn_before_the_answer_keeps_the_record_as_it_was(backen
     let app =
         TestApp::spawn_consent(backend, sim.platform(Revocation::Crl), JpkiRole::Platform).await;
     let (id, signer) = consenting(&app, &sim, "W-1", "井上十一").await;
-    run_due(&app.db, sim.provider().as_ref(), "test-worker", 100)
-        .await
-        .unwrap();
+    run_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        chrono_tz::Asia::Tokyo,
+        "test-worker",
+        100,
+    )
+    .await
+    .unwrap();
     sim.life_event_with(
         &signer,
         json!({"kind": "move", "basic4": {"address": "沖縄県那覇市泉崎1-2-2"}}),
@@ -774,9 +806,16 @@ async fn a_job_taken_over_does_not_hold_back_the_rest_of_its_batch(backend: Back
         .await;
         ids.push(Uuid::parse_str(&id).unwrap());
     }
-    run_due(&app.db, sim.provider().as_ref(), "test-worker", 100)
-        .await
-        .unwrap();
+    run_due(
+        &app.db,
+        sim.provider().as_ref(),
+        &notices(),
+        chrono_tz::Asia::Tokyo,
+        "test-worker",
+        100,
+    )
+    .await
+    .unwrap();
     let res = app
         .post("/v1/sync/runs", &app.operator(), &json!({"scope": "all"}))
         .await;

@@ -128,6 +128,10 @@ pub struct Consent {
     pub withdrawn_at: Option<DateTime<Utc>>,
     pub registration: Registration,
     pub registration_error: Option<String>,
+    /// Attempts made at the latest registration request.
+    pub registration_attempts: i32,
+    /// While the latest request waits to be tried again after a failure: when.
+    pub registration_retry_at: Option<DateTime<Utc>>,
     /// `platform` (document + certificate kept) or `service_provider` (the provider's ids).
     pub evidence: String,
     pub verification_id: Option<String>,
@@ -240,9 +244,11 @@ async fn registrations_of<C: ConnectionTrait>(
         .await?)
 }
 
-fn derive_registration(rows: &[&provider_registrations::Model]) -> (Registration, Option<String>) {
+fn derive_registration(
+    rows: &[&provider_registrations::Model],
+) -> (Registration, Option<String>, i32, Option<DateTime<Utc>>) {
     let Some(last) = rows.last() else {
-        return (Registration::Unregistered, None);
+        return (Registration::Unregistered, None, 0, None);
     };
     let state = match (last.action.as_str(), last.status.as_str()) {
         (_, "failed") => Registration::Failed,
@@ -251,7 +257,8 @@ fn derive_registration(rows: &[&provider_registrations::Model]) -> (Registration
         ("unsubscribe", "done") => Registration::Unregistered,
         _ => Registration::Unregistering,
     };
-    (state, last.last_error.clone())
+    let retry_at = (last.status == "pending" && last.last_error.is_some()).then_some(last.run_at);
+    (state, last.last_error.clone(), last.attempts, retry_at)
 }
 
 async fn assemble<C: ConnectionTrait>(
@@ -274,7 +281,8 @@ async fn assemble<C: ConnectionTrait>(
                 .iter()
                 .filter(|r| r.consent_id == row.id)
                 .collect();
-            let (registration, registration_error) = derive_registration(&regs);
+            let (registration, registration_error, registration_attempts, registration_retry_at) =
+                derive_registration(&regs);
             let evidence = if row.certificate.is_some() {
                 "platform"
             } else {
@@ -299,6 +307,8 @@ async fn assemble<C: ConnectionTrait>(
                     .map(|e| e.occurred_at),
                 registration,
                 registration_error,
+                registration_attempts,
+                registration_retry_at,
                 evidence: evidence.to_owned(),
                 verification_id: row.verification_id,
                 certificate_id: row.certificate_id,
@@ -384,6 +394,7 @@ pub(crate) fn registration_row(
         last_error: Set(None),
         created_at: Set(at),
         completed_at: Set(None),
+        refusal: Set(None),
     }
 }
 

@@ -442,9 +442,13 @@ pub fn revocation_label(locale: Locale, reason: &str) -> &'static str {
     match (locale, reason) {
         (Locale::Ja, "lost") => "マイナンバーカードの紛失の届出",
         (Locale::Ja, "expired") => "署名用電子証明書の有効期限の満了",
+        (Locale::Ja, "revoked") => "当機関がご同意を登録する前に行われた署名用電子証明書の失効",
         (Locale::Ja, _) => "ご本人による署名用電子証明書の失効のお手続き",
         (Locale::En, "lost") => "the card was reported lost",
         (Locale::En, "expired") => "the certificate reached the end of its validity",
+        (Locale::En, "revoked") => {
+            "the certificate was revoked before we could register your consent"
+        }
         (Locale::En, _) => "the certificate was revoked at your own request",
     }
 }

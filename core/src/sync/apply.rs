@@ -20,6 +20,7 @@ use super::SyncSettings;
 use super::reviews;
 use crate::audit::{self, Actor, AuditContext, AuditEvent, Batch};
 use crate::consent::records::{active_consents, event_row, registration_row};
+use crate::consent::registrations::{self, Standing};
 use crate::customers::{self, Basic4Source, Customer, CustomerStatus, items_json};
 use crate::db;
 use crate::domain::{Basic4, Locale};
@@ -589,8 +590,27 @@ async fn write(
             .await?;
         }
         Latest::NotSubscribed => {
-            // Withdrawn outside the institution: the consent is over.
-            if let Some((consent, seq)) = &active {
+            // Withdrawn outside the institution, if the provider had
+            // confirmed the consent; before that the answer means nothing.
+            let standing = match &active {
+                Some((consent, _)) => registrations::standings(txn, &[consent.id])
+                    .await?
+                    .remove(&consent.id)
+                    .unwrap_or(Standing::Confirmed),
+                None => Standing::Confirmed,
+            };
+            match standing.outcome() {
+                None => {}
+                Some(registrations::AWAITING) => {
+                    return Ok(super::jobs::defer_for_registration(txn, owner, job)
+                        .await?
+                        .then_some(registrations::AWAITING));
+                }
+                Some(refused) => outcome = refused,
+            }
+            if let Some((consent, seq)) =
+                active.as_ref().filter(|_| standing == Standing::Confirmed)
+            {
                 let provider = AuditContext::new(Actor::provider(), None);
                 consent_events::Entity::insert(event_row(
                     consent.id,

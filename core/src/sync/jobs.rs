@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use super::SyncSettings;
 use super::apply;
+use crate::consent::registrations::{self, AWAITING, Standing};
 use crate::db;
 use crate::domain::CertSerial;
 use crate::entities::sync_jobs;
@@ -133,6 +134,91 @@ pub async fn claim(
     Ok(rows)
 }
 
+/// How long a job waiting for its consent's registration waits before it
+/// is looked at again, unless the registration wakes it first.
+pub const REGISTRATION_WAIT: Duration = Duration::from_secs(60);
+
+/// The registration standing of each job's customer's active consent
+/// (customers without one are left out: their answers change nothing).
+async fn registration_standings(
+    db: &DatabaseConnection,
+    batch: &[sync_jobs::Model],
+) -> Result<std::collections::HashMap<Uuid, Standing>, CoreError> {
+    let customers: Vec<Uuid> = batch.iter().map(|j| j.customer_id).collect();
+    let active = crate::consent::records::active_consents(db, &customers, now()).await?;
+    let consents: Vec<Uuid> = active.values().map(|(c, _)| c.id).collect();
+    let standings = registrations::standings(db, &consents).await?;
+    Ok(active
+        .into_iter()
+        .filter_map(|(customer, (consent, _))| standings.get(&consent.id).map(|s| (customer, *s)))
+        .collect())
+}
+
+/// Puts off a job whose consent the provider has not confirmed yet: not
+/// asked about, not an attempt, counted as `awaiting_registration` (the run
+/// completes without it). The registration wakes it when carried out or
+/// refused; otherwise it is looked at again after [`REGISTRATION_WAIT`].
+/// `false` when the job is no longer ours.
+pub async fn defer_for_registration<C: ConnectionTrait>(
+    db: &C,
+    owner: &str,
+    job: &sync_jobs::Model,
+) -> Result<bool, CoreError> {
+    let later = now() + chrono::Duration::from_std(REGISTRATION_WAIT).expect("short");
+    let updated = sync_jobs::Entity::update_many()
+        .col_expr(sync_jobs::Column::RunAt, Expr::value(later))
+        .col_expr(
+            sync_jobs::Column::Attempts,
+            Expr::value((job.attempts - 1).max(0)),
+        )
+        .col_expr(
+            sync_jobs::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            sync_jobs::Column::LeaseExpiresAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(sync_jobs::Column::Outcome, Expr::value(AWAITING))
+        .col_expr(
+            sync_jobs::Column::LastError,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(sync_jobs::Column::Id.eq(job.id))
+        .filter(sync_jobs::Column::LeaseOwner.eq(owner))
+        .filter(sync_jobs::Column::Status.eq("pending"))
+        .exec(db)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}
+
+/// A job done without asking the provider, with `outcome`.
+async fn conclude(
+    db: &DatabaseConnection,
+    owner: &str,
+    job: &sync_jobs::Model,
+    outcome: &str,
+) -> Result<bool, CoreError> {
+    let updated = sync_jobs::Entity::update_many()
+        .col_expr(sync_jobs::Column::Status, Expr::value("done"))
+        .col_expr(sync_jobs::Column::Outcome, Expr::value(outcome))
+        .col_expr(sync_jobs::Column::FinishedAt, Expr::value(now()))
+        .col_expr(
+            sync_jobs::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            sync_jobs::Column::LeaseExpiresAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .filter(sync_jobs::Column::Id.eq(job.id))
+        .filter(sync_jobs::Column::LeaseOwner.eq(owner))
+        .filter(sync_jobs::Column::Status.eq("pending"))
+        .exec(db)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}
+
 /// A job that could not be done now: tried again later, or given up.
 async fn retry(
     db: &DatabaseConnection,
@@ -205,6 +291,32 @@ pub async fn process_due(
             break;
         }
         tried += batch.len() as u64;
+        // Nothing is concluded about a consent the provider has not
+        // confirmed: its job waits, unasked, or ends as the refusal says.
+        let standings = registration_standings(db, &batch).await?;
+        let mut asking = Vec::with_capacity(batch.len());
+        for job in batch {
+            let standing = standings
+                .get(&job.customer_id)
+                .copied()
+                .unwrap_or(Standing::Confirmed);
+            let settled = match standing.outcome() {
+                None => {
+                    asking.push(job);
+                    continue;
+                }
+                Some(AWAITING) => defer_for_registration(db, owner, &job).await?,
+                Some(outcome) => conclude(db, owner, &job, outcome).await?,
+            };
+            if settled {
+                let outcome = standing.outcome().expect("not confirmed");
+                *summary.outcomes.entry(outcome.to_owned()).or_default() += 1;
+            }
+        }
+        let batch = asking;
+        if batch.is_empty() {
+            continue;
+        }
         let mut serials = Vec::with_capacity(batch.len());
         for job in &batch {
             serials.push(

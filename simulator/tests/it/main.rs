@@ -866,6 +866,41 @@ async fn subscriptions_are_idempotent_and_batches_all_or_nothing() {
     )
     .await;
 
+    // A consent given before the certificate was revoked is registered; one
+    // dated after the revocation cannot have been given with it.
+    let lost: Value = sim
+        .post("/sim/persons", &taro())
+        .await
+        .json()
+        .await
+        .unwrap();
+    let lost_serial = lost["cert_serial"].as_str().unwrap();
+    let res = sim
+        .post(
+            &format!(
+                "/sim/persons/{}/events",
+                lost["person_id"].as_str().unwrap()
+            ),
+            &json!({"kind": "card_lost"}),
+        )
+        .await;
+    assert!(res.status().is_success());
+    assert_eq!(subscribe(&sim, lost_serial).await, 201);
+    let after = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let late = json!({"consent_id": "consent-2", "granted_at": after, "expires_at": "2036-11-26T00:00:00Z"});
+    problem(
+        keyed(
+            &sim,
+            reqwest::Method::PUT,
+            &format!("/v1/basic4/subscriptions/{lost_serial}"),
+            Some(&late),
+        )
+        .await,
+        409,
+        "certificate-revoked",
+    )
+    .await;
+
     let batch = |n: usize| json!({"queries": (0..n).map(|_| json!({"cert_serial": serial})).collect::<Vec<_>>()});
     for n in [0, 1001] {
         let body = problem(
