@@ -224,6 +224,12 @@ pub async fn demo(dir: PathBuf, listen: SocketAddr, serve: bool) -> anyhow::Resu
             .map_err(anyhow::Error::msg)?,
         )),
         audit_pii_roles: vec![Role::AuditorPii, Role::Admin],
+        limits: std::sync::Arc::new(kihon4_api::limits::Limits::new(
+            600,
+            6000,
+            Default::default(),
+        )),
+        refusals: Default::default(),
     });
     let listener = free_listener(listen)?;
     let api_url = format!("http://{}", listener.local_addr()?);

@@ -77,6 +77,7 @@ pub enum ProblemKind {
     UnknownConsentRequest,
     ProviderKeysUnavailable,
     MynaportalUnavailable,
+    RateLimited,
 }
 
 impl ProblemKind {
@@ -143,6 +144,7 @@ impl ProblemKind {
             Self::UnknownConsentRequest => "unknown-consent-request",
             Self::ProviderKeysUnavailable => "provider-keys-unavailable",
             Self::MynaportalUnavailable => "mynaportal-unavailable",
+            Self::RateLimited => "rate-limited",
         }
     }
 
@@ -208,6 +210,7 @@ impl ProblemKind {
             Self::UnknownConsentRequest => StatusCode::NOT_FOUND,
             Self::ProviderKeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::MynaportalUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -280,6 +283,7 @@ impl ProblemKind {
             Self::UnknownConsentRequest => "No consent request matches the callback",
             Self::ProviderKeysUnavailable => "The provider's keys cannot be fetched now",
             Self::MynaportalUnavailable => "Mynaportal-routed consent is not configured",
+            Self::RateLimited => "Too many requests",
         }
     }
 

@@ -55,6 +55,13 @@ pub const SETTINGS: &[&str] = &[
     "provider_issuer",
     "consent_request_reminder_days",
     "audit_pii_roles",
+    "rate_limit_per_address",
+    "rate_limit_per_subject",
+    "trusted_proxies",
+    "trusted_proxy_header",
+    "refusal_window_seconds",
+    "refusals_recorded_individually",
+    "notice_values",
 ];
 
 /// Variables with the prefix that are not settings of the service itself:
@@ -178,6 +185,16 @@ pub struct Config {
     pub awaiting_reissue_days: i64,
     /// How long a worker holds the sync jobs it claimed.
     pub sync_lease: std::time::Duration,
+    /// Requests per minute from one client address without a valid token.
+    pub rate_limit_per_address: u32,
+    /// Requests per minute under one token subject.
+    pub rate_limit_per_subject: u32,
+    /// The proxies whose report of the client's address is believed.
+    pub trusted_proxies: crate::client_address::TrustedProxies,
+    /// How refused requests are counted in the audit trail.
+    pub refusals: crate::refusals::RefusalSettings,
+    /// How much of the changed values a change notice shows.
+    pub notice_values: crate::notices::NoticeValues,
 }
 
 /// Everything that is wrong with a configuration, in one message.
@@ -631,6 +648,48 @@ impl Reader {
             },
         );
 
+        let per_minute = |this: &mut Self, key: &str, default: u32| {
+            this.parsed(key, default, |s| match s.parse::<u32>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "must be a number of requests per minute from 1 to 1000000, not `{s}`"
+                )),
+            })
+        };
+        let rate_limit_per_address = per_minute(self, "rate_limit_per_address", 600);
+        let rate_limit_per_subject = per_minute(self, "rate_limit_per_subject", 6000);
+        let mut trusted_proxies = crate::client_address::TrustedProxies {
+            networks: Vec::new(),
+            header: self.parsed("trusted_proxy_header", Default::default(), |s| s.parse()),
+        };
+        for entry in self.list("trusted_proxies") {
+            match crate::client_address::TrustedProxies::parse_network(&entry) {
+                Ok(net) => trusted_proxies.networks.push(net),
+                Err(why) => self.fail("trusted_proxies", why),
+            }
+        }
+        let refusals = crate::refusals::RefusalSettings {
+            window_seconds: self.parsed(
+                "refusal_window_seconds",
+                60i64,
+                |s| match s.parse::<i64>() {
+                    Ok(n) if (1..=86_400).contains(&n) => Ok(n),
+                    _ => Err(format!(
+                        "must be a number of seconds from 1 to 86400, not `{s}`"
+                    )),
+                },
+            ),
+            individually: self.parsed(
+                "refusals_recorded_individually",
+                10u32,
+                |s| match s.parse::<u32>() {
+                    Ok(n) if n <= 100_000 => Ok(n),
+                    _ => Err(format!("must be a number from 0 to 100000, not `{s}`")),
+                },
+            ),
+        };
+        let notice_values = self.parsed("notice_values", Default::default(), |s| s.parse());
+
         Some(Config {
             role,
             listen,
@@ -665,6 +724,11 @@ impl Reader {
             sync_full_refresh_cron,
             awaiting_reissue_days,
             sync_lease,
+            rate_limit_per_address,
+            rate_limit_per_subject,
+            trusted_proxies,
+            refusals,
+            notice_values,
         })
     }
 

@@ -11,6 +11,7 @@ mod m20261126_000004_sync;
 mod m20261126_000005_detection_lease_and_optional_items;
 mod m20261126_000006_consent_requests;
 mod m20261126_000007_audit_checkpoints;
+mod m20261202_000008_refusal_tallies;
 
 pub struct Migrator;
 
@@ -25,6 +26,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261126_000005_detection_lease_and_optional_items::Migration),
             Box::new(m20261126_000006_consent_requests::Migration),
             Box::new(m20261126_000007_audit_checkpoints::Migration),
+            Box::new(m20261202_000008_refusal_tallies::Migration),
         ]
     }
 }

@@ -17,6 +17,7 @@ mod consent;
 mod customers;
 mod idempotency;
 mod import;
+mod limits;
 mod mynaportal;
 mod notices;
 mod service;
