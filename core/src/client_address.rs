@@ -121,10 +121,7 @@ pub fn source_key(address: IpAddr) -> String {
         IpAddr::V4(v4) => v4.to_string(),
         IpAddr::V6(v6) => {
             let s = v6.segments();
-            format!(
-                "{}/64",
-                Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0)
-            )
+            format!("{}/64", Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
         }
     }
 }
@@ -149,12 +146,14 @@ fn parse_hop(hop: &str) -> Option<IpAddr> {
 
 /// The `for` parameter of one `Forwarded` element (`for=…;proto=…;by=…`).
 fn forwarded_for(element: &str) -> Option<&str> {
-    split_outside_quotes(element, ';').into_iter().find_map(|pair| {
-        let (name, value) = pair.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("for")
-            .then(|| value.trim())
-    })
+    split_outside_quotes(element, ';')
+        .into_iter()
+        .find_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            name.trim()
+                .eq_ignore_ascii_case("for")
+                .then(|| value.trim())
+        })
 }
 
 /// Splits on `sep` outside double quotes (RFC 7239 quotes IPv6 hops).
@@ -194,9 +193,15 @@ mod tests {
     #[test]
     fn an_untrusted_peer_is_the_client_whatever_it_says() {
         let p = proxies(ProxyHeader::XForwardedFor, &["10.0.0.0/8"]);
-        assert_eq!(p.client(ip("203.0.113.9"), ["198.51.100.1"]), ip("203.0.113.9"));
+        assert_eq!(
+            p.client(ip("203.0.113.9"), ["198.51.100.1"]),
+            ip("203.0.113.9")
+        );
         let none = TrustedProxies::default();
-        assert_eq!(none.client(ip("10.0.0.1"), ["198.51.100.1"]), ip("10.0.0.1"));
+        assert_eq!(
+            none.client(ip("10.0.0.1"), ["198.51.100.1"]),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]
@@ -213,13 +218,25 @@ mod tests {
             ip("203.0.113.9")
         );
         // Every hop trusted: the leftmost is the client.
-        assert_eq!(p.client(ip("10.0.0.1"), ["10.9.9.9, 10.0.0.2"]), ip("10.9.9.9"));
+        assert_eq!(
+            p.client(ip("10.0.0.1"), ["10.9.9.9, 10.0.0.2"]),
+            ip("10.9.9.9")
+        );
         // No header: the proxy itself.
         assert_eq!(p.client(ip("10.0.0.1"), []), ip("10.0.0.1"));
         // Garbage ends the trust at the proxy that passed it on.
-        assert_eq!(p.client(ip("10.0.0.1"), ["1.1.1.1, nonsense, 10.0.0.3"]), ip("10.0.0.3"));
-        assert_eq!(p.client(ip("10.0.0.1"), ["203.0.113.9:4711"]), ip("203.0.113.9"));
-        assert_eq!(p.client(ip("::ffff:10.0.0.1"), ["203.0.113.9"]), ip("203.0.113.9"));
+        assert_eq!(
+            p.client(ip("10.0.0.1"), ["1.1.1.1, nonsense, 10.0.0.3"]),
+            ip("10.0.0.3")
+        );
+        assert_eq!(
+            p.client(ip("10.0.0.1"), ["203.0.113.9:4711"]),
+            ip("203.0.113.9")
+        );
+        assert_eq!(
+            p.client(ip("::ffff:10.0.0.1"), ["203.0.113.9"]),
+            ip("203.0.113.9")
+        );
     }
 
     #[test]
@@ -233,14 +250,23 @@ mod tests {
             ip("2001:db8:cafe::17")
         );
         assert_eq!(
-            p.client(ip("10.0.0.1"), ["for=192.0.2.60;proto=http;by=203.0.113.43"]),
+            p.client(
+                ip("10.0.0.1"),
+                ["for=192.0.2.60;proto=http;by=203.0.113.43"]
+            ),
             ip("192.0.2.60")
         );
         assert_eq!(p.client(ip("10.0.0.1"), ["for=unknown"]), ip("10.0.0.1"));
-        assert_eq!(p.client(ip("10.0.0.1"), ["for=_hidden, for=10.0.0.5"]), ip("10.0.0.5"));
+        assert_eq!(
+            p.client(ip("10.0.0.1"), ["for=_hidden, for=10.0.0.5"]),
+            ip("10.0.0.5")
+        );
         // The other header is not read.
         let xff = proxies(ProxyHeader::XForwardedFor, &["10.0.0.0/8"]);
-        assert_eq!(xff.client(ip("10.0.0.1"), ["for=192.0.2.60"]), ip("10.0.0.1"));
+        assert_eq!(
+            xff.client(ip("10.0.0.1"), ["for=192.0.2.60"]),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]
@@ -253,7 +279,9 @@ mod tests {
     #[test]
     fn networks_are_addresses_or_cidrs() {
         assert_eq!(
-            TrustedProxies::parse_network("10.1.2.3/8").unwrap().to_string(),
+            TrustedProxies::parse_network("10.1.2.3/8")
+                .unwrap()
+                .to_string(),
             "10.0.0.0/8"
         );
         assert_eq!(

@@ -669,24 +669,20 @@ impl Reader {
             }
         }
         let refusals = crate::refusals::RefusalSettings {
-            window_seconds: self.parsed(
-                "refusal_window_seconds",
-                60i64,
-                |s| match s.parse::<i64>() {
+            window_seconds: self.parsed("refusal_window_seconds", 60i64, |s| {
+                match s.parse::<i64>() {
                     Ok(n) if (1..=86_400).contains(&n) => Ok(n),
                     _ => Err(format!(
                         "must be a number of seconds from 1 to 86400, not `{s}`"
                     )),
-                },
-            ),
-            individually: self.parsed(
-                "refusals_recorded_individually",
-                10u32,
-                |s| match s.parse::<u32>() {
+                }
+            }),
+            individually: self.parsed("refusals_recorded_individually", 10u32, |s| {
+                match s.parse::<u32>() {
                     Ok(n) if n <= 100_000 => Ok(n),
                     _ => Err(format!("must be a number from 0 to 100000, not `{s}`")),
-                },
-            ),
+                }
+            }),
         };
         let notice_values = self.parsed("notice_values", Default::default(), |s| s.parse());
 
@@ -938,6 +934,78 @@ mod tests {
             "{errors}"
         );
         assert!(errors.contains("KIHON4_AUDIT_PII_ROLES"), "{errors}");
+    }
+
+    #[test]
+    fn limits_proxies_refusals_and_notice_values_are_checked() {
+        let dir = temp_dir("limits");
+        let ok = Config::load_from(
+            None,
+            env(&[
+                ("KIHON4_DATA_DIR", dir.to_str().unwrap()),
+                ("KIHON4_RATE_LIMIT_PER_ADDRESS", "120"),
+                ("KIHON4_RATE_LIMIT_PER_SUBJECT", "3000"),
+                ("KIHON4_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7, fd00::/8"),
+                ("KIHON4_TRUSTED_PROXY_HEADER", "Forwarded"),
+                ("KIHON4_REFUSAL_WINDOW_SECONDS", "300"),
+                ("KIHON4_REFUSALS_RECORDED_INDIVIDUALLY", "0"),
+                ("KIHON4_NOTICE_VALUES", "none"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (ok.rate_limit_per_address, ok.rate_limit_per_subject),
+            (120, 3000)
+        );
+        assert_eq!(ok.trusted_proxies.networks.len(), 3);
+        assert!(ok.trusted_proxies.trusts("192.0.2.7".parse().unwrap()));
+        assert_eq!(
+            ok.trusted_proxies.header,
+            crate::client_address::ProxyHeader::Forwarded
+        );
+        assert_eq!(ok.refusals.window_seconds, 300);
+        assert_eq!(ok.refusals.individually, 0);
+        assert_eq!(ok.notice_values, crate::notices::NoticeValues::None);
+        let defaults =
+            Config::load_from(None, env(&[("KIHON4_DATA_DIR", dir.to_str().unwrap())])).unwrap();
+        assert_eq!(
+            (
+                defaults.rate_limit_per_address,
+                defaults.rate_limit_per_subject
+            ),
+            (600, 6000)
+        );
+        assert!(defaults.trusted_proxies.networks.is_empty());
+        assert_eq!(
+            defaults.refusals,
+            crate::refusals::RefusalSettings::default()
+        );
+        assert_eq!(
+            defaults.notice_values,
+            crate::notices::NoticeValues::Municipality
+        );
+        let errors = Config::load_from(
+            None,
+            env(&[
+                ("KIHON4_DATA_DIR", dir.to_str().unwrap()),
+                ("KIHON4_RATE_LIMIT_PER_ADDRESS", "0"),
+                ("KIHON4_TRUSTED_PROXIES", "proxy.local"),
+                ("KIHON4_TRUSTED_PROXY_HEADER", "x-real-ip"),
+                ("KIHON4_REFUSAL_WINDOW_SECONDS", "0"),
+                ("KIHON4_NOTICE_VALUES", "street"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        for name in [
+            "KIHON4_RATE_LIMIT_PER_ADDRESS",
+            "KIHON4_TRUSTED_PROXIES",
+            "KIHON4_TRUSTED_PROXY_HEADER",
+            "KIHON4_REFUSAL_WINDOW_SECONDS",
+            "KIHON4_NOTICE_VALUES",
+        ] {
+            assert!(errors.contains(name), "{name}: {errors}");
+        }
     }
 
     #[test]

@@ -106,7 +106,15 @@ impl TestApp {
     /// With `migrate` false the database is left empty (a schema behind the binary).
     pub async fn spawn_with(backend: Backend, migrate: bool) -> Self {
         let unconfigured = ConsentVerifier::Unconfigured("no provider in this test".into());
-        Self::spawn_full(backend, migrate, unconfigured, JpkiRole::Platform, None, Guard::default()).await
+        Self::spawn_full(
+            backend,
+            migrate,
+            unconfigured,
+            JpkiRole::Platform,
+            None,
+            Guard::default(),
+        )
+        .await
     }
 
     /// An app that asks customers for consent on Mynaportal through

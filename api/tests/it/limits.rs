@@ -61,31 +61,33 @@ fn refusals_in(events: &[(audit_events::Model, Value)]) -> i64 {
 async fn a_flood_of_refusals_adds_a_bounded_number_of_events(backend: Backend) {
     let app = TestApp::spawn_guarded(backend, guard(1000, 6000, 10, 60)).await;
     let before = app.count("audit_events").await;
-    let statuses: Vec<(u16, Option<String>, Option<Value>)> =
-        futures_util::stream::iter(0..2000)
-            .map(|i| {
-                let req = app
-                    .http
-                    .get(app.url("/v1/customers"))
-                    .header("x-request-id", format!("flood-{i}"));
-                async move {
-                    let res = req.send().await.unwrap();
-                    let status = res.status().as_u16();
-                    let retry = res
-                        .headers()
-                        .get("retry-after")
-                        .map(|v| v.to_str().unwrap().to_owned());
-                    let body = res.json::<Value>().await.ok();
-                    (status, retry, body)
-                }
-            })
-            .buffer_unordered(8)
-            .collect()
-            .await;
+    let statuses: Vec<(u16, Option<String>, Option<Value>)> = futures_util::stream::iter(0..2000)
+        .map(|i| {
+            let req = app
+                .http
+                .get(app.url("/v1/customers"))
+                .header("x-request-id", format!("flood-{i}"));
+            async move {
+                let res = req.send().await.unwrap();
+                let status = res.status().as_u16();
+                let retry = res
+                    .headers()
+                    .get("retry-after")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let body = res.json::<Value>().await.ok();
+                (status, retry, body)
+            }
+        })
+        .buffer_unordered(8)
+        .collect()
+        .await;
     let denied = statuses.iter().filter(|(s, _, _)| *s == 401).count() as i64;
     let limited: Vec<_> = statuses.iter().filter(|(s, _, _)| *s == 429).collect();
     assert_eq!(denied + limited.len() as i64, 2000, "only 401 and 429");
-    assert!(denied >= 1000, "the whole minute's allowance first: {denied}");
+    assert!(
+        denied >= 1000,
+        "the whole minute's allowance first: {denied}"
+    );
     assert!(!limited.is_empty(), "then 429");
     for (_, retry, body) in &limited {
         let wait: u32 = retry.as_deref().expect("Retry-After").parse().unwrap();
@@ -122,8 +124,10 @@ async fn a_flood_of_refusals_adds_a_bounded_number_of_events(backend: Backend) {
             assert!(aggregate[id].as_str().unwrap().starts_with("flood-"));
         }
         let (start, end) = (
-            chrono::DateTime::parse_from_rfc3339(aggregate["window_start"].as_str().unwrap()).unwrap(),
-            chrono::DateTime::parse_from_rfc3339(aggregate["window_end"].as_str().unwrap()).unwrap(),
+            chrono::DateTime::parse_from_rfc3339(aggregate["window_start"].as_str().unwrap())
+                .unwrap(),
+            chrono::DateTime::parse_from_rfc3339(aggregate["window_end"].as_str().unwrap())
+                .unwrap(),
         );
         assert_eq!((end - start).num_seconds(), 60);
     }
@@ -135,7 +139,10 @@ async fn a_closed_window_is_sealed_once_by_whoever_comes_first(backend: Backend)
     // early in one window.
     let app = TestApp::spawn_guarded(backend, guard(1000, 6000, 0, 2)).await;
     let into_window = chrono::Utc::now().timestamp_millis().rem_euclid(2000);
-    tokio::time::sleep(std::time::Duration::from_millis((2050 - into_window) as u64)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(
+        (2050 - into_window) as u64,
+    ))
+    .await;
     for i in 0..5 {
         let res = app
             .http
@@ -149,7 +156,10 @@ async fn a_closed_window_is_sealed_once_by_whoever_comes_first(backend: Backend)
     assert!(events(&app, "auth.denied").await.is_empty());
     assert_eq!(app.count("refusal_tallies").await, 1);
     let into_window = chrono::Utc::now().timestamp_millis().rem_euclid(2000);
-    tokio::time::sleep(std::time::Duration::from_millis((2050 - into_window) as u64)).await;
+    tokio::time::sleep(std::time::Duration::from_millis(
+        (2050 - into_window) as u64,
+    ))
+    .await;
     // The next refusal from the same source, and two housekeepers, at once.
     let now = chrono::Utc::now();
     let next = app
@@ -163,7 +173,11 @@ async fn a_closed_window_is_sealed_once_by_whoever_comes_first(backend: Backend)
     let sealed = events(&app, "auth.denied").await;
     assert!(a + b <= sealed.len() as u64);
     assert_eq!(refusals_in(&sealed), 5, "the five, each once");
-    assert!(sealed.iter().all(|(_, d)| d["aggregate"]["recorded_individually"] == 0));
+    assert!(
+        sealed
+            .iter()
+            .all(|(_, d)| d["aggregate"]["recorded_individually"] == 0)
+    );
     let ids: Vec<&str> = sealed
         .iter()
         .flat_map(|(_, d)| {
@@ -192,12 +206,20 @@ async fn callers_with_a_token_are_limited_per_subject(backend: Backend) {
     let before = app.count("audit_events").await;
     let res = app.get("/v1/customers", &alice).await;
     assert_eq!(res.status(), 429);
-    let wait: u32 = res.headers()["retry-after"].to_str().unwrap().parse().unwrap();
+    let wait: u32 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
     assert!((1..=12).contains(&wait), "one request per 12 s: {wait}");
     expect_problem(res, 429, "rate-limited").await;
     // Not even a write is let through, and nothing is recorded.
     let res = app
-        .post("/v1/customers", &alice, &crate::helpers::customer_body("LIMIT-1"))
+        .post(
+            "/v1/customers",
+            &alice,
+            &crate::helpers::customer_body("LIMIT-1"),
+        )
         .await;
     expect_problem(res, 429, "rate-limited").await;
     assert_eq!(app.count("customers").await, 0);
@@ -221,7 +243,12 @@ async fn a_proxy_header_is_believed_only_from_a_trusted_peer(backend: Backend) {
     for client in ["198.51.100.1", "198.51.100.2", "198.51.100.3"] {
         expect_problem(get(&app, client).await.unwrap(), 401, "unauthorized").await;
     }
-    expect_problem(get(&app, "198.51.100.4").await.unwrap(), 429, "rate-limited").await;
+    expect_problem(
+        get(&app, "198.51.100.4").await.unwrap(),
+        429,
+        "rate-limited",
+    )
+    .await;
     let sources: Vec<Value> = events(&app, "auth.denied")
         .await
         .into_iter()
@@ -241,9 +268,19 @@ async fn a_proxy_header_is_believed_only_from_a_trusted_peer(backend: Backend) {
     );
     let app = TestApp::spawn_guarded(backend, trusting).await;
     for _ in 0..3 {
-        expect_problem(get(&app, "198.51.100.1").await.unwrap(), 401, "unauthorized").await;
+        expect_problem(
+            get(&app, "198.51.100.1").await.unwrap(),
+            401,
+            "unauthorized",
+        )
+        .await;
     }
-    expect_problem(get(&app, "198.51.100.1").await.unwrap(), 429, "rate-limited").await;
+    expect_problem(
+        get(&app, "198.51.100.1").await.unwrap(),
+        429,
+        "rate-limited",
+    )
+    .await;
     // A forged entry on the left does not help the same client.
     expect_problem(
         get(&app, "203.0.113.99, 198.51.100.1").await.unwrap(),
@@ -252,7 +289,12 @@ async fn a_proxy_header_is_believed_only_from_a_trusted_peer(backend: Backend) {
     )
     .await;
     // Another client behind the proxy has its own allowance.
-    expect_problem(get(&app, "198.51.100.2").await.unwrap(), 401, "unauthorized").await;
+    expect_problem(
+        get(&app, "198.51.100.2").await.unwrap(),
+        401,
+        "unauthorized",
+    )
+    .await;
     // The other header is not read.
     let res = app
         .http
@@ -281,9 +323,13 @@ async fn a_proxy_header_is_believed_only_from_a_trusted_peer(backend: Backend) {
 
 async fn refused_callbacks_are_counted_per_source_and_window(backend: Backend) {
     let sim = spawn_sim().await;
-    let app =
-        TestApp::spawn_mynaportal_guarded(backend, sim.provider(), "kihon4-sim", guard(1000, 6000, 2, 60))
-            .await;
+    let app = TestApp::spawn_mynaportal_guarded(
+        backend,
+        sim.provider(),
+        "kihon4-sim",
+        guard(1000, 6000, 2, 60),
+    )
+    .await;
     for i in 0..7 {
         let res = app
             .http
@@ -306,7 +352,10 @@ async fn refused_callbacks_are_counted_per_source_and_window(backend: Backend) {
     let all = events(&app, "webhook.refused").await;
     assert!(all.len() <= 4, "{}", all.len());
     assert_eq!(refusals_in(&all), 7);
-    let (event, data) = all.iter().find(|(_, d)| d["aggregate"].is_object()).unwrap();
+    let (event, data) = all
+        .iter()
+        .find(|(_, d)| d["aggregate"].is_object())
+        .unwrap();
     assert_eq!(event.actor, "provider");
     assert_eq!(event.subject_type, "webhook");
     assert_eq!(data["aggregate"]["recorded_individually"], 2);

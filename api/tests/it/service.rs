@@ -179,16 +179,42 @@ async fn every_answer_forbids_caching_and_sniffing(backend: Backend) {
     let operator = app.operator();
     let auditor = app.auditor();
     let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
-        (app.http.get(app.url(&format!("/v1/customers/{id}"))).bearer_auth(&operator), 200),
-        (app.http.get(app.url(&format!("/v1/customers/{id}/history"))).bearer_auth(&operator), 200),
-        (app.http.get(app.url("/v1/audit/events")).bearer_auth(&auditor), 200),
+        (
+            app.http
+                .get(app.url(&format!("/v1/customers/{id}")))
+                .bearer_auth(&operator),
+            200,
+        ),
+        (
+            app.http
+                .get(app.url(&format!("/v1/customers/{id}/history")))
+                .bearer_auth(&operator),
+            200,
+        ),
+        (
+            app.http
+                .get(app.url("/v1/audit/events"))
+                .bearer_auth(&auditor),
+            200,
+        ),
         (app.http.get(app.url("/healthz")), 200),
         (app.http.get(app.url("/openapi.json")), 200),
         (app.http.get(app.url("/metrics")), 200),
         // Refusals and errors too.
         (app.http.get(app.url(&format!("/v1/customers/{id}"))), 401),
-        (app.http.get(app.url("/v1/customers?limit=0")).bearer_auth(&operator), 400),
-        (app.http.post(app.url("/v1/customers")).bearer_auth(&operator).json(&serde_json::json!({"colour": "blue"})), 422),
+        (
+            app.http
+                .get(app.url("/v1/customers?limit=0"))
+                .bearer_auth(&operator),
+            400,
+        ),
+        (
+            app.http
+                .post(app.url("/v1/customers"))
+                .bearer_auth(&operator)
+                .json(&serde_json::json!({"colour": "blue"})),
+            422,
+        ),
         (app.http.get(app.url("/v2/nothing")), 404),
         (app.http.get(app.url("/consent/no-such-token")), 404),
     ];
@@ -198,10 +224,19 @@ async fn every_answer_forbids_caching_and_sniffing(backend: Backend) {
         assert_eq!(res.status(), status, "{url}");
         assert_eq!(res.headers()["cache-control"], "no-store", "{url}");
         assert_eq!(res.headers()["x-content-type-options"], "nosniff", "{url}");
-        assert_eq!(res.headers().get_all("cache-control").iter().count(), 1, "{url}");
+        assert_eq!(
+            res.headers().get_all("cache-control").iter().count(),
+            1,
+            "{url}"
+        );
     }
     // The pages' style sheet holds nothing personal and may be cached.
-    let res = app.http.get(app.url("/consent/assets/style.css")).send().await.unwrap();
+    let res = app
+        .http
+        .get(app.url("/consent/assets/style.css"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(res.headers()["cache-control"], "public, max-age=3600");
     assert_eq!(res.headers()["x-content-type-options"], "nosniff");

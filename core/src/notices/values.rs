@@ -89,20 +89,78 @@ pub fn restrict(values: NoticeValues, changes: &mut Value) -> bool {
 }
 
 const PREFECTURES: [&str; 47] = [
-    "北海道", "青森県", "岩手県", "宮城県", "秋田県", "山形県", "福島県", "茨城県", "栃木県",
-    "群馬県", "埼玉県", "千葉県", "東京都", "神奈川県", "新潟県", "富山県", "石川県", "福井県",
-    "山梨県", "長野県", "岐阜県", "静岡県", "愛知県", "三重県", "滋賀県", "京都府", "大阪府",
-    "兵庫県", "奈良県", "和歌山県", "鳥取県", "島根県", "岡山県", "広島県", "山口県", "徳島県",
-    "香川県", "愛媛県", "高知県", "福岡県", "佐賀県", "長崎県", "熊本県", "大分県", "宮崎県",
-    "鹿児島県", "沖縄県",
+    "北海道",
+    "青森県",
+    "岩手県",
+    "宮城県",
+    "秋田県",
+    "山形県",
+    "福島県",
+    "茨城県",
+    "栃木県",
+    "群馬県",
+    "埼玉県",
+    "千葉県",
+    "東京都",
+    "神奈川県",
+    "新潟県",
+    "富山県",
+    "石川県",
+    "福井県",
+    "山梨県",
+    "長野県",
+    "岐阜県",
+    "静岡県",
+    "愛知県",
+    "三重県",
+    "滋賀県",
+    "京都府",
+    "大阪府",
+    "兵庫県",
+    "奈良県",
+    "和歌山県",
+    "鳥取県",
+    "島根県",
+    "岡山県",
+    "広島県",
+    "山口県",
+    "徳島県",
+    "香川県",
+    "愛媛県",
+    "高知県",
+    "福岡県",
+    "佐賀県",
+    "長崎県",
+    "熊本県",
+    "大分県",
+    "宮崎県",
+    "鹿児島県",
+    "沖縄県",
 ];
 
 /// The designated cities (政令指定都市), whose wards (区) are part of the
 /// municipality in an address.
 const DESIGNATED_CITIES: [&str; 20] = [
-    "札幌市", "仙台市", "さいたま市", "千葉市", "横浜市", "川崎市", "相模原市", "新潟市",
-    "静岡市", "浜松市", "名古屋市", "京都市", "大阪市", "堺市", "神戸市", "岡山市", "広島市",
-    "北九州市", "福岡市", "熊本市",
+    "札幌市",
+    "仙台市",
+    "さいたま市",
+    "千葉市",
+    "横浜市",
+    "川崎市",
+    "相模原市",
+    "新潟市",
+    "静岡市",
+    "浜松市",
+    "名古屋市",
+    "京都市",
+    "大阪市",
+    "堺市",
+    "神戸市",
+    "岡山市",
+    "広島市",
+    "北九州市",
+    "福岡市",
+    "熊本市",
 ];
 
 const SUFFIXES: [char; 4] = ['市', '区', '町', '村'];
@@ -118,10 +176,15 @@ pub fn municipality(address: &str) -> Option<&str> {
     let rest = &address[prefecture.len()..];
     let chars: Vec<char> = rest.chars().collect();
     // The first of `suffixes` at `from` or later.
-    let find = |from: usize, suffixes: &[char]| (from..chars.len()).find(|&i| suffixes.contains(&chars[i]));
+    let find = |from: usize, suffixes: &[char]| {
+        (from..chars.len()).find(|&i| suffixes.contains(&chars[i]))
+    };
     // A run of suffixes is one name's end: 四日市市, 大町町, 余市町, 十日町市.
     let run_end = |mut i: usize| {
-        while chars.get(i + 1).is_some_and(|c| matches!(c, '市' | '町' | '村')) {
+        while chars
+            .get(i + 1)
+            .is_some_and(|c| matches!(c, '市' | '町' | '村'))
+        {
             i += 1;
         }
         i
@@ -137,9 +200,16 @@ pub fn municipality(address: &str) -> Option<&str> {
         Some(end) => end,
         None => {
             let first = find(1, &SUFFIXES)?;
-            let mut cut = if chars[first] == '区' { first } else { run_end(first) };
+            let mut cut = if chars[first] == '区' {
+                first
+            } else {
+                run_end(first)
+            };
             // A city whose name holds 村 or 町 (東村山市, 武蔵村山市).
-            if cut == first && matches!(chars[cut], '町' | '村') && chars.get(cut + 2) == Some(&'市') {
+            if cut == first
+                && matches!(chars[cut], '町' | '村')
+                && chars.get(cut + 2) == Some(&'市')
+            {
                 cut += 2;
             }
             let city: String = chars[..=cut].iter().collect();
@@ -163,16 +233,25 @@ mod tests {
     fn addresses_are_cut_after_their_municipality() {
         let cases = [
             ("東京都千代田区千代田1-1", Some("東京都千代田区")),
-            ("東京都八王子市元本郷町三丁目24番1号", Some("東京都八王子市")),
+            (
+                "東京都八王子市元本郷町三丁目24番1号",
+                Some("東京都八王子市"),
+            ),
             ("東京都町田市森野2-2-22", Some("東京都町田市")),
             ("東京都東村山市本町1-2-3", Some("東京都東村山市")),
-            ("東京都西多摩郡奥多摩町氷川215-6", Some("東京都西多摩郡奥多摩町")),
+            (
+                "東京都西多摩郡奥多摩町氷川215-6",
+                Some("東京都西多摩郡奥多摩町"),
+            ),
             ("神奈川県横浜市中区港町1-1", Some("神奈川県横浜市中区")),
             ("大阪府大阪市北区中之島1-3-20", Some("大阪府大阪市北区")),
             ("北海道札幌市中央区北1条西2丁目", Some("北海道札幌市中央区")),
             ("北海道余市郡余市町朝日町26", Some("北海道余市郡余市町")),
             ("山形県西村山郡河北町谷地戊81", Some("山形県西村山郡河北町")),
-            ("宮城県柴田郡村田町大字村田字迫85", Some("宮城県柴田郡村田町")),
+            (
+                "宮城県柴田郡村田町大字村田字迫85",
+                Some("宮城県柴田郡村田町"),
+            ),
             ("佐賀県杵島郡大町町大字大町5017", Some("佐賀県杵島郡大町町")),
             ("福島県郡山市朝日1-23-7", Some("福島県郡山市")),
             ("奈良県大和郡山市北郡山町248-4", Some("奈良県大和郡山市")),
@@ -181,9 +260,15 @@ mod tests {
             ("長野県大町市大町3887", Some("長野県大町市")),
             ("三重県津市西丸之内23-1", Some("三重県津市")),
             ("千葉県市川市八幡1-1-1", Some("千葉県市川市")),
-            ("京都府京都市中京区寺町通御池上る", Some("京都府京都市中京区")),
+            (
+                "京都府京都市中京区寺町通御池上る",
+                Some("京都府京都市中京区"),
+            ),
             ("東京都三宅島三宅村阿古497", Some("東京都三宅島三宅村")),
-            ("沖縄県島尻郡渡嘉敷村字渡嘉敷183", Some("沖縄県島尻郡渡嘉敷村")),
+            (
+                "沖縄県島尻郡渡嘉敷村字渡嘉敷183",
+                Some("沖縄県島尻郡渡嘉敷村"),
+            ),
             // Nothing to cut at: nothing is shown.
             ("千代田区千代田1-1", None),
             ("東京都", None),
@@ -215,5 +300,114 @@ mod tests {
         let mut none = changes;
         assert!(restrict(NoticeValues::None, &mut none));
         assert!(none.as_array().unwrap().iter().all(|c| c["value"] == ""));
+    }
+
+    fn notices(values: NoticeValues) -> crate::notices::Notices {
+        crate::notices::Notices::load(
+            crate::notices::Institution {
+                name: "かもめ銀行".into(),
+                ..Default::default()
+            },
+            crate::notices::Sender {
+                address: "notices@bank.example.jp",
+                reply_to: None,
+                timezone: chrono_tz::Asia::Tokyo,
+            },
+            None,
+        )
+        .unwrap()
+        .with_values(values)
+    }
+
+    fn rendered(values: NoticeValues, locale: crate::domain::Locale) -> (String, String) {
+        use crate::notices::templates::item_label;
+        let changes = serde_json::json!([
+            {"item": "name", "label": item_label(locale, "name"), "value": "佐々木花子"},
+            {"item": "address", "label": item_label(locale, "address"), "value": "北海道余市郡余市町朝日町26"},
+            {"item": "birth_date", "label": item_label(locale, "birth_date"), "value": "1990年1月2日"},
+        ]);
+        let r = notices(values)
+            .render(
+                crate::notices::NoticeKind::Basic4Changed,
+                locale,
+                Some("佐々木花子"),
+                serde_json::json!({"changes": changes, "reported_on": "2026年12月1日"}),
+            )
+            .unwrap();
+        (r.text, r.html)
+    }
+
+    #[test]
+    fn change_notices_show_what_the_setting_allows() {
+        use crate::domain::Locale::{En, Ja};
+        // municipality (the default): the address down to its town, no new name or date.
+        let (text, html) = rendered(NoticeValues::Municipality, Ja);
+        assert!(text.starts_with("お客さま\n"), "{text}");
+        assert!(
+            text.contains("・氏名\n・住所：北海道余市郡余市町（以下省略）\n・生年月日\n"),
+            "{text}"
+        );
+        assert!(text.contains("このメールには更新後の内容をすべては記載していません。"));
+        assert!(
+            html.contains("<dd>北海道余市郡余市町（以下省略）</dd>"),
+            "{html}"
+        );
+        let (text, html) = rendered(NoticeValues::Municipality, En);
+        assert!(text.starts_with("Dear customer,"), "{text}");
+        assert!(
+            text.contains(
+                "- Name\n- Address: 北海道余市郡余市町 (the rest is not shown)\n- Date of birth\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("this email does not show all of the updated details"));
+        assert!(
+            html.contains("<dd>北海道余市郡余市町 (the rest is not shown)</dd>"),
+            "{html}"
+        );
+        // none: only the names of the items.
+        let (text, html) = rendered(NoticeValues::None, Ja);
+        assert!(text.contains("・氏名\n・住所\n・生年月日\n"), "{text}");
+        assert!(!html.contains("<dd>"), "{html}");
+        let (text, _) = rendered(NoticeValues::None, En);
+        assert!(
+            text.contains("- Name\n- Address\n- Date of birth\n"),
+            "{text}"
+        );
+        // full: everything, as before.
+        let (text, html) = rendered(NoticeValues::Full, Ja);
+        assert!(text.starts_with("佐々木花子 様"), "{text}");
+        assert!(
+            text.contains("・住所：北海道余市郡余市町朝日町26\n"),
+            "{text}"
+        );
+        assert!(text.contains("・生年月日：1990年1月2日"));
+        assert!(!text.contains("すべては記載していません"));
+        assert!(html.contains("<dd>佐々木花子</dd>"));
+        let (text, _) = rendered(NoticeValues::Full, En);
+        assert!(
+            text.contains("- Address: 北海道余市郡余市町朝日町26\n"),
+            "{text}"
+        );
+        assert!(!text.contains("does not show"));
+        // Nothing of the personal values leaks where they are withheld.
+        for values in [NoticeValues::None, NoticeValues::Municipality] {
+            for locale in [Ja, En] {
+                let (text, html) = rendered(values, locale);
+                for secret in ["佐々木", "朝日町", "1990"] {
+                    assert!(!text.contains(secret) && !html.contains(secret), "{secret}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_address_that_cannot_be_cut_is_not_shown() {
+        let mut changes = serde_json::json!([
+            {"item": "address", "label": "住所", "value": "どこか遠く1-2-3"},
+        ]);
+        restrict(NoticeValues::Municipality, &mut changes);
+        assert_eq!(changes[0]["value"], "");
+        assert_eq!(changes[0]["partial"], false);
     }
 }

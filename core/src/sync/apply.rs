@@ -160,7 +160,9 @@ fn optional_changes(locale: Locale, before: &OptionalItems, after: &OptionalItem
     if after.name_kana != before.name_kana
         && let Some(kana) = &after.name_kana
     {
-        out.push(json!({"item": "name_kana", "label": item_label(locale, "name_kana"), "value": kana}));
+        out.push(
+            json!({"item": "name_kana", "label": item_label(locale, "name_kana"), "value": kana}),
+        );
     }
     if after.former_surname != before.former_surname
         && let Some(surname) = &after.former_surname
