@@ -84,7 +84,7 @@ fn fresh(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
-    std::fs::create_dir_all(dir)?;
+    kihon4_core::config::create_private_dir(dir)?;
     Ok(())
 }
 

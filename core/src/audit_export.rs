@@ -79,7 +79,7 @@ impl SigningKey {
             let pem = der::pem::encode_string("PRIVATE KEY", der::pem::LineEnding::LF, &v1)
                 .map_err(|e| e.to_string())?;
             if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+                crate::config::create_private_dir(dir).map_err(|e| e.to_string())?;
             }
             crate::config::write_private_file(path, pem.as_bytes()).map_err(|e| e.to_string())?;
         }

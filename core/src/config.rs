@@ -287,7 +287,7 @@ impl Config {
     fn embedded_jwt_secret(data_dir: &Path) -> Result<SecretString, String> {
         let path = data_dir.join("jwt-secret");
         if !path.exists() {
-            std::fs::create_dir_all(data_dir).map_err(|e| {
+            create_private_dir(data_dir).map_err(|e| {
                 format!("cannot create the data folder {}: {e}", data_dir.display())
             })?;
             let mut bytes = [0u8; 32];
@@ -317,6 +317,19 @@ impl Config {
         }
         Ok(SecretString::from(secret.to_owned()))
     }
+}
+
+/// Creates a folder (and its missing parents) only its owner may enter:
+/// `0700` whatever the umask. A folder that exists is left as it is.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
 }
 
 /// Writes a file only its owner may read.
