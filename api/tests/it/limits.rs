@@ -21,6 +21,7 @@ both!(
     callers_with_a_token_are_limited_per_subject,
     a_proxy_header_is_believed_only_from_a_trusted_peer,
     refused_callbacks_are_counted_per_source_and_window,
+    the_customer_pages_have_a_stricter_limit_per_client,
 );
 
 fn guard(per_address: u32, per_subject: u32, individually: u32, window: i64) -> Guard {
@@ -360,4 +361,48 @@ async fn refused_callbacks_are_counted_per_source_and_window(backend: Backend) {
     assert_eq!(event.subject_type, "webhook");
     assert_eq!(data["aggregate"]["recorded_individually"], 2);
     app.assert_chain_verifies().await;
+}
+
+async fn the_customer_pages_have_a_stricter_limit_per_client(backend: Backend) {
+    let mut trusting = guard(1000, 6000, 10, 60);
+    trusting.limits = Limits::new(
+        1000,
+        6000,
+        TrustedProxies {
+            networks: vec![TrustedProxies::parse_network("127.0.0.0/8").unwrap()],
+            header: ProxyHeader::Forwarded,
+        },
+    );
+    let app = TestApp::spawn_guarded(backend, trusting).await;
+    let before = app.count("audit_events").await;
+    let page = |client: &str| {
+        app.http
+            .get(app.url("/consent/no-such-token"))
+            .header("forwarded", format!("for={client}"))
+            .send()
+    };
+    for _ in 0..kihon4_api::limits::PAGES_PER_MINUTE {
+        assert_eq!(page("198.51.100.1").await.unwrap().status(), 404);
+    }
+    let res = page("198.51.100.1").await.unwrap();
+    assert_eq!(res.status(), 429);
+    assert!(
+        res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    let wait: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&wait));
+    // Another customer behind the same proxy is not held back.
+    assert_eq!(page("198.51.100.2").await.unwrap().status(), 404);
+    assert_eq!(
+        app.count("audit_events").await,
+        before,
+        "pages append nothing"
+    );
 }
