@@ -684,8 +684,8 @@ mod tests {
         assert_eq!(
             ja,
             vec![
-                json!({"label": "旧姓", "value": "鈴木"}),
-                json!({"label": "国外転出予定日", "value": format_date(Locale::Ja, after.overseas_move_on.unwrap())}),
+                json!({"item": "former_surname", "label": "旧姓", "value": "鈴木"}),
+                json!({"item": "overseas_move_on", "label": "国外転出予定日", "value": format_date(Locale::Ja, after.overseas_move_on.unwrap())}),
             ]
         );
         assert!(optional_changes(Locale::En, &after, &after).is_empty());
