@@ -84,7 +84,7 @@ fn fresh(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
-    std::fs::create_dir_all(dir)?;
+    kihon4_core::config::create_private_dir(dir)?;
     Ok(())
 }
 
@@ -225,6 +225,12 @@ pub async fn demo(dir: PathBuf, listen: SocketAddr, serve: bool) -> anyhow::Resu
             .map_err(anyhow::Error::msg)?,
         )),
         audit_pii_roles: vec![Role::AuditorPii, Role::Admin],
+        limits: std::sync::Arc::new(kihon4_api::limits::Limits::new(
+            600,
+            6000,
+            Default::default(),
+        )),
+        refusals: Default::default(),
     });
     let listener = free_listener(listen)?;
     let api_url = format!("http://{}", listener.local_addr()?);

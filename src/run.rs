@@ -181,7 +181,7 @@ fn notices(config: &Config) -> anyhow::Result<Arc<Notices>> {
         timezone: config.timezone,
     };
     Notices::load(institution, sender, config.email_templates_dir.as_deref())
-        .map(Arc::new)
+        .map(|n| Arc::new(n.with_values(config.notice_values)))
         .map_err(|e| anyhow::anyhow!(e))
 }
 
@@ -807,6 +807,8 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
             mynaportal,
             audit_key: Some(signing_key.clone()),
             audit_pii_roles: config.audit_pii_roles.clone(),
+            limits: Arc::new(kihon4_api::limits::Limits::from_config(&config)),
+            refusals: config.refusals,
         });
         let listener = TcpListener::bind(config.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;

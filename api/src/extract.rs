@@ -9,7 +9,7 @@ use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
-use kihon4_core::audit::{self, Actor, AuditContext, AuditEvent};
+use kihon4_core::audit::{Actor, AuditContext, AuditEvent};
 use kihon4_core::auth::{AuthError, Principal, Role};
 use kihon4_core::domain::{ValueError, contains_my_number};
 use serde::de::DeserializeOwned;
@@ -241,7 +241,12 @@ pub async fn audit_refusal(
         }),
     );
     let ctx = AuditContext::new(refusal.actor.clone(), request_id(req));
-    let txn = kihon4_core::db::begin_write(&state.db).await?;
-    audit::append(&txn, &ctx, event).await?;
-    txn.commit().await
+    // A valid token that lacks the role is counted under its subject; any
+    // other refusal under the client's address.
+    let source = if refusal.actor == Actor::anonymous() {
+        crate::limits::ClientSource::of(&state.limits, req).0
+    } else {
+        refusal.actor.as_str().to_owned()
+    };
+    kihon4_core::refusals::record(&state.db, &state.refusals, &source, &ctx, event).await
 }

@@ -2,6 +2,7 @@
 //! authorise, call one function in `kihon4_core` and map the result.
 
 pub mod extract;
+pub mod limits;
 pub mod middleware;
 pub mod openapi;
 pub mod problem;
@@ -35,6 +36,10 @@ pub struct AppState {
     /// The roles that may export personal values in clear
     /// (`KIHON4_AUDIT_PII_ROLES`; by default `auditor_pii` and `admin`).
     pub audit_pii_roles: Vec<kihon4_core::auth::Role>,
+    /// The rate limits, and whose report of a client's address is believed.
+    pub limits: std::sync::Arc<limits::Limits>,
+    /// How refused requests are counted in the audit trail.
+    pub refusals: kihon4_core::refusals::RefusalSettings,
 }
 
 impl Mynaportal {

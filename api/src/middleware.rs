@@ -1,5 +1,6 @@
-//! Middleware: the request id, its span and the request metrics around
-//! everything; `Idempotency-Key` handling for POST.
+//! Middleware: the request id, its span, the request metrics and the
+//! headers every answer carries (`Cache-Control: no-store`,
+//! `X-Content-Type-Options: nosniff`) around everything; `Idempotency-Key` handling for POST.
 
 use std::time::Instant;
 
@@ -18,6 +19,7 @@ use tracing::Instrument;
 
 use crate::AppState;
 use crate::extract::{Refusal, RequestId, audit_refusal, bearer, payload_error};
+use crate::limits::ClientSource;
 use crate::problem::{ApiError, ProblemKind};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -51,13 +53,23 @@ pub async fn request_context(
     let span = tracing::info_span!("request", request_id = %id, method = %method);
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let started = Instant::now();
-    // Handlers turn their errors into responses; an error here comes from
-    // below the routes (none of kihon4's own) and actix answers it.
-    let mut res = match next.call(req).instrument(span.clone()).await {
-        Ok(res) => res.map_into_boxed_body(),
-        Err(err) => {
-            span.in_scope(|| tracing::warn!(error = %err, "request failed before a response"));
-            return Err(err);
+    let limited = state.as_ref().and_then(|state| over_limit(state, &req));
+    let mut res = if let Some(wait) = limited {
+        let mut err = ApiError::new(
+            ProblemKind::RateLimited,
+            format!("Too many requests; retry in {wait} s."),
+        );
+        err.retry_after = Some(wait);
+        req.into_response(err.error_response())
+    } else {
+        // Handlers turn their errors into responses; an error here comes from
+        // below the routes (none of kihon4's own) and actix answers it.
+        match next.call(req).instrument(span.clone()).await {
+            Ok(res) => res.map_into_boxed_body(),
+            Err(err) => {
+                span.in_scope(|| tracing::warn!(error = %err, "request failed before a response"));
+                return Err(err);
+            }
         }
     };
     if let Some(err) = foreign_error(&res) {
@@ -85,10 +97,21 @@ pub async fn request_context(
     metrics::counter!("kihon4_http_requests_total", "method" => method.clone(), "route" => route.clone(), "status" => status.to_string()).increment(1);
     metrics::histogram!("kihon4_http_request_duration_seconds", "method" => method, "route" => route.clone()).record(elapsed);
     span.in_scope(|| tracing::info!(route = %route, status, elapsed_ms = (elapsed * 1000.0) as u64, "request served"));
-    res.headers_mut().insert(
+    let headers = res.headers_mut();
+    headers.insert(
         REQUEST_ID,
         HeaderValue::from_str(&id).expect("the id is plain ASCII"),
     );
+    // Answers may hold personal data: no cache keeps them, and no browser
+    // guesses a type other than the one given. A route that chose its own
+    // caching (the pages' style sheet and icon) keeps it.
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
     Ok(res)
 }
 
@@ -125,6 +148,29 @@ fn foreign_error(res: &ServiceResponse<BoxBody>) -> Option<ApiError> {
             "The request could not be read (its body, headers or form).",
         ),
     })
+}
+
+/// The seconds to wait when the request is over its limit: its token
+/// subject's, when it carries a valid token; else its client address's.
+/// Such a request is answered `429` and nothing of it is recorded but the
+/// metric.
+fn over_limit(state: &AppState, req: &ServiceRequest) -> Option<u32> {
+    let limits = &state.limits;
+    let (limit, wait) = match bearer(req.request()).map(|t| state.auth.verify(t)) {
+        Some(Ok(principal)) => (
+            "subject",
+            limits.per_subject.check(&format!("user:{}", principal.sub)),
+        ),
+        _ => (
+            "address",
+            limits
+                .per_address
+                .check(&ClientSource::of(limits, req.request()).0),
+        ),
+    };
+    let wait = wait.err()?;
+    metrics::counter!("kihon4_http_rate_limited_total", "limit" => limit).increment(1);
+    Some(wait)
 }
 
 fn problem(req: ServiceRequest, err: ApiError) -> ServiceResponse<BoxBody> {

@@ -80,6 +80,7 @@ pub enum ProblemKind {
     CallbackDecisionInvalid,
     BadRequest,
     RegistrationNotRetryable,
+    RateLimited,
 }
 
 impl ProblemKind {
@@ -149,6 +150,7 @@ impl ProblemKind {
             Self::CallbackDecisionInvalid => "callback-decision-invalid",
             Self::BadRequest => "bad-request",
             Self::RegistrationNotRetryable => "registration-not-retryable",
+            Self::RateLimited => "rate-limited",
         }
     }
 
@@ -217,6 +219,7 @@ impl ProblemKind {
             Self::CallbackDecisionInvalid => StatusCode::UNPROCESSABLE_ENTITY,
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::RegistrationNotRetryable => StatusCode::CONFLICT,
+            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -292,6 +295,7 @@ impl ProblemKind {
             Self::CallbackDecisionInvalid => "The callback's decision cannot be recorded",
             Self::BadRequest => "The request could not be read",
             Self::RegistrationNotRetryable => "The registration has nothing to retry",
+            Self::RateLimited => "Too many requests",
         }
     }
 

@@ -52,6 +52,10 @@ impl Actor {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+    /// An actor as it was stored by [`as_str`](Self::as_str).
+    pub(crate) fn stored(s: String) -> Self {
+        Self(s)
+    }
 }
 
 /// Who acts and under which request: what every append needs besides the event.

@@ -56,6 +56,13 @@ pub const SETTINGS: &[&str] = &[
     "consent_request_reminder_days",
     "audit_pii_roles",
     "auth_max_token_lifetime",
+    "rate_limit_per_address",
+    "rate_limit_per_subject",
+    "trusted_proxies",
+    "trusted_proxy_header",
+    "refusal_window_seconds",
+    "refusals_recorded_individually",
+    "notice_values",
 ];
 
 /// Variables with the prefix that are not settings of the service itself:
@@ -203,6 +210,16 @@ pub struct Config {
     pub awaiting_reissue_days: i64,
     /// How long a worker holds the sync jobs it claimed.
     pub sync_lease: std::time::Duration,
+    /// Requests per minute from one client address without a valid token.
+    pub rate_limit_per_address: u32,
+    /// Requests per minute under one token subject.
+    pub rate_limit_per_subject: u32,
+    /// The proxies whose report of the client's address is believed.
+    pub trusted_proxies: crate::client_address::TrustedProxies,
+    /// How refused requests are counted in the audit trail.
+    pub refusals: crate::refusals::RefusalSettings,
+    /// How much of the changed values a change notice shows.
+    pub notice_values: crate::notices::NoticeValues,
 }
 
 /// What the audit commands need of the configuration.
@@ -354,7 +371,7 @@ impl Config {
     fn embedded_jwt_secret(data_dir: &Path) -> Result<SecretString, String> {
         let path = data_dir.join("jwt-secret");
         if !path.exists() {
-            std::fs::create_dir_all(data_dir).map_err(|e| {
+            create_private_dir(data_dir).map_err(|e| {
                 format!("cannot create the data folder {}: {e}", data_dir.display())
             })?;
             let mut bytes = [0u8; 32];
@@ -384,6 +401,19 @@ impl Config {
         }
         Ok(SecretString::from(secret.to_owned()))
     }
+}
+
+/// Creates a folder (and its missing parents) only its owner may enter:
+/// `0700` whatever the umask. A folder that exists is left as it is.
+pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        builder.mode(0o700);
+    }
+    builder.create(path)
 }
 
 /// Writes a file only its owner may read.
@@ -744,6 +774,44 @@ impl Reader {
             },
         );
 
+        let per_minute = |this: &mut Self, key: &str, default: u32| {
+            this.parsed(key, default, |s| match s.parse::<u32>() {
+                Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+                _ => Err(format!(
+                    "must be a number of requests per minute from 1 to 1000000, not `{s}`"
+                )),
+            })
+        };
+        let rate_limit_per_address = per_minute(self, "rate_limit_per_address", 600);
+        let rate_limit_per_subject = per_minute(self, "rate_limit_per_subject", 6000);
+        let mut trusted_proxies = crate::client_address::TrustedProxies {
+            networks: Vec::new(),
+            header: self.parsed("trusted_proxy_header", Default::default(), |s| s.parse()),
+        };
+        for entry in self.list("trusted_proxies") {
+            match crate::client_address::TrustedProxies::parse_network(&entry) {
+                Ok(net) => trusted_proxies.networks.push(net),
+                Err(why) => self.fail("trusted_proxies", why),
+            }
+        }
+        let refusals = crate::refusals::RefusalSettings {
+            window_seconds: self.parsed("refusal_window_seconds", 60i64, |s| {
+                match s.parse::<i64>() {
+                    Ok(n) if (1..=86_400).contains(&n) => Ok(n),
+                    _ => Err(format!(
+                        "must be a number of seconds from 1 to 86400, not `{s}`"
+                    )),
+                }
+            }),
+            individually: self.parsed("refusals_recorded_individually", 10u32, |s| {
+                match s.parse::<u32>() {
+                    Ok(n) if n <= 100_000 => Ok(n),
+                    _ => Err(format!("must be a number from 0 to 100000, not `{s}`")),
+                }
+            }),
+        };
+        let notice_values = self.parsed("notice_values", Default::default(), |s| s.parse());
+
         Some(Config {
             role,
             listen,
@@ -778,6 +846,11 @@ impl Reader {
             sync_full_refresh_cron,
             awaiting_reissue_days,
             sync_lease,
+            rate_limit_per_address,
+            rate_limit_per_subject,
+            trusted_proxies,
+            refusals,
+            notice_values,
         })
     }
 
@@ -1062,6 +1135,78 @@ mod tests {
             "{errors}"
         );
         assert!(errors.contains("KIHON4_AUDIT_PII_ROLES"), "{errors}");
+    }
+
+    #[test]
+    fn limits_proxies_refusals_and_notice_values_are_checked() {
+        let dir = temp_dir("limits");
+        let ok = Config::load_from(
+            None,
+            env(&[
+                ("KIHON4_DATA_DIR", dir.to_str().unwrap()),
+                ("KIHON4_RATE_LIMIT_PER_ADDRESS", "120"),
+                ("KIHON4_RATE_LIMIT_PER_SUBJECT", "3000"),
+                ("KIHON4_TRUSTED_PROXIES", "10.0.0.0/8, 192.0.2.7, fd00::/8"),
+                ("KIHON4_TRUSTED_PROXY_HEADER", "Forwarded"),
+                ("KIHON4_REFUSAL_WINDOW_SECONDS", "300"),
+                ("KIHON4_REFUSALS_RECORDED_INDIVIDUALLY", "0"),
+                ("KIHON4_NOTICE_VALUES", "none"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(
+            (ok.rate_limit_per_address, ok.rate_limit_per_subject),
+            (120, 3000)
+        );
+        assert_eq!(ok.trusted_proxies.networks.len(), 3);
+        assert!(ok.trusted_proxies.trusts("192.0.2.7".parse().unwrap()));
+        assert_eq!(
+            ok.trusted_proxies.header,
+            crate::client_address::ProxyHeader::Forwarded
+        );
+        assert_eq!(ok.refusals.window_seconds, 300);
+        assert_eq!(ok.refusals.individually, 0);
+        assert_eq!(ok.notice_values, crate::notices::NoticeValues::None);
+        let defaults =
+            Config::load_from(None, env(&[("KIHON4_DATA_DIR", dir.to_str().unwrap())])).unwrap();
+        assert_eq!(
+            (
+                defaults.rate_limit_per_address,
+                defaults.rate_limit_per_subject
+            ),
+            (600, 6000)
+        );
+        assert!(defaults.trusted_proxies.networks.is_empty());
+        assert_eq!(
+            defaults.refusals,
+            crate::refusals::RefusalSettings::default()
+        );
+        assert_eq!(
+            defaults.notice_values,
+            crate::notices::NoticeValues::Municipality
+        );
+        let errors = Config::load_from(
+            None,
+            env(&[
+                ("KIHON4_DATA_DIR", dir.to_str().unwrap()),
+                ("KIHON4_RATE_LIMIT_PER_ADDRESS", "0"),
+                ("KIHON4_TRUSTED_PROXIES", "proxy.local"),
+                ("KIHON4_TRUSTED_PROXY_HEADER", "x-real-ip"),
+                ("KIHON4_REFUSAL_WINDOW_SECONDS", "0"),
+                ("KIHON4_NOTICE_VALUES", "street"),
+            ]),
+        )
+        .unwrap_err()
+        .to_string();
+        for name in [
+            "KIHON4_RATE_LIMIT_PER_ADDRESS",
+            "KIHON4_TRUSTED_PROXIES",
+            "KIHON4_TRUSTED_PROXY_HEADER",
+            "KIHON4_REFUSAL_WINDOW_SECONDS",
+            "KIHON4_NOTICE_VALUES",
+        ] {
+            assert!(errors.contains(name), "{name}: {errors}");
+        }
     }
 
     #[test]

@@ -55,14 +55,36 @@ async fn connect_with(
                 .foreign_keys(true)
                 .create_if_missing(true)
         });
-    let parent =
-        sqlite_path(url).and_then(|p| std::path::Path::new(&p).parent().map(|d| d.to_path_buf()));
-    if let Some(parent) = parent.filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(&parent).map_err(|e| {
+    if let Some(path) = sqlite_path(url) {
+        create_sqlite_file(std::path::Path::new(&path))?;
+    }
+    Database::connect(options).await
+}
+
+/// Creates a missing SQLite file owner-only (`0600`, in a `0700` folder
+/// when the folder is new) before SQLite opens it: SQLite gives its WAL and
+/// shared-memory files the database file's permissions.
+fn create_sqlite_file(path: &std::path::Path) -> Result<(), DbErr> {
+    if let Some(parent) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        crate::config::create_private_dir(parent).map_err(|e| {
             DbErr::Custom(format!("cannot create the folder for the database: {e}"))
         })?;
     }
-    Database::connect(options).await
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(DbErr::Custom(format!(
+            "cannot create the database file {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 fn sqlite_path(url: &str) -> Option<String> {

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod audit_export;
 pub mod auth;
+pub mod client_address;
 pub mod config;
 pub mod consent;
 pub mod customers;
@@ -17,6 +18,7 @@ pub mod import;
 pub mod jpki;
 pub mod notices;
 pub mod provider;
+pub mod refusals;
 pub mod sync;
 
 pub use error::CoreError;

@@ -14,6 +14,7 @@ mod m20261126_000007_audit_checkpoints;
 mod m20261202_000008_registration_wait;
 mod m20261202_000009_audit_exports;
 mod m20261202_000010_idempotency_key_hash;
+mod m20261202_000011_refusal_tallies;
 
 pub struct Migrator;
 
@@ -31,6 +32,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000008_registration_wait::Migration),
             Box::new(m20261202_000009_audit_exports::Migration),
             Box::new(m20261202_000010_idempotency_key_hash::Migration),
+            Box::new(m20261202_000011_refusal_tallies::Migration),
         ]
     }
 }

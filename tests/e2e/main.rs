@@ -15,6 +15,7 @@ mod audit;
 mod audit_memory;
 mod concurrency;
 mod consent;
+mod files;
 mod import;
 mod lifecycle;
 mod mynaportal;

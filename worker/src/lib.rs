@@ -203,6 +203,10 @@ pub async fn housekeeping(db: &DatabaseConnection, notices: &Notices, timezone: 
         ),
         Err(e) => tracing::error!(error = %e, "housekeeping of notices failed"),
     }
+    match kihon4_core::refusals::seal_closed(db, chrono::Utc::now()).await {
+        Ok(n) => tracing::info!(appended = n, "closed windows of refused requests sealed"),
+        Err(e) => tracing::error!(error = %e, "sealing refused requests failed"),
+    }
 }
 
 /// A signed checkpoint of the audit chain head, once a day.

@@ -172,6 +172,10 @@ pub async fn webhook(
         settings,
         request_id(&req),
         &body,
+        &kihon4_core::refusals::Tally {
+            settings: state.refusals,
+            source: crate::limits::ClientSource::of(&state.limits, &req).0,
+        },
     )
     .await?
     {

@@ -9,12 +9,9 @@
 //! `frame-ancestors 'none'`. Unknown, used and expired tokens get a plain
 //! page with the right status. The pages show no personal data: whoever
 //! holds the link sees only what the institution asks. Requests are
-//! rate-limited per client address.
+//! rate-limited per client address (`crate::limits::PAGES_PER_MINUTE`).
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
 
 use actix_web::cookie::{Cookie, SameSite};
 use actix_web::http::{StatusCode, header};
@@ -32,8 +29,6 @@ use crate::extract::request_id;
 
 /// The cookie the form's CSRF token is bound to.
 const CSRF_COOKIE: &str = "kihon4_csrf";
-/// Requests per client address per minute on these pages.
-const PER_MINUTE: u32 = 60;
 
 const LAYOUT: &str = include_str!("../../../templates/pages/_layout.html");
 const LANDING_JA: &str = include_str!("../../../templates/pages/landing.ja.html");
@@ -60,32 +55,10 @@ fn templates() -> &'static minijinja::Environment<'static> {
     })
 }
 
-/// Per-address fixed windows of a minute.
-fn limiter() -> &'static Mutex<HashMap<IpAddr, (Instant, u32)>> {
-    static WINDOWS: OnceLock<Mutex<HashMap<IpAddr, (Instant, u32)>>> = OnceLock::new();
-    WINDOWS.get_or_init(|| Mutex::new(HashMap::new()))
-}
-
 /// Whether the client may have another page now; the seconds to wait if not.
-fn admit(req: &HttpRequest) -> Result<(), u64> {
-    let Some(ip) = req.peer_addr().map(|a| a.ip()) else {
-        return Ok(());
-    };
-    let mut windows = limiter().lock().expect("not poisoned");
-    let now = Instant::now();
-    if windows.len() > 100_000 {
-        windows.retain(|_, (since, _)| now.duration_since(*since) < Duration::from_secs(60));
-    }
-    let (since, count) = windows.entry(ip).or_insert((now, 0));
-    if now.duration_since(*since) >= Duration::from_secs(60) {
-        *since = now;
-        *count = 0;
-    }
-    *count += 1;
-    if *count > PER_MINUTE {
-        return Err(60 - now.duration_since(*since).as_secs().min(59));
-    }
-    Ok(())
+fn admit(state: &AppState, req: &HttpRequest) -> Result<(), u64> {
+    let source = crate::limits::ClientSource::of(&state.limits, req);
+    state.limits.pages.check(&source.0).map_err(u64::from)
 }
 
 #[derive(Deserialize)]
@@ -303,7 +276,7 @@ pub async fn landing(
 ) -> HttpResponse {
     let locale = locale_of(query.lang.as_deref());
     let here = format!("/consent/{}", token.as_str());
-    if let Err(wait) = admit(&req) {
+    if let Err(wait) = admit(&state, &req) {
         return too_many(&state, locale, &here, wait);
     }
     let found = match requests::by_token(&state.db, &token).await {
@@ -365,7 +338,7 @@ pub async fn start(
     let form = form.map(|f| f.into_inner());
     let locale = locale_of(form.as_ref().and_then(|f| f.lang.as_deref()));
     let here = format!("/consent/{}", token.as_str());
-    if let Err(wait) = admit(&req) {
+    if let Err(wait) = admit(&state, &req) {
         return too_many(&state, locale, &here, wait);
     }
     let cookie = req.cookie(CSRF_COOKIE).map(|c| c.value().to_owned());
@@ -420,7 +393,7 @@ pub async fn done(
         },
         (None, None) => Locale::Ja,
     };
-    if let Err(wait) = admit(&req) {
+    if let Err(wait) = admit(&state, &req) {
         return too_many(&state, locale, &here, wait);
     }
     match found {

@@ -72,6 +72,26 @@ pub fn jwt_settings() -> JwtSettings {
     }
 }
 
+/// The rate limits and the counting of refusals of a test app. By default
+/// the limits are kihon4's own and every refusal up to 100 per source and
+/// minute gets its own event, so that tests of refusals see each one.
+pub struct Guard {
+    pub limits: kihon4_api::limits::Limits,
+    pub refusals: kihon4_core::refusals::RefusalSettings,
+}
+
+impl Default for Guard {
+    fn default() -> Self {
+        Self {
+            limits: kihon4_api::limits::Limits::new(600, 6000, Default::default()),
+            refusals: kihon4_core::refusals::RefusalSettings {
+                window_seconds: 60,
+                individually: 100,
+            },
+        }
+    }
+}
+
 pub struct TestApp {
     pub base: String,
     pub db: DatabaseConnection,
@@ -87,7 +107,15 @@ impl TestApp {
     /// With `migrate` false the database is left empty (a schema behind the binary).
     pub async fn spawn_with(backend: Backend, migrate: bool) -> Self {
         let unconfigured = ConsentVerifier::Unconfigured("no provider in this test".into());
-        Self::spawn_full(backend, migrate, unconfigured, JpkiRole::Platform, None).await
+        Self::spawn_full(
+            backend,
+            migrate,
+            unconfigured,
+            JpkiRole::Platform,
+            None,
+            Guard::default(),
+        )
+        .await
     }
 
     /// An app that asks customers for consent on Mynaportal through
@@ -105,6 +133,7 @@ impl TestApp {
             unconfigured,
             JpkiRole::Platform,
             Some((provider, Some(issuer.to_owned()))),
+            Guard::default(),
         )
         .await
     }
@@ -122,6 +151,32 @@ impl TestApp {
             unconfigured,
             JpkiRole::Platform,
             Some((provider, None)),
+            Guard::default(),
+        )
+        .await
+    }
+
+    /// An app with these rate limits and this counting of refusals.
+    pub async fn spawn_guarded(backend: Backend, guard: Guard) -> Self {
+        let unconfigured = ConsentVerifier::Unconfigured("no provider in this test".into());
+        Self::spawn_full(backend, true, unconfigured, JpkiRole::Platform, None, guard).await
+    }
+
+    /// Like [`spawn_mynaportal`](Self::spawn_mynaportal), with `guard`.
+    pub async fn spawn_mynaportal_guarded(
+        backend: Backend,
+        provider: std::sync::Arc<dyn kihon4_core::provider::Provider>,
+        issuer: &str,
+        guard: Guard,
+    ) -> Self {
+        let unconfigured = ConsentVerifier::Unconfigured("no provider in this test".into());
+        Self::spawn_full(
+            backend,
+            true,
+            unconfigured,
+            JpkiRole::Platform,
+            Some((provider, Some(issuer.to_owned()))),
+            guard,
         )
         .await
     }
@@ -132,7 +187,7 @@ impl TestApp {
         verifier: ConsentVerifier,
         role: JpkiRole,
     ) -> Self {
-        Self::spawn_full(backend, true, verifier, role, None).await
+        Self::spawn_full(backend, true, verifier, role, None, Guard::default()).await
     }
 
     async fn spawn_full(
@@ -144,6 +199,7 @@ impl TestApp {
             std::sync::Arc<dyn kihon4_core::provider::Provider>,
             Option<String>,
         )>,
+        Guard { limits, refusals }: Guard,
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -193,6 +249,8 @@ impl TestApp {
                 .expect("an audit key"),
             )),
             audit_pii_roles: vec![Role::AuditorPii, Role::Admin],
+            limits: std::sync::Arc::new(limits),
+            refusals,
         });
         let server =
             kihon4_api::server(state, listener, MAX_BODY, Duration::from_secs(5)).expect("server");

@@ -171,7 +171,7 @@ async fn keys_kept_before_the_upgrade_are_hashed_in_place(backend: Backend) {
     use sea_orm::{ConnectionTrait, Statement};
     let app = TestApp::spawn(backend).await;
     let last = Migrator::migrations().last().unwrap().name().to_owned();
-    assert_eq!(last, "m20261202_000010_idempotency_key_hash");
+    assert_eq!(last, "m20261202_000011_refusal_tallies");
     // The schema as it was, with a key kept in clear.
     Migrator::down(&app.db, Some(1)).await.unwrap();
     let backend_kind = app.db.get_database_backend();

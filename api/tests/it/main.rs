@@ -18,6 +18,7 @@ mod customers;
 mod hostile;
 mod idempotency;
 mod import;
+mod limits;
 mod mynaportal;
 mod notices;
 mod registration;

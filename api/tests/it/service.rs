@@ -9,6 +9,7 @@ both!(
     openapi_and_docs_describe_every_route,
     request_ids_are_echoed_or_made,
     unknown_routes_are_problems,
+    every_answer_forbids_caching_and_sniffing,
 );
 
 async fn health_readiness_and_metrics(backend: Backend) {
@@ -169,4 +170,74 @@ async fn unknown_routes_are_problems(backend: Backend) {
         "not-found",
     )
     .await;
+}
+
+async fn every_answer_forbids_caching_and_sniffing(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let customer = app.create_customer("CACHE-1").await;
+    let id = customer["id"].as_str().unwrap();
+    let operator = app.operator();
+    let auditor = app.auditor();
+    let cases: Vec<(reqwest::RequestBuilder, u16)> = vec![
+        (
+            app.http
+                .get(app.url(&format!("/v1/customers/{id}")))
+                .bearer_auth(&operator),
+            200,
+        ),
+        (
+            app.http
+                .get(app.url(&format!("/v1/customers/{id}/history")))
+                .bearer_auth(&operator),
+            200,
+        ),
+        (
+            app.http
+                .get(app.url("/v1/audit/events"))
+                .bearer_auth(&auditor),
+            200,
+        ),
+        (app.http.get(app.url("/healthz")), 200),
+        (app.http.get(app.url("/openapi.json")), 200),
+        (app.http.get(app.url("/metrics")), 200),
+        // Refusals and errors too.
+        (app.http.get(app.url(&format!("/v1/customers/{id}"))), 401),
+        (
+            app.http
+                .get(app.url("/v1/customers?limit=0"))
+                .bearer_auth(&operator),
+            400,
+        ),
+        (
+            app.http
+                .post(app.url("/v1/customers"))
+                .bearer_auth(&operator)
+                .json(&serde_json::json!({"colour": "blue"})),
+            422,
+        ),
+        (app.http.get(app.url("/v2/nothing")), 404),
+        (app.http.get(app.url("/consent/no-such-token")), 404),
+    ];
+    for (request, status) in cases {
+        let res = request.send().await.unwrap();
+        let url = res.url().path().to_owned();
+        assert_eq!(res.status(), status, "{url}");
+        assert_eq!(res.headers()["cache-control"], "no-store", "{url}");
+        assert_eq!(res.headers()["x-content-type-options"], "nosniff", "{url}");
+        assert_eq!(
+            res.headers().get_all("cache-control").iter().count(),
+            1,
+            "{url}"
+        );
+    }
+    // The pages' style sheet holds nothing personal and may be cached.
+    let res = app
+        .http
+        .get(app.url("/consent/assets/style.css"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "public, max-age=3600");
+    assert_eq!(res.headers()["x-content-type-options"], "nosniff");
 }

@@ -276,6 +276,37 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
     assert_eq!(last["source"], "sync");
     assert!(last["reported_on"].is_string());
     assert_eq!(notices_of(&app, "basic4_changed").await, 2);
+    // The notices name what changed; of the new address only its
+    // municipality, of the new name nothing, nor in the greeting.
+    let message_to = |customer: &str| {
+        use kihon4_core::entities::outbox;
+        let id = Uuid::parse_str(customer).unwrap();
+        let db = app.db.clone();
+        async move {
+            let row = outbox::Entity::find()
+                .filter(outbox::Column::Kind.eq("basic4_changed"))
+                .filter(outbox::Column::CustomerId.eq(id))
+                .one(&db)
+                .await
+                .unwrap()
+                .unwrap();
+            crate::mail::decoded_text(&row.message).replace("\r\n", "\n")
+        }
+    };
+    let moved_mail = message_to(&moves).await;
+    assert!(
+        moved_mail.contains("・住所：大阪府大阪市北区（以下省略）"),
+        "{moved_mail}"
+    );
+    assert!(!moved_mail.contains("梅田"));
+    assert!(moved_mail.contains("・国外転出予定日\n"), "{moved_mail}");
+    assert!(!moved_mail.contains("2027年4月1日"));
+    let renamed_mail = message_to(&renames).await;
+    assert!(renamed_mail.contains("・氏名\n"), "{renamed_mail}");
+    assert!(renamed_mail.contains("お客さま\n"));
+    for new in ["佐々木", "ササキ", "鈴木"] {
+        assert!(!renamed_mail.contains(new), "{new} in the notice");
+    }
     // The subscription follows the new certificate.
     assert_eq!(
         app.count("provider_registrations WHERE action = 'unsubscribe' AND status = 'pending'")

@@ -376,6 +376,7 @@ pub async fn receive(
     settings: &CallbackSettings,
     request_id: Option<String>,
     body: &[u8],
+    tally: &crate::refusals::Tally,
 ) -> Result<Result<Accepted, CallbackRefusal>, CoreError> {
     let ctx = AuditContext::new(Actor::provider(), request_id);
     let outcome = match verify(keys, settings, body).await {
@@ -383,7 +384,7 @@ pub async fn receive(
         Err(refusal) => Err(refusal),
     };
     if let Err(refusal) = &outcome {
-        refused(db, &ctx, refusal).await?;
+        refused(db, &ctx, refusal, tally).await?;
     }
     Ok(outcome)
 }
@@ -392,12 +393,11 @@ async fn refused(
     db: &DatabaseConnection,
     ctx: &AuditContext,
     refusal: &CallbackRefusal,
+    tally: &crate::refusals::Tally,
 ) -> Result<(), CoreError> {
-    let txn = db::begin_write(db).await?;
     let event = AuditEvent::new("webhook.refused", "webhook", Some("mynaportal".into()))
         .set("reason", json!(refusal.slug()));
-    audit::append(&txn, ctx, event).await?;
-    txn.commit().await?;
+    crate::refusals::record(db, &tally.settings, &tally.source, ctx, event).await?;
     Ok(())
 }
 

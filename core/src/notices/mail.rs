@@ -7,11 +7,11 @@ use std::time::Duration;
 
 use std::time::Instant;
 
+use lettre::Address;
 use lettre::address::Envelope;
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::extension::ClientId;
-use lettre::{Address, AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use tokio::sync::Mutex;
 
 use super::outbox::{self, SendOutcome};
@@ -23,7 +23,8 @@ pub const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 enum Transport {
     Smtp(Box<Smtp>),
-    Drop(AsyncFileTransport<Tokio1Executor>),
+    /// The mail drop folder.
+    Drop(std::path::PathBuf),
 }
 
 /// How the connection to the mail server is secured.
@@ -374,9 +375,10 @@ impl Mailer {
 
     /// As `.eml` files into `folder` (created when missing).
     pub fn drop_folder(folder: &Path, envelope_from: &str) -> Result<Self, String> {
-        std::fs::create_dir_all(folder).map_err(|e| format!("{}: {e}", folder.display()))?;
+        crate::config::create_private_dir(folder)
+            .map_err(|e| format!("{}: {e}", folder.display()))?;
         Ok(Self {
-            transport: Transport::Drop(AsyncFileTransport::<Tokio1Executor>::new(folder)),
+            transport: Transport::Drop(folder.to_path_buf()),
             from: address(envelope_from)?,
             timeout: SMTP_TIMEOUT,
         })
@@ -426,9 +428,9 @@ impl Mailer {
                 Err(SmtpFailure::Transient(why)) => SendOutcome::Transient(why),
                 Err(SmtpFailure::Recording(e)) => return Err(e),
             },
-            Transport::Drop(files) => {
+            Transport::Drop(folder) => {
                 let mut passage = gate.enter().await?;
-                match files.send_raw(&envelope, &row.message).await {
+                match drop_file(folder, &row.message).await {
                     Ok(id) => {
                         let answer = format!("written to the mail drop as {id}.eml");
                         passage.accepted(row, &answer);
@@ -439,6 +441,23 @@ impl Mailer {
             }
         })
     }
+}
+
+/// Writes `message` into the mail drop as `<id>.eml`, readable by its
+/// owner only (it holds personal data and single-use links): written whole
+/// under a hidden name, then renamed, so a reader of `*.eml` never sees
+/// half a message. Returns the id.
+async fn drop_file(folder: &Path, message: &[u8]) -> std::io::Result<String> {
+    let id = uuid::Uuid::new_v4().to_string();
+    let (folder, message, name) = (folder.to_path_buf(), message.to_vec(), id.clone());
+    tokio::task::spawn_blocking(move || {
+        let temp = folder.join(format!(".{name}.eml.part"));
+        crate::config::write_private_file(&temp, &message)?;
+        std::fs::rename(&temp, folder.join(format!("{name}.eml")))
+    })
+    .await
+    .map_err(std::io::Error::other)??;
+    Ok(id)
 }
 
 /// Notices claimed at a time, per lane.

@@ -4,6 +4,8 @@
 pub mod mail;
 pub mod outbox;
 pub mod templates;
+pub mod values;
 
 pub use outbox::{NewNotice, enqueue};
 pub use templates::{Institution, NoticeKind, Notices, Rendered, Sender};
+pub use values::NoticeValues;

@@ -69,7 +69,10 @@ impl NoticeKind {
                 json!({"consent": {"withdrawn_on": date, "granted_on": date}})
             }
             Self::Basic4Changed => json!({
-                "changes": [{"label": item_label(locale, "address"), "value": "東京都千代田区千代田1-1"}],
+                "changes": [
+                    {"item": "address", "label": item_label(locale, "address"), "value": "東京都千代田区千代田1-1"},
+                    {"item": "name", "label": item_label(locale, "name"), "value": "山田花子"},
+                ],
                 "reported_on": date,
             }),
             Self::ConsentRequest => json!({"request": {
@@ -205,6 +208,8 @@ pub struct Notices {
     timezone: chrono_tz::Tz,
     /// The domain of the sender address, for Message-IDs.
     pub message_id_domain: String,
+    /// How much of the changed values a change notice shows.
+    values: super::NoticeValues,
 }
 
 fn mailbox(name: Option<&str>, address: &str) -> Result<Mailbox, String> {
@@ -278,12 +283,21 @@ impl Notices {
             reply_to,
             timezone: sender.timezone,
             message_id_domain,
+            values: Default::default(),
         };
+        let mut notices = notices;
         for kind in NoticeKind::ALL {
             for locale in LOCALES {
-                notices
-                    .render(kind, locale, Some("山田太郎"), kind.sample(locale))
-                    .and_then(|_| notices.render(kind, locale, None, kind.sample(locale)))
+                use super::NoticeValues as V;
+                [V::None, V::Municipality, V::Full]
+                    .into_iter()
+                    .try_for_each(|values| {
+                        notices.values = values;
+                        notices
+                            .render(kind, locale, Some("山田太郎"), kind.sample(locale))
+                            .and_then(|_| notices.render(kind, locale, None, kind.sample(locale)))
+                            .map(|_| ())
+                    })
                     .map_err(|e| {
                         format!(
                             "the email template {}.{} does not render: {e:#}",
@@ -293,7 +307,15 @@ impl Notices {
                     })?;
             }
         }
+        notices.values = Default::default();
         Ok(notices)
+    }
+
+    /// These notices, showing `values` of what changed (every template was
+    /// checked with each setting when loaded).
+    pub fn with_values(mut self, values: super::NoticeValues) -> Self {
+        self.values = values;
+        self
     }
 
     pub fn institution(&self) -> &Institution {
@@ -345,6 +367,20 @@ impl Notices {
             Value::Object(map) => map,
             _ => serde_json::Map::new(),
         };
+        let mut customer_name = customer_name;
+        if kind == NoticeKind::Basic4Changed {
+            let changes = context.entry("changes").or_insert_with(|| json!([]));
+            // While the new name is not shown, nor is it in the greeting.
+            if super::values::restrict(self.values, changes) {
+                customer_name = None;
+            }
+            let hidden = changes.as_array().is_some_and(|items| {
+                items
+                    .iter()
+                    .any(|c| c["value"] == "" || c["partial"] == true)
+            });
+            context.insert("values_withheld".into(), json!(hidden));
+        }
         context.insert(
             "institution".into(),
             json!({

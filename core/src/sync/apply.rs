@@ -63,19 +63,21 @@ fn changes(locale: Locale, before: Option<&Basic4>, after: &Basic4) -> Vec<Value
     let mut out = Vec::new();
     let differs = |f: fn(&Basic4) -> String| before.is_none_or(|b| f(b) != f(after));
     if differs(|b| b.name.as_str().to_owned()) {
-        out.push(json!({"label": item_label(locale, "name"), "value": after.name.as_str()}));
+        out.push(json!({"item": "name", "label": item_label(locale, "name"), "value": after.name.as_str()}));
     }
     if differs(|b| b.address.as_str().to_owned()) {
-        out.push(json!({"label": item_label(locale, "address"), "value": after.address.as_str()}));
+        out.push(json!({"item": "address", "label": item_label(locale, "address"), "value": after.address.as_str()}));
     }
     if differs(|b| b.birth_date.to_iso()) {
         out.push(json!({
+            "item": "birth_date",
             "label": item_label(locale, "birth_date"),
             "value": format_date(locale, after.birth_date.date()),
         }));
     }
     if differs(|b| b.gender.code().to_owned()) {
         out.push(json!({
+            "item": "gender",
             "label": item_label(locale, "gender"),
             "value": gender_label(locale, after.gender.code()),
         }));
@@ -159,17 +161,20 @@ fn optional_changes(locale: Locale, before: &OptionalItems, after: &OptionalItem
     if after.name_kana != before.name_kana
         && let Some(kana) = &after.name_kana
     {
-        out.push(json!({"label": item_label(locale, "name_kana"), "value": kana}));
+        out.push(
+            json!({"item": "name_kana", "label": item_label(locale, "name_kana"), "value": kana}),
+        );
     }
     if after.former_surname != before.former_surname
         && let Some(surname) = &after.former_surname
     {
-        out.push(json!({"label": item_label(locale, "former_surname"), "value": surname}));
+        out.push(json!({"item": "former_surname", "label": item_label(locale, "former_surname"), "value": surname}));
     }
     if after.overseas_move_on != before.overseas_move_on
         && let Some(on) = after.overseas_move_on
     {
         out.push(json!({
+            "item": "overseas_move_on",
             "label": item_label(locale, "overseas_move_on"),
             "value": format_date(locale, on),
         }));
@@ -699,8 +704,8 @@ mod tests {
         assert_eq!(
             ja,
             vec![
-                json!({"label": "旧姓", "value": "鈴木"}),
-                json!({"label": "国外転出予定日", "value": format_date(Locale::Ja, after.overseas_move_on.unwrap())}),
+                json!({"item": "former_surname", "label": "旧姓", "value": "鈴木"}),
+                json!({"item": "overseas_move_on", "label": "国外転出予定日", "value": format_date(Locale::Ja, after.overseas_move_on.unwrap())}),
             ]
         );
         assert!(optional_changes(Locale::En, &after, &after).is_empty());
