@@ -77,6 +77,7 @@ pub enum ProblemKind {
     UnknownConsentRequest,
     ProviderKeysUnavailable,
     MynaportalUnavailable,
+    MethodNotAllowed,
 }
 
 impl ProblemKind {
@@ -143,6 +144,7 @@ impl ProblemKind {
             Self::UnknownConsentRequest => "unknown-consent-request",
             Self::ProviderKeysUnavailable => "provider-keys-unavailable",
             Self::MynaportalUnavailable => "mynaportal-unavailable",
+            Self::MethodNotAllowed => "method-not-allowed",
         }
     }
 
@@ -208,6 +210,7 @@ impl ProblemKind {
             Self::UnknownConsentRequest => StatusCode::NOT_FOUND,
             Self::ProviderKeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::MynaportalUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -280,11 +283,85 @@ impl ProblemKind {
             Self::UnknownConsentRequest => "No consent request matches the callback",
             Self::ProviderKeysUnavailable => "The provider's keys cannot be fetched now",
             Self::MynaportalUnavailable => "Mynaportal-routed consent is not configured",
+            Self::MethodNotAllowed => "The route does not take this method",
         }
     }
 
     pub fn type_uri(self) -> String {
         format!("{PROBLEM_BASE}{}", self.slug())
+    }
+
+    /// Every kind, in the order of the enum (a new kind goes at the end
+    /// here too; `docs/problems.md`'s summary must list each, which the
+    /// tests check).
+    pub const ALL: &[ProblemKind] = &[
+        Self::Validation,
+        Self::MyNumberRefused,
+        Self::MalformedJson,
+        Self::InvalidQuery,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::ExternalRefTaken,
+        Self::PreconditionFailed,
+        Self::PreconditionRequired,
+        Self::NothingToChange,
+        Self::InvalidIdempotencyKey,
+        Self::IdempotencyKeyReused,
+        Self::IdempotencyInProgress,
+        Self::NotReady,
+        Self::Internal,
+        Self::NotBase64,
+        Self::NotCms,
+        Self::CmsNoSigner,
+        Self::CmsSeveralSigners,
+        Self::SignerCertificateMissing,
+        Self::UnknownTextVersion,
+        Self::NotConsentText,
+        Self::SignatureInvalid,
+        Self::UnsupportedAlgorithm,
+        Self::UntrustedIssuer,
+        Self::CertificateExpired,
+        Self::CertificateNotYetValid,
+        Self::UserIdentificationCertificate,
+        Self::NotSigningCertificate,
+        Self::CertificateRevoked,
+        Self::CertificateUnknown,
+        Self::CrlStale,
+        Self::CrlInvalid,
+        Self::OcspInvalid,
+        Self::RevocationUnavailable,
+        Self::ProviderUnavailable,
+        Self::ProviderError,
+        Self::ConsentUnavailable,
+        Self::CustomerDeceased,
+        Self::Basic4Mismatch,
+        Self::SignedDocumentReused,
+        Self::ConsentNotActive,
+        Self::Conflict,
+        Self::NoticeNotFailed,
+        Self::ReviewNotOpen,
+        Self::CustomerNotConsenting,
+        Self::AlreadyConsenting,
+        Self::ConsentRequestOpen,
+        Self::CallbackMalformed,
+        Self::CallbackAlgorithmNotAllowed,
+        Self::CallbackUnknownKey,
+        Self::CallbackSignatureInvalid,
+        Self::CallbackExpired,
+        Self::CallbackClaimsInvalid,
+        Self::CallbackReplayed,
+        Self::UnknownConsentRequest,
+        Self::ProviderKeysUnavailable,
+        Self::MynaportalUnavailable,
+        Self::MethodNotAllowed,
+    ];
+
+    /// The kind whose slug this is.
+    pub fn from_slug(slug: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.slug() == slug)
     }
 }
 

@@ -11,19 +11,27 @@ use uuid::Uuid;
 use super::{Page, next_cursor, page_limit};
 use crate::AppState;
 use crate::extract::{Auditor, Auth};
-use crate::problem::{ApiError, ProblemBody, ProblemKind};
+use crate::problem::{ApiError, ProblemKind};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Events at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     from: Option<String>,
     /// Events before this time (RFC 3339).
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// Only the events of this customer.
+    #[param(format = Uuid)]
     customer_id: Option<String>,
     /// e.g. `customer.created`.
     action: Option<String>,
+    /// The `next_cursor` of the page before (a `seq`).
+    #[param(pattern = "^[0-9]{1,18}$")]
     cursor: Option<String>,
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u64>,
 }
 
@@ -57,9 +65,10 @@ pub(crate) fn time(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc
 
 /// Audit events in chain order, filtered and paged. Role: auditor.
 #[utoipa::path(
+    operation_id = "listAuditEvents",
     tag = "audit",
     params(EventQuery),
-    responses((status = 200, body = Page<AuditEventView>), (status = 400, body = ProblemBody)),
+    responses((status = 200, body = Page<AuditEventView>)),
     security(("bearer" = ["auditor"]))
 )]
 #[get("/v1/audit/events")]
@@ -121,11 +130,14 @@ pub async fn events(
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     /// Events at or after this time (RFC 3339); default: the first.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// Events before this time (RFC 3339); default: now. Use a time in the
     /// past for an export and its manifest to cover the same events.
+    #[param(format = DateTime)]
     to: Option<String>,
     /// `jsonl` (default: exactly what was hashed) or `csv` (UTF-8 with BOM).
+    #[param(pattern = "^(jsonl|csv)$")]
     format: Option<String>,
     /// `true`: instead of the events, their companion file of personal
     /// values in clear (`{seq, field, value, salt}` per line), for the same
@@ -160,6 +172,49 @@ fn export_range(query: &ExportQuery) -> Result<ExportRange, ApiError> {
     })
 }
 
+/// A signed checkpoint of the chain head (`kihon4 audit verify` checks it).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Checkpoint)]
+#[allow(dead_code)]
+pub struct CheckpointView {
+    /// The `seq` of the head event.
+    seq: i64,
+    /// Its hash (hex).
+    head_hash: String,
+    at: DateTime<Utc>,
+    /// The signing key's id.
+    key_id: String,
+    /// Ed25519 over the checkpoint, base64.
+    signature: String,
+}
+
+/// The signed manifest of an export.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Manifest)]
+#[allow(dead_code)]
+pub struct ManifestView {
+    /// `kihon4-audit-export`.
+    #[serde(rename = "type")]
+    kind: String,
+    v: u32,
+    /// `jsonl` or `csv`.
+    format: String,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    count: u64,
+    first_seq: Option<i64>,
+    last_seq: Option<i64>,
+    /// The hash before the first event (the genesis hash for the first).
+    prev_hash: String,
+    first_hash: Option<String>,
+    last_hash: Option<String>,
+    /// SHA-256 (hex) of the export file, byte for byte.
+    file_sha256: String,
+    checkpoint: CheckpointView,
+    key_id: String,
+    signature: String,
+}
+
 fn signing_key(state: &AppState) -> Result<&kihon4_core::audit_export::SigningKey, ApiError> {
     state.audit_key.as_deref().ok_or_else(|| {
         ApiError::new(
@@ -172,10 +227,11 @@ fn signing_key(state: &AppState) -> Result<&kihon4_core::audit_export::SigningKe
 /// The newest signed checkpoint of the chain head (written daily by the
 /// worker and at every export). Role: auditor.
 #[utoipa::path(
+    operation_id = "getLatestAuditCheckpoint",
     tag = "audit",
     responses(
-        (status = 200, description = "`{seq, head_hash, at, key_id, signature}`"),
-        (status = 404, body = ProblemBody, description = "none written yet"),
+        (status = 200, body = CheckpointView, description = "The checkpoint"),
+        (status = 404, description = "not-found: none written yet"),
     ),
     security(("bearer" = ["auditor"]))
 )]
@@ -245,11 +301,15 @@ where
 /// The events of a time range, streamed: JSON Lines of exactly what was
 /// hashed, or CSV. Role: auditor.
 #[utoipa::path(
+    operation_id = "exportAuditEvents",
     tag = "audit",
     params(ExportQuery),
     responses(
-        (status = 200, description = "`application/jsonl` or `text/csv`, streamed"),
-        (status = 400, body = ProblemBody),
+        (status = 200, description = "The events, streamed: JSON Lines (`format=jsonl`, and the companion file of `include_personal_data=true`) or CSV (`format=csv`)",
+            content(
+                (String = "application/jsonl"),
+                (String = "text/csv"),
+            )),
     ),
     security(("bearer" = ["auditor"]))
 )]
@@ -337,9 +397,13 @@ pub async fn export(
 /// The signed manifest of an export: range, count, hashes, the file's
 /// SHA-256 and a checkpoint. Role: auditor.
 #[utoipa::path(
+    operation_id = "getAuditExportManifest",
     tag = "audit",
     params(ExportQuery),
-    responses((status = 200, description = "the manifest"), (status = 400, body = ProblemBody)),
+    responses(
+        (status = 200, body = ManifestView, description = "The manifest"),
+        (status = 503, description = "not-ready: the audit signing key is not loaded"),
+    ),
     security(("bearer" = ["auditor"]))
 )]
 #[get("/v1/audit/export/manifest")]

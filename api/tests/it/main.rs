@@ -19,5 +19,6 @@ mod idempotency;
 mod import;
 mod mynaportal;
 mod notices;
+mod openapi;
 mod service;
 mod sync;
