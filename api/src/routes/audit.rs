@@ -96,13 +96,17 @@ pub async fn events(
         .cursor
         .as_deref()
         .map(|c| {
-            c.parse::<i64>().map_err(|_| {
-                ApiError::field(
-                    ProblemKind::InvalidQuery,
-                    "cursor",
-                    "is not a cursor from this list",
-                )
-            })
+            // A cursor is the `seq` of the page's last event: digits only.
+            c.parse::<i64>()
+                .ok()
+                .filter(|seq| *seq >= 0 && c.bytes().all(|b| b.is_ascii_digit()))
+                .ok_or_else(|| {
+                    ApiError::field(
+                        ProblemKind::InvalidQuery,
+                        "cursor",
+                        "is not a cursor from this list",
+                    )
+                })
         })
         .transpose()?;
     let found = audit::list_events(&state.db, &filter, after, limit).await?;
@@ -394,12 +398,29 @@ pub async fn export(
         .streaming(body))
 }
 
+/// The parameters of a manifest: those of its export (a manifest describes
+/// events, so `include_personal_data=true` is refused with `invalid-query`).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct ManifestQuery {
+    /// Events at or after this time (RFC 3339); default: the first.
+    #[param(format = DateTime)]
+    from: Option<String>,
+    /// Events before this time (RFC 3339); default: now.
+    #[param(format = DateTime)]
+    to: Option<String>,
+    /// `jsonl` (default) or `csv`: the export's format, whose SHA-256 it gives.
+    #[param(pattern = "^(jsonl|csv)$")]
+    format: Option<String>,
+}
+
 /// The signed manifest of an export: range, count, hashes, the file's
 /// SHA-256 and a checkpoint. Role: auditor.
 #[utoipa::path(
     operation_id = "getAuditExportManifest",
     tag = "audit",
-    params(ExportQuery),
+    params(ManifestQuery),
     responses(
         (status = 200, body = ManifestView, description = "The manifest"),
         (status = 503, description = "not-ready: the audit signing key is not loaded"),

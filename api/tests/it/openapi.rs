@@ -79,6 +79,16 @@ fn every_problem_answer_is_a_problem_document_with_its_types() {
         for method in METHODS {
             let Some(op) = item.get(method) else { continue };
             let label = format!("{method} {path}");
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                let name = param["name"].as_str().unwrap();
+                assert_eq!(
+                    param["in"] == "path",
+                    path.contains(&format!("{{{name}}}")),
+                    "{label}: {name} is in {}",
+                    param["in"]
+                );
+                assert!(!param["schema"]["type"].is_array(), "{label}: {name}");
+            }
             let responses = op["responses"].as_object().unwrap();
             let authenticated = op["security"].as_array().is_some_and(|s| !s.is_empty());
             if authenticated {
