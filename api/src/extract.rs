@@ -75,8 +75,43 @@ pub fn payload_error(err: actix_web::Error) -> ApiError {
     }
 }
 
+/// Where a body is not of the shape every kihon4 body has: an object whose
+/// values are objects or plain values, never lists. (serde would take a
+/// list for a struct, its fields in order, so `[null, null]` would pass.)
+fn misshapen(value: &serde_json::Value) -> Option<(String, &'static str)> {
+    fn list_in(value: &serde_json::Value, path: &str) -> Option<String> {
+        match value {
+            serde_json::Value::Array(_) => Some(path.to_owned()),
+            serde_json::Value::Object(fields) => fields.iter().find_map(|(name, v)| {
+                let here = if path.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{path}.{name}")
+                };
+                list_in(v, &here)
+            }),
+            _ => None,
+        }
+    }
+    if !value.is_object() {
+        return Some(("body".to_owned(), "must be a JSON object"));
+    }
+    list_in(value, "").map(|path| (path, "must be an object or a single value, not a list"))
+}
+
 /// Parses JSON into `T`, naming the field of a type error or unknown field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
+        && let Some((field, message)) = misshapen(&value)
+    {
+        // Never echo a My Number, not even as a field name.
+        let field = if contains_my_number(&field) {
+            "body".to_owned()
+        } else {
+            field
+        };
+        return Err(ApiError::field(ProblemKind::Validation, field, message));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize::<_, T>(&mut de);
     if let (Ok(_), Err(e)) = (&value, de.end()) {
@@ -249,4 +284,39 @@ pub async fn audit_refusal(
         refusal.actor.as_str().to_owned()
     };
     kihon4_core::refusals::record(&state.db, &state.refusals, &source, &ctx, event).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Inner {
+        a: Option<String>,
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        x: Option<String>,
+        inner: Option<Inner>,
+    }
+
+    #[test]
+    fn a_list_is_never_taken_for_an_object() {
+        for (json, field) in [
+            (r#"[null, null]"#, "body"),
+            (r#""text""#, "body"),
+            (r#"{"x": "1", "inner": ["a"]}"#, "inner"),
+        ] {
+            let err = parse_json::<Body>(json.as_bytes()).unwrap_err();
+            assert_eq!(err.kind, ProblemKind::Validation, "{json}");
+            assert_eq!(err.errors[0].field, field, "{json}");
+        }
+        let ok: Body = parse_json(br#"{"x": "1", "inner": {"a": "b"}}"#).unwrap();
+        assert_eq!(ok.x.as_deref(), Some("1"));
+    }
 }

@@ -169,8 +169,25 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(routes::sync::resolve);
 }
 
-async fn no_route() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(ProblemKind::NotFound, "No such route."))
+/// No route took the request: `405` with `Allow` when the path is one of
+/// the described routes' (another method), else `404`.
+async fn no_route(req: actix_web::HttpRequest) -> HttpResponse {
+    use actix_web::ResponseError;
+    let allowed = openapi::methods_of(req.path());
+    if allowed.is_empty() {
+        return ApiError::new(ProblemKind::NotFound, "No such route.").error_response();
+    }
+    let allow = allowed.join(", ");
+    let mut res = ApiError::new(
+        ProblemKind::MethodNotAllowed,
+        format!("This route takes {allow}."),
+    )
+    .error_response();
+    if let Ok(value) = actix_web::http::header::HeaderValue::from_str(&allow) {
+        res.headers_mut()
+            .insert(actix_web::http::header::ALLOW, value);
+    }
+    res
 }
 
 /// Builds the HTTP server on `listener`; the caller runs it and stops it

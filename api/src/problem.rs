@@ -81,6 +81,7 @@ pub enum ProblemKind {
     BadRequest,
     RegistrationNotRetryable,
     RateLimited,
+    MethodNotAllowed,
 }
 
 impl ProblemKind {
@@ -151,6 +152,7 @@ impl ProblemKind {
             Self::BadRequest => "bad-request",
             Self::RegistrationNotRetryable => "registration-not-retryable",
             Self::RateLimited => "rate-limited",
+            Self::MethodNotAllowed => "method-not-allowed",
         }
     }
 
@@ -220,6 +222,7 @@ impl ProblemKind {
             Self::BadRequest => StatusCode::BAD_REQUEST,
             Self::RegistrationNotRetryable => StatusCode::CONFLICT,
             Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -296,11 +299,89 @@ impl ProblemKind {
             Self::BadRequest => "The request could not be read",
             Self::RegistrationNotRetryable => "The registration has nothing to retry",
             Self::RateLimited => "Too many requests",
+            Self::MethodNotAllowed => "The route does not take this method",
         }
     }
 
     pub fn type_uri(self) -> String {
         format!("{PROBLEM_BASE}{}", self.slug())
+    }
+
+    /// Every kind, in the order of the enum (a new kind goes at the end
+    /// here too; `docs/problems.md`'s summary must list each, which the
+    /// tests check).
+    pub const ALL: &[ProblemKind] = &[
+        Self::Validation,
+        Self::MyNumberRefused,
+        Self::MalformedJson,
+        Self::InvalidQuery,
+        Self::PayloadTooLarge,
+        Self::UnsupportedMediaType,
+        Self::Unauthorized,
+        Self::Forbidden,
+        Self::NotFound,
+        Self::ExternalRefTaken,
+        Self::PreconditionFailed,
+        Self::PreconditionRequired,
+        Self::NothingToChange,
+        Self::InvalidIdempotencyKey,
+        Self::IdempotencyKeyReused,
+        Self::IdempotencyInProgress,
+        Self::NotReady,
+        Self::Internal,
+        Self::NotBase64,
+        Self::NotCms,
+        Self::CmsNoSigner,
+        Self::CmsSeveralSigners,
+        Self::SignerCertificateMissing,
+        Self::UnknownTextVersion,
+        Self::NotConsentText,
+        Self::SignatureInvalid,
+        Self::UnsupportedAlgorithm,
+        Self::UntrustedIssuer,
+        Self::CertificateExpired,
+        Self::CertificateNotYetValid,
+        Self::UserIdentificationCertificate,
+        Self::NotSigningCertificate,
+        Self::CertificateRevoked,
+        Self::CertificateUnknown,
+        Self::CrlStale,
+        Self::CrlInvalid,
+        Self::OcspInvalid,
+        Self::RevocationUnavailable,
+        Self::ProviderUnavailable,
+        Self::ProviderError,
+        Self::ConsentUnavailable,
+        Self::CustomerDeceased,
+        Self::Basic4Mismatch,
+        Self::SignedDocumentReused,
+        Self::ConsentNotActive,
+        Self::Conflict,
+        Self::NoticeNotFailed,
+        Self::ReviewNotOpen,
+        Self::CustomerNotConsenting,
+        Self::AlreadyConsenting,
+        Self::ConsentRequestOpen,
+        Self::CallbackMalformed,
+        Self::CallbackAlgorithmNotAllowed,
+        Self::CallbackUnknownKey,
+        Self::CallbackSignatureInvalid,
+        Self::CallbackExpired,
+        Self::CallbackClaimsInvalid,
+        Self::CallbackReplayed,
+        Self::UnknownConsentRequest,
+        Self::ProviderKeysUnavailable,
+        Self::MynaportalUnavailable,
+        Self::CallbackDecisionInvalid,
+        Self::BadRequest,
+        Self::RegistrationNotRetryable,
+        Self::RateLimited,
+        Self::MethodNotAllowed,
+    ];
+
+    /// The kind whose slug this is.
+    pub fn from_slug(slug: &str) -> Option<Self> {
+        Self::ALL.iter().copied().find(|k| k.slug() == slug)
     }
 }
 

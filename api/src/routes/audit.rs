@@ -11,19 +11,27 @@ use uuid::Uuid;
 use super::{Page, next_cursor, page_limit};
 use crate::AppState;
 use crate::extract::{Auditor, Auth};
-use crate::problem::{ApiError, ProblemBody, ProblemKind};
+use crate::problem::{ApiError, ProblemKind};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct EventQuery {
     /// Events at or after this time (RFC 3339).
+    #[param(format = DateTime)]
     from: Option<String>,
     /// Events before this time (RFC 3339).
+    #[param(format = DateTime)]
     to: Option<String>,
+    /// Only the events of this customer.
+    #[param(format = Uuid)]
     customer_id: Option<String>,
     /// e.g. `customer.created`.
     action: Option<String>,
+    /// The `next_cursor` of the page before (a `seq`).
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
     cursor: Option<String>,
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u64>,
 }
 
@@ -57,9 +65,10 @@ pub(crate) fn time(field: &str, raw: Option<&str>) -> Result<Option<DateTime<Utc
 
 /// Audit events in chain order, filtered and paged. Role: auditor.
 #[utoipa::path(
+    operation_id = "listAuditEvents",
     tag = "audit",
     params(EventQuery),
-    responses((status = 200, body = Page<AuditEventView>), (status = 400, body = ProblemBody)),
+    responses((status = 200, body = Page<AuditEventView>)),
     security(("bearer" = ["auditor"]))
 )]
 #[get("/v1/audit/events")]
@@ -127,12 +136,15 @@ pub async fn events(
 #[serde(deny_unknown_fields)]
 pub struct ExportQuery {
     /// Events at or after this time (RFC 3339); default: the first.
+    #[param(format = DateTime)]
     from: Option<String>,
     /// Events before this time (RFC 3339); default: none. Whatever it is,
     /// an export holds only the events up to the chain head when it started
     /// (`Kihon4-Last-Seq`).
+    #[param(format = DateTime)]
     to: Option<String>,
     /// `jsonl` (default: exactly what was hashed) or `csv` (UTF-8 with BOM).
+    #[param(pattern = "^(jsonl|csv)$")]
     format: Option<String>,
     /// `true`: instead of the events, their companion file of personal
     /// values in clear (`{seq, field, value, salt}` per line), for the same
@@ -140,7 +152,7 @@ pub struct ExportQuery {
     include_personal_data: Option<bool>,
 }
 
-#[derive(Deserialize, utoipa::IntoParams)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ManifestQuery {
     /// The export's id (its `Kihon4-Export-Id`): the manifest names exactly
@@ -180,6 +192,51 @@ fn export_range(query: &ExportQuery) -> Result<ExportRange, ApiError> {
     })
 }
 
+/// A signed checkpoint of the chain head (`kihon4 audit verify` checks it).
+#[derive(Serialize, ToSchema)]
+#[schema(as = Checkpoint)]
+#[allow(dead_code)]
+pub struct CheckpointView {
+    /// The `seq` of the head event.
+    seq: i64,
+    /// Its hash (hex).
+    head_hash: String,
+    at: DateTime<Utc>,
+    /// The signing key's id.
+    key_id: String,
+    /// Ed25519 over the checkpoint, base64.
+    signature: String,
+}
+
+/// The signed manifest of an export.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Manifest)]
+#[allow(dead_code)]
+pub struct ManifestView {
+    /// `kihon4-audit-export`.
+    #[serde(rename = "type")]
+    kind: String,
+    v: u32,
+    /// The export it describes (`Kihon4-Export-Id`).
+    export_id: Option<Uuid>,
+    /// `jsonl` or `csv`.
+    format: String,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    count: u64,
+    first_seq: Option<i64>,
+    last_seq: Option<i64>,
+    /// The hash before the first event (the genesis hash for the first).
+    prev_hash: String,
+    first_hash: Option<String>,
+    last_hash: Option<String>,
+    /// SHA-256 (hex) of the export file, byte for byte.
+    file_sha256: String,
+    checkpoint: CheckpointView,
+    key_id: String,
+    signature: String,
+}
+
 fn signing_key(state: &AppState) -> Result<&kihon4_core::audit_export::SigningKey, ApiError> {
     state.audit_key.as_deref().ok_or_else(|| {
         ApiError::new(
@@ -192,10 +249,11 @@ fn signing_key(state: &AppState) -> Result<&kihon4_core::audit_export::SigningKe
 /// The newest signed checkpoint of the chain head (written daily by the
 /// worker and at every export). Role: auditor.
 #[utoipa::path(
+    operation_id = "getLatestAuditCheckpoint",
     tag = "audit",
     responses(
-        (status = 200, description = "`{seq, head_hash, at, key_id, signature}`"),
-        (status = 404, body = ProblemBody, description = "none written yet"),
+        (status = 200, body = CheckpointView, description = "The checkpoint"),
+        (status = 404, description = "not-found: none written yet"),
     ),
     security(("bearer" = ["auditor"]))
 )]
@@ -346,11 +404,23 @@ where
 /// `Kihon4-Event-Count` and `Kihon4-Checkpoint-Seq`; its manifest is at
 /// `/v1/audit/exports/{id}/manifest` (the `Link` header). Role: auditor.
 #[utoipa::path(
+    operation_id = "exportAuditEvents",
     tag = "audit",
     params(ExportQuery),
     responses(
-        (status = 200, description = "`application/jsonl` or `text/csv`, streamed"),
-        (status = 400, body = ProblemBody),
+        (status = 200, description = "The events, streamed: JSON Lines (`format=jsonl`, and the companion file of `include_personal_data=true`) or CSV (`format=csv`)",
+            headers(
+                ("Kihon4-Export-Id" = Uuid, description = "The export's id: its manifest is at /v1/audit/exports/{id}/manifest"),
+                ("Kihon4-First-Seq" = i64, description = "The first event's seq (absent for an empty export)"),
+                ("Kihon4-Last-Seq" = i64, description = "The last event's seq (absent for an empty export)"),
+                ("Kihon4-Event-Count" = u64, description = "How many events it holds"),
+                ("Kihon4-Checkpoint-Seq" = i64, description = "The seq of the checkpoint signed when it started"),
+                ("Link" = String, description = "`</v1/audit/exports/{id}/manifest>; rel=\"describedby\"`"),
+            ),
+            content(
+                (String = "application/jsonl"),
+                (String = "text/csv"),
+            )),
     ),
     security(("bearer" = ["auditor"]))
 )]
@@ -444,11 +514,13 @@ async fn manifest_response(
 /// hashes, the file's SHA-256 and the checkpoint taken when it started.
 /// The same manifest every time. Role: auditor.
 #[utoipa::path(
+    operation_id = "getAuditExportManifest",
     tag = "audit",
-    params(("id" = Uuid, Path, description = "the export's `Kihon4-Export-Id`")),
+    params(("id" = Uuid, Path, description = "The export's `Kihon4-Export-Id`")),
     responses(
-        (status = 200, description = "the manifest"),
-        (status = 404, body = ProblemBody, description = "no such export, or one of only a companion file"),
+        (status = 200, body = ManifestView, description = "The manifest"),
+        (status = 404, description = "not-found: no such export, or an export of only a companion file"),
+        (status = 503, description = "not-ready: the audit signing key is not loaded"),
     ),
     security(("bearer" = ["auditor"]))
 )]
@@ -466,12 +538,20 @@ pub async fn export_manifest(
 /// of an export (`{seq, field, value, salt}` per line). Role: `auditor_pii`
 /// (KIHON4_AUDIT_PII_ROLES).
 #[utoipa::path(
+    operation_id = "getAuditExportPersonalData",
     tag = "audit",
-    params(("id" = Uuid, Path, description = "the export's `Kihon4-Export-Id`")),
+    params(("id" = Uuid, Path, description = "The export's `Kihon4-Export-Id`")),
     responses(
-        (status = 200, description = "`application/jsonl`, streamed"),
-        (status = 403, body = ProblemBody),
-        (status = 404, body = ProblemBody),
+        (status = 200, description = "The companion file, streamed as JSON Lines",
+            headers(
+                ("Kihon4-Export-Id" = Uuid, description = "The export's id: its manifest is at /v1/audit/exports/{id}/manifest"),
+                ("Kihon4-First-Seq" = i64, description = "The first event's seq (absent for an empty export)"),
+                ("Kihon4-Last-Seq" = i64, description = "The last event's seq (absent for an empty export)"),
+                ("Kihon4-Event-Count" = u64, description = "How many events it holds"),
+                ("Kihon4-Checkpoint-Seq" = i64, description = "The seq of the checkpoint signed when it started"),
+                ("Link" = String, description = "`</v1/audit/exports/{id}/manifest>; rel=\"describedby\"`"),
+            ),
+            content((String = "application/jsonl"))),
     ),
     security(("bearer" = ["auditor_pii"]))
 )]
@@ -497,9 +577,14 @@ pub async fn export_personal_data(
 /// anew, it would take in the events written since, the export's own
 /// `audit.exported` first. Role: auditor.
 #[utoipa::path(
+    operation_id = "getAuditExportManifestByQuery",
     tag = "audit",
-    params(ManifestQuery),
-    responses((status = 200, description = "the manifest"), (status = 400, body = ProblemBody)),
+    params(("export_id" = Uuid, Query, description = "The export's `Kihon4-Export-Id`. Required: a time range alone would be read anew, and events written since would make it another range; the export's own parameters are refused beside it")),
+    responses(
+        (status = 200, body = ManifestView, description = "The manifest"),
+        (status = 404, description = "not-found: no such export, or an export of only a companion file"),
+        (status = 503, description = "not-ready: the audit signing key is not loaded"),
+    ),
     security(("bearer" = ["auditor"]))
 )]
 #[get("/v1/audit/export/manifest")]

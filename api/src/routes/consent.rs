@@ -14,7 +14,7 @@ use uuid::Uuid;
 use super::{Page, Paging, next_cursor, page_limit, uuid_cursor};
 use crate::AppState;
 use crate::extract::{Admin, Auth, JsonBody, Operator};
-use crate::problem::{ApiError, ProblemBody, ProblemKind};
+use crate::problem::{ApiError, ProblemKind};
 
 #[derive(Serialize, ToSchema)]
 pub struct ConsentTextView {
@@ -30,8 +30,9 @@ pub struct ConsentTextView {
 
 /// The consent texts a customer may sign, oldest first. Role: operator.
 #[utoipa::path(
+    operation_id = "listConsentTexts",
     tag = "consent",
-    responses((status = 200, body = Page<ConsentTextView>)),
+    responses((status = 200, body = Page<ConsentTextView>, description = "Every text (one page: `next_cursor` is null)")),
     security(("bearer" = ["operator"]))
 )]
 #[get("/v1/consent-texts")]
@@ -60,10 +61,13 @@ pub async fn texts(
 #[serde(deny_unknown_fields)]
 pub struct GrantBody {
     /// The version of the consent text that was signed (see `GET /v1/consent-texts`).
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 1000)]
     text_version: Option<String>,
     /// `online_signature` or `branch`.
+    #[schema(required = true, value_type = String, pattern = "^(online_signature|branch)$")]
     channel: Option<String>,
     /// A CMS SignedData (DER, base64), attached or detached, over the exact text.
+    #[schema(required = true, value_type = String, content_encoding = "base64")]
     signed_document_b64: Option<String>,
     /// Take the certificate's four items when they differ from the customer's.
     #[serde(default)]
@@ -73,7 +77,8 @@ pub struct GrantBody {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WithdrawBody {
-    /// Why, in the institution's words (kept with the audit trail).
+    /// Why, in the institution's words (kept with the audit trail; at most 1000 characters).
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 1000)]
     reason: Option<String>,
 }
 
@@ -160,16 +165,17 @@ impl From<Consent> for ConsentView {
 /// Records a customer's consent from a document signed with their My
 /// Number Card's signing certificate. Role: operator.
 #[utoipa::path(
+    operation_id = "grantConsent",
     tag = "consent",
     request_body = GrantBody,
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    params(("id" = Uuid, Path, description = "The customer")),
     responses(
-        (status = 201, body = ConsentView, description = "Granted; `Location` names it"),
-        (status = 404, body = ProblemBody),
-        (status = 409, body = ProblemBody, description = "customer-deceased, basic4-mismatch, signed-document-reused"),
-        (status = 422, body = ProblemBody, description = "not-base64, not-cms, cms-no-signer, cms-several-signers, unknown-text-version, content-not-consent-text, signature-invalid, untrusted-issuer, certificate-expired, user-identification-certificate, certificate-revoked, …"),
-        (status = 502, body = ProblemBody, description = "crl-invalid, ocsp-invalid, provider-error"),
-        (status = 503, body = ProblemBody, description = "revocation-unavailable, crl-stale, provider-unavailable, consent-unavailable (retry later; nothing was written)"),
+        (status = 201, body = ConsentView, description = "Granted; `Location` names it", headers(("Location" = String))),
+        (status = 404, description = "not-found"),
+        (status = 409, description = "customer-deceased, basic4-mismatch, signed-document-reused, conflict"),
+        (status = 422, description = "not-base64, not-cms, cms-no-signer, cms-several-signers, signer-certificate-missing, unsupported-algorithm, signature-invalid, unknown-text-version, content-not-consent-text, untrusted-issuer, certificate-expired, certificate-not-yet-valid, user-identification-certificate, not-signing-certificate, certificate-revoked, certificate-unknown"),
+        (status = 502, description = "crl-invalid, ocsp-invalid, provider-error"),
+        (status = 503, description = "revocation-unavailable, crl-stale, provider-unavailable, consent-unavailable: retry later (`Retry-After`); nothing was written"),
     ),
     security(("bearer" = ["operator"]))
 )]
@@ -233,9 +239,10 @@ pub async fn grant(
 
 /// A customer's consents, oldest first. Role: operator.
 #[utoipa::path(
+    operation_id = "listCustomerConsents",
     tag = "consent",
-    params(("id" = Uuid, Path), Paging),
-    responses((status = 200, body = Page<ConsentView>), (status = 404, body = ProblemBody)),
+    params(("id" = Uuid, Path, description = "The customer"), Paging),
+    responses((status = 200, body = Page<ConsentView>), (status = 404, description = "not-found")),
     security(("bearer" = ["operator"]))
 )]
 #[get("/v1/customers/{id}/consents")]
@@ -257,9 +264,10 @@ pub async fn list(
 
 /// One consent. Role: operator.
 #[utoipa::path(
+    operation_id = "getConsent",
     tag = "consent",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = ConsentView), (status = 404, body = ProblemBody)),
+    responses((status = 200, body = ConsentView), (status = 404, description = "not-found")),
     security(("bearer" = ["operator"]))
 )]
 #[get("/v1/consents/{id}")]
@@ -275,14 +283,14 @@ pub async fn read(
 /// Withdraws an active consent; the provider registration is removed by
 /// the worker. Role: operator.
 #[utoipa::path(
+    operation_id = "withdrawConsent",
     tag = "consent",
     request_body = WithdrawBody,
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    params(("id" = Uuid, Path)),
     responses(
         (status = 200, body = ConsentView),
-        (status = 404, body = ProblemBody),
-        (status = 409, body = ProblemBody, description = "consent-not-active"),
-        (status = 422, body = ProblemBody),
+        (status = 404, description = "not-found"),
+        (status = 409, description = "consent-not-active, conflict"),
     ),
     security(("bearer" = ["operator"]))
 )]
@@ -312,12 +320,12 @@ pub async fn withdraw(
 /// once: a refused one is written anew (the refused one is kept), one
 /// waiting for its next attempt after a failure is made due now. Role: admin.
 #[utoipa::path(
+    operation_id = "retryConsentRegistration",
     tag = "consent",
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    params(("id" = Uuid, Path, description = "The consent")),
     responses(
         (status = 200, body = ConsentView, description = "The registration is due; the worker carries it out within seconds"),
-        (status = 404, body = ProblemBody),
-        (status = 409, body = ProblemBody, description = "registration-not-retryable"),
+        (status = 409, description = "registration-not-retryable"),
     ),
     security(("bearer" = ["admin"]))
 )]

@@ -15,21 +15,28 @@ use uuid::Uuid;
 use super::{Page, Paging, next_cursor, page_limit, uuid_cursor};
 use crate::AppState;
 use crate::extract::{Auth, JsonBody, Operator};
-use crate::problem::{ApiError, ProblemBody, ProblemKind};
+use crate::problem::{ApiError, ProblemKind};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Basic4Body {
-    /// 氏名, as on the resident register.
+    /// 氏名, as on the resident register (at most 100 characters).
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 100)]
     name: Option<String>,
     /// One `0`/`1` per character of `name`; `1` marks a substitute character. Default: all `0`.
+    #[schema(pattern = "^[01]*$", max_length = 100)]
     name_substitute_flags: Option<String>,
-    /// 住所.
+    /// 住所 (at most 300 characters).
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 300)]
     address: Option<String>,
+    /// As `name_substitute_flags`, for `address`.
+    #[schema(pattern = "^[01]*$", max_length = 300)]
     address_substitute_flags: Option<String>,
-    /// `YYYY-MM-DD`.
+    /// `YYYY-MM-DD`, a real date from 1868-01-25 (Meiji) to today.
+    #[schema(required = true, value_type = String, format = Date)]
     birth_date: Option<String>,
     /// JIS X 0303: `"1"` male, `"2"` female, `"9"` not applicable.
+    #[schema(required = true, value_type = String, pattern = "^[129]$")]
     gender: Option<String>,
 }
 
@@ -50,9 +57,13 @@ impl Basic4Body {
 #[serde(deny_unknown_fields)]
 pub struct CreateCustomer {
     /// The institution's own customer number (ASCII letters, digits, `-_.:/`; at most 64).
+    #[schema(required = true, value_type = String, pattern = "^[A-Za-z0-9_.:/-]{1,64}$")]
     external_ref: Option<String>,
+    /// A plain address (no display name), at most 254 characters.
+    #[schema(required = true, value_type = String, format = Email, max_length = 254)]
     email: Option<String>,
     /// `ja` (default) or `en`.
+    #[schema(pattern = "^(ja|en)$")]
     locale: Option<String>,
     /// Leave out when the four items will come from the consent's certificate.
     basic4: Option<Basic4Body>,
@@ -93,7 +104,11 @@ impl CreateCustomer {
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PatchCustomer {
+    /// A plain address (no display name), at most 254 characters.
+    #[schema(format = Email, max_length = 254)]
     email: Option<String>,
+    /// `ja` or `en`.
+    #[schema(pattern = "^(ja|en)$")]
     locale: Option<String>,
 }
 
@@ -192,13 +207,13 @@ fn with_etag(mut res: actix_web::HttpResponseBuilder, customer: &Customer) -> Ht
 
 /// Creates a customer. Role: operator.
 #[utoipa::path(
+    operation_id = "createCustomer",
     tag = "customers",
     request_body = CreateCustomer,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses(
-        (status = 201, body = CustomerView, description = "Created; `Location` names it"),
-        (status = 409, body = ProblemBody, description = "external-ref-taken"),
-        (status = 422, body = ProblemBody, description = "validation, my-number-refused"),
+        (status = 201, body = CustomerView, description = "Created; `Location` names it, `ETag` is its version",
+            headers(("Location" = String), ("ETag" = String))),
+        (status = 409, description = "external-ref-taken"),
     ),
     security(("bearer" = ["operator"]))
 )]
@@ -217,9 +232,13 @@ pub async fn create(
 
 /// Reads a customer. Role: operator.
 #[utoipa::path(
+    operation_id = "getCustomer",
     tag = "customers",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = CustomerView), (status = 404, body = ProblemBody)),
+    responses(
+        (status = 200, body = CustomerView, description = "The customer; `ETag` is its version", headers(("ETag" = String))),
+        (status = 404, description = "not-found"),
+    ),
     security(("bearer" = ["operator"]))
 )]
 #[get("/v1/customers/{id}")]
@@ -236,16 +255,25 @@ pub async fn read(
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only the customer with this customer number.
+    #[param(pattern = "^[A-Za-z0-9_.:/-]{1,64}$")]
     external_ref: Option<String>,
+    /// The `next_cursor` of the page before.
+    #[param(format = Uuid)]
     cursor: Option<String>,
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u64>,
 }
 
 /// Lists customers, oldest first, or finds one by `external_ref`. Role: operator.
 #[utoipa::path(
+    operation_id = "listCustomers",
     tag = "customers",
     params(ListQuery),
-    responses((status = 200, body = Page<CustomerView>), (status = 400, body = ProblemBody)),
+    responses(
+        (status = 200, body = Page<CustomerView>),
+        (status = 422, description = "my-number-refused: `external_ref` holds one"),
+    ),
     security(("bearer" = ["operator"]))
 )]
 #[get("/v1/customers")]
@@ -300,15 +328,16 @@ fn if_match_version(req: &HttpRequest) -> Result<i64, ApiError> {
 
 /// Changes a customer's email and/or locale. Role: operator.
 #[utoipa::path(
+    operation_id = "changeCustomer",
     tag = "customers",
     request_body = PatchCustomer,
     params(("id" = Uuid, Path), ("If-Match" = String, Header, description = "The version read, e.g. \"3\"")),
     responses(
-        (status = 200, body = CustomerView),
-        (status = 404, body = ProblemBody),
-        (status = 412, body = ProblemBody, description = "precondition-failed: the record changed"),
-        (status = 422, body = ProblemBody),
-        (status = 428, body = ProblemBody, description = "precondition-required"),
+        (status = 200, body = CustomerView, headers(("ETag" = String))),
+        (status = 404, description = "not-found"),
+        (status = 412, description = "precondition-failed: the record changed, or If-Match names no version"),
+        (status = 422, description = "nothing-to-change"),
+        (status = 428, description = "precondition-required"),
     ),
     security(("bearer" = ["operator"]))
 )]
@@ -338,12 +367,12 @@ pub async fn change(
 
 /// The changes to a customer's four items, oldest first. Role: operator.
 #[utoipa::path(
+    operation_id = "listCustomerHistory",
     tag = "customers",
     params(("id" = Uuid, Path), Paging),
     responses(
         (status = 200, body = Page<HistoryEntry>),
-        (status = 400, body = ProblemBody),
-        (status = 404, body = ProblemBody),
+        (status = 404, description = "not-found"),
     ),
     security(("bearer" = ["operator"]))
 )]

@@ -27,7 +27,11 @@ pub struct Page<T: ToSchema> {
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct Paging {
+    /// The `next_cursor` of the page before.
+    #[param(format = Uuid)]
     pub cursor: Option<String>,
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<u64>,
 }
 

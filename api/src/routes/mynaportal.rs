@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::AppState;
 use crate::extract::{Auth, Operator, request_id};
-use crate::problem::{ApiError, ProblemBody, ProblemKind};
+use crate::problem::{ApiError, ProblemKind};
 
 #[derive(Serialize, ToSchema)]
 pub struct ConsentRequestView {
@@ -47,6 +47,23 @@ impl From<consent_requests::Model> for ConsentRequestView {
     }
 }
 
+/// The provider's callback in the description: a compact JWS, bounded.
+struct CallbackJwt;
+
+impl utoipa::PartialSchema for CallbackJwt {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .min_length(Some(1))
+            .max_length(Some(callbacks::MAX_BODY))
+            .pattern(Some(r"^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$"))
+            .into()
+    }
+}
+
+impl ToSchema for CallbackJwt {}
+
 fn configured(state: &AppState) -> Result<&crate::Mynaportal, ApiError> {
     state.mynaportal.as_deref().ok_or_else(|| {
         ApiError::new(
@@ -59,14 +76,15 @@ fn configured(state: &AppState) -> Result<&crate::Mynaportal, ApiError> {
 /// Asks an existing customer for consent on Mynaportal: the provider's
 /// request, a single-use landing link, and the email with it. Role: operator.
 #[utoipa::path(
+    operation_id = "createConsentRequest",
     tag = "consent",
     params(("id" = Uuid, Path, description = "The customer")),
     responses(
-        (status = 201, body = ConsentRequestView, description = "Sent; `Location` names the request"),
-        (status = 404, body = ProblemBody),
-        (status = 409, body = ProblemBody, description = "already-consenting, consent-request-open, customer-deceased"),
-        (status = 502, body = ProblemBody, description = "provider-error"),
-        (status = 503, body = ProblemBody, description = "mynaportal-unavailable: no provider, no KIHON4_PROVIDER_ISSUER, or no callback key at the provider"),
+        (status = 201, body = ConsentRequestView, description = "Sent; `Location` names the request", headers(("Location" = String))),
+        (status = 404, description = "not-found"),
+        (status = 409, description = "already-consenting, consent-request-open, customer-deceased"),
+        (status = 502, description = "provider-error"),
+        (status = 503, description = "mynaportal-unavailable: no provider, no KIHON4_PROVIDER_ISSUER, or no callback key at the provider"),
     ),
     security(("bearer" = ["operator"]))
 )]
@@ -101,9 +119,10 @@ pub async fn create(
 
 /// A consent request. Role: operator.
 #[utoipa::path(
+    operation_id = "getConsentRequest",
     tag = "consent",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = ConsentRequestView), (status = 404, body = ProblemBody)),
+    responses((status = 200, body = ConsentRequestView), (status = 404, description = "not-found")),
     security(("bearer" = ["operator"]))
 )]
 #[get("/v1/consent-requests/{id}")]
@@ -120,18 +139,23 @@ pub async fn read(
 /// (`application/jwt`). `204` when taken, and when the same decision comes
 /// again. No bearer token: the JWT is checked against the provider's keys.
 #[utoipa::path(
+    operation_id = "receiveMynaportalCallback",
     tag = "consent",
-    request_body(content = String, content_type = "application/jwt"),
+    request_body(
+        content = inline(CallbackJwt),
+        content_type = "application/jwt",
+        description = "A compact JWS (RFC 7515) signed by the provider, at most 16 KiB",
+    ),
     responses(
         (status = 204, description = "Taken (or taken before)"),
-        (status = 400, body = ProblemBody, description = "callback-malformed"),
-        (status = 401, body = ProblemBody, description = "callback-signature-invalid, callback-unknown-key, callback-algorithm-not-allowed, callback-expired, callback-claims-invalid"),
-        (status = 404, body = ProblemBody, description = "unknown-consent-request"),
-        (status = 409, body = ProblemBody, description = "callback-replayed"),
-        (status = 422, body = ProblemBody, description = "callback-decision-invalid"),
-        (status = 413, body = ProblemBody),
-        (status = 415, body = ProblemBody),
-        (status = 503, body = ProblemBody, description = "provider-keys-unavailable, mynaportal-unavailable"),
+        (status = 400, description = "callback-malformed"),
+        (status = 401, description = "callback-signature-invalid, callback-unknown-key, callback-algorithm-not-allowed, callback-expired, callback-claims-invalid"),
+        (status = 404, description = "unknown-consent-request"),
+        (status = 409, description = "callback-replayed"),
+        (status = 422, description = "callback-decision-invalid"),
+        (status = 413, description = "payload-too-large"),
+        (status = 415, description = "unsupported-media-type"),
+        (status = 503, description = "provider-keys-unavailable, mynaportal-unavailable"),
     )
 )]
 #[post("/v1/webhooks/mynaportal")]

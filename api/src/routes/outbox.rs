@@ -11,14 +11,19 @@ use uuid::Uuid;
 use super::{Page, next_cursor, page_limit, uuid_cursor};
 use crate::AppState;
 use crate::extract::{Admin, Auth};
-use crate::problem::{ApiError, ProblemBody, ProblemKind};
+use crate::problem::{ApiError, ProblemKind};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct OutboxQuery {
     /// `pending`, `sent` or `failed`.
+    #[param(pattern = "^(pending|sent|failed)$")]
     status: Option<String>,
+    /// The `next_cursor` of the page before.
+    #[param(format = Uuid)]
     cursor: Option<String>,
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u64>,
 }
 
@@ -65,9 +70,10 @@ impl From<OutboxEntry> for NoticeView {
 
 /// Notices, oldest first, optionally of one status. Role: admin.
 #[utoipa::path(
+    operation_id = "listNotices",
     tag = "notices",
     params(OutboxQuery),
-    responses((status = 200, body = Page<NoticeView>), (status = 400, body = ProblemBody)),
+    responses((status = 200, body = Page<NoticeView>)),
     security(("bearer" = ["admin"]))
 )]
 #[get("/v1/outbox")]
@@ -99,12 +105,13 @@ pub async fn list(
 
 /// Sends a failed notice again (due at once; the same Message-ID). Role: admin.
 #[utoipa::path(
+    operation_id = "retryNotice",
     tag = "notices",
-    params(("id" = Uuid, Path), ("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
+    params(("id" = Uuid, Path)),
     responses(
         (status = 200, body = NoticeView),
-        (status = 404, body = ProblemBody),
-        (status = 409, body = ProblemBody, description = "notice-not-failed"),
+        (status = 404, description = "not-found"),
+        (status = 409, description = "notice-not-failed"),
     ),
     security(("bearer" = ["admin"]))
 )]

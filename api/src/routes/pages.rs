@@ -61,8 +61,9 @@ fn admit(state: &AppState, req: &HttpRequest) -> Result<(), u64> {
     state.limits.pages.check(&source.0).map_err(u64::from)
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 pub struct LangQuery {
+    /// `en` for English; anything else, Japanese.
     lang: Option<String>,
 }
 
@@ -266,7 +267,20 @@ fn refused(state: &AppState, locale: Locale, here: &str, token_state: &TokenStat
     }
 }
 
-/// The landing page.
+/// The landing page of a consent request's link: what is asked, and the
+/// button on to Mynaportal. Sets the form's CSRF cookie.
+#[utoipa::path(
+    operation_id = "consentLandingPage",
+    tag = "pages",
+    params(("token" = String, Path, description = "The link's single-use token"), LangQuery),
+    responses(
+        (status = 200, description = "The page", content_type = "text/html", body = String),
+        (status = 404, description = "The link is not known", content_type = "text/html", body = String),
+        (status = 410, description = "The link has expired or was used", content_type = "text/html", body = String),
+        (status = 429, description = "Too many pages from this address; `Retry-After`", content_type = "text/html", body = String),
+        (status = 503, description = "The page cannot be shown now", content_type = "text/html", body = String),
+    )
+)]
 #[get("/consent/{token}")]
 pub async fn landing(
     state: web::Data<AppState>,
@@ -320,14 +334,30 @@ pub async fn landing(
         .body(render(name, context))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 pub struct StartForm {
+    /// The token of the landing page's form (it must match its cookie).
     csrf_token: Option<String>,
+    /// `en` for English; anything else, Japanese.
     lang: Option<String>,
 }
 
 /// The button: checks the CSRF token against its cookie, uses the link
 /// once, and sends the customer to Mynaportal.
+#[utoipa::path(
+    operation_id = "consentStart",
+    tag = "pages",
+    params(("token" = String, Path, description = "The link's single-use token")),
+    request_body(content = StartForm, content_type = "application/x-www-form-urlencoded"),
+    responses(
+        (status = 303, description = "On to Mynaportal (`Location`)", headers(("Location" = String))),
+        (status = 403, description = "The CSRF token is missing or does not match its cookie", content_type = "text/html", body = String),
+        (status = 404, description = "The link is not known", content_type = "text/html", body = String),
+        (status = 410, description = "The link has expired or was used", content_type = "text/html", body = String),
+        (status = 429, description = "Too many pages from this address; `Retry-After`", content_type = "text/html", body = String),
+        (status = 503, description = "The page cannot be shown now", content_type = "text/html", body = String),
+    )
+)]
 #[post("/consent/{token}/start")]
 pub async fn start(
     state: web::Data<AppState>,
@@ -372,6 +402,17 @@ pub async fn start(
 }
 
 /// Where Mynaportal sends the customer back.
+#[utoipa::path(
+    operation_id = "consentDonePage",
+    tag = "pages",
+    params(("token" = String, Path, description = "The link's single-use token"), LangQuery),
+    responses(
+        (status = 200, description = "Thanks", content_type = "text/html", body = String),
+        (status = 404, description = "The link is not known", content_type = "text/html", body = String),
+        (status = 429, description = "Too many pages from this address; `Retry-After`", content_type = "text/html", body = String),
+        (status = 503, description = "The page cannot be shown now", content_type = "text/html", body = String),
+    )
+)]
 #[get("/consent/{token}/done")]
 pub async fn done(
     state: web::Data<AppState>,
@@ -403,6 +444,11 @@ pub async fn done(
 }
 
 /// The pages' stylesheet.
+#[utoipa::path(
+    operation_id = "consentStylesheet",
+    tag = "pages",
+    responses((status = 200, description = "The stylesheet", content_type = "text/css", body = String))
+)]
 #[get("/consent/assets/style.css")]
 pub async fn style() -> HttpResponse {
     HttpResponse::Ok()
@@ -418,6 +464,11 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The pages' icon (so that browsers do not ask for a missing favicon).
+#[utoipa::path(
+    operation_id = "consentIcon",
+    tag = "pages",
+    responses((status = 200, description = "The icon", content_type = "image/svg+xml", body = String))
+)]
 #[get("/consent/assets/icon.svg")]
 pub async fn icon() -> HttpResponse {
     HttpResponse::Ok()

@@ -9,14 +9,16 @@ use utoipa::ToSchema;
 use super::audit::time;
 use crate::AppState;
 use crate::extract::{Auditor, Auth};
-use crate::problem::{ApiError, ProblemBody, ProblemKind};
+use crate::problem::{ApiError, ProblemKind};
 
 #[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct RangeQuery {
     /// Checks at or after this time (RFC 3339).
+    #[param(required = true, format = DateTime)]
     from: Option<String>,
-    /// Checks before this time (RFC 3339).
+    /// Checks before this time (RFC 3339); after `from`.
+    #[param(required = true, format = DateTime)]
     to: Option<String>,
 }
 
@@ -41,9 +43,10 @@ pub struct RevocationCheckReport {
 /// How many revocation checks kihon4 made or asked for in `[from, to)`,
 /// by purpose, for the institution's reports to the authorities. Role: auditor.
 #[utoipa::path(
+    operation_id = "reportRevocationChecks",
     tag = "reports",
     params(RangeQuery),
-    responses((status = 200, body = RevocationCheckReport), (status = 400, body = ProblemBody)),
+    responses((status = 200, body = RevocationCheckReport)),
     security(("bearer" = ["auditor"]))
 )]
 #[get("/v1/reports/revocation-checks")]

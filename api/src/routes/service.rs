@@ -4,21 +4,33 @@ use actix_web::http::header::ContentType;
 use actix_web::{HttpResponse, get, web};
 use sea_orm::ConnectionTrait;
 use serde_json::json;
-use utoipa::OpenApi;
+use utoipa::ToSchema;
 
 use crate::AppState;
-use crate::openapi::ApiDoc;
 use crate::problem::{ApiError, ProblemKind};
 
+#[derive(serde::Serialize, ToSchema)]
+pub struct Status {
+    /// `ok` (`/healthz`) or `ready` (`/readyz`).
+    status: String,
+}
+
 /// The process is up.
-#[utoipa::path(tag = "service", responses((status = 200, description = "Up")))]
+#[utoipa::path(operation_id = "healthz", tag = "service", responses((status = 200, body = Status, description = "Up")))]
 #[get("/healthz")]
 pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
 /// The database answers and its schema is this binary's.
-#[utoipa::path(tag = "service", responses((status = 200, description = "Ready"), (status = 503, description = "not-ready")))]
+#[utoipa::path(
+    operation_id = "readyz",
+    tag = "service",
+    responses(
+        (status = 200, body = Status, description = "Ready"),
+        (status = 503, description = "not-ready: the database does not answer, or migrations are pending"),
+    )
+)]
 #[get("/readyz")]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     if let Err(e) = state.db.execute_unprepared("SELECT 1").await {
@@ -50,7 +62,11 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 }
 
 /// Prometheus metrics.
-#[utoipa::path(tag = "service", responses((status = 200, description = "Prometheus text format")))]
+#[utoipa::path(
+    operation_id = "metrics",
+    tag = "service",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String))
+)]
 #[get("/metrics")]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     HttpResponse::Ok()
@@ -59,12 +75,22 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// This API's OpenAPI 3.1 description.
+#[utoipa::path(
+    operation_id = "openapi",
+    tag = "service",
+    responses((status = 200, description = "This document", content_type = "application/json", body = Object))
+)]
 #[get("/openapi.json")]
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(ApiDoc::openapi())
+    HttpResponse::Ok().json(crate::openapi::document())
 }
 
 /// A browsable page of the API, rendered on the server (no script, no CDN).
+#[utoipa::path(
+    operation_id = "docs",
+    tag = "service",
+    responses((status = 200, description = "The page", content_type = "text/html", body = String))
+)]
 #[get("/docs")]
 pub async fn docs() -> Result<HttpResponse, ApiError> {
     let html = crate::openapi::render_docs_page().map_err(ApiError::internal)?;

@@ -16,14 +16,16 @@ use uuid::Uuid;
 use super::{Page, Paging, next_cursor, page_limit, uuid_cursor};
 use crate::AppState;
 use crate::extract::{Auth, JsonBody, Operator};
-use crate::problem::{ApiError, ProblemBody, ProblemKind};
+use crate::problem::{ApiError, ProblemKind};
 
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
     /// `revoked` (certificates no longer valid), `all` (every consenting customer) or `customer`.
+    #[schema(required = true, value_type = String, pattern = "^(revoked|all|customer)$")]
     scope: Option<String>,
-    /// With `scope` `customer`.
+    /// With `scope` `customer` (required then), and only then.
+    #[schema(format = Uuid)]
     customer_id: Option<String>,
 }
 
@@ -70,14 +72,13 @@ impl From<sync::runs::RunView> for RunView {
 /// Starts a sync run. `all` and `customer` enqueue their jobs at once;
 /// `revoked` waits for the worker's detection. Role: operator.
 #[utoipa::path(
+    operation_id = "requestSyncRun",
     tag = "sync",
     request_body = RunRequest,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes a retry safe")),
     responses(
-        (status = 202, body = RunView, description = "Accepted; `Location` names the run"),
-        (status = 404, body = ProblemBody),
-        (status = 409, body = ProblemBody, description = "customer-not-consenting"),
-        (status = 422, body = ProblemBody),
+        (status = 202, body = RunView, description = "Accepted; `Location` names the run", headers(("Location" = String))),
+        (status = 404, description = "not-found: no such customer"),
+        (status = 409, description = "customer-not-consenting"),
     ),
     security(("bearer" = ["operator"]))
 )]
@@ -123,9 +124,10 @@ pub async fn request(
 
 /// Sync runs, newest first. Role: operator.
 #[utoipa::path(
+    operation_id = "listSyncRuns",
     tag = "sync",
     params(Paging),
-    responses((status = 200, body = Page<RunView>), (status = 400, body = ProblemBody)),
+    responses((status = 200, body = Page<RunView>)),
     security(("bearer" = ["operator"]))
 )]
 #[get("/v1/sync/runs")]
@@ -146,9 +148,10 @@ pub async fn list(
 
 /// One sync run, with its jobs counted by outcome. Role: operator.
 #[utoipa::path(
+    operation_id = "getSyncRun",
     tag = "sync",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = RunView), (status = 404, body = ProblemBody)),
+    responses((status = 200, body = RunView), (status = 404, description = "not-found")),
     security(("bearer" = ["operator"]))
 )]
 #[get("/v1/sync/runs/{id}")]
@@ -198,16 +201,22 @@ impl From<review_rows::Model> for ReviewView {
 #[serde(deny_unknown_fields)]
 pub struct ReviewQuery {
     /// `open` or `resolved`.
+    #[param(pattern = "^(open|resolved)$")]
     status: Option<String>,
+    /// The `next_cursor` of the page before.
+    #[param(format = Uuid)]
     cursor: Option<String>,
+    /// Items per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<u64>,
 }
 
 /// Reviews, oldest first. Role: operator.
 #[utoipa::path(
+    operation_id = "listReviews",
     tag = "sync",
     params(ReviewQuery),
-    responses((status = 200, body = Page<ReviewView>), (status = 400, body = ProblemBody)),
+    responses((status = 200, body = Page<ReviewView>)),
     security(("bearer" = ["operator"]))
 )]
 #[get("/v1/reviews")]
@@ -241,21 +250,23 @@ pub async fn reviews(
 #[serde(deny_unknown_fields)]
 pub struct ResolveBody {
     /// `confirmed`, `corrected` or `dismissed`.
+    #[schema(required = true, value_type = String, pattern = "^(confirmed|corrected|dismissed)$")]
     resolution: Option<String>,
-    /// What was decided and why (kept with the audit trail).
+    /// What was decided and why (kept with the audit trail; at most 1000 characters).
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 1000)]
     note: Option<String>,
 }
 
 /// Closes an open review. Role: operator.
 #[utoipa::path(
+    operation_id = "resolveReview",
     tag = "sync",
     request_body = ResolveBody,
     params(("id" = Uuid, Path)),
     responses(
         (status = 200, body = ReviewView),
-        (status = 404, body = ProblemBody),
-        (status = 409, body = ProblemBody, description = "review-not-open"),
-        (status = 422, body = ProblemBody),
+        (status = 404, description = "not-found"),
+        (status = 409, description = "review-not-open"),
     ),
     security(("bearer" = ["operator"]))
 )]

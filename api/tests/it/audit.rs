@@ -110,6 +110,8 @@ async fn events_filter_and_page_in_chain_order(backend: Backend) {
         "from=yesterday",
         "customer_id=42",
         "cursor=abc",
+        "cursor=-1",
+        "cursor=%2B5",
         "limit=9999",
         "sort=desc",
     ] {

@@ -21,6 +21,7 @@ mod import;
 mod limits;
 mod mynaportal;
 mod notices;
+mod openapi;
 mod registration;
 mod service;
 mod sync;

@@ -159,17 +159,25 @@ async fn unknown_routes_are_problems(backend: Backend) {
         "not-found",
     )
     .await;
-    expect_problem(
-        app.http
-            .delete(app.url("/v1/customers"))
-            .bearer_auth(app.operator())
-            .send()
-            .await
-            .unwrap(),
-        404,
-        "not-found",
-    )
-    .await;
+    // A route's path with another method: 405 naming the methods it takes.
+    let res = app
+        .http
+        .delete(app.url("/v1/customers"))
+        .bearer_auth(app.operator())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["allow"], "GET, POST");
+    expect_problem(res, 405, "method-not-allowed").await;
+    let res = app
+        .http
+        .put(app.url(&format!("/v1/customers/{}", uuid::Uuid::new_v4())))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.headers()["allow"], "GET, PATCH");
+    expect_problem(res, 405, "method-not-allowed").await;
+    assert_eq!(app.count("audit_events").await, 0, "nothing was written");
 }
 
 async fn every_answer_forbids_caching_and_sniffing(backend: Backend) {

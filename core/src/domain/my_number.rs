@@ -37,7 +37,8 @@ pub fn contains_my_number(text: &str) -> bool {
 /// few thousand. Anything else is checked as text is.
 pub fn identifier_holds_my_number(id: &str) -> bool {
     let canonical_uuid = id.len() == 36
-        && uuid::Uuid::try_parse(id).is_ok_and(|u| u.hyphenated().to_string() == id.to_ascii_lowercase());
+        && uuid::Uuid::try_parse(id)
+            .is_ok_and(|u| u.hyphenated().to_string() == id.to_ascii_lowercase());
     !canonical_uuid && contains_my_number(id)
 }
 
@@ -156,11 +157,15 @@ mod tests {
         let uuid_like = format!("0190a6c2-3b4d-7e8f-9a0b-{number}");
         assert!(super::contains_my_number(&uuid_like));
         assert!(!super::identifier_holds_my_number(&uuid_like));
-        assert!(!super::identifier_holds_my_number(&uuid_like.to_uppercase()));
+        assert!(!super::identifier_holds_my_number(
+            &uuid_like.to_uppercase()
+        ));
         // Not a UUID: checked as text.
         assert!(super::identifier_holds_my_number(&number));
         assert!(super::identifier_holds_my_number(&format!("key-{number}")));
-        assert!(super::identifier_holds_my_number(&format!("0190a6c23b4d7e8f9a0b{number}")));
+        assert!(super::identifier_holds_my_number(&format!(
+            "0190a6c23b4d7e8f9a0b{number}"
+        )));
     }
 
     use super::*;
