@@ -1162,16 +1162,10 @@ pub async fn mynaportal_decide(
         let cert = cert
             .as_ref()
             .ok_or_else(|| conflict("The holder has no valid signing certificate."))?;
-        // Valid ten years from the day after it is given.
-        let start = (now + chrono::Duration::days(1))
-            .date_naive()
-            .and_hms_opt(0, 0, 0)
-            .expect("midnight")
-            .and_utc();
         let s = crate::store::Subscription {
             consent_id: format!("mp-{}", request.id),
             granted_at: now,
-            expires_at: start + chrono::Duration::days(3653),
+            expires_at: consent_period_end(now),
         };
         use sha2::Digest;
         let ppid = hex::encode(
@@ -1203,4 +1197,54 @@ pub async fn mynaportal_decide(
     }
     Ok(HttpResponse::Accepted()
         .json(json!({ "request_id": request.id, "decision": body.decision })))
+}
+
+/// The end of a consent given at `given`: ten years from the day after it
+/// is given, in Japan time (UTC+9, no daylight saving), that is midnight
+/// JST at the start of the tenth anniversary of that day; a period from
+/// 29 February ends with 28 February (its end is 1 March, midnight).
+fn consent_period_end(given: chrono::DateTime<chrono::Utc>) -> chrono::DateTime<chrono::Utc> {
+    use chrono::{Datelike, Days, Months, NaiveDate, TimeZone};
+    let jst = chrono::FixedOffset::east_opt(9 * 3600).expect("UTC+9 is an offset");
+    let first = given.with_timezone(&jst).date_naive() + Days::new(1);
+    let anniversary = first + Months::new(120);
+    let end = if anniversary.day() == first.day() {
+        anniversary
+    } else {
+        NaiveDate::from_ymd_opt(anniversary.year(), 3, 1).expect("1 March exists")
+    };
+    jst.from_local_datetime(&end.and_hms_opt(0, 0, 0).expect("midnight exists"))
+        .single()
+        .expect("a fixed offset has one midnight")
+        .with_timezone(&chrono::Utc)
+}
+
+#[cfg(test)]
+mod consent_period_tests {
+    use super::consent_period_end;
+    use chrono::{TimeZone, Utc};
+
+    #[test]
+    fn a_consent_period_ends_at_midnight_jst_ten_years_after_the_next_day() {
+        // 3 December 2026 18:38 JST: the period runs from 4 December 2026
+        // to the end of 3 December 2036, JST.
+        let given = Utc.with_ymd_and_hms(2026, 12, 3, 9, 38, 21).unwrap();
+        assert_eq!(
+            consent_period_end(given),
+            Utc.with_ymd_and_hms(2036, 12, 3, 15, 0, 0).unwrap()
+        );
+        // 23:30 UTC is already the next day in Japan.
+        let late = Utc.with_ymd_and_hms(2026, 12, 3, 23, 30, 0).unwrap();
+        assert_eq!(
+            consent_period_end(late),
+            Utc.with_ymd_and_hms(2036, 12, 4, 15, 0, 0).unwrap()
+        );
+        // Given on 28 February 2028 (JST), the period runs from 29 February
+        // 2028 and ends with 28 February 2038.
+        let leap = Utc.with_ymd_and_hms(2028, 2, 28, 3, 0, 0).unwrap();
+        assert_eq!(
+            consent_period_end(leap),
+            Utc.with_ymd_and_hms(2038, 2, 28, 15, 0, 0).unwrap()
+        );
+    }
 }
