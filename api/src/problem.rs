@@ -13,371 +13,119 @@ use serde::Serialize;
 use crate::extract::Refusal;
 use utoipa::ToSchema;
 
-/// Every kind of failure the API reports, with its status and title.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProblemKind {
-    Validation,
-    MyNumberRefused,
-    MalformedJson,
-    InvalidQuery,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    Unauthorized,
-    Forbidden,
-    NotFound,
-    ExternalRefTaken,
-    PreconditionFailed,
-    PreconditionRequired,
-    NothingToChange,
-    InvalidIdempotencyKey,
-    IdempotencyKeyReused,
-    IdempotencyInProgress,
-    NotReady,
-    Internal,
-    NotBase64,
-    NotCms,
-    CmsNoSigner,
-    CmsSeveralSigners,
-    SignerCertificateMissing,
-    UnknownTextVersion,
-    NotConsentText,
-    SignatureInvalid,
-    UnsupportedAlgorithm,
-    UntrustedIssuer,
-    CertificateExpired,
-    CertificateNotYetValid,
-    UserIdentificationCertificate,
-    NotSigningCertificate,
-    CertificateRevoked,
-    CertificateUnknown,
-    CrlStale,
-    CrlInvalid,
-    OcspInvalid,
-    RevocationUnavailable,
-    ProviderUnavailable,
-    ProviderError,
-    ConsentUnavailable,
-    CustomerDeceased,
-    Basic4Mismatch,
-    SignedDocumentReused,
-    ConsentNotActive,
-    Conflict,
-    NoticeNotFailed,
-    ReviewNotOpen,
-    CustomerNotConsenting,
-    AlreadyConsenting,
-    ConsentRequestOpen,
-    CallbackMalformed,
-    CallbackAlgorithmNotAllowed,
-    CallbackUnknownKey,
-    CallbackSignatureInvalid,
-    CallbackExpired,
-    CallbackClaimsInvalid,
-    CallbackReplayed,
-    UnknownConsentRequest,
-    ProviderKeysUnavailable,
-    MynaportalUnavailable,
-    CallbackDecisionInvalid,
-    BadRequest,
-    RegistrationNotRetryable,
-    RateLimited,
-    MethodNotAllowed,
+/// Every kind of failure the API reports: its variant, status, slug (the
+/// last segment of its `type` URI) and title, one line each. A new problem
+/// is one line here, and its section in docs/problems.md (a test compares
+/// the two).
+macro_rules! problems {
+    ($($kind:ident = $status:literal, $slug:literal, $title:literal;)+) => {
+        /// Every kind of failure the API reports, with its status and title.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub enum ProblemKind {
+            $($kind,)+
+        }
+
+        impl ProblemKind {
+            /// Every kind, in the table's order.
+            pub const ALL: &[ProblemKind] = &[$(Self::$kind,)+];
+
+            pub fn slug(self) -> &'static str {
+                match self {
+                    $(Self::$kind => $slug,)+
+                }
+            }
+
+            pub fn status(self) -> StatusCode {
+                match self {
+                    $(Self::$kind => match StatusCode::from_u16($status) {
+                        Ok(status) => status,
+                        Err(_) => unreachable!(),
+                    },)+
+                }
+            }
+
+            pub fn title(self) -> &'static str {
+                match self {
+                    $(Self::$kind => $title,)+
+                }
+            }
+        }
+    };
+}
+
+problems! {
+    Validation                    = 422, "validation", "Some fields are not valid";
+    MyNumberRefused               = 422, "my-number-refused", "A My Number was sent";
+    MalformedJson                 = 400, "malformed-json", "The body is not valid JSON";
+    InvalidQuery                  = 400, "invalid-query", "The query parameters are not valid";
+    PayloadTooLarge               = 413, "payload-too-large", "The body is too large";
+    UnsupportedMediaType          = 415, "unsupported-media-type", "The content type is not supported";
+    Unauthorized                  = 401, "unauthorized", "Authentication is required";
+    Forbidden                     = 403, "forbidden", "This role may not do that";
+    NotFound                      = 404, "not-found", "Not found";
+    ExternalRefTaken              = 409, "external-ref-taken", "The external_ref is already in use";
+    PreconditionFailed            = 412, "precondition-failed", "The record has changed";
+    PreconditionRequired          = 428, "precondition-required", "If-Match is required";
+    NothingToChange               = 422, "nothing-to-change", "Nothing to change";
+    InvalidIdempotencyKey         = 400, "invalid-idempotency-key", "The Idempotency-Key is not valid";
+    IdempotencyKeyReused          = 422, "idempotency-key-reused", "The Idempotency-Key was used for another request";
+    IdempotencyInProgress         = 409, "idempotency-in-progress", "A request with this Idempotency-Key is in progress";
+    NotReady                      = 503, "not-ready", "The service is not ready";
+    Internal                      = 500, "internal", "Internal error";
+    NotBase64                     = 422, "not-base64", "The signed document is not base64";
+    NotCms                        = 422, "not-cms", "The signed document is not a CMS SignedData";
+    CmsNoSigner                   = 422, "cms-no-signer", "The signed document has no signer";
+    CmsSeveralSigners             = 422, "cms-several-signers", "The signed document has more than one signer";
+    SignerCertificateMissing      = 422, "signer-certificate-missing", "The signer's certificate is not in the document";
+    UnknownTextVersion            = 422, "unknown-text-version", "No consent text has this version";
+    NotConsentText                = 422, "content-not-consent-text", "The signed content is not the consent text";
+    SignatureInvalid              = 422, "signature-invalid", "The signature does not verify";
+    UnsupportedAlgorithm          = 422, "unsupported-algorithm", "The signature algorithm is not RSA with SHA-256";
+    UntrustedIssuer               = 422, "untrusted-issuer", "The certificate is not from a trusted J-LIS CA";
+    CertificateExpired            = 422, "certificate-expired", "The signing certificate has expired";
+    CertificateNotYetValid        = 422, "certificate-not-yet-valid", "The signing certificate is not valid yet";
+    UserIdentificationCertificate = 422, "user-identification-certificate", "A user-identification certificate cannot sign a consent";
+    NotSigningCertificate         = 422, "not-signing-certificate", "The certificate is not a JPKI signing certificate";
+    CertificateRevoked            = 422, "certificate-revoked", "The signing certificate is revoked";
+    CertificateUnknown            = 422, "certificate-unknown", "The OCSP responder does not know the certificate";
+    CrlStale                      = 503, "crl-stale", "The provider's CRL is out of date";
+    CrlInvalid                    = 502, "crl-invalid", "The provider's CRL cannot be relied on";
+    OcspInvalid                   = 502, "ocsp-invalid", "The OCSP response cannot be relied on";
+    RevocationUnavailable         = 503, "revocation-unavailable", "Revocation cannot be checked now";
+    ProviderUnavailable           = 503, "provider-unavailable", "The provider cannot be reached";
+    ProviderError                 = 502, "provider-error", "The provider failed";
+    ConsentUnavailable            = 503, "consent-unavailable", "Consent cannot be taken here";
+    CustomerDeceased              = 409, "customer-deceased", "The customer is deceased";
+    Basic4Mismatch                = 409, "basic4-mismatch", "The certificate's four items differ from the customer's";
+    SignedDocumentReused          = 409, "signed-document-reused", "This signed document was already used";
+    ConsentNotActive              = 409, "consent-not-active", "The consent is not active";
+    Conflict                      = 409, "conflict", "A concurrent change got there first";
+    NoticeNotFailed               = 409, "notice-not-failed", "Only a failed notice can be retried";
+    ReviewNotOpen                 = 409, "review-not-open", "The review is already resolved";
+    CustomerNotConsenting         = 409, "customer-not-consenting", "The customer has no active consent";
+    AlreadyConsenting             = 409, "already-consenting", "The customer has an active consent already";
+    ConsentRequestOpen            = 409, "consent-request-open", "The customer has an open consent request already";
+    CallbackMalformed             = 400, "callback-malformed", "The callback is not a JWS the provider would send";
+    CallbackAlgorithmNotAllowed   = 401, "callback-algorithm-not-allowed", "The callback is not signed with the provider's algorithm";
+    CallbackUnknownKey            = 401, "callback-unknown-key", "No key of the provider has the callback's kid";
+    CallbackSignatureInvalid      = 401, "callback-signature-invalid", "The callback's signature does not verify";
+    CallbackExpired               = 401, "callback-expired", "The callback has expired";
+    CallbackClaimsInvalid         = 401, "callback-claims-invalid", "The callback's issuer, audience or times are not acceptable";
+    CallbackReplayed              = 409, "callback-replayed", "This callback's jti was taken with another body";
+    UnknownConsentRequest         = 404, "unknown-consent-request", "No consent request matches the callback";
+    ProviderKeysUnavailable       = 503, "provider-keys-unavailable", "The provider's keys cannot be fetched now";
+    MynaportalUnavailable         = 503, "mynaportal-unavailable", "Mynaportal-routed consent is not configured";
+    CallbackDecisionInvalid       = 422, "callback-decision-invalid", "The callback's decision cannot be recorded";
+    BadRequest                    = 400, "bad-request", "The request could not be read";
+    RegistrationNotRetryable      = 409, "registration-not-retryable", "The registration has nothing to retry";
+    RateLimited                   = 429, "rate-limited", "Too many requests";
+    MethodNotAllowed              = 405, "method-not-allowed", "The route does not take this method";
 }
 
 impl ProblemKind {
-    pub fn slug(self) -> &'static str {
-        match self {
-            Self::Validation => "validation",
-            Self::MyNumberRefused => "my-number-refused",
-            Self::MalformedJson => "malformed-json",
-            Self::InvalidQuery => "invalid-query",
-            Self::PayloadTooLarge => "payload-too-large",
-            Self::UnsupportedMediaType => "unsupported-media-type",
-            Self::Unauthorized => "unauthorized",
-            Self::Forbidden => "forbidden",
-            Self::NotFound => "not-found",
-            Self::ExternalRefTaken => "external-ref-taken",
-            Self::PreconditionFailed => "precondition-failed",
-            Self::PreconditionRequired => "precondition-required",
-            Self::NothingToChange => "nothing-to-change",
-            Self::InvalidIdempotencyKey => "invalid-idempotency-key",
-            Self::IdempotencyKeyReused => "idempotency-key-reused",
-            Self::IdempotencyInProgress => "idempotency-in-progress",
-            Self::NotReady => "not-ready",
-            Self::Internal => "internal",
-            Self::NotBase64 => "not-base64",
-            Self::NotCms => "not-cms",
-            Self::CmsNoSigner => "cms-no-signer",
-            Self::CmsSeveralSigners => "cms-several-signers",
-            Self::SignerCertificateMissing => "signer-certificate-missing",
-            Self::UnknownTextVersion => "unknown-text-version",
-            Self::NotConsentText => "content-not-consent-text",
-            Self::SignatureInvalid => "signature-invalid",
-            Self::UnsupportedAlgorithm => "unsupported-algorithm",
-            Self::UntrustedIssuer => "untrusted-issuer",
-            Self::CertificateExpired => "certificate-expired",
-            Self::CertificateNotYetValid => "certificate-not-yet-valid",
-            Self::UserIdentificationCertificate => "user-identification-certificate",
-            Self::NotSigningCertificate => "not-signing-certificate",
-            Self::CertificateRevoked => "certificate-revoked",
-            Self::CertificateUnknown => "certificate-unknown",
-            Self::CrlStale => "crl-stale",
-            Self::CrlInvalid => "crl-invalid",
-            Self::OcspInvalid => "ocsp-invalid",
-            Self::RevocationUnavailable => "revocation-unavailable",
-            Self::ProviderUnavailable => "provider-unavailable",
-            Self::ProviderError => "provider-error",
-            Self::ConsentUnavailable => "consent-unavailable",
-            Self::CustomerDeceased => "customer-deceased",
-            Self::Basic4Mismatch => "basic4-mismatch",
-            Self::SignedDocumentReused => "signed-document-reused",
-            Self::ConsentNotActive => "consent-not-active",
-            Self::Conflict => "conflict",
-            Self::NoticeNotFailed => "notice-not-failed",
-            Self::ReviewNotOpen => "review-not-open",
-            Self::CustomerNotConsenting => "customer-not-consenting",
-            Self::AlreadyConsenting => "already-consenting",
-            Self::ConsentRequestOpen => "consent-request-open",
-            Self::CallbackMalformed => "callback-malformed",
-            Self::CallbackAlgorithmNotAllowed => "callback-algorithm-not-allowed",
-            Self::CallbackUnknownKey => "callback-unknown-key",
-            Self::CallbackSignatureInvalid => "callback-signature-invalid",
-            Self::CallbackExpired => "callback-expired",
-            Self::CallbackClaimsInvalid => "callback-claims-invalid",
-            Self::CallbackReplayed => "callback-replayed",
-            Self::UnknownConsentRequest => "unknown-consent-request",
-            Self::ProviderKeysUnavailable => "provider-keys-unavailable",
-            Self::MynaportalUnavailable => "mynaportal-unavailable",
-            Self::CallbackDecisionInvalid => "callback-decision-invalid",
-            Self::BadRequest => "bad-request",
-            Self::RegistrationNotRetryable => "registration-not-retryable",
-            Self::RateLimited => "rate-limited",
-            Self::MethodNotAllowed => "method-not-allowed",
-        }
-    }
-
-    pub fn status(self) -> StatusCode {
-        match self {
-            Self::Validation
-            | Self::MyNumberRefused
-            | Self::NothingToChange
-            | Self::IdempotencyKeyReused => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::MalformedJson | Self::InvalidQuery | Self::InvalidIdempotencyKey => {
-                StatusCode::BAD_REQUEST
-            }
-            Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            Self::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            Self::Unauthorized => StatusCode::UNAUTHORIZED,
-            Self::Forbidden => StatusCode::FORBIDDEN,
-            Self::NotFound => StatusCode::NOT_FOUND,
-            Self::ExternalRefTaken | Self::IdempotencyInProgress => StatusCode::CONFLICT,
-            Self::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
-            Self::PreconditionRequired => StatusCode::PRECONDITION_REQUIRED,
-            Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::NotBase64 => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::NotCms => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::CmsNoSigner => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::CmsSeveralSigners => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::SignerCertificateMissing => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::UnknownTextVersion => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::NotConsentText => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::SignatureInvalid => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::UnsupportedAlgorithm => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::UntrustedIssuer => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::CertificateExpired => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::CertificateNotYetValid => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::UserIdentificationCertificate => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::NotSigningCertificate => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::CertificateRevoked => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::CertificateUnknown => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::CrlStale => StatusCode::SERVICE_UNAVAILABLE,
-            Self::CrlInvalid => StatusCode::BAD_GATEWAY,
-            Self::OcspInvalid => StatusCode::BAD_GATEWAY,
-            Self::RevocationUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::ProviderUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::ProviderError => StatusCode::BAD_GATEWAY,
-            Self::ConsentUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::CustomerDeceased => StatusCode::CONFLICT,
-            Self::Basic4Mismatch => StatusCode::CONFLICT,
-            Self::SignedDocumentReused => StatusCode::CONFLICT,
-            Self::ConsentNotActive => StatusCode::CONFLICT,
-            Self::Conflict => StatusCode::CONFLICT,
-            Self::NoticeNotFailed | Self::ReviewNotOpen | Self::CustomerNotConsenting => {
-                StatusCode::CONFLICT
-            }
-            Self::AlreadyConsenting => StatusCode::CONFLICT,
-            Self::ConsentRequestOpen => StatusCode::CONFLICT,
-            Self::CallbackMalformed => StatusCode::BAD_REQUEST,
-            Self::CallbackAlgorithmNotAllowed => StatusCode::UNAUTHORIZED,
-            Self::CallbackUnknownKey => StatusCode::UNAUTHORIZED,
-            Self::CallbackSignatureInvalid => StatusCode::UNAUTHORIZED,
-            Self::CallbackExpired => StatusCode::UNAUTHORIZED,
-            Self::CallbackClaimsInvalid => StatusCode::UNAUTHORIZED,
-            Self::CallbackReplayed => StatusCode::CONFLICT,
-            Self::UnknownConsentRequest => StatusCode::NOT_FOUND,
-            Self::ProviderKeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::MynaportalUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            Self::CallbackDecisionInvalid => StatusCode::UNPROCESSABLE_ENTITY,
-            Self::BadRequest => StatusCode::BAD_REQUEST,
-            Self::RegistrationNotRetryable => StatusCode::CONFLICT,
-            Self::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-        }
-    }
-
-    pub fn title(self) -> &'static str {
-        match self {
-            Self::Validation => "Some fields are not valid",
-            Self::MyNumberRefused => "A My Number was sent",
-            Self::MalformedJson => "The body is not valid JSON",
-            Self::InvalidQuery => "The query parameters are not valid",
-            Self::PayloadTooLarge => "The body is too large",
-            Self::UnsupportedMediaType => "The content type is not supported",
-            Self::Unauthorized => "Authentication is required",
-            Self::Forbidden => "This role may not do that",
-            Self::NotFound => "Not found",
-            Self::ExternalRefTaken => "The external_ref is already in use",
-            Self::PreconditionFailed => "The record has changed",
-            Self::PreconditionRequired => "If-Match is required",
-            Self::NothingToChange => "Nothing to change",
-            Self::InvalidIdempotencyKey => "The Idempotency-Key is not valid",
-            Self::IdempotencyKeyReused => "The Idempotency-Key was used for another request",
-            Self::IdempotencyInProgress => "A request with this Idempotency-Key is in progress",
-            Self::NotReady => "The service is not ready",
-            Self::Internal => "Internal error",
-            Self::NotBase64 => "The signed document is not base64",
-            Self::NotCms => "The signed document is not a CMS SignedData",
-            Self::CmsNoSigner => "The signed document has no signer",
-            Self::CmsSeveralSigners => "The signed document has more than one signer",
-            Self::SignerCertificateMissing => "The signer's certificate is not in the document",
-            Self::UnknownTextVersion => "No consent text has this version",
-            Self::NotConsentText => "The signed content is not the consent text",
-            Self::SignatureInvalid => "The signature does not verify",
-            Self::UnsupportedAlgorithm => "The signature algorithm is not RSA with SHA-256",
-            Self::UntrustedIssuer => "The certificate is not from a trusted J-LIS CA",
-            Self::CertificateExpired => "The signing certificate has expired",
-            Self::CertificateNotYetValid => "The signing certificate is not valid yet",
-            Self::UserIdentificationCertificate => {
-                "A user-identification certificate cannot sign a consent"
-            }
-            Self::NotSigningCertificate => "The certificate is not a JPKI signing certificate",
-            Self::CertificateRevoked => "The signing certificate is revoked",
-            Self::CertificateUnknown => "The OCSP responder does not know the certificate",
-            Self::CrlStale => "The provider's CRL is out of date",
-            Self::CrlInvalid => "The provider's CRL cannot be relied on",
-            Self::OcspInvalid => "The OCSP response cannot be relied on",
-            Self::RevocationUnavailable => "Revocation cannot be checked now",
-            Self::ProviderUnavailable => "The provider cannot be reached",
-            Self::ProviderError => "The provider failed",
-            Self::ConsentUnavailable => "Consent cannot be taken here",
-            Self::CustomerDeceased => "The customer is deceased",
-            Self::Basic4Mismatch => "The certificate's four items differ from the customer's",
-            Self::SignedDocumentReused => "This signed document was already used",
-            Self::ConsentNotActive => "The consent is not active",
-            Self::Conflict => "A concurrent change got there first",
-            Self::NoticeNotFailed => "Only a failed notice can be retried",
-            Self::ReviewNotOpen => "The review is already resolved",
-            Self::CustomerNotConsenting => "The customer has no active consent",
-            Self::AlreadyConsenting => "The customer has an active consent already",
-            Self::ConsentRequestOpen => "The customer has an open consent request already",
-            Self::CallbackMalformed => "The callback is not a JWS the provider would send",
-            Self::CallbackAlgorithmNotAllowed => {
-                "The callback is not signed with the provider's algorithm"
-            }
-            Self::CallbackUnknownKey => "No key of the provider has the callback's kid",
-            Self::CallbackSignatureInvalid => "The callback's signature does not verify",
-            Self::CallbackExpired => "The callback has expired",
-            Self::CallbackClaimsInvalid => {
-                "The callback's issuer, audience or times are not acceptable"
-            }
-            Self::CallbackReplayed => "This callback's jti was taken with another body",
-            Self::UnknownConsentRequest => "No consent request matches the callback",
-            Self::ProviderKeysUnavailable => "The provider's keys cannot be fetched now",
-            Self::MynaportalUnavailable => "Mynaportal-routed consent is not configured",
-            Self::CallbackDecisionInvalid => "The callback's decision cannot be recorded",
-            Self::BadRequest => "The request could not be read",
-            Self::RegistrationNotRetryable => "The registration has nothing to retry",
-            Self::RateLimited => "Too many requests",
-            Self::MethodNotAllowed => "The route does not take this method",
-        }
-    }
-
     pub fn type_uri(self) -> String {
         format!("{PROBLEM_BASE}{}", self.slug())
     }
-
-    /// Every kind, in the order of the enum (a new kind goes at the end
-    /// here too; `docs/problems.md`'s summary must list each, which the
-    /// tests check).
-    pub const ALL: &[ProblemKind] = &[
-        Self::Validation,
-        Self::MyNumberRefused,
-        Self::MalformedJson,
-        Self::InvalidQuery,
-        Self::PayloadTooLarge,
-        Self::UnsupportedMediaType,
-        Self::Unauthorized,
-        Self::Forbidden,
-        Self::NotFound,
-        Self::ExternalRefTaken,
-        Self::PreconditionFailed,
-        Self::PreconditionRequired,
-        Self::NothingToChange,
-        Self::InvalidIdempotencyKey,
-        Self::IdempotencyKeyReused,
-        Self::IdempotencyInProgress,
-        Self::NotReady,
-        Self::Internal,
-        Self::NotBase64,
-        Self::NotCms,
-        Self::CmsNoSigner,
-        Self::CmsSeveralSigners,
-        Self::SignerCertificateMissing,
-        Self::UnknownTextVersion,
-        Self::NotConsentText,
-        Self::SignatureInvalid,
-        Self::UnsupportedAlgorithm,
-        Self::UntrustedIssuer,
-        Self::CertificateExpired,
-        Self::CertificateNotYetValid,
-        Self::UserIdentificationCertificate,
-        Self::NotSigningCertificate,
-        Self::CertificateRevoked,
-        Self::CertificateUnknown,
-        Self::CrlStale,
-        Self::CrlInvalid,
-        Self::OcspInvalid,
-        Self::RevocationUnavailable,
-        Self::ProviderUnavailable,
-        Self::ProviderError,
-        Self::ConsentUnavailable,
-        Self::CustomerDeceased,
-        Self::Basic4Mismatch,
-        Self::SignedDocumentReused,
-        Self::ConsentNotActive,
-        Self::Conflict,
-        Self::NoticeNotFailed,
-        Self::ReviewNotOpen,
-        Self::CustomerNotConsenting,
-        Self::AlreadyConsenting,
-        Self::ConsentRequestOpen,
-        Self::CallbackMalformed,
-        Self::CallbackAlgorithmNotAllowed,
-        Self::CallbackUnknownKey,
-        Self::CallbackSignatureInvalid,
-        Self::CallbackExpired,
-        Self::CallbackClaimsInvalid,
-        Self::CallbackReplayed,
-        Self::UnknownConsentRequest,
-        Self::ProviderKeysUnavailable,
-        Self::MynaportalUnavailable,
-        Self::CallbackDecisionInvalid,
-        Self::BadRequest,
-        Self::RegistrationNotRetryable,
-        Self::RateLimited,
-        Self::MethodNotAllowed,
-    ];
 
     /// The kind whose slug this is.
     pub fn from_slug(slug: &str) -> Option<Self> {
