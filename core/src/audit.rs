@@ -1,8 +1,9 @@
-//! The audit chain (DESIGN §5): every state change appends one event in the
-//! same transaction as the change; `hash = SHA-256(prev_hash || canonical
-//! JSON)`. Personal values enter the hashed form only as salted commitments
-//! `SHA-256(salt || value)`; value and salt are stored beside the event, so
-//! they can be erased without breaking the chain.
+//! The audit chain (docs/architecture.md#the-audit-trail): every state
+//! change appends one event in the same transaction as the change; `hash =
+//! SHA-256(prev_hash || canonical JSON)`. Personal values enter the hashed
+//! form only as salted commitments `SHA-256(salt || value)`; value and salt
+//! are stored beside the event, so they can be erased without breaking the
+//! chain.
 //!
 //! The canonical JSON is RFC 8785 (JCS). Appends from any number of
 //! processes form one chain because each takes the lock on the single

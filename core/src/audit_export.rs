@@ -1,6 +1,6 @@
-//! Evidence for auditors (DESIGN §5): signed checkpoints of the chain head,
-//! exports of a range of events with a signed manifest, and their offline
-//! verification.
+//! Evidence for auditors (docs/architecture.md#the-audit-trail): signed
+//! checkpoints of the chain head, exports of a range of events with a signed
+//! manifest, and their offline verification.
 //!
 //! - The signing key is Ed25519, a PKCS#8 PEM file (`KIHON4_AUDIT_SIGNING_KEY`;
 //!   made on first use on the embedded default), its public key written

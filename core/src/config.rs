@@ -71,7 +71,7 @@ fn is_tooling_variable(name: &str) -> bool {
     name == "KIHON4_CONFIG" || name.starts_with("KIHON4_TEST_") || name.starts_with("KIHON4_BENCH_")
 }
 
-/// Which JPKI role the institution plays (DESIGN §1).
+/// Which JPKI role the institution plays (docs/architecture.md#the-two-roles).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JpkiRole {
     Platform,

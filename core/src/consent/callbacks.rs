@@ -339,8 +339,8 @@ async fn verify(
 /// What a granted decision must hold to be recorded: a certificate serial
 /// kihon4 can keep (RFC 5280: a positive integer of at most 20 octets, in
 /// hex), a consent given by now, and an expiry after now and no later than
-/// the consent period allows (ten years from the day after it was given,
-/// DESIGN §1).
+/// the consent period allows (ten years from the day after it was given:
+/// docs/architecture.md#consent-terms).
 fn check_decision(
     settings: &CallbackSettings,
     claims: &Claims,

@@ -1,8 +1,9 @@
-//! What time does to consents (DESIGN §4 step 6): a consent past its ten
-//! years is expired (an event, and its registration removed); customers are
-//! reminded once a year that their consent is in force, and asked to renew
-//! it in its last months. Each step is idempotent: run it as often as you
-//! like, it writes each event and sends each notice once.
+//! What time does to consents (docs/architecture.md#consent-housekeeping): a
+//! consent past its ten years is expired (an event, and its registration
+//! removed); customers are reminded once a year that their consent is in
+//! force, and asked to renew it in its last months. Each step is idempotent:
+//! run it as often as you like, it writes each event and sends each notice
+//! once.
 
 use chrono::{DateTime, Datelike, Days, Months, SubsecRound, Utc};
 use sea_orm::{

@@ -1,8 +1,9 @@
-//! Mynaportal-routed consent (DESIGN §4): an existing customer is asked by
-//! email; the link opens kihon4's landing page under a single-use token,
-//! which forwards to the provider's consent page on Mynaportal; the holder
-//! decides there, and the provider tells kihon4 with a signed callback
-//! (see [`super::callbacks`]).
+//! Mynaportal-routed consent
+//! (docs/architecture.md#mynaportal-consent-requests): an existing customer
+//! is asked by email; the link opens kihon4's landing page under a
+//! single-use token, which forwards to the provider's consent page on
+//! Mynaportal; the holder decides there, and the provider tells kihon4 with
+//! a signed callback (see [`super::callbacks`]).
 //!
 //! A request is created at the provider first (idempotent by its
 //! `request_ref`, which is the request's own id), then recorded with its

@@ -1,8 +1,10 @@
-//! Checking a signed consent in either JPKI role (DESIGN §1, §4): as a
-//! platform operator kihon4 verifies the signature, the path and the
-//! revocation status itself and keeps the document and the certificate; as
-//! a service provider it hands the document to the provider's
-//! `/v1/verifications` and keeps only what a service provider may.
+//! Checking a signed consent in either JPKI role
+//! (docs/architecture.md#the-two-roles and
+//! docs/architecture.md#direct-consent): as a platform operator kihon4
+//! verifies the signature, the path and the revocation status itself and
+//! keeps the document and the certificate; as a service provider it hands
+//! the document to the provider's `/v1/verifications` and keeps only what a
+//! service provider may.
 
 use std::sync::Arc;
 

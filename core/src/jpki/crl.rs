@@ -1,7 +1,9 @@
-//! Reading a CRL as a stream (DESIGN §7): the DER is walked once from any
-//! reader, the signature is checked over the TBS bytes as they pass, and
-//! the revoked serials are matched against a set of serials on the way,
-//! with no struct per entry and memory far below the CRL's size.
+//! Reading a CRL as a stream
+//! (docs/architecture.md#dependencies-and-measured-choices): the DER is
+//! walked once from any reader, the signature is checked over the TBS bytes
+//! as they pass, and the revoked serials are matched against a set of
+//! serials on the way, with no struct per entry and memory far below the
+//! CRL's size.
 
 use std::collections::HashSet;
 use std::io::{BufReader, Read};

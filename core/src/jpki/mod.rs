@@ -1,5 +1,6 @@
-//! The JPKI certificate profile (DESIGN §1): one definition of the signing
-//! certificate (署名用電子証明書) that kihon4 both reads (consent) and, for
+//! The JPKI certificate profile
+//! (docs/architecture.md#the-signing-certificate): one definition of the
+//! signing certificate (署名用電子証明書) that kihon4 both reads (consent) and, for
 //! its simulator, builds.
 //!
 //! The four items are `otherName` values in the subjectAltName, found by

@@ -1,9 +1,11 @@
 //! Verifying a signed consent as a platform operator must: the CMS
 //! SignedData (attached or detached content), its signed attributes, the
-//! signature (with `ring`: DESIGN §7), and the path from the signer's
-//! certificate to a configured trust anchor, picked by key identifier
-//! because several J-LIS CA generations share one name. Revocation is
-//! checked separately (CRL or OCSP), on the serial this returns.
+//! signature (with `ring`:
+//! docs/architecture.md#dependencies-and-measured-choices), and the path
+//! from the signer's certificate to a configured trust anchor, picked by key
+//! identifier because several J-LIS CA generations share one name.
+//! Revocation is checked separately (CRL or OCSP), on the serial this
+//! returns.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
 //! Notices to customers: their templates, the transactional outbox, and
-//! sending (DESIGN §3 `outbox`, §4 step 5).
+//! sending (docs/architecture.md#notices; the `outbox` table in
+//! docs/architecture.md#data-model).
 
 pub mod mail;
 pub mod outbox;

@@ -1,11 +1,11 @@
-//! Applying the provider's answers (DESIGN §4 step 4). Each answer's
-//! writes — the customer's change, its history, audit events, reviews,
-//! registration intents, notices, and the job's own record (`done`, with the
-//! outcome) — commit together. A batch of answers shares one transaction and
-//! one hold of the audit chain lock; if any answer in it cannot be applied,
-//! the batch is rolled back and each answer is applied on its own. If a job
-//! is no longer ours (its lease ran out and another worker took it), nothing
-//! of it is written.
+//! Applying the provider's answers (docs/architecture.md#apply). Each
+//! answer's writes — the customer's change, its history, audit events,
+//! reviews, registration intents, notices, and the job's own record (`done`,
+//! with the outcome) — commit together. A batch of answers shares one
+//! transaction and one hold of the audit chain lock; if any answer in it
+//! cannot be applied, the batch is rolled back and each answer is applied on
+//! its own. If a job is no longer ours (its lease ran out and another worker
+//! took it), nothing of it is written.
 
 use chrono::{DateTime, Days, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;

@@ -1,8 +1,9 @@
-//! Sync (DESIGN §4): runs that find the consenting customers whose
-//! certificate may have changed, one job per customer asking the provider
-//! for the latest four items, and each answer applied to the customer's
-//! record with its history, audit event and notice in one transaction, the
-//! job's own record included, so that an answer is applied exactly once.
+//! Sync (docs/architecture.md#sync): runs that find the consenting customers
+//! whose certificate may have changed, one job per customer asking the
+//! provider for the latest four items, and each answer applied to the
+//! customer's record with its history, audit event and notice in one
+//! transaction, the job's own record included, so that an answer is applied
+//! exactly once.
 
 pub mod apply;
 pub mod detect;
