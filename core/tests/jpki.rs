@@ -147,7 +147,7 @@ fn refuses_names_that_openssl_encoded_twice() {
         parse_signing_certificate(&der).unwrap_err(),
         JpkiError::Invalid {
             item: "the name",
-            reason: "must not contain control characters".into()
+            reason: "must not contain control, bidirectional or format characters (U+0094)".into()
         }
     );
 }
