@@ -48,7 +48,6 @@ impl Mynaportal {
         config: &kihon4_core::config::Config,
         provider: std::sync::Arc<dyn kihon4_core::provider::Provider>,
     ) -> Self {
-        use kihon4_core::config::JpkiRole;
         use kihon4_core::consent::{callbacks, requests};
         Self {
             keys: callbacks::ProviderKeys::new(provider.clone()),
@@ -65,10 +64,7 @@ impl Mynaportal {
                     issuer,
                     client_id: config.provider_client_id.clone(),
                     timezone: config.timezone,
-                    role: match config.role {
-                        JpkiRole::Platform => "platform",
-                        JpkiRole::ServiceProvider => "service_provider",
-                    },
+                    role: config.role,
                 }),
         }
     }

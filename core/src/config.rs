@@ -71,78 +71,11 @@ fn is_tooling_variable(name: &str) -> bool {
     name == "KIHON4_CONFIG" || name.starts_with("KIHON4_TEST_") || name.starts_with("KIHON4_BENCH_")
 }
 
-/// Which JPKI role the institution plays (DESIGN §1).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JpkiRole {
-    Platform,
-    ServiceProvider,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revocation {
-    Crl,
-    Ocsp,
-}
-
-impl Revocation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Crl => "crl",
-            Self::Ocsp => "ocsp",
-        }
-    }
-}
-
-/// The first day of a consent's 10 years. The published terms say "from
-/// the day after it is given"; an institution whose agreement with its
-/// platform operator counts the day itself sets `same_day`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ValidityStart {
-    #[default]
-    NextDay,
-    SameDay,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JwtAlgorithm {
-    Hs256,
-    Rs256,
-    Es256,
-}
-
-impl JwtAlgorithm {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Hs256 => "HS256",
-            Self::Rs256 => "RS256",
-            Self::Es256 => "ES256",
-        }
-    }
-}
-
-/// Where bearer tokens' signatures are checked against.
-#[derive(Debug, Clone)]
-pub enum JwtKeys {
-    /// HS256 with a shared secret.
-    Secret(SecretString),
-    /// RS256 or ES256 with the issuer's public keys (PEM text, file by file).
-    PublicKeys(Vec<(PathBuf, String)>),
-}
-
-#[derive(Debug, Clone)]
-pub struct JwtSettings {
-    pub algorithm: JwtAlgorithm,
-    pub keys: JwtKeys,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    /// The longest a bearer token may be valid (`exp` ahead of now, or of
-    /// its `iat`); a token claiming more is refused.
-    pub max_token_lifetime: std::time::Duration,
-}
-
-/// The default longest lifetime of a bearer token: a working day and some.
-pub const DEFAULT_MAX_TOKEN_LIFETIME: std::time::Duration =
-    std::time::Duration::from_secs(24 * 3600);
+pub use crate::auth::{DEFAULT_MAX_TOKEN_LIFETIME, JwtAlgorithm, JwtKeys, JwtSettings};
+pub use crate::consent::ValidityStart;
+pub use crate::domain::JpkiRole;
+pub use crate::files::{create_private_dir, write_private_file};
+pub use crate::jpki::revocation::Revocation;
 
 /// A duration such as `86400`, `90s`, `30m`, `24h` or `7d`.
 fn duration(s: &str) -> Option<std::time::Duration> {
@@ -401,34 +334,6 @@ impl Config {
         }
         Ok(SecretString::from(secret.to_owned()))
     }
-}
-
-/// Creates a folder (and its missing parents) only its owner may enter:
-/// `0700` whatever the umask. A folder that exists is left as it is.
-pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(path)
-}
-
-/// Writes a file only its owner may read.
-pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
 }
 
 struct Reader {

@@ -13,6 +13,7 @@ pub mod db;
 pub mod domain;
 pub mod entities;
 pub mod error;
+pub mod files;
 pub mod idempotency;
 pub mod import;
 pub mod jpki;

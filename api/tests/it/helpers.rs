@@ -219,7 +219,7 @@ impl TestApp {
                     issuer,
                     client_id: MYNAPORTAL_CLIENT.into(),
                     timezone: chrono_tz::Asia::Tokyo,
-                    role: "platform",
+                    role: JpkiRole::Platform,
                 }),
             })
         });
