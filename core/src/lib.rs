@@ -20,6 +20,7 @@ pub mod jpki;
 pub mod notices;
 pub mod provider;
 pub mod refusals;
+pub mod shared;
 pub mod sync;
 
 pub use error::CoreError;
