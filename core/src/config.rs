@@ -4,7 +4,7 @@
 //!
 //! # Adding a setting
 //!
-//! A setting is **one declaration** in the [`settings!`] table below: its
+//! A setting is **one declaration** in the `settings!` table below: its
 //! doc comment, its TOML key (the field name; its variable is `KIHON4_` and
 //! the key in upper case), its type, its default (a string, read like any
 //! other value; none for an optional setting, a list, or one whose default
@@ -18,7 +18,19 @@
 //! [`Config::mynaportal`], …): sections are what the API
 //! (`AppState::build`) and the worker (`WorkerSettings::from_config`)
 //! consume. A check across several settings (the token keys) goes in
-//! [`Config::load_from`]'s second pass.
+//! [`Config::load_from`]'s second pass. For example:
+//!
+//! ```text
+//! /// How long a notice may wait for its server, in seconds.
+//! notice_wait_seconds: Duration = "30", trimmed(|s: &str| match s.parse::<u64>() {
+//!     Ok(n) if (1..=600).contains(&n) => Ok(Duration::from_secs(n)),
+//!     _ => Err(format!("must be a number of seconds from 1 to 600, not `{s}`")),
+//! });
+//! ```
+//!
+//! Domain types the settings take (`JpkiRole`, `Revocation`,
+//! `ValidityStart`, the JWT types) live in their own modules and are
+//! re-exported here; this module depends on them, never the reverse.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -1365,5 +1377,72 @@ mod tests {
         for secret in ["s3cr3t", "provider-key-123", "hunter2", "dbpass"] {
             assert!(!shown.contains(secret), "{secret} printed");
         }
+    }
+
+    /// The rows of the reference table of docs/operations.md: (key, variable, default).
+    fn documented() -> Vec<(String, String, String)> {
+        let text = include_str!("../../docs/operations.md");
+        let start = text.find("### Reference").expect("a reference section");
+        text[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with('#'))
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split(" | ").map(str::trim).collect();
+                let key = cells.first()?.strip_prefix("| `")?.strip_suffix('`')?;
+                let var = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((key.to_owned(), var.to_owned(), cells.get(2)?.to_string()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_operations_guide_documents_every_setting_as_declared() {
+        let rows = documented();
+        let mut documented: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        let mut declared: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+        documented.sort_unstable();
+        declared.sort_unstable();
+        assert_eq!(
+            documented, declared,
+            "docs/operations.md's table and SETTINGS"
+        );
+        for setting in SETTINGS {
+            let (_, var, default) = rows.iter().find(|r| r.0 == setting.key).unwrap();
+            assert_eq!(*var, setting.variable(), "{}", setting.key);
+            assert!(!setting.doc.trim().is_empty(), "{} has no doc", setting.key);
+            if let Some(value) = setting.default {
+                assert!(
+                    default.contains(&format!("`{value}`")),
+                    "{}: the guide's default `{default}` does not name `{value}`",
+                    setting.key
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_components_defaults_are_the_declared_ones() {
+        let dir = temp_dir("defaults");
+        let config =
+            Config::load_from(None, env(&[("KIHON4_DATA_DIR", dir.to_str().unwrap())])).unwrap();
+        assert_eq!(config.jwt.max_token_lifetime, DEFAULT_MAX_TOKEN_LIFETIME);
+        let (sync, default) = (config.sync(), crate::sync::SyncSettings::default());
+        assert_eq!(
+            (sync.timezone, sync.awaiting_reissue_days, sync.lease),
+            (
+                default.timezone,
+                default.awaiting_reissue_days,
+                default.lease
+            )
+        );
+        assert_eq!(config.limits().proxies, TrustedProxies::default());
+        assert_eq!(
+            config.settings.consent_validity_start,
+            ValidityStart::default()
+        );
+        assert_eq!(config.mail_drop_dir(), dir.join("mail"));
+        assert_eq!(config.public_base_url().as_str(), "http://127.0.0.1:8080/");
+        assert!(matches!(config.trust().load(), Ok(None)));
     }
 }
