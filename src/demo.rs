@@ -14,19 +14,15 @@ use actix_web::web;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use kihon4_core::audit::{Actor, AuditContext};
-use kihon4_core::auth::{Authenticator, Role, issue_token};
-use kihon4_core::config::{
-    JpkiRole, JwtAlgorithm, JwtKeys, JwtSettings, Revocation, ValidityStart,
-};
-use kihon4_core::consent::{ConsentSettings, ConsentVerifier};
-use kihon4_core::jpki::revocation::RevocationChecker;
-use kihon4_core::jpki::verify::TrustAnchors;
-use kihon4_core::notices::mail::{Mailer, dispatch_due};
-use kihon4_core::notices::{Institution, Notices, Sender};
+use kihon4_core::audit_export::SigningKey;
+use kihon4_core::auth::{Role, issue_token};
+use kihon4_core::config::Config;
+use kihon4_core::notices::mail::dispatch_due;
 use kihon4_core::provider::{HttpProvider, Provider, ProviderSettings};
-use kihon4_core::sync::{self, Scope, SyncSettings};
+use kihon4_core::shared::Shared;
+use kihon4_core::sync::{self, Scope};
 use kihon4_migrations::{Migrator, MigratorTrait};
-use secrecy::SecretString;
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 const INSTITUTION: &str = "かもめ銀行";
@@ -84,7 +80,7 @@ fn fresh(dir: &Path) -> anyhow::Result<()> {
     if dir.exists() {
         std::fs::remove_dir_all(dir)?;
     }
-    kihon4_core::config::create_private_dir(dir)?;
+    kihon4_core::files::create_private_dir(dir)?;
     Ok(())
 }
 
@@ -155,90 +151,79 @@ pub async fn demo(dir: PathBuf, listen: SocketAddr, serve: bool) -> anyhow::Resu
         "1. The J-LIS simulator is up at {sim_url} (its CA is trusted, for the demo only)."
     ));
 
-    // kihon4 itself, on SQLite.
-    let db = kihon4_core::db::connect(
-        &format!("sqlite://{}?mode=rwc", dir.join("kihon4.db").display()),
-        5,
-    )
-    .await?;
-    Migrator::up(&db, None).await?;
-    let mut settings = ProviderSettings::new(
-        format!("{sim_url}/").parse()?,
-        "demo-api-key".to_owned().into(),
-    );
-    settings.max_attempts = 3;
-    settings.max_wait = Duration::from_secs(5);
-    let provider: Arc<dyn Provider> =
-        Arc::new(HttpProvider::new(settings).map_err(anyhow::Error::msg)?);
-    let anchors =
-        Arc::new(TrustAnchors::load(&[dir.join("sim/ca.pem")]).map_err(anyhow::Error::msg)?);
-    let notices = Arc::new(
-        Notices::load(
-            Institution {
-                name: INSTITUTION.into(),
-                contact: "0120-000-000（平日9時〜17時）".into(),
-                reply_to: String::new(),
-                validity_start: ValidityStart::NextDay,
-            },
-            Sender {
-                address: FROM,
-                reply_to: None,
-                timezone: chrono_tz::Asia::Tokyo,
-            },
-            None,
-        )
-        .map_err(anyhow::Error::msg)?,
-    );
-    let mail = dir.join("mail");
-    let mailer = Mailer::drop_folder(&mail, FROM).map_err(anyhow::Error::msg)?;
+    // kihon4 itself, on SQLite, configured as `serve` is: from settings.
     let secret: String = (0..48)
         .map(|_| char::from(b'a' + rand::random::<u8>() % 26))
         .collect();
-    let jwt = JwtSettings {
-        algorithm: JwtAlgorithm::Hs256,
-        keys: JwtKeys::Secret(SecretString::from(secret)),
-        issuer: None,
-        audience: None,
-        max_token_lifetime: kihon4_core::config::DEFAULT_MAX_TOKEN_LIFETIME,
-    };
-    let state = web::Data::new(kihon4_api::AppState {
+    let settings = [
+        ("KIHON4_DATA_DIR", dir.display().to_string()),
+        ("KIHON4_LISTEN", listen.to_string()),
+        ("KIHON4_DB_MAX_CONNECTIONS", "5".into()),
+        ("KIHON4_JWT_SECRET", secret),
+        ("KIHON4_PROVIDER_URL", format!("{sim_url}/")),
+        ("KIHON4_PROVIDER_API_KEY", "demo-api-key".into()),
+        (
+            "KIHON4_TRUST_ANCHORS",
+            dir.join("sim/ca.pem").display().to_string(),
+        ),
+        ("KIHON4_INSTITUTION_NAME", INSTITUTION.into()),
+        (
+            "KIHON4_INSTITUTION_CONTACT",
+            "0120-000-000（平日9時〜17時）".into(),
+        ),
+        ("KIHON4_MAIL_FROM", FROM.into()),
+        ("KIHON4_SHUTDOWN_GRACE_SECONDS", "5".into()),
+    ];
+    let config = Config::load_from(None, settings.map(|(name, value)| (name.to_owned(), value)))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let storage = config.audit();
+    let db = kihon4_core::db::connect(
+        storage.database_url.expose_secret(),
+        storage.db_max_connections,
+    )
+    .await?;
+    Migrator::up(&db, None).await?;
+    // The demo's own patience with the provider: a few quick retries.
+    let upstream = config
+        .upstream()
+        .map_err(anyhow::Error::msg)?
+        .expect("the simulator is the provider");
+    let mut provider_settings = ProviderSettings::new(upstream.url, upstream.api_key);
+    provider_settings.max_attempts = 3;
+    provider_settings.max_wait = Duration::from_secs(5);
+    let provider: Arc<dyn Provider> =
+        Arc::new(HttpProvider::new(provider_settings).map_err(anyhow::Error::msg)?);
+    let anchors = config
+        .trust()
+        .load()
+        .map_err(anyhow::Error::msg)?
+        .expect("the simulator's CA is trusted");
+    let notices = Arc::new(config.notices().load().map_err(anyhow::Error::msg)?);
+    let mail = config.mail_drop_dir();
+    let mailer = config.mail().mailer().map_err(anyhow::Error::msg)?;
+    let shared = Shared {
         db: db.clone(),
-        auth: Authenticator::new(&jwt).map_err(anyhow::Error::msg)?,
-        metrics: kihon4_api::metrics_handle(),
-        consent_texts: kihon4_core::consent::texts::ConsentTexts::for_institution(INSTITUTION),
-        consent_verifier: ConsentVerifier::Platform {
-            anchors: anchors.clone(),
-            revocation: RevocationChecker::new(provider.clone(), Revocation::Crl),
-        },
-        consent_settings: ConsentSettings {
-            role: JpkiRole::Platform,
-            validity_start: ValidityStart::NextDay,
-            timezone: chrono_tz::Asia::Tokyo,
-        },
         notices: notices.clone(),
-        mynaportal: None,
-        audit_key: Some(std::sync::Arc::new(
-            kihon4_core::audit_export::SigningKey::load_or_create(
-                &dir.join("audit-signing-key.pem"),
-                true,
-            )
-            .map_err(anyhow::Error::msg)?,
+        audit_key: Some(Arc::new(
+            SigningKey::load_or_create(&storage.audit_signing_key, true)
+                .map_err(anyhow::Error::msg)?,
         )),
-        audit_pii_roles: vec![Role::AuditorPii, Role::Admin],
-        limits: std::sync::Arc::new(kihon4_api::limits::Limits::new(
-            600,
-            6000,
-            Default::default(),
-        )),
-        refusals: Default::default(),
-    });
+        anchors: Some(anchors.clone()),
+    };
+    let mut state = kihon4_api::AppState::build(&config, &shared, Some(provider.clone()))
+        .map_err(anyhow::Error::msg)?;
+    // The demo takes consents with cards only, not through Mynaportal.
+    state.mynaportal = None;
+    let state = web::Data::new(state);
     let listener = free_listener(listen)?;
     let api_url = format!("http://{}", listener.local_addr()?);
-    let server = kihon4_api::server(state, listener, 256 * 1024, Duration::from_secs(5))?;
+    let http = config.http();
+    let server = kihon4_api::server(state, listener, http.max_body_bytes, http.shutdown_grace)?;
     let api_handle = server.handle();
     tokio::spawn(server);
+    let jwt = &config.jwt;
     let token = issue_token(
-        &jwt,
+        jwt,
         None,
         "demo",
         &[Role::Operator, Role::Auditor, Role::Admin],
@@ -313,7 +298,7 @@ pub async fn demo(dir: PathBuf, listen: SocketAddr, serve: bool) -> anyhow::Resu
         &db,
         provider.as_ref(),
         &notices,
-        chrono_tz::Asia::Tokyo,
+        config.settings.timezone,
         "demo",
         100,
     )
@@ -355,7 +340,7 @@ pub async fn demo(dir: PathBuf, listen: SocketAddr, serve: bool) -> anyhow::Resu
     );
     let ctx = AuditContext::new(Actor::cli(), None);
     let run = sync::runs::request(&db, &ctx, "cli", Scope::Revoked, None).await?;
-    sync::runs::take(&db, run.run.id, sync::SyncSettings::default().lease).await?;
+    sync::runs::take(&db, run.run.id, config.sync().lease).await?;
     let found = sync::detect::by_crl(&db, provider.as_ref(), &anchors).await?;
     say(format!(
         "   {} of {} certificates are in the CRL.",
@@ -367,7 +352,7 @@ pub async fn demo(dir: PathBuf, listen: SocketAddr, serve: bool) -> anyhow::Resu
         &db,
         provider.as_ref(),
         &notices,
-        SyncSettings::default(),
+        config.sync(),
         "demo",
         1000,
     )

@@ -8,11 +8,10 @@ use std::time::Duration;
 
 use actix_web::web;
 use kihon4_api::AppState;
-use kihon4_core::auth::Authenticator;
 use kihon4_core::config::Config;
-use kihon4_core::consent::{ConsentSettings, ConsentVerifier};
-use kihon4_core::notices::mail::Mailer;
-use kihon4_core::notices::{Institution, Notices, Sender};
+use kihon4_core::jpki::verify::TrustAnchors;
+use kihon4_core::notices::Notices;
+use kihon4_core::shared::Shared;
 use kihon4_migrations::{Migrator, MigratorTrait, schema_status};
 use sea_orm::DatabaseConnection;
 use secrecy::ExposeSecret;
@@ -124,93 +123,35 @@ async fn open_current_of(
 
 /// Says at start-up what consent and sync will need that is not configured.
 fn report_missing_upstream(config: &Config) {
-    if config.provider_url.is_none() {
+    let settings = &config.settings;
+    if settings.provider_url.is_none() {
         tracing::warn!(
             "KIHON4_PROVIDER_URL is not set: consent and sync cannot reach the provider"
         );
     }
-    if config.trust_anchors.is_empty() && config.role == kihon4_core::config::JpkiRole::Platform {
+    if settings.trust_anchors.is_empty() && settings.role == kihon4_core::domain::JpkiRole::Platform
+    {
         tracing::warn!(
             "KIHON4_TRUST_ANCHORS is not set: in the platform role, signed consents cannot be verified"
         );
     }
-    if config.smtp_url.is_none() {
-        tracing::warn!(mail_drop_dir = %config.mail_drop_dir.display(), "KIHON4_SMTP_URL is not set: notices go to the mail drop folder");
+    if settings.smtp_url.is_none() {
+        tracing::warn!(mail_drop_dir = %config.mail_drop_dir().display(), "KIHON4_SMTP_URL is not set: notices go to the mail drop folder");
     }
-}
-
-/// The provider client, when one is configured. A request from the API
-/// answers within seconds, so it tries briefly; the worker waits out
-/// maintenance windows.
-fn provider(
-    config: &Config,
-    interactive: bool,
-) -> anyhow::Result<Option<Arc<dyn kihon4_core::provider::Provider>>> {
-    use kihon4_core::provider::{HttpProvider, ProviderSettings};
-    let Some(url) = &config.provider_url else {
-        return Ok(None);
-    };
-    let Some(key) = &config.provider_api_key else {
-        anyhow::bail!("KIHON4_PROVIDER_URL is set but KIHON4_PROVIDER_API_KEY is not");
-    };
-    let mut settings = ProviderSettings::new(url.clone(), key.clone());
-    if interactive {
-        settings.timeout = Duration::from_secs(10);
-        settings.max_attempts = 2;
-        settings.max_wait = Duration::from_secs(2);
-    }
-    let client = HttpProvider::new(settings).map_err(|e| anyhow::anyhow!(e))?;
-    Ok(Some(Arc::new(client)))
 }
 
 /// The notices' templates, checked: a missing or broken one stops the process.
 fn notices(config: &Config) -> anyhow::Result<Arc<Notices>> {
-    let institution = Institution {
-        name: config.institution_name.clone(),
-        contact: config.institution_contact.clone().unwrap_or_default(),
-        reply_to: config
-            .mail_reply_to
-            .as_ref()
-            .map(|e| e.as_str().to_owned())
-            .unwrap_or_default(),
-        validity_start: config.consent_validity_start,
-    };
-    let sender = Sender {
-        address: config.mail_from.as_str(),
-        reply_to: config.mail_reply_to.as_ref().map(|e| e.as_str()),
-        timezone: config.timezone,
-    };
-    Notices::load(institution, sender, config.email_templates_dir.as_deref())
-        .map(|n| Arc::new(n.with_values(config.notice_values)))
-        .map_err(|e| anyhow::anyhow!(e))
+    config
+        .notices()
+        .load()
+        .map(Arc::new)
+        .map_err(anyhow::Error::msg)
 }
 
-/// SMTP when configured, else the mail drop folder.
-fn mailer(config: &Config) -> anyhow::Result<Arc<Mailer>> {
-    let from = config.mail_from.as_str();
-    match &config.smtp_url {
-        Some(url) => Mailer::smtp(url.expose_secret(), from),
-        None => Mailer::drop_folder(&config.mail_drop_dir, from),
-    }
-    .map(|m| Arc::new(m.with_timeout(config.smtp_timeout)))
-    .map_err(|e| anyhow::anyhow!(e))
-}
-
-/// How the worker finds revoked certificates in this role.
-fn detection(config: &Config) -> anyhow::Result<kihon4_worker::Detection> {
-    use kihon4_core::config::JpkiRole;
-    Ok(match config.role {
-        JpkiRole::ServiceProvider => kihon4_worker::Detection::Liveness,
-        JpkiRole::Platform if config.trust_anchors.is_empty() => {
-            kihon4_worker::Detection::Unavailable(
-                "KIHON4_TRUST_ANCHORS is not set, so the CRL cannot be verified".into(),
-            )
-        }
-        JpkiRole::Platform => kihon4_worker::Detection::Crl(Arc::new(
-            kihon4_core::jpki::verify::TrustAnchors::load(&config.trust_anchors)
-                .map_err(|e| anyhow::anyhow!("KIHON4_TRUST_ANCHORS: {e}"))?,
-        )),
-    })
+/// The trust anchors, loaded once for the API and the worker.
+fn anchors(config: &Config) -> anyhow::Result<Option<Arc<TrustAnchors>>> {
+    config.trust().load().map_err(anyhow::Error::msg)
 }
 
 /// `kihon4 sync run-once`: one run, carried to its end here.
@@ -225,19 +166,15 @@ pub async fn sync_once(
         anyhow::bail!("--customer goes with --scope customer only");
     }
     let notices = notices(&config)?;
-    let detection = detection(&config)?;
-    let Some(provider) = provider(&config, false)? else {
+    let detection = kihon4_worker::Detection::new(config.settings.role, anchors(&config)?);
+    let Some(provider) = kihon4_worker::provider(&config).map_err(anyhow::Error::msg)? else {
         anyhow::bail!("KIHON4_PROVIDER_URL is not set: there is no one to ask");
     };
     let db = open_current(&config).await?;
     let ctx = AuditContext::new(Actor::cli(), None);
     let run = sync::runs::request(&db, &ctx, "cli", scope, customer).await?;
     let id = run.run.id;
-    let settings = sync::SyncSettings {
-        timezone: config.timezone,
-        awaiting_reissue_days: config.awaiting_reissue_days,
-        lease: config.sync_lease,
-    };
+    let settings = config.sync();
     if scope == sync::Scope::Revoked && sync::runs::take(&db, id, settings.lease).await? {
         eprintln!("kihon4: looking for revoked certificates…");
         kihon4_worker::detect(&db, provider.as_ref(), &detection, id, settings.lease).await;
@@ -258,7 +195,7 @@ pub async fn sync_once(
             &db,
             provider.as_ref(),
             &notices,
-            config.timezone,
+            config.settings.timezone,
             &owner,
             500,
         )
@@ -599,14 +536,6 @@ pub fn verify_export(
     }
 }
 
-fn request_settings(config: &Config) -> kihon4_core::consent::requests::RequestSettings {
-    kihon4_core::consent::requests::RequestSettings {
-        public_base_url: config.public_base_url.clone(),
-        client_id: config.provider_client_id.clone(),
-        timezone: config.timezone,
-    }
-}
-
 /// `kihon4 consent-requests send --all-without-consent`: asks every
 /// customer with neither an active consent nor an open request (at most
 /// `limit`), with a progress bar and a summary. Run again, it goes on where
@@ -616,10 +545,10 @@ pub async fn send_consent_requests(config: Config, limit: Option<u64>) -> anyhow
     use kihon4_core::audit::{Actor, AuditContext};
     use kihon4_core::consent::requests;
     let notices = notices(&config)?;
-    let Some(provider) = provider(&config, false)? else {
+    let Some(provider) = kihon4_worker::provider(&config).map_err(anyhow::Error::msg)? else {
         anyhow::bail!("KIHON4_PROVIDER_URL is not set: there is no one to ask through");
     };
-    if config.provider_issuer.is_none() {
+    if config.settings.provider_issuer.is_none() {
         anyhow::bail!(
             "KIHON4_PROVIDER_ISSUER is not set: every Mynaportal callback would be refused, so no customer is asked (a decision could never arrive)"
         );
@@ -631,7 +560,7 @@ pub async fn send_consent_requests(config: Config, limit: Option<u64>) -> anyhow
         );
     }
     let db = open_current(&config).await?;
-    let settings = request_settings(&config);
+    let settings = config.consent_requests();
     let ctx = AuditContext::new(Actor::cli(), None);
     let limit = limit.unwrap_or(u64::MAX);
     let mut ids = Vec::new();
@@ -775,50 +704,29 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let signing_key = Arc::new(audit_key(&config.audit())?);
     let notices = notices(&config)?;
     let db = open_current(&config).await?;
+    let shared = Shared {
+        db: db.clone(),
+        notices,
+        audit_key: Some(signing_key),
+        anchors: anchors(&config)?,
+    };
     let shutdown = CancellationToken::new();
 
     let server = if roles.api {
-        let auth = Authenticator::new(&config.jwt).map_err(|e| anyhow::anyhow!(e))?;
-        let api_provider = provider(&config, true)?;
-        if api_provider.is_some() && config.provider_issuer.is_none() {
+        let provider = kihon4_api::provider(&config).map_err(anyhow::Error::msg)?;
+        if provider.is_some() && config.settings.provider_issuer.is_none() {
             tracing::warn!(
                 "KIHON4_PROVIDER_ISSUER is not set: every Mynaportal callback is refused, so consent requests are refused too (503 mynaportal-unavailable) until it is set"
             );
         }
-        let mynaportal = api_provider
-            .clone()
-            .map(|p| Arc::new(kihon4_api::Mynaportal::from_config(&config, p)));
-        let consent_verifier =
-            ConsentVerifier::from_config(&config, api_provider).map_err(|e| anyhow::anyhow!(e))?;
-        let state = web::Data::new(AppState {
-            db: db.clone(),
-            auth,
-            metrics: kihon4_api::metrics_handle(),
-            consent_texts: kihon4_core::consent::texts::ConsentTexts::for_institution(
-                &config.institution_name,
-            ),
-            consent_verifier,
-            consent_settings: ConsentSettings {
-                role: config.role,
-                validity_start: config.consent_validity_start,
-                timezone: config.timezone,
-            },
-            notices: notices.clone(),
-            mynaportal,
-            audit_key: Some(signing_key.clone()),
-            audit_pii_roles: config.audit_pii_roles.clone(),
-            limits: Arc::new(kihon4_api::limits::Limits::from_config(&config)),
-            refusals: config.refusals,
-        });
-        let listener = TcpListener::bind(config.listen)
-            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.listen))?;
-        let server = kihon4_api::server(
-            state,
-            listener,
-            config.max_body_bytes,
-            Duration::from_secs(config.shutdown_grace_seconds),
-        )?;
-        tracing::info!(listen = %config.listen, "API listening");
+        let state = web::Data::new(
+            AppState::build(&config, &shared, provider).map_err(anyhow::Error::msg)?,
+        );
+        let http = config.http();
+        let listener = TcpListener::bind(http.listen)
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", http.listen))?;
+        let server = kihon4_api::server(state, listener, http.max_body_bytes, http.shutdown_grace)?;
+        tracing::info!(listen = %http.listen, "API listening");
         Some(server)
     } else {
         None
@@ -826,53 +734,16 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     let api = server.as_ref().map(|s| s.handle());
     let api_task = server.map(tokio::spawn);
 
-    let detection = detection(&config)?;
-    if roles.worker {
-        kihon4_worker::check_schedule(
-            "KIHON4_SYNC_DETECT_CRON",
-            &config.sync_detect_cron,
-            config.timezone,
-        )?;
-        kihon4_worker::check_schedule(
-            "KIHON4_SYNC_FULL_REFRESH_CRON",
-            &config.sync_full_refresh_cron,
-            config.timezone,
-        )?;
-    }
-    let (worker_provider, worker_mailer, notices_db) = if roles.worker {
-        let notices_db = kihon4_core::db::connect_relaxed(config.database_url.expose_secret())
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?;
-        (
-            provider(&config, false)?,
-            Some(mailer(&config)?),
-            Some(notices_db),
-        )
+    let worker_task = if roles.worker {
+        let settings = kihon4_worker::WorkerSettings::from_config(&config, &shared).await?;
+        Some(tokio::spawn(kihon4_worker::run(
+            db.clone(),
+            settings,
+            shutdown.clone(),
+        )))
     } else {
-        (None, None, None)
+        None
     };
-    let worker_audit_key = roles.worker.then(|| signing_key.clone());
-    let worker_task = roles.worker.then(|| {
-        let settings = kihon4_worker::WorkerSettings {
-            timezone: config.timezone,
-            provider: worker_provider.clone(),
-            mailer: worker_mailer.clone().expect("made for the worker"),
-            notices_db: notices_db.clone().expect("opened for the worker"),
-            notices: notices.clone(),
-            detection: detection.clone(),
-            sync: kihon4_core::sync::SyncSettings {
-                timezone: config.timezone,
-                awaiting_reissue_days: config.awaiting_reissue_days,
-                lease: config.sync_lease,
-            },
-            detect_cron: config.sync_detect_cron.clone(),
-            full_refresh_cron: config.sync_full_refresh_cron.clone(),
-            consent_requests: worker_provider.as_ref().map(|_| request_settings(&config)),
-            reminder_days: config.consent_request_reminder_days.clone(),
-            audit_key: worker_audit_key.clone(),
-        };
-        tokio::spawn(kihon4_worker::run(db.clone(), settings, shutdown.clone()))
-    });
 
     wait_for_signal().await;
     tracing::info!("stopping: in-flight work finishes first");

@@ -9,12 +9,13 @@ pub mod problem;
 pub mod routes;
 
 use std::net::TcpListener;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use kihon4_core::auth::Authenticator;
+use kihon4_core::provider::Provider;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use sea_orm::DatabaseConnection;
 
@@ -42,34 +43,68 @@ pub struct AppState {
     pub refusals: kihon4_core::refusals::RefusalSettings,
 }
 
-impl Mynaportal {
-    /// From the configuration, with the provider it names.
-    pub fn from_config(
+impl AppState {
+    /// The state `serve` and `api` run with, from the configuration and
+    /// what the process shares between its roles; `provider` is the
+    /// provider client ([`provider`]), when one is configured. The only
+    /// place an `AppState` is assembled (the tests override a field or two).
+    pub fn build(
         config: &kihon4_core::config::Config,
-        provider: std::sync::Arc<dyn kihon4_core::provider::Provider>,
+        shared: &kihon4_core::shared::Shared,
+        provider: Option<Arc<dyn Provider>>,
+    ) -> Result<Self, String> {
+        let trust = config.trust();
+        Ok(Self {
+            db: shared.db.clone(),
+            auth: Authenticator::new(&config.jwt)?,
+            metrics: metrics_handle(),
+            consent_texts: kihon4_core::consent::texts::ConsentTexts::for_institution(
+                &config.settings.institution_name,
+            ),
+            consent_verifier: kihon4_core::consent::ConsentVerifier::new(
+                trust.role,
+                shared.anchors.clone(),
+                trust.revocation,
+                provider.clone(),
+            ),
+            consent_settings: config.consent(),
+            notices: shared.notices.clone(),
+            mynaportal: provider.map(|p| Arc::new(Mynaportal::new(config.mynaportal(), p))),
+            audit_key: shared.audit_key.clone(),
+            audit_pii_roles: config.settings.audit_pii_roles.clone(),
+            limits: Arc::new(limits::Limits::from_config(config)),
+            refusals: config.refusals(),
+        })
+    }
+}
+
+/// The provider client the API uses, when one is configured. A request
+/// answers within seconds, so it tries briefly (the worker's waits out
+/// maintenance windows).
+pub fn provider(config: &kihon4_core::config::Config) -> Result<Option<Arc<dyn Provider>>, String> {
+    use kihon4_core::provider::{HttpProvider, ProviderSettings};
+    let Some(upstream) = config.upstream()? else {
+        return Ok(None);
+    };
+    let mut settings = ProviderSettings::new(upstream.url, upstream.api_key);
+    settings.timeout = Duration::from_secs(10);
+    settings.max_attempts = 2;
+    settings.max_wait = Duration::from_secs(2);
+    let client = HttpProvider::new(settings).map_err(|e| e.to_string())?;
+    Ok(Some(Arc::new(client)))
+}
+
+impl Mynaportal {
+    /// From its section of the configuration, with the provider it names.
+    pub fn new(
+        settings: kihon4_core::config::MynaportalSettings,
+        provider: Arc<dyn Provider>,
     ) -> Self {
-        use kihon4_core::config::JpkiRole;
-        use kihon4_core::consent::{callbacks, requests};
         Self {
-            keys: callbacks::ProviderKeys::new(provider.clone()),
+            keys: kihon4_core::consent::callbacks::ProviderKeys::new(provider.clone()),
             provider,
-            requests: requests::RequestSettings {
-                public_base_url: config.public_base_url.clone(),
-                client_id: config.provider_client_id.clone(),
-                timezone: config.timezone,
-            },
-            callbacks: config
-                .provider_issuer
-                .clone()
-                .map(|issuer| callbacks::CallbackSettings {
-                    issuer,
-                    client_id: config.provider_client_id.clone(),
-                    timezone: config.timezone,
-                    role: match config.role {
-                        JpkiRole::Platform => "platform",
-                        JpkiRole::ServiceProvider => "service_provider",
-                    },
-                }),
+            requests: settings.requests,
+            callbacks: settings.callbacks,
         }
     }
 }

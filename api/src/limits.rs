@@ -69,11 +69,8 @@ impl Limits {
     }
 
     pub fn from_config(config: &kihon4_core::config::Config) -> Self {
-        Self::new(
-            config.rate_limit_per_address,
-            config.rate_limit_per_subject,
-            config.trusted_proxies.clone(),
-        )
+        let limits = config.limits();
+        Self::new(limits.per_address, limits.per_subject, limits.proxies)
     }
 
     /// The client's address: the peer's, or what a trusted proxy reports.

@@ -8,10 +8,66 @@
 use std::fmt;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation, errors::ErrorKind};
-use secrecy::ExposeSecret;
+use std::path::PathBuf;
+
+use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{JwtAlgorithm, JwtKeys, JwtSettings};
+/// The one algorithm bearer tokens are signed with (`KIHON4_JWT_ALGORITHM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JwtAlgorithm {
+    Hs256,
+    Rs256,
+    Es256,
+}
+
+impl JwtAlgorithm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Hs256 => "HS256",
+            Self::Rs256 => "RS256",
+            Self::Es256 => "ES256",
+        }
+    }
+}
+
+impl std::str::FromStr for JwtAlgorithm {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "HS256" => Ok(Self::Hs256),
+            "RS256" => Ok(Self::Rs256),
+            "ES256" => Ok(Self::Es256),
+            other => Err(format!("must be HS256, RS256 or ES256, not `{other}`")),
+        }
+    }
+}
+
+/// Where bearer tokens' signatures are checked against.
+#[derive(Debug, Clone)]
+pub enum JwtKeys {
+    /// HS256 with a shared secret.
+    Secret(SecretString),
+    /// RS256 or ES256 with the issuer's public keys (PEM text, file by file).
+    PublicKeys(Vec<(PathBuf, String)>),
+}
+
+/// How bearer tokens are checked (and issued by `kihon4 token issue`).
+#[derive(Debug, Clone)]
+pub struct JwtSettings {
+    pub algorithm: JwtAlgorithm,
+    pub keys: JwtKeys,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+    /// The longest a bearer token may be valid (`exp` ahead of now, or of
+    /// its `iat`); a token claiming more is refused.
+    pub max_token_lifetime: std::time::Duration,
+}
+
+/// The default longest lifetime of a bearer token: a working day and some
+/// (`KIHON4_AUTH_MAX_TOKEN_LIFETIME`'s default, `24h`).
+pub const DEFAULT_MAX_TOKEN_LIFETIME: std::time::Duration =
+    std::time::Duration::from_secs(24 * 3600);
 
 /// Clock skew tolerated on `exp` and `nbf`, in seconds.
 pub const LEEWAY_SECONDS: u64 = 30;

@@ -1,11 +1,42 @@
-//! kihon4's configuration: one struct, layered (embedded defaults, then an
-//! optional TOML file, then `KIHON4_*` variables), validated once at
-//! start-up. Every wrong or missing value is reported together.
+//! kihon4's configuration, layered (embedded defaults, then an optional
+//! TOML file, then `KIHON4_*` variables) and checked once at start-up.
+//! Every wrong or missing value is reported together.
+//!
+//! # Adding a setting
+//!
+//! A setting is **one declaration** in the `settings!` table below: its
+//! doc comment, its TOML key (the field name; its variable is `KIHON4_` and
+//! the key in upper case), its type, its default (a string, read like any
+//! other value; none for an optional setting, a list, or one whose default
+//! derives from another setting), how it is read (`text`, `trimmed` or
+//! `list`) and its check (a function from the text to the value or to why
+//! it is refused). The table makes the field of [`Settings`], the entry of
+//! [`SETTINGS`] (which refuses unknown keys and variables), the embedded
+//! default and the reading. Then give it a row in the reference table of
+//! `docs/operations.md` (a test compares the two) and, if a component
+//! needs it, put it in that component's section below ([`Config::sync`],
+//! [`Config::mynaportal`], …): sections are what the API
+//! (`AppState::build`) and the worker (`WorkerSettings::from_config`)
+//! consume. A check across several settings (the token keys) goes in
+//! [`Config::load_from`]'s second pass. For example:
+//!
+//! ```text
+//! /// How long a notice may wait for its server, in seconds.
+//! notice_wait_seconds: Duration = "30", trimmed(|s: &str| match s.parse::<u64>() {
+//!     Ok(n) if (1..=600).contains(&n) => Ok(Duration::from_secs(n)),
+//!     _ => Err(format!("must be a number of seconds from 1 to 600, not `{s}`")),
+//! });
+//! ```
+//!
+//! Domain types the settings take (`JpkiRole`, `Revocation`,
+//! `ValidityStart`, the JWT types) live in their own modules and are
+//! re-exported here; this module depends on them, never the reverse.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use figment::Figment;
 use figment::providers::{Format, Serialized, Toml};
@@ -14,138 +45,273 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 
+pub use crate::auth::{DEFAULT_MAX_TOKEN_LIFETIME, JwtAlgorithm, JwtKeys, JwtSettings};
+pub use crate::consent::ValidityStart;
+pub use crate::domain::JpkiRole;
+pub use crate::files::{create_private_dir, write_private_file};
+pub use crate::jpki::revocation::Revocation;
+
+use crate::auth::Role;
+use crate::client_address::{ProxyHeader, TrustedProxies};
 use crate::domain::Email;
+use crate::notices::NoticeValues;
 
-/// Every setting kihon4 reads: the TOML key; its variable is `KIHON4_` + the
-/// key in upper case.
-pub const SETTINGS: &[&str] = &[
-    "role",
-    "listen",
-    "database_url",
-    "jwt_secret",
-    "jwt_public_keys",
-    "jwt_algorithm",
-    "jwt_issuer",
-    "jwt_audience",
-    "provider_url",
-    "provider_api_key",
-    "provider_client_id",
-    "trust_anchors",
-    "revocation",
-    "smtp_url",
-    "mail_drop_dir",
-    "public_base_url",
-    "audit_signing_key",
-    "timezone",
-    "data_dir",
-    "mail_from",
-    "mail_reply_to",
-    "institution_name",
-    "db_max_connections",
-    "max_body_bytes",
-    "shutdown_grace_seconds",
-    "consent_validity_start",
-    "institution_contact",
-    "email_templates_dir",
-    "smtp_timeout_seconds",
-    "sync_detect_cron",
-    "sync_full_refresh_cron",
-    "awaiting_reissue_days",
-    "sync_lease_seconds",
-    "provider_issuer",
-    "consent_request_reminder_days",
-    "audit_pii_roles",
-    "auth_max_token_lifetime",
-    "rate_limit_per_address",
-    "rate_limit_per_subject",
-    "trusted_proxies",
-    "trusted_proxy_header",
-    "refusal_window_seconds",
-    "refusals_recorded_individually",
-    "notice_values",
-];
-
-/// Variables with the prefix that are not settings of the service itself:
-/// the file's path, and those of the test and benchmark tooling.
-fn is_tooling_variable(name: &str) -> bool {
-    name == "KIHON4_CONFIG" || name.starts_with("KIHON4_TEST_") || name.starts_with("KIHON4_BENCH_")
+/// One setting as declared: its TOML key, its embedded default, its doc.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub key: &'static str,
+    /// The embedded default, read as if it had been given; `None` when the
+    /// setting is optional or its default derives from another one.
+    pub default: Option<&'static str>,
+    pub doc: &'static str,
 }
 
-/// Which JPKI role the institution plays (docs/architecture.md#the-two-roles).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JpkiRole {
-    Platform,
-    ServiceProvider,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Revocation {
-    Crl,
-    Ocsp,
-}
-
-impl Revocation {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Crl => "crl",
-            Self::Ocsp => "ocsp",
-        }
+impl Setting {
+    /// `KIHON4_` and the key in upper case.
+    pub fn variable(&self) -> String {
+        variable(self.key)
     }
 }
 
-/// The first day of a consent's 10 years. The published terms say "from
-/// the day after it is given"; an institution whose agreement with its
-/// platform operator counts the day itself sets `same_day`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ValidityStart {
-    #[default]
-    NextDay,
-    SameDay,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JwtAlgorithm {
-    Hs256,
-    Rs256,
-    Es256,
-}
-
-impl JwtAlgorithm {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Hs256 => "HS256",
-            Self::Rs256 => "RS256",
-            Self::Es256 => "ES256",
+/// Declares every setting once; see the module documentation.
+macro_rules! settings {
+    ($(
+        $(#[doc = $doc:literal])*
+        $key:ident: $ty:ty $(= $default:expr)?, $kind:ident($parse:expr);
+    )*) => {
+        /// Every setting's value as read and checked, field by field.
+        #[derive(Debug, Clone)]
+        pub struct Settings {
+            $($(#[doc = $doc])* pub $key: $ty,)*
         }
+
+        /// Every setting kihon4 reads, in the order of the table.
+        pub const SETTINGS: &[Setting] = &[$(Setting {
+            key: stringify!($key),
+            default: settings!(@default $($default)?),
+            doc: concat!($($doc, "\n"),*),
+        },)*];
+
+        /// Reading one setting: one function per setting.
+        mod read {
+            use super::*;
+            $(pub(super) fn $key(r: &mut Reader) -> $ty {
+                r.$kind(stringify!($key), $parse)
+                    .unwrap_or_else(|| settings!(@fallback $parse, $($default)?))
+            })*
+        }
+
+        impl Settings {
+            fn read(r: &mut Reader) -> Self {
+                Self { $($key: read::$key(r),)* }
+            }
+        }
+    };
+    (@default $default:expr) => { Some($default) };
+    (@default) => { None };
+    // A refused value falls back to the default (the configuration is
+    // refused anyway); a setting without one is an Option or a list.
+    (@fallback $parse:expr, $default:expr) => { check_default($parse, $default) };
+    (@fallback $parse:expr,) => { Default::default() };
+}
+
+fn check_default<T>(parse: impl Fn(&str) -> Result<T, String>, default: &str) -> T {
+    parse(default).unwrap_or_else(|why| panic!("the default `{default}` is refused: {why}"))
+}
+
+// Defaults shared by a setting's value and its check's message.
+const DETECT_CRON: &str = "0 30 4 * * *";
+// Early in the morning in Japan, after J-LIS's daily CRL; the 1st of each month.
+const FULL_REFRESH_CRON: &str = "0 0 3 1 * *";
+
+settings! {
+    /// The institution's JPKI role: `platform` or `service_provider`.
+    role: JpkiRole = "platform", trimmed(|s: &str| s.parse());
+    /// Where the API listens (an IP address and port).
+    listen: SocketAddr = "127.0.0.1:8080", trimmed(|s: &str| s
+        .parse()
+        .map_err(|_| format!("must be an address:port such as 0.0.0.0:8080, not `{s}`")));
+    /// The database URL; a secret because it may carry a password. Unset:
+    /// the embedded SQLite file in `data_dir`, which migrates itself.
+    database_url: Option<SecretString>, text(|s: &str| {
+        if s.starts_with("sqlite:") || s.starts_with("postgres://") || s.starts_with("postgresql://") {
+            Ok(Some(SecretString::from(s.to_owned())))
+        } else {
+            Err("must start with sqlite:, postgres:// or postgresql://".to_owned())
+        }
+    });
+    /// The shared HS256 key (at least 32 characters).
+    jwt_secret: Option<SecretString>, text(|s: &str| Ok(Some(SecretString::from(s.to_owned()))));
+    /// PEM files of the token issuer's public keys (RS256, ES256).
+    jwt_public_keys: Vec<PathBuf>, list(|s: &str| Ok(PathBuf::from(s)));
+    /// `HS256`, `RS256` or `ES256`.
+    jwt_algorithm: Option<JwtAlgorithm>, trimmed(|s: &str| s.parse().map(Some));
+    /// The `iss` tokens must carry, when set.
+    jwt_issuer: Option<String>, text(|s: &str| Ok(Some(s.to_owned())));
+    /// The `aud` tokens must carry, when set.
+    jwt_audience: Option<String>, text(|s: &str| Ok(Some(s.to_owned())));
+    /// The base of the provider's gateway.
+    provider_url: Option<Url>, trimmed(|s: &str| http_url(s).map(Some));
+    /// The key sent to the provider.
+    provider_api_key: Option<SecretString>, text(|s: &str| Ok(Some(SecretString::from(s.to_owned()))));
+    /// kihon4's `client_id` at the provider.
+    provider_client_id: String = "kihon4", text(|s: &str| Ok(s.to_owned()));
+    /// The J-LIS CA certificates signed consents and CRLs must lead to.
+    trust_anchors: Vec<PathBuf>, list(|s: &str| {
+        let path = PathBuf::from(s);
+        if path.exists() {
+            Ok(path)
+        } else {
+            Err(format!("names {}, which does not exist", path.display()))
+        }
+    });
+    /// `crl` or `ocsp`: how the platform role checks revocation.
+    revocation: Revocation = "crl", trimmed(|s: &str| s.parse());
+    /// The mail server notices are sent through; a secret.
+    smtp_url: Option<SecretString>, text(|s: &str| match Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some() => {
+            // Its message names the variable and never repeats the URL.
+            crate::notices::mail::check_smtp_url(s)?;
+            Ok(Some(SecretString::from(s.to_owned())))
+        }
+        // The URL may carry a password: never repeat it.
+        _ => Err("must be smtp://host:port or smtps://user:password@host".to_owned()),
+    });
+    /// Where notices are written without `smtp_url` (default `<data_dir>/mail`).
+    mail_drop_dir: Option<PathBuf>, trimmed(|s: &str| Ok(Some(PathBuf::from(s))));
+    /// Where customers and the provider reach kihon4 (default `http://<listen>/`).
+    public_base_url: Option<Url>, trimmed(|s: &str| http_url(s).map(Some));
+    /// The audit signing key (default `<data_dir>/audit-signing-key.pem`).
+    audit_signing_key: Option<PathBuf>, trimmed(|s: &str| Ok(Some(PathBuf::from(s))));
+    /// The time zone of schedules, consent periods and notices.
+    timezone: chrono_tz::Tz = "Asia/Tokyo", trimmed(|s: &str| s
+        .parse::<chrono_tz::Tz>()
+        .map_err(|_| format!("must be an IANA time zone such as Asia/Tokyo, not `{s}`")));
+    /// The embedded default's folder.
+    data_dir: PathBuf = "data", trimmed(|s: &str| Ok(PathBuf::from(s)));
+    /// The sender of notices.
+    mail_from: Email = "kihon4@localhost", trimmed(|s: &str| Email::parse(s).map_err(|e| format!("{e}")));
+    /// The `Reply-To` of notices, when set.
+    mail_reply_to: Option<Email>, trimmed(|s: &str| Email::parse(s).map(Some).map_err(|e| format!("{e}")));
+    /// The institution's name, in consent texts and notices.
+    institution_name: String = "kihon4", text(|s: &str| Ok(s.to_owned()));
+    /// The connection pool's size, per process.
+    db_max_connections: u32 = "10", trimmed(|s: &str| match s.parse::<u32>() {
+        Ok(n) if (1..=1000).contains(&n) => Ok(n),
+        _ => Err(format!("must be a number from 1 to 1000, not `{s}`")),
+    });
+    /// The largest request body accepted.
+    max_body_bytes: usize = "262144", trimmed(|s: &str| match s.parse::<usize>() {
+        Ok(n) if (1024..=64 * 1024 * 1024).contains(&n) => Ok(n),
+        _ => Err(format!("must be a number of bytes from 1024 to 67108864, not `{s}`")),
+    });
+    /// How long in-flight requests may run after a stop signal.
+    shutdown_grace_seconds: u64 = "30", trimmed(|s: &str| match s.parse::<u64>() {
+        Ok(n) if n <= 3600 => Ok(n),
+        _ => Err(format!("must be a number of seconds up to 3600, not `{s}`")),
+    });
+    /// The first day of a consent's ten years: `next_day` or `same_day`.
+    consent_validity_start: ValidityStart = "next_day", trimmed(|s: &str| s.parse());
+    /// How customers reach the institution, printed in every notice.
+    institution_contact: Option<String>, text(|s: &str| Ok(Some(s.to_owned())));
+    /// Email templates that replace the built-in ones (every one must be there).
+    email_templates_dir: Option<PathBuf>, trimmed(|s: &str| {
+        let path = PathBuf::from(s);
+        if path.is_dir() {
+            Ok(Some(path))
+        } else {
+            Err(format!("names {s}, which is not a folder"))
+        }
+    });
+    /// How long one SMTP exchange may take; a notice's lease is five times that.
+    smtp_timeout_seconds: Duration = "30", trimmed(|s: &str| match s.parse::<u64>() {
+        Ok(n) if (1..=600).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!("must be a number of seconds from 1 to 600, not `{s}`")),
+    });
+    /// When the worker looks for revoked certificates (six-field cron, in `timezone`).
+    sync_detect_cron: String = DETECT_CRON, trimmed(|s: &str| cron(s, DETECT_CRON));
+    /// When the worker asks about every consenting customer.
+    sync_full_refresh_cron: String = FULL_REFRESH_CRON, trimmed(|s: &str| cron(s, FULL_REFRESH_CRON));
+    /// Days a revoked certificate may wait for its successor before a review.
+    awaiting_reissue_days: i64 = "14", trimmed(|s: &str| match s.parse::<i64>() {
+        Ok(n) if (1..=365).contains(&n) => Ok(n),
+        _ => Err(format!("must be a number of days from 1 to 365, not `{s}`")),
+    });
+    /// How long a worker holds the sync jobs it claimed.
+    sync_lease_seconds: Duration = "120", trimmed(|s: &str| match s.parse::<u64>() {
+        Ok(n) if (1..=3600).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!("must be a number of seconds from 1 to 3600, not `{s}`")),
+    });
+    /// The `iss` of the provider's signed callbacks; callbacks are refused
+    /// until it is set.
+    provider_issuer: Option<String>, text(|s: &str| Ok(Some(s.to_owned())));
+    /// Days after a consent request when its reminders go out (one each).
+    consent_request_reminder_days: Vec<u32> = "7", text(|raw: &str| {
+        if raw.trim().is_empty() {
+            return Ok(Vec::new());
+        }
+        let parsed: Result<Vec<u32>, _> = raw.split(',').map(|d| d.trim().parse::<u32>()).collect();
+        match parsed {
+            Ok(days) if days.windows(2).all(|w| w[0] < w[1]) && days.iter().all(|d| (1..=365).contains(d)) => Ok(days),
+            _ => Err("must be increasing whole days from 1 to 365, separated by commas (e.g. `7,14`), or empty for none".to_owned()),
+        }
+    });
+    /// The roles that may export personal values in clear.
+    audit_pii_roles: Vec<Role> = "auditor_pii,admin", text(|raw: &str| {
+        let parsed: Option<Vec<Role>> = raw.split(',').map(|r| Role::parse(r.trim())).collect();
+        match parsed {
+            Some(roles) if !roles.is_empty() => Ok(roles),
+            _ => Err("must be roles separated by commas, from operator, auditor, auditor_pii and admin".to_owned()),
+        }
+    });
+    /// The longest a bearer token may be valid.
+    auth_max_token_lifetime: Duration = "24h", trimmed(|s: &str| match duration(s) {
+        Some(d) if (60..=366 * 86400).contains(&d.as_secs()) => Ok(d),
+        _ => Err(format!("must be a duration from 60s to 366d such as 24h, 90m or 86400, not `{s}`")),
+    });
+    /// Requests per minute from one client address without a valid token.
+    rate_limit_per_address: u32 = "600", trimmed(per_minute);
+    /// Requests per minute under one token subject.
+    rate_limit_per_subject: u32 = "6000", trimmed(per_minute);
+    /// The proxies whose report of the client's address is believed.
+    trusted_proxies: Vec<ipnet::IpNet>, list(TrustedProxies::parse_network);
+    /// The header those proxies write.
+    trusted_proxy_header: ProxyHeader = "x-forwarded-for", trimmed(|s: &str| s.parse());
+    /// The window in which refused requests from one source are counted together.
+    refusal_window_seconds: i64 = "60", trimmed(|s: &str| match s.parse::<i64>() {
+        Ok(n) if (1..=86_400).contains(&n) => Ok(n),
+        _ => Err(format!("must be a number of seconds from 1 to 86400, not `{s}`")),
+    });
+    /// How many refusals per source and window get an audit event of their own.
+    refusals_recorded_individually: u32 = "10", trimmed(|s: &str| match s.parse::<u32>() {
+        Ok(n) if n <= 100_000 => Ok(n),
+        _ => Err(format!("must be a number from 0 to 100000, not `{s}`")),
+    });
+    /// How much of the changed values a change notice shows.
+    notice_values: NoticeValues = "municipality", trimmed(|s: &str| s.parse());
+}
+
+fn per_minute(s: &str) -> Result<u32, String> {
+    match s.parse::<u32>() {
+        Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
+        _ => Err(format!(
+            "must be a number of requests per minute from 1 to 1000000, not `{s}`"
+        )),
     }
 }
 
-/// Where bearer tokens' signatures are checked against.
-#[derive(Debug, Clone)]
-pub enum JwtKeys {
-    /// HS256 with a shared secret.
-    Secret(SecretString),
-    /// RS256 or ES256 with the issuer's public keys (PEM text, file by file).
-    PublicKeys(Vec<(PathBuf, String)>),
+fn cron(s: &str, example: &str) -> Result<String, String> {
+    if s.split_whitespace().count() == 6 {
+        Ok(s.to_owned())
+    } else {
+        Err(format!(
+            "must be a cron expression with six fields (seconds first), such as `{example}`, not `{s}`"
+        ))
+    }
 }
-
-#[derive(Debug, Clone)]
-pub struct JwtSettings {
-    pub algorithm: JwtAlgorithm,
-    pub keys: JwtKeys,
-    pub issuer: Option<String>,
-    pub audience: Option<String>,
-    /// The longest a bearer token may be valid (`exp` ahead of now, or of
-    /// its `iat`); a token claiming more is refused.
-    pub max_token_lifetime: std::time::Duration,
-}
-
-/// The default longest lifetime of a bearer token: a working day and some.
-pub const DEFAULT_MAX_TOKEN_LIFETIME: std::time::Duration =
-    std::time::Duration::from_secs(24 * 3600);
 
 /// A duration such as `86400`, `90s`, `30m`, `24h` or `7d`.
-fn duration(s: &str) -> Option<std::time::Duration> {
+fn duration(s: &str) -> Option<Duration> {
     let (number, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
         Some(i) => s.split_at(i),
         None => (s, "s"),
@@ -158,68 +324,37 @@ fn duration(s: &str) -> Option<std::time::Duration> {
         "d" => n.checked_mul(86400)?,
         _ => return None,
     };
-    Some(std::time::Duration::from_secs(seconds))
+    Some(Duration::from_secs(seconds))
 }
 
+fn http_url(s: &str) -> Result<Url, String> {
+    match Url::parse(s) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(u),
+        _ => Err(format!("must be an http(s) URL, not `{s}`")),
+    }
+}
+
+/// Variables with the prefix that are not settings of the service itself:
+/// the file's path, and those of the test and benchmark tooling.
+fn is_tooling_variable(name: &str) -> bool {
+    name == "KIHON4_CONFIG" || name.starts_with("KIHON4_TEST_") || name.starts_with("KIHON4_BENCH_")
+}
+
+fn is_setting(key: &str) -> bool {
+    SETTINGS.iter().any(|s| s.key == key)
+}
+
+fn variable(key: &str) -> String {
+    format!("KIHON4_{}", key.to_ascii_uppercase())
+}
+
+/// The configuration: every setting as declared, and the token settings
+/// checked together. Components take their section ([`Config::sync`],
+/// [`Config::mynaportal`], …), not single settings.
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub role: JpkiRole,
-    pub listen: SocketAddr,
-    /// The database URL; a secret because it may carry a password.
-    pub database_url: SecretString,
-    /// True when no database was configured: the embedded SQLite file, which
-    /// migrates itself.
-    pub database_embedded: bool,
-    pub db_max_connections: u32,
+    pub settings: Settings,
     pub jwt: JwtSettings,
-    pub provider_url: Option<Url>,
-    pub provider_api_key: Option<SecretString>,
-    pub provider_client_id: String,
-    /// The `iss` of the provider's signed callbacks; callbacks are refused
-    /// until it is set.
-    pub provider_issuer: Option<String>,
-    /// Days after a consent request when its reminders go out (one each).
-    pub consent_request_reminder_days: Vec<u32>,
-    /// The roles that may export personal values in clear.
-    pub audit_pii_roles: Vec<crate::auth::Role>,
-    pub trust_anchors: Vec<PathBuf>,
-    pub revocation: Revocation,
-    pub smtp_url: Option<SecretString>,
-    pub mail_drop_dir: PathBuf,
-    pub public_base_url: Url,
-    pub audit_signing_key: PathBuf,
-    pub timezone: chrono_tz::Tz,
-    pub data_dir: PathBuf,
-    pub mail_from: Email,
-    pub mail_reply_to: Option<Email>,
-    pub institution_name: String,
-    pub max_body_bytes: usize,
-    pub shutdown_grace_seconds: u64,
-    pub consent_validity_start: ValidityStart,
-    /// How customers reach the institution, printed in every notice.
-    pub institution_contact: Option<String>,
-    /// Email templates that replace the built-in ones (every one must be there).
-    pub email_templates_dir: Option<PathBuf>,
-    /// How long one SMTP exchange may take; a notice's lease is five times that.
-    pub smtp_timeout: std::time::Duration,
-    /// When the worker looks for revoked certificates (six-field cron, in `timezone`).
-    pub sync_detect_cron: String,
-    /// When the worker asks about every consenting customer.
-    pub sync_full_refresh_cron: String,
-    /// Days a revoked certificate may wait for its successor before a review.
-    pub awaiting_reissue_days: i64,
-    /// How long a worker holds the sync jobs it claimed.
-    pub sync_lease: std::time::Duration,
-    /// Requests per minute from one client address without a valid token.
-    pub rate_limit_per_address: u32,
-    /// Requests per minute under one token subject.
-    pub rate_limit_per_subject: u32,
-    /// The proxies whose report of the client's address is believed.
-    pub trusted_proxies: crate::client_address::TrustedProxies,
-    /// How refused requests are counted in the audit trail.
-    pub refusals: crate::refusals::RefusalSettings,
-    /// How much of the changed values a change notice shows.
-    pub notice_values: crate::notices::NoticeValues,
 }
 
 /// What the audit commands need of the configuration.
@@ -241,6 +376,142 @@ impl AuditConfig {
         self.database_embedded
             && self.audit_signing_key == self.data_dir.join("audit-signing-key.pem")
     }
+
+    fn of(
+        data_dir: PathBuf,
+        database_url: Option<&SecretString>,
+        db_max_connections: u32,
+        audit_signing_key: Option<&PathBuf>,
+    ) -> Self {
+        Self {
+            database_url: database_url.cloned().unwrap_or_else(|| {
+                SecretString::from(format!(
+                    "sqlite://{}?mode=rwc",
+                    data_dir.join("kihon4.db").display()
+                ))
+            }),
+            database_embedded: database_url.is_none(),
+            db_max_connections,
+            audit_signing_key: audit_signing_key
+                .cloned()
+                .unwrap_or_else(|| data_dir.join("audit-signing-key.pem")),
+            data_dir,
+        }
+    }
+}
+
+/// Where the API listens and how it treats requests.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    /// How long in-flight requests may run after a stop signal.
+    pub shutdown_grace: Duration,
+}
+
+/// The provider's gateway, when configured.
+#[derive(Debug, Clone)]
+pub struct UpstreamSettings {
+    pub url: Url,
+    pub api_key: SecretString,
+}
+
+/// What checking signed consents and CRLs needs: the role, the trust
+/// anchors' files and how revocation is checked.
+#[derive(Debug, Clone)]
+pub struct TrustSettings {
+    pub role: JpkiRole,
+    pub anchors: Vec<PathBuf>,
+    pub revocation: Revocation,
+}
+
+impl TrustSettings {
+    /// The trust anchors, loaded (once per process: the API and the worker
+    /// share them) in the platform role when configured; `None` otherwise.
+    pub fn load(
+        &self,
+    ) -> Result<Option<std::sync::Arc<crate::jpki::verify::TrustAnchors>>, String> {
+        if self.role != JpkiRole::Platform || self.anchors.is_empty() {
+            return Ok(None);
+        }
+        crate::jpki::verify::TrustAnchors::load(&self.anchors)
+            .map(|a| Some(std::sync::Arc::new(a)))
+            .map_err(|e| format!("KIHON4_TRUST_ANCHORS: {e}"))
+    }
+}
+
+/// Mynaportal-routed consent: where its links point, and whom callbacks
+/// must come from (`None` until `KIHON4_PROVIDER_ISSUER` is set).
+#[derive(Debug, Clone)]
+pub struct MynaportalSettings {
+    pub requests: crate::consent::requests::RequestSettings,
+    pub callbacks: Option<crate::consent::callbacks::CallbackSettings>,
+}
+
+/// What the notices say and who signs them.
+#[derive(Debug, Clone)]
+pub struct NoticeSettings {
+    pub institution: crate::notices::Institution,
+    pub from: Email,
+    pub reply_to: Option<Email>,
+    pub timezone: chrono_tz::Tz,
+    pub templates_dir: Option<PathBuf>,
+    pub values: NoticeValues,
+}
+
+impl NoticeSettings {
+    /// The notices' templates, each rendered once: a missing or broken one is refused.
+    pub fn load(&self) -> Result<crate::notices::Notices, String> {
+        let sender = crate::notices::Sender {
+            address: self.from.as_str(),
+            reply_to: self.reply_to.as_ref().map(|e| e.as_str()),
+            timezone: self.timezone,
+        };
+        crate::notices::Notices::load(
+            self.institution.clone(),
+            sender,
+            self.templates_dir.as_deref(),
+        )
+        .map(|n| n.with_values(self.values))
+    }
+}
+
+/// How notices leave: SMTP when configured, else the mail drop folder.
+#[derive(Debug, Clone)]
+pub struct MailSettings {
+    pub smtp_url: Option<SecretString>,
+    pub drop_dir: PathBuf,
+    pub from: Email,
+    pub timeout: Duration,
+}
+
+impl MailSettings {
+    pub fn mailer(&self) -> Result<crate::notices::mail::Mailer, String> {
+        use crate::notices::mail::Mailer;
+        let from = self.from.as_str();
+        match &self.smtp_url {
+            Some(url) => Mailer::smtp(url.expose_secret(), from),
+            None => Mailer::drop_folder(&self.drop_dir, from),
+        }
+        .map(|m| m.with_timeout(self.timeout))
+        .map_err(|e| e.to_string())
+    }
+}
+
+/// When the worker's scheduled runs start (six-field cron expressions).
+#[derive(Debug, Clone)]
+pub struct Schedules {
+    pub detect_cron: String,
+    pub full_refresh_cron: String,
+    pub timezone: chrono_tz::Tz,
+}
+
+/// The rate limits, and whose report of a client's address is believed.
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    pub per_address: u32,
+    pub per_subject: u32,
+    pub proxies: TrustedProxies,
 }
 
 /// Everything that is wrong with a configuration, in one message.
@@ -262,10 +533,6 @@ impl fmt::Display for ConfigErrors {
 
 impl std::error::Error for ConfigErrors {}
 
-fn variable(key: &str) -> String {
-    format!("KIHON4_{}", key.to_ascii_uppercase())
-}
-
 impl Config {
     /// Reads the configuration from an optional TOML file and the process's
     /// environment, and prepares the embedded default's data folder.
@@ -278,60 +545,14 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Self, ConfigErrors> {
-        let mut reader = Self::reader(file, env);
-        let config = reader.build();
-        match config {
-            Some(config) if reader.errors.is_empty() => Ok(config),
+        let mut reader = Reader::new(file, env);
+        let settings = Settings::read(&mut reader);
+        // The second pass: what holds across settings.
+        let jwt = reader.jwt(&settings);
+        match jwt {
+            Some(jwt) if reader.errors.is_empty() => Ok(Config { settings, jwt }),
             _ => Err(ConfigErrors(reader.errors)),
         }
-    }
-
-    /// The settings layered (file, then variables), every unknown one
-    /// reported.
-    fn reader(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Reader {
-        let mut errors = Vec::new();
-        let mut from_env = BTreeMap::new();
-        for (name, value) in env {
-            let Some(key) = name.strip_prefix("KIHON4_") else {
-                continue;
-            };
-            let key = key.to_ascii_lowercase();
-            if SETTINGS.contains(&key.as_str()) {
-                from_env.insert(key, value);
-            } else if !is_tooling_variable(&name) {
-                errors.push(format!("{name} is not a kihon4 setting"));
-            }
-        }
-        let mut figment = Figment::new();
-        if let Some(path) = file {
-            if path.is_file() {
-                figment = figment.merge(Toml::file_exact(path));
-            } else {
-                errors.push(format!(
-                    "the configuration file {} does not exist",
-                    path.display()
-                ));
-            }
-        }
-        let figment = figment.merge(Serialized::defaults(from_env));
-        let values: BTreeMap<String, Value> = match figment.extract() {
-            Ok(values) => values,
-            Err(e) => {
-                // Only the first line: the parser quotes the offending line, which may hold a secret.
-                let first = e.to_string();
-                let first = first.lines().next().unwrap_or_default().to_owned();
-                errors.push(format!("the configuration file cannot be read: {first}"));
-                BTreeMap::new()
-            }
-        };
-        for key in values.keys() {
-            if !SETTINGS.contains(&key.as_str()) {
-                errors.push(format!(
-                    "`{key}` in the configuration file is not a kihon4 setting"
-                ));
-            }
-        }
-        Reader { values, errors }
     }
 
     /// Only what the audit commands need (`kihon4 audit public-key`,
@@ -346,23 +567,176 @@ impl Config {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<AuditConfig, ConfigErrors> {
-        let mut reader = Self::reader(file, env);
-        let config = reader.build_audit();
-        if reader.errors.is_empty() {
-            Ok(config)
+        let mut r = Reader::new(file, env);
+        let data_dir = read::data_dir(&mut r);
+        let database_url = read::database_url(&mut r);
+        let db_max_connections = read::db_max_connections(&mut r);
+        let audit_signing_key = read::audit_signing_key(&mut r);
+        if r.errors.is_empty() {
+            Ok(AuditConfig::of(
+                data_dir,
+                database_url.as_ref(),
+                db_max_connections,
+                audit_signing_key.as_ref(),
+            ))
         } else {
-            Err(ConfigErrors(reader.errors))
+            Err(ConfigErrors(r.errors))
         }
     }
 
-    /// The part of the configuration the audit commands use.
+    /// The part of the configuration the audit commands use: the database
+    /// and the signing key.
     pub fn audit(&self) -> AuditConfig {
-        AuditConfig {
-            database_url: self.database_url.clone(),
-            database_embedded: self.database_embedded,
-            db_max_connections: self.db_max_connections,
-            audit_signing_key: self.audit_signing_key.clone(),
-            data_dir: self.data_dir.clone(),
+        let s = &self.settings;
+        AuditConfig::of(
+            s.data_dir.clone(),
+            s.database_url.as_ref(),
+            s.db_max_connections,
+            s.audit_signing_key.as_ref(),
+        )
+    }
+
+    pub fn http(&self) -> HttpSettings {
+        HttpSettings {
+            listen: self.settings.listen,
+            max_body_bytes: self.settings.max_body_bytes,
+            shutdown_grace: Duration::from_secs(self.settings.shutdown_grace_seconds),
+        }
+    }
+
+    /// The provider's gateway: `None` when `KIHON4_PROVIDER_URL` is unset;
+    /// refused when it is set without its key.
+    pub fn upstream(&self) -> Result<Option<UpstreamSettings>, String> {
+        let Some(url) = &self.settings.provider_url else {
+            return Ok(None);
+        };
+        let Some(api_key) = &self.settings.provider_api_key else {
+            return Err("KIHON4_PROVIDER_URL is set but KIHON4_PROVIDER_API_KEY is not".into());
+        };
+        Ok(Some(UpstreamSettings {
+            url: url.clone(),
+            api_key: api_key.clone(),
+        }))
+    }
+
+    pub fn consent(&self) -> crate::consent::ConsentSettings {
+        crate::consent::ConsentSettings {
+            role: self.settings.role,
+            validity_start: self.settings.consent_validity_start,
+            timezone: self.settings.timezone,
+        }
+    }
+
+    pub fn trust(&self) -> TrustSettings {
+        TrustSettings {
+            role: self.settings.role,
+            anchors: self.settings.trust_anchors.clone(),
+            revocation: self.settings.revocation,
+        }
+    }
+
+    /// Where customers and the provider reach kihon4.
+    pub fn public_base_url(&self) -> Url {
+        self.settings.public_base_url.clone().unwrap_or_else(|| {
+            Url::parse(&format!("http://{}/", self.settings.listen))
+                .expect("an address makes a URL")
+        })
+    }
+
+    /// Consent requests' links (the worker's reminders use them too).
+    pub fn consent_requests(&self) -> crate::consent::requests::RequestSettings {
+        crate::consent::requests::RequestSettings {
+            public_base_url: self.public_base_url(),
+            client_id: self.settings.provider_client_id.clone(),
+            timezone: self.settings.timezone,
+        }
+    }
+
+    pub fn mynaportal(&self) -> MynaportalSettings {
+        let s = &self.settings;
+        MynaportalSettings {
+            requests: self.consent_requests(),
+            callbacks: s.provider_issuer.clone().map(|issuer| {
+                crate::consent::callbacks::CallbackSettings {
+                    issuer,
+                    client_id: s.provider_client_id.clone(),
+                    timezone: s.timezone,
+                    role: s.role,
+                }
+            }),
+        }
+    }
+
+    pub fn notices(&self) -> NoticeSettings {
+        let s = &self.settings;
+        NoticeSettings {
+            institution: crate::notices::Institution {
+                name: s.institution_name.clone(),
+                contact: s.institution_contact.clone().unwrap_or_default(),
+                reply_to: s
+                    .mail_reply_to
+                    .as_ref()
+                    .map(|e| e.as_str().to_owned())
+                    .unwrap_or_default(),
+                validity_start: s.consent_validity_start,
+            },
+            from: s.mail_from.clone(),
+            reply_to: s.mail_reply_to.clone(),
+            timezone: s.timezone,
+            templates_dir: s.email_templates_dir.clone(),
+            values: s.notice_values,
+        }
+    }
+
+    pub fn mail(&self) -> MailSettings {
+        let s = &self.settings;
+        MailSettings {
+            smtp_url: s.smtp_url.clone(),
+            drop_dir: self.mail_drop_dir(),
+            from: s.mail_from.clone(),
+            timeout: s.smtp_timeout_seconds,
+        }
+    }
+
+    /// Where notices go without `smtp_url`.
+    pub fn mail_drop_dir(&self) -> PathBuf {
+        self.settings
+            .mail_drop_dir
+            .clone()
+            .unwrap_or_else(|| self.settings.data_dir.join("mail"))
+    }
+
+    pub fn sync(&self) -> crate::sync::SyncSettings {
+        crate::sync::SyncSettings {
+            timezone: self.settings.timezone,
+            awaiting_reissue_days: self.settings.awaiting_reissue_days,
+            lease: self.settings.sync_lease_seconds,
+        }
+    }
+
+    pub fn schedules(&self) -> Schedules {
+        Schedules {
+            detect_cron: self.settings.sync_detect_cron.clone(),
+            full_refresh_cron: self.settings.sync_full_refresh_cron.clone(),
+            timezone: self.settings.timezone,
+        }
+    }
+
+    pub fn limits(&self) -> LimitSettings {
+        LimitSettings {
+            per_address: self.settings.rate_limit_per_address,
+            per_subject: self.settings.rate_limit_per_subject,
+            proxies: TrustedProxies {
+                networks: self.settings.trusted_proxies.clone(),
+                header: self.settings.trusted_proxy_header,
+            },
+        }
+    }
+
+    pub fn refusals(&self) -> crate::refusals::RefusalSettings {
+        crate::refusals::RefusalSettings {
+            window_seconds: self.settings.refusal_window_seconds,
+            individually: self.settings.refusals_recorded_individually,
         }
     }
 
@@ -403,42 +777,77 @@ impl Config {
     }
 }
 
-/// Creates a folder (and its missing parents) only its owner may enter:
-/// `0700` whatever the umask. A folder that exists is left as it is.
-pub fn create_private_dir(path: &Path) -> std::io::Result<()> {
-    let mut builder = std::fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        builder.mode(0o700);
-    }
-    builder.create(path)
-}
-
-/// Writes a file only its owner may read.
-pub fn write_private_file(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
-}
-
+/// The layered values (defaults, file, variables) and what is wrong so far.
 struct Reader {
     values: BTreeMap<String, Value>,
+    /// The settings read with a value (given or their default; not empty).
+    given: BTreeSet<String>,
     errors: Vec<String>,
 }
 
 impl Reader {
-    fn text(&mut self, key: &str) -> Option<String> {
-        match self.values.get(key)? {
+    /// The settings layered (defaults, file, then variables), every unknown
+    /// one reported.
+    fn new(file: Option<&Path>, env: impl IntoIterator<Item = (String, String)>) -> Self {
+        let mut errors = Vec::new();
+        let mut from_env = BTreeMap::new();
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix("KIHON4_") else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            if is_setting(&key) {
+                from_env.insert(key, value);
+            } else if !is_tooling_variable(&name) {
+                errors.push(format!("{name} is not a kihon4 setting"));
+            }
+        }
+        let defaults: BTreeMap<&str, &str> = SETTINGS
+            .iter()
+            .filter_map(|s| Some((s.key, s.default?)))
+            .collect();
+        // The embedded defaults are the first layer.
+        let mut figment = Figment::from(Serialized::defaults(&defaults));
+        if let Some(path) = file {
+            if path.is_file() {
+                figment = figment.merge(Toml::file_exact(path));
+            } else {
+                errors.push(format!(
+                    "the configuration file {} does not exist",
+                    path.display()
+                ));
+            }
+        }
+        let figment = figment.merge(Serialized::defaults(from_env));
+        let values: BTreeMap<String, Value> = match figment.extract() {
+            Ok(values) => values,
+            Err(e) => {
+                // Only the first line: the parser quotes the offending line, which may hold a secret.
+                let first = e.to_string();
+                let first = first.lines().next().unwrap_or_default().to_owned();
+                errors.push(format!("the configuration file cannot be read: {first}"));
+                Figment::from(Serialized::defaults(&defaults))
+                    .extract()
+                    .expect("the defaults are strings")
+            }
+        };
+        for key in values.keys() {
+            if !is_setting(key) {
+                errors.push(format!(
+                    "`{key}` in the configuration file is not a kihon4 setting"
+                ));
+            }
+        }
+        Reader {
+            values,
+            given: BTreeSet::new(),
+            errors,
+        }
+    }
+
+    /// A setting's text as given.
+    fn value(&mut self, key: &str) -> Option<String> {
+        let text = match self.values.get(key)? {
             // Set but empty is a mistake (a template that rendered nothing), not "unset".
             Value::String(_, s) if s.trim().is_empty() => {
                 self.errors
@@ -460,16 +869,46 @@ impl Reader {
                     .push(format!("{} ({key}) must be a single value", variable(key)));
                 None
             }
+        }?;
+        self.given.insert(key.to_owned());
+        Some(text)
+    }
+
+    fn checked<T>(
+        &mut self,
+        key: &str,
+        raw: &str,
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match parse(raw) {
+            Ok(v) => Some(v),
+            Err(why) => {
+                self.fail(key, why);
+                None
+            }
         }
     }
 
-    /// A list: a TOML array of strings or a comma-separated string.
-    fn list(&mut self, key: &str) -> Vec<String> {
-        match self.values.get(key) {
+    /// A single value, as given.
+    fn text<T>(&mut self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        let raw = self.value(key)?;
+        self.checked(key, &raw, parse)
+    }
+
+    /// A single value, without surrounding spaces.
+    fn trimmed<T>(&mut self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<T> {
+        let raw = self.value(key)?;
+        self.checked(key, raw.trim(), parse)
+    }
+
+    /// A list: a TOML array of strings or a comma-separated string; each
+    /// item checked, each refused one reported.
+    fn list<T>(&mut self, key: &str, parse: impl Fn(&str) -> Result<T, String>) -> Option<Vec<T>> {
+        let items: Vec<String> = match self.values.get(key) {
             None => Vec::new(),
             Some(Value::Array(_, items)) => {
                 let mut out = Vec::new();
-                for item in items {
+                for item in items.clone() {
                     match item.as_str() {
                         Some(s) => out.push(s.to_owned()),
                         None => self.errors.push(format!(
@@ -481,7 +920,7 @@ impl Reader {
                 out
             }
             Some(_) => self
-                .text(key)
+                .value(key)
                 .map(|s| {
                     s.split(',')
                         .map(|p| p.trim().to_owned())
@@ -489,393 +928,31 @@ impl Reader {
                         .collect()
                 })
                 .unwrap_or_default(),
-        }
+        };
+        Some(
+            items
+                .iter()
+                .filter_map(|item| self.checked(key, item, &parse))
+                .collect(),
+        )
     }
 
-    fn parsed<T>(
-        &mut self,
-        key: &str,
-        default: T,
-        parse: impl FnOnce(&str) -> Result<T, String>,
-    ) -> T {
-        match self.text(key) {
-            None => default,
-            Some(raw) => match parse(raw.trim()) {
-                Ok(v) => v,
-                Err(why) => {
-                    self.errors.push(format!("{} ({key}) {why}", variable(key)));
-                    default
-                }
-            },
-        }
-    }
-
+    /// A refusal of `key`. A check whose message already names the
+    /// variable (the SMTP URL's) is reported as it is.
     fn fail(&mut self, key: &str, why: impl fmt::Display) {
-        self.errors.push(format!("{} ({key}) {why}", variable(key)));
-    }
-
-    /// The data folder and the database: (data_dir, database_url,
-    /// database_embedded, db_max_connections).
-    fn storage(&mut self) -> (PathBuf, String, bool, u32) {
-        let data_dir = self.parsed("data_dir", PathBuf::from("data"), |s| Ok(PathBuf::from(s)));
-
-        let (database_url, database_embedded) = match self.text("database_url") {
-            None => (
-                format!("sqlite://{}?mode=rwc", data_dir.join("kihon4.db").display()),
-                true,
-            ),
-            Some(url) => {
-                if !(url.starts_with("sqlite:")
-                    || url.starts_with("postgres://")
-                    || url.starts_with("postgresql://"))
-                {
-                    self.fail(
-                        "database_url",
-                        "must start with sqlite:, postgres:// or postgresql://",
-                    );
-                }
-                (url, false)
-            }
-        };
-        let db_max_connections =
-            self.parsed("db_max_connections", 10u32, |s| match s.parse::<u32>() {
-                Ok(n) if (1..=1000).contains(&n) => Ok(n),
-                _ => Err(format!("must be a number from 1 to 1000, not `{s}`")),
-            });
-
-        (
-            data_dir,
-            database_url,
-            database_embedded,
-            db_max_connections,
-        )
-    }
-
-    fn audit_signing_key(&mut self, data_dir: &Path) -> PathBuf {
-        self.parsed(
-            "audit_signing_key",
-            data_dir.join("audit-signing-key.pem"),
-            |s| Ok(PathBuf::from(s)),
-        )
-    }
-
-    fn build_audit(&mut self) -> AuditConfig {
-        let (data_dir, database_url, database_embedded, db_max_connections) = self.storage();
-        let audit_signing_key = self.audit_signing_key(&data_dir);
-        AuditConfig {
-            database_url: SecretString::from(database_url),
-            database_embedded,
-            db_max_connections,
-            audit_signing_key,
-            data_dir,
+        let why = why.to_string();
+        let name = variable(key);
+        if why.starts_with(&name) {
+            self.errors.push(why);
+        } else {
+            self.errors.push(format!("{name} ({key}) {why}"));
         }
     }
 
-    fn build(&mut self) -> Option<Config> {
-        let role = self.parsed("role", JpkiRole::Platform, |s| match s {
-            "platform" => Ok(JpkiRole::Platform),
-            "service_provider" => Ok(JpkiRole::ServiceProvider),
-            other => Err(format!(
-                "must be `platform` or `service_provider`, not `{other}`"
-            )),
-        });
-        let listen: SocketAddr =
-            self.parsed("listen", SocketAddr::from(([127, 0, 0, 1], 8080)), |s| {
-                s.parse()
-                    .map_err(|_| format!("must be an address:port such as 0.0.0.0:8080, not `{s}`"))
-            });
-        let (data_dir, database_url, database_embedded, db_max_connections) = self.storage();
-
-        let jwt = self.jwt(&data_dir, database_embedded);
-
-        let provider_url = self.parsed("provider_url", None, |s| http_url(s).map(Some));
-        let provider_api_key = self.text("provider_api_key").map(SecretString::from);
-        let provider_client_id = self
-            .text("provider_client_id")
-            .unwrap_or_else(|| "kihon4".into());
-        let provider_issuer = self.text("provider_issuer");
-        let audit_pii_roles = match self.text("audit_pii_roles") {
-            None => vec![crate::auth::Role::AuditorPii, crate::auth::Role::Admin],
-            Some(raw) => {
-                let parsed: Option<Vec<crate::auth::Role>> = raw
-                    .split(',')
-                    .map(|r| crate::auth::Role::parse(r.trim()))
-                    .collect();
-                match parsed {
-                    Some(roles) if !roles.is_empty() => roles,
-                    _ => {
-                        self.fail(
-                            "audit_pii_roles",
-                            "must be roles separated by commas, from operator, auditor, auditor_pii and admin",
-                        );
-                        Vec::new()
-                    }
-                }
-            }
-        };
-        let consent_request_reminder_days = match self.text("consent_request_reminder_days") {
-            None => vec![7],
-            Some(raw) if raw.trim().is_empty() => Vec::new(),
-            Some(raw) => {
-                let parsed: Result<Vec<u32>, _> =
-                    raw.split(',').map(|d| d.trim().parse::<u32>()).collect();
-                match parsed {
-                    Ok(days)
-                        if days.windows(2).all(|w| w[0] < w[1])
-                            && days.iter().all(|d| (1..=365).contains(d)) =>
-                    {
-                        days
-                    }
-                    _ => {
-                        self.fail(
-                            "consent_request_reminder_days",
-                            "must be increasing whole days from 1 to 365, separated by commas (e.g. `7,14`), or empty for none",
-                        );
-                        Vec::new()
-                    }
-                }
-            }
-        };
-        let trust_anchors: Vec<PathBuf> = self
-            .list("trust_anchors")
-            .into_iter()
-            .map(PathBuf::from)
-            .collect();
-        for path in &trust_anchors {
-            if !path.exists() {
-                self.fail(
-                    "trust_anchors",
-                    format!("names {}, which does not exist", path.display()),
-                );
-            }
-        }
-        let revocation = self.parsed("revocation", Revocation::Crl, |s| match s {
-            "crl" => Ok(Revocation::Crl),
-            "ocsp" => Ok(Revocation::Ocsp),
-            other => Err(format!("must be `crl` or `ocsp`, not `{other}`")),
-        });
-        let smtp_url = match self.text("smtp_url") {
-            None => None,
-            Some(s) => match Url::parse(&s) {
-                Ok(u) if matches!(u.scheme(), "smtp" | "smtps") && u.host_str().is_some() => {
-                    if let Err(why) = crate::notices::mail::check_smtp_url(&s) {
-                        // The message never repeats the URL, which may hold a password.
-                        self.errors.push(why);
-                    }
-                    Some(SecretString::from(s))
-                }
-                // The URL may carry a password: never repeat it.
-                _ => {
-                    self.fail(
-                        "smtp_url",
-                        "must be smtp://host:port or smtps://user:password@host",
-                    );
-                    None
-                }
-            },
-        };
-        let mail_drop_dir = self.parsed("mail_drop_dir", data_dir.join("mail"), |s| {
-            Ok(PathBuf::from(s))
-        });
-        let public_base_url = self.parsed(
-            "public_base_url",
-            Url::parse(&format!("http://{listen}/")).expect("an address makes a URL"),
-            http_url,
-        );
-        let audit_signing_key = self.audit_signing_key(&data_dir);
-        let timezone = self.parsed("timezone", chrono_tz::Asia::Tokyo, |s| {
-            s.parse::<chrono_tz::Tz>()
-                .map_err(|_| format!("must be an IANA time zone such as Asia/Tokyo, not `{s}`"))
-        });
-        let default_from = Email::parse("kihon4@localhost").expect("a valid address");
-        let mail_from = self.parsed("mail_from", default_from, |s| {
-            Email::parse(s).map_err(|e| format!("{e}"))
-        });
-        let mail_reply_to = self.parsed("mail_reply_to", None, |s| {
-            Email::parse(s).map(Some).map_err(|e| format!("{e}"))
-        });
-        let institution_name = self
-            .text("institution_name")
-            .unwrap_or_else(|| "kihon4".into());
-        let max_body_bytes = self.parsed("max_body_bytes", 256 * 1024usize, |s| {
-            match s.parse::<usize>() {
-                Ok(n) if (1024..=64 * 1024 * 1024).contains(&n) => Ok(n),
-                _ => Err(format!(
-                    "must be a number of bytes from 1024 to 67108864, not `{s}`"
-                )),
-            }
-        });
-        let shutdown_grace_seconds = self.parsed("shutdown_grace_seconds", 30u64, |s| {
-            match s.parse::<u64>() {
-                Ok(n) if n <= 3600 => Ok(n),
-                _ => Err(format!("must be a number of seconds up to 3600, not `{s}`")),
-            }
-        });
-
-        let consent_validity_start = self.parsed(
-            "consent_validity_start",
-            ValidityStart::NextDay,
-            |s| match s {
-                "next_day" => Ok(ValidityStart::NextDay),
-                "same_day" => Ok(ValidityStart::SameDay),
-                other => Err(format!("must be `next_day` or `same_day`, not `{other}`")),
-            },
-        );
-
-        let institution_contact = self.text("institution_contact");
-        let email_templates_dir = self.parsed("email_templates_dir", None, |s| {
-            let path = PathBuf::from(s);
-            if path.is_dir() {
-                Ok(Some(path))
-            } else {
-                Err(format!("names {s}, which is not a folder"))
-            }
-        });
-
-        let smtp_timeout = self.parsed(
-            "smtp_timeout_seconds",
-            std::time::Duration::from_secs(30),
-            |s| match s.parse::<u64>() {
-                Ok(n) if (1..=600).contains(&n) => Ok(std::time::Duration::from_secs(n)),
-                _ => Err(format!(
-                    "must be a number of seconds from 1 to 600, not `{s}`"
-                )),
-            },
-        );
-
-        let cron = |this: &mut Self, key: &str, default: &str| {
-            this.parsed(key, default.to_owned(), |s| {
-                if s.split_whitespace().count() == 6 {
-                    Ok(s.to_owned())
-                } else {
-                    Err(format!(
-                        "must be a cron expression with six fields (seconds first), such as `{default}`, not `{s}`"
-                    ))
-                }
-            })
-        };
-        // Early in the morning in Japan, after J-LIS's daily CRL; the 1st of each month.
-        let sync_detect_cron = cron(self, "sync_detect_cron", "0 30 4 * * *");
-        let sync_full_refresh_cron = cron(self, "sync_full_refresh_cron", "0 0 3 1 * *");
-        let awaiting_reissue_days =
-            self.parsed("awaiting_reissue_days", 14i64, |s| match s.parse::<i64>() {
-                Ok(n) if (1..=365).contains(&n) => Ok(n),
-                _ => Err(format!("must be a number of days from 1 to 365, not `{s}`")),
-            });
-
-        let sync_lease = self.parsed(
-            "sync_lease_seconds",
-            std::time::Duration::from_secs(120),
-            |s| match s.parse::<u64>() {
-                Ok(n) if (1..=3600).contains(&n) => Ok(std::time::Duration::from_secs(n)),
-                _ => Err(format!(
-                    "must be a number of seconds from 1 to 3600, not `{s}`"
-                )),
-            },
-        );
-
-        let per_minute = |this: &mut Self, key: &str, default: u32| {
-            this.parsed(key, default, |s| match s.parse::<u32>() {
-                Ok(n) if (1..=1_000_000).contains(&n) => Ok(n),
-                _ => Err(format!(
-                    "must be a number of requests per minute from 1 to 1000000, not `{s}`"
-                )),
-            })
-        };
-        let rate_limit_per_address = per_minute(self, "rate_limit_per_address", 600);
-        let rate_limit_per_subject = per_minute(self, "rate_limit_per_subject", 6000);
-        let mut trusted_proxies = crate::client_address::TrustedProxies {
-            networks: Vec::new(),
-            header: self.parsed("trusted_proxy_header", Default::default(), |s| s.parse()),
-        };
-        for entry in self.list("trusted_proxies") {
-            match crate::client_address::TrustedProxies::parse_network(&entry) {
-                Ok(net) => trusted_proxies.networks.push(net),
-                Err(why) => self.fail("trusted_proxies", why),
-            }
-        }
-        let refusals = crate::refusals::RefusalSettings {
-            window_seconds: self.parsed("refusal_window_seconds", 60i64, |s| {
-                match s.parse::<i64>() {
-                    Ok(n) if (1..=86_400).contains(&n) => Ok(n),
-                    _ => Err(format!(
-                        "must be a number of seconds from 1 to 86400, not `{s}`"
-                    )),
-                }
-            }),
-            individually: self.parsed("refusals_recorded_individually", 10u32, |s| {
-                match s.parse::<u32>() {
-                    Ok(n) if n <= 100_000 => Ok(n),
-                    _ => Err(format!("must be a number from 0 to 100000, not `{s}`")),
-                }
-            }),
-        };
-        let notice_values = self.parsed("notice_values", Default::default(), |s| s.parse());
-
-        Some(Config {
-            role,
-            listen,
-            database_url: SecretString::from(database_url),
-            database_embedded,
-            db_max_connections,
-            jwt: jwt?,
-            provider_url,
-            provider_api_key,
-            provider_client_id,
-            provider_issuer,
-            consent_request_reminder_days,
-            audit_pii_roles,
-            trust_anchors,
-            revocation,
-            smtp_url,
-            mail_drop_dir,
-            public_base_url,
-            audit_signing_key,
-            timezone,
-            data_dir,
-            mail_from,
-            mail_reply_to,
-            institution_name,
-            max_body_bytes,
-            shutdown_grace_seconds,
-            consent_validity_start,
-            institution_contact,
-            email_templates_dir,
-            smtp_timeout,
-            sync_detect_cron,
-            sync_full_refresh_cron,
-            awaiting_reissue_days,
-            sync_lease,
-            rate_limit_per_address,
-            rate_limit_per_subject,
-            trusted_proxies,
-            refusals,
-            notice_values,
-        })
-    }
-
-    fn jwt(&mut self, data_dir: &Path, database_embedded: bool) -> Option<JwtSettings> {
-        let secret = self.text("jwt_secret").map(SecretString::from);
-        let key_files = self.list("jwt_public_keys");
-        let algorithm = self.parsed("jwt_algorithm", None, |s| match s {
-            "HS256" => Ok(Some(JwtAlgorithm::Hs256)),
-            "RS256" => Ok(Some(JwtAlgorithm::Rs256)),
-            "ES256" => Ok(Some(JwtAlgorithm::Es256)),
-            other => Err(format!("must be HS256, RS256 or ES256, not `{other}`")),
-        });
-        let issuer = self.text("jwt_issuer");
-        let audience = self.text("jwt_audience");
-        let max_token_lifetime = self.parsed(
-            "auth_max_token_lifetime",
-            DEFAULT_MAX_TOKEN_LIFETIME,
-            |s| match duration(s) {
-                Some(d) if (60..=366 * 86400).contains(&d.as_secs()) => Ok(d),
-                _ => Err(format!(
-                    "must be a duration from 60s to 366d such as 24h, 90m or 86400, not `{s}`"
-                )),
-            },
-        );
-        let keys = match (secret, key_files.is_empty()) {
+    /// The token settings, checked together.
+    fn jwt(&mut self, s: &Settings) -> Option<JwtSettings> {
+        let database_embedded = !self.given.contains("database_url");
+        let keys = match (&s.jwt_secret, s.jwt_public_keys.is_empty()) {
             (Some(_), false) => {
                 self.fail(
                     "jwt_secret",
@@ -887,15 +964,14 @@ impl Reader {
                 if secret.expose_secret().len() < 32 {
                     self.fail("jwt_secret", "must be at least 32 characters long");
                 }
-                JwtKeys::Secret(secret)
+                JwtKeys::Secret(secret.clone())
             }
             (None, false) => {
                 let mut pems = Vec::new();
-                for file in key_files {
-                    let path = PathBuf::from(file);
-                    match std::fs::read_to_string(&path) {
+                for path in &s.jwt_public_keys {
+                    match std::fs::read_to_string(path) {
                         Ok(pem) if pem.contains("-----BEGIN PUBLIC KEY-----") => {
-                            pems.push((path, pem))
+                            pems.push((path.clone(), pem))
                         }
                         Ok(_) => self.fail(
                             "jwt_public_keys",
@@ -908,7 +984,7 @@ impl Reader {
                 }
                 JwtKeys::PublicKeys(pems)
             }
-            (None, true) if database_embedded => match Config::embedded_jwt_secret(data_dir) {
+            (None, true) if database_embedded => match Config::embedded_jwt_secret(&s.data_dir) {
                 Ok(secret) => JwtKeys::Secret(secret),
                 Err(why) => {
                     self.fail("jwt_secret", format!("is not set and {why}"));
@@ -923,7 +999,7 @@ impl Reader {
                 return None;
             }
         };
-        let algorithm = match (&keys, algorithm) {
+        let algorithm = match (&keys, s.jwt_algorithm) {
             (JwtKeys::Secret(_), None | Some(JwtAlgorithm::Hs256)) => JwtAlgorithm::Hs256,
             (JwtKeys::Secret(_), Some(other)) => {
                 self.fail(
@@ -949,22 +1025,15 @@ impl Reader {
         let settings = JwtSettings {
             algorithm,
             keys,
-            issuer,
-            audience,
-            max_token_lifetime,
+            issuer: s.jwt_issuer.clone(),
+            audience: s.jwt_audience.clone(),
+            max_token_lifetime: s.auth_max_token_lifetime,
         };
         if let Err(why) = crate::auth::Authenticator::new(&settings) {
             self.fail("jwt_public_keys", why);
             return None;
         }
         Some(settings)
-    }
-}
-
-fn http_url(s: &str) -> Result<Url, String> {
-    match Url::parse(s) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host_str().is_some() => Ok(u),
-        _ => Err(format!("must be an http(s) URL, not `{s}`")),
     }
 }
 
@@ -1023,14 +1092,14 @@ mod tests {
         let dir = temp_dir("embedded");
         let vars = env(&[("KIHON4_DATA_DIR", dir.to_str().unwrap())]);
         let first = Config::load_from(None, vars.clone()).unwrap();
-        assert!(first.database_embedded);
+        assert!(first.audit().database_embedded);
         assert_eq!(first.jwt.algorithm, JwtAlgorithm::Hs256);
         let second = Config::load_from(None, vars).unwrap();
         let (JwtKeys::Secret(a), JwtKeys::Secret(b)) = (&first.jwt.keys, &second.jwt.keys) else {
             panic!("HS256 expected");
         };
         assert_eq!(a.expose_secret(), b.expose_secret());
-        assert_eq!(first.timezone, chrono_tz::Asia::Tokyo);
+        assert_eq!(first.settings.timezone, chrono_tz::Asia::Tokyo);
     }
 
     #[test]
@@ -1111,13 +1180,13 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(ok.consent_request_reminder_days, [7, 14]);
-        assert_eq!(ok.audit_pii_roles, [crate::auth::Role::AuditorPii]);
+        assert_eq!(ok.settings.consent_request_reminder_days, [7, 14]);
+        assert_eq!(ok.settings.audit_pii_roles, [crate::auth::Role::AuditorPii]);
         let defaults =
             Config::load_from(None, env(&[("KIHON4_DATA_DIR", dir.to_str().unwrap())])).unwrap();
-        assert_eq!(defaults.consent_request_reminder_days, [7]);
+        assert_eq!(defaults.settings.consent_request_reminder_days, [7]);
         assert_eq!(
-            defaults.audit_pii_roles,
+            defaults.settings.audit_pii_roles,
             [crate::auth::Role::AuditorPii, crate::auth::Role::Admin]
         );
         let errors = Config::load_from(
@@ -1155,34 +1224,40 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (ok.rate_limit_per_address, ok.rate_limit_per_subject),
+            (
+                ok.settings.rate_limit_per_address,
+                ok.settings.rate_limit_per_subject
+            ),
             (120, 3000)
         );
-        assert_eq!(ok.trusted_proxies.networks.len(), 3);
-        assert!(ok.trusted_proxies.trusts("192.0.2.7".parse().unwrap()));
+        assert_eq!(ok.limits().proxies.networks.len(), 3);
+        assert!(ok.limits().proxies.trusts("192.0.2.7".parse().unwrap()));
         assert_eq!(
-            ok.trusted_proxies.header,
+            ok.limits().proxies.header,
             crate::client_address::ProxyHeader::Forwarded
         );
-        assert_eq!(ok.refusals.window_seconds, 300);
-        assert_eq!(ok.refusals.individually, 0);
-        assert_eq!(ok.notice_values, crate::notices::NoticeValues::None);
+        assert_eq!(ok.refusals().window_seconds, 300);
+        assert_eq!(ok.refusals().individually, 0);
+        assert_eq!(
+            ok.settings.notice_values,
+            crate::notices::NoticeValues::None
+        );
         let defaults =
             Config::load_from(None, env(&[("KIHON4_DATA_DIR", dir.to_str().unwrap())])).unwrap();
         assert_eq!(
             (
-                defaults.rate_limit_per_address,
-                defaults.rate_limit_per_subject
+                defaults.settings.rate_limit_per_address,
+                defaults.settings.rate_limit_per_subject
             ),
             (600, 6000)
         );
-        assert!(defaults.trusted_proxies.networks.is_empty());
+        assert!(defaults.limits().proxies.networks.is_empty());
         assert_eq!(
-            defaults.refusals,
+            defaults.refusals(),
             crate::refusals::RefusalSettings::default()
         );
         assert_eq!(
-            defaults.notice_values,
+            defaults.settings.notice_values,
             crate::notices::NoticeValues::Municipality
         );
         let errors = Config::load_from(
@@ -1224,9 +1299,12 @@ mod tests {
         let config =
             Config::load_from(Some(&file), env(&[("KIHON4_INSTITUTION_NAME", "Env Bank")]))
                 .unwrap();
-        assert_eq!(config.listen.port(), 9000);
-        assert_eq!(config.institution_name, "Env Bank");
-        assert_eq!(config.db_max_connections, 20, "TOML numbers are read");
+        assert_eq!(config.settings.listen.port(), 9000);
+        assert_eq!(config.settings.institution_name, "Env Bank");
+        assert_eq!(
+            config.settings.db_max_connections, 20,
+            "TOML numbers are read"
+        );
 
         std::fs::write(&file, "colour = \"blue\"\n").unwrap();
         let errors = Config::load_from(
@@ -1299,5 +1377,72 @@ mod tests {
         for secret in ["s3cr3t", "provider-key-123", "hunter2", "dbpass"] {
             assert!(!shown.contains(secret), "{secret} printed");
         }
+    }
+
+    /// The rows of the reference table of docs/operations.md: (key, variable, default).
+    fn documented() -> Vec<(String, String, String)> {
+        let text = include_str!("../../docs/operations.md");
+        let start = text.find("### Reference").expect("a reference section");
+        text[start..]
+            .lines()
+            .skip(1)
+            .take_while(|l| !l.starts_with('#'))
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split(" | ").map(str::trim).collect();
+                let key = cells.first()?.strip_prefix("| `")?.strip_suffix('`')?;
+                let var = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((key.to_owned(), var.to_owned(), cells.get(2)?.to_string()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_operations_guide_documents_every_setting_as_declared() {
+        let rows = documented();
+        let mut documented: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+        let mut declared: Vec<&str> = SETTINGS.iter().map(|s| s.key).collect();
+        documented.sort_unstable();
+        declared.sort_unstable();
+        assert_eq!(
+            documented, declared,
+            "docs/operations.md's table and SETTINGS"
+        );
+        for setting in SETTINGS {
+            let (_, var, default) = rows.iter().find(|r| r.0 == setting.key).unwrap();
+            assert_eq!(*var, setting.variable(), "{}", setting.key);
+            assert!(!setting.doc.trim().is_empty(), "{} has no doc", setting.key);
+            if let Some(value) = setting.default {
+                assert!(
+                    default.contains(&format!("`{value}`")),
+                    "{}: the guide's default `{default}` does not name `{value}`",
+                    setting.key
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn the_components_defaults_are_the_declared_ones() {
+        let dir = temp_dir("defaults");
+        let config =
+            Config::load_from(None, env(&[("KIHON4_DATA_DIR", dir.to_str().unwrap())])).unwrap();
+        assert_eq!(config.jwt.max_token_lifetime, DEFAULT_MAX_TOKEN_LIFETIME);
+        let (sync, default) = (config.sync(), crate::sync::SyncSettings::default());
+        assert_eq!(
+            (sync.timezone, sync.awaiting_reissue_days, sync.lease),
+            (
+                default.timezone,
+                default.awaiting_reissue_days,
+                default.lease
+            )
+        );
+        assert_eq!(config.limits().proxies, TrustedProxies::default());
+        assert_eq!(
+            config.settings.consent_validity_start,
+            ValidityStart::default()
+        );
+        assert_eq!(config.mail_drop_dir(), dir.join("mail"));
+        assert_eq!(config.public_base_url().as_str(), "http://127.0.0.1:8080/");
+        assert!(matches!(config.trust().load(), Ok(None)));
     }
 }

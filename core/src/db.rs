@@ -66,7 +66,7 @@ async fn connect_with(
 /// shared-memory files the database file's permissions.
 fn create_sqlite_file(path: &std::path::Path) -> Result<(), DbErr> {
     if let Some(parent) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        crate::config::create_private_dir(parent).map_err(|e| {
+        crate::files::create_private_dir(parent).map_err(|e| {
             DbErr::Custom(format!("cannot create the folder for the database: {e}"))
         })?;
     }

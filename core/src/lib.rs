@@ -13,12 +13,14 @@ pub mod db;
 pub mod domain;
 pub mod entities;
 pub mod error;
+pub mod files;
 pub mod idempotency;
 pub mod import;
 pub mod jpki;
 pub mod notices;
 pub mod provider;
 pub mod refusals;
+pub mod shared;
 pub mod sync;
 
 pub use error::CoreError;

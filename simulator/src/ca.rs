@@ -49,7 +49,7 @@ impl Ca {
         let certificate = self_signed(&key)?;
         std::fs::create_dir_all(dir)?;
         let key_pem = key.to_pkcs8_pem(LineEnding::LF)?;
-        kihon4_core::config::write_private_file(&key_path, key_pem.as_bytes())
+        kihon4_core::files::write_private_file(&key_path, key_pem.as_bytes())
             .with_context(|| format!("writing {}", key_path.display()))?;
         std::fs::write(&cert_path, certificate.to_pem(LineEnding::LF)?)?;
         Self::from_parts(key, certificate)

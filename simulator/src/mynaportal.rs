@@ -40,7 +40,7 @@ impl CallbackKey {
                 .with_context(|| format!("reading {}", path.display()))?
         } else {
             let key = crate::keys::generate()?;
-            kihon4_core::config::write_private_file(
+            kihon4_core::files::write_private_file(
                 &path,
                 key.to_pkcs8_pem(LineEnding::LF)?.as_bytes(),
             )?;

@@ -38,6 +38,62 @@ pub struct WorkerSettings {
     pub audit_key: Option<Arc<kihon4_core::audit_export::SigningKey>>,
 }
 
+impl WorkerSettings {
+    /// The worker's settings, from the configuration and what the process
+    /// shares between its roles: its provider client ([`provider`]), its
+    /// mailer and its own connection for the dispatcher are made here. The
+    /// only place `WorkerSettings` are assembled.
+    pub async fn from_config(
+        config: &kihon4_core::config::Config,
+        shared: &kihon4_core::shared::Shared,
+    ) -> anyhow::Result<Self> {
+        let schedules = config.schedules();
+        check_schedule(
+            "KIHON4_SYNC_DETECT_CRON",
+            &schedules.detect_cron,
+            schedules.timezone,
+        )?;
+        check_schedule(
+            "KIHON4_SYNC_FULL_REFRESH_CRON",
+            &schedules.full_refresh_cron,
+            schedules.timezone,
+        )?;
+        let notices_db = {
+            use secrecy::ExposeSecret;
+            kihon4_core::db::connect_relaxed(config.audit().database_url.expose_secret())
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot open the database: {e}"))?
+        };
+        let provider = provider(config).map_err(anyhow::Error::msg)?;
+        let mailer = Arc::new(config.mail().mailer().map_err(anyhow::Error::msg)?);
+        Ok(Self {
+            timezone: schedules.timezone,
+            consent_requests: provider.as_ref().map(|_| config.consent_requests()),
+            provider,
+            mailer,
+            notices_db,
+            notices: shared.notices.clone(),
+            detection: Detection::new(config.settings.role, shared.anchors.clone()),
+            sync: config.sync(),
+            detect_cron: schedules.detect_cron,
+            full_refresh_cron: schedules.full_refresh_cron,
+            reminder_days: config.settings.consent_request_reminder_days.clone(),
+            audit_key: shared.audit_key.clone(),
+        })
+    }
+}
+
+/// The provider client the worker (and the CLI's runs) use, when one is
+/// configured: it waits out maintenance windows.
+pub fn provider(config: &kihon4_core::config::Config) -> Result<Option<Arc<dyn Provider>>, String> {
+    use kihon4_core::provider::{HttpProvider, ProviderSettings};
+    let Some(upstream) = config.upstream()? else {
+        return Ok(None);
+    };
+    let client = HttpProvider::new(ProviderSettings::new(upstream.url, upstream.api_key))?;
+    Ok(Some(Arc::new(client)))
+}
+
 /// How the worker finds customers whose certificate is no longer valid.
 #[derive(Clone)]
 pub enum Detection {
@@ -47,6 +103,20 @@ pub enum Detection {
     Liveness,
     /// Nothing to detect with (no trust anchors in the platform role).
     Unavailable(String),
+}
+
+impl Detection {
+    /// Detection in this role, with the trust anchors loaded at start-up.
+    pub fn new(role: kihon4_core::domain::JpkiRole, anchors: Option<Arc<TrustAnchors>>) -> Self {
+        use kihon4_core::domain::JpkiRole;
+        match (role, anchors) {
+            (JpkiRole::ServiceProvider, _) => Self::Liveness,
+            (JpkiRole::Platform, None) => Self::Unavailable(
+                "KIHON4_TRUST_ANCHORS is not set, so the CRL cannot be verified".into(),
+            ),
+            (JpkiRole::Platform, Some(anchors)) => Self::Crl(anchors),
+        }
+    }
 }
 
 /// Housekeeping: every hour, at minute 17 (away from the top of the hour).

@@ -6,9 +6,11 @@ use std::time::Duration;
 
 use actix_web::web;
 use kihon4_api::AppState;
-use kihon4_core::auth::{Authenticator, Role, issue_token};
-use kihon4_core::config::{JpkiRole, JwtAlgorithm, JwtKeys, JwtSettings, ValidityStart};
-use kihon4_core::consent::{ConsentSettings, ConsentVerifier};
+use kihon4_core::auth::{JwtAlgorithm, JwtKeys, JwtSettings, Role, issue_token};
+use kihon4_core::config::Config;
+use kihon4_core::consent::ConsentVerifier;
+use kihon4_core::domain::JpkiRole;
+use kihon4_core::shared::Shared;
 use kihon4_migrations::{Migrator, MigratorTrait};
 use reqwest::{Response, StatusCode};
 use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
@@ -68,7 +70,7 @@ pub fn jwt_settings() -> JwtSettings {
         keys: JwtKeys::Secret(SecretString::from(SECRET.to_owned())),
         issuer: Some(ISSUER.into()),
         audience: Some(AUDIENCE.into()),
-        max_token_lifetime: kihon4_core::config::DEFAULT_MAX_TOKEN_LIFETIME,
+        max_token_lifetime: kihon4_core::auth::DEFAULT_MAX_TOKEN_LIFETIME,
     }
 }
 
@@ -205,55 +207,64 @@ impl TestApp {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let port = listener.local_addr().unwrap().port();
         let base = format!("http://127.0.0.1:{port}");
-        let mynaportal = mynaportal.map(|(provider, issuer)| {
-            use kihon4_core::consent::{callbacks, requests};
-            std::sync::Arc::new(kihon4_api::Mynaportal {
-                keys: callbacks::ProviderKeys::new(provider.clone()),
-                provider,
-                requests: requests::RequestSettings {
-                    public_base_url: base.parse().unwrap(),
-                    client_id: MYNAPORTAL_CLIENT.into(),
-                    timezone: chrono_tz::Asia::Tokyo,
-                },
-                callbacks: issuer.map(|issuer| callbacks::CallbackSettings {
-                    issuer,
-                    client_id: MYNAPORTAL_CLIENT.into(),
-                    timezone: chrono_tz::Asia::Tokyo,
-                    role: "platform",
-                }),
-            })
-        });
         let db_url = fresh_database(backend, dir.path()).await;
         let db = kihon4_core::db::connect(&db_url, 5).await.expect("connect");
         if migrate {
             Migrator::up(&db, None).await.expect("migrate");
         }
-        let state = web::Data::new(AppState {
+        let (provider, issuer) = match mynaportal {
+            Some((provider, issuer)) => (Some(provider), issuer),
+            None => (None, None),
+        };
+        // The test app is configured as `serve` is, and built by the same function.
+        let mut settings = vec![
+            ("KIHON4_DATA_DIR", dir.path().display().to_string()),
+            ("KIHON4_DATABASE_URL", db_url),
+            ("KIHON4_JWT_SECRET", SECRET.into()),
+            ("KIHON4_JWT_ISSUER", ISSUER.into()),
+            ("KIHON4_JWT_AUDIENCE", AUDIENCE.into()),
+            ("KIHON4_ROLE", role.as_str().into()),
+            ("KIHON4_INSTITUTION_NAME", INSTITUTION.into()),
+            ("KIHON4_MAX_BODY_BYTES", MAX_BODY.to_string()),
+            ("KIHON4_SHUTDOWN_GRACE_SECONDS", "5".into()),
+            ("KIHON4_PUBLIC_BASE_URL", base.clone()),
+            ("KIHON4_PROVIDER_CLIENT_ID", MYNAPORTAL_CLIENT.into()),
+        ];
+        if let Some(issuer) = issuer {
+            settings.push(("KIHON4_PROVIDER_ISSUER", issuer));
+        }
+        let config = Config::load_from(
+            None,
+            settings
+                .into_iter()
+                .map(|(name, value)| (name.to_owned(), value)),
+        )
+        .expect("the test configuration");
+        let shared = Shared {
             db: db.clone(),
-            auth: Authenticator::new(&jwt_settings()).expect("authenticator"),
-            metrics: kihon4_api::metrics_handle(),
-            consent_texts: kihon4_core::consent::texts::ConsentTexts::for_institution(INSTITUTION),
-            consent_verifier,
-            consent_settings: ConsentSettings {
-                role,
-                validity_start: ValidityStart::NextDay,
-                timezone: chrono_tz::Asia::Tokyo,
-            },
             notices: std::sync::Arc::new(notices()),
-            mynaportal,
             audit_key: Some(std::sync::Arc::new(
                 kihon4_core::audit_export::SigningKey::load_or_create(
-                    &dir.path().join("audit-signing-key.pem"),
+                    &config.audit().audit_signing_key,
                     true,
                 )
                 .expect("an audit key"),
             )),
-            audit_pii_roles: vec![Role::AuditorPii, Role::Admin],
-            limits: std::sync::Arc::new(limits),
-            refusals,
-        });
-        let server =
-            kihon4_api::server(state, listener, MAX_BODY, Duration::from_secs(5)).expect("server");
+            anchors: None,
+        };
+        let mut state = AppState::build(&config, &shared, provider).expect("the app state");
+        // What the test is about.
+        state.consent_verifier = consent_verifier;
+        state.limits = std::sync::Arc::new(limits);
+        state.refusals = refusals;
+        let http = config.http();
+        let server = kihon4_api::server(
+            web::Data::new(state),
+            listener,
+            http.max_body_bytes,
+            http.shutdown_grace,
+        )
+        .expect("server");
         tokio::spawn(server);
         TestApp {
             base,

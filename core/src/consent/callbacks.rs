@@ -200,8 +200,8 @@ pub struct CallbackSettings {
     /// kihon4's `client_id` at the provider: the `aud`.
     pub client_id: String,
     pub timezone: chrono_tz::Tz,
-    /// `platform` or `service_provider`, recorded on the consent.
-    pub role: &'static str,
+    /// The institution's role, recorded on the consent.
+    pub role: crate::domain::JpkiRole,
 }
 
 #[derive(Debug, Deserialize, serde::Serialize)]
@@ -358,7 +358,7 @@ fn check_decision(
     }
     let longest = super::records::expires_at(
         consented_at,
-        crate::config::ValidityStart::NextDay,
+        super::ValidityStart::NextDay,
         settings.timezone,
     );
     if expires_at <= now || expires_at <= consented_at || expires_at > longest {
@@ -505,7 +505,7 @@ async fn grant(
         customer_id: Set(customer.id),
         purpose: Set(PURPOSE.to_owned()),
         channel: Set("mynaportal".to_owned()),
-        role: Set(settings.role.to_owned()),
+        role: Set(settings.role.as_str().to_owned()),
         text_version: Set("mynaportal".to_owned()),
         text_sha256: Set(hex::encode(Sha256::digest(b""))),
         cert_serial: Set(serial.as_str().to_owned()),

@@ -15,7 +15,7 @@ pub mod verifier;
 
 pub use records::{
     Channel, Consent, ConsentEvent, ConsentSettings, ConsentStatus, GrantRequest, Registration,
-    expires_at, get, grant, list, withdraw,
+    ValidityStart, expires_at, get, grant, list, withdraw,
 };
 pub use verifier::{ConsentVerifier, Evidence, Kept};
 

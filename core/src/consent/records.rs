@@ -19,10 +19,9 @@ use super::texts::ConsentTexts;
 use super::verifier::{ConsentVerifier, Kept};
 use super::{ConsentRefusal, PURPOSE};
 use crate::audit::{self, AuditContext, AuditEvent};
-use crate::config::{JpkiRole, ValidityStart};
 use crate::customers::{self, Basic4Source, CustomerStatus, basic4_json};
 use crate::db;
-use crate::domain::{Basic4, FreeText};
+use crate::domain::{Basic4, FreeText, JpkiRole};
 use crate::entities::{
     basic4_history, consent_events, consents, customers as customer_rows, provider_registrations,
 };
@@ -137,6 +136,27 @@ pub struct Consent {
     pub verification_id: Option<String>,
     pub certificate_id: Option<String>,
     pub events: Vec<ConsentEvent>,
+}
+
+/// The first day of a consent's 10 years. The published terms say "from
+/// the day after it is given"; an institution whose agreement with its
+/// platform operator counts the day itself sets `same_day`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ValidityStart {
+    #[default]
+    NextDay,
+    SameDay,
+}
+
+impl std::str::FromStr for ValidityStart {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "next_day" => Ok(Self::NextDay),
+            "same_day" => Ok(Self::SameDay),
+            other => Err(format!("must be `next_day` or `same_day`, not `{other}`")),
+        }
+    }
 }
 
 /// What consent needs from configuration.
@@ -582,10 +602,7 @@ pub async fn grant(
                 Some(certificate_id.clone()),
             ),
         };
-    let role = match settings.role {
-        JpkiRole::Platform => "platform",
-        JpkiRole::ServiceProvider => "service_provider",
-    };
+    let role = settings.role.as_str();
     let inserted = consents::Entity::insert(consents::ActiveModel {
         id: Set(id),
         customer_id: Set(customer.id),

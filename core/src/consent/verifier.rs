@@ -13,8 +13,8 @@ use sha2::{Digest, Sha256};
 
 use super::ConsentRefusal;
 use super::texts::ConsentText;
-use crate::domain::{Basic4, CertSerial};
-use crate::jpki::revocation::{RevocationChecker, RevocationStatus};
+use crate::domain::{Basic4, CertSerial, JpkiRole};
+use crate::jpki::revocation::{Revocation, RevocationChecker, RevocationStatus};
 use crate::jpki::verify::{
     SignatureError, TrustAnchors, attach_content, inspect_signed_document, verify_signed_document,
 };
@@ -209,33 +209,30 @@ impl ConsentVerifier {
 }
 
 impl ConsentVerifier {
-    /// The verifier configuration asks for; `provider` is the provider
-    /// client when `KIHON4_PROVIDER_URL` is set. Trust anchors that do not
-    /// load are an error at start-up; what is merely missing makes consent
+    /// The verifier of this role: `provider` is the provider client when
+    /// `KIHON4_PROVIDER_URL` is set, `anchors` the trust anchors loaded at
+    /// start-up (in the platform role). What is missing makes consent
     /// answer `consent-unavailable`, saying what to set.
-    pub fn from_config(
-        config: &crate::config::Config,
+    pub fn new(
+        role: JpkiRole,
+        anchors: Option<Arc<TrustAnchors>>,
+        revocation: Revocation,
         provider: Option<Arc<dyn Provider>>,
-    ) -> Result<Self, String> {
-        use crate::config::JpkiRole;
+    ) -> Self {
         let Some(provider) = provider else {
-            return Ok(Self::Unconfigured(
+            return Self::Unconfigured(
                 "KIHON4_PROVIDER_URL is not set, so signatures cannot be checked".into(),
-            ));
+            );
         };
-        match config.role {
-            JpkiRole::ServiceProvider => Ok(Self::ServiceProvider { provider }),
-            JpkiRole::Platform if config.trust_anchors.is_empty() => Ok(Self::Unconfigured(
+        match (role, anchors) {
+            (JpkiRole::ServiceProvider, _) => Self::ServiceProvider { provider },
+            (JpkiRole::Platform, None) => Self::Unconfigured(
                 "KIHON4_TRUST_ANCHORS is not set, so no certificate can be trusted".into(),
-            )),
-            JpkiRole::Platform => {
-                let anchors = TrustAnchors::load(&config.trust_anchors)
-                    .map_err(|e| format!("KIHON4_TRUST_ANCHORS: {e}"))?;
-                Ok(Self::Platform {
-                    anchors: Arc::new(anchors),
-                    revocation: RevocationChecker::new(provider, config.revocation),
-                })
-            }
+            ),
+            (JpkiRole::Platform, Some(anchors)) => Self::Platform {
+                anchors,
+                revocation: RevocationChecker::new(provider, revocation),
+            },
         }
     }
 }

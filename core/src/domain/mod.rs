@@ -2,10 +2,12 @@
 
 pub mod basic4;
 pub mod my_number;
+mod role;
 mod values;
 
 pub use basic4::{Address, Basic4, BirthDate, Gender, Name, RawBasic4, SubstituteFlags};
 pub use my_number::{contains_my_number, identifier_holds_my_number};
+pub use role::JpkiRole;
 pub use values::{
     CertSerial, Email, ExternalRef, FreeText, Locale, check_no_spoofing, spoofing_character,
 };

@@ -19,7 +19,6 @@ use x509_ocsp::{BasicOcspResponse, CertStatus, OcspResponse, OcspResponseStatus,
 
 use super::crl::{CrlError, CrlIssuer, SerialSet, check_crl};
 use super::{SigningCertificate, subject_key_id};
-use crate::config::Revocation;
 use crate::provider::{CrlFetch, Provider, ProviderError};
 
 const SHA256_WITH_RSA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.11");
@@ -29,6 +28,34 @@ const SKEW: chrono::Duration = chrono::Duration::minutes(5);
 /// An OCSP answer without `nextUpdate` is relied on for this long
 /// (J-LIS refreshes its OCSP data every 15 minutes).
 const OCSP_MAX_AGE: chrono::Duration = chrono::Duration::minutes(15);
+
+/// How the platform role checks, through the provider, that a signing
+/// certificate is not revoked (`KIHON4_REVOCATION`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    Crl,
+    Ocsp,
+}
+
+impl Revocation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Crl => "crl",
+            Self::Ocsp => "ocsp",
+        }
+    }
+}
+
+impl std::str::FromStr for Revocation {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "crl" => Ok(Self::Crl),
+            "ocsp" => Ok(Self::Ocsp),
+            other => Err(format!("must be `crl` or `ocsp`, not `{other}`")),
+        }
+    }
+}
 
 /// What a check found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -375,7 +375,7 @@ impl Mailer {
 
     /// As `.eml` files into `folder` (created when missing).
     pub fn drop_folder(folder: &Path, envelope_from: &str) -> Result<Self, String> {
-        crate::config::create_private_dir(folder)
+        crate::files::create_private_dir(folder)
             .map_err(|e| format!("{}: {e}", folder.display()))?;
         Ok(Self {
             transport: Transport::Drop(folder.to_path_buf()),
@@ -452,7 +452,7 @@ async fn drop_file(folder: &Path, message: &[u8]) -> std::io::Result<String> {
     let (folder, message, name) = (folder.to_path_buf(), message.to_vec(), id.clone());
     tokio::task::spawn_blocking(move || {
         let temp = folder.join(format!(".{name}.eml.part"));
-        crate::config::write_private_file(&temp, &message)?;
+        crate::files::write_private_file(&temp, &message)?;
         std::fs::rename(&temp, folder.join(format!("{name}.eml")))
     })
     .await

@@ -10,7 +10,7 @@ use chrono::NaiveDate;
 use minijinja::{Environment, UndefinedBehavior};
 use serde_json::{Value, json};
 
-use crate::config::ValidityStart;
+use crate::consent::ValidityStart;
 use crate::domain::Locale;
 use lettre::Message;
 use lettre::message::header::{HeaderName, HeaderValue};
