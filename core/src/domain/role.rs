@@ -4,7 +4,8 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Which JPKI role the institution plays (docs/architecture.md, "The two
-/// roles"): it decides how a signed consent is checked and how sync finds revoked certificates.
+/// roles"): it decides how a signed consent is checked and how sync finds
+/// revoked certificates.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JpkiRole {
     Platform,
