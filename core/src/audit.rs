@@ -24,6 +24,9 @@ use uuid::Uuid;
 
 use crate::entities::{audit_chain, audit_events, audit_personal_values};
 
+pub mod events;
+pub use events::Event;
+
 /// The hash before the first event.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -172,8 +175,9 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
 pub async fn append<C: ConnectionTrait>(
     txn: &C,
     ctx: &AuditContext,
-    event: AuditEvent,
+    event: impl Into<AuditEvent>,
 ) -> Result<i64, DbErr> {
+    let event = event.into();
     let waited = Instant::now();
     let head = lock_head(txn).await?;
     metrics::histogram!("kihon4_audit_chain_lock_wait_seconds")
@@ -199,8 +203,8 @@ pub async fn append<C: ConnectionTrait>(
 pub struct Batch(Vec<(AuditContext, AuditEvent)>);
 
 impl Batch {
-    pub fn push(&mut self, ctx: &AuditContext, event: AuditEvent) {
-        self.0.push((ctx.clone(), event));
+    pub fn push(&mut self, ctx: &AuditContext, event: impl Into<AuditEvent>) {
+        self.0.push((ctx.clone(), event.into()));
     }
 
     pub fn len(&self) -> usize {
