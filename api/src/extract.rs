@@ -9,11 +9,11 @@ use actix_web::dev::Payload;
 use actix_web::error::PayloadError;
 use actix_web::http::header;
 use actix_web::{FromRequest, HttpMessage, HttpRequest, web};
-use kihon4_core::audit::{Actor, AuditContext, AuditEvent};
+use kihon4_core::audit::events::AuthAttempt;
+use kihon4_core::audit::{Actor, AuditContext};
 use kihon4_core::auth::{AuthError, Principal, Role};
 use kihon4_core::domain::{ValueError, contains_my_number};
 use serde::de::DeserializeOwned;
-use serde_json::json;
 
 use crate::AppState;
 use crate::problem::{ApiError, ProblemKind};
@@ -266,15 +266,12 @@ pub async fn audit_refusal(
     refusal: &Refusal,
     req: &HttpRequest,
 ) -> Result<(), sea_orm::DbErr> {
-    let event = AuditEvent::new("auth.denied", "request", None).set(
-        "attempt",
-        json!({
-            "reason": refusal.reason,
-            "method": req.method().as_str(),
-            "route": req.match_pattern().unwrap_or_else(|| "unmatched".into()),
-            "required_role": refusal.required_role.as_str(),
-        }),
-    );
+    let attempt = AuthAttempt {
+        reason: refusal.reason,
+        method: req.method().as_str().to_owned(),
+        route: req.match_pattern().unwrap_or_else(|| "unmatched".into()),
+        required_role: refusal.required_role.as_str(),
+    };
     let ctx = AuditContext::new(refusal.actor.clone(), request_id(req));
     // A valid token that lacks the role is counted under its subject; any
     // other refusal under the client's address.
@@ -283,7 +280,8 @@ pub async fn audit_refusal(
     } else {
         refusal.actor.as_str().to_owned()
     };
-    kihon4_core::refusals::record(&state.db, &state.refusals, &source, &ctx, event).await
+    let refusal = kihon4_core::refusals::Refusal::Auth(attempt);
+    kihon4_core::refusals::record(&state.db, &state.refusals, &source, &ctx, refusal).await
 }
 
 #[cfg(test)]

@@ -5,12 +5,13 @@ use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect,
+    QueryFilter, QueryOrder, QuerySelect, UpdateMany,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::audit::{self, AuditContext, AuditEvent};
+use crate::audit::events::{Change, CustomerCreated, CustomerUpdated, Event};
+use crate::audit::{self, AuditContext};
 use crate::db;
 use crate::domain::{Basic4, CertSerial, Email, ExternalRef, Locale, RawBasic4};
 use crate::entities::{basic4_history, customers};
@@ -177,54 +178,6 @@ pub fn items_json(b: &Basic4, optional: &OptionalItems) -> Value {
     v
 }
 
-/// The optional items present as commitments, for an audit event; `prefix`
-/// is where they stand.
-pub(crate) fn optional_commitments(
-    event: &mut AuditEvent,
-    prefix: &str,
-    optional: &OptionalItems,
-) -> Value {
-    let mut out = Map::new();
-    for (key, value) in [
-        ("name_kana", optional.name_kana.clone()),
-        ("former_surname", optional.former_surname.clone()),
-        (
-            "overseas_move_on",
-            optional.overseas_move_on.map(|d| d.to_string()),
-        ),
-    ] {
-        if let Some(value) = value {
-            out.insert(
-                key.to_owned(),
-                event.commit(&format!("{prefix}.{key}"), &value),
-            );
-        }
-    }
-    Value::Object(out)
-}
-
-/// The four items as commitments, for an audit event; `prefix` is where they stand.
-pub(crate) fn basic4_commitments(event: &mut AuditEvent, prefix: &str, b: &Basic4) -> Value {
-    let mut out = Map::new();
-    for (key, value) in [
-        ("name", b.name.as_str().to_owned()),
-        ("name_substitute_flags", b.name.flags().as_str().to_owned()),
-        ("address", b.address.as_str().to_owned()),
-        (
-            "address_substitute_flags",
-            b.address.flags().as_str().to_owned(),
-        ),
-        ("birth_date", b.birth_date.to_iso()),
-        ("gender", b.gender.code().to_owned()),
-    ] {
-        out.insert(
-            key.to_owned(),
-            event.commit(&format!("{prefix}.{key}"), &value),
-        );
-    }
-    Value::Object(out)
-}
-
 fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
@@ -255,44 +208,94 @@ pub(crate) fn new_row(id: Uuid, new: &NewCustomer, at: DateTime<Utc>) -> custome
     }
 }
 
-/// The first history entry of a customer created with the four items.
+/// Writes the four items into a customer: `update` (of the customer's row)
+/// sets them, and the history entry returned records the change, for the
+/// caller to insert in the same transaction. `before` and `after` are the
+/// items as the history shows them (the four, or the four with the
+/// optional ones: [`basic4_json`], [`items_json`]).
+pub(crate) fn write_basic4(
+    update: UpdateMany<customers::Entity>,
+    b: &Basic4,
+    entry: HistoryEntry,
+) -> (UpdateMany<customers::Entity>, basic4_history::ActiveModel) {
+    let update = update
+        .col_expr(customers::Column::Name, Expr::value(b.name.as_str()))
+        .col_expr(
+            customers::Column::NameFlags,
+            Expr::value(b.name.flags().as_str()),
+        )
+        .col_expr(customers::Column::Address, Expr::value(b.address.as_str()))
+        .col_expr(
+            customers::Column::AddressFlags,
+            Expr::value(b.address.flags().as_str()),
+        )
+        .col_expr(
+            customers::Column::BirthDate,
+            Expr::value(b.birth_date.date()),
+        )
+        .col_expr(customers::Column::Gender, Expr::value(b.gender.code()));
+    (update, entry.row())
+}
+
+/// One entry of a customer's four-item history.
+pub(crate) struct HistoryEntry {
+    pub customer_id: Uuid,
+    /// The customer's version the change makes.
+    pub version: i64,
+    pub source: Basic4Source,
+    pub before: Option<Value>,
+    pub after: Value,
+    /// The date J-LIS gives for the change.
+    pub reported_on: Option<chrono::NaiveDate>,
+    pub at: DateTime<Utc>,
+}
+
+impl HistoryEntry {
+    fn row(self) -> basic4_history::ActiveModel {
+        basic4_history::ActiveModel {
+            id: Set(Uuid::now_v7()),
+            customer_id: Set(self.customer_id),
+            customer_version: Set(self.version),
+            source: Set(self.source.as_str().to_owned()),
+            before: Set(self.before),
+            after: Set(self.after),
+            reported_on: Set(self.reported_on),
+            changed_at: Set(self.at),
+        }
+    }
+}
+
+/// The first history entry of a customer given the four items at
+/// `version` (1 for a new customer).
 pub(crate) fn first_history(
     id: Uuid,
+    version: i64,
     b: &Basic4,
     source: Basic4Source,
     at: DateTime<Utc>,
 ) -> basic4_history::ActiveModel {
-    basic4_history::ActiveModel {
-        id: Set(Uuid::now_v7()),
-        customer_id: Set(id),
-        customer_version: Set(1),
-        source: Set(source.as_str().to_owned()),
-        before: Set(None),
-        after: Set(basic4_json(b)),
-        reported_on: Set(None),
-        changed_at: Set(at),
+    HistoryEntry {
+        customer_id: id,
+        version,
+        source,
+        before: None,
+        after: basic4_json(b),
+        reported_on: None,
+        at,
     }
+    .row()
 }
 
 /// The `customer.created` event of a new customer.
-pub(crate) fn created_event(id: Uuid, new: &NewCustomer) -> AuditEvent {
-    let mut event = AuditEvent::customer("customer.created", id);
-    let mut after = Map::new();
-    after.insert("external_ref".into(), json!(new.external_ref.as_str()));
-    after.insert(
-        "email".into(),
-        event.commit("after.email", new.email.as_str()),
-    );
-    after.insert("locale".into(), json!(new.locale.as_str()));
-    after.insert("status".into(), json!(CustomerStatus::Active.as_str()));
-    after.insert("version".into(), json!(1));
-    if let Some(b) = &new.basic4 {
-        after.insert(
-            "basic4".into(),
-            basic4_commitments(&mut event, "after.basic4", b),
-        );
-    }
-    event.set("after", Value::Object(after))
+pub(crate) fn created_event(id: Uuid, new: &NewCustomer, imported: bool) -> Event {
+    Event::CustomerCreated(CustomerCreated {
+        customer_id: id,
+        external_ref: new.external_ref.as_str().to_owned(),
+        email: new.email.as_str().to_owned(),
+        locale: new.locale,
+        basic4: new.basic4.clone(),
+        imported,
+    })
 }
 
 /// Creates a customer with its audit event (and history, when the four
@@ -316,11 +319,11 @@ pub async fn create(
         Err(e) => return Err(e.into()),
     }
     if let Some(b) = &new.basic4 {
-        basic4_history::Entity::insert(first_history(id, b, Basic4Source::Api, at))
+        basic4_history::Entity::insert(first_history(id, 1, b, Basic4Source::Api, at))
             .exec_without_returning(&txn)
             .await?;
     }
-    audit::append(&txn, ctx, created_event(id, &new)).await?;
+    audit::append(&txn, ctx, created_event(id, &new, false)).await?;
     txn.commit().await?;
     Ok(Customer {
         id,
@@ -407,21 +410,21 @@ pub async fn change_contact(
                 .add(customers::Column::Id.eq(id))
                 .add(customers::Column::Version.eq(expected_version)),
         );
-    let mut event = AuditEvent::customer("customer.updated", id);
-    let mut before = Map::new();
-    let mut after = Map::new();
+    let mut event = CustomerUpdated::new(id, Change::new(current.version, version));
     if let Some(email) = &new_email {
         update = update.col_expr(customers::Column::Email, Expr::value(email.as_str()));
-        before.insert("email".into(), event.commit("before.email", &current.email));
-        after.insert("email".into(), event.commit("after.email", email.as_str()));
+        event.email = Some(Change::new(
+            current.email.clone(),
+            email.as_str().to_owned(),
+        ));
     }
     if let Some(locale) = new_locale {
         update = update.col_expr(customers::Column::Locale, Expr::value(locale.as_str()));
-        before.insert("locale".into(), json!(current.locale));
-        after.insert("locale".into(), json!(locale.as_str()));
+        event.locale = Some(Change::new(
+            current.locale.clone(),
+            locale.as_str().to_owned(),
+        ));
     }
-    before.insert("version".into(), json!(current.version));
-    after.insert("version".into(), json!(version));
     if update.exec(&txn).await?.rows_affected != 1 {
         // Another writer won the race since we read the row.
         let current = get(&txn, id).await?;
@@ -429,10 +432,7 @@ pub async fn change_contact(
             current: current.version,
         });
     }
-    let event = event
-        .set("before", Value::Object(before))
-        .set("after", Value::Object(after));
-    audit::append(&txn, ctx, event).await?;
+    audit::append(&txn, ctx, Event::CustomerUpdated(event)).await?;
     txn.commit().await?;
     let mut changed = Customer::try_from(current)?;
     if let Some(email) = new_email {

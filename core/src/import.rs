@@ -21,12 +21,13 @@ use std::io::Read;
 use chrono::{DateTime, SubsecRound, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
-use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
-use crate::audit::{self, AuditContext, AuditEvent, Batch};
+use crate::audit::events::{Change, CustomerUpdated, Event, UpdateSource};
+use crate::audit::{self, AuditContext, Batch};
 use crate::customers::{
-    Basic4Source, NewCustomer, basic4_commitments, created_event, first_history, new_row,
+    Basic4Source, HistoryEntry, NewCustomer, basic4_json, created_event, first_history, new_row,
+    write_basic4,
 };
 use crate::db;
 use crate::domain::{
@@ -411,36 +412,41 @@ async fn try_batch(
                 let id = Uuid::now_v7();
                 new_rows.push(new_row(id, new, at));
                 if let Some(b) = &new.basic4 {
-                    history.push(first_history(id, b, Basic4Source::Import, at));
+                    history.push(first_history(id, 1, b, Basic4Source::Import, at));
                 }
-                events.push(ctx, created_event(id, new).set("source", json!("import")));
+                events.push(ctx, created_event(id, new, true));
                 created += 1;
             }
-            Some(current) => match changed(current, new, at, &mut history) {
+            Some(current) => match changed(current, new) {
                 None => unchanged += 1,
-                Some((update, event)) => {
-                    let done = customers::Entity::update_many()
+                Some(update) => {
+                    let version = current.version + 1;
+                    let mut row = customers::Entity::update_many()
                         .col_expr(customers::Column::Email, Expr::value(update.email))
                         .col_expr(customers::Column::Locale, Expr::value(update.locale))
-                        .col_expr(customers::Column::Name, Expr::value(update.name))
-                        .col_expr(customers::Column::NameFlags, Expr::value(update.name_flags))
-                        .col_expr(customers::Column::Address, Expr::value(update.address))
-                        .col_expr(
-                            customers::Column::AddressFlags,
-                            Expr::value(update.address_flags),
-                        )
-                        .col_expr(customers::Column::BirthDate, Expr::value(update.birth_date))
-                        .col_expr(customers::Column::Gender, Expr::value(update.gender))
-                        .col_expr(customers::Column::Version, Expr::value(current.version + 1))
+                        .col_expr(customers::Column::Version, Expr::value(version))
                         .col_expr(customers::Column::UpdatedAt, Expr::value(at))
                         .filter(customers::Column::Id.eq(current.id))
-                        .filter(customers::Column::Version.eq(current.version))
-                        .exec(&txn)
-                        .await?;
+                        .filter(customers::Column::Version.eq(current.version));
+                    if let Some(b) = update.basic4 {
+                        let entry = HistoryEntry {
+                            customer_id: current.id,
+                            version,
+                            source: Basic4Source::Import,
+                            before: None,
+                            after: basic4_json(b),
+                            reported_on: None,
+                            at,
+                        };
+                        let (filled, entry) = write_basic4(row, b, entry);
+                        row = filled;
+                        history.push(entry);
+                    }
+                    let done = row.exec(&txn).await?;
                     if done.rows_affected != 1 {
                         return Err(CoreError::Conflict("a customer changed during the import"));
                     }
-                    events.push(ctx, event);
+                    events.push(ctx, Event::CustomerUpdated(update.event));
                     updated += 1;
                 }
             },
@@ -461,27 +467,19 @@ async fn try_batch(
     Ok((created, updated, unchanged))
 }
 
-/// The values an existing customer's row takes.
-struct Update {
-    email: String,
-    locale: String,
-    name: Option<String>,
-    name_flags: Option<String>,
-    address: Option<String>,
-    address_flags: Option<String>,
-    birth_date: Option<chrono::NaiveDate>,
-    gender: Option<String>,
+/// What an import row changes for an existing customer.
+struct Update<'a> {
+    email: &'a str,
+    locale: &'a str,
+    /// The four items, for a customer who had none.
+    basic4: Option<&'a Basic4>,
+    event: CustomerUpdated,
 }
 
 /// What the row changes for an existing customer: a new email or locale,
 /// or the four items when the customer has none (the four items a
 /// customer has come from J-LIS or the consent and are not overwritten).
-fn changed(
-    current: &customers::Model,
-    new: &NewCustomer,
-    at: DateTime<Utc>,
-    history: &mut Vec<basic4_history::ActiveModel>,
-) -> Option<(Update, AuditEvent)> {
+fn changed<'a>(current: &customers::Model, new: &'a NewCustomer) -> Option<Update<'a>> {
     let email_changes = new.email.as_str() != current.email;
     let locale_changes = new.locale.as_str() != current.locale;
     let fills_basic4 = current.name.is_none() && new.basic4.is_some();
@@ -489,51 +487,28 @@ fn changed(
         return None;
     }
     let version = current.version + 1;
-    let mut event = AuditEvent::customer("customer.updated", current.id);
-    let mut before = Map::new();
-    let mut after = Map::new();
+    let mut event = CustomerUpdated::new(current.id, Change::new(current.version, version));
     if email_changes {
-        before.insert("email".into(), event.commit("before.email", &current.email));
-        after.insert(
-            "email".into(),
-            event.commit("after.email", new.email.as_str()),
-        );
+        event.email = Some(Change::new(
+            current.email.clone(),
+            new.email.as_str().to_owned(),
+        ));
     }
     if locale_changes {
-        before.insert("locale".into(), json!(current.locale));
-        after.insert("locale".into(), json!(new.locale.as_str()));
+        event.locale = Some(Change::new(
+            current.locale.clone(),
+            new.locale.as_str().to_owned(),
+        ));
     }
-    let mut update = Update {
-        email: new.email.as_str().to_owned(),
-        locale: new.locale.as_str().to_owned(),
-        name: current.name.clone(),
-        name_flags: current.name_flags.clone(),
-        address: current.address.clone(),
-        address_flags: current.address_flags.clone(),
-        birth_date: current.birth_date,
-        gender: current.gender.clone(),
-    };
-    if fills_basic4 {
-        let b = new.basic4.as_ref().expect("checked");
-        update.name = Some(b.name.as_str().to_owned());
-        update.name_flags = Some(b.name.flags().as_str().to_owned());
-        update.address = Some(b.address.as_str().to_owned());
-        update.address_flags = Some(b.address.flags().as_str().to_owned());
-        update.birth_date = Some(b.birth_date.date());
-        update.gender = Some(b.gender.code().to_owned());
-        after.insert(
-            "basic4".into(),
-            basic4_commitments(&mut event, "after.basic4", b),
-        );
-        let mut entry = first_history(current.id, b, Basic4Source::Import, at);
-        entry.customer_version = sea_orm::ActiveValue::Set(version);
-        history.push(entry);
+    let basic4 = new.basic4.as_ref().filter(|_| fills_basic4);
+    if let Some(b) = basic4 {
+        event.basic4 = Some(Change::new(None, Some(b.clone())));
     }
-    before.insert("version".into(), json!(current.version));
-    after.insert("version".into(), json!(version));
-    let event = event
-        .set("before", Value::Object(before))
-        .set("after", Value::Object(after))
-        .set("source", json!("import"));
-    Some((update, event))
+    event.source = Some(UpdateSource::Import);
+    Some(Update {
+        email: new.email.as_str(),
+        locale: new.locale.as_str(),
+        basic4,
+        event,
+    })
 }

@@ -14,9 +14,11 @@
 
 use chrono::{DateTime, SubsecRound, TimeZone, Utc};
 use sea_orm::{ConnectionTrait, DatabaseConnection, DbBackend, DbErr, Statement, Value};
-use serde_json::json;
 
-use crate::audit::{self, Actor, AuditContext, AuditEvent};
+use crate::audit::events::{
+    AuthAttempt, AuthDenied, Event, RefusalsSealed, Refused, WebhookRefused,
+};
+use crate::audit::{self, Actor, AuditContext};
 use crate::db::{begin_write, placeholder};
 
 /// How refusals are counted (`KIHON4_REFUSAL_WINDOW_SECONDS`,
@@ -48,21 +50,47 @@ pub struct Tally {
 /// The sealed windows one pass of [`seal_closed`] handles per transaction.
 const SEAL_BATCH: i64 = 100;
 
-/// Puts a refusal on record: counted under `source`, appended as `event`
-/// if it is among the first of its window, and this source's closed
-/// windows sealed. `event` must be the refusal's own event (its action
-/// names the tally).
+/// One refusal, as its own event would record it.
+#[derive(Debug, Clone)]
+pub enum Refusal {
+    /// `auth.denied`
+    Auth(AuthAttempt),
+    /// `webhook.refused`, with the problem type's slug.
+    Webhook { reason: &'static str },
+}
+
+impl Refusal {
+    fn refused(&self) -> Refused {
+        match self {
+            Self::Auth(_) => Refused::AuthDenied,
+            Self::Webhook { .. } => Refused::WebhookRefused,
+        }
+    }
+
+    /// Its own event, counted under `source`.
+    fn event(self, source: &str) -> Event {
+        let source = source.to_owned();
+        match self {
+            Self::Auth(attempt) => Event::AuthDenied(AuthDenied { attempt, source }),
+            Self::Webhook { reason } => Event::WebhookRefused(WebhookRefused { reason, source }),
+        }
+    }
+}
+
+/// Puts a refusal on record: counted under `source` (in the tally of its
+/// action), appended as its own event if it is among the first of its
+/// window, and this source's closed windows sealed.
 pub async fn record(
     db: &DatabaseConnection,
     settings: &RefusalSettings,
     source: &str,
     ctx: &AuditContext,
-    event: AuditEvent,
+    refusal: Refusal,
 ) -> Result<(), DbErr> {
     let now = Utc::now().trunc_subsecs(6);
     let window = settings.window_seconds.max(1);
     let window_start = now.timestamp().div_euclid(window) * window;
-    let action = event.action().to_owned();
+    let action = refusal.refused().action().to_owned();
     let backend = db.get_database_backend();
     let p = |i| placeholder(backend, i);
     let txn = begin_write(db).await?;
@@ -122,8 +150,7 @@ pub async fn record(
         window.append(&txn).await?;
     }
     if individual {
-        let event = event.set("source", json!(source));
-        audit::append(&txn, ctx, event).await?;
+        audit::append(&txn, ctx, refusal.event(source)).await?;
     }
     txn.commit().await
 }
@@ -177,25 +204,18 @@ impl Closed {
         let stamp = |t: Option<DateTime<Utc>>| {
             t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
         };
-        let subject = match self.action.as_str() {
-            "webhook.refused" => ("webhook", Some("mynaportal".to_owned())),
-            _ => ("request", None),
-        };
-        let event = AuditEvent::new(&self.action, subject.0, subject.1)
-            .set("source", json!(self.source))
-            .set(
-                "aggregate",
-                json!({
-                    "window_start": at(self.window_start),
-                    "window_end": at(self.window_start + self.window_seconds),
-                    "count": self.aggregated,
-                    "recorded_individually": self.count - self.aggregated,
-                    "first_request_id": self.first_request_id,
-                    "last_request_id": self.last_request_id,
-                    "first_at": stamp(self.first_at),
-                    "last_at": stamp(self.last_at),
-                }),
-            );
+        let event = Event::RefusalsSealed(RefusalsSealed {
+            refused: Refused::from_action(&self.action),
+            source: self.source,
+            window_start: at(self.window_start),
+            window_end: at(self.window_start + self.window_seconds),
+            count: self.aggregated,
+            recorded_individually: self.count - self.aggregated,
+            first_request_id: self.first_request_id,
+            last_request_id: self.last_request_id,
+            first_at: stamp(self.first_at),
+            last_at: stamp(self.last_at),
+        });
         let ctx = AuditContext::new(Actor::stored(self.actor), None);
         audit::append(txn, &ctx, event).await?;
         Ok(true)

@@ -19,28 +19,28 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use chrono::{DateTime, Days, SubsecRound, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use sea_orm::sea_query::Expr;
 use sea_orm::{ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
 use serde::Deserialize;
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::records::{event_row, registration_row};
+use super::records::{self, Channel, Receipt};
 use super::{PURPOSE, requests};
-use crate::audit::{self, Actor, AuditContext, AuditEvent};
+use crate::audit::events::{
+    Change, ConsentGranted, ConsentRequestDeclined, ConsentRequestGranted, CustomerUpdated, Event,
+    GrantedBy, NoticeRef, UpdateSource,
+};
+use crate::audit::{self, Actor, AuditContext};
 use crate::customers::{self, CustomerStatus};
 use crate::db;
 use crate::domain::CertSerial;
-use crate::entities::{
-    consent_events, consents, customers as customer_rows, provider_registrations, webhook_receipts,
-};
+use crate::entities::{consents, customers as customer_rows, webhook_receipts};
 use crate::error::CoreError;
-use crate::notices::templates::{channel_label, format_date};
-use crate::notices::{self, NewNotice, NoticeKind, Notices};
+use crate::notices::{NoticeKind, Notices};
 use crate::provider::Provider;
 
 /// The only algorithm the provider signs callbacks with.
@@ -395,9 +395,10 @@ async fn refused(
     refusal: &CallbackRefusal,
     tally: &crate::refusals::Tally,
 ) -> Result<(), CoreError> {
-    let event = AuditEvent::new("webhook.refused", "webhook", Some("mynaportal".into()))
-        .set("reason", json!(refusal.slug()));
-    crate::refusals::record(db, &tally.settings, &tally.source, ctx, event).await?;
+    let refusal = crate::refusals::Refusal::Webhook {
+        reason: refusal.slug(),
+    };
+    crate::refusals::record(db, &tally.settings, &tally.source, ctx, refusal).await?;
     Ok(())
 }
 
@@ -456,14 +457,12 @@ async fn apply(
     }
     let accepted = if claims.decision == "declined" {
         requests::decide(&txn, &request, "declined", None, at).await?;
-        let event = AuditEvent::new(
-            "consent_request.declined",
-            "consent_request",
-            Some(request.id.to_string()),
-        )
-        .with_customer(request.customer_id)
-        .set("before", json!({"status": request.status}))
-        .set("after", json!({"status": "declined", "jti": claims.jti}));
+        let event = Event::ConsentRequestDeclined(ConsentRequestDeclined {
+            request_id: request.id,
+            customer_id: request.customer_id,
+            before: request.status.clone(),
+            jti: claims.jti.clone(),
+        });
         audit::append(&txn, ctx, event).await?;
         Accepted::Declined
     } else {
@@ -474,7 +473,10 @@ async fn apply(
     Ok(Ok(accepted))
 }
 
-/// Records the consent given on Mynaportal.
+/// Records the consent given on Mynaportal, in the callback's transaction:
+/// the consent and its first event, the renewal of the active consent, its
+/// registration intent, the record tied to the certificate, the request
+/// decided, the receipt and the audit events.
 #[allow(clippy::too_many_arguments)]
 async fn grant(
     txn: &sea_orm::DatabaseTransaction,
@@ -495,16 +497,95 @@ async fn grant(
     let expires_at = claims.expires_at.expect("checked").trunc_subsecs(6);
     let row = customers::lock(txn, request.customer_id).await?;
     let customer = customers::Customer::try_from(row.clone())?;
-    let previous = super::records::active_consent(txn, customer.id, at).await?;
+    let previous = records::active_consent(txn, customer.id, at).await?;
     let id = Uuid::now_v7();
+    consents::Entity::insert(mynaportal_consent_row(
+        id,
+        customer.id,
+        settings,
+        claims,
+        body,
+        &serial,
+        (consented_at, expires_at),
+    ))
+    .exec_without_returning(txn)
+    .await?;
+    records::first_event(txn, ctx, id, at).await?;
+    if let Some((old, seq)) = &previous {
+        let record_serial = row.jpki_cert_serial.as_deref();
+        records::renew(txn, ctx, old, *seq, id, record_serial, serial.as_str(), at).await?;
+    }
+    records::subscribe(txn, id, serial.as_str(), at).await?;
+    let customer_event = match customer.jpki_cert_serial.as_ref() == Some(&serial) {
+        true => None,
+        false => Some(tie_to_certificate(txn, &row, &serial, id, at).await?),
+    };
+    requests::decide(txn, request, "granted", Some(id), at).await?;
+    let mut receipt = None;
+    if customer.status != CustomerStatus::Deceased {
+        let r = Receipt {
+            customer: &customer,
+            name: customer.basic4.as_ref().map(|b| b.name.as_str()),
+            text_version: "mynaportal",
+            channel: Channel::Mynaportal,
+            granted_at: consented_at,
+            expires_at,
+            timezone: settings.timezone,
+        };
+        let notice = records::send_receipt(txn, notices, r).await?;
+        receipt = Some(NoticeRef::new(notice, NoticeKind::ConsentReceipt));
+    }
+    let (granted, renewed) = records::granted_events(ConsentGranted {
+        consent_id: id,
+        customer_id: customer.id,
+        channel: Channel::Mynaportal,
+        cert_serial: serial.as_str().to_owned(),
+        granted_at: consented_at,
+        expires_at,
+        renews: previous.as_ref().map(|(old, _)| old.id),
+        notice: receipt,
+        by: GrantedBy::Mynaportal {
+            request: request.id,
+            jti: claims.jti.clone(),
+        },
+    });
+    audit::append(txn, ctx, granted).await?;
+    if let Some(renewed) = renewed {
+        audit::append(txn, ctx, renewed).await?;
+    }
+    if let Some(event) = customer_event {
+        audit::append(txn, ctx, event).await?;
+    }
+    let event = Event::ConsentRequestGranted(ConsentRequestGranted {
+        request_id: request.id,
+        customer_id: customer.id,
+        before: request.status.clone(),
+        consent_id: id,
+    });
+    audit::append(txn, ctx, event).await?;
+    Ok(id)
+}
+
+/// The row of a consent given on Mynaportal: the callback JWT is its
+/// evidence, `period` when it was given and when it ends.
+fn mynaportal_consent_row(
+    id: Uuid,
+    customer_id: Uuid,
+    settings: &CallbackSettings,
+    claims: &Claims,
+    body: &[u8],
+    serial: &CertSerial,
+    period: (DateTime<Utc>, DateTime<Utc>),
+) -> consents::ActiveModel {
+    let (consented_at, expires_at) = period;
     let token = std::str::from_utf8(body).unwrap_or_default().trim();
     let signature = token.rsplit('.').next().unwrap_or_default();
     let payload = token.split('.').nth(1).unwrap_or_default();
-    consents::Entity::insert(consents::ActiveModel {
+    consents::ActiveModel {
         id: Set(id),
-        customer_id: Set(customer.id),
+        customer_id: Set(customer_id),
         purpose: Set(PURPOSE.to_owned()),
-        channel: Set("mynaportal".to_owned()),
+        channel: Set(Channel::Mynaportal.as_str().to_owned()),
         role: Set(settings.role.as_str().to_owned()),
         text_version: Set("mynaportal".to_owned()),
         text_sha256: Set(hex::encode(Sha256::digest(b""))),
@@ -523,113 +604,34 @@ async fn grant(
         signed_content: Set(payload.as_bytes().to_vec()),
         revocation_method: Set("provider".to_owned()),
         ppid: Set(claims.ppid.clone()),
-    })
-    .exec_without_returning(txn)
-    .await?;
-    consent_events::Entity::insert(event_row(id, 1, "granted", at, ctx, None, None))
-        .exec_without_returning(txn)
-        .await?;
-    if let Some((old, seq)) = &previous {
-        super::records::renew(
-            txn,
-            ctx,
-            old,
-            *seq,
-            id,
-            row.jpki_cert_serial.as_deref(),
-            serial.as_str(),
-            at,
+    }
+}
+
+/// The record follows the certificate the holder consented with (consent
+/// `consent`); returns its `customer.updated`.
+async fn tie_to_certificate(
+    txn: &sea_orm::DatabaseTransaction,
+    row: &customer_rows::Model,
+    serial: &CertSerial,
+    consent: Uuid,
+    at: DateTime<Utc>,
+) -> Result<Event, CoreError> {
+    let version = row.version + 1;
+    customer_rows::Entity::update_many()
+        .col_expr(
+            customer_rows::Column::JpkiCertSerial,
+            Expr::value(serial.as_str()),
         )
+        .col_expr(customer_rows::Column::Version, Expr::value(version))
+        .col_expr(customer_rows::Column::UpdatedAt, Expr::value(at))
+        .filter(customer_rows::Column::Id.eq(row.id))
+        .exec(txn)
         .await?;
-    }
-    provider_registrations::Entity::insert(registration_row(id, serial.as_str(), "subscribe", at))
-        .exec_without_returning(txn)
-        .await?;
-    // The record follows the certificate the holder consented with.
-    let mut customer_event = None;
-    if customer.jpki_cert_serial.as_ref() != Some(&serial) {
-        customer_rows::Entity::update_many()
-            .col_expr(
-                customer_rows::Column::JpkiCertSerial,
-                Expr::value(serial.as_str()),
-            )
-            .col_expr(customer_rows::Column::Version, Expr::value(row.version + 1))
-            .col_expr(customer_rows::Column::UpdatedAt, Expr::value(at))
-            .filter(customer_rows::Column::Id.eq(customer.id))
-            .exec(txn)
-            .await?;
-        customer_event = Some(
-            AuditEvent::customer("customer.updated", customer.id)
-                .set(
-                    "before",
-                    json!({"jpki_cert_serial": row.jpki_cert_serial, "version": row.version}),
-                )
-                .set(
-                    "after",
-                    json!({"jpki_cert_serial": serial.as_str(), "version": row.version + 1}),
-                )
-                .set("source", json!("mynaportal"))
-                .set("consent", json!(id)),
-        );
-    }
-    requests::decide(txn, request, "granted", Some(id), at).await?;
-    let local = |t: DateTime<Utc>| t.with_timezone(&settings.timezone).date_naive();
-    let mut granted = AuditEvent::new("consent.granted", "consent", Some(id.to_string()))
-        .with_customer(customer.id)
-        .set(
-            "after",
-            json!({
-                "purpose": PURPOSE,
-                "channel": "mynaportal",
-                "cert_serial": serial.as_str(),
-                "granted_at": consented_at,
-                "expires_at": expires_at,
-                "request": request.id,
-                "jti": claims.jti,
-            }),
-        );
-    if customer.status != CustomerStatus::Deceased {
-        let receipt = notices::enqueue(
-            txn,
-            notices,
-            NewNotice {
-                kind: NoticeKind::ConsentReceipt,
-                customer_id: Some(customer.id),
-                to: &customer.email,
-                locale: customer.locale,
-                customer_name: customer.basic4.as_ref().map(|b| b.name.as_str()),
-                data: json!({"consent": {
-                    "text_version": "mynaportal",
-                    "granted_on": format_date(customer.locale, local(consented_at)),
-                    "valid_until": format_date(customer.locale, local(expires_at) - Days::new(1)),
-                    "channel_label": channel_label(customer.locale, "mynaportal"),
-                }}),
-            },
-        )
-        .await?;
-        granted = granted.set(
-            "notice",
-            json!({"id": receipt, "kind": NoticeKind::ConsentReceipt.as_str()}),
-        );
-    }
-    audit::append(txn, ctx, granted).await?;
-    if let Some((old, _)) = &previous {
-        let renewed = AuditEvent::new("consent.renewed", "consent", Some(old.id.to_string()))
-            .with_customer(customer.id)
-            .set("after", json!({"status": "renewed", "renewed_by": id}));
-        audit::append(txn, ctx, renewed).await?;
-    }
-    if let Some(event) = customer_event {
-        audit::append(txn, ctx, event).await?;
-    }
-    let event = AuditEvent::new(
-        "consent_request.granted",
-        "consent_request",
-        Some(request.id.to_string()),
-    )
-    .with_customer(customer.id)
-    .set("before", json!({"status": request.status}))
-    .set("after", json!({"status": "granted", "consent": id}));
-    audit::append(txn, ctx, event).await?;
-    Ok(id)
+    let mut event = CustomerUpdated::new(row.id, Change::new(row.version, version));
+    event.jpki_cert_serial = Some(Change::new(
+        row.jpki_cert_serial.clone(),
+        Some(serial.as_str().to_owned()),
+    ));
+    event.source = Some(UpdateSource::Mynaportal { consent });
+    Ok(Event::CustomerUpdated(event))
 }

@@ -12,7 +12,8 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::audit::{self, Actor, AuditContext, AuditEvent};
+use crate::audit::events::{ConsentExpired, ConsentNotified, Event, NoticeRef};
+use crate::audit::{self, Actor, AuditContext};
 use crate::consent::records::{event_row, registration_row};
 use crate::customers::{Customer, CustomerStatus};
 use crate::db;
@@ -185,13 +186,11 @@ pub async fn run(
             ))
             .exec_without_returning(&txn)
             .await?;
-            let event = AuditEvent::new("consent.expired", "consent", Some(consent.id.to_string()))
-                .with_customer(customer.id)
-                .set("before", json!({"status": "active"}))
-                .set(
-                    "after",
-                    json!({"status": "expired", "expires_at": consent.expires_at}),
-                );
+            let event = Event::ConsentExpired(ConsentExpired {
+                consent_id: consent.id,
+                customer_id: customer.id,
+                expires_at: consent.expires_at,
+            });
             audit::append(&txn, &worker, event).await?;
             txn.commit().await?;
             summary.expired += 1;
@@ -240,13 +239,15 @@ pub async fn run(
             // Sent for this period already: the notice just written goes with the rollback.
             continue;
         }
-        let action = match kind {
-            NoticeKind::ConsentRenewal => "consent.renewal_requested",
-            _ => "consent.reminded",
+        let notified = ConsentNotified {
+            consent_id: consent.id,
+            customer_id: customer.id,
+            notice: NoticeRef::new(notice, kind),
         };
-        let event = AuditEvent::new(action, "consent", Some(consent.id.to_string()))
-            .with_customer(customer.id)
-            .set("notice", json!({"id": notice, "kind": kind.as_str()}));
+        let event = match kind {
+            NoticeKind::ConsentRenewal => Event::ConsentRenewalRequested(notified),
+            _ => Event::ConsentReminded(notified),
+        };
         audit::append(&txn, &worker, event).await?;
         txn.commit().await?;
         match kind {

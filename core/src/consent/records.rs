@@ -8,18 +8,22 @@
 use chrono::{DateTime, Datelike, Days, Months, NaiveDate, SubsecRound, TimeZone, Utc};
 use sea_orm::sea_query::Expr;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DatabaseTransaction,
+    EntityTrait, QueryFilter, QueryOrder, QuerySelect,
 };
-use serde_json::{Map, Value, json};
+use serde_json::json;
 use uuid::Uuid;
 
 use super::checks::{self, Check, Purpose};
-use super::texts::ConsentTexts;
-use super::verifier::{ConsentVerifier, Kept};
+use super::texts::{ConsentText, ConsentTexts};
+use super::verifier::{ConsentVerifier, Evidence, Kept};
 use super::{ConsentRefusal, PURPOSE};
-use crate::audit::{self, AuditContext, AuditEvent};
-use crate::customers::{self, Basic4Source, CustomerStatus, basic4_json};
+use crate::audit::events::{
+    Change, ConsentGranted, ConsentRenewed, ConsentWithdrawn, CustomerUpdated, Event, GrantedBy,
+    NoticeRef, UpdateSource, WithdrawnBy,
+};
+use crate::audit::{self, AuditContext};
+use crate::customers::{self, Basic4Source, CustomerStatus, HistoryEntry, basic4_json};
 use crate::db;
 use crate::domain::{Basic4, FreeText, JpkiRole};
 use crate::entities::{
@@ -531,7 +535,10 @@ pub(crate) async fn renew<C: ConnectionTrait>(
     Ok(())
 }
 
-/// Verifies a signed consent and records it with everything that follows from it.
+/// Verifies a signed consent and records it with everything that follows
+/// from it, in one transaction: the consent and its first event, its
+/// registration intent, the revocation check, the renewal of the active
+/// consent, the customer's update, the receipt and the audit events.
 pub async fn grant(
     db: &DatabaseConnection,
     verifier: &ConsentVerifier,
@@ -541,6 +548,112 @@ pub async fn grant(
     ctx: &AuditContext,
     request: GrantRequest,
 ) -> Result<Consent, CoreError> {
+    let at = now();
+    let (text, evidence) = verify_document(db, verifier, texts, &request, at).await?;
+
+    let txn = db::begin_write(db).await?;
+    let current = customers::lock(&txn, request.customer_id).await?;
+    let customer = customers::Customer::try_from(current.clone())?;
+    if customer.status == CustomerStatus::Deceased {
+        return Err(refusal(ConsentRefusal::CustomerDeceased));
+    }
+    let take_items = takes_items(&customer, &evidence, request.update_customer)?;
+    let previous = active_consent(&txn, customer.id, at).await?;
+    let id = Uuid::now_v7();
+    let expires = expires_at(at, settings.validity_start, settings.timezone);
+    let serial = evidence.cert_serial.as_str();
+    let row = document_consent_row(id, &request, text, &evidence, settings.role, at, expires);
+    match consents::Entity::insert(row)
+        .exec_without_returning(&txn)
+        .await
+    {
+        Ok(_) => {}
+        // Another request with the same signature won the race.
+        Err(e) if db::is_unique_violation(&e) => {
+            return Err(refusal(ConsentRefusal::DocumentReused));
+        }
+        Err(e) => return Err(e.into()),
+    }
+    first_event(&txn, ctx, id, at).await?;
+    subscribe(&txn, id, serial, at).await?;
+    checks::record(
+        &txn,
+        Check {
+            purpose: Purpose::SignatureVerification,
+            method: evidence.revocation_method,
+            serial: &evidence.cert_serial,
+            outcome: "good",
+            at,
+            consent_id: Some(id),
+        },
+    )
+    .await?;
+    // A consent given while another is active renews it.
+    if let Some((old, seq)) = &previous {
+        let record_serial = current.jpki_cert_serial.as_deref();
+        renew(&txn, ctx, old, *seq, id, record_serial, serial, at).await?;
+    }
+    let items = take_items.then_some(&evidence.basic4);
+    let customer_event =
+        follow_certificate(&txn, &current, &customer, &evidence, items, at).await?;
+    let receipt = send_receipt(
+        &txn,
+        notices,
+        Receipt {
+            customer: &customer,
+            name: items.or(customer.basic4.as_ref()).map(|b| b.name.as_str()),
+            text_version: &text.version,
+            channel: request.channel,
+            granted_at: at,
+            expires_at: expires,
+            timezone: settings.timezone,
+        },
+    )
+    .await?;
+
+    // The audit appends come last: they hold the chain lock until commit.
+    let verification_id = match &evidence.kept {
+        Kept::ServiceProvider {
+            verification_id, ..
+        } => Some(verification_id.clone()),
+        Kept::Platform { .. } => None,
+    };
+    let (granted, renewed) = granted_events(ConsentGranted {
+        consent_id: id,
+        customer_id: customer.id,
+        channel: request.channel,
+        cert_serial: serial.to_owned(),
+        granted_at: at,
+        expires_at: expires,
+        renews: previous.as_ref().map(|(old, _)| old.id),
+        notice: Some(NoticeRef::new(receipt, NoticeKind::ConsentReceipt)),
+        by: GrantedBy::Document {
+            role: settings.role,
+            text_version: text.version.clone(),
+            text_sha256: text.sha256.clone(),
+            document_sha256: evidence.document_sha256.clone(),
+            revocation_method: evidence.revocation_method,
+            verification_id,
+        },
+    });
+    audit::append(&txn, ctx, granted).await?;
+    if let Some(renewed) = renewed {
+        audit::append(&txn, ctx, renewed).await?;
+    }
+    audit::append(&txn, ctx, customer_event).await?;
+    txn.commit().await?;
+    get(db, id).await
+}
+
+/// The checks of a signed consent made before its transaction: a text in
+/// force, a customer alive, a document that verifies and was not used before.
+async fn verify_document<'t>(
+    db: &DatabaseConnection,
+    verifier: &ConsentVerifier,
+    texts: &'t ConsentTexts,
+    request: &GrantRequest,
+    at: DateTime<Utc>,
+) -> Result<(&'t ConsentText, Evidence), CoreError> {
     let text = texts
         .version(&request.text_version)
         .ok_or(refusal(ConsentRefusal::UnknownTextVersion))?;
@@ -548,7 +661,6 @@ pub async fn grant(
     if customer.status == CustomerStatus::Deceased {
         return Err(refusal(ConsentRefusal::CustomerDeceased));
     }
-    let at = now();
     let evidence = verifier
         .verify(&request.document, text, at)
         .await
@@ -560,24 +672,34 @@ pub async fn grant(
     if reused.is_some() {
         return Err(refusal(ConsentRefusal::DocumentReused));
     }
+    Ok((text, evidence))
+}
 
-    let txn = db::begin_write(db).await?;
-    let current = customers::lock(&txn, request.customer_id).await?;
-    let customer = customers::Customer::try_from(current.clone())?;
-    if customer.status == CustomerStatus::Deceased {
-        return Err(refusal(ConsentRefusal::CustomerDeceased));
+/// Whether the customer takes the four items of the certificate: when it
+/// has none, or other ones and the request says to update them.
+fn takes_items(
+    customer: &customers::Customer,
+    evidence: &Evidence,
+    update_customer: bool,
+) -> Result<bool, CoreError> {
+    match &customer.basic4 {
+        None => Ok(true),
+        Some(known) if same_items(known, &evidence.basic4) => Ok(false),
+        Some(_) if update_customer => Ok(true),
+        Some(_) => Err(refusal(ConsentRefusal::Basic4Mismatch)),
     }
-    let take_items = match &customer.basic4 {
-        None => true,
-        Some(known) if same_items(known, &evidence.basic4) => false,
-        Some(_) if request.update_customer => true,
-        Some(_) => return Err(refusal(ConsentRefusal::Basic4Mismatch)),
-    };
+}
 
-    let previous = active_consent(&txn, customer.id, at).await?;
-    let id = Uuid::now_v7();
-    let expires = expires_at(at, settings.validity_start, settings.timezone);
-    let serial = evidence.cert_serial.as_str().to_owned();
+/// The row of a consent given by a signed document at `at`.
+fn document_consent_row(
+    id: Uuid,
+    request: &GrantRequest,
+    text: &ConsentText,
+    evidence: &Evidence,
+    role: JpkiRole,
+    at: DateTime<Utc>,
+    expires: DateTime<Utc>,
+) -> consents::ActiveModel {
     let (document, certificate, anchor_key_id, verification_id, certificate_id) =
         match &evidence.kept {
             Kept::Platform {
@@ -602,16 +724,15 @@ pub async fn grant(
                 Some(certificate_id.clone()),
             ),
         };
-    let role = settings.role.as_str();
-    let inserted = consents::Entity::insert(consents::ActiveModel {
+    consents::ActiveModel {
         id: Set(id),
-        customer_id: Set(customer.id),
+        customer_id: Set(request.customer_id),
         purpose: Set(PURPOSE.to_owned()),
         channel: Set(request.channel.as_str().to_owned()),
-        role: Set(role.to_owned()),
+        role: Set(role.as_str().to_owned()),
         text_version: Set(text.version.clone()),
         text_sha256: Set(text.sha256.clone()),
-        cert_serial: Set(serial.clone()),
+        cert_serial: Set(evidence.cert_serial.as_str().to_owned()),
         cert_not_after: Set(evidence.cert_not_after),
         granted_at: Set(at),
         expires_at: Set(expires),
@@ -625,57 +746,23 @@ pub async fn grant(
         signed_content: Set(evidence.content.clone()),
         revocation_method: Set(evidence.revocation_method.to_owned()),
         ppid: Set(None),
-    })
-    .exec_without_returning(&txn)
-    .await;
-    match inserted {
-        Ok(_) => {}
-        // Another request with the same signature won the race.
-        Err(e) if db::is_unique_violation(&e) => {
-            return Err(refusal(ConsentRefusal::DocumentReused));
-        }
-        Err(e) => return Err(e.into()),
     }
-    consent_events::Entity::insert(event_row(id, 1, "granted", at, ctx, None, None))
-        .exec_without_returning(&txn)
-        .await?;
-    provider_registrations::Entity::insert(registration_row(id, &serial, "subscribe", at))
-        .exec_without_returning(&txn)
-        .await?;
-    checks::record(
-        &txn,
-        Check {
-            purpose: Purpose::SignatureVerification,
-            method: evidence.revocation_method,
-            serial: &evidence.cert_serial,
-            outcome: "good",
-            at,
-            consent_id: Some(id),
-        },
-    )
-    .await?;
+}
 
-    // A consent given while another is active renews it.
-    let mut renewed = None;
-    if let Some((old, seq)) = &previous {
-        renew(
-            &txn,
-            ctx,
-            old,
-            *seq,
-            id,
-            current.jpki_cert_serial.as_deref(),
-            &serial,
-            at,
-        )
-        .await?;
-        renewed = Some(old.id);
-    }
-
-    // The customer follows the certificate.
+/// The customer follows the certificate of a signed consent, taking its
+/// four `items` when given; returns the `customer.updated` event.
+async fn follow_certificate(
+    txn: &DatabaseTransaction,
+    current: &customer_rows::Model,
+    customer: &customers::Customer,
+    evidence: &Evidence,
+    items: Option<&Basic4>,
+    at: DateTime<Utc>,
+) -> Result<Event, CoreError> {
+    let serial = evidence.cert_serial.as_str();
     let version = current.version + 1;
     let mut update = customer_rows::Entity::update_many()
-        .col_expr(customer_rows::Column::JpkiCertSerial, Expr::value(&serial))
+        .col_expr(customer_rows::Column::JpkiCertSerial, Expr::value(serial))
         .col_expr(
             customer_rows::Column::CertNotAfter,
             Expr::value(evidence.cert_not_after),
@@ -684,131 +771,113 @@ pub async fn grant(
         .col_expr(customer_rows::Column::UpdatedAt, Expr::value(at))
         .filter(customer_rows::Column::Id.eq(customer.id))
         .filter(customer_rows::Column::Version.eq(current.version));
-    let mut customer_event = AuditEvent::customer("customer.updated", customer.id);
-    let mut before = Map::new();
-    let mut after = Map::new();
-    before.insert("jpki_cert_serial".into(), json!(current.jpki_cert_serial));
-    after.insert("jpki_cert_serial".into(), json!(serial));
-    if take_items {
-        let b = &evidence.basic4;
-        update = update
-            .col_expr(customer_rows::Column::Name, Expr::value(b.name.as_str()))
-            .col_expr(
-                customer_rows::Column::NameFlags,
-                Expr::value(b.name.flags().as_str()),
-            )
-            .col_expr(
-                customer_rows::Column::Address,
-                Expr::value(b.address.as_str()),
-            )
-            .col_expr(
-                customer_rows::Column::AddressFlags,
-                Expr::value(b.address.flags().as_str()),
-            )
-            .col_expr(
-                customer_rows::Column::BirthDate,
-                Expr::value(b.birth_date.date()),
-            )
-            .col_expr(customer_rows::Column::Gender, Expr::value(b.gender.code()));
-        basic4_history::Entity::insert(basic4_history::ActiveModel {
-            id: Set(Uuid::now_v7()),
-            customer_id: Set(customer.id),
-            customer_version: Set(version),
-            source: Set(Basic4Source::Consent.as_str().to_owned()),
-            before: Set(customer.basic4.as_ref().map(basic4_json)),
-            after: Set(basic4_json(b)),
-            reported_on: Set(None),
-            changed_at: Set(at),
-        })
-        .exec_without_returning(&txn)
-        .await?;
-        if let Some(old) = &customer.basic4 {
-            before.insert(
-                "basic4".into(),
-                customers::basic4_commitments(&mut customer_event, "before.basic4", old),
-            );
-        }
-        after.insert(
-            "basic4".into(),
-            customers::basic4_commitments(&mut customer_event, "after.basic4", b),
-        );
+    let mut event = CustomerUpdated::new(customer.id, Change::new(current.version, version));
+    event.jpki_cert_serial = Some(Change::new(
+        current.jpki_cert_serial.clone(),
+        Some(serial.to_owned()),
+    ));
+    if let Some(b) = items {
+        let entry = HistoryEntry {
+            customer_id: customer.id,
+            version,
+            source: Basic4Source::Consent,
+            before: customer.basic4.as_ref().map(basic4_json),
+            after: basic4_json(b),
+            reported_on: None,
+            at,
+        };
+        let (with_items, entry) = customers::write_basic4(update, b, entry);
+        update = with_items;
+        basic4_history::Entity::insert(entry)
+            .exec_without_returning(txn)
+            .await?;
+        event.basic4 = Some(Change::new(customer.basic4.clone(), Some(b.clone())));
     }
-    before.insert("version".into(), json!(current.version));
-    after.insert("version".into(), json!(version));
-    if update.exec(&txn).await?.rows_affected != 1 {
+    if update.exec(txn).await?.rows_affected != 1 {
         return Err(CoreError::Conflict("the customer changed meanwhile"));
     }
+    event.source = Some(UpdateSource::Consent);
+    Ok(Event::CustomerUpdated(event))
+}
 
-    // The receipt, in the customer's language.
-    let local = |t: DateTime<Utc>| t.with_timezone(&settings.timezone).date_naive();
-    let locale = customer.locale;
-    let addressed = if take_items {
-        Some(evidence.basic4.name.as_str())
-    } else {
-        customer.basic4.as_ref().map(|b| b.name.as_str())
-    };
-    let receipt = notices::enqueue(
-        &txn,
+/// The first event of a consent just written: `granted`.
+pub(crate) async fn first_event<C: ConnectionTrait>(
+    txn: &C,
+    ctx: &AuditContext,
+    consent_id: Uuid,
+    at: DateTime<Utc>,
+) -> Result<(), CoreError> {
+    consent_events::Entity::insert(event_row(consent_id, 1, "granted", at, ctx, None, None))
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
+}
+
+/// The intent for the worker to register a new consent with the provider.
+pub(crate) async fn subscribe<C: ConnectionTrait>(
+    txn: &C,
+    consent_id: Uuid,
+    serial: &str,
+    at: DateTime<Utc>,
+) -> Result<(), CoreError> {
+    provider_registrations::Entity::insert(registration_row(consent_id, serial, "subscribe", at))
+        .exec_without_returning(txn)
+        .await?;
+    Ok(())
+}
+
+/// What a consent's receipt says, and to whom.
+pub(crate) struct Receipt<'a> {
+    pub customer: &'a customers::Customer,
+    /// The name it is addressed to.
+    pub name: Option<&'a str>,
+    pub text_version: &'a str,
+    pub channel: Channel,
+    pub granted_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub timezone: chrono_tz::Tz,
+}
+
+/// Writes the receipt of a consent, in the customer's language; returns the notice's id.
+pub(crate) async fn send_receipt<C: ConnectionTrait>(
+    txn: &C,
+    notices: &Notices,
+    r: Receipt<'_>,
+) -> Result<Uuid, CoreError> {
+    let local = |t: DateTime<Utc>| t.with_timezone(&r.timezone).date_naive();
+    let locale = r.customer.locale;
+    notices::enqueue(
+        txn,
         notices,
         NewNotice {
             kind: NoticeKind::ConsentReceipt,
-            customer_id: Some(customer.id),
-            to: &customer.email,
+            customer_id: Some(r.customer.id),
+            to: &r.customer.email,
             locale,
-            customer_name: addressed,
+            customer_name: r.name,
             data: json!({"consent": {
-                "text_version": text.version,
-                "granted_on": format_date(locale, local(at)),
-                "valid_until": format_date(locale, local(expires) - Days::new(1)),
-                "channel_label": channel_label(locale, request.channel.as_str()),
+                "text_version": r.text_version,
+                "granted_on": format_date(locale, local(r.granted_at)),
+                "valid_until": format_date(locale, local(r.expires_at) - Days::new(1)),
+                "channel_label": channel_label(locale, r.channel.as_str()),
             }}),
         },
     )
-    .await?;
+    .await
+}
 
-    // The audit appends come last: they hold the chain lock until commit.
-    let mut granted = AuditEvent::new("consent.granted", "consent", Some(id.to_string()))
-        .with_customer(customer.id)
-        .set(
-            "after",
-            json!({
-                "purpose": PURPOSE,
-                "channel": request.channel.as_str(),
-                "role": role,
-                "text_version": text.version,
-                "text_sha256": text.sha256,
-                "cert_serial": serial,
-                "document_sha256": evidence.document_sha256,
-                "revocation_method": evidence.revocation_method,
-                "granted_at": at,
-                "expires_at": expires,
-                "renews": renewed,
-            }),
-        )
-        .set(
-            "notice",
-            json!({"id": receipt, "kind": NoticeKind::ConsentReceipt.as_str()}),
-        );
-    if let Kept::ServiceProvider {
-        verification_id, ..
-    } = &evidence.kept
-    {
-        granted = granted.set("verification_id", json!(verification_id));
-    }
-    audit::append(&txn, ctx, granted).await?;
-    if let Some(old) = renewed {
-        let event = AuditEvent::new("consent.renewed", "consent", Some(old.to_string()))
-            .with_customer(customer.id)
-            .set("after", json!({ "status": "renewed", "renewed_by": id }));
-        audit::append(&txn, ctx, event).await?;
-    }
-    let customer_event = customer_event
-        .set("before", Value::Object(before))
-        .set("after", Value::Object(after))
-        .set("source", json!(Basic4Source::Consent.as_str()));
-    audit::append(&txn, ctx, customer_event).await?;
-    txn.commit().await?;
-    get(db, id).await
+/// The events of a consent given, whichever way: its `consent.granted`,
+/// and the `consent.renewed` of the consent it renews, if any, to append
+/// in this order.
+pub(crate) fn granted_events(granted: ConsentGranted) -> (Event, Option<Event>) {
+    let renewed = granted.renews.map(|old| {
+        Event::ConsentRenewed(ConsentRenewed {
+            consent_id: old,
+            customer_id: granted.customer_id,
+            renewed_by: granted.consent_id,
+        })
+    });
+    (Event::ConsentGranted(granted), renewed)
 }
 
 /// Withdraws an active consent: the event, the provider deregistration
@@ -875,17 +944,15 @@ pub async fn withdraw(
         },
     )
     .await?;
-    let mut event = AuditEvent::new("consent.withdrawn", "consent", Some(id.to_string()))
-        .with_customer(row.customer_id)
-        .set(
-            "notice",
-            json!({"id": confirmation, "kind": NoticeKind::ConsentWithdrawn.as_str()}),
-        );
-    let committed = event.commit("after.reason", reason.as_str());
-    let event = event.set("before", json!({ "status": "active" })).set(
-        "after",
-        json!({ "status": "withdrawn", "withdrawn_at": at, "reason": committed }),
-    );
+    let event = Event::ConsentWithdrawn(ConsentWithdrawn {
+        consent_id: id,
+        customer_id: row.customer_id,
+        withdrawn_at: at,
+        by: WithdrawnBy::Institution {
+            reason: reason.as_str().to_owned(),
+            notice: NoticeRef::new(confirmation, NoticeKind::ConsentWithdrawn),
+        },
+    });
     audit::append(&txn, ctx, event).await?;
     txn.commit().await?;
     get(db, id).await

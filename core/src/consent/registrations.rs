@@ -26,7 +26,11 @@ use sea_orm::{
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::audit::{self, Actor, AuditContext, AuditEvent};
+use crate::audit::events::{
+    Event, NoticeQueued, NoticeRef, QueuedFor, RegistrationDone, RegistrationFailed,
+    RegistrationRetried,
+};
+use crate::audit::{self, Actor, AuditContext};
 use crate::customers::{self, CustomerStatus};
 use crate::db;
 use crate::domain::CertSerial;
@@ -292,30 +296,22 @@ async fn settle(
         .filter(regs::Column::Id.eq(intent.id))
         .filter(regs::Column::LeaseOwner.eq(owner))
         .filter(regs::Column::Status.eq("pending"));
-    let event = match &outcome {
+    // Only an outcome is audited, not an attempt to be made again.
+    let settled = match &outcome {
         Outcome::Done => {
             update = update
                 .col_expr(regs::Column::Status, Expr::value("done"))
                 .col_expr(regs::Column::CompletedAt, Expr::value(at))
                 .col_expr(regs::Column::LastError, Expr::value(Option::<String>::None))
                 .col_expr(regs::Column::Refusal, Expr::value(Option::<String>::None));
-            let action = if intent.action == "subscribe" {
-                "consent.registered"
-            } else {
-                "consent.unregistered"
-            };
-            Some(AuditEvent::new(
-                action,
-                "consent",
-                Some(intent.consent_id.to_string()),
-            ))
+            true
         }
         Outcome::Retry(why) => {
             let next = at + chrono::Duration::from_std(backoff(intent.attempts)).expect("short");
             update = update
                 .col_expr(regs::Column::RunAt, Expr::value(next))
                 .col_expr(regs::Column::LastError, Expr::value(why.as_str()));
-            None
+            false
         }
         Outcome::Failed(why, refusal) => {
             update = update
@@ -323,15 +319,7 @@ async fn settle(
                 .col_expr(regs::Column::CompletedAt, Expr::value(at))
                 .col_expr(regs::Column::LastError, Expr::value(why.as_str()))
                 .col_expr(regs::Column::Refusal, Expr::value(refusal.clone()));
-            Some(
-                AuditEvent::new(
-                    "consent.registration_failed",
-                    "consent",
-                    Some(intent.consent_id.to_string()),
-                )
-                .set("reason", json!(why))
-                .set("refusal", json!(refusal)),
-            )
+            true
         }
     };
     if update.exec(&txn).await?.rows_affected != 1 {
@@ -340,18 +328,27 @@ async fn settle(
         return Ok(false);
     }
     let mut revoked_before = false;
-    if let Some(event) = event {
+    if settled {
         let worker = AuditContext::new(Actor::worker(), None);
         let consent = consents::Entity::find_by_id(intent.consent_id)
             .one(&txn)
             .await?;
-        let mut event = event.set(
-            "after",
-            json!({ "action": intent.action, "cert_serial": intent.cert_serial, "attempts": intent.attempts }),
-        );
-        if let Some(consent) = &consent {
-            event = event.with_customer(consent.customer_id);
-        }
+        let done = RegistrationDone {
+            consent_id: intent.consent_id,
+            customer_id: consent.as_ref().map(|c| c.customer_id),
+            action: intent.action.clone(),
+            cert_serial: intent.cert_serial.clone(),
+            attempts: intent.attempts,
+        };
+        let event = match &outcome {
+            Outcome::Failed(why, refusal) => Event::ConsentRegistrationFailed(RegistrationFailed {
+                registration: done,
+                reason: why.clone(),
+                refusal: refusal.clone(),
+            }),
+            _ if intent.action == "subscribe" => Event::ConsentRegistered(done),
+            _ => Event::ConsentUnregistered(done),
+        };
         let mut events = audit::Batch::default();
         events.push(&worker, event);
         if let (Some(consent), "subscribe") = (&consent, intent.action.as_str()) {
@@ -431,10 +428,11 @@ async fn revoked_before_registration(
         .await?;
         events.push(
             &worker,
-            AuditEvent::customer("notice.queued", customer.id).set(
-                "notice",
-                json!({"id": notice, "kind": NoticeKind::CertificateRevoked.as_str(), "consent_id": consent.id}),
-            ),
+            Event::NoticeQueued(NoticeQueued {
+                customer_id: customer.id,
+                notice: NoticeRef::new(notice, NoticeKind::CertificateRevoked),
+                queued_for: QueuedFor::Consent(consent.id),
+            }),
         );
     }
     Ok(true)
@@ -551,30 +549,18 @@ pub async fn retry(
         }
         _ => return Err(CoreError::NothingToRetry),
     };
-    let event = AuditEvent::new(
-        "consent.registration_retried",
-        "consent",
-        Some(consent_id.to_string()),
-    )
-    .with_customer(consent.customer_id)
-    .set(
-        "before",
-        json!({
-            "registration": latest.id,
-            "status": latest.status,
-            "attempts": latest.attempts,
-            "last_error": latest.last_error,
-        }),
-    )
-    .set(
-        "after",
-        json!({
-            "registration": retried.registration,
-            "action": retried.action,
-            "cert_serial": latest.cert_serial,
-            "run_at": at,
-        }),
-    );
+    let event = Event::ConsentRegistrationRetried(RegistrationRetried {
+        consent_id,
+        customer_id: consent.customer_id,
+        registration: latest.id,
+        status: latest.status.clone(),
+        attempts: latest.attempts,
+        last_error: latest.last_error.clone(),
+        retried: retried.registration,
+        action: retried.action.clone(),
+        cert_serial: latest.cert_serial.clone(),
+        run_at: at,
+    });
     audit::append(&txn, ctx, event).await?;
     txn.commit().await?;
     Ok(retried)

@@ -25,7 +25,10 @@ use uuid::Uuid;
 
 use super::ConsentRefusal;
 use super::records::active_consent;
-use crate::audit::{self, AuditContext, AuditEvent};
+use crate::audit::events::{
+    ConsentRequestMoved, ConsentRequestReminded, ConsentRequestSent, Event, NoticeRef,
+};
+use crate::audit::{self, AuditContext};
 use crate::customers::{self, CustomerStatus};
 use crate::db;
 use crate::entities::consent_requests;
@@ -179,21 +182,13 @@ pub async fn create(
         false,
     )
     .await?;
-    let event = AuditEvent::new(
-        "consent_request.sent",
-        "consent_request",
-        Some(id.to_string()),
-    )
-    .with_customer(customer.id)
-    .set(
-        "after",
-        json!({
-            "status": "sent",
-            "provider_request_id": ticket.request_id,
-            "expires_at": row.expires_at,
-            "notice": {"id": notice, "kind": NoticeKind::ConsentRequest.as_str()},
-        }),
-    );
+    let event = Event::ConsentRequestSent(ConsentRequestSent {
+        request_id: id,
+        customer_id: customer.id,
+        provider_request_id: ticket.request_id.clone(),
+        expires_at: row.expires_at,
+        notice: NoticeRef::new(notice, NoticeKind::ConsentRequest),
+    });
     audit::append(&txn, ctx, event).await?;
     txn.commit().await?;
     Ok(row)
@@ -301,14 +296,11 @@ pub async fn start(
         txn.rollback().await?;
         return Ok(Err(TokenState::Used));
     }
-    let event = AuditEvent::new(
-        "consent_request.started",
-        "consent_request",
-        Some(request.id.to_string()),
-    )
-    .with_customer(request.customer_id)
-    .set("before", json!({"status": "sent"}))
-    .set("after", json!({"status": "started"}));
+    let event = Event::ConsentRequestStarted(ConsentRequestMoved {
+        request_id: request.id,
+        customer_id: request.customer_id,
+        before: "sent".to_owned(),
+    });
     audit::append(&txn, ctx, event).await?;
     txn.commit().await?;
     Ok(Ok(request.consent_url))
@@ -374,14 +366,11 @@ pub async fn expire_due(db: &DatabaseConnection, ctx: &AuditContext) -> Result<u
             .exec(&txn)
             .await?;
         if moved.rows_affected == 1 {
-            let event = AuditEvent::new(
-                "consent_request.expired",
-                "consent_request",
-                Some(request.id.to_string()),
-            )
-            .with_customer(request.customer_id)
-            .set("before", json!({"status": request.status}))
-            .set("after", json!({"status": "expired"}));
+            let event = Event::ConsentRequestExpired(ConsentRequestMoved {
+                request_id: request.id,
+                customer_id: request.customer_id,
+                before: request.status.clone(),
+            });
             audit::append(&txn, ctx, event).await?;
             expired += 1;
         }
@@ -446,19 +435,12 @@ pub async fn remind_due(
             true,
         )
         .await?;
-        let event = AuditEvent::new(
-            "consent_request.reminded",
-            "consent_request",
-            Some(request.id.to_string()),
-        )
-        .with_customer(customer.id)
-        .set(
-            "after",
-            json!({
-                "reminders": request.reminders + 1,
-                "notice": {"id": notice, "kind": NoticeKind::ConsentRequest.as_str()},
-            }),
-        );
+        let event = Event::ConsentRequestReminded(ConsentRequestReminded {
+            request_id: request.id,
+            customer_id: customer.id,
+            reminders: request.reminders + 1,
+            notice: NoticeRef::new(notice, NoticeKind::ConsentRequest),
+        });
         audit::append(&txn, ctx, event).await?;
         txn.commit().await?;
         sent += 1;

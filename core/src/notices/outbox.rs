@@ -14,11 +14,12 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use super::templates::{NoticeKind, Notices};
-use crate::audit::{self, AuditContext, AuditEvent};
+use crate::audit::events::{Event, NoticeRetried};
+use crate::audit::{self, AuditContext};
 use crate::db;
 use crate::domain::{Email, Locale};
 use crate::entities::outbox;
@@ -281,14 +282,11 @@ pub async fn retry(
     if changed.rows_affected != 1 {
         return Err(CoreError::NoticeNotFailed);
     }
-    let mut event = AuditEvent::new("notice.retried", "notice", Some(id.to_string())).set(
-        "before",
-        json!({"status": "failed", "attempts": row.attempts}),
-    );
-    event = event.set("after", json!({"status": "pending"}));
-    if let Some(customer) = row.customer_id {
-        event = event.with_customer(customer);
-    }
+    let event = Event::NoticeRetried(NoticeRetried {
+        notice_id: id,
+        customer_id: row.customer_id,
+        attempts: row.attempts,
+    });
     audit::append(&txn, ctx, event).await?;
     txn.commit().await?;
     let mut entry = OutboxEntry::from(row);

@@ -13,20 +13,24 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, DatabaseConnection, DatabaseTransaction, EntityTrait,
     QueryFilter,
 };
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::SyncSettings;
 use super::reviews;
-use crate::audit::{self, Actor, AuditContext, AuditEvent, Batch};
+use crate::audit::events::{
+    Change, ConsentWithdrawn, CustomerUpdated, Event, NoticeQueued, NoticeRef, QueuedFor,
+    UpdateSource, WithdrawnBy,
+};
+use crate::audit::{self, Actor, AuditContext, Batch};
 use crate::consent::records::{active_consents, event_row, registration_row};
 use crate::consent::registrations::{self, Standing};
-use crate::customers::{self, Basic4Source, Customer, CustomerStatus, items_json};
+use crate::customers::{self, Basic4Source, Customer, CustomerStatus, HistoryEntry, items_json};
 use crate::db;
 use crate::domain::{Basic4, Locale};
 use crate::entities::{
-    basic4_history, consent_events, customers as customer_rows, outbox, provider_registrations,
-    sync_jobs,
+    basic4_history, consent_events, consents, customers as customer_rows, outbox,
+    provider_registrations, sync_jobs,
 };
 use crate::error::CoreError;
 use crate::notices::templates::{format_date, gender_label, item_label, revocation_label};
@@ -276,6 +280,54 @@ async fn write_all(
     Ok(Some(outcomes))
 }
 
+/// One answer being written: its job, the customer's locked row, and the
+/// customer's active consent (with its last event's sequence number).
+struct Answer<'a> {
+    txn: &'a DatabaseTransaction,
+    notices: &'a Notices,
+    settings: SyncSettings,
+    owner: &'a str,
+    job: &'a sync_jobs::Model,
+    row: customer_rows::Model,
+    customer: Customer,
+    active: Option<(consents::Model, i32)>,
+    at: DateTime<Utc>,
+}
+
+impl Answer<'_> {
+    fn worker() -> AuditContext {
+        AuditContext::new(Actor::worker(), None)
+    }
+
+    fn living(&self) -> bool {
+        self.customer.status != CustomerStatus::Deceased
+    }
+
+    /// The last day of `t`'s date in the institution's zone.
+    fn local(&self, t: DateTime<Utc>) -> chrono::NaiveDate {
+        t.with_timezone(&self.settings.timezone).date_naive()
+    }
+
+    /// Opens a review of `kind` for the customer, unless one is open.
+    async fn review(
+        &self,
+        staged: &mut Staged,
+        kind: &str,
+        detail: Value,
+    ) -> Result<Option<Uuid>, CoreError> {
+        let worker = Self::worker();
+        reviews::open(
+            self.txn,
+            &mut staged.events,
+            &worker,
+            self.customer.id,
+            kind,
+            detail,
+        )
+        .await
+    }
+}
+
 /// Writes what `latest` means for `job`, whose customer's locked `row` and
 /// active consent are given; the rest joins `staged`. `None`: the job is no
 /// longer ours, and the caller rolls back.
@@ -289,21 +341,27 @@ async fn write(
     job: &sync_jobs::Model,
     latest: &Latest,
     row: customer_rows::Model,
-    active: Option<(crate::entities::consents::Model, i32)>,
+    active: Option<(consents::Model, i32)>,
     at: DateTime<Utc>,
 ) -> Result<Option<&'static str>, CoreError> {
     let mut outcome = outcome_name(latest);
-    let worker = AuditContext::new(Actor::worker(), None);
     let customer = Customer::try_from(row.clone())?;
-    let local = |t: DateTime<Utc>| t.with_timezone(&settings.timezone).date_naive();
-    // The consent may have ended since the job was made (withdrawn, expired):
-    // then what J-LIS says is not taken into the record.
-    let consenting = active.is_some();
-    let events = &mut staged.events;
-
+    let a = Answer {
+        txn,
+        notices,
+        settings,
+        owner,
+        job,
+        row,
+        customer,
+        active,
+        at,
+    };
     match latest {
         Latest::Unchanged => {}
-        Latest::Changed { .. } if !consenting => outcome = "consent_ended",
+        // The consent may have ended since the job was made (withdrawn,
+        // expired): then what J-LIS says is not taken into the record.
+        Latest::Changed { .. } if a.active.is_none() => outcome = "consent_ended",
         Latest::Changed {
             current_cert_serial,
             changed_on,
@@ -311,293 +369,36 @@ async fn write(
             optional,
         } => {
             // Applied before (a job done twice after a crash): nothing more.
-            if customer.jpki_cert_serial.as_ref() != Some(current_cert_serial) {
-                // Optional items J-LIS returns are kept; one it does not
-                // return stays as it was.
-                let kept = OptionalItems {
-                    name_kana: optional
-                        .name_kana
-                        .clone()
-                        .or_else(|| customer.optional.name_kana.clone()),
-                    former_surname: optional
-                        .former_surname
-                        .clone()
-                        .or_else(|| customer.optional.former_surname.clone()),
-                    overseas_move_on: optional
-                        .overseas_move_on
-                        .or(customer.optional.overseas_move_on),
+            if a.customer.jpki_cert_serial.as_ref() != Some(current_cert_serial) {
+                let change = Changed {
+                    serial: current_cert_serial.as_str(),
+                    changed_on: *changed_on,
+                    basic4,
+                    optional,
                 };
-                let old_serial = row.jpki_cert_serial.clone();
-                let version = row.version + 1;
-                let new_serial = current_cert_serial.as_str();
-                let updated = customer_rows::Entity::update_many()
-                    .col_expr(
-                        customer_rows::Column::Name,
-                        Expr::value(basic4.name.as_str()),
-                    )
-                    .col_expr(
-                        customer_rows::Column::NameFlags,
-                        Expr::value(basic4.name.flags().as_str()),
-                    )
-                    .col_expr(
-                        customer_rows::Column::Address,
-                        Expr::value(basic4.address.as_str()),
-                    )
-                    .col_expr(
-                        customer_rows::Column::AddressFlags,
-                        Expr::value(basic4.address.flags().as_str()),
-                    )
-                    .col_expr(
-                        customer_rows::Column::BirthDate,
-                        Expr::value(basic4.birth_date.date()),
-                    )
-                    .col_expr(
-                        customer_rows::Column::Gender,
-                        Expr::value(basic4.gender.code()),
-                    )
-                    .col_expr(
-                        customer_rows::Column::JpkiCertSerial,
-                        Expr::value(new_serial),
-                    )
-                    .col_expr(
-                        customer_rows::Column::CertNotAfter,
-                        Expr::value(Option::<DateTime<Utc>>::None),
-                    )
-                    .col_expr(
-                        customer_rows::Column::NameKana,
-                        Expr::value(kept.name_kana.clone()),
-                    )
-                    .col_expr(
-                        customer_rows::Column::FormerSurname,
-                        Expr::value(kept.former_surname.clone()),
-                    )
-                    .col_expr(
-                        customer_rows::Column::OverseasMoveOn,
-                        Expr::value(kept.overseas_move_on),
-                    )
-                    .col_expr(customer_rows::Column::Version, Expr::value(version))
-                    .col_expr(customer_rows::Column::UpdatedAt, Expr::value(at))
-                    .filter(customer_rows::Column::Id.eq(customer.id))
-                    .filter(customer_rows::Column::Version.eq(row.version))
-                    .exec(txn)
-                    .await?;
-                if updated.rows_affected != 1 {
-                    // An edit won the race since the row was read: try again later.
-                    return Err(CoreError::Conflict("the customer changed meanwhile"));
-                }
-                staged.history.push(basic4_history::ActiveModel {
-                    id: Set(Uuid::now_v7()),
-                    customer_id: Set(customer.id),
-                    customer_version: Set(version),
-                    source: Set(Basic4Source::Sync.as_str().to_owned()),
-                    before: Set(customer
-                        .basic4
-                        .as_ref()
-                        .map(|b| items_json(b, &customer.optional))),
-                    after: Set(items_json(basic4, &kept)),
-                    reported_on: Set(Some(*changed_on)),
-                    changed_at: Set(at),
-                });
-                // The subscription follows the certificate.
-                if let Some((consent, _)) = &active {
-                    if let Some(old) = old_serial.as_deref().filter(|o| *o != new_serial) {
-                        staged.registrations.push(registration_row(
-                            consent.id,
-                            old,
-                            "unsubscribe",
-                            at,
-                        ));
-                    }
-                    staged.registrations.push(registration_row(
-                        consent.id,
-                        new_serial,
-                        "subscribe",
-                        at,
-                    ));
-                }
-                let mut items = changes(customer.locale, customer.basic4.as_ref(), basic4);
-                items.extend(optional_changes(customer.locale, &customer.optional, &kept));
-                let mut event = AuditEvent::customer("customer.updated", customer.id);
-                let mut before = Map::new();
-                let mut after = Map::new();
-                if let Some(b) = &customer.basic4 {
-                    before.insert(
-                        "basic4".into(),
-                        customers::basic4_commitments(&mut event, "before.basic4", b),
-                    );
-                }
-                after.insert(
-                    "basic4".into(),
-                    customers::basic4_commitments(&mut event, "after.basic4", basic4),
-                );
-                if customer.optional != OptionalItems::default() {
-                    before.insert(
-                        "optional".into(),
-                        customers::optional_commitments(
-                            &mut event,
-                            "before.optional",
-                            &customer.optional,
-                        ),
-                    );
-                }
-                if kept != OptionalItems::default() {
-                    after.insert(
-                        "optional".into(),
-                        customers::optional_commitments(&mut event, "after.optional", &kept),
-                    );
-                }
-                before.insert("jpki_cert_serial".into(), json!(old_serial));
-                after.insert("jpki_cert_serial".into(), json!(new_serial));
-                before.insert("version".into(), json!(row.version));
-                after.insert("version".into(), json!(version));
-                let mut event = event
-                    .set("before", Value::Object(before))
-                    .set("after", Value::Object(after))
-                    .set("source", json!(Basic4Source::Sync.as_str()))
-                    .set("reported_on", json!(changed_on))
-                    .set("job", json!(job.id));
-                if !items.is_empty() && customer.status != CustomerStatus::Deceased {
-                    let (notice, row) = prepare(
-                        notices,
-                        NewNotice {
-                            kind: NoticeKind::Basic4Changed,
-                            customer_id: Some(customer.id),
-                            to: &customer.email,
-                            locale: customer.locale,
-                            customer_name: Some(basic4.name.as_str()),
-                            data: json!({
-                                "changes": items,
-                                "reported_on": format_date(customer.locale, *changed_on),
-                            }),
-                        },
-                    )?;
-                    staged.notices.push(row);
-                    event = event.set(
-                        "notice",
-                        json!({"id": notice, "kind": NoticeKind::Basic4Changed.as_str()}),
-                    );
-                }
-                events.push(&worker, event);
+                take_change(&a, staged, change).await?;
             }
         }
         Latest::Deceased { changed_on } => {
-            if customer.status != CustomerStatus::Deceased {
-                let version = row.version + 1;
-                customer_rows::Entity::update_many()
-                    .col_expr(customer_rows::Column::Status, Expr::value("deceased"))
-                    .col_expr(customer_rows::Column::Version, Expr::value(version))
-                    .col_expr(customer_rows::Column::UpdatedAt, Expr::value(at))
-                    .filter(customer_rows::Column::Id.eq(customer.id))
-                    .exec(txn)
-                    .await?;
-                let event = AuditEvent::customer("customer.updated", customer.id)
-                    .set(
-                        "before",
-                        json!({"status": customer.status.as_str(), "version": row.version}),
-                    )
-                    .set("after", json!({"status": "deceased", "version": version}))
-                    .set("source", json!(Basic4Source::Sync.as_str()))
-                    .set("reported_on", json!(changed_on))
-                    .set("job", json!(job.id));
-                events.push(&worker, event);
+            if a.living() {
+                record_death(&a, staged, *changed_on).await?;
             }
-            reviews::open(
-                txn,
-                events,
-                &worker,
-                customer.id,
-                "deceased",
-                json!({"reported_on": changed_on, "cert_serial": job.cert_serial}),
-            )
-            .await?;
+            let detail = json!({"reported_on": changed_on, "cert_serial": job.cert_serial});
+            a.review(staged, "deceased", detail).await?;
         }
-        Latest::Revoked { reason } => {
-            let opened = reviews::open(
-                txn,
-                events,
-                &worker,
-                customer.id,
-                "revoked",
-                json!({"reason": reason_name(reason), "cert_serial": job.cert_serial}),
-            )
-            .await?;
-            // Asked once per review, not on every run that sees the same certificate.
-            let consent = active
-                .as_ref()
-                .filter(|_| opened.is_some() && customer.status != CustomerStatus::Deceased);
-            if let Some((consent, _)) = consent {
-                let (notice, row) = prepare(
-                    notices,
-                    NewNotice {
-                        kind: NoticeKind::CertificateRevoked,
-                        customer_id: Some(customer.id),
-                        to: &customer.email,
-                        locale: customer.locale,
-                        customer_name: customer.basic4.as_ref().map(|b| b.name.as_str()),
-                        data: json!({
-                            "certificate": {
-                                "reason_label": revocation_label(customer.locale, reason_name(reason)),
-                            },
-                            "consent": {
-                                "valid_until": format_date(
-                                    customer.locale,
-                                    local(consent.expires_at) - Days::new(1),
-                                ),
-                            },
-                        }),
-                    },
-                )?;
-                staged.notices.push(row);
-                let event = AuditEvent::customer("notice.queued", customer.id).set(
-                    "notice",
-                    json!({"id": notice, "kind": NoticeKind::CertificateRevoked.as_str(), "job": job.id}),
-                );
-                events.push(&worker, event);
-            }
-        }
+        Latest::Revoked { reason } => review_revocation(&a, staged, reason).await?,
         Latest::AwaitingReissue => {
             let waited = at - job.created_at;
             if waited < chrono::Duration::days(settings.awaiting_reissue_days) {
-                // Ask again tomorrow; waiting is not a failure.
-                let later = at + chrono::Duration::days(1);
-                let updated = sync_jobs::Entity::update_many()
-                    .col_expr(sync_jobs::Column::RunAt, Expr::value(later))
-                    .col_expr(sync_jobs::Column::Attempts, Expr::value(0))
-                    .col_expr(
-                        sync_jobs::Column::LeaseOwner,
-                        Expr::value(Option::<String>::None),
-                    )
-                    .col_expr(
-                        sync_jobs::Column::LeaseExpiresAt,
-                        Expr::value(Option::<DateTime<Utc>>::None),
-                    )
-                    // Counted as waiting: the run completes without it.
-                    .col_expr(sync_jobs::Column::Outcome, Expr::value(outcome))
-                    .col_expr(
-                        sync_jobs::Column::LastError,
-                        Expr::value(Option::<String>::None),
-                    )
-                    .filter(sync_jobs::Column::Id.eq(job.id))
-                    .filter(sync_jobs::Column::LeaseOwner.eq(owner))
-                    .filter(sync_jobs::Column::Status.eq("pending"))
-                    .exec(txn)
-                    .await?;
-                return Ok((updated.rows_affected == 1).then_some(outcome));
+                return Ok(ask_again_tomorrow(&a, outcome).await?.then_some(outcome));
             }
-            reviews::open(
-                txn,
-                events,
-                &worker,
-                customer.id,
-                "awaiting_reissue",
-                json!({"since": job.created_at, "cert_serial": job.cert_serial}),
-            )
-            .await?;
+            let detail = json!({"since": job.created_at, "cert_serial": job.cert_serial});
+            a.review(staged, "awaiting_reissue", detail).await?;
         }
         Latest::NotSubscribed => {
             // Withdrawn outside the institution, if the provider had
             // confirmed the consent; before that the answer means nothing.
-            let standing = match &active {
+            let standing = match &a.active {
                 Some((consent, _)) => registrations::standings(txn, &[consent.id])
                     .await?
                     .remove(&consent.id)
@@ -613,76 +414,292 @@ async fn write(
                 }
                 Some(refused) => outcome = refused,
             }
-            if let Some((consent, seq)) =
-                active.as_ref().filter(|_| standing == Standing::Confirmed)
-            {
-                let provider = AuditContext::new(Actor::provider(), None);
-                consent_events::Entity::insert(event_row(
-                    consent.id,
-                    seq + 1,
-                    "withdrawn",
-                    at,
-                    &provider,
-                    Some("not_subscribed"),
-                    None,
-                ))
-                .exec_without_returning(txn)
-                .await?;
-                let mut event = AuditEvent::new(
-                    "consent.withdrawn",
-                    "consent",
-                    Some(consent.id.to_string()),
-                )
-                .with_customer(customer.id)
-                .set("before", json!({"status": "active"}))
-                .set(
-                    "after",
-                    json!({"status": "withdrawn", "withdrawn_at": at, "reason": "not_subscribed"}),
-                )
-                .set("job", json!(job.id));
-                if customer.status != CustomerStatus::Deceased {
-                    let (notice, row) = prepare(
-                        notices,
-                        NewNotice {
-                            kind: NoticeKind::ConsentLapsed,
-                            customer_id: Some(customer.id),
-                            to: &customer.email,
-                            locale: customer.locale,
-                            customer_name: customer.basic4.as_ref().map(|b| b.name.as_str()),
-                            data: json!({}),
-                        },
-                    )?;
-                    staged.notices.push(row);
-                    event = event.set(
-                        "notice",
-                        json!({"id": notice, "kind": NoticeKind::ConsentLapsed.as_str()}),
-                    );
-                }
-                events.push(&provider, event);
-                // The provider holds no registration any more: say so on the consent.
-                let mut gone = registration_row(consent.id, &job.cert_serial, "unsubscribe", at);
-                gone.status = Set("done".to_owned());
-                gone.completed_at = Set(Some(at));
-                gone.last_error = Set(Some("the provider answered not_subscribed".to_owned()));
-                provider_registrations::Entity::insert(gone)
-                    .exec_without_returning(txn)
-                    .await?;
+            if standing == Standing::Confirmed {
+                withdraw_by_provider(&a, staged).await?;
             }
         }
         Latest::UnknownCertificate => {
-            reviews::open(
-                txn,
-                events,
-                &worker,
-                customer.id,
-                "unknown_certificate",
-                json!({"cert_serial": job.cert_serial}),
-            )
-            .await?;
+            let detail = json!({"cert_serial": job.cert_serial});
+            a.review(staged, "unknown_certificate", detail).await?;
         }
     }
     staged.done.push((job.id, outcome));
     Ok(Some(outcome))
+}
+
+/// What J-LIS's `changed` answer holds.
+struct Changed<'a> {
+    serial: &'a str,
+    changed_on: chrono::NaiveDate,
+    basic4: &'a Basic4,
+    optional: &'a OptionalItems,
+}
+
+/// Takes J-LIS's change into the record: the four items, the optional ones
+/// J-LIS returns, the new certificate (which the subscription follows), the
+/// history, the notice of what changed and the `customer.updated` event.
+async fn take_change(a: &Answer<'_>, staged: &mut Staged, c: Changed<'_>) -> Result<(), CoreError> {
+    let customer = &a.customer;
+    let kept = kept_optional(&customer.optional, c.optional);
+    let old_serial = a.row.jpki_cert_serial.clone();
+    let version = a.row.version + 1;
+    let update = customer_rows::Entity::update_many()
+        .col_expr(customer_rows::Column::JpkiCertSerial, Expr::value(c.serial))
+        .col_expr(
+            customer_rows::Column::CertNotAfter,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        .col_expr(
+            customer_rows::Column::NameKana,
+            Expr::value(kept.name_kana.clone()),
+        )
+        .col_expr(
+            customer_rows::Column::FormerSurname,
+            Expr::value(kept.former_surname.clone()),
+        )
+        .col_expr(
+            customer_rows::Column::OverseasMoveOn,
+            Expr::value(kept.overseas_move_on),
+        )
+        .col_expr(customer_rows::Column::Version, Expr::value(version))
+        .col_expr(customer_rows::Column::UpdatedAt, Expr::value(a.at))
+        .filter(customer_rows::Column::Id.eq(customer.id))
+        .filter(customer_rows::Column::Version.eq(a.row.version));
+    let entry = HistoryEntry {
+        customer_id: customer.id,
+        version,
+        source: Basic4Source::Sync,
+        before: customer
+            .basic4
+            .as_ref()
+            .map(|b| items_json(b, &customer.optional)),
+        after: items_json(c.basic4, &kept),
+        reported_on: Some(c.changed_on),
+        at: a.at,
+    };
+    let (update, entry) = customers::write_basic4(update, c.basic4, entry);
+    if update.exec(a.txn).await?.rows_affected != 1 {
+        // An edit won the race since the row was read: try again later.
+        return Err(CoreError::Conflict("the customer changed meanwhile"));
+    }
+    staged.history.push(entry);
+    // The subscription follows the certificate.
+    if let Some((consent, _)) = &a.active {
+        if let Some(old) = old_serial.as_deref().filter(|o| *o != c.serial) {
+            staged
+                .registrations
+                .push(registration_row(consent.id, old, "unsubscribe", a.at));
+        }
+        staged
+            .registrations
+            .push(registration_row(consent.id, c.serial, "subscribe", a.at));
+    }
+    let mut items = changes(customer.locale, customer.basic4.as_ref(), c.basic4);
+    items.extend(optional_changes(customer.locale, &customer.optional, &kept));
+    let mut event = CustomerUpdated::new(customer.id, Change::new(a.row.version, version));
+    event.basic4 = Some(Change::new(customer.basic4.clone(), Some(c.basic4.clone())));
+    event.optional = Some(Change::new(customer.optional.clone(), kept));
+    event.jpki_cert_serial = Some(Change::new(old_serial, Some(c.serial.to_owned())));
+    event.source = Some(UpdateSource::Sync {
+        job: a.job.id,
+        reported_on: Some(c.changed_on),
+    });
+    if !items.is_empty() && a.living() {
+        let (notice, row) = prepare(
+            a.notices,
+            NewNotice {
+                kind: NoticeKind::Basic4Changed,
+                customer_id: Some(customer.id),
+                to: &customer.email,
+                locale: customer.locale,
+                customer_name: Some(c.basic4.name.as_str()),
+                data: json!({
+                    "changes": items,
+                    "reported_on": format_date(customer.locale, c.changed_on),
+                }),
+            },
+        )?;
+        staged.notices.push(row);
+        event.notice = Some(NoticeRef::new(notice, NoticeKind::Basic4Changed));
+    }
+    staged
+        .events
+        .push(&Answer::worker(), Event::CustomerUpdated(event));
+    Ok(())
+}
+
+/// The optional items after a change: those J-LIS returns, and the
+/// customer's own where it returns none.
+fn kept_optional(had: &OptionalItems, returned: &OptionalItems) -> OptionalItems {
+    OptionalItems {
+        name_kana: returned.name_kana.clone().or_else(|| had.name_kana.clone()),
+        former_surname: returned
+            .former_surname
+            .clone()
+            .or_else(|| had.former_surname.clone()),
+        overseas_move_on: returned.overseas_move_on.or(had.overseas_move_on),
+    }
+}
+
+/// The customer died (J-LIS dates it `changed_on`, if it does).
+async fn record_death(
+    a: &Answer<'_>,
+    staged: &mut Staged,
+    changed_on: Option<chrono::NaiveDate>,
+) -> Result<(), CoreError> {
+    let version = a.row.version + 1;
+    customer_rows::Entity::update_many()
+        .col_expr(
+            customer_rows::Column::Status,
+            Expr::value(CustomerStatus::Deceased.as_str()),
+        )
+        .col_expr(customer_rows::Column::Version, Expr::value(version))
+        .col_expr(customer_rows::Column::UpdatedAt, Expr::value(a.at))
+        .filter(customer_rows::Column::Id.eq(a.customer.id))
+        .exec(a.txn)
+        .await?;
+    let mut event = CustomerUpdated::new(a.customer.id, Change::new(a.row.version, version));
+    event.status = Some(Change::new(a.customer.status, CustomerStatus::Deceased));
+    event.source = Some(UpdateSource::Sync {
+        job: a.job.id,
+        reported_on: changed_on,
+    });
+    staged
+        .events
+        .push(&Answer::worker(), Event::CustomerUpdated(event));
+    Ok(())
+}
+
+/// A revoked certificate: a review, and (once per review, to a living
+/// customer with an active consent) the notice asking to consent again.
+async fn review_revocation(
+    a: &Answer<'_>,
+    staged: &mut Staged,
+    reason: &RevokedReason,
+) -> Result<(), CoreError> {
+    let detail = json!({"reason": reason_name(reason), "cert_serial": a.job.cert_serial});
+    let opened = a.review(staged, "revoked", detail).await?;
+    // Asked once per review, not on every run that sees the same certificate.
+    let consent = a.active.as_ref().filter(|_| opened.is_some() && a.living());
+    let Some((consent, _)) = consent else {
+        return Ok(());
+    };
+    let customer = &a.customer;
+    let (notice, row) = prepare(
+        a.notices,
+        NewNotice {
+            kind: NoticeKind::CertificateRevoked,
+            customer_id: Some(customer.id),
+            to: &customer.email,
+            locale: customer.locale,
+            customer_name: customer.basic4.as_ref().map(|b| b.name.as_str()),
+            data: json!({
+                "certificate": {
+                    "reason_label": revocation_label(customer.locale, reason_name(reason)),
+                },
+                "consent": {
+                    "valid_until": format_date(
+                        customer.locale,
+                        a.local(consent.expires_at) - Days::new(1),
+                    ),
+                },
+            }),
+        },
+    )?;
+    staged.notices.push(row);
+    let event = Event::NoticeQueued(NoticeQueued {
+        customer_id: customer.id,
+        notice: NoticeRef::new(notice, NoticeKind::CertificateRevoked),
+        queued_for: QueuedFor::SyncJob(a.job.id),
+    });
+    staged.events.push(&Answer::worker(), event);
+    Ok(())
+}
+
+/// Asks J-LIS again tomorrow while a certificate awaits its reissue
+/// (waiting is not a failure); `false` when the job is no longer ours.
+async fn ask_again_tomorrow(a: &Answer<'_>, outcome: &'static str) -> Result<bool, CoreError> {
+    let later = a.at + chrono::Duration::days(1);
+    let updated = sync_jobs::Entity::update_many()
+        .col_expr(sync_jobs::Column::RunAt, Expr::value(later))
+        .col_expr(sync_jobs::Column::Attempts, Expr::value(0))
+        .col_expr(
+            sync_jobs::Column::LeaseOwner,
+            Expr::value(Option::<String>::None),
+        )
+        .col_expr(
+            sync_jobs::Column::LeaseExpiresAt,
+            Expr::value(Option::<DateTime<Utc>>::None),
+        )
+        // Counted as waiting: the run completes without it.
+        .col_expr(sync_jobs::Column::Outcome, Expr::value(outcome))
+        .col_expr(
+            sync_jobs::Column::LastError,
+            Expr::value(Option::<String>::None),
+        )
+        .filter(sync_jobs::Column::Id.eq(a.job.id))
+        .filter(sync_jobs::Column::LeaseOwner.eq(a.owner))
+        .filter(sync_jobs::Column::Status.eq("pending"))
+        .exec(a.txn)
+        .await?;
+    Ok(updated.rows_affected == 1)
+}
+
+/// The customer withdrew the active consent outside the institution (the
+/// provider answered `not_subscribed`): its `withdrawn` event by the
+/// provider, the notice that it lapsed, and the registration marked gone.
+async fn withdraw_by_provider(a: &Answer<'_>, staged: &mut Staged) -> Result<(), CoreError> {
+    let Some((consent, seq)) = &a.active else {
+        return Ok(());
+    };
+    let customer = &a.customer;
+    let provider = AuditContext::new(Actor::provider(), None);
+    consent_events::Entity::insert(event_row(
+        consent.id,
+        seq + 1,
+        "withdrawn",
+        a.at,
+        &provider,
+        Some("not_subscribed"),
+        None,
+    ))
+    .exec_without_returning(a.txn)
+    .await?;
+    let mut notice = None;
+    if a.living() {
+        let (id, row) = prepare(
+            a.notices,
+            NewNotice {
+                kind: NoticeKind::ConsentLapsed,
+                customer_id: Some(customer.id),
+                to: &customer.email,
+                locale: customer.locale,
+                customer_name: customer.basic4.as_ref().map(|b| b.name.as_str()),
+                data: json!({}),
+            },
+        )?;
+        staged.notices.push(row);
+        notice = Some(NoticeRef::new(id, NoticeKind::ConsentLapsed));
+    }
+    let event = Event::ConsentWithdrawn(ConsentWithdrawn {
+        consent_id: consent.id,
+        customer_id: customer.id,
+        withdrawn_at: a.at,
+        by: WithdrawnBy::Provider {
+            job: a.job.id,
+            notice,
+        },
+    });
+    staged.events.push(&provider, event);
+    // The provider holds no registration any more: say so on the consent.
+    let mut gone = registration_row(consent.id, &a.job.cert_serial, "unsubscribe", a.at);
+    gone.status = Set("done".to_owned());
+    gone.completed_at = Set(Some(a.at));
+    gone.last_error = Set(Some("the provider answered not_subscribed".to_owned()));
+    provider_registrations::Entity::insert(gone)
+        .exec_without_returning(a.txn)
+        .await?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -8,10 +8,11 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect,
 };
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
-use crate::audit::{self, AuditContext, AuditEvent};
+use crate::audit::events::{Event, ReviewOpened, ReviewResolved};
+use crate::audit::{self, AuditContext};
 use crate::db;
 use crate::domain::FreeText;
 use crate::entities::reviews;
@@ -58,12 +59,12 @@ pub async fn open<C: ConnectionTrait>(
     })
     .exec_without_returning(txn)
     .await?;
-    let event = AuditEvent::new("review.opened", "review", Some(id.to_string()))
-        .with_customer(customer_id)
-        .set(
-            "after",
-            json!({"kind": kind, "detail": detail, "status": "open"}),
-        );
+    let event = Event::ReviewOpened(ReviewOpened {
+        review_id: id,
+        customer_id,
+        kind: kind.to_owned(),
+        detail,
+    });
     events.push(ctx, event);
     Ok(Some(id))
 }
@@ -116,13 +117,12 @@ pub async fn resolve(
     if changed.rows_affected != 1 {
         return Err(CoreError::ReviewNotOpen);
     }
-    let mut event = AuditEvent::new("review.resolved", "review", Some(id.to_string()))
-        .with_customer(row.customer_id);
-    let committed = event.commit("after.note", note.as_str());
-    let event = event.set("before", json!({"status": "open"})).set(
-        "after",
-        json!({"status": "resolved", "resolution": resolution, "note": committed}),
-    );
+    let event = Event::ReviewResolved(ReviewResolved {
+        review_id: id,
+        customer_id: row.customer_id,
+        resolution: resolution.to_owned(),
+        note: note.as_str().to_owned(),
+    });
     audit::append(&txn, ctx, event).await?;
     txn.commit().await?;
     Ok(reviews::Model {

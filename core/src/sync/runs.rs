@@ -10,11 +10,11 @@ use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, EntityTrait, QueryFilter,
     QueryOrder, QuerySelect, Statement,
 };
-use serde_json::json;
 use uuid::Uuid;
 
 use super::{Scope, jobs};
-use crate::audit::{self, AuditContext, AuditEvent};
+use crate::audit::events::{Event, SyncRunRequested};
+use crate::audit::{self, AuditContext};
 use crate::db;
 use crate::entities::sync_runs;
 use crate::error::CoreError;
@@ -111,13 +111,13 @@ pub async fn request(
     .exec_without_returning(&txn)
     .await?;
     let enqueued = jobs::enqueue(&txn, id, &targets).await?;
-    let mut event = AuditEvent::new("sync.run_requested", "sync_run", Some(id.to_string())).set(
-        "after",
-        json!({"trigger": trigger, "scope": scope.as_str(), "jobs": enqueued}),
-    );
-    if let Some(customer) = customer {
-        event = event.with_customer(customer);
-    }
+    let event = Event::SyncRunRequested(SyncRunRequested {
+        run_id: id,
+        customer_id: customer,
+        trigger: trigger.to_owned(),
+        scope,
+        jobs: enqueued,
+    });
     audit::append(&txn, ctx, event).await?;
     txn.commit().await?;
     get(db, id).await
