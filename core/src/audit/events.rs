@@ -1537,6 +1537,57 @@ mod tests {
         );
     }
 
+    /// Every action `Event::action` names (kept by hand: the match there is exhaustive).
+    const ACTIONS: &[&str] = &[
+        "customer.created",
+        "customer.updated",
+        "consent.granted",
+        "consent.renewed",
+        "consent.withdrawn",
+        "consent.expired",
+        "consent.reminded",
+        "consent.renewal_requested",
+        "consent.registered",
+        "consent.unregistered",
+        "consent.registration_failed",
+        "consent.registration_retried",
+        "consent_request.sent",
+        "consent_request.started",
+        "consent_request.reminded",
+        "consent_request.granted",
+        "consent_request.declined",
+        "consent_request.expired",
+        "notice.queued",
+        "notice.retried",
+        "sync.run_requested",
+        "review.opened",
+        "review.resolved",
+        "auth.denied",
+        "webhook.refused",
+        "audit.exported",
+        "audit.erased",
+    ];
+
+    #[test]
+    fn the_catalogue_in_audit_md_names_every_action_and_no_other() {
+        let doc = include_str!("../../../docs/audit.md");
+        let table = doc
+            .split("## What is recorded")
+            .nth(1)
+            .and_then(|t| t.split("\n\n").nth(1))
+            .expect("the table of actions");
+        let mut documented: Vec<&str> = table
+            .lines()
+            .skip(2)
+            .filter_map(|row| row.split('|').nth(1))
+            .flat_map(|cell| cell.split(',').map(|a| a.trim().trim_matches('`')))
+            .collect();
+        documented.sort_unstable();
+        let mut actions = ACTIONS.to_vec();
+        actions.sort_unstable();
+        assert_eq!(documented, actions);
+    }
+
     #[test]
     fn review_resolved_commits_the_note() {
         let resolved = shown(Event::ReviewResolved(ReviewResolved {
