@@ -303,7 +303,7 @@ impl Answer<'_> {
         self.customer.status != CustomerStatus::Deceased
     }
 
-    /// The last day of `t`'s date in the institution's zone.
+    /// `t`'s date in the institution's zone.
     fn local(&self, t: DateTime<Utc>) -> chrono::NaiveDate {
         t.with_timezone(&self.settings.timezone).date_naive()
     }
