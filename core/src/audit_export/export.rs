@@ -150,6 +150,12 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// Signs it with `key`: its canonical JSON without `signature`.
+    pub(super) fn sign(&mut self, key: &SigningKey) {
+        self.key_id = key.key_id.clone();
+        self.signature = key.sign(&self.signed_bytes());
+    }
+
     fn signed_bytes(&self) -> Vec<u8> {
         let mut v = serde_json::to_value(self).expect("a manifest serialises");
         v.as_object_mut().expect("an object").remove("signature");
@@ -344,7 +350,7 @@ async fn write_events(
         checkpoint: started.checkpoint.clone(),
         signature: String::new(),
     };
-    m.signature = key.sign(&m.signed_bytes());
+    m.sign(key);
     Ok(m)
 }
 

@@ -24,7 +24,9 @@ pub mod export;
 pub mod key;
 pub mod verify;
 
-pub use checkpoint::{Checkpoint, checkpoint, checkpoint_if_due, latest_checkpoint, parse_checkpoint};
+pub use checkpoint::{
+    Checkpoint, checkpoint, checkpoint_if_due, latest_checkpoint, parse_checkpoint,
+};
 pub use erase::erase_customer;
 pub use export::*;
 pub use key::{PublicKey, SigningKey, public_key_path};

@@ -418,3 +418,319 @@ pub fn verify_expecting<P: BufRead>(
     }
     Ok((count, values))
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{SubsecRound, Utc};
+    use serde_json::json;
+    use sha2::{Digest, Sha256};
+
+    use super::*;
+    use crate::audit::{GENESIS_HASH, canonical_json, commitment};
+    use crate::audit_export::{EXPORT_VERSION, SigningKey};
+
+    /// A chain of `n` events held in memory, as an export hands it out: one
+    /// canonical line each, with a personal value committed at `after.name`.
+    struct Chain {
+        lines: Vec<Vec<u8>>,
+        hashes: Vec<String>,
+        /// The companion file's lines, `(seq, field, value, salt)` each.
+        personal: Vec<Vec<u8>>,
+    }
+
+    fn chain(n: i64) -> Chain {
+        let (mut lines, mut hashes, mut personal) = (Vec::new(), Vec::new(), Vec::new());
+        let mut prev = GENESIS_HASH.to_owned();
+        for seq in 1..=n {
+            let (value, salt) = (format!("Name {seq}"), [seq as u8; 16]);
+            let event = json!({
+                "v": 1,
+                "seq": seq,
+                "prev_hash": prev,
+                "at": "2026-01-01T00:00:00.000000Z",
+                "actor": "cli",
+                "action": "customer.created",
+                "subject": {"type": "customer", "id": null},
+                "customer_id": null,
+                "request_id": null,
+                "data": {"after": {"name": {"commitment": commitment(&salt, &value)}}},
+            });
+            let canonical = canonical_json(&event);
+            let hash = chain_hash(&prev, &canonical).unwrap();
+            let mut line = canonical;
+            line.push(b'\n');
+            lines.push(line);
+            let mut companion = canonical_json(&json!({
+                "seq": seq, "field": "after.name", "value": value, "salt": hex::encode(salt),
+            }));
+            companion.push(b'\n');
+            personal.push(companion);
+            prev = hash.clone();
+            hashes.push(hash);
+        }
+        Chain {
+            lines,
+            hashes,
+            personal,
+        }
+    }
+
+    /// A signing key in a folder of its own (kept as long as the key is used).
+    fn signing_key() -> (SigningKey, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        let key = SigningKey::create(&dir.path().join("key.pem")).unwrap();
+        (key, dir)
+    }
+
+    fn public(key: &SigningKey) -> PublicKey {
+        PublicKey::parse(key.public_key_pem().as_bytes()).unwrap()
+    }
+
+    /// The signed manifest of the whole chain, with a checkpoint of its head.
+    fn manifest(chain: &Chain, key: &SigningKey) -> Manifest {
+        let last_seq = chain.lines.len() as i64;
+        let head = chain.hashes.last().unwrap().clone();
+        let at = Utc::now().trunc_subsecs(6);
+        let checkpoint = Checkpoint {
+            seq: last_seq,
+            signature: key.sign(&Checkpoint::message(last_seq, &head, at)),
+            head_hash: head.clone(),
+            at,
+            key_id: key.key_id.clone(),
+        };
+        let mut m = Manifest {
+            kind: "kihon4-audit-export".into(),
+            v: EXPORT_VERSION,
+            export_id: Some(uuid::Uuid::now_v7()),
+            format: Format::Jsonl,
+            from: None,
+            to: None,
+            count: chain.lines.len() as u64,
+            first_seq: Some(1),
+            last_seq: Some(last_seq),
+            prev_hash: GENESIS_HASH.to_owned(),
+            first_hash: chain.hashes.first().cloned(),
+            last_hash: Some(head),
+            file_sha256: hex::encode(Sha256::digest(chain.lines.concat())),
+            checkpoint,
+            key_id: String::new(),
+            signature: String::new(),
+        };
+        m.sign(key);
+        m
+    }
+
+    fn verify(lines: &[Vec<u8>], manifest: &Manifest, key: &PublicKey) -> Result<u64, Failure> {
+        verify_jsonl(&lines.concat()[..], manifest, key, |_| {})
+    }
+
+    fn verify_personal(
+        chain: &Chain,
+        manifest: &Manifest,
+        key: &PublicKey,
+        personal: &[Vec<u8>],
+    ) -> Result<(u64, u64), Failure> {
+        let personal = personal.concat();
+        verify_with_personal(
+            &chain.lines.concat()[..],
+            manifest,
+            key,
+            Some(Companion::new(&personal[..])),
+            |_| {},
+        )
+    }
+
+    /// The actor `cli` made `clj`: one byte.
+    fn change_a_byte(line: &mut [u8]) {
+        let at = line.windows(3).position(|w| w == b"cli").unwrap();
+        line[at + 2] = b'j';
+    }
+
+    fn failure(line: u64, why: &str) -> Failure {
+        Failure {
+            line,
+            why: why.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_good_export_verifies_with_its_companion() {
+        let (key, _dir) = signing_key();
+        let chain = chain(3);
+        let m = manifest(&chain, &key);
+        assert_eq!(verify(&chain.lines, &m, &public(&key)), Ok(3));
+        assert_eq!(
+            verify_personal(&chain, &m, &public(&key), &chain.personal),
+            Ok((3, 3))
+        );
+    }
+
+    #[test]
+    fn a_changed_byte_names_its_line() {
+        let (key, _dir) = signing_key();
+        let chain = chain(3);
+        let m = manifest(&chain, &key);
+        let mut lines = chain.lines.clone();
+        change_a_byte(&mut lines[1]);
+        assert_eq!(
+            verify(&lines, &m, &public(&key)),
+            Err(failure(
+                2,
+                "it does not hash to what line 3 links to (prev_hash): this line, or that link, was changed"
+            ))
+        );
+        // The last line has no line after it: the manifest's last hash names it.
+        let mut lines = chain.lines.clone();
+        change_a_byte(&mut lines[2]);
+        assert_eq!(
+            verify(&lines, &m, &public(&key)),
+            Err(failure(
+                3,
+                "its hash differs from the manifest's last hash: the line was changed"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_dropped_line_is_a_gap_in_the_sequence() {
+        let (key, _dir) = signing_key();
+        let chain = chain(3);
+        let m = manifest(&chain, &key);
+        let lines = [chain.lines[0].clone(), chain.lines[2].clone()];
+        assert_eq!(
+            verify(&lines, &m, &public(&key)),
+            Err(failure(
+                2,
+                "sequence number 3 where 2 was expected (a line is missing, added or moved)"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_reordered_line_is_out_of_sequence() {
+        let (key, _dir) = signing_key();
+        let chain = chain(3);
+        let m = manifest(&chain, &key);
+        let lines = [
+            chain.lines[0].clone(),
+            chain.lines[2].clone(),
+            chain.lines[1].clone(),
+        ];
+        assert_eq!(
+            verify(&lines, &m, &public(&key)),
+            Err(failure(
+                2,
+                "sequence number 3 where 2 was expected (a line is missing, added or moved)"
+            ))
+        );
+    }
+
+    #[test]
+    fn another_key_does_not_verify_the_manifest() {
+        let (key, _dir) = signing_key();
+        let (other, _other_dir) = signing_key();
+        let chain = chain(2);
+        let m = manifest(&chain, &key);
+        assert_eq!(
+            verify(&chain.lines, &m, &public(&other)),
+            Err(failure(
+                0,
+                "the manifest's signature does not verify with this key"
+            ))
+        );
+        // Expecting the other key's id says so before any signature is tried.
+        let expect = Expectations {
+            key_id: Some(other.key_id.clone()),
+            ..Default::default()
+        };
+        let refused = verify_expecting(
+            &chain.lines.concat()[..],
+            &m,
+            &public(&key),
+            None::<Companion<&[u8]>>,
+            &expect,
+            |_| {},
+        )
+        .unwrap_err();
+        assert_eq!(
+            refused.why,
+            format!(
+                "the public key's id is {}, not the expected {}",
+                key.key_id, other.key_id
+            )
+        );
+    }
+
+    #[test]
+    fn a_manifest_with_an_unknown_field_is_not_a_manifest() {
+        let (key, _dir) = signing_key();
+        let m = manifest(&chain(1), &key);
+        let mut value = serde_json::to_value(&m).unwrap();
+        value["note"] = json!("added");
+        let refused = serde_json::from_value::<Manifest>(value).unwrap_err();
+        assert!(
+            refused.to_string().starts_with("unknown field `note`"),
+            "{refused}"
+        );
+        // A known field changed is read, but its signature no longer holds.
+        let mut changed = m.clone();
+        changed.count += 1;
+        assert!(!changed.verifies(&public(&key)));
+    }
+
+    #[test]
+    fn a_companion_line_twice_is_a_duplicate() {
+        let (key, _dir) = signing_key();
+        let chain = chain(3);
+        let m = manifest(&chain, &key);
+        let personal = [
+            chain.personal[0].clone(),
+            chain.personal[1].clone(),
+            chain.personal[1].clone(),
+            chain.personal[2].clone(),
+        ];
+        assert_eq!(
+            verify_personal(&chain, &m, &public(&key), &personal),
+            Err(failure(
+                3,
+                "personal data file: a duplicate: the value at `after.name` of event 2 was on an earlier line"
+            ))
+        );
+    }
+
+    #[test]
+    fn companion_lines_out_of_order_are_refused() {
+        let (key, _dir) = signing_key();
+        let chain = chain(3);
+        let m = manifest(&chain, &key);
+        let personal = [
+            chain.personal[1].clone(),
+            chain.personal[0].clone(),
+            chain.personal[2].clone(),
+        ];
+        assert_eq!(
+            verify_personal(&chain, &m, &public(&key), &personal),
+            Err(failure(
+                2,
+                "personal data file: out of order: a value of event 1 after one of event 2 (lines go by seq)"
+            ))
+        );
+    }
+
+    #[test]
+    fn a_companion_value_that_was_changed_does_not_match_its_commitment() {
+        let (key, _dir) = signing_key();
+        let chain = chain(2);
+        let m = manifest(&chain, &key);
+        let mut personal = chain.personal.clone();
+        let at = personal[1].iter().position(|&b| b == b'N').unwrap();
+        personal[1][at] = b'M';
+        assert_eq!(
+            verify_personal(&chain, &m, &public(&key), &personal),
+            Err(failure(
+                2,
+                "personal data file: the value at `after.name` of event 2 does not match its commitment"
+            ))
+        );
+    }
+}
