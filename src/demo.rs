@@ -14,15 +14,12 @@ use actix_web::web;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use kihon4_core::audit::{Actor, AuditContext};
-use kihon4_core::audit_export::SigningKey;
 use kihon4_core::auth::{Role, issue_token};
 use kihon4_core::config::Config;
 use kihon4_core::notices::mail::dispatch_due;
 use kihon4_core::provider::{HttpProvider, Provider, ProviderSettings};
 use kihon4_core::shared::Shared;
 use kihon4_core::sync::{self, Scope};
-use kihon4_migrations::{Migrator, MigratorTrait};
-use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 
 const INSTITUTION: &str = "かもめ銀行";
@@ -177,12 +174,8 @@ pub async fn demo(dir: PathBuf, listen: SocketAddr, serve: bool) -> anyhow::Resu
     let config = Config::load_from(None, settings.map(|(name, value)| (name.to_owned(), value)))
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let storage = config.audit();
-    let db = kihon4_core::db::connect(
-        storage.database_url.expose_secret(),
-        storage.db_max_connections,
-    )
-    .await?;
-    Migrator::up(&db, None).await?;
+    // The embedded default: migrated as it is opened.
+    let db = crate::wiring::open_current(&storage).await?;
     // The demo's own patience with the provider: a few quick retries.
     let upstream = config
         .upstream()
@@ -193,21 +186,14 @@ pub async fn demo(dir: PathBuf, listen: SocketAddr, serve: bool) -> anyhow::Resu
     provider_settings.max_wait = Duration::from_secs(5);
     let provider: Arc<dyn Provider> =
         Arc::new(HttpProvider::new(provider_settings).map_err(anyhow::Error::msg)?);
-    let anchors = config
-        .trust()
-        .load()
-        .map_err(anyhow::Error::msg)?
-        .expect("the simulator's CA is trusted");
-    let notices = Arc::new(config.notices().load().map_err(anyhow::Error::msg)?);
+    let anchors = crate::wiring::anchors(&config)?.expect("the simulator's CA is trusted");
+    let notices = crate::wiring::notices(&config)?;
     let mail = config.mail_drop_dir();
     let mailer = config.mail().mailer().map_err(anyhow::Error::msg)?;
     let shared = Shared {
         db: db.clone(),
         notices: notices.clone(),
-        audit_key: Some(Arc::new(
-            SigningKey::load_or_create(&storage.audit_signing_key, true)
-                .map_err(anyhow::Error::msg)?,
-        )),
+        audit_key: Some(Arc::new(crate::wiring::audit_key(&storage)?)),
         anchors: Some(anchors.clone()),
     };
     let mut state = kihon4_api::AppState::build(&config, &shared, Some(provider.clone()))

@@ -1,15 +1,16 @@
 //! The `kihon4` binary: a command line that wires the API, the worker and
 //! the migrations together. No rules here.
 
+mod commands;
 mod demo;
-mod run;
+mod wiring;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use kihon4_core::auth::{Role, issue_token};
+use kihon4_core::auth::Role;
 use kihon4_core::config::Config;
 
 #[derive(Parser)]
@@ -250,7 +251,7 @@ fn main() -> ExitCode {
             api_key,
             sim_routes_public,
         };
-        return run::block_on(run::simulate(settings, listen));
+        return wiring::block_on(commands::sim::run(settings, listen));
     }
     // The demo needs no configuration at all.
     if let Command::Demo {
@@ -260,7 +261,7 @@ fn main() -> ExitCode {
     } = cli.command
     {
         // The demo speaks for itself: only warnings go to the log.
-        return run::block_on_logging(demo::demo(data_dir, listen, serve), "warn");
+        return wiring::block_on_logging(demo::demo(data_dir, listen, serve), "warn");
     }
     // Verification needs nothing of kihon4's: no configuration, no database.
     if let Command::Audit {
@@ -275,7 +276,7 @@ fn main() -> ExitCode {
             },
     } = &cli.command
     {
-        return run::verify_export(
+        return commands::audit::verify(
             export,
             manifest,
             key,
@@ -317,29 +318,11 @@ fn main() -> ExitCode {
                     sub,
                     private_key,
                 },
-        } => {
-            let pem = match private_key.map(std::fs::read_to_string).transpose() {
-                Ok(pem) => pem,
-                Err(e) => {
-                    eprintln!("kihon4: cannot read the private key: {e}");
-                    return ExitCode::from(BAD_USAGE);
-                }
-            };
-            match issue_token(&config.jwt, pem.as_deref(), &sub, &roles, ttl) {
-                Ok(token) => {
-                    println!("{token}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("kihon4: {e}");
-                    ExitCode::from(BAD_USAGE)
-                }
-            }
-        }
+        } => commands::token::issue(&config, &roles, ttl, &sub, private_key.as_deref()),
         Command::Sim { .. } | Command::Demo { .. } => {
             unreachable!("handled before the configuration is read")
         }
-        Command::Migrate => run::block_on(run::migrate(config)),
+        Command::Migrate => wiring::block_on(commands::migrate::migrate(config)),
         Command::Audit {
             command:
                 AuditCommand::PublicKey | AuditCommand::InitKey { .. } | AuditCommand::Export { .. },
@@ -354,14 +337,14 @@ fn main() -> ExitCode {
                     return ExitCode::from(BAD_USAGE);
                 }
             };
-            run::block_on(run::erase_audit(config, customer, reason))
+            wiring::block_on(commands::audit::erase(config, customer, reason))
         }
         Command::Audit {
             command: AuditCommand::Verify { .. },
         } => unreachable!("handled above"),
         Command::ConsentRequests {
             command: ConsentRequestsCommand::Send { limit, .. },
-        } => run::block_on(run::send_consent_requests(config, limit)),
+        } => wiring::block_on(commands::consent_requests::send(config, limit)),
         Command::Customers {
             command:
                 CustomersCommand::Import {
@@ -372,31 +355,33 @@ fn main() -> ExitCode {
         } => {
             let encoding =
                 kihon4_core::import::Encoding::parse(&encoding).expect("clap checked it");
-            run::block_on(run::import_customers(config, file, encoding, rejected))
+            wiring::block_on(commands::import::customers(
+                config, file, encoding, rejected,
+            ))
         }
         Command::Sync {
             command: SyncCommand::RunOnce { scope, customer },
         } => {
             let scope = kihon4_core::sync::Scope::parse(&scope).expect("clap checked it");
-            run::block_on(run::sync_once(config, scope, customer))
+            wiring::block_on(commands::sync::run_once(config, scope, customer))
         }
-        Command::Serve => run::block_on(run::serve(
+        Command::Serve => wiring::block_on(commands::serve::serve(
             config,
-            run::Roles {
+            commands::serve::Roles {
                 api: true,
                 worker: true,
             },
         )),
-        Command::Api => run::block_on(run::serve(
+        Command::Api => wiring::block_on(commands::serve::serve(
             config,
-            run::Roles {
+            commands::serve::Roles {
                 api: true,
                 worker: false,
             },
         )),
-        Command::Worker => run::block_on(run::serve(
+        Command::Worker => wiring::block_on(commands::serve::serve(
             config,
-            run::Roles {
+            commands::serve::Roles {
                 api: false,
                 worker: true,
             },
@@ -410,21 +395,14 @@ fn audit_without_tokens(
     command: &AuditCommand,
 ) -> ExitCode {
     match command {
-        AuditCommand::PublicKey => match run::audit_key(&config) {
-            Ok(key) => {
-                print!("{}", key.public_key_pem());
-                eprintln!(
-                    "kihon4: key id {} (the first 16 hex digits of the SHA-256 of the raw Ed25519 public key)",
-                    key.key_id
-                );
-                ExitCode::SUCCESS
-            }
+        AuditCommand::PublicKey => match commands::audit::public_key(&config) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("kihon4: {e}");
                 failed()
             }
         },
-        AuditCommand::InitKey { out } => match run::init_audit_key(&config, out.as_deref()) {
+        AuditCommand::InitKey { out } => match commands::audit::init_key(&config, out.as_deref()) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("kihon4: {e}");
@@ -439,7 +417,7 @@ fn audit_without_tokens(
             personal_data,
         } => {
             let format = kihon4_core::audit_export::Format::parse(format).expect("clap checked it");
-            run::block_on(run::export_audit(
+            wiring::block_on(commands::audit::export(
                 config,
                 *from,
                 *to,

@@ -69,7 +69,10 @@ impl AppState {
             ),
             consent_settings: config.consent(),
             notices: shared.notices.clone(),
-            mynaportal: provider.map(|p| Arc::new(Mynaportal::new(config.mynaportal(), p))),
+            mynaportal: provider.map(|p| {
+                let settings = config.mynaportal();
+                Arc::new(Mynaportal::new(settings.requests, settings.callbacks, p))
+            }),
             audit_key: shared.audit_key.clone(),
             audit_pii_roles: config.settings.audit_pii_roles.clone(),
             limits: Arc::new(limits::Limits::from_config(config)),
@@ -94,31 +97,8 @@ pub fn provider(config: &kihon4_core::config::Config) -> Result<Option<Arc<dyn P
     Ok(Some(Arc::new(client)))
 }
 
-impl Mynaportal {
-    /// From its section of the configuration, with the provider it names.
-    pub fn new(
-        settings: kihon4_core::config::MynaportalSettings,
-        provider: Arc<dyn Provider>,
-    ) -> Self {
-        Self {
-            keys: kihon4_core::consent::callbacks::ProviderKeys::new(provider.clone()),
-            provider,
-            requests: settings.requests,
-            callbacks: settings.callbacks,
-        }
-    }
-}
-
-/// What Mynaportal-routed consent needs: the provider, where links and
-/// callbacks point, the provider's callback keys, and whom callbacks must
-/// come from (`None` until `KIHON4_PROVIDER_ISSUER` is set: then every
-/// callback is refused).
-pub struct Mynaportal {
-    pub provider: std::sync::Arc<dyn kihon4_core::provider::Provider>,
-    pub requests: kihon4_core::consent::requests::RequestSettings,
-    pub keys: kihon4_core::consent::callbacks::ProviderKeys,
-    pub callbacks: Option<kihon4_core::consent::callbacks::CallbackSettings>,
-}
+/// Mynaportal-routed consent, as core holds it.
+pub use kihon4_core::consent::mynaportal::Mynaportal;
 
 /// The process's metrics recorder (installed once, shared by every app in it).
 pub fn metrics_handle() -> PrometheusHandle {

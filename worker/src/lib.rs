@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use kihon4_core::audit::{Actor, AuditContext};
-use kihon4_core::jpki::verify::TrustAnchors;
 use kihon4_core::notices::Notices;
 use kihon4_core::notices::mail::Mailer;
 use kihon4_core::provider::Provider;
+use kihon4_core::sync::driver::{Driver, Plan};
 use kihon4_core::sync::{self, Scope, SyncSettings};
 use sea_orm::DatabaseConnection;
 use tokio_cron_scheduler::{Job, JobScheduler};
@@ -94,30 +94,9 @@ pub fn provider(config: &kihon4_core::config::Config) -> Result<Option<Arc<dyn P
     Ok(Some(Arc::new(client)))
 }
 
-/// How the worker finds customers whose certificate is no longer valid.
-#[derive(Clone)]
-pub enum Detection {
-    /// Platform role: the provider's CRL, checked against these anchors.
-    Crl(Arc<TrustAnchors>),
-    /// Service-provider role: liveness checks through the provider.
-    Liveness,
-    /// Nothing to detect with (no trust anchors in the platform role).
-    Unavailable(String),
-}
-
-impl Detection {
-    /// Detection in this role, with the trust anchors loaded at start-up.
-    pub fn new(role: kihon4_core::domain::JpkiRole, anchors: Option<Arc<TrustAnchors>>) -> Self {
-        use kihon4_core::domain::JpkiRole;
-        match (role, anchors) {
-            (JpkiRole::ServiceProvider, _) => Self::Liveness,
-            (JpkiRole::Platform, None) => Self::Unavailable(
-                "KIHON4_TRUST_ANCHORS is not set, so the CRL cannot be verified".into(),
-            ),
-            (JpkiRole::Platform, Some(anchors)) => Self::Crl(anchors),
-        }
-    }
-}
+/// How the worker finds customers whose certificate is no longer valid
+/// (the sync driver's).
+pub use kihon4_core::sync::driver::Detection;
 
 /// Housekeeping: every hour, at minute 17 (away from the top of the hour).
 const HOUSEKEEPING_CRON: &str = "0 17 * * * *";
@@ -177,39 +156,36 @@ pub async fn run(
         .map_err(|e| anyhow::anyhow!("the schedule `{expression}` for {name}: {e}"))?;
         scheduler.add(job).await?;
     }
-    let syncing = settings.provider.clone().map(|provider| {
-        tokio::spawn(sync_forever(
-            db.clone(),
-            provider,
-            settings.notices.clone(),
-            settings.detection.clone(),
-            settings.sync,
-            shutdown.clone(),
-        ))
+    let driver = settings.provider.clone().map(|provider| Driver {
+        provider,
+        notices: settings.notices.clone(),
+        detection: settings.detection.clone(),
+        settings: settings.sync,
+        owner: format!("sync-{}", uuid::Uuid::new_v4()),
     });
-    if let Some(provider) = settings.provider.clone() {
+    let syncing = driver
+        .clone()
+        .map(|driver| tokio::spawn(sync_forever(db.clone(), driver, shutdown.clone())));
+    if let Some(driver) = driver {
         let db = db.clone();
-        let owner = format!("worker-{}", uuid::Uuid::new_v4());
+        // Registrations are claimed as the worker's, apart from its sync rounds.
+        let driver = Arc::new(Driver {
+            owner: format!("worker-{}", uuid::Uuid::new_v4()),
+            ..driver
+        });
         let running = Arc::new(tokio::sync::Mutex::new(()));
-        let (notices, timezone) = (settings.notices.clone(), settings.timezone);
         scheduler
             .add(Job::new_async_tz(
                 REGISTRATIONS_CRON,
                 settings.timezone,
                 move |_, _| {
-                    let (db, provider, owner, running, notices) = (
-                        db.clone(),
-                        provider.clone(),
-                        owner.clone(),
-                        running.clone(),
-                        notices.clone(),
-                    );
+                    let (db, driver, running) = (db.clone(), driver.clone(), running.clone());
                     Box::pin(async move {
                         // A slow round is not overtaken by the next tick.
                         let Ok(_one) = running.try_lock() else {
                             return;
                         };
-                        registrations(&db, provider.as_ref(), &notices, timezone, &owner).await;
+                        registrations(&db, &driver).await;
                     })
                 },
             )?)
@@ -315,15 +291,9 @@ pub async fn consent_requests(
 
 /// Carries out due registrations with the provider, then reads how they
 /// stand into the registration gauges.
-pub async fn registrations(
-    db: &DatabaseConnection,
-    provider: &dyn Provider,
-    notices: &Notices,
-    timezone: chrono_tz::Tz,
-    owner: &str,
-) {
-    use kihon4_core::consent::registrations::{backlog, run_due};
-    match run_due(db, provider, notices, timezone, owner, 500).await {
+pub async fn registrations(db: &DatabaseConnection, driver: &Driver) {
+    use kihon4_core::consent::registrations::backlog;
+    match driver.register_due(db).await {
         Ok(s) if s.done + s.retried + s.failed > 0 => tracing::info!(
             done = s.done,
             retried = s.retried,
@@ -418,99 +388,36 @@ async fn scheduled_run(db: &DatabaseConnection, name: &str, scope: Scope, owner:
 /// How often sync looks for work when it found none.
 const SYNC_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Detection for queued runs, then the due jobs, until `shutdown`.
-pub async fn sync_forever(
-    db: DatabaseConnection,
-    provider: Arc<dyn Provider>,
-    notices: Arc<Notices>,
-    detection: Detection,
-    settings: SyncSettings,
-    shutdown: CancellationToken,
-) {
-    let owner = format!("sync-{}", uuid::Uuid::new_v4());
+/// Sync rounds until `shutdown`: detection for a queued run, then the due
+/// jobs, round after round while there is work, every couple of seconds
+/// when there is none.
+pub async fn sync_forever(db: DatabaseConnection, driver: Driver, shutdown: CancellationToken) {
+    let plan = Plan {
+        detect_queued: true,
+        register: false,
+        jobs: 500,
+    };
     loop {
         if shutdown.is_cancelled() {
             return;
         }
-        let mut busy = false;
-        match sync::runs::take_queued(&db, settings.lease).await {
-            Ok(Some(run)) => {
-                busy = true;
-                detect(&db, provider.as_ref(), &detection, run.id, settings.lease).await;
-            }
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "queued sync runs could not be read"),
-        }
-        match sync::jobs::process_due(&db, provider.as_ref(), &notices, settings, &owner, 500).await
-        {
-            Ok(s) => {
+        let busy = match driver.round(&db, plan).await {
+            Ok(round) => {
+                let s = &round.jobs;
                 if s.applied() + s.retried + s.failed > 0 {
-                    busy = true;
                     tracing::info!(applied = s.applied(), retried = s.retried, failed = s.failed, outcomes = ?s.outcomes, "sync jobs done");
                 }
+                round.found_work()
             }
-            Err(e) => tracing::error!(error = %e, "sync jobs failed"),
-        }
-        if let Err(e) = sync::runs::complete_finished(&db).await {
-            tracing::error!(error = %e, "sync runs could not be completed");
-        }
+            Err(e) => {
+                tracing::error!(error = %e, "a sync round failed");
+                false
+            }
+        };
         if !busy {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tokio::time::sleep(SYNC_IDLE) => {}
-            }
-        }
-    }
-}
-
-/// Finds the customers a `revoked` run covers and enqueues them, renewing
-/// the run's detection lease meanwhile (a third of the lease apart).
-pub async fn detect(
-    db: &DatabaseConnection,
-    provider: &dyn Provider,
-    detection: &Detection,
-    run: uuid::Uuid,
-    lease: std::time::Duration,
-) {
-    let finding = async {
-        match detection {
-            Detection::Crl(anchors) => sync::detect::by_crl(db, provider, anchors).await,
-            Detection::Liveness => sync::detect::by_liveness(db, provider).await,
-            Detection::Unavailable(why) => Err(kihon4_core::CoreError::Upstream(why.clone())),
-        }
-    };
-    let renewing = async {
-        loop {
-            tokio::time::sleep(lease / 3).await;
-            match sync::runs::renew_detection(db, run, lease).await {
-                Ok(true) => {}
-                Ok(false) => return,
-                Err(e) => {
-                    tracing::warn!(run = %run, error = %e, "the detection lease could not be renewed")
-                }
-            }
-        }
-    };
-    tokio::pin!(finding);
-    let found = tokio::select! {
-        found = &mut finding => found,
-        // The run was taken over and settled elsewhere: finish anyway; what
-        // this worker found is then not enqueued.
-        () = renewing => finding.await,
-    };
-    match found {
-        Ok(targets) => match sync::runs::detected(db, run, &targets).await {
-            Ok(n) => {
-                tracing::info!(run = %run, found = targets.len(), enqueued = n, "detection done")
-            }
-            Err(e) => {
-                tracing::error!(run = %run, error = %e, "detected customers could not be enqueued")
-            }
-        },
-        Err(e) => {
-            tracing::error!(run = %run, error = %e, "detection failed");
-            if let Err(e) = sync::runs::fail(db, run, &e.to_string()).await {
-                tracing::error!(run = %run, error = %e, "the failed run could not be recorded");
             }
         }
     }

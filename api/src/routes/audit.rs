@@ -268,48 +268,10 @@ pub async fn checkpoint(
     }
 }
 
-/// Writes the `audit.exported` event of a manifest or companion file
-/// fetched for an export.
-async fn audited(
-    state: &AppState,
-    auth: &Auth<Auditor>,
-    what: &str,
-    started: &kihon4_core::audit_export::Started,
-) -> Result<(), ApiError> {
-    let txn = kihon4_core::db::begin_write(&state.db).await?;
-    let event = audit::AuditEvent::new("audit.exported", "audit", Some(started.id.to_string()))
-        .set(
-            "after",
-            serde_json::json!({
-                "what": what,
-                "export_id": started.id,
-                "first_seq": started.range.map(|r| r.0),
-                "last_seq": started.range.map(|r| r.1),
-                "include_personal_data": what == "personal_data",
-            }),
-        );
-    audit::append(&txn, &auth.audit(), event).await?;
-    txn.commit().await?;
-    Ok(())
-}
-
+/// The core rule on personal data in clear (KIHON4_AUDIT_PII_ROLES), as a problem.
 fn may_see_personal_data(state: &AppState, auth: &Auth<Auditor>) -> Result<(), ApiError> {
-    if auth
-        .principal
-        .roles
-        .iter()
-        .any(|r| state.audit_pii_roles.contains(r))
-    {
-        return Ok(());
-    }
-    let allowed: Vec<&str> = state.audit_pii_roles.iter().map(|r| r.as_str()).collect();
-    Err(ApiError::new(
-        ProblemKind::Forbidden,
-        format!(
-            "Personal data in clear needs one of the roles {} (KIHON4_AUDIT_PII_ROLES).",
-            allowed.join(", ")
-        ),
-    ))
+    kihon4_core::audit_export::may_see_personal_data(&auth.principal.roles, &state.audit_pii_roles)
+        .map_err(|refused| ApiError::new(ProblemKind::Forbidden, refused.to_string()))
 }
 
 /// The headers that say which export a response is and which events it
@@ -497,16 +459,18 @@ async fn manifest_response(
     auth: &Auth<Auditor>,
     id: Uuid,
 ) -> Result<HttpResponse, ApiError> {
+    use kihon4_core::audit_export::{ManifestRefused, hand_out_manifest};
     let key = signing_key(state)?;
-    let started = kihon4_core::audit_export::started_export(&state.db, id).await?;
-    if !started.events {
-        return Err(ApiError::new(
-            ProblemKind::NotFound,
-            "This export is a companion file of personal values, which has no manifest: fetch the manifest of the events' export, and its companion at /v1/audit/exports/{id}/personal-data.",
-        ));
-    }
-    let signed = kihon4_core::audit_export::manifest_of(&state.db, key, id).await?;
-    audited(state, auth, "manifest", &started).await?;
+    let (started, signed) = match hand_out_manifest(&state.db, key, &auth.audit(), id).await {
+        Ok(handed) => handed,
+        Err(ManifestRefused::CompanionOnly) => {
+            return Err(ApiError::new(
+                ProblemKind::NotFound,
+                "This export is a companion file of personal values, which has no manifest: fetch the manifest of the events' export, and its companion at /v1/audit/exports/{id}/personal-data.",
+            ));
+        }
+        Err(ManifestRefused::Core(e)) => return Err(e.into()),
+    };
     Ok(export_headers(HttpResponse::Ok(), &started).json(signed))
 }
 
@@ -563,8 +527,8 @@ pub async fn export_personal_data(
 ) -> Result<HttpResponse, ApiError> {
     may_see_personal_data(&state, &auth)?;
     let id = Uuid::parse_str(&id).map_err(|_| ApiError::not_found("audit export"))?;
-    let started = kihon4_core::audit_export::started_export(&state.db, id).await?;
-    audited(&state, &auth, "personal_data", &started).await?;
+    let started =
+        kihon4_core::audit_export::hand_out_personal_data(&state.db, &auth.audit(), id).await?;
     let body = personal_body(&state, &started);
     Ok(export_headers(HttpResponse::Ok(), &started)
         .content_type("application/jsonl; charset=utf-8")

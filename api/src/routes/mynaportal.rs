@@ -6,6 +6,7 @@
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, get, post, web};
 use chrono::{DateTime, Utc};
+use kihon4_core::consent::mynaportal::{Mynaportal, Unavailable};
 use kihon4_core::consent::{callbacks, requests};
 use kihon4_core::entities::consent_requests;
 use serde::Serialize;
@@ -64,11 +65,11 @@ impl utoipa::PartialSchema for CallbackJwt {
 
 impl ToSchema for CallbackJwt {}
 
-fn configured(state: &AppState) -> Result<&crate::Mynaportal, ApiError> {
+fn configured(state: &AppState) -> Result<&Mynaportal, ApiError> {
     state.mynaportal.as_deref().ok_or_else(|| {
         ApiError::new(
             ProblemKind::MynaportalUnavailable,
-            "No provider is configured (KIHON4_PROVIDER_URL), so customers cannot be asked on Mynaportal.",
+            Unavailable::NoProvider.to_string(),
         )
     })
 }
@@ -94,21 +95,12 @@ pub async fn create(
     auth: Auth<Operator>,
     id: web::Path<Uuid>,
 ) -> Result<HttpResponse, ApiError> {
-    let mynaportal = configured(&state)?;
-    if let Some(why) =
-        callbacks::cannot_accept(mynaportal.callbacks.as_ref(), &mynaportal.keys).await
-    {
-        return Err(ApiError::new(ProblemKind::MynaportalUnavailable, why));
-    }
-    let request = requests::create(
-        &state.db,
-        mynaportal.provider.as_ref(),
-        &state.notices,
-        &mynaportal.requests,
-        &auth.audit(),
-        *id,
-    )
-    .await?;
+    let mynaportal = Mynaportal::ready(state.mynaportal.as_deref())
+        .await
+        .map_err(|why| ApiError::new(ProblemKind::MynaportalUnavailable, why.to_string()))?;
+    let request = mynaportal
+        .ask(&state.db, &state.notices, &auth.audit(), *id)
+        .await?;
     Ok(HttpResponse::Created()
         .insert_header((
             header::LOCATION,

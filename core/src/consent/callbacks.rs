@@ -171,27 +171,6 @@ impl ProviderKeys {
     }
 }
 
-/// Why no Mynaportal decision could be taken now, if so: without the
-/// provider's issuer (`KIHON4_PROVIDER_ISSUER`) or without a key in its
-/// JWKS, every callback would be refused, so no customer may be asked (a
-/// request emailed then could never be answered).
-pub async fn cannot_accept(
-    settings: Option<&CallbackSettings>,
-    keys: &ProviderKeys,
-) -> Option<&'static str> {
-    if settings.is_none() {
-        return Some(
-            "KIHON4_PROVIDER_ISSUER is not set, so no Mynaportal callback can be trusted and no decision could arrive; customers are not asked until it is set.",
-        );
-    }
-    if !keys.available().await {
-        return Some(
-            "The provider's callback keys (JWKS) cannot be had now, so no Mynaportal decision could be checked; customers are not asked until they can.",
-        );
-    }
-    None
-}
-
 /// Who kihon4 expects the callbacks from and for.
 #[derive(Debug, Clone)]
 pub struct CallbackSettings {

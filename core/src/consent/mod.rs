@@ -7,6 +7,7 @@
 pub mod callbacks;
 pub mod checks;
 pub mod housekeeping;
+pub mod mynaportal;
 pub mod records;
 pub mod registrations;
 pub mod requests;

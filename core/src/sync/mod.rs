@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod detect;
+pub mod driver;
 pub mod jobs;
 pub mod reviews;
 pub mod runs;

@@ -1,0 +1,275 @@
+//! `kihon4 audit`: the signing key, exports, erasure and offline verification.
+
+use std::process::ExitCode;
+
+use kihon4_core::config::{AuditConfig, Config};
+
+use crate::wiring;
+
+/// `kihon4 audit public-key`: the public key on stdout, its id on stderr.
+pub fn public_key(config: &AuditConfig) -> anyhow::Result<()> {
+    let key = wiring::audit_key(config)?;
+    print!("{}", key.public_key_pem());
+    eprintln!(
+        "kihon4: key id {} (the first 16 hex digits of the SHA-256 of the raw Ed25519 public key)",
+        key.key_id
+    );
+    Ok(())
+}
+
+/// `kihon4 audit init-key`: a new signing key at `out` (default: the
+/// configured KIHON4_AUDIT_SIGNING_KEY), owner-only, never replacing one.
+pub fn init_key(config: &AuditConfig, out: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use kihon4_core::audit_export::{SigningKey, public_key_path};
+    let path = out.unwrap_or(&config.audit_signing_key);
+    let key = SigningKey::create(path).map_err(anyhow::Error::msg)?;
+    println!(
+        "kihon4: audit signing key {} made (owner-only), key id {}; its public key is {}",
+        path.display(),
+        key.key_id,
+        public_key_path(path).display()
+    );
+    if out.is_some_and(|o| o != config.audit_signing_key) {
+        println!(
+            "kihon4: set KIHON4_AUDIT_SIGNING_KEY={} for kihon4 to use it",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `kihon4 audit export`: the file and its signed manifest beside it, both
+/// of the one range fixed when the export started (and with
+/// `personal_data`, the companion file of that same range).
+pub async fn export(
+    config: AuditConfig,
+    from: Option<chrono::DateTime<chrono::Utc>>,
+    to: Option<chrono::DateTime<chrono::Utc>>,
+    format: kihon4_core::audit_export::Format,
+    out: std::path::PathBuf,
+    personal_data: Option<std::path::PathBuf>,
+) -> anyhow::Result<()> {
+    use kihon4_core::audit::{Actor, AuditContext};
+    use kihon4_core::audit_export::ExportRequest;
+    use std::io::Write;
+    let key = wiring::audit_key(&config)?;
+    let db = wiring::open_current(&config).await?;
+    let file = std::fs::File::create(&out)
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
+    let mut writer = std::io::BufWriter::new(file);
+    let bar = wiring::progress_bar(
+        0,
+        "{bar:40} {pos}/{len} events ({elapsed_precise}, about {eta} left)",
+    );
+    // The export is audited when it starts: who, which range, whether
+    // personal data; that event comes after the range.
+    let manifest = kihon4_core::audit_export::export(
+        &db,
+        &key,
+        &AuditContext::new(Actor::cli(), None),
+        &ExportRequest {
+            format,
+            from,
+            to,
+            events: true,
+            personal_data: personal_data.is_some(),
+        },
+        &mut writer,
+        |done, total| {
+            bar.set_length(total);
+            bar.set_position(done);
+        },
+    )
+    .await?;
+    writer.flush()?;
+    bar.finish_and_clear();
+    let manifest_path = {
+        let mut name = out.file_name().unwrap_or_default().to_os_string();
+        name.push(".manifest.json");
+        out.with_file_name(name)
+    };
+    std::fs::write(&manifest_path, serde_json::to_vec_pretty(&manifest)?)?;
+    let mut values = None;
+    if let Some(path) = &personal_data {
+        // Personal data: readable by its owner only.
+        let file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)
+        }
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        let mut writer = std::io::BufWriter::new(file);
+        values =
+            Some(kihon4_core::audit_export::export_personal(&db, &manifest, &mut writer).await?);
+        writer.flush()?;
+    }
+    println!(
+        "kihon4: {} event(s), seq {} to {}, written to {}, manifest {} (export {})",
+        manifest.count,
+        manifest.first_seq.map_or("-".into(), |s| s.to_string()),
+        manifest.last_seq.map_or("-".into(), |s| s.to_string()),
+        out.display(),
+        manifest_path.display(),
+        manifest.export_id.map_or("-".into(), |id| id.to_string()),
+    );
+    if let (Some(path), Some(values)) = (&personal_data, values) {
+        println!(
+            "kihon4: {values} personal value(s) in clear written to {}: keep it as personal data",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// `kihon4 audit erase`.
+pub async fn erase(
+    config: Config,
+    customer: uuid::Uuid,
+    reason: kihon4_core::domain::FreeText,
+) -> anyhow::Result<()> {
+    use kihon4_core::audit::{Actor, AuditContext};
+    let db = wiring::open_current(&config.audit()).await?;
+    kihon4_core::customers::get(&db, customer)
+        .await
+        .map_err(|e| anyhow::anyhow!("customer {customer}: {e}"))?;
+    let erased = kihon4_core::audit_export::erase_customer(
+        &db,
+        &AuditContext::new(Actor::cli(), None),
+        customer,
+        &reason,
+    )
+    .await?;
+    println!(
+        "kihon4: {erased} personal value(s) of customer {customer} erased from the audit trail"
+    );
+    Ok(())
+}
+
+/// `kihon4 audit verify`: exit 0 when everything holds, 1 when something
+/// does not (the first line that does not verify is named; a manifest or
+/// kept checkpoint that is not exactly kihon4's form counts as tampered),
+/// 2 when a file cannot be read or is not a kihon4 manifest at all.
+pub fn verify(
+    export: &std::path::Path,
+    manifest: &std::path::Path,
+    key: &std::path::Path,
+    personal_data: Option<&std::path::Path>,
+    checkpoints: &[std::path::PathBuf],
+    expect_key_id: Option<&str>,
+) -> ExitCode {
+    use kihon4_core::audit_export::{
+        Companion, Expectations, Manifest, PublicKey, parse_checkpoint, verify_expecting,
+    };
+    enum Refused {
+        /// Bad usage: exit 2.
+        Usage(String),
+        /// Tampering: exit 1.
+        Tampered(String),
+    }
+    let read = |path: &std::path::Path| {
+        std::fs::read(path)
+            .map_err(|e| Refused::Usage(format!("cannot read {}: {e}", path.display())))
+    };
+    let json = |path: &std::path::Path| -> Result<serde_json::Value, Refused> {
+        serde_json::from_slice(&read(path)?)
+            .map_err(|e| Refused::Usage(format!("{} is not JSON: {e}", path.display())))
+    };
+    let is_manifest = |v: &serde_json::Value| {
+        v.get("type").and_then(|t| t.as_str()) == Some("kihon4-audit-export")
+    };
+    let loaded = (|| {
+        let key = PublicKey::parse(&read(key)?)
+            .map_err(|e| Refused::Usage(format!("{}: {e}", key.display())))?;
+        let value = json(manifest)?;
+        if !is_manifest(&value) {
+            return Err(Refused::Usage(format!(
+                "{} is not a kihon4 manifest (no \"type\": \"kihon4-audit-export\")",
+                manifest.display()
+            )));
+        }
+        // A manifest of kihon4's type in any other form was changed.
+        let parsed: Manifest = serde_json::from_value(value).map_err(|e| {
+            Refused::Tampered(format!(
+                "the manifest {} is not in kihon4's form ({e}): it was changed",
+                manifest.display()
+            ))
+        })?;
+        let mut kept = Vec::new();
+        for path in checkpoints {
+            let mut value = json(path)?;
+            if is_manifest(&value) {
+                value = value.get("checkpoint").cloned().unwrap_or_default();
+            }
+            let bytes = serde_json::to_vec(&value).expect("a value serialises");
+            kept.push(parse_checkpoint(&bytes).map_err(|e| {
+                Refused::Tampered(format!(
+                    "the kept checkpoint {} is not in kihon4's form ({e}): it was changed",
+                    path.display()
+                ))
+            })?);
+        }
+        let file = std::fs::File::open(export)
+            .map_err(|e| Refused::Usage(format!("cannot read {}: {e}", export.display())))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        let companion = personal_data
+            .map(|p| {
+                std::fs::File::open(p)
+                    .map(|f| Companion::new(std::io::BufReader::new(f)))
+                    .map_err(|e| Refused::Usage(format!("cannot read {}: {e}", p.display())))
+            })
+            .transpose()?;
+        Ok((key, parsed, kept, file, size, companion))
+    })();
+    let (key, manifest, kept, file, size, companion) = match loaded {
+        Ok(loaded) => loaded,
+        Err(Refused::Usage(e)) => {
+            eprintln!("kihon4: {e}");
+            return ExitCode::from(crate::BAD_USAGE);
+        }
+        Err(Refused::Tampered(e)) => {
+            println!("kihon4: {} does not verify: {e}", export.display());
+            return ExitCode::from(1);
+        }
+    };
+    let kept_count = kept.len();
+    let expect = Expectations {
+        checkpoints: kept,
+        key_id: expect_key_id.map(str::to_owned),
+    };
+    let bar = wiring::progress_bar(size, "{bar:40} {bytes}/{total_bytes} ({eta} left)");
+    let result = verify_expecting(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        &manifest,
+        &key,
+        companion,
+        &expect,
+        |read| bar.set_position(read),
+    );
+    bar.finish_and_clear();
+    match result {
+        Ok((count, values)) => {
+            println!(
+                "kihon4: {} verifies: {count} event(s), seq {} to {}, signed by key {}",
+                export.display(),
+                manifest.first_seq.map_or("-".into(), |s| s.to_string()),
+                manifest.last_seq.map_or("-".into(), |s| s.to_string()),
+                key.key_id
+            );
+            if personal_data.is_some() {
+                println!("kihon4: {values} personal value(s) match their commitments");
+            }
+            if kept_count > 0 {
+                println!("kihon4: it extends the {kept_count} kept checkpoint(s)");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(failure) => {
+            println!("kihon4: {} does not verify: {failure}", export.display());
+            ExitCode::from(1)
+        }
+    }
+}
