@@ -461,44 +461,20 @@ pub struct RefusalsSealed {
     pub last_at: Option<String>,
 }
 
-/// What an `audit.exported` records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exported {
-    Export,
-    ExportWithPersonalData,
-    PersonalData,
-    Manifest,
-}
-
-impl Exported {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Export => "export",
-            Self::ExportWithPersonalData => "export_with_personal_data",
-            Self::PersonalData => "personal_data",
-            Self::Manifest => "manifest",
-        }
-    }
-}
-
-/// The range an export started with.
-#[derive(Debug, Clone)]
-pub struct ExportStart {
-    pub format: Format,
-    pub from: Option<DateTime<Utc>>,
-    pub to: Option<DateTime<Utc>>,
-    pub count: u64,
-}
-
+/// A handout of an export (the events, the companion file or the
+/// manifest): one schema whoever hands out what.
 #[derive(Debug, Clone)]
 pub struct AuditExported {
     pub export_id: Uuid,
-    pub what: Exported,
+    pub what: crate::audit_export::Handout,
+    pub format: Format,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
     pub first_seq: Option<i64>,
     pub last_seq: Option<i64>,
+    pub count: u64,
+    /// Whether this handout gives personal data in clear.
     pub include_personal_data: bool,
-    /// When the export starts; `None` when its manifest or companion file is fetched.
-    pub start: Option<ExportStart>,
 }
 
 #[derive(Debug, Clone)]
@@ -808,23 +784,20 @@ impl From<Event> for AuditEvent {
                     )
             }
             Event::AuditExported(e) => {
-                let mut after = Map::new();
-                after.insert("what".into(), json!(e.what.as_str()));
-                after.insert("export_id".into(), json!(e.export_id));
-                if let Some(start) = &e.start {
-                    after.insert("format".into(), json!(start.format));
-                    after.insert("from".into(), json!(start.from));
-                    after.insert("to".into(), json!(start.to));
-                    after.insert("count".into(), json!(start.count));
-                }
-                after.insert("first_seq".into(), json!(e.first_seq));
-                after.insert("last_seq".into(), json!(e.last_seq));
-                after.insert(
-                    "include_personal_data".into(),
-                    json!(e.include_personal_data),
-                );
-                AuditEvent::new(action, "audit", Some(e.export_id.to_string()))
-                    .set("after", Value::Object(after))
+                AuditEvent::new(action, "audit", Some(e.export_id.to_string())).set(
+                    "after",
+                    json!({
+                        "what": e.what.as_str(),
+                        "export_id": e.export_id,
+                        "format": e.format,
+                        "from": e.from,
+                        "to": e.to,
+                        "first_seq": e.first_seq,
+                        "last_seq": e.last_seq,
+                        "count": e.count,
+                        "include_personal_data": e.include_personal_data,
+                    }),
+                )
             }
             Event::AuditErased(e) => {
                 AuditEvent::new(action, "customer", Some(e.customer_id.to_string()))

@@ -2,7 +2,6 @@
 
 use chrono::{SubsecRound, Utc};
 use sea_orm::{ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter};
-use serde_json::json;
 
 use crate::entities::audit_events;
 use crate::error::CoreError;
@@ -38,13 +37,11 @@ pub async fn erase_customer(
         .exec(&txn)
         .await?
         .rows_affected;
-    let event =
-        crate::audit::AuditEvent::new("audit.erased", "customer", Some(customer_id.to_string()))
-            .with_customer(customer_id)
-            .set(
-                "after",
-                json!({"erased_values": erased, "reason": reason.as_str()}),
-            );
+    let event = crate::audit::Event::AuditErased(crate::audit::events::AuditErased {
+        customer_id,
+        erased_values: erased,
+        reason: reason.as_str().to_owned(),
+    });
     crate::audit::append(&txn, ctx, event).await?;
     txn.commit().await?;
     Ok(erased)

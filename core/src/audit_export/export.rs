@@ -541,21 +541,17 @@ pub async fn record_handout<C: ConnectionTrait>(
     handout: Handout,
 ) -> Result<(), CoreError> {
     let range = started.range;
-    let event =
-        crate::audit::AuditEvent::new("audit.exported", "audit", Some(started.id.to_string())).set(
-            "after",
-            json!({
-                "what": handout.as_str(),
-                "export_id": started.id,
-                "format": started.format,
-                "from": started.from,
-                "to": started.to,
-                "first_seq": range.map(|r| r.0),
-                "last_seq": range.map(|r| r.1),
-                "count": started.count(),
-                "include_personal_data": handout.includes_personal_data(),
-            }),
-        );
+    let event = crate::audit::Event::AuditExported(crate::audit::events::AuditExported {
+        export_id: started.id,
+        what: handout,
+        format: started.format,
+        from: started.from,
+        to: started.to,
+        first_seq: range.map(|r| r.0),
+        last_seq: range.map(|r| r.1),
+        count: started.count(),
+        include_personal_data: handout.includes_personal_data(),
+    });
     crate::audit::append(db, ctx, event).await?;
     Ok(())
 }
