@@ -5,7 +5,7 @@
 //!
 //! 1. Set-up (not timed as part of the cycle): CUSTOMERS residents in the
 //!    simulator, a consenting customer for each in kihon4 (written directly,
-//!    see tests/support/seed.rs), CHANGES of them moving or changing name,
+//!    see test-support/src/seed.rs), CHANGES of them moving or changing name,
 //!    and a new CRL.
 //! 2. The cycle, with LATENCY_MS on every provider call: detection (the CRL
 //!    fetched, verified and walked against every consenting customer's
@@ -18,9 +18,6 @@
 //!
 //! Prints one JSON object per line: each phase, and the sizes the pgbench
 //! reference in bench/sync/run needs to write rows as large as kihon4's.
-
-#[path = "../tests/support/seed.rs"]
-mod seed;
 
 use std::net::TcpListener;
 use std::sync::Arc;
@@ -191,7 +188,7 @@ async fn main() -> anyhow::Result<()> {
         json!({"residents": customers}),
     );
     let t = Instant::now();
-    let seeded = seed::consenting_customers(&db, &sim, |n| {
+    let seeded = kihon4_test_support::seed::consenting_customers(&db, &sim, |n| {
         if n % 100_000 == 0 && n < customers {
             eprintln!("sync_cycle: {n} consenting customers");
         }

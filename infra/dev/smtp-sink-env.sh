@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Prints the path of a Python that has aiosmtpd, for the SMTP sink the tests
-# and benchmarks start (tests/support/smtp_sink.py). Makes a virtual
+# and benchmarks start (test-support/smtp_sink.py). Makes a virtual
 # environment under target/test-tools the first time, installing Debian's
 # python3-venv when venv is missing and we may.
 set -euo pipefail

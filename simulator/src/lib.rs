@@ -265,32 +265,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             Problem::bad_request(format!("The query is not valid: {e}")).into()
         }),
     )
-    .service(routes::ca)
-    .service(routes::bulk_people)
-    .service(routes::list_people)
-    .service(routes::create_person)
-    .service(routes::read_person)
-    .service(routes::sign)
-    .service(routes::life_event)
-    .service(routes::publish_crls)
-    .service(routes::crl)
-    .service(routes::crl_partitions)
-    .service(routes::crl_partition)
-    .service(routes::put_subscription)
-    .service(routes::delete_subscription)
-    .service(routes::basic4_queries)
-    .service(routes::ocsp)
-    .service(routes::put_faults)
-    .service(routes::stats)
-    .service(routes::certificate_status)
-    .service(routes::checks)
-    .service(routes::verifications)
-    .service(routes::jwks)
-    .service(routes::mynaportal_request)
-    .service(routes::mynaportal_page)
-    .service(routes::mynaportal_decide)
-    .service(routes::bulk_events)
-    .service(routes::bulk_subscriptions);
+    .configure(routes::register);
 }
 
 /// The answer for a route that does not exist.

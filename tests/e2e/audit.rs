@@ -4,10 +4,10 @@
 //! file, a manifest of another range and another key are each caught,
 //! naming the line where there is one; no personal value is in clear.
 
+use kihon4_test_support::{Backend, fresh_database};
 use std::path::Path;
 use std::process::Output;
 
-use crate::database::{Backend, fresh_database};
 use crate::process::{SECRET, kihon4};
 
 fn run(d: &Path, envs: &[(&str, String)], args: &[&str]) -> Output {

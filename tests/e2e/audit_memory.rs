@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use kihon4_test_support::{Backend, fresh_database};
 use sea_orm::{ConnectionTrait, Statement};
 
-use crate::database::{Backend, fresh_database};
 use crate::process::{SECRET, kihon4};
 
 const EVENTS: i64 = 1_000_000;

@@ -6,28 +6,13 @@ use std::time::{Duration, Instant};
 
 use kihon4_core::auth::Role;
 use kihon4_core::entities::{audit_events, customers};
+use kihon4_test_support::{Backend, both, fresh_database};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Value, json};
 
-use crate::database::{Backend, fresh_database};
 use crate::process::{Running, SECRET, kihon4, scalar, token};
 
-macro_rules! both {
-    ($($name:ident),*) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::$name(crate::database::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                super::$name(crate::database::Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
-both!(
+both!(workers = 4;
     two_api_processes_keep_one_chain_and_consistent_records,
     a_killed_api_loses_nothing_and_half_writes_nothing,
     a_stopped_api_finishes_what_it_started

@@ -2,8 +2,8 @@
 //! bad rows among the good: the good rows are imported, the bad ones are
 //! reported by line (never their data), the command fails so that a script
 //! notices, and importing the same file again changes nothing.
+use kihon4_test_support::{Backend, fresh_database};
 
-use crate::database::{Backend, fresh_database};
 use crate::process::kihon4;
 use crate::process::scalar;
 

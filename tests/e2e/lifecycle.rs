@@ -4,9 +4,9 @@ use std::time::Duration;
 
 use kihon4_core::auth::Role;
 use kihon4_core::domain::my_number::with_check_digit;
+use kihon4_test_support::{Backend, both, fresh_database};
 use serde_json::{Value, json};
 
-use crate::database::{Backend, fresh_database};
 use crate::process::{Running, SECRET, kihon4, token};
 
 #[test]
@@ -185,16 +185,7 @@ async fn refuses_a_database_behind_its_migrations(backend: Backend) {
     assert!(worker.log_text().contains("worker stopped"));
 }
 
-mod refuses_a_database_behind_its_migrations {
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn sqlite() {
-        super::refuses_a_database_behind_its_migrations(crate::database::Backend::Sqlite).await
-    }
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn postgres() {
-        super::refuses_a_database_behind_its_migrations(crate::database::Backend::Postgres).await
-    }
-}
+both!(refuses_a_database_behind_its_migrations);
 
 /// RS256 and ES256: tokens checked with public keys, issued by the CLI with
 /// the private key; keys made by OpenSSL.

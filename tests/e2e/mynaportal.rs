@@ -10,9 +10,9 @@ use std::time::{Duration, Instant};
 
 use actix_web::web;
 use kihon4_core::auth::Role;
+use kihon4_test_support::{Backend, fresh_database};
 use serde_json::{Value, json};
 
-use crate::database::{Backend, fresh_database};
 use crate::process::{Running, SECRET, free_port, kihon4, token};
 
 /// The landing link in an email of the mail drop sent to `to`.
@@ -22,7 +22,7 @@ fn link_in_drop(dir: &std::path::Path, to: &str, base: &str) -> Option<String> {
         if !String::from_utf8_lossy(&raw).contains(&format!("To: {to}")) {
             continue;
         }
-        return crate::mail::landing_link(&raw, base);
+        return kihon4_test_support::mail::landing_link(&raw, base);
     }
     None
 }

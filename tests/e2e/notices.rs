@@ -6,30 +6,15 @@ use std::time::{Duration, Instant};
 
 use kihon4_core::domain::{Email, Locale};
 use kihon4_core::notices::{Institution, NewNotice, NoticeKind, Notices, enqueue};
+use kihon4_test_support::smtp_sink::SmtpSink;
+use kihon4_test_support::{Backend, both, fresh_database};
 use rand::Rng;
 use sea_orm::{ConnectionTrait, Statement, TransactionTrait};
 use serde_json::json;
 
-use crate::database::{Backend, fresh_database};
 use crate::process::{Running, SECRET, kihon4};
-use crate::smtp_sink::SmtpSink;
 
-macro_rules! both {
-    ($($name:ident),*) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::$name(crate::database::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                super::$name(crate::database::Backend::Postgres).await
-            }
-        }
-    )*};
-}
-
-both!(a_worker_killed_while_sending_loses_nothing_and_resends_at_most_one_per_kill);
+both!(workers = 4; a_worker_killed_while_sending_loses_nothing_and_resends_at_most_one_per_kill);
 
 const NOTICES: usize = 1000;
 const KILLS: usize = 6;

@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use actix_web::web;
 use kihon4_core::auth::Role;
+use kihon4_test_support::smtp_sink::SmtpSink;
+use kihon4_test_support::{Backend, fresh_database};
 use rand::Rng;
 use serde_json::{Value, json};
 
-use crate::database::{Backend, fresh_database};
 use crate::process::{Running, SECRET, kihon4, scalar, token};
-use crate::smtp_sink::SmtpSink;
 
 const MOVES: usize = 6_000;
 const RENAMES: usize = 4_000;
@@ -94,7 +94,7 @@ async fn workers_killed_while_applying_changes_apply_each_exactly_once() {
         .await
         .unwrap();
     assert_eq!(res.status(), 201);
-    let customers = crate::seed::consenting_customers(&db, &sim_base, |_| {}).await;
+    let customers = kihon4_test_support::seed::consenting_customers(&db, &sim_base, |_| {}).await;
     assert_eq!(customers as usize, CHANGES);
     // Some consents are not registered yet: their requests wait for the
     // workers, and the provider holds nothing for them.

@@ -1,8 +1,9 @@
 use kihon4_core::audit::verify_chain;
-use sea_orm::{ConnectionTrait, Statement};
+use kihon4_core::entities::{audit_events, audit_exports};
+use kihon4_test_support::both;
+use sea_orm::{ColumnTrait, ConnectionTrait, Statement, sea_query::ExprTrait};
 use serde_json::Value;
 
-use crate::both;
 use crate::helpers::{Backend, TestApp, expect_problem};
 
 both!(
@@ -448,14 +449,13 @@ async fn an_export_streams_what_was_hashed_and_its_manifest_verifies(backend: Ba
     )
     .await;
     // Each export and manifest is audited.
+    assert_eq!(app.count_events("audit.exported").await, 7);
     assert_eq!(
-        app.count("audit_events WHERE action = 'audit.exported'")
-            .await,
-        7
-    );
-    assert_eq!(
-        app.count(
-            "audit_events WHERE action = 'audit.exported' AND canonical LIKE '%\"include_personal_data\":true%'"
+        app.count_where(
+            audit_events::Entity,
+            audit_events::Column::Action
+                .eq("audit.exported")
+                .and(audit_events::Column::Canonical.contains("\"include_personal_data\":true"))
         )
         .await,
         2
@@ -481,7 +481,7 @@ async fn an_export_and_its_manifest_fetched_the_natural_way_verify(backend: Back
     let key =
         PublicKey::parse(&std::fs::read(app.dir().join("audit-signing-key.pem.pub")).unwrap())
             .unwrap();
-    let head = app.count("audit_events").await;
+    let head = app.count(audit_events::Entity).await;
     let query = "from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z";
     // The export, with `to` in the future: its range is fixed when it starts.
     let export = app
@@ -512,10 +512,13 @@ async fn an_export_and_its_manifest_fetched_the_natural_way_verify(backend: Back
     let body = export.bytes().await.unwrap();
     // Its own audit event comes right after its range.
     assert_eq!(
-        app.count(&format!(
-            "audit_events WHERE action = 'audit.exported' AND seq = {} AND subject_id = '{id}'",
-            head + 1
-        ))
+        app.count_where(
+            audit_events::Entity,
+            audit_events::Column::Action
+                .eq("audit.exported")
+                .and(audit_events::Column::Seq.eq(head + 1))
+                .and(audit_events::Column::SubjectId.eq(id.as_str()))
+        )
         .await,
         1
     );
@@ -633,8 +636,8 @@ async fn an_export_and_its_manifest_fetched_the_natural_way_verify(backend: Back
     .await;
     // A manifest by time range alone, or mixed with one, is refused; an
     // unknown export is not found; none of it writes anything.
-    let events_before = app.count("audit_events").await;
-    let exports_before = app.count("audit_exports").await;
+    let events_before = app.count(audit_events::Entity).await;
+    let exports_before = app.count(audit_exports::Entity).await;
     let problem = expect_problem(
         app.get(
             &format!("/v1/audit/export/manifest?{query}"),
@@ -685,8 +688,8 @@ async fn an_export_and_its_manifest_fetched_the_natural_way_verify(backend: Back
         "not-found",
     )
     .await;
-    assert_eq!(app.count("audit_events").await, events_before);
-    assert_eq!(app.count("audit_exports").await, exports_before);
+    assert_eq!(app.count(audit_events::Entity).await, events_before);
+    assert_eq!(app.count(audit_exports::Entity).await, exports_before);
     assert_eq!(exports_before, 3);
     expect_problem(
         app.get(&format!("/v1/audit/exports/{id}/manifest"), &app.operator())

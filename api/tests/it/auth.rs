@@ -1,8 +1,9 @@
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kihon4_core::auth::Role;
+use kihon4_core::entities::{audit_events, customers};
+use kihon4_test_support::both;
 use serde_json::{Value, json};
 
-use crate::both;
 use crate::helpers::{
     AUDIENCE, Backend, ISSUER, SECRET, TestApp, customer_body, expect_problem, token_for,
 };
@@ -159,7 +160,7 @@ async fn every_route_refuses_bad_tokens_and_audits_it(backend: Backend) {
         }
     }
     // Nothing changed, and each refusal is one audit event without token contents.
-    assert_eq!(app.count("customers").await, 1);
+    assert_eq!(app.count(customers::Entity).await, 1);
     let events: Value = app
         .get(
             "/v1/audit/events?action=auth.denied&limit=500",
@@ -193,7 +194,7 @@ async fn roles_are_enforced_per_route(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let customer = app.create_customer("ROLE-1").await;
     let id = customer["id"].as_str().unwrap();
-    let before = app.count("audit_events").await;
+    let before = app.count(audit_events::Entity).await;
     let mut forbidden = 0;
     for (method, path, body, role) in routes(id) {
         let other = if role == Role::Auditor {
@@ -226,7 +227,7 @@ async fn roles_are_enforced_per_route(backend: Backend) {
     assert!(denied.iter().all(
         |e| e["actor"] == "user:eve" && e["event"]["data"]["attempt"]["reason"] == "forbidden"
     ));
-    assert!(app.count("audit_events").await > before);
+    assert!(app.count(audit_events::Entity).await > before);
     // A token with no known role is refused too.
     let nobody = token_for("nobody", &[]);
     expect_problem(app.get("/v1/customers", &nobody).await, 403, "forbidden").await;
@@ -283,5 +284,5 @@ async fn refusals_come_before_any_other_check(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(events["items"].as_array().unwrap().len(), 2 * cases.len());
-    assert_eq!(app.count("customers").await, 0);
+    assert_eq!(app.count(customers::Entity).await, 0);
 }

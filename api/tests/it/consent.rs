@@ -2,15 +2,19 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use kihon4_core::config::{JpkiRole, Revocation};
 use kihon4_core::consent::registrations::run_due;
+use kihon4_core::entities::{
+    audit_events, basic4_history, consent_events, consents, outbox, provider_registrations,
+    revocation_checks,
+};
 use kihon4_core::provider::Latest;
 use kihon4_sim::faults::{CrlFault, Faults};
+use kihon4_test_support::both;
 use reqwest::Response;
-use sea_orm::ConnectionTrait;
+use sea_orm::{ColumnTrait, ConnectionTrait, sea_query::ExprTrait};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::both;
 use crate::helpers::{Backend, INSTITUTION, TestApp, expect_problem, notices};
 use crate::sim::{Signer, TestSim, openssl, shared_fixtures, spawn_sim};
 
@@ -114,19 +118,15 @@ async fn grant_body(app: &TestApp, customer: &str, body: Value) -> Response {
 
 /// Row counts of everything a consent writes.
 async fn written(app: &TestApp) -> Vec<i64> {
-    let mut out = Vec::new();
-    for table in [
-        "consents",
-        "consent_events",
-        "provider_registrations",
-        "revocation_checks",
-        "audit_events",
-        "basic4_history",
-        "outbox",
-    ] {
-        out.push(app.count(table).await);
-    }
-    out
+    vec![
+        app.count(consents::Entity).await,
+        app.count(consent_events::Entity).await,
+        app.count(provider_registrations::Entity).await,
+        app.count(revocation_checks::Entity).await,
+        app.count(audit_events::Entity).await,
+        app.count(basic4_history::Entity).await,
+        app.count(outbox::Entity).await,
+    ]
 }
 
 async fn consent(app: &TestApp, id: &str) -> Value {
@@ -191,21 +191,36 @@ async fn platform_grants_registers_withdraws_and_refuses_replays(backend: Backen
     assert_eq!(record["version"], 2);
     // The evidence: the document and the certificate, kept as sent.
     assert_eq!(
-        app.count("consents WHERE signed_document IS NOT NULL AND certificate IS NOT NULL")
-            .await,
+        app.count_where(
+            consents::Entity,
+            consents::Column::SignedDocument
+                .is_not_null()
+                .and(consents::Column::Certificate.is_not_null())
+        )
+        .await,
         1
     );
     assert_eq!(
-        app.count("revocation_checks WHERE purpose = 'signature_verification' AND method = 'crl'")
-            .await,
+        app.count_where(
+            revocation_checks::Entity,
+            revocation_checks::Column::Purpose
+                .eq("signature_verification")
+                .and(revocation_checks::Column::Method.eq("crl"))
+        )
+        .await,
         1
     );
     let actions = app.audit_actions().await;
     assert!(actions.ends_with(&["consent.granted".into(), "customer.updated".into()]));
     // The receipt waits in the outbox, in the customer's language.
     assert_eq!(
-        app.count("outbox WHERE kind = 'consent_receipt' AND locale = 'ja'")
-            .await,
+        app.count_where(
+            outbox::Entity,
+            outbox::Column::Kind
+                .eq("consent_receipt")
+                .and(outbox::Column::Locale.eq("ja"))
+        )
+        .await,
         1
     );
 
@@ -249,8 +264,13 @@ async fn platform_grants_registers_withdraws_and_refuses_replays(backend: Backen
     assert_eq!(withdrawn["registration"], "unregistering");
     assert!(withdrawn["withdrawn_at"].is_string());
     assert_eq!(
-        app.count("outbox WHERE kind = 'consent_withdrawn' AND status = 'pending'")
-            .await,
+        app.count_where(
+            outbox::Entity,
+            outbox::Column::Kind
+                .eq("consent_withdrawn")
+                .and(outbox::Column::Status.eq("pending"))
+        )
+        .await,
         1
     );
     let kinds: Vec<&str> = withdrawn["events"]
@@ -355,11 +375,15 @@ async fn detached_signatures_with_ocsp_and_renewal(backend: Backend) {
     .await;
     assert_eq!(written(&app).await, before);
     assert_eq!(
-        app.count("revocation_checks WHERE method = 'ocsp'").await,
+        app.count_where(
+            revocation_checks::Entity,
+            revocation_checks::Column::Method.eq("ocsp")
+        )
+        .await,
         1
     );
     assert_eq!(
-        app.count("basic4_history").await,
+        app.count(basic4_history::Entity).await,
         1,
         "the items were the same"
     );
@@ -415,13 +439,21 @@ async fn service_provider_keeps_no_certificate(backend: Backend) {
     assert!(granted["certificate_id"].is_string());
     assert_eq!(granted["cert_serial"], signer.serial.as_str());
     assert_eq!(
-        app.count("consents WHERE signed_document IS NULL AND certificate IS NULL")
-            .await,
+        app.count_where(
+            consents::Entity,
+            consents::Column::SignedDocument
+                .is_null()
+                .and(consents::Column::Certificate.is_null())
+        )
+        .await,
         1
     );
     assert_eq!(
-        app.count("revocation_checks WHERE method = 'provider'")
-            .await,
+        app.count_where(
+            revocation_checks::Entity,
+            revocation_checks::Column::Method.eq("provider")
+        )
+        .await,
         1
     );
     // Nothing of the certificate is anywhere: not its bytes, not its key.
@@ -857,11 +889,7 @@ async fn registrations_wait_out_a_provider_that_is_down(backend: Backend) {
     .unwrap();
     assert_eq!(later.done, 1);
     assert_eq!(consent(&app, &id).await["registration"], "registered");
-    assert_eq!(
-        app.count("audit_events WHERE action = 'consent.registered'")
-            .await,
-        1
-    );
+    assert_eq!(app.count_events("consent.registered").await, 1);
     app.assert_chain_verifies().await;
 }
 
@@ -1050,7 +1078,7 @@ async fn time_reminds_asks_for_renewal_and_expires_each_once(backend: Backend) {
     assert_eq!(at(year).await.reminded, 1);
     assert_eq!(at(year).await.reminded, 0, "once a year");
     assert_eq!(at(now + chrono::Duration::days(2 * 366)).await.reminded, 1);
-    assert_eq!(app.count("outbox WHERE kind = 'consent_reminder'").await, 2);
+    assert_eq!(app.count_notices("consent_reminder").await, 2);
 
     let late = expires - chrono::Duration::days(60);
     let renewal = at(late).await;
@@ -1059,7 +1087,7 @@ async fn time_reminds_asks_for_renewal_and_expires_each_once(backend: Backend) {
         at(late + chrono::Duration::days(7)).await.renewal_requested,
         0
     );
-    assert_eq!(app.count("outbox WHERE kind = 'consent_renewal'").await, 1);
+    assert_eq!(app.count_notices("consent_renewal").await, 1);
 
     let after = expires + chrono::Duration::days(1);
     assert_eq!(at(after).await.expired, 1);
@@ -1079,12 +1107,7 @@ async fn time_reminds_asks_for_renewal_and_expires_each_once(backend: Backend) {
         ("consent.renewal_requested", 1),
         ("consent.expired", 1),
     ] {
-        assert_eq!(
-            app.count(&format!("audit_events WHERE action = '{action}'"))
-                .await,
-            n,
-            "{action}"
-        );
+        assert_eq!(app.count_events(action).await, n, "{action}");
     }
     app.assert_chain_verifies().await;
 }

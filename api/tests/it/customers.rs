@@ -1,7 +1,8 @@
 use kihon4_core::domain::my_number::with_check_digit;
+use kihon4_core::entities::{audit_events, audit_personal_values, basic4_history, customers};
+use kihon4_test_support::both;
 use serde_json::{Value, json};
 
-use crate::both;
 use crate::helpers::{Backend, MAX_BODY, TestApp, customer_body, expect_problem, problem_fields};
 
 both!(
@@ -19,9 +20,9 @@ both!(
 );
 
 async fn assert_nothing_written(app: &TestApp) {
-    assert_eq!(app.count("customers").await, 0, "no customer row");
-    assert_eq!(app.count("audit_events").await, 0, "no audit event");
-    assert_eq!(app.count("basic4_history").await, 0, "no history row");
+    assert_eq!(app.count(customers::Entity).await, 0, "no customer row");
+    assert_eq!(app.count(audit_events::Entity).await, 0, "no audit event");
+    assert_eq!(app.count(basic4_history::Entity).await, 0, "no history row");
 }
 
 async fn create_writes_the_customer_its_history_and_its_audit_event(backend: Backend) {
@@ -58,8 +59,8 @@ async fn create_writes_the_customer_its_history_and_its_audit_event(backend: Bac
         );
         body["id"].as_str().unwrap().to_owned()
     };
-    assert_eq!(app.count("customers").await, 1);
-    assert_eq!(app.count("basic4_history").await, 1);
+    assert_eq!(app.count(customers::Entity).await, 1);
+    assert_eq!(app.count(basic4_history::Entity).await, 1);
     assert_eq!(app.audit_actions().await, ["customer.created"]);
     assert_eq!(app.assert_chain_verifies().await, 1);
 
@@ -82,7 +83,7 @@ async fn create_writes_the_customer_its_history_and_its_audit_event(backend: Bac
     }
     assert!(event["event"]["data"]["after"]["email"]["commitment"].is_string());
     // 1 email + 6 basic4 values are kept beside the event.
-    assert_eq!(app.count("audit_personal_values").await, 7);
+    assert_eq!(app.count(audit_personal_values::Entity).await, 7);
 }
 
 async fn create_without_basic4_leaves_the_four_items_for_the_consent(backend: Backend) {
@@ -98,7 +99,7 @@ async fn create_without_basic4_leaves_the_four_items_for_the_consent(backend: Ba
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["basic4"], Value::Null);
     assert_eq!(body["locale"], "en");
-    assert_eq!(app.count("basic4_history").await, 0);
+    assert_eq!(app.count(basic4_history::Entity).await, 0);
     assert_eq!(app.audit_actions().await, ["customer.created"]);
 }
 
@@ -219,7 +220,7 @@ async fn my_numbers_are_refused_in_every_free_text_field(backend: Backend) {
             "https://kihon4.dev/problems/my-number-refused"
         );
     }
-    assert_eq!(app.count("customers").await, 0);
+    assert_eq!(app.count(customers::Entity).await, 0);
     // A number that fails the check digit is an ordinary value.
     let last = my_number.as_bytes()[11] - b'0';
     let not_one = format!("{}{}", &my_number[..11], (last + 1) % 10);
@@ -227,8 +228,8 @@ async fn my_numbers_are_refused_in_every_free_text_field(backend: Backend) {
         .post("/v1/customers", &app.operator(), &customer_body(&not_one))
         .await;
     assert_eq!(res.status(), 201);
-    assert_eq!(app.count("customers").await, 1);
-    assert_eq!(app.count("audit_events").await, 1);
+    assert_eq!(app.count(customers::Entity).await, 1);
+    assert_eq!(app.count(audit_events::Entity).await, 1);
 }
 
 async fn unknown_fields_malformed_and_oversized_bodies_are_refused(backend: Backend) {
@@ -305,7 +306,7 @@ async fn a_second_customer_with_the_same_external_ref_is_refused(backend: Backen
         .await;
     let problem = expect_problem(res, 409, "external-ref-taken").await;
     assert_eq!(problem_fields(&problem), ["external_ref"]);
-    assert_eq!(app.count("customers").await, 1);
+    assert_eq!(app.count(customers::Entity).await, 1);
     assert_eq!(app.audit_actions().await, ["customer.created"]);
 }
 

@@ -10,37 +10,24 @@ use kihon4_core::auth::{JwtAlgorithm, JwtKeys, JwtSettings, Role, issue_token};
 use kihon4_core::config::Config;
 use kihon4_core::consent::ConsentVerifier;
 use kihon4_core::domain::JpkiRole;
+use kihon4_core::entities::{audit_events, outbox};
 use kihon4_core::shared::Shared;
 use kihon4_migrations::{Migrator, MigratorTrait};
 use reqwest::{Response, StatusCode};
-use sea_orm::{ConnectionTrait, DatabaseConnection, Statement};
+use sea_orm::{
+    ColumnTrait, Condition, ConnectionTrait, DatabaseConnection, EntityTrait, PaginatorTrait,
+    QueryFilter, Statement, sea_query::IntoCondition,
+};
 use secrecy::SecretString;
 use serde_json::Value;
 
-pub use crate::database::{Backend, fresh_database};
+pub use kihon4_test_support::{Backend, fresh_database};
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 pub const ISSUER: &str = "kihon4-tests";
 pub const AUDIENCE: &str = "kihon4";
 pub const MAX_BODY: usize = 16 * 1024;
 pub const INSTITUTION: &str = "かもめ銀行";
-
-/// Runs a test on SQLite and on PostgreSQL: `both!(name)` for `async fn name(Backend)`.
-#[macro_export]
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {$(
-        mod $name {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                super::$name($crate::helpers::Backend::Sqlite).await
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                super::$name($crate::helpers::Backend::Postgres).await
-            }
-        }
-    )*};
-}
 
 /// kihon4's client id at the provider in these tests (the callbacks' `aud`).
 pub const MYNAPORTAL_CLIENT: &str = "kihon4-test";
@@ -326,17 +313,41 @@ impl TestApp {
         res.json().await.unwrap()
     }
 
-    pub async fn count(&self, table: &str) -> i64 {
-        let row = self
-            .db
-            .query_one_raw(Statement::from_string(
-                self.db.get_database_backend(),
-                format!("SELECT COUNT(*) AS n FROM {table}"),
-            ))
+    /// How many rows `entity`'s table holds.
+    pub async fn count<E: EntityTrait>(&self, entity: E) -> i64
+    where
+        E::Model: Sync,
+    {
+        self.count_where(entity, Condition::all()).await
+    }
+
+    /// How many rows of `entity`'s table match `filter`, a condition on its
+    /// columns: `count_where(outbox::Entity, outbox::Column::Status.eq("sent"))`.
+    pub async fn count_where<E: EntityTrait>(&self, _entity: E, filter: impl IntoCondition) -> i64
+    where
+        E::Model: Sync,
+    {
+        let n = E::find()
+            .filter(filter)
+            .count(&self.db)
             .await
-            .expect("count")
-            .expect("a row");
-        row.try_get::<i64>("", "n").expect("a count")
+            .expect("count");
+        i64::try_from(n).expect("a count fits")
+    }
+
+    /// How many audit events have `action`.
+    pub async fn count_events(&self, action: &str) -> i64 {
+        self.count_where(
+            audit_events::Entity,
+            audit_events::Column::Action.eq(action),
+        )
+        .await
+    }
+
+    /// How many notices of `kind` the outbox holds, whatever their status.
+    pub async fn count_notices(&self, kind: &str) -> i64 {
+        self.count_where(outbox::Entity, outbox::Column::Kind.eq(kind))
+            .await
     }
 
     /// The actions of every audit event, in chain order.
@@ -414,4 +425,34 @@ pub fn problem_fields(problem: &Value) -> Vec<String> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// The refusal tallies (`core/src/refusals.rs`, which writes them in SQL of
+/// its own), as an entity so that tests can count them.
+pub mod refusal_tallies {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "refusal_tallies")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub action: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub source: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub window_start: i64,
+        pub window_seconds: i64,
+        pub actor: String,
+        pub count: i64,
+        pub aggregated: i64,
+        pub first_request_id: Option<String>,
+        pub last_request_id: Option<String>,
+        pub first_at: Option<DateTimeUtc>,
+        pub last_at: Option<DateTimeUtc>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
 }

@@ -7,9 +7,13 @@
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use kihon4_core::config::{JpkiRole, Revocation};
+use kihon4_core::entities::{
+    audit_events, basic4_history, consent_requests, customers, idempotency_keys, outbox,
+};
+use kihon4_test_support::both;
+use sea_orm::{ColumnTrait, sea_query::ExprTrait};
 use serde_json::{Value, json};
 
-use crate::both;
 use crate::helpers::{
     AUDIENCE, Backend, ISSUER, SECRET, TestApp, customer_body, expect_problem, problem_fields,
 };
@@ -84,8 +88,11 @@ async fn my_numbers_in_request_ids_are_replaced_and_never_kept(backend: Backend)
         );
     }
     assert_eq!(
-        app.count("audit_events WHERE request_id LIKE '%3141%'")
-            .await,
+        app.count_where(
+            audit_events::Entity,
+            audit_events::Column::RequestId.contains("3141")
+        )
+        .await,
         0
     );
     // A plain id, even of twelve digits with a wrong check digit, is kept.
@@ -139,9 +146,9 @@ async fn my_number_idempotency_keys_are_refused_and_keys_are_kept_hashed(backend
         assert_eq!(problem_fields(&problem), ["Idempotency-Key"]);
         assert!(!problem.to_string().contains("3141"), "{problem}");
     }
-    assert_eq!(app.count("customers").await, 0);
-    assert_eq!(app.count("idempotency_keys").await, 0);
-    assert_eq!(app.count("audit_events").await, 0);
+    assert_eq!(app.count(customers::Entity).await, 0);
+    assert_eq!(app.count(idempotency_keys::Entity).await, 0);
+    assert_eq!(app.count(audit_events::Entity).await, 0);
 
     let key = "order-2026-12-02-0001";
     assert_eq!(
@@ -163,7 +170,7 @@ async fn my_number_idempotency_keys_are_refused_and_keys_are_kept_hashed(backend
     let again = post_with_key(&app, key, &customer_body("IK-1")).await;
     assert_eq!(again.status(), 201);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
-    assert_eq!(app.count("customers").await, 1);
+    assert_eq!(app.count(customers::Entity).await, 1);
 }
 
 async fn keys_kept_before_the_upgrade_are_hashed_in_place(backend: Backend) {
@@ -257,9 +264,9 @@ async fn my_numbers_in_every_spelling_are_refused_and_nothing_written(backend: B
             );
         }
     }
-    assert_eq!(app.count("customers").await, 0);
-    assert_eq!(app.count("basic4_history").await, 0);
-    assert_eq!(app.count("audit_events").await, 0);
+    assert_eq!(app.count(customers::Entity).await, 0);
+    assert_eq!(app.count(basic4_history::Entity).await, 0);
+    assert_eq!(app.count(audit_events::Entity).await, 0);
     // Ordinary addresses still pass.
     let mut body = customer_body("MN-OK");
     body["basic4"]["address"] = json!("東京都千代田区千代田1-1 丸の内ビル 12階");
@@ -303,8 +310,8 @@ async fn spoofing_characters_are_refused_naming_the_field(backend: Backend) {
             );
         }
     }
-    assert_eq!(app.count("customers").await, 0);
-    assert_eq!(app.count("audit_events").await, 0);
+    assert_eq!(app.count(customers::Entity).await, 0);
+    assert_eq!(app.count(audit_events::Entity).await, 0);
 
     // A withdrawal's reason.
     let (customer, _) = crate::sync::consenting(&app, &sim, "SP-2", "山田太郎").await;
@@ -318,7 +325,7 @@ async fn spoofing_characters_are_refused_naming_the_field(backend: Backend) {
         .await
         .unwrap();
     let consent = consents["items"][0]["id"].as_str().unwrap().to_owned();
-    let events = app.count("audit_events").await;
+    let events = app.count(audit_events::Entity).await;
     for c in ["\u{202E}", "\u{2028}", "\u{FEFF}"] {
         let res = app
             .post(
@@ -330,7 +337,7 @@ async fn spoofing_characters_are_refused_naming_the_field(backend: Backend) {
         let problem = expect_problem(res, 422, "validation").await;
         assert_eq!(problem_fields(&problem), ["reason"]);
     }
-    assert_eq!(app.count("audit_events").await, events);
+    assert_eq!(app.count(audit_events::Entity).await, events);
     let now: Value = app
         .get(&format!("/v1/consents/{consent}"), &app.operator())
         .await
@@ -373,19 +380,29 @@ async fn hostile_bearer_tokens_are_refused(backend: Backend) {
         token(&plain, &claims(MY_NUMBER, now + 600)),
         token(&plain, &claims("3141-5926-5352", now + 600)),
     ];
-    let before = app.count("audit_events").await;
+    let before = app.count(audit_events::Entity).await;
     for t in hostile {
         expect_problem(get(t).await, 401, "unauthorized").await;
     }
     // Each refusal audited, by an anonymous actor, with nothing from the token.
     assert_eq!(
-        app.count("audit_events WHERE action = 'auth.denied' AND actor = 'anonymous'")
-            .await,
+        app.count_where(
+            audit_events::Entity,
+            audit_events::Column::Action
+                .eq("auth.denied")
+                .and(audit_events::Column::Actor.eq("anonymous"))
+        )
+        .await,
         before + 8
     );
     assert_eq!(
-        app.count("audit_events WHERE actor LIKE '%alice%' OR actor LIKE '%3141%'")
-            .await,
+        app.count_where(
+            audit_events::Entity,
+            audit_events::Column::Actor
+                .contains("alice")
+                .or(audit_events::Column::Actor.contains("3141"))
+        )
+        .await,
         0
     );
     app.assert_chain_verifies().await;
@@ -427,7 +444,7 @@ async fn every_refusal_is_a_problem_document(backend: Backend) {
             .status(),
         200
     );
-    assert_eq!(app.count("customers").await, 0);
+    assert_eq!(app.count(customers::Entity).await, 0);
 }
 
 async fn consent_requests_are_refused_while_callbacks_cannot_be_accepted(backend: Backend) {
@@ -435,7 +452,7 @@ async fn consent_requests_are_refused_while_callbacks_cannot_be_accepted(backend
     let app = TestApp::spawn_mynaportal_without_issuer(backend, sim.provider()).await;
     let customer = app.create_customer("NOISS-1").await;
     let id = customer["id"].as_str().unwrap();
-    let events = app.count("audit_events").await;
+    let events = app.count(audit_events::Entity).await;
     let res = app
         .post(
             &format!("/v1/customers/{id}/consent-requests"),
@@ -451,7 +468,7 @@ async fn consent_requests_are_refused_while_callbacks_cannot_be_accepted(backend
             .contains("KIHON4_PROVIDER_ISSUER"),
         "{problem}"
     );
-    assert_eq!(app.count("consent_requests").await, 0);
-    assert_eq!(app.count("outbox").await, 0, "nobody was emailed");
-    assert_eq!(app.count("audit_events").await, events);
+    assert_eq!(app.count(consent_requests::Entity).await, 0);
+    assert_eq!(app.count(outbox::Entity).await, 0, "nobody was emailed");
+    assert_eq!(app.count(audit_events::Entity).await, events);
 }

@@ -1,8 +1,9 @@
+use kihon4_test_support::both;
 use serde_json::Value;
 
-use crate::both;
 use crate::helpers::{Backend, TestApp, customer_body, expect_problem, token_for};
 use kihon4_core::auth::Role;
+use kihon4_core::entities::{customers, idempotency_keys};
 
 both!(
     a_retry_with_the_same_key_gets_the_first_response,
@@ -36,7 +37,7 @@ async fn a_retry_with_the_same_key_gets_the_first_response(backend: Backend) {
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.headers()["location"], location);
     assert_eq!(again.json::<Value>().await.unwrap(), first_body);
-    assert_eq!(app.count("customers").await, 1);
+    assert_eq!(app.count(customers::Entity).await, 1);
     assert_eq!(app.audit_actions().await, ["customer.created"]);
 
     // A refusal is a response too: replayed, not re-run.
@@ -56,7 +57,7 @@ async fn a_retry_with_the_same_key_gets_the_first_response(backend: Backend) {
         let res = post_with_key(&app, &token, bad_key, &customer_body("IDEM-3")).await;
         expect_problem(res, 400, "invalid-idempotency-key").await;
     }
-    assert_eq!(app.count("customers").await, 1);
+    assert_eq!(app.count(customers::Entity).await, 1);
 }
 
 async fn a_key_reused_for_another_body_is_refused(backend: Backend) {
@@ -70,7 +71,7 @@ async fn a_key_reused_for_another_body_is_refused(backend: Backend) {
     );
     let res = post_with_key(&app, &token, "key-9", &customer_body("IDEM-10")).await;
     expect_problem(res, 422, "idempotency-key-reused").await;
-    assert_eq!(app.count("customers").await, 1);
+    assert_eq!(app.count(customers::Entity).await, 1);
 }
 
 async fn concurrent_requests_with_one_key_run_once(backend: Backend) {
@@ -91,7 +92,7 @@ async fn concurrent_requests_with_one_key_run_once(backend: Backend) {
             expect_problem(res, 409, "idempotency-in-progress").await;
         }
     }
-    assert_eq!(app.count("customers").await, 1);
+    assert_eq!(app.count(customers::Entity).await, 1);
     assert_eq!(app.audit_actions().await, ["customer.created"]);
 }
 
@@ -109,7 +110,7 @@ async fn keys_belong_to_their_caller(backend: Backend) {
     let res = post_with_key(&app, &bob, "shared", &customer_body("IDEM-B")).await;
     assert_eq!(res.status(), 201);
     assert!(!res.headers().contains_key("idempotent-replayed"));
-    assert_eq!(app.count("customers").await, 2);
+    assert_eq!(app.count(customers::Entity).await, 2);
 }
 
 async fn keys_are_forgotten_after_retention(backend: Backend) {
@@ -143,7 +144,7 @@ async fn keys_are_forgotten_after_retention(backend: Backend) {
             .unwrap(),
         0
     );
-    assert_eq!(app.count("idempotency_keys").await, 2);
+    assert_eq!(app.count(idempotency_keys::Entity).await, 2);
     // Later both are past retention: the finished one and the abandoned claim go.
     assert_eq!(
         purge(&app.db, now + Duration::hours(25), Duration::hours(24))
@@ -151,7 +152,7 @@ async fn keys_are_forgotten_after_retention(backend: Backend) {
             .unwrap(),
         2
     );
-    assert_eq!(app.count("idempotency_keys").await, 0);
+    assert_eq!(app.count(idempotency_keys::Entity).await, 0);
     // The key is free again: the same request runs anew and meets the existing customer.
     let res = post_with_key(&app, &token, "old-key", &customer_body("IDEM-OLD")).await;
     expect_problem(res, 409, "external-ref-taken").await;

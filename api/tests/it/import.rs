@@ -4,10 +4,11 @@
 //! nothing.
 
 use kihon4_core::audit::{Actor, AuditContext};
+use kihon4_core::entities::customers;
 use kihon4_core::import::{Encoding, ImportError, Rejection, Summary, import};
+use kihon4_test_support::both;
 use serde_json::Value;
 
-use crate::both;
 use crate::helpers::{Backend, TestApp};
 
 both!(
@@ -94,11 +95,7 @@ async fn every_row_is_checked_and_the_good_ones_imported_once(backend: Backend) 
         .await
         .unwrap();
     assert_eq!(history["items"][0]["source"], "import");
-    assert_eq!(
-        app.count("audit_events WHERE action = 'customer.created'")
-            .await,
-        2
-    );
+    assert_eq!(app.count_events("customer.created").await, 2);
 
     // Again, with one email changed and the four items for IMP-2: only those
     // two rows write anything.
@@ -176,7 +173,7 @@ async fn a_file_with_an_unknown_column_is_refused_whole(backend: Backend) {
         .unwrap_err();
         assert!(matches!(err, ImportError::Header(_)), "{err}");
     }
-    assert_eq!(app.count("customers").await, 0);
+    assert_eq!(app.count(customers::Entity).await, 0);
 }
 
 /// A My Number in any spelling, or a control, bidirectional or format
@@ -220,5 +217,5 @@ async fn cells_with_hidden_my_numbers_or_spoofing_characters_are_refused(backend
         reasons.iter().map(|r| r.0).collect::<Vec<_>>(),
         [2, 3, 4, 5, 6, 7]
     );
-    assert_eq!(app.count("customers").await, 1);
+    assert_eq!(app.count(customers::Entity).await, 1);
 }

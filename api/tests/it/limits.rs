@@ -5,13 +5,13 @@
 use futures_util::StreamExt;
 use kihon4_api::limits::Limits;
 use kihon4_core::client_address::{ProxyHeader, TrustedProxies};
-use kihon4_core::entities::audit_events;
+use kihon4_core::entities::{audit_events, customers};
 use kihon4_core::refusals::{RefusalSettings, seal_closed};
+use kihon4_test_support::both;
 use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QueryOrder};
 use serde_json::Value;
 
-use crate::both;
-use crate::helpers::{Backend, Guard, TestApp, expect_problem, token_for};
+use crate::helpers::{Backend, Guard, TestApp, expect_problem, refusal_tallies, token_for};
 use crate::sim::spawn_sim;
 use kihon4_core::auth::Role;
 
@@ -61,7 +61,7 @@ fn refusals_in(events: &[(audit_events::Model, Value)]) -> i64 {
 
 async fn a_flood_of_refusals_adds_a_bounded_number_of_events(backend: Backend) {
     let app = TestApp::spawn_guarded(backend, guard(1000, 6000, 10, 60)).await;
-    let before = app.count("audit_events").await;
+    let before = app.count(audit_events::Entity).await;
     let statuses: Vec<(u16, Option<String>, Option<Value>)> = futures_util::stream::iter(0..2000)
         .map(|i| {
             let req = app
@@ -112,8 +112,11 @@ async fn a_flood_of_refusals_adds_a_bounded_number_of_events(backend: Backend) {
     assert_eq!(all.len() as u64, open.len() as u64 + sealed);
     assert!(all.len() <= 22);
     assert_eq!(refusals_in(&all), denied, "every refusal counted once");
-    assert_eq!(app.count("audit_events").await - before, all.len() as i64);
-    assert_eq!(app.count("refusal_tallies").await, 0);
+    assert_eq!(
+        app.count(audit_events::Entity).await - before,
+        all.len() as i64
+    );
+    assert_eq!(app.count(refusal_tallies::Entity).await, 0);
     for (event, data) in all.iter().filter(|(_, d)| d["aggregate"].is_object()) {
         let aggregate = &data["aggregate"];
         assert_eq!(event.actor, "anonymous");
@@ -155,7 +158,7 @@ async fn a_closed_window_is_sealed_once_by_whoever_comes_first(backend: Backend)
         expect_problem(res, 401, "unauthorized").await;
     }
     assert!(events(&app, "auth.denied").await.is_empty());
-    assert_eq!(app.count("refusal_tallies").await, 1);
+    assert_eq!(app.count(refusal_tallies::Entity).await, 1);
     let into_window = chrono::Utc::now().timestamp_millis().rem_euclid(2000);
     tokio::time::sleep(std::time::Duration::from_millis(
         (2050 - into_window) as u64,
@@ -193,7 +196,7 @@ async fn a_closed_window_is_sealed_once_by_whoever_comes_first(backend: Backend)
     tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     assert_eq!(seal_closed(&app.db, chrono::Utc::now()).await.unwrap(), 1);
     assert_eq!(refusals_in(&events(&app, "auth.denied").await), 6);
-    assert_eq!(app.count("refusal_tallies").await, 0);
+    assert_eq!(app.count(refusal_tallies::Entity).await, 0);
     app.assert_chain_verifies().await;
 }
 
@@ -204,7 +207,7 @@ async fn callers_with_a_token_are_limited_per_subject(backend: Backend) {
     for _ in 0..5 {
         assert_eq!(app.get("/v1/customers", &alice).await.status(), 200);
     }
-    let before = app.count("audit_events").await;
+    let before = app.count(audit_events::Entity).await;
     let res = app.get("/v1/customers", &alice).await;
     assert_eq!(res.status(), 429);
     let wait: u32 = res.headers()["retry-after"]
@@ -223,8 +226,8 @@ async fn callers_with_a_token_are_limited_per_subject(backend: Backend) {
         )
         .await;
     expect_problem(res, 429, "rate-limited").await;
-    assert_eq!(app.count("customers").await, 0);
-    assert_eq!(app.count("audit_events").await, before);
+    assert_eq!(app.count(customers::Entity).await, 0);
+    assert_eq!(app.count(audit_events::Entity).await, before);
     // Another subject from the same address, and callers without a token,
     // have limits of their own.
     assert_eq!(app.get("/v1/customers", &bob).await.status(), 200);
@@ -374,7 +377,7 @@ async fn the_customer_pages_have_a_stricter_limit_per_client(backend: Backend) {
         },
     );
     let app = TestApp::spawn_guarded(backend, trusting).await;
-    let before = app.count("audit_events").await;
+    let before = app.count(audit_events::Entity).await;
     let page = |client: &str| {
         app.http
             .get(app.url("/consent/no-such-token"))
@@ -401,7 +404,7 @@ async fn the_customer_pages_have_a_stricter_limit_per_client(backend: Backend) {
     // Another customer behind the same proxy is not held back.
     assert_eq!(page("198.51.100.2").await.unwrap().status(), 404);
     assert_eq!(
-        app.count("audit_events").await,
+        app.count(audit_events::Entity).await,
         before,
         "pages append nothing"
     );

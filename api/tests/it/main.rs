@@ -1,14 +1,8 @@
 //! Integration tests of the HTTP API: one binary, every database test on
 //! SQLite and PostgreSQL.
 
-#[path = "../../../tests/support/database.rs"]
-mod database;
 mod helpers;
-#[path = "../../../tests/support/mail.rs"]
-mod mail;
 mod sim;
-#[path = "../../../tests/support/smtp_sink.rs"]
-mod smtp_sink;
 
 mod audit;
 mod auth;

@@ -8,9 +8,11 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use kihon4_core::entities::{audit_events, consent_requests, consents, webhook_receipts};
+use kihon4_test_support::both;
+use sea_orm::ColumnTrait;
 use serde_json::{Value, json};
 
-use crate::both;
 use crate::helpers::{Backend, MYNAPORTAL_CLIENT, TestApp, expect_problem};
 use crate::sim::{TestSim, spawn_sim};
 
@@ -39,8 +41,12 @@ pub async fn emailed_link(app: &TestApp) -> String {
         .await
         .unwrap()
         .expect("an email");
-    crate::mail::landing_link(&row.message, &app.base)
-        .unwrap_or_else(|| panic!("no link in {}", crate::mail::decoded_text(&row.message)))
+    kihon4_test_support::mail::landing_link(&row.message, &app.base).unwrap_or_else(|| {
+        panic!(
+            "no link in {}",
+            kihon4_test_support::mail::decoded_text(&row.message)
+        )
+    })
 }
 
 async fn customer(app: &TestApp, reference: &str, locale: &str) -> String {
@@ -226,9 +232,18 @@ async fn a_customer_consents_through_mynaportal(backend: Backend) {
         .await
         .unwrap();
     assert_eq!(record["jpki_cert_serial"], holder.serial.as_str());
-    assert_eq!(app.count("outbox WHERE kind = 'consent_receipt'").await, 1);
+    assert_eq!(app.count_notices("consent_receipt").await, 1);
     assert_eq!(
-        app.count("audit_events WHERE action IN ('consent_request.sent', 'consent_request.started', 'consent.granted', 'consent_request.granted')").await,
+        app.count_where(
+            audit_events::Entity,
+            audit_events::Column::Action.is_in([
+                "consent_request.sent",
+                "consent_request.started",
+                "consent.granted",
+                "consent_request.granted"
+            ])
+        )
+        .await,
         4
     );
     // The done page thanks the customer, in their language.
@@ -269,7 +284,7 @@ async fn a_declined_request_is_closed_and_links_are_single_use(backend: Backend)
     )
     .await;
     wait_for_status(&app, request_id, "declined").await;
-    assert_eq!(app.count("consents").await, 0);
+    assert_eq!(app.count(consents::Entity).await, 0);
     let link = emailed_link(&app).await;
     assert_eq!(landing(&link, "en").await.0.status(), 410);
     // Unknown tokens, shaped or not: a friendly 404.
@@ -295,9 +310,13 @@ fn signed(sim: &TestSim, claims: Value) -> String {
 /// What a callback could have written.
 async fn written(app: &TestApp) -> (i64, i64, i64) {
     (
-        app.count("consents").await,
-        app.count("webhook_receipts").await,
-        app.count("consent_requests WHERE status = 'sent'").await,
+        app.count(consents::Entity).await,
+        app.count(webhook_receipts::Entity).await,
+        app.count_where(
+            consent_requests::Entity,
+            consent_requests::Column::Status.eq("sent"),
+        )
+        .await,
     )
 }
 
@@ -445,20 +464,19 @@ async fn forged_and_replayed_callbacks_are_refused_and_write_nothing(backend: Ba
     let res = callback(&app, &"a".repeat(20_000)).await;
     assert_eq!(res.status(), 413);
     assert_eq!(written(&app).await, before, "nothing written by a refusal");
-    assert!(
-        app.count("audit_events WHERE action = 'webhook.refused'")
-            .await
-            >= 11
-    );
+    assert!(app.count_events("webhook.refused").await >= 11);
 
     // A good one, delivered twice: taken once. The same jti with another body: a replay.
     let good = signed(&sim, claims("j-good"));
     assert_eq!(callback(&app, &good).await.status(), 204);
     assert_eq!(callback(&app, &good).await.status(), 204);
-    assert_eq!(app.count("webhook_receipts").await, 1);
+    assert_eq!(app.count(webhook_receipts::Entity).await, 1);
     assert_eq!(
-        app.count("consent_requests WHERE status = 'declined'")
-            .await,
+        app.count_where(
+            consent_requests::Entity,
+            consent_requests::Column::Status.eq("declined")
+        )
+        .await,
         1
     );
     // Signed anew, as a provider retrying does: the same decision, taken before.
@@ -473,7 +491,7 @@ async fn forged_and_replayed_callbacks_are_refused_and_write_nothing(backend: Ba
         "callback-replayed",
     )
     .await;
-    assert_eq!(app.count("webhook_receipts").await, 1);
+    assert_eq!(app.count(webhook_receipts::Entity).await, 1);
     app.assert_chain_verifies().await;
 }
 
@@ -524,7 +542,7 @@ async fn a_reminder_goes_out_once_and_unanswered_requests_expire(backend: Backen
         0,
         "once"
     );
-    assert_eq!(app.count("outbox WHERE kind = 'consent_request'").await, 2);
+    assert_eq!(app.count_notices("consent_request").await, 2);
     // The reminder's link replaces the first one.
     let second_link = emailed_link(&app).await;
     assert_ne!(first_link, second_link);
@@ -590,7 +608,7 @@ async fn signed_callbacks_with_bad_decisions_or_undocumented_forms_are_refused(b
         c
     };
     let before = written(&app).await;
-    let refused = || app.count("audit_events WHERE action = 'webhook.refused'");
+    let refused = || app.count_events("webhook.refused");
     let mut refusals = refused().await;
     let mut expect_refused = async |body: String, status: u16, slug: &str| {
         expect_problem(callback(&app, &body).await, status, slug).await;
@@ -655,7 +673,7 @@ async fn signed_callbacks_with_bad_decisions_or_undocumented_forms_are_refused(b
     .unwrap();
     expect_refused(crit, 400, "callback-malformed").await;
     assert_eq!(written(&app).await, before, "nothing written by a refusal");
-    assert_eq!(app.count("consents").await, 0);
+    assert_eq!(app.count(consents::Entity).await, 0);
 
     // The same decision, well formed: taken.
     assert_eq!(
@@ -664,9 +682,13 @@ async fn signed_callbacks_with_bad_decisions_or_undocumented_forms_are_refused(b
             .status(),
         204
     );
-    assert_eq!(app.count("consents").await, 1);
+    assert_eq!(app.count(consents::Entity).await, 1);
     assert_eq!(
-        app.count("consent_requests WHERE status = 'granted'").await,
+        app.count_where(
+            consent_requests::Entity,
+            consent_requests::Column::Status.eq("granted")
+        )
+        .await,
         1
     );
     app.assert_chain_verifies().await;

@@ -7,15 +7,16 @@ use base64::engine::general_purpose::STANDARD as B64;
 use kihon4_core::auth::Role;
 use kihon4_core::config::{JpkiRole, Revocation};
 use kihon4_core::domain::{Email, Locale};
+use kihon4_core::entities::outbox;
 use kihon4_core::notices::mail::{Mailer, dispatch_due};
 use kihon4_core::notices::{NewNotice, NoticeKind, enqueue};
-use sea_orm::{ConnectionTrait, TransactionTrait};
+use kihon4_test_support::both;
+use kihon4_test_support::smtp_sink::SmtpSink;
+use sea_orm::{ColumnTrait, ConnectionTrait, TransactionTrait, sea_query::ExprTrait};
 use serde_json::{Value, json};
 
-use crate::both;
 use crate::helpers::{Backend, INSTITUTION, TestApp, expect_problem, notices};
 use crate::sim::spawn_sim;
-use crate::smtp_sink::SmtpSink;
 
 both!(
     a_consent_receipt_arrives_once_in_the_customers_language,
@@ -227,8 +228,13 @@ async fn notices_wait_out_an_smtp_outage_and_a_refused_address_fails_alone(backe
         .unwrap();
     assert_eq!((down.sent, down.retried), (0, 3));
     assert_eq!(
-        app.count("outbox WHERE status = 'pending' AND last_error IS NOT NULL")
-            .await,
+        app.count_where(
+            outbox::Entity,
+            outbox::Column::Status
+                .eq("pending")
+                .and(outbox::Column::LastError.is_not_null())
+        )
+        .await,
         3
     );
     // Not due again until the backoff has passed.
@@ -286,11 +292,7 @@ async fn notices_wait_out_an_smtp_outage_and_a_refused_address_fails_alone(backe
         "invalid-query",
     )
     .await;
-    assert_eq!(
-        app.count("audit_events WHERE action = 'notice.retried'")
-            .await,
-        1
-    );
+    assert_eq!(app.count_events("notice.retried").await, 1);
     let again = dispatch_due(&app.db, &app.db, &mailer, "dispatcher-1", 100, &|| false)
         .await
         .unwrap();
@@ -304,13 +306,23 @@ async fn notices_wait_out_an_smtp_outage_and_a_refused_address_fails_alone(backe
         .unwrap();
     assert_eq!(emptied, 2);
     assert_eq!(
-        app.count("outbox WHERE status = 'sent' AND to_address = ''")
-            .await,
+        app.count_where(
+            outbox::Entity,
+            outbox::Column::Status
+                .eq("sent")
+                .and(outbox::Column::ToAddress.eq(""))
+        )
+        .await,
         2
     );
     assert_eq!(
-        app.count("outbox WHERE status = 'failed' AND to_address = 'nobody@example.jp'")
-            .await,
+        app.count_where(
+            outbox::Entity,
+            outbox::Column::Status
+                .eq("failed")
+                .and(outbox::Column::ToAddress.eq("nobody@example.jp"))
+        )
+        .await,
         1,
         "an unsent notice keeps what it needs to be sent"
     );
@@ -350,7 +362,11 @@ async fn two_dispatchers_send_each_of_2000_notices_once(backend: Backend) {
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 2000, "no Message-ID twice");
-    assert_eq!(app.count("outbox WHERE status = 'sent'").await, 2000);
+    assert_eq!(
+        app.count_where(outbox::Entity, outbox::Column::Status.eq("sent"))
+            .await,
+        2000
+    );
 }
 
 async fn the_mail_drop_holds_each_notice_and_starttls_is_never_skipped_when_required(
@@ -372,7 +388,11 @@ async fn the_mail_drop_holds_each_notice_and_starttls_is_never_skipped_when_requ
         .unwrap();
     assert_eq!((round.sent, round.retried), (0, 2));
     assert_eq!(
-        app.count("outbox WHERE last_error LIKE '%STARTTLS%'").await,
+        app.count_where(
+            outbox::Entity,
+            outbox::Column::LastError.contains("STARTTLS")
+        )
+        .await,
         2
     );
     assert!(sink.messages().is_empty());

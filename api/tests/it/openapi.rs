@@ -6,10 +6,10 @@
 use std::collections::BTreeSet;
 
 use kihon4_api::problem::ProblemKind;
+use kihon4_test_support::both;
 use regex::Regex;
 use serde_json::Value;
 
-use crate::both;
 use crate::helpers::{Backend, TestApp};
 
 both!(every_described_operation_is_served);

@@ -11,15 +11,19 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use kihon4_core::config::{JpkiRole, Revocation};
 use kihon4_core::consent::registrations::{Summary, backlog, run_due};
+use kihon4_core::entities::{
+    audit_events, basic4_history, consent_events, provider_registrations, reviews, sync_jobs,
+};
 use kihon4_core::jpki::verify::TrustAnchors;
 use kihon4_core::sync::{detect, runs};
 use kihon4_sim::faults::Faults;
+use kihon4_test_support::both;
 use reqwest::StatusCode;
-use sea_orm::ConnectionTrait;
+use sea_orm::sea_query::{Expr, ExprTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::both;
 use crate::helpers::{Backend, TestApp, expect_problem, notices};
 use crate::sim::{TestSim, spawn_sim};
 use crate::sync::{consenting, customer, process};
@@ -108,39 +112,71 @@ async fn consent_of(app: &TestApp, customer: &str) -> Value {
     list["items"][0].clone()
 }
 
-/// Time passes: whatever waits for its backoff is due again.
-async fn time_passes(app: &TestApp, table: &str) {
-    app.db
-        .execute_unprepared(&format!(
-            "UPDATE {table} SET run_at = created_at WHERE status = 'pending'"
-        ))
-        .await
-        .unwrap();
+/// What waits for its backoff in [`time_passes`].
+enum Waiting {
+    Registrations,
+    SyncJobs,
+}
+
+/// Time passes: whatever of `waiting` waits for its backoff is due again.
+async fn time_passes(app: &TestApp, waiting: Waiting) {
+    match waiting {
+        Waiting::Registrations => {
+            use provider_registrations::Column;
+            provider_registrations::Entity::update_many()
+                .col_expr(Column::RunAt, Expr::col(Column::CreatedAt))
+                .filter(Column::Status.eq("pending"))
+                .exec(&app.db)
+                .await
+                .unwrap();
+        }
+        Waiting::SyncJobs => {
+            use sync_jobs::Column;
+            sync_jobs::Entity::update_many()
+                .col_expr(Column::RunAt, Expr::col(Column::CreatedAt))
+                .filter(Column::Status.eq("pending"))
+                .exec(&app.db)
+                .await
+                .unwrap();
+        }
+    }
 }
 
 /// The move was applied once, and the consent is active with no withdrawal.
 async fn applied_once_and_consenting(app: &TestApp, id: &str, address: &str) {
     assert_eq!(customer(app, id).await["basic4"]["address"], address);
-    assert_eq!(app.count("basic4_history WHERE source = 'sync'").await, 1);
-    assert_eq!(app.count("outbox WHERE kind = 'basic4_changed'").await, 1);
     assert_eq!(
-        app.count("audit_events WHERE action = 'customer.updated' AND actor = 'worker'")
-            .await,
+        app.count_where(
+            basic4_history::Entity,
+            basic4_history::Column::Source.eq("sync")
+        )
+        .await,
+        1
+    );
+    assert_eq!(app.count_notices("basic4_changed").await, 1);
+    assert_eq!(
+        app.count_where(
+            audit_events::Entity,
+            audit_events::Column::Action
+                .eq("customer.updated")
+                .and(audit_events::Column::Actor.eq("worker"))
+        )
+        .await,
         1
     );
     let consent = consent_of(app, id).await;
     assert_eq!(consent["status"], "active", "{consent}");
     assert_eq!(consent["withdrawn_at"], Value::Null);
     assert_eq!(
-        app.count("consent_events WHERE kind = 'withdrawn'").await,
+        app.count_where(
+            consent_events::Entity,
+            consent_events::Column::Kind.eq("withdrawn")
+        )
+        .await,
         0
     );
-    assert_eq!(
-        app.count("audit_events WHERE action = 'consent.withdrawn'")
-            .await,
-        0
-    );
-    assert_eq!(app.count("outbox WHERE kind = 'consent_lapsed'").await, 0);
+    assert_eq!(app.count_events("consent.withdrawn").await, 0);
+    assert_eq!(app.count_notices("consent_lapsed").await, 0);
 }
 
 async fn a_move_before_registration_is_applied_once_platform(backend: Backend) {
@@ -279,15 +315,20 @@ async fn an_outage_during_registration_then_a_move_is_applied_once(
         "{done:?}"
     );
     assert_eq!((done.retried, done.failed), (0, 0), "not an attempt");
-    time_passes(&app, "provider_registrations").await;
+    time_passes(&app, Waiting::Registrations).await;
     assert_eq!(register(&app, &sim).await.retried, 1);
     // The job is looked at again while the registration still fails: it waits on.
-    time_passes(&app, "sync_jobs").await;
+    time_passes(&app, Waiting::SyncJobs).await;
     let done = process(&app, &sim, 100).await;
     assert_eq!(done.outcomes.get("awaiting_registration"), Some(&1));
     assert_eq!(
-        app.count("sync_jobs WHERE attempts = 0 AND outcome = 'awaiting_registration'")
-            .await,
+        app.count_where(
+            sync_jobs::Entity,
+            sync_jobs::Column::Attempts
+                .eq(0)
+                .and(sync_jobs::Column::Outcome.eq("awaiting_registration"))
+        )
+        .await,
         1,
         "waiting is not an attempt"
     );
@@ -298,7 +339,7 @@ async fn an_outage_during_registration_then_a_move_is_applied_once(
 
     // The provider recovers.
     sim.set_faults(Faults::default());
-    time_passes(&app, "provider_registrations").await;
+    time_passes(&app, Waiting::Registrations).await;
     let round = register(&app, &sim).await;
     assert_eq!((round.done, round.retried), (1, 0), "{round:?}");
     let consent = consent_of(&app, &id).await;
@@ -387,20 +428,12 @@ async fn a_certificate_revoked_before_registration_opens_a_review_and_asks_again
         .collect();
     assert_eq!(kinds, ["revoked_before_registration"], "{reviews}");
     assert_eq!(
-        app.count("outbox WHERE kind = 'certificate_revoked'").await,
+        app.count_notices("certificate_revoked").await,
         1,
         "asked to consent again"
     );
-    assert_eq!(
-        app.count("audit_events WHERE action = 'consent.registration_failed'")
-            .await,
-        1
-    );
-    assert_eq!(
-        app.count("audit_events WHERE action = 'review.opened'")
-            .await,
-        1
-    );
+    assert_eq!(app.count_events("consent.registration_failed").await, 1);
+    assert_eq!(app.count_events("review.opened").await, 1);
 
     // The waiting job ends, saying so, the provider unasked.
     let asked = sim.sim.provider_requests();
@@ -420,10 +453,14 @@ async fn a_certificate_revoked_before_registration_opens_a_review_and_asks_again
     );
     // Never taken for a withdrawal.
     assert_eq!(
-        app.count("consent_events WHERE kind = 'withdrawn'").await,
+        app.count_where(
+            consent_events::Entity,
+            consent_events::Column::Kind.eq("withdrawn")
+        )
+        .await,
         0
     );
-    assert_eq!(app.count("outbox WHERE kind = 'consent_lapsed'").await, 0);
+    assert_eq!(app.count_notices("consent_lapsed").await, 0);
 
     // Tomorrow's run says so again, with no second review or notice.
     let again = revoked_run(&app, &sim, JpkiRole::Platform).await;
@@ -433,11 +470,8 @@ async fn a_certificate_revoked_before_registration_opens_a_review_and_asks_again
         run(&app, again).await["counts"],
         json!({"revoked_before_registration": 1})
     );
-    assert_eq!(app.count("reviews").await, 1);
-    assert_eq!(
-        app.count("outbox WHERE kind = 'certificate_revoked'").await,
-        1
-    );
+    assert_eq!(app.count(reviews::Entity).await, 1);
+    assert_eq!(app.count_notices("certificate_revoked").await, 1);
     assert_eq!(backlog(&app.db).await.unwrap().refused, 1);
     app.assert_chain_verifies().await;
 }
@@ -463,7 +497,7 @@ async fn an_admin_retries_a_registration(backend: Backend) {
             .await
         }
     };
-    let events = app.count("audit_events").await;
+    let events = app.count(audit_events::Entity).await;
 
     // Only an admin; an unknown consent; nothing to retry before the first attempt.
     let res = retry(consent.clone(), app.operator()).await;
@@ -472,13 +506,9 @@ async fn an_admin_retries_a_registration(backend: Backend) {
     expect_problem(res, 404, "not-found").await;
     let res = retry(consent.clone(), admin.clone()).await;
     expect_problem(res, 409, "registration-not-retryable").await;
+    assert_eq!(app.count_events("consent.registration_retried").await, 0);
     assert_eq!(
-        app.count("audit_events WHERE action = 'consent.registration_retried'")
-            .await,
-        0
-    );
-    assert_eq!(
-        app.count("provider_registrations").await,
+        app.count(provider_registrations::Entity).await,
         1,
         "nothing written"
     );
@@ -497,8 +527,11 @@ async fn an_admin_retries_a_registration(backend: Backend) {
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["registration"], "pending");
     assert_eq!(
-        app.count(
-            "audit_events WHERE action = 'consent.registration_retried' AND actor = 'user:tester'"
+        app.count_where(
+            audit_events::Entity,
+            audit_events::Column::Action
+                .eq("consent.registration_retried")
+                .and(audit_events::Column::Actor.eq("user:tester"))
         )
         .await,
         1
@@ -506,7 +539,7 @@ async fn an_admin_retries_a_registration(backend: Backend) {
     assert_eq!(register(&app, &sim).await.done, 1, "due at once");
     let res = retry(consent.clone(), admin.clone()).await;
     expect_problem(res, 409, "registration-not-retryable").await;
-    assert!(app.count("audit_events").await > events);
+    assert!(app.count(audit_events::Entity).await > events);
 
     // A refused registration is written anew, the refused one kept.
     let lost = consenting_with_a_certificate_just_revoked(&app, &sim).await;
@@ -515,16 +548,19 @@ async fn an_admin_retries_a_registration(backend: Backend) {
         .unwrap()
         .to_owned();
     assert_eq!(register(&app, &sim).await.failed, 1);
-    let before = app.count("provider_registrations").await;
+    let before = app.count(provider_registrations::Entity).await;
     let res = retry(refused.clone(), admin.clone()).await;
     assert_eq!(res.status(), StatusCode::OK);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["registration"], "pending", "{body}");
     assert_eq!(body["registration_error"], Value::Null);
-    assert_eq!(app.count("provider_registrations").await, before + 1);
+    assert_eq!(app.count(provider_registrations::Entity).await, before + 1);
     assert_eq!(
-        app.count("provider_registrations WHERE status = 'failed'")
-            .await,
+        app.count_where(
+            provider_registrations::Entity,
+            provider_registrations::Column::Status.eq("failed")
+        )
+        .await,
         1,
         "the refusal is kept"
     );
@@ -532,19 +568,22 @@ async fn an_admin_retries_a_registration(backend: Backend) {
     let round = register(&app, &sim).await;
     assert_eq!((round.failed, round.revoked_before_registration), (1, 1));
     assert_eq!(
-        app.count("reviews WHERE kind = 'revoked_before_registration'")
-            .await,
+        app.count_where(
+            reviews::Entity,
+            reviews::Column::Kind.eq("revoked_before_registration")
+        )
+        .await,
         1
     );
+    assert_eq!(app.count_notices("certificate_revoked").await, 1);
     assert_eq!(
-        app.count("outbox WHERE kind = 'certificate_revoked'").await,
-        1
-    );
-    assert_eq!(
-        app.count(&format!(
-            "audit_events WHERE action = 'consent.registration_retried' AND subject_id = '{refused}' \
-             AND customer_id IS NOT NULL"
-        ))
+        app.count_where(
+            audit_events::Entity,
+            audit_events::Column::Action
+                .eq("consent.registration_retried")
+                .and(audit_events::Column::SubjectId.eq(refused.as_str()))
+                .and(audit_events::Column::CustomerId.is_not_null())
+        )
         .await,
         1
     );
@@ -583,14 +622,22 @@ async fn a_not_subscribed_answer_racing_the_registration_withdraws_nothing(backe
     let consent = consent_of(&app, &id).await;
     assert_eq!(consent["status"], "active", "{consent}");
     assert_eq!(
-        app.count("consent_events WHERE kind = 'withdrawn'").await,
+        app.count_where(
+            consent_events::Entity,
+            consent_events::Column::Kind.eq("withdrawn")
+        )
+        .await,
         0
     );
-    assert_eq!(app.count("outbox WHERE kind = 'consent_lapsed'").await, 0);
+    assert_eq!(app.count_notices("consent_lapsed").await, 0);
     assert_eq!(
-        app.count(
-            "sync_jobs WHERE status = 'pending' AND outcome = 'awaiting_registration' \
-             AND attempts = 0 AND lease_owner IS NULL"
+        app.count_where(
+            sync_jobs::Entity,
+            sync_jobs::Column::Status
+                .eq("pending")
+                .and(sync_jobs::Column::Outcome.eq("awaiting_registration"))
+                .and(sync_jobs::Column::Attempts.eq(0))
+                .and(sync_jobs::Column::LeaseOwner.is_null())
         )
         .await,
         1

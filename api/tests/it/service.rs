@@ -1,6 +1,7 @@
+use kihon4_core::entities::audit_events;
+use kihon4_test_support::both;
 use serde_json::Value;
 
-use crate::both;
 use crate::helpers::{Backend, TestApp, expect_problem};
 
 both!(
@@ -177,7 +178,11 @@ async fn unknown_routes_are_problems(backend: Backend) {
         .unwrap();
     assert_eq!(res.headers()["allow"], "GET, PATCH");
     expect_problem(res, 405, "method-not-allowed").await;
-    assert_eq!(app.count("audit_events").await, 0, "nothing was written");
+    assert_eq!(
+        app.count(audit_events::Entity).await,
+        0,
+        "nothing was written"
+    );
 }
 
 async fn every_answer_forbids_caching_and_sniffing(backend: Backend) {

@@ -6,13 +6,17 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use kihon4_core::config::{JpkiRole, Revocation};
 use kihon4_core::consent::registrations::run_due;
+use kihon4_core::entities::{
+    audit_events, audit_personal_values, basic4_history, outbox, provider_registrations, reviews,
+    revocation_checks, sync_jobs, sync_runs,
+};
 use kihon4_core::sync::SyncSettings;
 use kihon4_core::sync::jobs::process_due;
-use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter};
+use kihon4_test_support::both;
+use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, sea_query::ExprTrait};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::both;
 use crate::helpers::{Backend, TestApp, expect_problem, notices};
 use crate::sim::{Signer, TestSim, spawn_sim};
 
@@ -143,7 +147,7 @@ async fn withdraw_consent(app: &TestApp, customer: &str) {
 }
 
 async fn notices_of(app: &TestApp, kind: &str) -> i64 {
-    app.count(&format!("outbox WHERE kind = '{kind}'")).await
+    app.count_notices(kind).await
 }
 
 async fn every_life_event_reaches_the_record_once(backend: Backend) {
@@ -204,7 +208,7 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
             .unwrap();
     }
 
-    let history_before = app.count("basic4_history").await;
+    let history_before = app.count(basic4_history::Entity).await;
     let run = run_sync(&app, &sim).await;
     assert_eq!(run["status"], "completed", "{run}");
     assert_eq!(run["jobs"], 8);
@@ -223,8 +227,13 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
         "asked again later: {run}"
     );
     assert_eq!(
-        app.count("sync_jobs WHERE status = 'pending' AND outcome = 'awaiting_reissue'")
-            .await,
+        app.count_where(
+            sync_jobs::Entity,
+            sync_jobs::Column::Status
+                .eq("pending")
+                .and(sync_jobs::Column::Outcome.eq("awaiting_reissue"))
+        )
+        .await,
         1
     );
 
@@ -246,7 +255,7 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
             .is_none(),
         "left out where J-LIS returned none"
     );
-    assert_eq!(app.count("basic4_history").await, history_before + 2);
+    assert_eq!(app.count(basic4_history::Entity).await, history_before + 2);
     let renamed_history: Value = app
         .get(&format!("/v1/customers/{renames}/history"), &app.operator())
         .await
@@ -257,13 +266,21 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
     assert_eq!(last["after"]["former_surname"], "鈴木");
     // The audit event commits to the new items, in no clear text.
     assert_eq!(
-        app.count("audit_personal_values WHERE field = 'after.optional.former_surname'")
-            .await,
+        app.count_where(
+            audit_personal_values::Entity,
+            audit_personal_values::Column::Field.eq("after.optional.former_surname")
+        )
+        .await,
         1
     );
     assert_eq!(
-        app.count("audit_events WHERE canonical LIKE '%鈴木%' AND action = 'customer.updated'")
-            .await,
+        app.count_where(
+            audit_events::Entity,
+            audit_events::Column::Canonical
+                .contains("鈴木")
+                .and(audit_events::Column::Action.eq("customer.updated"))
+        )
+        .await,
         0
     );
     let history: Value = app
@@ -290,7 +307,7 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
                 .await
                 .unwrap()
                 .unwrap();
-            crate::mail::decoded_text(&row.message).replace("\r\n", "\n")
+            kihon4_test_support::mail::decoded_text(&row.message).replace("\r\n", "\n")
         }
     };
     let moved_mail = message_to(&moves).await;
@@ -309,8 +326,13 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
     }
     // The subscription follows the new certificate.
     assert_eq!(
-        app.count("provider_registrations WHERE action = 'unsubscribe' AND status = 'pending'")
-            .await,
+        app.count_where(
+            provider_registrations::Entity,
+            provider_registrations::Column::Action
+                .eq("unsubscribe")
+                .and(provider_registrations::Column::Status.eq("pending"))
+        )
+        .await,
         2
     );
     let unchanged = customer(&app, &stays).await;
@@ -357,8 +379,13 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
     assert_eq!(consent["events"][1]["actor"], "provider");
     assert_eq!(notices_of(&app, "consent_lapsed").await, 1);
     assert_eq!(
-        app.count("audit_events WHERE action = 'consent.withdrawn' AND actor = 'provider'")
-            .await,
+        app.count_where(
+            audit_events::Entity,
+            audit_events::Column::Action
+                .eq("consent.withdrawn")
+                .and(audit_events::Column::Actor.eq("provider"))
+        )
+        .await,
         1
     );
 
@@ -373,23 +400,27 @@ async fn every_life_event_reaches_the_record_once(backend: Backend) {
     assert_eq!(lost_review["detail"]["reason"], "lost");
 
     // A second run: nothing more is changed, opened or sent.
-    let outbox = app.count("outbox").await;
-    let reviews_count = app.count("reviews").await;
-    let history = app.count("basic4_history").await;
+    let outbox = app.count(outbox::Entity).await;
+    let reviews_count = app.count(reviews::Entity).await;
+    let history = app.count(basic4_history::Entity).await;
     let run = run_sync(&app, &sim).await;
     assert_eq!(run["status"], "completed", "{run}");
-    assert_eq!(app.count("outbox").await, outbox);
-    assert_eq!(app.count("reviews").await, reviews_count);
-    assert_eq!(app.count("basic4_history").await, history);
+    assert_eq!(app.count(outbox::Entity).await, outbox);
+    assert_eq!(app.count(reviews::Entity).await, reviews_count);
+    assert_eq!(app.count(basic4_history::Entity).await, history);
     assert_eq!(run["counts"]["changed"], Value::Null, "{run}");
 
     // Withdrawing after the move removes the registration of the new certificate.
     withdraw_consent(&app, &moves).await;
     let new_serial = moved["jpki_cert_serial"].as_str().unwrap();
     assert_eq!(
-        app.count(&format!(
-            "provider_registrations WHERE action = 'unsubscribe' AND cert_serial = '{new_serial}' AND status = 'pending'"
-        ))
+        app.count_where(
+            provider_registrations::Entity,
+            provider_registrations::Column::Action
+                .eq("unsubscribe")
+                .and(provider_registrations::Column::CertSerial.eq(new_serial))
+                .and(provider_registrations::Column::Status.eq("pending"))
+        )
         .await,
         1
     );
@@ -471,7 +502,7 @@ async fn runs_refuse_what_cannot_be_synced(backend: Backend) {
         "forbidden",
     )
     .await;
-    assert_eq!(app.count("sync_runs").await, 0, "nothing was written");
+    assert_eq!(app.count(sync_runs::Entity).await, 0, "nothing was written");
     // An empty run completes at once.
     let res = app
         .post("/v1/sync/runs", &app.operator(), &json!({"scope": "all"}))
@@ -718,8 +749,15 @@ async fn a_provider_having_a_bad_day_delays_sync_but_applies_each_change_once(ba
     assert_eq!(status["counts"]["unchanged"], 3, "{status}");
     assert_eq!(status["counts"]["failed"], Value::Null, "{status}");
     // Each change once: one history row from sync and one notice per mover.
-    assert_eq!(app.count("basic4_history WHERE source = 'sync'").await, 3);
-    assert_eq!(app.count("outbox WHERE kind = 'basic4_changed'").await, 3);
+    assert_eq!(
+        app.count_where(
+            basic4_history::Entity,
+            basic4_history::Column::Source.eq("sync")
+        )
+        .await,
+        3
+    );
+    assert_eq!(app.count_notices("basic4_changed").await, 3);
     for (customer_id, _) in &movers {
         let record = customer(&app, customer_id).await;
         assert!(
@@ -748,8 +786,11 @@ async fn a_service_provider_detects_by_liveness_checks(backend: Backend) {
         vec![(Uuid::parse_str(&lost).unwrap(), losing.serial.clone())]
     );
     assert_eq!(
-        app.count("revocation_checks WHERE purpose = 'liveness_check'")
-            .await,
+        app.count_where(
+            revocation_checks::Entity,
+            revocation_checks::Column::Purpose.eq("liveness_check")
+        )
+        .await,
         2,
         "every certificate checked is recorded"
     );
@@ -807,7 +848,14 @@ async fn a_consent_withdrawn_before_the_answer_keeps_the_record_as_it_was(backen
         customer(&app, &id).await["basic4"]["address"],
         "東京都千代田区千代田1-1"
     );
-    assert_eq!(app.count("basic4_history WHERE source = 'sync'").await, 0);
+    assert_eq!(
+        app.count_where(
+            basic4_history::Entity,
+            basic4_history::Column::Source.eq("sync")
+        )
+        .await,
+        0
+    );
     assert_eq!(notices_of(&app, "basic4_changed").await, 0);
     kihon4_core::sync::runs::complete_finished(&app.db)
         .await
@@ -887,7 +935,14 @@ async fn a_job_taken_over_does_not_hold_back_the_rest_of_its_batch(backend: Back
     .await;
     let outcomes: Vec<_> = results.into_iter().map(|r| r.unwrap()).collect();
     assert_eq!(outcomes, [Some("changed"), None, Some("changed")]);
-    assert_eq!(app.count("basic4_history WHERE source = 'sync'").await, 2);
+    assert_eq!(
+        app.count_where(
+            basic4_history::Entity,
+            basic4_history::Column::Source.eq("sync")
+        )
+        .await,
+        2
+    );
     assert_eq!(notices_of(&app, "basic4_changed").await, 2);
     let untouched = ids
         .iter()

@@ -10,7 +10,7 @@ use kihon4_core::provider::{
 use secrecy::SecretString;
 use serde_json::{Value, json};
 
-use super::{TestSim, spawn, taro};
+use crate::helpers::{TestSim, spawn, taro};
 
 fn client(sim: &TestSim, key: &str, rps: f64) -> HttpProvider {
     let mut settings = ProviderSettings::new(

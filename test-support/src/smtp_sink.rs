@@ -1,9 +1,7 @@
-//! A real SMTP server for tests: `tests/support/smtp_sink.py` (aiosmtpd) in
+//! A real SMTP server for tests: `test-support/smtp_sink.py` (aiosmtpd) in
 //! a virtual environment `infra/dev/smtp-sink-env.sh` makes, as a child
 //! process. What it accepts can be read back as parsed by Python's email
 //! package.
-
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -13,15 +11,16 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-fn workspace() -> PathBuf {
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    while !dir.join("tests/support/smtp_sink.py").exists() {
-        assert!(
-            dir.pop(),
-            "the workspace root holds tests/support/smtp_sink.py"
-        );
-    }
-    dir
+/// The sink's script, beside this crate's manifest.
+fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("smtp_sink.py")
+}
+
+/// The workspace root, this crate's parent directory.
+fn workspace() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("test-support sits in the workspace root")
 }
 
 /// A Python with aiosmtpd: `KIHON4_TEST_SMTP_PYTHON`, or the one the script makes.
@@ -75,7 +74,7 @@ impl SmtpSink {
     /// Starts again on the same port after [`stop`](Self::stop).
     pub fn resume(&mut self) {
         let mut cmd = Command::new(python());
-        cmd.arg(workspace().join("tests/support/smtp_sink.py"))
+        cmd.arg(script())
             .args(["--port", &self.port.to_string(), "--dir"])
             .arg(&self.dir)
             .stdout(Stdio::piped())
