@@ -776,3 +776,211 @@ fn verifies_openssl_signed_consents_and_refuses_every_flaw() {
         "the test CA is valid for 30 days"
     );
 }
+
+/// A raw PKCS#1 v1.5 signature of `consent.txt` made by OpenSSL as a card
+/// client would: `dgst -sign` (OpenSSL builds the DigestInfo) or `pkeyutl
+/// -sign` over a DigestInfo built here, as a card's JPKI application gets it.
+fn raw_sign(dir: &Path, key: &str, how: &str) -> Vec<u8> {
+    let out = format!("{key}.{how}.sig");
+    let key_file = format!("{key}.key");
+    match how {
+        "dgst-sha256" | "dgst-sha1" => {
+            let md = if how == "dgst-sha1" {
+                "-sha1"
+            } else {
+                "-sha256"
+            };
+            openssl(
+                dir,
+                &["dgst", md, "-sign", &key_file, "-out", &out, "consent.txt"],
+            );
+        }
+        "pkeyutl" => {
+            use sha2::Digest as _;
+            let text = std::fs::read(dir.join("consent.txt")).unwrap();
+            let mut digest_info = vec![
+                0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x01, 0x05, 0x00, 0x04, 0x20,
+            ];
+            digest_info.extend_from_slice(&sha2::Sha256::digest(&text));
+            std::fs::write(dir.join("digest-info.der"), digest_info).unwrap();
+            openssl(
+                dir,
+                &[
+                    "pkeyutl",
+                    "-sign",
+                    "-inkey",
+                    &key_file,
+                    "-pkeyopt",
+                    "rsa_padding_mode:pkcs1",
+                    "-in",
+                    "digest-info.der",
+                    "-out",
+                    &out,
+                ],
+            );
+        }
+        other => panic!("no such way to sign: {other}"),
+    }
+    std::fs::read(dir.join(out)).unwrap()
+}
+
+fn pem_to_der(pem_path: &Path) -> Vec<u8> {
+    let pem = std::fs::read(pem_path).unwrap();
+    x509_cert::Certificate::load_pem_chain(&pem).unwrap()[0]
+        .to_der()
+        .unwrap()
+}
+
+#[test]
+fn verifies_raw_card_signatures_and_refuses_every_flaw() {
+    use jpki::verify::{
+        HashAlgorithm, RawSignature, SignatureError, TrustAnchors, verify_raw_signature,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    openssl_ca(d);
+    let fix_flags = |c: String| c.replace("UTF8:0000000000000", "UTF8:000000000000000");
+    profile_leaf(d, "leaf", "365", fix_flags);
+    let text = "私は、基本4情報の提供に同意します。\n";
+    std::fs::write(d.join("consent.txt"), text).unwrap();
+    let certificate = pem_to_der(&d.join("leaf.pem"));
+    let now = Utc::now();
+    let raw = |signature: &'static [u8], certificate: &'static [u8]| RawSignature {
+        certificate_der: certificate,
+        signature,
+        hash: HashAlgorithm::Sha256,
+    };
+    let leak = |v: Vec<u8>| -> &'static [u8] { Box::leak(v.into_boxed_slice()) };
+    let cert = leak(certificate);
+
+    // Both ways a client signs give the same, verifying signature; a card
+    // seen before verifies from memory.
+    let by_dgst = leak(raw_sign(d, "leaf", "dgst-sha256"));
+    let by_pkeyutl = leak(raw_sign(d, "leaf", "pkeyutl"));
+    assert_eq!(by_dgst, by_pkeyutl, "PKCS#1 v1.5 is deterministic");
+    for anchors in [
+        TrustAnchors::load(&[d.join("ca.pem")]).unwrap(),
+        TrustAnchors::load(&[d.join("ca.pem")])
+            .unwrap()
+            .remembering(0),
+    ] {
+        for _ in 0..2 {
+            let ok = verify_raw_signature(&raw(by_dgst, cert), text.as_bytes(), &anchors, now)
+                .expect("an OpenSSL raw signature verifies");
+            assert_eq!(ok.content, text.as_bytes());
+            assert_eq!(ok.signature, by_dgst);
+            assert_eq!(ok.certificate.basic4.name.as_str(), "山田 太郎");
+        }
+    }
+    let anchors = TrustAnchors::load(&[d.join("ca.pem")]).unwrap();
+
+    // Over other bytes; a SHA-1 DigestInfo; a changed byte; a cut signature.
+    let mut other = text.as_bytes().to_vec();
+    other[0] ^= 1;
+    assert_eq!(
+        verify_raw_signature(&raw(by_dgst, cert), &other, &anchors, now).unwrap_err(),
+        SignatureError::DigestMismatch
+    );
+    let sha1 = leak(raw_sign(d, "leaf", "dgst-sha1"));
+    assert_eq!(
+        verify_raw_signature(&raw(sha1, cert), text.as_bytes(), &anchors, now).unwrap_err(),
+        SignatureError::UnsupportedHash("sha1".into())
+    );
+    let mut flipped = by_dgst.to_vec();
+    flipped[100] ^= 1;
+    assert_eq!(
+        verify_raw_signature(&raw(leak(flipped), cert), text.as_bytes(), &anchors, now)
+            .unwrap_err(),
+        SignatureError::BadSignature
+    );
+    assert_eq!(
+        verify_raw_signature(&raw(&by_dgst[1..], cert), text.as_bytes(), &anchors, now)
+            .unwrap_err(),
+        SignatureError::BadSignature
+    );
+    assert_eq!(
+        verify_raw_signature(&raw(b"", cert), text.as_bytes(), &anchors, now).unwrap_err(),
+        SignatureError::BadSignature
+    );
+
+    // Another key's signature with this certificate.
+    profile_leaf(d, "other", "365", fix_flags);
+    let by_other = leak(raw_sign(d, "other", "dgst-sha256"));
+    assert_eq!(
+        verify_raw_signature(&raw(by_other, cert), text.as_bytes(), &anchors, now).unwrap_err(),
+        SignatureError::BadSignature
+    );
+
+    // Certificates: garbage, a user-identification one, expired, untrusted.
+    assert!(matches!(
+        verify_raw_signature(
+            &raw(by_dgst, b"\x30\x03\x02\x01\x01"),
+            text.as_bytes(),
+            &anchors,
+            now
+        )
+        .unwrap_err(),
+        SignatureError::Profile(JpkiError::Malformed(_))
+    ));
+    profile_leaf(d, "auth", "365", |c| {
+        fix_flags(c).replace("1.2.392.200149.8.5.1.1.20", "1.2.392.200149.8.5.1.3.30")
+    });
+    let auth_cert = leak(pem_to_der(&d.join("auth.pem")));
+    let by_auth = leak(raw_sign(d, "auth", "dgst-sha256"));
+    assert_eq!(
+        verify_raw_signature(&raw(by_auth, auth_cert), text.as_bytes(), &anchors, now).unwrap_err(),
+        SignatureError::Profile(JpkiError::UserIdentificationCertificate)
+    );
+    assert_eq!(
+        verify_raw_signature(
+            &raw(by_dgst, cert),
+            text.as_bytes(),
+            &anchors,
+            now + chrono::Duration::days(400)
+        )
+        .unwrap_err(),
+        SignatureError::UntrustedIssuer,
+        "the test CA is valid for 30 days"
+    );
+    profile_leaf(d, "short", "1", fix_flags);
+    let short_cert = leak(pem_to_der(&d.join("short.pem")));
+    let by_short = leak(raw_sign(d, "short", "dgst-sha256"));
+    assert_eq!(
+        verify_raw_signature(
+            &raw(by_short, short_cert),
+            text.as_bytes(),
+            &anchors,
+            now + chrono::Duration::days(3)
+        )
+        .unwrap_err(),
+        SignatureError::CertificateExpired
+    );
+    let jlis = TrustAnchors::load(&[shared().join("jpki-trust-anchors")]).unwrap();
+    assert_eq!(
+        verify_raw_signature(&raw(by_dgst, cert), text.as_bytes(), &jlis, now).unwrap_err(),
+        SignatureError::UntrustedIssuer
+    );
+
+    // Hash names: SHA-256 under its usual spellings; SHA-1 and others refused by name.
+    for name in [
+        "sha256",
+        "SHA256",
+        "sha-256",
+        "SHA-256",
+        "HASH_ALGORITHM_SHA256",
+    ] {
+        assert_eq!(
+            HashAlgorithm::parse(name),
+            Ok(HashAlgorithm::Sha256),
+            "{name}"
+        );
+    }
+    for name in ["sha1", "SHA-1", "sha384", "md5", ""] {
+        assert_eq!(
+            HashAlgorithm::parse(name),
+            Err(SignatureError::UnsupportedHash(name.into())),
+            "{name}"
+        );
+    }
+}

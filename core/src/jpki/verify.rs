@@ -46,6 +46,12 @@ pub enum SignatureError {
     SignerCertificateMissing,
     #[error("the signature uses an algorithm other than RSA with SHA-256")]
     UnsupportedAlgorithm,
+    /// A raw signature whose hash is not SHA-256 (named as given, or as
+    /// found in the signed DigestInfo, e.g. `sha1`).
+    #[error(
+        "the signature's hash algorithm `{0}` is not accepted; sign the SHA-256 DigestInfo of the text"
+    )]
+    UnsupportedHash(String),
     #[error("the signed attributes are missing or wrong: {0}")]
     SignedAttributes(&'static str),
     #[error("the content does not match the signed digest")]
@@ -469,42 +475,14 @@ pub fn verify_signed_document(
         return Err(SignatureError::UnsupportedAlgorithm);
     }
     let certificate = &profile.certificate;
-
-    // The path: one step from the signer's certificate to an anchor.
-    let anchor_key_id = profile
-        .authority_key_id
-        .as_ref()
-        .filter(|id| anchors.by_key_id.contains_key(*id))
-        .ok_or(SignatureError::UntrustedIssuer)?
-        .clone();
-    let anchor = &anchors.by_key_id[&anchor_key_id];
-    if !anchor_may_sign(&anchor.certificate, now) {
-        return Err(SignatureError::UntrustedIssuer);
-    }
-    if known_anchor.as_deref() != Some(anchor_key_id.as_slice()) {
-        let issuer_der = certificate
-            .tbs_certificate
-            .issuer
-            .to_der()
-            .map_err(|_| SignatureError::NotCms)?;
-        if issuer_der != anchor.name_der {
-            return Err(SignatureError::UntrustedIssuer);
-        }
-        if certificate.signature_algorithm.oid != SHA256_WITH_RSA {
-            return Err(SignatureError::UnsupportedAlgorithm);
-        }
-        let tbs = first_inner_tlv(&certificate_der).ok_or(SignatureError::NotCms)?;
-        if !verify_rsa(&anchor.public_key, tbs, certificate.signature.raw_bytes()) {
-            return Err(SignatureError::UntrustedIssuer);
-        }
-        anchors.remember(fingerprint, profile.clone(), &anchor_key_id);
-    }
-    if now < profile.not_before {
-        return Err(SignatureError::CertificateNotYetValid);
-    }
-    if now > profile.not_after {
-        return Err(SignatureError::CertificateExpired);
-    }
+    let anchor_key_id = verify_path(
+        &profile,
+        &certificate_der,
+        fingerprint,
+        known_anchor.as_deref(),
+        anchors,
+        now,
+    )?;
 
     // The signed attributes: this content type and this content's digest.
     let attrs = signer
@@ -546,6 +524,207 @@ pub fn verify_signed_document(
         certificate_der,
         anchor_key_id,
     })
+}
+
+/// The path: one step from the signer's certificate to an anchor, found by
+/// the certificate's authority key identifier, then the certificate's
+/// validity now. Returns the anchor's key identifier; a certificate whose
+/// path verified before (`known_anchor`) skips the RSA verification.
+fn verify_path(
+    profile: &Arc<SigningCertificate>,
+    certificate_der: &[u8],
+    fingerprint: [u8; 32],
+    known_anchor: Option<&[u8]>,
+    anchors: &TrustAnchors,
+    now: DateTime<Utc>,
+) -> Result<Vec<u8>, SignatureError> {
+    let certificate = &profile.certificate;
+    let anchor_key_id = profile
+        .authority_key_id
+        .as_ref()
+        .filter(|id| anchors.by_key_id.contains_key(*id))
+        .ok_or(SignatureError::UntrustedIssuer)?
+        .clone();
+    let anchor = &anchors.by_key_id[&anchor_key_id];
+    if !anchor_may_sign(&anchor.certificate, now) {
+        return Err(SignatureError::UntrustedIssuer);
+    }
+    if known_anchor != Some(anchor_key_id.as_slice()) {
+        let malformed = |what: &str| SignatureError::Profile(JpkiError::Malformed(what.into()));
+        let issuer_der = certificate
+            .tbs_certificate
+            .issuer
+            .to_der()
+            .map_err(|_| malformed("the issuer name"))?;
+        if issuer_der != anchor.name_der {
+            return Err(SignatureError::UntrustedIssuer);
+        }
+        if certificate.signature_algorithm.oid != SHA256_WITH_RSA {
+            return Err(SignatureError::UnsupportedAlgorithm);
+        }
+        let tbs = first_inner_tlv(certificate_der).ok_or_else(|| malformed("the certificate"))?;
+        if !verify_rsa(&anchor.public_key, tbs, certificate.signature.raw_bytes()) {
+            return Err(SignatureError::UntrustedIssuer);
+        }
+        anchors.remember(fingerprint, profile.clone(), &anchor_key_id);
+    }
+    if now < profile.not_before {
+        return Err(SignatureError::CertificateNotYetValid);
+    }
+    if now > profile.not_after {
+        return Err(SignatureError::CertificateExpired);
+    }
+    Ok(anchor_key_id)
+}
+
+/// The hash a raw signature's DigestInfo is over. Only SHA-256 is accepted:
+/// the JPKI signing key can sign a SHA-1 DigestInfo too (the jpki-rs CLI
+/// builds one), and such a consent is refused by name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HashAlgorithm {
+    Sha256,
+}
+
+impl HashAlgorithm {
+    /// `sha256` (also `SHA256`, `sha-256`, `HASH_ALGORITHM_SHA256`); any
+    /// other name is refused as [`SignatureError::UnsupportedHash`].
+    pub fn parse(name: &str) -> Result<Self, SignatureError> {
+        let plain: String = name
+            .trim_start_matches("HASH_ALGORITHM_")
+            .chars()
+            .filter(|c| *c != '-' && *c != '_')
+            .flat_map(char::to_lowercase)
+            .collect();
+        match plain.as_str() {
+            "sha256" => Ok(Self::Sha256),
+            _ => Err(SignatureError::UnsupportedHash(
+                name.chars().take(40).collect(),
+            )),
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sha256 => "sha256",
+        }
+    }
+}
+
+/// A raw PKCS#1 v1.5 signature as a card client hands it over: the JPKI
+/// application signs a DigestInfo, and the SDKs pass certificate, digest
+/// and signature, with no CMS around them.
+#[derive(Debug, Clone, Copy)]
+pub struct RawSignature<'a> {
+    pub certificate_der: &'a [u8],
+    pub signature: &'a [u8],
+    pub hash: HashAlgorithm,
+}
+
+/// The signer's certificate of a raw signature, read as a JPKI signing
+/// certificate (or recalled, when its path verified before): what the
+/// service-provider role checks before it asks the provider.
+pub fn inspect_raw_certificate(
+    certificate_der: &[u8],
+) -> Result<SigningCertificate, SignatureError> {
+    let certificate = Certificate::from_der(certificate_der)
+        .map_err(|e| SignatureError::Profile(JpkiError::Malformed(e.to_string())))?;
+    read_signing_certificate(certificate).map_err(SignatureError::Profile)
+}
+
+/// Verifies a raw signature over `content`: the certificate's profile and
+/// path as for a CMS document, then the RSA PKCS#1 v1.5 signature over the
+/// DigestInfo of SHA-256(`content`). A signature that fails is opened with
+/// the certificate's public key to say why: a SHA-1 DigestInfo is
+/// [`SignatureError::UnsupportedHash`], a SHA-256 one of other bytes is
+/// [`SignatureError::DigestMismatch`], anything else
+/// [`SignatureError::BadSignature`].
+pub fn verify_raw_signature(
+    raw: &RawSignature<'_>,
+    content: &[u8],
+    anchors: &TrustAnchors,
+    now: DateTime<Utc>,
+) -> Result<VerifiedDocument, SignatureError> {
+    let HashAlgorithm::Sha256 = raw.hash;
+    let fingerprint: [u8; 32] = Sha256::digest(raw.certificate_der).into();
+    let (profile, known_anchor) = match anchors.recall(&fingerprint) {
+        Some((profile, anchor)) => (profile, Some(anchor)),
+        None => (
+            Arc::new(inspect_raw_certificate(raw.certificate_der)?),
+            None,
+        ),
+    };
+    let anchor_key_id = verify_path(
+        &profile,
+        raw.certificate_der,
+        fingerprint,
+        known_anchor.as_deref(),
+        anchors,
+        now,
+    )?;
+    let public_key = profile
+        .certificate
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes();
+    if !verify_rsa(public_key, content, raw.signature) {
+        return Err(why_raw_signature_fails(public_key, raw.signature, content));
+    }
+    Ok(VerifiedDocument {
+        content: content.to_vec(),
+        signature: raw.signature.to_vec(),
+        certificate: profile,
+        certificate_der: raw.certificate_der.to_vec(),
+        anchor_key_id,
+    })
+}
+
+/// The DER prefixes of a DigestInfo (RFC 8017 §9.2, note 1), before the digest.
+const SHA1_DIGEST_INFO: &[u8] = &[
+    0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14,
+];
+const SHA256_DIGEST_INFO: &[u8] = &[
+    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05,
+    0x00, 0x04, 0x20,
+];
+
+/// Why a PKCS#1 v1.5 signature that did not verify fails: the public-key
+/// operation (s^e mod n) gives the encoded message `00 01 FF… 00 DigestInfo`
+/// for any signature the key made, whatever it was over.
+fn why_raw_signature_fails(public_key: &[u8], signature: &[u8], content: &[u8]) -> SignatureError {
+    use rsa::pkcs1::DecodeRsaPublicKey;
+    use rsa::traits::PublicKeyParts;
+    let Ok(key) = rsa::RsaPublicKey::from_pkcs1_der(public_key) else {
+        return SignatureError::BadSignature;
+    };
+    let size = key.size();
+    let s = rsa::BigUint::from_bytes_be(signature);
+    if signature.len() != size || &s >= key.n() {
+        return SignatureError::BadSignature;
+    }
+    let m = s.modpow(key.e(), key.n()).to_bytes_be();
+    let mut encoded = vec![0u8; size.saturating_sub(m.len())];
+    encoded.extend_from_slice(&m);
+    let Some(digest_info) = encoded
+        .strip_prefix(&[0x00, 0x01])
+        .and_then(|rest| {
+            let padding = rest.iter().take_while(|b| **b == 0xff).count();
+            (padding >= 8).then(|| &rest[padding..])
+        })
+        .and_then(|rest| rest.strip_prefix(&[0x00]))
+    else {
+        return SignatureError::BadSignature;
+    };
+    if digest_info.len() == SHA1_DIGEST_INFO.len() + 20 && digest_info.starts_with(SHA1_DIGEST_INFO)
+    {
+        return SignatureError::UnsupportedHash("sha1".into());
+    }
+    match digest_info.strip_prefix(SHA256_DIGEST_INFO) {
+        Some(digest) if digest.len() == 32 && digest != &Sha256::digest(content)[..] => {
+            SignatureError::DigestMismatch
+        }
+        _ => SignatureError::BadSignature,
+    }
 }
 
 fn names_signer(c: &Certificate, sid: &SignerIdentifier) -> bool {
