@@ -81,6 +81,7 @@ problems! {
     NotConsentText                = 422, "content-not-consent-text", "The signed content is not the consent text";
     SignatureInvalid              = 422, "signature-invalid", "The signature does not verify";
     UnsupportedAlgorithm          = 422, "unsupported-algorithm", "The signature algorithm is not RSA with SHA-256";
+    UnsupportedHashAlgorithm      = 422, "unsupported-hash-algorithm", "The signature's hash algorithm is not SHA-256";
     UntrustedIssuer               = 422, "untrusted-issuer", "The certificate is not from a trusted J-LIS CA";
     CertificateExpired            = 422, "certificate-expired", "The signing certificate has expired";
     CertificateNotYetValid        = 422, "certificate-not-yet-valid", "The signing certificate is not valid yet";
@@ -376,6 +377,7 @@ impl From<ConsentRefusal> for ApiError {
                     S::ContentMissing => ProblemKind::NotConsentText,
                     S::SignerCertificateMissing => ProblemKind::SignerCertificateMissing,
                     S::UnsupportedAlgorithm => ProblemKind::UnsupportedAlgorithm,
+                    S::UnsupportedHash(_) => ProblemKind::UnsupportedHashAlgorithm,
                     S::SignedAttributes(_) | S::DigestMismatch | S::BadSignature => {
                         ProblemKind::SignatureInvalid
                     }

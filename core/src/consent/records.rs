@@ -662,7 +662,11 @@ async fn verify_document<'t>(
         return Err(refusal(ConsentRefusal::CustomerDeceased));
     }
     let evidence = verifier
-        .verify(&request.document, text, at)
+        .verify(
+            super::verifier::SignedConsent::Cms(&request.document),
+            text,
+            at,
+        )
         .await
         .map_err(refusal)?;
     let reused = consents::Entity::find()
@@ -716,6 +720,7 @@ fn document_consent_row(
             Kept::ServiceProvider {
                 verification_id,
                 certificate_id,
+                ..
             } => (
                 None,
                 None,

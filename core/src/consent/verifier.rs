@@ -16,14 +16,45 @@ use super::texts::ConsentText;
 use crate::domain::{Basic4, CertSerial, JpkiRole};
 use crate::jpki::revocation::{Revocation, RevocationChecker, RevocationStatus};
 use crate::jpki::verify::{
-    SignatureError, TrustAnchors, attach_content, inspect_signed_document, verify_signed_document,
+    HashAlgorithm, RawSignature, SignatureError, TrustAnchors, attach_content,
+    inspect_raw_certificate, inspect_signed_document, verify_raw_signature, verify_signed_document,
 };
-use crate::provider::{Provider, ProviderError};
+use crate::provider::{Provider, ProviderError, SignatureCheck};
+
+/// A signed consent as the institution's app sends it.
+#[derive(Debug, Clone, Copy)]
+pub enum SignedConsent<'a> {
+    /// A CMS SignedData (DER), attached or detached.
+    Cms(&'a [u8]),
+    /// A raw PKCS#1 v1.5 signature over the DigestInfo of the text's
+    /// digest, with the signer's certificate: what the card's JPKI
+    /// application returns and the card SDKs hand over.
+    Raw(RawSignature<'a>),
+}
+
+/// How the consent was signed, as kept: `cms` or `pkcs1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EvidenceForm {
+    Cms,
+    /// A raw PKCS#1 v1.5 signature; `signed_document` then holds the signature value.
+    Pkcs1(HashAlgorithm),
+}
+
+impl EvidenceForm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cms => "cms",
+            Self::Pkcs1(HashAlgorithm::Sha256) => "pkcs1_sha256",
+        }
+    }
+}
 
 /// What the institution keeps as evidence, by role.
 #[derive(Debug, Clone)]
 pub enum Kept {
-    /// The CMS document and the signer's certificate, and the anchor the path ended at.
+    /// The CMS document (or, for a raw signature, the signature value), the
+    /// signer's certificate, and the anchor the path ended at: with the
+    /// consent text, enough to verify the consent again offline.
     Platform {
         document: Vec<u8>,
         certificate: Vec<u8>,
@@ -33,6 +64,8 @@ pub enum Kept {
     ServiceProvider {
         verification_id: String,
         certificate_id: String,
+        /// The operator's id of the holder, when it has one.
+        user_id: Option<String>,
     },
 }
 
@@ -50,6 +83,7 @@ pub struct Evidence {
     pub signature_sha256: String,
     /// How revocation was checked: `crl`, `ocsp` or `provider`.
     pub revocation_method: &'static str,
+    pub form: EvidenceForm,
     pub kept: Kept,
 }
 
@@ -97,8 +131,142 @@ fn provider_reason(reason: Option<&str>) -> ConsentRefusal {
 }
 
 impl ConsentVerifier {
-    /// Checks `document` (a DER CMS SignedData) as a consent to `text`.
+    /// Checks `signed` as a consent to `text`, in this role.
     pub async fn verify(
+        &self,
+        signed: SignedConsent<'_>,
+        text: &ConsentText,
+        now: DateTime<Utc>,
+    ) -> Result<Evidence, ConsentRefusal> {
+        match signed {
+            SignedConsent::Cms(document) => self.verify_cms(document, text, now).await,
+            SignedConsent::Raw(raw) => self.verify_raw(raw, text, now).await,
+        }
+    }
+
+    /// A raw card signature: verified here with the CMS path's checks in
+    /// the platform role; in the service-provider role the certificate is
+    /// read (nothing verified) and certificate, digest and signature go to
+    /// the provider, which keeps the certificate.
+    async fn verify_raw(
+        &self,
+        raw: RawSignature<'_>,
+        text: &ConsentText,
+        now: DateTime<Utc>,
+    ) -> Result<Evidence, ConsentRefusal> {
+        let signature_sha256 = hex::encode(Sha256::digest(raw.signature));
+        let form = EvidenceForm::Pkcs1(raw.hash);
+        match self {
+            Self::Unconfigured(why) => Err(ConsentRefusal::Unavailable(why.clone())),
+            Self::Platform {
+                anchors,
+                revocation,
+            } => {
+                let (certificate, signature, hash) = (
+                    raw.certificate_der.to_vec(),
+                    raw.signature.to_vec(),
+                    raw.hash,
+                );
+                let (expected, anchors) = (text.text.clone(), anchors.clone());
+                let verified = tokio::task::spawn_blocking(move || {
+                    let raw = RawSignature {
+                        certificate_der: &certificate,
+                        signature: &signature,
+                        hash,
+                    };
+                    match verify_raw_signature(&raw, expected.as_bytes(), &anchors, now) {
+                        // A signature over other bytes is not over this text.
+                        Err(SignatureError::DigestMismatch) => {
+                            Ok(Err(ConsentRefusal::NotConsentText))
+                        }
+                        Err(e) => Err(e),
+                        Ok(v) => Ok(Ok((v, anchors))),
+                    }
+                })
+                .await
+                .map_err(|e| ConsentRefusal::Internal(e.to_string()))?
+                .map_err(ConsentRefusal::Signature)??;
+                let (verified, anchors) = verified;
+                let issuer = anchors
+                    .certificate(&verified.anchor_key_id)
+                    .ok_or(ConsentRefusal::Signature(SignatureError::UntrustedIssuer))?;
+                match revocation
+                    .check(&verified.certificate, issuer, now)
+                    .await
+                    .map_err(ConsentRefusal::Revocation)?
+                {
+                    RevocationStatus::Good => {}
+                    RevocationStatus::Revoked(_) => return Err(ConsentRefusal::Revoked),
+                }
+                Ok(Evidence {
+                    document_sha256: signature_sha256.clone(),
+                    signature_sha256,
+                    cert_serial: verified.certificate.serial.clone(),
+                    cert_not_after: verified.certificate.not_after,
+                    basic4: verified.certificate.basic4.clone(),
+                    content: verified.content,
+                    revocation_method: revocation.method().as_str(),
+                    form,
+                    kept: Kept::Platform {
+                        document: verified.signature,
+                        certificate: verified.certificate_der,
+                        anchor_key_id: hex::encode(&verified.anchor_key_id),
+                    },
+                })
+            }
+            Self::ServiceProvider { provider } => {
+                // Read what needs no trust first: a certificate that cannot
+                // sign a consent costs the institution no verification.
+                let certificate = inspect_raw_certificate(raw.certificate_der)
+                    .map_err(ConsentRefusal::Signature)?;
+                let digest = Sha256::digest(text.text.as_bytes());
+                let v = provider
+                    .verify_signature(&SignatureCheck {
+                        certificate_der: raw.certificate_der,
+                        hash: raw.hash,
+                        digest: &digest,
+                        signature: raw.signature,
+                    })
+                    .await
+                    .map_err(refuse_provider)?;
+                if !v.valid {
+                    return Err(match v.reason.as_deref() {
+                        Some("digest_mismatch") => ConsentRefusal::NotConsentText,
+                        Some("unsupported_hash_algorithm") => ConsentRefusal::Signature(
+                            SignatureError::UnsupportedHash("sha1".into()),
+                        ),
+                        reason => provider_reason(reason),
+                    });
+                }
+                if v.content_sha256 != text.sha256 {
+                    return Err(ConsentRefusal::NotConsentText);
+                }
+                if v.cert_serial != certificate.serial {
+                    return Err(ConsentRefusal::ProviderFailed(
+                        "the provider verified another certificate than the one sent".into(),
+                    ));
+                }
+                Ok(Evidence {
+                    document_sha256: signature_sha256.clone(),
+                    signature_sha256,
+                    cert_serial: v.cert_serial,
+                    cert_not_after: v.not_after,
+                    basic4: v.basic4,
+                    content: text.text.as_bytes().to_vec(),
+                    revocation_method: "provider",
+                    form,
+                    kept: Kept::ServiceProvider {
+                        verification_id: v.verification_id,
+                        certificate_id: v.certificate_id,
+                        user_id: v.user_id,
+                    },
+                })
+            }
+        }
+    }
+
+    /// Checks `document` (a DER CMS SignedData) as a consent to `text`.
+    async fn verify_cms(
         &self,
         document: &[u8],
         text: &ConsentText,
@@ -152,6 +320,7 @@ impl ConsentVerifier {
                     content: verified.content,
                     document_sha256,
                     revocation_method: revocation.method().as_str(),
+                    form: EvidenceForm::Cms,
                     kept: Kept::Platform {
                         document: document.to_vec(),
                         certificate: verified.certificate_der,
@@ -198,9 +367,11 @@ impl ConsentVerifier {
                     content: text.text.as_bytes().to_vec(),
                     document_sha256,
                     revocation_method: "provider",
+                    form: EvidenceForm::Cms,
                     kept: Kept::ServiceProvider {
                         verification_id: v.verification_id,
                         certificate_id: v.certificate_id,
+                        user_id: v.user_id,
                     },
                 })
             }

@@ -22,7 +22,8 @@ use chrono::{DateTime, Utc};
 use super::model::{RawResults, RawStatuses, RawVerification};
 use super::{
     CertificateStatus, CheckCounts, CrlFetch, CrlPartitionInfo, LatestBasic4, MynaportalRequest,
-    MynaportalTicket, Provider, ProviderError, SubscribeOutcome, Subscription, Verification,
+    MynaportalTicket, Provider, ProviderError, SignatureCheck, SubscribeOutcome, Subscription,
+    Verification,
 };
 use crate::domain::CertSerial;
 
@@ -484,6 +485,29 @@ impl Provider for HttpProvider {
     async fn verify(&self, cms_der: &[u8]) -> Result<Verification, ProviderError> {
         use base64::Engine;
         let body = json!({ "cms_b64": base64::engine::general_purpose::STANDARD.encode(cms_der) });
+        let (_, raw): (StatusCode, RawVerification) = self
+            .json(
+                Method::POST,
+                "v1/verifications",
+                Some(&body),
+                &[StatusCode::OK],
+            )
+            .await?;
+        raw.parse()
+    }
+
+    async fn verify_signature(
+        &self,
+        check: &SignatureCheck<'_>,
+    ) -> Result<Verification, ProviderError> {
+        use base64::Engine;
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+        let body = json!({
+            "certificate_b64": b64(check.certificate_der),
+            "hash_algorithm": check.hash.as_str(),
+            "digest_b64": b64(check.digest),
+            "signature_b64": b64(check.signature),
+        });
         let (_, raw): (StatusCode, RawVerification) = self
             .json(
                 Method::POST,

@@ -9,8 +9,8 @@ mod model;
 pub use http::{HttpProvider, ProviderSettings};
 pub use model::{
     CertificateStatus, CheckCounts, CrlFetch, CrlPartitionInfo, Latest, LatestBasic4,
-    MynaportalRequest, MynaportalTicket, OptionalItems, RevokedReason, SubscribeOutcome,
-    Subscription, Verification,
+    MynaportalRequest, MynaportalTicket, OptionalItems, RevokedReason, SignatureCheck,
+    SubscribeOutcome, Subscription, Verification,
 };
 
 use chrono::{DateTime, Utc};
@@ -66,6 +66,12 @@ pub trait Provider: Send + Sync {
     async fn crl_partition(&self, id: &str, etag: Option<&str>) -> Result<CrlFetch, ProviderError>;
     /// Service-provider role: the provider verifies a signed document and keeps the certificate.
     async fn verify(&self, cms_der: &[u8]) -> Result<Verification, ProviderError>;
+    /// Service-provider role: the provider verifies a raw card signature
+    /// (certificate, digest, signature) and keeps the certificate.
+    async fn verify_signature(
+        &self,
+        check: &SignatureCheck<'_>,
+    ) -> Result<Verification, ProviderError>;
     /// Service-provider role: liveness checks (現況確認) for certificate ids, any number.
     async fn certificate_status(
         &self,

@@ -174,6 +174,17 @@ pub struct CrlPartitionInfo {
     pub etag: String,
 }
 
+/// A raw card signature for the provider to check (service-provider role):
+/// the certificate, the digest of the signed text and the PKCS#1 v1.5
+/// signature over its DigestInfo, as card SDKs hand them over.
+#[derive(Debug, Clone, Copy)]
+pub struct SignatureCheck<'a> {
+    pub certificate_der: &'a [u8],
+    pub hash: crate::jpki::verify::HashAlgorithm,
+    pub digest: &'a [u8],
+    pub signature: &'a [u8],
+}
+
 /// What the provider found in a signed document (service-provider role).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verification {
@@ -185,6 +196,8 @@ pub struct Verification {
     pub not_after: DateTime<Utc>,
     pub content_sha256: String,
     pub basic4: Basic4,
+    /// The operator's id of the holder, when it keeps one (PocketSign's `user.id`).
+    pub user_id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -268,6 +281,7 @@ impl RawVerification {
             reason: self.reason,
             not_after: self.not_after,
             content_sha256: self.content_sha256.to_ascii_lowercase(),
+            user_id: None,
         })
     }
 }
