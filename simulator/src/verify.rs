@@ -1,5 +1,6 @@
 //! Signature verification for the service-provider role: the provider
-//! checks a CMS SignedData made with a card and keeps the certificate.
+//! checks a CMS SignedData made with a card, or a raw PKCS#1 v1.5 signature
+//! with its certificate and digest, and keeps the certificate.
 
 use cms::content_info::ContentInfo;
 use cms::signed_data::{SignedData, SignerIdentifier};
@@ -92,19 +93,7 @@ fn signature_failure(
     content: &[u8],
 ) -> Option<&'static str> {
     // The certificate: issued by this CA.
-    let issued_here = (|| {
-        let ca_key = RsaPublicKey::try_from(
-            ca.certificate
-                .tbs_certificate
-                .subject_public_key_info
-                .owned_to_ref(),
-        )
-        .ok()?;
-        let tbs = certificate.tbs_certificate.to_der().ok()?;
-        let sig = Signature::try_from(certificate.signature.raw_bytes()).ok()?;
-        VerifyingKey::<Sha256>::new(ca_key).verify(&tbs, &sig).ok()
-    })();
-    if issued_here.is_none() {
+    if !issued_by(ca, certificate) {
         return Some("untrusted_issuer");
     }
     // The signed attributes: content type and digest of the content.
@@ -143,4 +132,74 @@ fn signature_failure(
         VerifyingKey::<Sha256>::new(key).verify(&signed, &sig).ok()
     })();
     verified.is_none().then_some("bad_signature")
+}
+
+/// What a raw-signature check found (`POST /v1/verifications` with a
+/// certificate, a digest and a signature, as card SDKs send them).
+pub struct RawChecked {
+    pub certificate: Certificate,
+    /// `None` when the signature holds; else why not.
+    pub failure: Option<&'static str>,
+}
+
+/// Checks a raw PKCS#1 v1.5 signature over the DigestInfo of `digest`
+/// (SHA-256) against the certificate, and the certificate against the CA.
+/// A signature whose DigestInfo is SHA-1's fails as
+/// `unsupported_hash_algorithm`, one over another digest as
+/// `digest_mismatch`.
+pub fn check_raw(
+    ca: &Ca,
+    certificate_der: &[u8],
+    digest: &[u8],
+    signature: &[u8],
+) -> Result<RawChecked, Unreadable> {
+    use kihon4_core::jpki::verify::{SignedDigest, open_pkcs1_signature};
+    use rsa::signature::hazmat::PrehashVerifier;
+    let certificate = Certificate::from_der(certificate_der)
+        .map_err(|_| unreadable("the certificate is not DER X.509"))?;
+    if digest.len() != 32 {
+        return Err(unreadable("the digest is not 32 bytes of SHA-256"));
+    }
+    if !issued_by(ca, &certificate) {
+        return Ok(RawChecked {
+            certificate,
+            failure: Some("untrusted_issuer"),
+        });
+    }
+    let spki = &certificate.tbs_certificate.subject_public_key_info;
+    let holds = (|| {
+        let key = RsaPublicKey::try_from(spki.owned_to_ref()).ok()?;
+        let sig = Signature::try_from(signature).ok()?;
+        VerifyingKey::<Sha256>::new(key)
+            .verify_prehash(digest, &sig)
+            .ok()
+    })();
+    let failure = match holds {
+        Some(()) => None,
+        None => match open_pkcs1_signature(spki.subject_public_key.raw_bytes(), signature) {
+            Some(SignedDigest::Sha1(_)) => Some("unsupported_hash_algorithm"),
+            Some(SignedDigest::Sha256(_)) => Some("digest_mismatch"),
+            None => Some("bad_signature"),
+        },
+    };
+    Ok(RawChecked {
+        certificate,
+        failure,
+    })
+}
+
+fn issued_by(ca: &Ca, certificate: &Certificate) -> bool {
+    (|| {
+        let ca_key = RsaPublicKey::try_from(
+            ca.certificate
+                .tbs_certificate
+                .subject_public_key_info
+                .owned_to_ref(),
+        )
+        .ok()?;
+        let tbs = certificate.tbs_certificate.to_der().ok()?;
+        let sig = Signature::try_from(certificate.signature.raw_bytes()).ok()?;
+        VerifyingKey::<Sha256>::new(ca_key).verify(&tbs, &sig).ok()
+    })()
+    .is_some()
 }

@@ -688,39 +688,55 @@ const SHA256_DIGEST_INFO: &[u8] = &[
     0x00, 0x04, 0x20,
 ];
 
-/// Why a PKCS#1 v1.5 signature that did not verify fails: the public-key
-/// operation (s^e mod n) gives the encoded message `00 01 FF… 00 DigestInfo`
-/// for any signature the key made, whatever it was over.
-fn why_raw_signature_fails(public_key: &[u8], signature: &[u8], content: &[u8]) -> SignatureError {
+/// The digest a PKCS#1 v1.5 signature was made over, by its DigestInfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SignedDigest {
+    Sha1(Vec<u8>),
+    Sha256(Vec<u8>),
+}
+
+/// Opens a PKCS#1 v1.5 signature with the public key (`public_key` is the
+/// PKCS#1 RSAPublicKey DER of a certificate's SubjectPublicKeyInfo): the
+/// public-key operation (s^e mod n) gives the encoded message
+/// `00 01 FF… 00 DigestInfo` for any signature the key made, whatever it
+/// was over. `None` when it is not such a signature of this key, or its
+/// DigestInfo is neither SHA-1's nor SHA-256's. This says why a signature
+/// fails; verification itself is `ring`'s.
+pub fn open_pkcs1_signature(public_key: &[u8], signature: &[u8]) -> Option<SignedDigest> {
     use rsa::pkcs1::DecodeRsaPublicKey;
     use rsa::traits::PublicKeyParts;
-    let Ok(key) = rsa::RsaPublicKey::from_pkcs1_der(public_key) else {
-        return SignatureError::BadSignature;
-    };
+    let key = rsa::RsaPublicKey::from_pkcs1_der(public_key).ok()?;
     let size = key.size();
     let s = rsa::BigUint::from_bytes_be(signature);
     if signature.len() != size || &s >= key.n() {
-        return SignatureError::BadSignature;
+        return None;
     }
     let m = s.modpow(key.e(), key.n()).to_bytes_be();
     let mut encoded = vec![0u8; size.saturating_sub(m.len())];
     encoded.extend_from_slice(&m);
-    let Some(digest_info) = encoded
-        .strip_prefix(&[0x00, 0x01])
-        .and_then(|rest| {
-            let padding = rest.iter().take_while(|b| **b == 0xff).count();
-            (padding >= 8).then(|| &rest[padding..])
-        })
-        .and_then(|rest| rest.strip_prefix(&[0x00]))
-    else {
-        return SignatureError::BadSignature;
-    };
-    if digest_info.len() == SHA1_DIGEST_INFO.len() + 20 && digest_info.starts_with(SHA1_DIGEST_INFO)
-    {
-        return SignatureError::UnsupportedHash("sha1".into());
+    let rest = encoded.strip_prefix(&[0x00, 0x01])?;
+    let padding = rest.iter().take_while(|b| **b == 0xff).count();
+    if padding < 8 {
+        return None;
     }
-    match digest_info.strip_prefix(SHA256_DIGEST_INFO) {
-        Some(digest) if digest.len() == 32 && digest != &Sha256::digest(content)[..] => {
+    let digest_info = rest[padding..].strip_prefix(&[0x00])?;
+    if let Some(d) = digest_info
+        .strip_prefix(SHA1_DIGEST_INFO)
+        .filter(|d| d.len() == 20)
+    {
+        return Some(SignedDigest::Sha1(d.to_vec()));
+    }
+    digest_info
+        .strip_prefix(SHA256_DIGEST_INFO)
+        .filter(|d| d.len() == 32)
+        .map(|d| SignedDigest::Sha256(d.to_vec()))
+}
+
+/// Why a raw signature over `content` that did not verify fails.
+fn why_raw_signature_fails(public_key: &[u8], signature: &[u8], content: &[u8]) -> SignatureError {
+    match open_pkcs1_signature(public_key, signature) {
+        Some(SignedDigest::Sha1(_)) => SignatureError::UnsupportedHash("sha1".into()),
+        Some(SignedDigest::Sha256(d)) if d != Sha256::digest(content)[..] => {
             SignatureError::DigestMismatch
         }
         _ => SignatureError::BadSignature,
