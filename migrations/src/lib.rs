@@ -15,6 +15,7 @@ mod m20261202_000008_registration_wait;
 mod m20261202_000009_audit_exports;
 mod m20261202_000010_idempotency_key_hash;
 mod m20261202_000011_refusal_tallies;
+mod m20261203_000012_consent_evidence_form;
 
 pub struct Migrator;
 
@@ -33,6 +34,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000009_audit_exports::Migration),
             Box::new(m20261202_000010_idempotency_key_hash::Migration),
             Box::new(m20261202_000011_refusal_tallies::Migration),
+            Box::new(m20261203_000012_consent_evidence_form::Migration),
         ]
     }
 }

@@ -5,8 +5,9 @@ use actix_web::{HttpResponse, get, post, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{DateTime, Utc};
-use kihon4_core::consent::{self, Channel, Consent, GrantRequest};
+use kihon4_core::consent::{self, Channel, Consent, GrantRequest, Submitted};
 use kihon4_core::domain::{FieldErrors, FreeText, ValueError};
+use kihon4_core::jpki::verify::HashAlgorithm;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
@@ -66,12 +67,34 @@ pub struct GrantBody {
     /// `online_signature` or `branch`.
     #[schema(required = true, value_type = String, pattern = "^(online_signature|branch)$")]
     channel: Option<String>,
-    /// A CMS SignedData (DER, base64), attached or detached, over the exact text.
-    #[schema(required = true, value_type = String, content_encoding = "base64")]
+    /// A CMS SignedData (DER, base64), attached or detached, over the exact
+    /// text. Give this or `signature`, not both.
+    #[schema(value_type = String, content_encoding = "base64")]
     signed_document_b64: Option<String>,
+    /// A raw signature as card clients produce it (the card's JPKI
+    /// application, PKCS#11, the platform operators' SDKs): give this or
+    /// `signed_document_b64`, not both.
+    signature: Option<RawSignatureBody>,
     /// Take the certificate's four items when they differ from the customer's.
     #[serde(default)]
     update_customer: bool,
+}
+
+/// An RSA PKCS#1 v1.5 signature over the DigestInfo of the SHA-256 of the
+/// exact consent text, and the signing certificate.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawSignatureBody {
+    /// The signer's JPKI signing certificate (DER, base64).
+    #[schema(required = true, value_type = String, content_encoding = "base64")]
+    certificate_b64: Option<String>,
+    /// The signature value (base64): 256 bytes for the card's RSA-2048 key.
+    #[schema(required = true, value_type = String, content_encoding = "base64")]
+    signature_b64: Option<String>,
+    /// The hash in the signed DigestInfo: `sha256`. Any other, SHA-1
+    /// included, is refused as `unsupported-hash-algorithm`.
+    #[schema(required = true, value_type = String, max_length = 40)]
+    hash_algorithm: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -162,8 +185,9 @@ impl From<Consent> for ConsentView {
     }
 }
 
-/// Records a customer's consent from a document signed with their My
-/// Number Card's signing certificate. Role: operator.
+/// Records a customer's consent signed with their My Number Card's signing
+/// certificate: a CMS document, or the raw signature card clients produce.
+/// Role: operator.
 #[utoipa::path(
     operation_id = "grantConsent",
     tag = "consent",
@@ -173,7 +197,7 @@ impl From<Consent> for ConsentView {
         (status = 201, body = ConsentView, description = "Granted; `Location` names it", headers(("Location" = String))),
         (status = 404, description = "not-found"),
         (status = 409, description = "customer-deceased, basic4-mismatch, signed-document-reused, conflict"),
-        (status = 422, description = "not-base64, not-cms, cms-no-signer, cms-several-signers, signer-certificate-missing, unsupported-algorithm, signature-invalid, unknown-text-version, content-not-consent-text, untrusted-issuer, certificate-expired, certificate-not-yet-valid, user-identification-certificate, not-signing-certificate, certificate-revoked, certificate-unknown"),
+        (status = 422, description = "not-base64, not-cms, cms-no-signer, cms-several-signers, signer-certificate-missing, unsupported-algorithm, unsupported-hash-algorithm, signature-invalid, unknown-text-version, content-not-consent-text, untrusted-issuer, certificate-expired, certificate-not-yet-valid, user-identification-certificate, not-signing-certificate, certificate-revoked, certificate-unknown"),
         (status = 502, description = "crl-invalid, ocsp-invalid, provider-error"),
         (status = 503, description = "revocation-unavailable, crl-stale, provider-unavailable, consent-unavailable: retry later (`Retry-After`); nothing was written"),
     ),
@@ -203,19 +227,57 @@ pub async fn grant(
             )),
         },
     );
-    let document_b64 = errors.check(
-        "signed_document_b64",
-        body.signed_document_b64.as_deref(),
-        |raw| Ok(raw.to_owned()),
-    );
+    let raw = match (&body.signed_document_b64, &body.signature) {
+        (Some(_), Some(_)) => {
+            errors.push(
+                "signature",
+                ValueError::invalid("give `signed_document_b64` or `signature`, not both"),
+            );
+            None
+        }
+        (None, None) => {
+            errors.push(
+                "signed_document_b64",
+                ValueError::invalid("is required (or `signature`)"),
+            );
+            None
+        }
+        (None, Some(raw)) => {
+            let part = |field: &str, value: &Option<String>, errors: &mut FieldErrors| {
+                errors.check(&format!("signature.{field}"), value.as_deref(), |v| {
+                    Ok(v.to_owned())
+                })
+            };
+            let certificate = part("certificate_b64", &raw.certificate_b64, &mut errors);
+            let signature = part("signature_b64", &raw.signature_b64, &mut errors);
+            let hash = part("hash_algorithm", &raw.hash_algorithm, &mut errors);
+            certificate.zip(signature).zip(hash)
+        }
+        (Some(_), None) => None,
+    };
     errors.into_result()?;
-    let document = B64.decode(document_b64.expect("checked")).map_err(|_| {
-        ApiError::field(
-            ProblemKind::NotBase64,
-            "signed_document_b64",
-            "is not standard base64 (RFC 4648 §4, with padding)",
-        )
-    })?;
+    let decode = |field: &str, value: &str| {
+        B64.decode(value).map_err(|_| {
+            ApiError::field(
+                ProblemKind::NotBase64,
+                field,
+                "is not standard base64 (RFC 4648 §4, with padding)",
+            )
+        })
+    };
+    let signed = match (raw, body.signed_document_b64.as_deref()) {
+        (Some(((certificate, signature), hash)), _) => {
+            let hash = HashAlgorithm::parse(&hash)
+                .map_err(|e| ApiError::from(consent::ConsentRefusal::Signature(e)))?;
+            Submitted::Raw {
+                certificate: decode("signature.certificate_b64", &certificate)?,
+                signature: decode("signature.signature_b64", &signature)?,
+                hash,
+            }
+        }
+        (None, Some(document)) => Submitted::Cms(decode("signed_document_b64", document)?),
+        (None, None) => unreachable!("checked above"),
+    };
     let consent = consent::grant(
         &state.db,
         &state.consent_verifier,
@@ -227,7 +289,7 @@ pub async fn grant(
             customer_id: *id,
             text_version: text_version.expect("checked").as_str().to_owned(),
             channel: channel.expect("checked"),
-            document,
+            signed,
             update_customer: body.update_customer,
         },
     )

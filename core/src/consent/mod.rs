@@ -18,7 +18,7 @@ pub use records::{
     Channel, Consent, ConsentEvent, ConsentSettings, ConsentStatus, GrantRequest, Registration,
     ValidityStart, expires_at, get, grant, list, withdraw,
 };
-pub use verifier::{ConsentVerifier, Evidence, Kept};
+pub use verifier::{ConsentVerifier, Evidence, EvidenceForm, Kept, SignedConsent, Submitted};
 
 use crate::jpki::revocation::RevocationError;
 use crate::jpki::verify::SignatureError;

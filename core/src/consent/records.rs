@@ -205,7 +205,8 @@ pub struct GrantRequest {
     pub customer_id: Uuid,
     pub text_version: String,
     pub channel: Channel,
-    pub document: Vec<u8>,
+    /// The signed consent: a CMS document or a raw card signature.
+    pub signed: super::verifier::Submitted,
     pub update_customer: bool,
 }
 
@@ -662,11 +663,7 @@ async fn verify_document<'t>(
         return Err(refusal(ConsentRefusal::CustomerDeceased));
     }
     let evidence = verifier
-        .verify(
-            super::verifier::SignedConsent::Cms(&request.document),
-            text,
-            at,
-        )
+        .verify(request.signed.as_signed(), text, at)
         .await
         .map_err(refusal)?;
     let reused = consents::Entity::find()

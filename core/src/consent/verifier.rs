@@ -32,6 +32,34 @@ pub enum SignedConsent<'a> {
     Raw(RawSignature<'a>),
 }
 
+/// A signed consent as received, owned: what [`SignedConsent`] borrows.
+#[derive(Debug, Clone)]
+pub enum Submitted {
+    Cms(Vec<u8>),
+    Raw {
+        certificate: Vec<u8>,
+        signature: Vec<u8>,
+        hash: HashAlgorithm,
+    },
+}
+
+impl Submitted {
+    pub fn as_signed(&self) -> SignedConsent<'_> {
+        match self {
+            Self::Cms(document) => SignedConsent::Cms(document),
+            Self::Raw {
+                certificate,
+                signature,
+                hash,
+            } => SignedConsent::Raw(RawSignature {
+                certificate_der: certificate,
+                signature,
+                hash: *hash,
+            }),
+        }
+    }
+}
+
 /// How the consent was signed, as kept: `cms` or `pkcs1`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EvidenceForm {
