@@ -142,6 +142,8 @@ pub async fn consenting_customers(
                 signed_content: Set(consent_text.text.as_bytes().to_vec()),
                 revocation_method: Set("crl".into()),
                 ppid: Set(None),
+                evidence_form: Set("cms".into()),
+                provider_user_id: Set(None),
             });
             events.push(consent_events::ActiveModel {
                 id: Set(Uuid::now_v7()),

@@ -144,6 +144,10 @@ pub struct ConsentView {
     registration_retry_at: Option<DateTime<Utc>>,
     /// `platform` (document and certificate kept) or `service_provider` (the provider's ids kept).
     evidence: String,
+    /// How it was signed: `cms` (a CMS document), `pkcs1_sha256` (a raw card
+    /// signature) or `mynaportal` (a decision given on Mynaportal).
+    #[schema(pattern = "^(cms|pkcs1_sha256|mynaportal)$")]
+    evidence_form: String,
     verification_id: Option<String>,
     certificate_id: Option<String>,
     events: Vec<ConsentEventView>,
@@ -169,6 +173,7 @@ impl From<Consent> for ConsentView {
             registration_attempts: c.registration_attempts,
             registration_retry_at: c.registration_retry_at,
             evidence: c.evidence,
+            evidence_form: c.evidence_form,
             verification_id: c.verification_id,
             certificate_id: c.certificate_id,
             events: c

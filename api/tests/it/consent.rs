@@ -59,10 +59,10 @@ async fn consent_texts_are_served_with_their_hashes(backend: Backend) {
     .await;
 }
 
-const JA: &str = "2026-11-25.ja";
+pub(crate) const JA: &str = "2026-11-25.ja";
 const EN: &str = "2026-11-25.en";
 
-async fn text(app: &TestApp, version: &str) -> String {
+pub(crate) async fn text(app: &TestApp, version: &str) -> String {
     let body: Value = app
         .get("/v1/consent-texts", &app.operator())
         .await
@@ -81,7 +81,7 @@ async fn text(app: &TestApp, version: &str) -> String {
 }
 
 /// A customer whose four items will come from the certificate.
-async fn bare_customer(app: &TestApp, external_ref: &str) -> String {
+pub(crate) async fn bare_customer(app: &TestApp, external_ref: &str) -> String {
     let res = app
         .post(
             "/v1/customers",
@@ -117,7 +117,7 @@ async fn grant_body(app: &TestApp, customer: &str, body: Value) -> Response {
 }
 
 /// Row counts of everything a consent writes.
-async fn written(app: &TestApp) -> Vec<i64> {
+pub(crate) async fn written(app: &TestApp) -> Vec<i64> {
     vec![
         app.count(consents::Entity).await,
         app.count(consent_events::Entity).await,

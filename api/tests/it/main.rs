@@ -16,6 +16,7 @@ mod limits;
 mod mynaportal;
 mod notices;
 mod openapi;
+mod raw_consent;
 mod registration;
 mod service;
 mod sync;

@@ -250,6 +250,72 @@ impl Signer {
         self.dir.path()
     }
 
+    /// The certificate, DER.
+    pub fn certificate_der(&self) -> Vec<u8> {
+        let d = self.dir.path();
+        openssl(
+            d,
+            &[
+                "x509",
+                "-in",
+                "signer.pem",
+                "-outform",
+                "DER",
+                "-out",
+                "signer.der",
+            ],
+        );
+        std::fs::read(d.join("signer.der")).unwrap()
+    }
+
+    /// A raw PKCS#1 v1.5 signature of `content`, as a card client makes it:
+    /// `openssl dgst -<md> -sign` (`sha256` or `sha1`), or with `md` =
+    /// `pkeyutl`, `openssl pkeyutl -sign` over a SHA-256 DigestInfo built
+    /// here, as the card's JPKI application receives it.
+    pub fn sign_raw(&self, content: &[u8], md: &str) -> Vec<u8> {
+        use sha2::Digest as _;
+        let d = self.dir.path();
+        std::fs::write(d.join("content.txt"), content).unwrap();
+        if md == "pkeyutl" {
+            let mut digest_info = vec![
+                0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02,
+                0x01, 0x05, 0x00, 0x04, 0x20,
+            ];
+            digest_info.extend_from_slice(&sha2::Sha256::digest(content));
+            std::fs::write(d.join("digest-info.der"), digest_info).unwrap();
+            openssl(
+                d,
+                &[
+                    "pkeyutl",
+                    "-sign",
+                    "-inkey",
+                    "signer.key",
+                    "-pkeyopt",
+                    "rsa_padding_mode:pkcs1",
+                    "-in",
+                    "digest-info.der",
+                    "-out",
+                    "raw.sig",
+                ],
+            );
+        } else {
+            let md = format!("-{md}");
+            openssl(
+                d,
+                &[
+                    "dgst",
+                    &md,
+                    "-sign",
+                    "signer.key",
+                    "-out",
+                    "raw.sig",
+                    "content.txt",
+                ],
+            );
+        }
+        std::fs::read(d.join("raw.sig")).unwrap()
+    }
+
     /// `openssl cms -sign -binary -md sha256`, the content attached or not.
     pub fn sign(&self, content: &[u8], attached: bool) -> Vec<u8> {
         let d = self.dir.path();

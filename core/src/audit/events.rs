@@ -196,6 +196,8 @@ pub enum GrantedBy {
         text_version: String,
         text_sha256: String,
         document_sha256: String,
+        /// `cms` or `pkcs1_sha256` (a raw card signature).
+        evidence_form: &'static str,
         revocation_method: &'static str,
         /// The provider's verification id, in the `service_provider` role.
         verification_id: Option<String>,
@@ -574,9 +576,11 @@ impl From<Event> for AuditEvent {
                         text_version,
                         text_sha256,
                         document_sha256,
+                        evidence_form,
                         revocation_method,
                         verification_id,
                     } => {
+                        after.insert("evidence_form".into(), json!(evidence_form));
                         after.insert("role".into(), json!(role.as_str()));
                         after.insert("text_version".into(), json!(text_version));
                         after.insert("text_sha256".into(), json!(text_sha256));
@@ -1254,6 +1258,7 @@ mod tests {
                 text_version: "2026-01".into(),
                 text_sha256: "ab".into(),
                 document_sha256: "cd".into(),
+                evidence_form: "pkcs1_sha256",
                 revocation_method: "provider",
                 verification_id: Some("v-1".into()),
             },
@@ -1273,6 +1278,7 @@ mod tests {
                         "text_sha256": "ab",
                         "cert_serial": "0A1B",
                         "document_sha256": "cd",
+                        "evidence_form": "pkcs1_sha256",
                         "revocation_method": "provider",
                         "granted_at": granted_at,
                         "expires_at": expires_at,

@@ -583,6 +583,8 @@ fn mynaportal_consent_row(
         signed_content: Set(payload.as_bytes().to_vec()),
         revocation_method: Set("provider".to_owned()),
         ppid: Set(claims.ppid.clone()),
+        evidence_form: Set("mynaportal".to_owned()),
+        provider_user_id: Set(None),
     }
 }
 

@@ -137,6 +137,8 @@ pub struct Consent {
     pub registration_retry_at: Option<DateTime<Utc>>,
     /// `platform` (document + certificate kept) or `service_provider` (the provider's ids).
     pub evidence: String,
+    /// How it was signed: `cms`, `pkcs1_sha256` or `mynaportal`.
+    pub evidence_form: String,
     pub verification_id: Option<String>,
     pub certificate_id: Option<String>,
     pub events: Vec<ConsentEvent>,
@@ -335,6 +337,7 @@ async fn assemble<C: ConnectionTrait>(
                 registration_attempts,
                 registration_retry_at,
                 evidence: evidence.to_owned(),
+                evidence_form: row.evidence_form,
                 verification_id: row.verification_id,
                 certificate_id: row.certificate_id,
                 events: mine
@@ -633,6 +636,7 @@ pub async fn grant(
             text_version: text.version.clone(),
             text_sha256: text.sha256.clone(),
             document_sha256: evidence.document_sha256.clone(),
+            evidence_form: evidence.form.as_str(),
             revocation_method: evidence.revocation_method,
             verification_id,
         },
@@ -701,7 +705,7 @@ fn document_consent_row(
     at: DateTime<Utc>,
     expires: DateTime<Utc>,
 ) -> consents::ActiveModel {
-    let (document, certificate, anchor_key_id, verification_id, certificate_id) =
+    let (document, certificate, anchor_key_id, verification_id, certificate_id, user_id) =
         match &evidence.kept {
             Kept::Platform {
                 document,
@@ -713,17 +717,19 @@ fn document_consent_row(
                 Some(anchor_key_id.clone()),
                 None,
                 None,
+                None,
             ),
             Kept::ServiceProvider {
                 verification_id,
                 certificate_id,
-                ..
+                user_id,
             } => (
                 None,
                 None,
                 None,
                 Some(verification_id.clone()),
                 Some(certificate_id.clone()),
+                user_id.clone(),
             ),
         };
     consents::ActiveModel {
@@ -748,6 +754,8 @@ fn document_consent_row(
         signed_content: Set(evidence.content.clone()),
         revocation_method: Set(evidence.revocation_method.to_owned()),
         ppid: Set(None),
+        evidence_form: Set(evidence.form.as_str().to_owned()),
+        provider_user_id: Set(user_id),
     }
 }
 

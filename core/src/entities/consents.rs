@@ -28,6 +28,11 @@ pub struct Model {
     pub revocation_method: String,
     /// Mynaportal's pairwise id of the holder, for consents given there.
     pub ppid: Option<String>,
+    /// How it was signed: `cms`, `pkcs1_sha256` (a raw card signature,
+    /// `signed_document` then holds the signature value) or `mynaportal`.
+    pub evidence_form: String,
+    /// The platform operator's id of the holder, where its API keeps one.
+    pub provider_user_id: Option<String>,
 }
 
 impl std::fmt::Debug for Model {

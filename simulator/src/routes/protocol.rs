@@ -386,34 +386,97 @@ pub async fn checks(
     })))
 }
 
+/// A CMS document (`cms_b64`), or a raw card signature: `certificate_b64`,
+/// `hash_algorithm` (`sha256`), `digest_b64` (the SHA-256 of the signed
+/// text) and `signature_b64` (PKCS#1 v1.5 over its DigestInfo).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct VerificationBody {
-    cms_b64: String,
+    cms_b64: Option<String>,
+    certificate_b64: Option<String>,
+    hash_algorithm: Option<String>,
+    digest_b64: Option<String>,
+    signature_b64: Option<String>,
 }
 
-/// Verifies a signed document for the service-provider role: the provider
-/// keeps the certificate; the caller gets ids, the serial and the four items.
+/// What a verification checked: the certificate, the digest of the signed
+/// content, and why it failed, if it did.
+struct Checked {
+    certificate: x509_cert::Certificate,
+    content_sha256: Vec<u8>,
+    failure: Option<&'static str>,
+}
+
+fn unreadable(e: crate::verify::Unreadable) -> Problem {
+    Problem::new(
+        actix_web::http::StatusCode::BAD_REQUEST,
+        "unreadable-signature",
+        e.0,
+    )
+}
+
+async fn check_body(sim: &Simulator, body: &VerificationBody) -> Result<Checked, Problem> {
+    use sha2::Digest;
+    let decode = |field: &str, value: &Option<String>| {
+        let value = value
+            .as_deref()
+            .ok_or_else(|| Problem::bad_request(format!("{field} is required.")))?;
+        B64.decode(value.as_bytes())
+            .map_err(|_| Problem::bad_request(format!("{field} is not base64.")))
+    };
+    let authority = sim.ca.clone();
+    if body.cms_b64.is_some() {
+        if body.certificate_b64.is_some() || body.signature_b64.is_some() {
+            return Err(Problem::bad_request(
+                "give cms_b64 or certificate_b64 with signature_b64, not both.",
+            ));
+        }
+        let der = decode("cms_b64", &body.cms_b64)?;
+        let checked = web::block(move || crate::verify::check(&authority, &der))
+            .await
+            .map_err(Problem::internal)?
+            .map_err(unreadable)?;
+        return Ok(Checked {
+            content_sha256: sha2::Sha256::digest(&checked.content).to_vec(),
+            certificate: checked.certificate,
+            failure: checked.failure,
+        });
+    }
+    match body.hash_algorithm.as_deref() {
+        Some("sha256") => {}
+        Some(other) => {
+            return Err(Problem::bad_request(format!(
+                "hash_algorithm `{}` is not supported; sha256 is.",
+                other.chars().take(40).collect::<String>()
+            )));
+        }
+        None => return Err(Problem::bad_request("hash_algorithm is required.")),
+    }
+    let certificate = decode("certificate_b64", &body.certificate_b64)?;
+    let digest = decode("digest_b64", &body.digest_b64)?;
+    let signature = decode("signature_b64", &body.signature_b64)?;
+    let checked = web::block(move || {
+        crate::verify::check_raw(&authority, &certificate, &digest, &signature).map(|c| (c, digest))
+    })
+    .await
+    .map_err(Problem::internal)?
+    .map_err(unreadable)?;
+    Ok(Checked {
+        certificate: checked.0.certificate,
+        content_sha256: checked.1,
+        failure: checked.0.failure,
+    })
+}
+
+/// Verifies a signed document or a raw card signature for the
+/// service-provider role: the provider keeps the certificate; the caller
+/// gets ids, the serial and the four items.
 #[post("/v1/verifications")]
 pub async fn verifications(
     sim: web::Data<Simulator>,
     body: web::Json<VerificationBody>,
 ) -> Result<HttpResponse, Problem> {
-    use sha2::Digest;
-    let der = B64
-        .decode(body.cms_b64.as_bytes())
-        .map_err(|_| Problem::bad_request("cms_b64 is not base64."))?;
-    let authority = sim.ca.clone();
-    let checked = web::block(move || crate::verify::check(&authority, &der))
-        .await
-        .map_err(Problem::internal)?
-        .map_err(|e| {
-            Problem::new(
-                actix_web::http::StatusCode::BAD_REQUEST,
-                "unreadable-signature",
-                e.0,
-            )
-        })?;
+    let checked = check_body(&sim, &body).await?;
     let cert_der = der::Encode::to_der(&checked.certificate).map_err(Problem::internal)?;
     let parsed = kihon4_core::jpki::parse_signing_certificate(&cert_der).map_err(|e| {
         Problem::new(
@@ -441,7 +504,7 @@ pub async fn verifications(
         "cert_serial": parsed.serial.as_str(),
         "valid": reason.is_none(),
         "not_after": parsed.not_after,
-        "content_sha256": hex::encode(sha2::Sha256::digest(&checked.content)),
+        "content_sha256": hex::encode(&checked.content_sha256),
         "basic4": kihon4_core::customers::basic4_json(&parsed.basic4),
     });
     if let Some(r) = reason {
