@@ -111,7 +111,10 @@ async fn platform_verifies_raw_signatures_and_keeps_what_proves_them(backend: Ba
             .await
             .unwrap();
         let last = events["items"].as_array().unwrap().last().unwrap().clone();
-        assert_eq!(last["data"]["after"]["evidence_form"], "pkcs1_sha256");
+        assert_eq!(
+            last["event"]["data"]["after"]["evidence_form"], "pkcs1_sha256",
+            "{last}"
+        );
 
         // The same signature again is a replay.
         let before = written(&app).await;
@@ -391,7 +394,11 @@ async fn every_bad_raw_signature_is_refused_and_writes_nothing(backend: Backend)
     );
     let mut unknown = raw_body(&certificate, &good, "sha256");
     unknown["signature"]["digest_b64"] = json!("AAAA");
-    refuse(unknown, 400, "bad-request").await;
+    let problem = refuse(unknown, 422, "validation").await;
+    assert_eq!(
+        problem["errors"][0]["field"], "signature.digest_b64",
+        "{problem}"
+    );
 
     assert_eq!(written(&app).await, before);
     // And the good one still goes through.
