@@ -10,11 +10,8 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::{Method, StatusCode};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
-use kihon4_core::domain::{
-    FieldError, FieldErrors, ValueError, contains_my_number, identifier_holds_my_number,
-};
+use kihon4_core::domain::{FieldError, FieldErrors, ValueError, contains_my_number};
 use kihon4_core::idempotency::{self, Claim, StoredResponse};
-use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::AppState;
@@ -195,15 +192,12 @@ pub async fn idempotency(
         .app_data::<web::Data<AppState>>()
         .expect("application state is registered")
         .clone();
-    // Keys belong to a caller with its roles, so that a replay never answers
-    // a token the route would refuse; without a valid token the route refuses anyway.
     let principal = match bearer(req.request()).map(|t| state.auth.verify(t)) {
         Some(Ok(p)) => {
-            let mut roles: Vec<&str> = p.roles.iter().map(|r| r.as_str()).collect();
-            roles.sort_unstable();
-            roles.dedup();
-            format!("{}|{}", p.sub, roles.join(","))
+            let roles: Vec<&str> = p.roles.iter().map(|r| r.as_str()).collect();
+            idempotency::principal_of(&p.sub, &roles)
         }
+        // Without a valid token the route refuses anyway.
         _ => {
             return next
                 .call(req)
@@ -211,11 +205,9 @@ pub async fn idempotency(
                 .map(ServiceResponse::map_into_boxed_body);
         }
     };
-    let key = match key.to_str() {
-        Ok(k) if !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()) => {
-            k.to_owned()
-        }
-        _ => {
+    let key = match idempotency::parse_key(key.as_bytes()) {
+        Ok(key) => key,
+        Err(idempotency::KeyRefusal::Invalid) => {
             return Ok(problem(
                 req,
                 ApiError::new(
@@ -224,36 +216,31 @@ pub async fn idempotency(
                 ),
             ));
         }
+        Err(idempotency::KeyRefusal::MyNumber) => {
+            return Ok(problem(
+                req,
+                ApiError::from(FieldErrors(vec![FieldError {
+                    field: "Idempotency-Key".into(),
+                    error: ValueError::MyNumber,
+                }])),
+            ));
+        }
     };
-    if identifier_holds_my_number(&key) {
-        return Ok(problem(
-            req,
-            ApiError::from(FieldErrors(vec![FieldError {
-                field: "Idempotency-Key".into(),
-                error: ValueError::MyNumber,
-            }])),
-        ));
-    }
     let body = match req.extract::<web::Bytes>().await {
         Ok(body) => body,
         Err(e) => return Ok(problem(req, payload_error(e))),
     };
-    let mut hash = Sha256::new();
-    hash.update(req.method().as_str());
-    hash.update(b" ");
-    hash.update(
+    let request_hash = idempotency::request_hash(
+        req.method().as_str(),
         req.uri()
             .path_and_query()
             .map(|p| p.as_str())
             .unwrap_or_default(),
+        req.headers()
+            .get(header::CONTENT_TYPE)
+            .map(|ct| ct.as_bytes()),
+        &body,
     );
-    hash.update(b"\n");
-    if let Some(ct) = req.headers().get(header::CONTENT_TYPE) {
-        hash.update(ct.as_bytes());
-    }
-    hash.update(b"\n");
-    hash.update(&body);
-    let request_hash = hex::encode(hash.finalize());
 
     let claim = idempotency::claim(
         &state.db,
@@ -300,14 +287,13 @@ pub async fn idempotency(
             };
             let (http_req, res) = res.into_parts();
             let status = res.status();
-            let headers: Vec<(String, String)> =
-                [header::CONTENT_TYPE, header::LOCATION, header::ETAG]
-                    .iter()
-                    .filter_map(|name| {
-                        let value = res.headers().get(name)?.to_str().ok()?;
-                        Some((name.as_str().to_owned(), value.to_owned()))
-                    })
-                    .collect();
+            let headers: Vec<(String, String)> = idempotency::KEPT_HEADERS
+                .iter()
+                .filter_map(|name| {
+                    let value = res.headers().get(*name)?.to_str().ok()?;
+                    Some(((*name).to_owned(), value.to_owned()))
+                })
+                .collect();
             let (head, body) = res.into_parts();
             let body = match actix_web::body::to_bytes(body).await {
                 Ok(bytes) => bytes,
@@ -319,12 +305,7 @@ pub async fn idempotency(
                     ));
                 }
             };
-            // Server errors are not kept, so a retry runs again; nor are
-            // refusals, so a retry with a better token is judged (and audited) anew.
-            let outcome = if status.is_server_error()
-                || status == StatusCode::UNAUTHORIZED
-                || status == StatusCode::FORBIDDEN
-            {
+            let outcome = if !idempotency::keeps(status.as_u16()) {
                 idempotency::release(&state.db, &principal, &key).await
             } else {
                 let stored = StoredResponse {

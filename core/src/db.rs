@@ -139,6 +139,46 @@ pub fn backoff(base: Duration, attempts: i32) -> Duration {
 /// PostgreSQL, so claimers take different rows; on SQLite the immediate
 /// transaction admits one claimer at a time. Rows whose lease ran out are
 /// taken over. Returns them oldest due first.
+/// A work table claimed under a lease (`lease_owner`, `lease_expires_at`),
+/// as [`claim_due`] claims it.
+pub trait Leased: sea_orm::EntityTrait {
+    const LEASE_OWNER: Self::Column;
+    const LEASE_EXPIRES_AT: Self::Column;
+}
+
+impl Leased for crate::entities::outbox::Entity {
+    const LEASE_OWNER: Self::Column = crate::entities::outbox::Column::LeaseOwner;
+    const LEASE_EXPIRES_AT: Self::Column = crate::entities::outbox::Column::LeaseExpiresAt;
+}
+
+impl Leased for crate::entities::sync_jobs::Entity {
+    const LEASE_OWNER: Self::Column = crate::entities::sync_jobs::Column::LeaseOwner;
+    const LEASE_EXPIRES_AT: Self::Column = crate::entities::sync_jobs::Column::LeaseExpiresAt;
+}
+
+impl Leased for crate::entities::provider_registrations::Entity {
+    const LEASE_OWNER: Self::Column = crate::entities::provider_registrations::Column::LeaseOwner;
+    const LEASE_EXPIRES_AT: Self::Column =
+        crate::entities::provider_registrations::Column::LeaseExpiresAt;
+}
+
+/// Ends the lease of the rows an update touches: the one way a worker
+/// gives a claimed row back or finishes it.
+pub trait EndLease {
+    fn end_lease(self) -> Self;
+}
+
+impl<E: Leased> EndLease for sea_orm::UpdateMany<E> {
+    fn end_lease(self) -> Self {
+        use sea_orm::sea_query::Expr;
+        self.col_expr(E::LEASE_OWNER, Expr::value(Option::<String>::None))
+            .col_expr(
+                E::LEASE_EXPIRES_AT,
+                Expr::value(Option::<chrono::DateTime<chrono::Utc>>::None),
+            )
+    }
+}
+
 pub async fn claim_due<E>(
     db: &DatabaseConnection,
     table: &str,

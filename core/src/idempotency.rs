@@ -39,6 +39,67 @@ pub enum Claim {
     InProgress,
 }
 
+/// Who a key belongs to: the token's subject with its roles, sorted, so a
+/// replay never answers a token the route would refuse.
+pub fn principal_of(sub: &str, roles: &[&str]) -> String {
+    let mut roles = roles.to_vec();
+    roles.sort_unstable();
+    roles.dedup();
+    format!("{sub}|{}", roles.join(","))
+}
+
+/// Why an `Idempotency-Key` header is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyRefusal {
+    /// Not 1 to 255 visible ASCII characters.
+    Invalid,
+    /// It looks like a My Number, which is never stored, hashed or not.
+    MyNumber,
+}
+
+/// The key of an `Idempotency-Key` header's raw bytes.
+pub fn parse_key(raw: &[u8]) -> Result<String, KeyRefusal> {
+    let key = std::str::from_utf8(raw)
+        .ok()
+        .filter(|k| !k.is_empty() && k.len() <= 255 && k.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or(KeyRefusal::Invalid)?;
+    if crate::domain::identifier_holds_my_number(key) {
+        return Err(KeyRefusal::MyNumber);
+    }
+    Ok(key.to_owned())
+}
+
+/// What makes two requests with one key the same request: method, path and
+/// query, content type and body.
+pub fn request_hash(
+    method: &str,
+    path_and_query: &str,
+    content_type: Option<&[u8]>,
+    body: &[u8],
+) -> String {
+    let mut hash = Sha256::new();
+    hash.update(method);
+    hash.update(b" ");
+    hash.update(path_and_query);
+    hash.update(b"\n");
+    if let Some(ct) = content_type {
+        hash.update(ct);
+    }
+    hash.update(b"\n");
+    hash.update(body);
+    hex::encode(hash.finalize())
+}
+
+/// The response headers kept for a replay.
+pub const KEPT_HEADERS: [&str; 3] = ["content-type", "location", "etag"];
+
+/// Whether an answer with `status` is kept for replay. Server errors are
+/// not, so a retry runs again; nor are refusals of the token (401, 403), so
+/// a retry with a better token is judged (and audited) anew.
+pub fn keeps(status: u16) -> bool {
+    !(status >= 500 || status == 401 || status == 403)
+}
+
 /// The stored form of `key` for `principal`: the SHA-256 of both, so that a
 /// key (which a caller may have made of anything) is never kept in clear.
 /// The migration that hashed the keys kept before uses the same function.
@@ -189,4 +250,68 @@ pub async fn purge<C: ConnectionTrait>(
         .exec(db)
         .await?;
     Ok(gone.rows_affected)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_visible_ascii_and_never_a_my_number() {
+        assert_eq!(parse_key(b"8d3c5a0e-6f1b").as_deref(), Ok("8d3c5a0e-6f1b"));
+        for bad in [
+            &b""[..],
+            b"with space",
+            b"tab\t",
+            "日本".as_bytes(),
+            &[0xff, 0xfe],
+        ] {
+            assert_eq!(parse_key(bad), Err(KeyRefusal::Invalid), "{bad:?}");
+        }
+        assert_eq!(parse_key(&[b'a'; 256]), Err(KeyRefusal::Invalid));
+        assert!(parse_key(&[b'a'; 255]).is_ok());
+        // A valid My Number (check digit 8) in a key.
+        assert_eq!(parse_key(b"key-123456789018"), Err(KeyRefusal::MyNumber));
+    }
+
+    #[test]
+    fn a_principal_is_its_subject_and_sorted_roles() {
+        assert_eq!(
+            principal_of("alice", &["operator", "admin", "operator"]),
+            "alice|admin,operator"
+        );
+        assert_eq!(principal_of("bob", &[]), "bob|");
+    }
+
+    #[test]
+    fn server_errors_and_token_refusals_are_not_kept() {
+        for status in [200, 201, 204, 400, 404, 409, 422, 429] {
+            assert!(keeps(status), "{status}");
+        }
+        for status in [401, 403, 500, 502, 503] {
+            assert!(!keeps(status), "{status}");
+        }
+    }
+
+    #[test]
+    fn the_request_hash_covers_method_path_type_and_body() {
+        let base = request_hash("POST", "/v1/customers", Some(b"application/json"), b"{}");
+        assert_ne!(
+            base,
+            request_hash("PUT", "/v1/customers", Some(b"application/json"), b"{}")
+        );
+        assert_ne!(
+            base,
+            request_hash("POST", "/v1/customers?x", Some(b"application/json"), b"{}")
+        );
+        assert_ne!(base, request_hash("POST", "/v1/customers", None, b"{}"));
+        assert_ne!(
+            base,
+            request_hash("POST", "/v1/customers", Some(b"application/json"), b"{ }")
+        );
+        assert_eq!(
+            base,
+            request_hash("POST", "/v1/customers", Some(b"application/json"), b"{}")
+        );
+    }
 }

@@ -8,7 +8,7 @@ use serde_json::Value;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::{Page, next_cursor, page_limit};
+use super::{Page, next_cursor, page_limit, seq_cursor};
 use crate::AppState;
 use crate::extract::{Auditor, Auth};
 use crate::problem::{ApiError, ProblemKind};
@@ -92,25 +92,7 @@ pub async fn events(
             .transpose()?,
         action: query.action.clone(),
     };
-    let after = query
-        .cursor
-        .as_deref()
-        .map(|c| {
-            // A cursor is the sequence number of an event of this list: 1 or more.
-            c.bytes()
-                .all(|b| b.is_ascii_digit())
-                .then(|| c.parse::<i64>().ok())
-                .flatten()
-                .filter(|&seq| seq >= 1)
-                .ok_or_else(|| {
-                    ApiError::field(
-                        ProblemKind::InvalidQuery,
-                        "cursor",
-                        "is not a cursor from this list",
-                    )
-                })
-        })
-        .transpose()?;
+    let after = seq_cursor(query.cursor.as_deref())?;
     let found = audit::list_events(&state.db, &filter, after, limit).await?;
     let next_cursor = next_cursor(&found, limit, |e| e.seq.to_string());
     let items = found

@@ -46,16 +46,29 @@ pub fn next_cursor<T>(items: &[T], limit: u64, cursor: impl Fn(&T) -> String) ->
 
 /// A cursor that names the last id of the previous page.
 pub fn uuid_cursor(raw: Option<&str>) -> Result<Option<uuid::Uuid>, crate::problem::ApiError> {
+    raw.map(|c| uuid::Uuid::parse_str(c).map_err(|_| not_a_cursor()))
+        .transpose()
+}
+
+/// A cursor that names the last sequence number of the previous page (1 or more).
+pub fn seq_cursor(raw: Option<&str>) -> Result<Option<i64>, crate::problem::ApiError> {
     raw.map(|c| {
-        uuid::Uuid::parse_str(c).map_err(|_| {
-            crate::problem::ApiError::field(
-                crate::problem::ProblemKind::InvalidQuery,
-                "cursor",
-                "is not a cursor from this list",
-            )
-        })
+        c.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| c.parse::<i64>().ok())
+            .flatten()
+            .filter(|&seq| seq >= 1)
+            .ok_or_else(not_a_cursor)
     })
     .transpose()
+}
+
+fn not_a_cursor() -> crate::problem::ApiError {
+    crate::problem::ApiError::field(
+        crate::problem::ProblemKind::InvalidQuery,
+        "cursor",
+        "is not a cursor from this list",
+    )
 }
 
 pub fn page_limit(limit: Option<u64>) -> Result<u64, crate::problem::ApiError> {

@@ -33,6 +33,7 @@ use crate::audit::events::{
 use crate::audit::{self, Actor, AuditContext};
 use crate::customers::{self, CustomerStatus};
 use crate::db;
+use crate::db::EndLease;
 use crate::domain::CertSerial;
 use crate::entities::{consents, provider_registrations as regs, sync_jobs};
 use crate::error::CoreError;
@@ -285,14 +286,7 @@ async fn settle(
     let at = now();
     let txn = db::begin_write(db).await?;
     let mut update = regs::Entity::update_many()
-        .col_expr(
-            regs::Column::LeaseOwner,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            regs::Column::LeaseExpiresAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
+        .end_lease()
         .filter(regs::Column::Id.eq(intent.id))
         .filter(regs::Column::LeaseOwner.eq(owner))
         .filter(regs::Column::Status.eq("pending"));

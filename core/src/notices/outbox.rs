@@ -21,6 +21,7 @@ use super::templates::{NoticeKind, Notices};
 use crate::audit::events::{Event, NoticeRetried};
 use crate::audit::{self, AuditContext};
 use crate::db;
+use crate::db::EndLease;
 use crate::domain::{Email, Locale};
 use crate::entities::outbox;
 use crate::error::CoreError;
@@ -137,14 +138,7 @@ pub async fn settle(
 ) -> Result<bool, CoreError> {
     let at = now();
     let mut update = outbox::Entity::update_many()
-        .col_expr(
-            outbox::Column::LeaseOwner,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            outbox::Column::LeaseExpiresAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
+        .end_lease()
         .filter(outbox::Column::Id.eq(notice.id))
         .filter(outbox::Column::LeaseOwner.eq(owner))
         .filter(outbox::Column::Status.eq("pending"));
@@ -177,14 +171,7 @@ pub async fn release(
     notice: &outbox::Model,
 ) -> Result<(), CoreError> {
     outbox::Entity::update_many()
-        .col_expr(
-            outbox::Column::LeaseOwner,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            outbox::Column::LeaseExpiresAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
+        .end_lease()
         .col_expr(
             outbox::Column::Attempts,
             Expr::value(notice.attempts.saturating_sub(1)),

@@ -27,6 +27,7 @@ use crate::consent::records::{active_consents, event_row, registration_row};
 use crate::consent::registrations::{self, Standing};
 use crate::customers::{self, Basic4Source, Customer, CustomerStatus, HistoryEntry, items_json};
 use crate::db;
+use crate::db::EndLease;
 use crate::domain::{Basic4, Locale};
 use crate::entities::{
     basic4_history, consent_events, consents, customers as customer_rows, outbox,
@@ -119,14 +120,7 @@ impl Staged {
                     .col_expr(sync_jobs::Column::Status, Expr::value("done"))
                     .col_expr(sync_jobs::Column::Outcome, Expr::value(outcome))
                     .col_expr(sync_jobs::Column::FinishedAt, Expr::value(at))
-                    .col_expr(
-                        sync_jobs::Column::LeaseOwner,
-                        Expr::value(Option::<String>::None),
-                    )
-                    .col_expr(
-                        sync_jobs::Column::LeaseExpiresAt,
-                        Expr::value(Option::<DateTime<Utc>>::None),
-                    )
+                    .end_lease()
                     .filter(sync_jobs::Column::Id.is_in(chunk.iter().copied()))
                     .filter(sync_jobs::Column::LeaseOwner.eq(owner))
                     .filter(sync_jobs::Column::Status.eq("pending"))
@@ -623,14 +617,7 @@ async fn ask_again_tomorrow(a: &Answer<'_>, outcome: &'static str) -> Result<boo
     let updated = sync_jobs::Entity::update_many()
         .col_expr(sync_jobs::Column::RunAt, Expr::value(later))
         .col_expr(sync_jobs::Column::Attempts, Expr::value(0))
-        .col_expr(
-            sync_jobs::Column::LeaseOwner,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            sync_jobs::Column::LeaseExpiresAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
+        .end_lease()
         // Counted as waiting: the run completes without it.
         .col_expr(sync_jobs::Column::Outcome, Expr::value(outcome))
         .col_expr(

@@ -20,6 +20,7 @@ use super::SyncSettings;
 use super::apply;
 use crate::consent::registrations::{self, AWAITING, Standing};
 use crate::db;
+use crate::db::EndLease;
 use crate::domain::CertSerial;
 use crate::entities::sync_jobs;
 use crate::error::CoreError;
@@ -171,14 +172,7 @@ pub async fn defer_for_registration<C: ConnectionTrait>(
             sync_jobs::Column::Attempts,
             Expr::value((job.attempts - 1).max(0)),
         )
-        .col_expr(
-            sync_jobs::Column::LeaseOwner,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            sync_jobs::Column::LeaseExpiresAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
+        .end_lease()
         .col_expr(sync_jobs::Column::Outcome, Expr::value(AWAITING))
         .col_expr(
             sync_jobs::Column::LastError,
@@ -203,14 +197,7 @@ async fn conclude(
         .col_expr(sync_jobs::Column::Status, Expr::value("done"))
         .col_expr(sync_jobs::Column::Outcome, Expr::value(outcome))
         .col_expr(sync_jobs::Column::FinishedAt, Expr::value(now()))
-        .col_expr(
-            sync_jobs::Column::LeaseOwner,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            sync_jobs::Column::LeaseExpiresAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
+        .end_lease()
         .filter(sync_jobs::Column::Id.eq(job.id))
         .filter(sync_jobs::Column::LeaseOwner.eq(owner))
         .filter(sync_jobs::Column::Status.eq("pending"))
@@ -230,14 +217,7 @@ async fn retry(
     let give_up = job.attempts >= MAX_ATTEMPTS;
     let next = at + chrono::Duration::from_std(backoff(job.attempts)).expect("short");
     let mut update = sync_jobs::Entity::update_many()
-        .col_expr(
-            sync_jobs::Column::LeaseOwner,
-            Expr::value(Option::<String>::None),
-        )
-        .col_expr(
-            sync_jobs::Column::LeaseExpiresAt,
-            Expr::value(Option::<DateTime<Utc>>::None),
-        )
+        .end_lease()
         .col_expr(sync_jobs::Column::LastError, Expr::value(why))
         .filter(sync_jobs::Column::Id.eq(job.id))
         .filter(sync_jobs::Column::LeaseOwner.eq(owner))
