@@ -1101,7 +1101,10 @@ mod tests {
             capability,
         };
         assert_eq!(
-            provider.latest_basic4(std::slice::from_ref(&serial)).await.unwrap_err(),
+            provider
+                .latest_basic4(std::slice::from_ref(&serial))
+                .await
+                .unwrap_err(),
             unsupported("latest_basic4")
         );
         assert_eq!(
