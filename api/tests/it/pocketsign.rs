@@ -24,6 +24,7 @@ use kihon4_test_support::both;
 both!(
     consents_go_through_pocketsign_in_both_forms,
     pocketsign_faults_are_retried_or_refused_and_write_nothing,
+    a_moved_resident_is_detected_and_reviewed_since_pocketsign_has_no_latest_four_items,
 );
 
 fn pocketsign(sim: &TestSim) -> Arc<dyn Provider> {
@@ -239,4 +240,84 @@ async fn pocketsign_faults_are_retried_or_refused_and_write_nothing(backend: Bac
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let res = grant(&app, &customer, &body).await;
     assert_eq!(res.status(), 201);
+}
+
+async fn a_moved_resident_is_detected_and_reviewed_since_pocketsign_has_no_latest_four_items(
+    backend: Backend,
+) {
+    use kihon4_core::entities::{provider_registrations, reviews};
+    use kihon4_core::sync::driver::{Detection, Driver};
+    use kihon4_core::sync::{Scope, SyncSettings};
+    use sea_orm::{ColumnTrait, QueryFilter};
+
+    let sim = spawn_sim().await;
+    let app = TestApp::spawn_consent(backend, verifier(&sim), JpkiRole::ServiceProvider).await;
+    let ja = text(&app, JA).await;
+    let signer = sim.resident().await;
+    let customer = bare_customer(&app, "M-1").await;
+    let res = grant(
+        &app,
+        &customer,
+        &raw_body(
+            &signer.certificate_der(),
+            &signer.sign_raw(ja.as_bytes(), "sha256"),
+        ),
+    )
+    .await;
+    assert_eq!(res.status(), 201);
+    sim.life_event_with(
+        &signer,
+        json!({"kind": "move", "basic4": {"address": "大阪府大阪市北区梅田1-1"}}),
+    )
+    .await;
+    let res = app
+        .post(
+            "/v1/sync/runs",
+            &app.operator(),
+            &json!({"scope": "revoked"}),
+        )
+        .await;
+    assert_eq!(res.status(), 202);
+    let run: Value = res.json().await.unwrap();
+    let run_id = uuid::Uuid::parse_str(run["id"].as_str().unwrap()).unwrap();
+
+    let driver = Driver {
+        provider: pocketsign(&sim),
+        notices: Arc::new(crate::helpers::notices()),
+        detection: Detection::Liveness,
+        settings: SyncSettings::default(),
+        owner: "test-driver".into(),
+    };
+    let view = tokio::time::timeout(
+        Duration::from_secs(60),
+        driver.carry_out(&app.db, run_id, Scope::Revoked, 100, |_| {}),
+    )
+    .await
+    .expect("the run ends: nothing is retried forever")
+    .unwrap();
+    assert_eq!(view.run.status, "completed");
+
+    // The registration is refused by name, not retried.
+    let registrations = provider_registrations::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(registrations.len(), 1);
+    assert_eq!(registrations[0].status, "failed");
+    assert_eq!(
+        registrations[0].refusal.as_deref(),
+        Some("capability-unsupported:subscriptions")
+    );
+    // The moved resident was found, and a person decides.
+    let opened = reviews::Entity::find()
+        .filter(reviews::Column::Kind.eq("provider_capability_unsupported"))
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(opened.len(), 1);
+    assert_eq!(opened[0].customer_id.to_string(), customer);
+    let detail = opened[0].detail.clone().unwrap();
+    assert_eq!(detail["provider"], "pocketsign");
+    assert_eq!(detail["capability"], "latest_basic4");
+    app.assert_chain_verifies().await;
 }
