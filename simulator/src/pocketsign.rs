@@ -8,6 +8,9 @@
 //! what of PocketSign is documented; what is not (the v2 `STATUS_GOOD`,
 //! `STATUS_REVOKED` strings) is the stand-in's assumption, not PocketSign's.
 
+// Handlers answer an HttpResponse either way; a refusal is one too.
+#![allow(clippy::result_large_err)]
+
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, post, web};
 use base64::Engine;
