@@ -51,6 +51,12 @@ enum Command {
         /// Serve the `/sim/` control routes to other hosts too (default: loopback only).
         #[arg(long)]
         sim_routes_public: bool,
+        /// Whose API the stand-in is used as: `kihon4` (the provider protocol
+        /// under `/v1/`) or `pocketsign` (PocketSign Verify API v2's Connect
+        /// routes). Both are served from the same store; this says which one
+        /// to point kihon4 at (`KIHON4_PROVIDER_KIND`).
+        #[arg(long, default_value = "kihon4", value_parser = ["kihon4", "pocketsign"])]
+        flavor: String,
     },
     /// Sync: asks J-LIS, through the provider, about consenting customers and applies the answers.
     Sync {
@@ -244,6 +250,7 @@ fn main() -> ExitCode {
         data_dir,
         api_key,
         sim_routes_public,
+        flavor,
     } = cli.command
     {
         let settings = kihon4_sim::SimSettings {
@@ -251,7 +258,7 @@ fn main() -> ExitCode {
             api_key,
             sim_routes_public,
         };
-        return wiring::block_on(commands::sim::run(settings, listen));
+        return wiring::block_on(commands::sim::run(settings, listen, &flavor));
     }
     // The demo needs no configuration at all.
     if let Command::Demo {

@@ -85,7 +85,7 @@ impl AppState {
 /// answers within seconds, so it tries briefly (the worker's waits out
 /// maintenance windows).
 pub fn provider(config: &kihon4_core::config::Config) -> Result<Option<Arc<dyn Provider>>, String> {
-    use kihon4_core::provider::{HttpProvider, ProviderSettings};
+    use kihon4_core::provider::{ProviderSettings, connect};
     let Some(upstream) = config.upstream()? else {
         return Ok(None);
     };
@@ -93,8 +93,8 @@ pub fn provider(config: &kihon4_core::config::Config) -> Result<Option<Arc<dyn P
     settings.timeout = Duration::from_secs(10);
     settings.max_attempts = 2;
     settings.max_wait = Duration::from_secs(2);
-    let client = HttpProvider::new(settings).map_err(|e| e.to_string())?;
-    Ok(Some(Arc::new(client)))
+    // The adapter of the configured kind (KIHON4_PROVIDER_KIND).
+    connect(upstream.kind, settings, upstream.check_method).map(Some)
 }
 
 /// Mynaportal-routed consent, as core holds it.

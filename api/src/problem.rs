@@ -95,6 +95,7 @@ problems! {
     RevocationUnavailable         = 503, "revocation-unavailable", "Revocation cannot be checked now";
     ProviderUnavailable           = 503, "provider-unavailable", "The provider cannot be reached";
     ProviderError                 = 502, "provider-error", "The provider failed";
+    ProviderCapabilityUnsupported = 501, "provider-capability-unsupported", "The configured provider does not offer this";
     ConsentUnavailable            = 503, "consent-unavailable", "Consent cannot be taken here";
     CustomerDeceased              = 409, "customer-deceased", "The customer is deceased";
     Basic4Mismatch                = 409, "basic4-mismatch", "The certificate's four items differ from the customer's";
@@ -332,6 +333,22 @@ impl From<CoreError> for ApiError {
                 );
                 e.retry_after = Some(30);
                 e
+            }
+            CoreError::ProviderUnsupported {
+                provider,
+                capability,
+            } => {
+                tracing::warn!(
+                    provider,
+                    capability,
+                    "a request needs a capability the provider does not offer"
+                );
+                Self::new(
+                    ProblemKind::ProviderCapabilityUnsupported,
+                    format!(
+                        "The configured provider ({provider}) does not offer {capability}, which this needs; see docs/providers.md."
+                    ),
+                )
             }
             CoreError::NothingToRetry => Self::new(
                 ProblemKind::RegistrationNotRetryable,

@@ -50,6 +50,7 @@ pub use crate::consent::ValidityStart;
 pub use crate::domain::JpkiRole;
 pub use crate::files::{create_private_dir, write_private_file};
 pub use crate::jpki::revocation::Revocation;
+pub use crate::provider::{CheckMethod, ProviderKind};
 
 use crate::auth::Role;
 use crate::client_address::{ProxyHeader, TrustedProxies};
@@ -154,6 +155,14 @@ settings! {
     provider_url: Option<Url>, trimmed(|s: &str| http_url(s).map(Some));
     /// The key sent to the provider.
     provider_api_key: Option<SecretString>, text(|s: &str| Ok(Some(SecretString::from(s.to_owned()))));
+    /// Whose API the provider speaks: `kihon4` (kihon4's provider protocol)
+    /// or `pocketsign` (PocketSign Verify API v2, service-provider role
+    /// only; docs/providers.md).
+    provider_kind: ProviderKind = "kihon4", trimmed(|s: &str| s.parse());
+    /// `crl` or `ocsp`: how PocketSign checks revocation, and so how it
+    /// bills liveness checks (CRL: once per certificate and calendar year;
+    /// OCSP: every call).
+    pocketsign_check_method: CheckMethod = "crl", trimmed(|s: &str| s.parse());
     /// kihon4's `client_id` at the provider.
     provider_client_id: String = "kihon4", text(|s: &str| Ok(s.to_owned()));
     /// The J-LIS CA certificates signed consents and CRLs must lead to.
@@ -414,6 +423,10 @@ pub struct HttpSettings {
 pub struct UpstreamSettings {
     pub url: Url,
     pub api_key: SecretString,
+    /// Whose API it speaks.
+    pub kind: ProviderKind,
+    /// PocketSign's revocation check method.
+    pub check_method: CheckMethod,
 }
 
 /// What checking signed consents and CRLs needs: the role, the trust
@@ -549,6 +562,12 @@ impl Config {
         let settings = Settings::read(&mut reader);
         // The second pass: what holds across settings.
         let jwt = reader.jwt(&settings);
+        if settings.provider_kind == ProviderKind::PocketSign && settings.role == JpkiRole::Platform
+        {
+            reader.errors.push(
+                "KIHON4_PROVIDER_KIND=pocketsign works only with KIHON4_ROLE=service_provider: PocketSign's Verify API verifies signatures for a service provider and offers no CA, CRL or OCSP endpoints a platform operator would need".into(),
+            );
+        }
         match jwt {
             Some(jwt) if reader.errors.is_empty() => Ok(Config { settings, jwt }),
             _ => Err(ConfigErrors(reader.errors)),
@@ -616,6 +635,8 @@ impl Config {
         Ok(Some(UpstreamSettings {
             url: url.clone(),
             api_key: api_key.clone(),
+            kind: self.settings.provider_kind,
+            check_method: self.settings.pocketsign_check_method,
         }))
     }
 
@@ -1053,6 +1074,45 @@ mod tests {
             std::env::temp_dir().join(format!("kihon4-config-{name}-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         dir
+    }
+
+    #[test]
+    fn the_provider_kind_and_pocketsigns_check_method_are_read_and_pocketsign_needs_the_service_provider_role()
+     {
+        let dir = temp_dir("provider-kind");
+        let base = |extra: &[(&str, &str)]| {
+            let mut pairs = vec![
+                ("KIHON4_DATA_DIR", dir.to_str().unwrap()),
+                ("KIHON4_JWT_SECRET", "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t"),
+                ("KIHON4_PROVIDER_URL", "http://127.0.0.1:9/"),
+                ("KIHON4_PROVIDER_API_KEY", "tenant-token"),
+            ];
+            pairs.extend_from_slice(extra);
+            Config::load_from(None, env(&pairs))
+        };
+        let default = base(&[]).unwrap().upstream().unwrap().unwrap();
+        assert_eq!(default.kind, ProviderKind::Kihon4);
+        assert_eq!(default.check_method, CheckMethod::Crl);
+        let pocketsign = base(&[
+            ("KIHON4_ROLE", "service_provider"),
+            ("KIHON4_PROVIDER_KIND", "pocketsign"),
+            ("KIHON4_POCKETSIGN_CHECK_METHOD", "ocsp"),
+        ])
+        .unwrap()
+        .upstream()
+        .unwrap()
+        .unwrap();
+        assert_eq!(pocketsign.kind, ProviderKind::PocketSign);
+        assert_eq!(pocketsign.check_method, CheckMethod::Ocsp);
+        let refused = base(&[("KIHON4_PROVIDER_KIND", "pocketsign")]).unwrap_err();
+        assert!(
+            refused.0.iter().any(|e| e.contains(
+                "KIHON4_PROVIDER_KIND=pocketsign works only with KIHON4_ROLE=service_provider"
+            )),
+            "{refused}"
+        );
+        assert!(base(&[("KIHON4_PROVIDER_KIND", "acme")]).is_err());
+        assert!(base(&[("KIHON4_POCKETSIGN_CHECK_METHOD", "both")]).is_err());
     }
 
     #[test]

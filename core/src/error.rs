@@ -29,6 +29,12 @@ pub enum CoreError {
     ConsentRequestOpen,
     #[error("the provider: {0}")]
     Upstream(String),
+    /// The configured provider does not offer what this needs.
+    #[error("the provider {provider} does not offer {capability}")]
+    ProviderUnsupported {
+        provider: &'static str,
+        capability: &'static str,
+    },
     #[error("conflict: {0}")]
     Conflict(&'static str),
     #[error("stored data is inconsistent: {0}")]

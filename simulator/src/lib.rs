@@ -15,6 +15,7 @@ mod keys;
 pub mod municipality;
 pub mod mynaportal;
 pub mod ocsp;
+pub mod pocketsign;
 mod problem;
 pub mod queries;
 pub mod residents;
@@ -164,7 +165,10 @@ pub async fn guard(
                 )
             })
         }
-        Some(sim) if path.starts_with("/v1/") && path != "/v1/ca" && path != "/v1/jwks.json" => {
+        Some(sim)
+            if (path.starts_with("/v1/") && path != "/v1/ca" && path != "/v1/jwks.json")
+                || path.starts_with(pocketsign::PREFIX) =>
+        {
             let key = req
                 .headers()
                 .get("authorization")
@@ -177,6 +181,14 @@ pub async fn guard(
                 (None, Some(_)) => true,
                 (Some(expected), Some(given)) => expected == given,
             };
+            if !ok && path.starts_with(pocketsign::PREFIX) {
+                let refusal = pocketsign::connect_error(
+                    "unauthenticated",
+                    "send the tenant's API token",
+                    None,
+                );
+                return Ok(req.into_response(refusal));
+            }
             (!ok).then(|| {
                 Problem::new(
                     StatusCode::UNAUTHORIZED,
@@ -190,7 +202,8 @@ pub async fn guard(
     if let Some(problem) = refusal {
         return Ok(req.into_response(problem.error_response()));
     }
-    let provider_route = path.starts_with("/v1/");
+    let connect = path.starts_with(pocketsign::PREFIX);
+    let provider_route = path.starts_with("/v1/") || connect;
     let faults = match req.app_data::<web::Data<Simulator>>() {
         Some(sim) if provider_route => {
             sim.provider_requests
@@ -203,6 +216,16 @@ pub async fn guard(
     for disruption in faults::disrupt(&faults) {
         match disruption {
             faults::Disruption::Delay(d) => tokio::time::sleep(d).await,
+            // PocketSign's stand-in fails as Connect does.
+            faults::Disruption::Replace(response) if connect => {
+                let retry = response
+                    .headers()
+                    .get(actix_web::http::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned);
+                let status = response.status();
+                return Ok(req.into_response(pocketsign::connect_fault(status, retry)));
+            }
             faults::Disruption::Replace(response) => return Ok(req.into_response(response)),
             faults::Disruption::Truncate => truncate = true,
         }
@@ -265,7 +288,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             Problem::bad_request(format!("The query is not valid: {e}")).into()
         }),
     )
-    .configure(routes::register);
+    .configure(routes::register)
+    .configure(pocketsign::register);
 }
 
 /// The answer for a route that does not exist.

@@ -11,6 +11,7 @@ use crate::wiring;
 pub async fn run(
     settings: kihon4_sim::SimSettings,
     listen: std::net::SocketAddr,
+    flavor: &str,
 ) -> anyhow::Result<()> {
     let sim = web::Data::new(kihon4_sim::Simulator::open(settings).await?);
     let callbacks = kihon4_sim::start_callbacks(&sim);
@@ -37,6 +38,12 @@ pub async fn run(
     let handle = server.handle();
     let task = tokio::spawn(server);
     tracing::info!(listen = %listen, "simulator listening");
+    if flavor == "pocketsign" {
+        tracing::info!(
+            base = %format!("http://{listen}/"),
+            "PocketSign Verify API v2 stand-in: set KIHON4_PROVIDER_KIND=pocketsign, KIHON4_ROLE=service_provider and KIHON4_PROVIDER_URL to this base"
+        );
+    }
     wiring::wait_for_signal().await;
     daily.abort();
     callbacks.abort();

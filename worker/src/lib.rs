@@ -86,12 +86,13 @@ impl WorkerSettings {
 /// The provider client the worker (and the CLI's runs) use, when one is
 /// configured: it waits out maintenance windows.
 pub fn provider(config: &kihon4_core::config::Config) -> Result<Option<Arc<dyn Provider>>, String> {
-    use kihon4_core::provider::{HttpProvider, ProviderSettings};
+    use kihon4_core::provider::{ProviderSettings, connect};
     let Some(upstream) = config.upstream()? else {
         return Ok(None);
     };
-    let client = HttpProvider::new(ProviderSettings::new(upstream.url, upstream.api_key))?;
-    Ok(Some(Arc::new(client)))
+    // The adapter of the configured kind (KIHON4_PROVIDER_KIND).
+    let settings = ProviderSettings::new(upstream.url, upstream.api_key);
+    connect(upstream.kind, settings, upstream.check_method).map(Some)
 }
 
 /// How the worker finds customers whose certificate is no longer valid

@@ -16,6 +16,7 @@ mod limits;
 mod mynaportal;
 mod notices;
 mod openapi;
+mod pocketsign;
 mod raw_consent;
 mod registration;
 mod service;

@@ -45,6 +45,12 @@ use crate::provider::{Provider, ProviderError, Subscription};
 /// before the consent was given (its problem type's last segment).
 pub const REFUSED_REVOKED: &str = "certificate-revoked";
 
+/// The refusal, before the capability's name, of a registration the
+/// provider cannot take at all (it offers no subscriptions: PocketSign).
+/// It is not retried, and it gates nothing: such a provider's answers do
+/// not depend on a registration.
+pub const REFUSED_UNSUPPORTED: &str = "capability-unsupported:";
+
 /// The outcome of a sync job that waits for its consent's registration.
 pub const AWAITING: &str = "awaiting_registration";
 /// The outcome of a sync job whose consent the provider refused to register
@@ -85,7 +91,12 @@ impl Standing {
 fn standing_of<'a>(rows: impl Iterator<Item = &'a regs::Model>) -> Standing {
     let mut confirmed = false;
     let mut last_refusal: Option<Option<&str>> = None;
-    for row in rows.filter(|r| r.action == "subscribe") {
+    let gating = |r: &&regs::Model| {
+        !r.refusal
+            .as_deref()
+            .is_some_and(|refusal| refusal.starts_with(REFUSED_UNSUPPORTED))
+    };
+    for row in rows.filter(|r| r.action == "subscribe").filter(gating) {
         match row.status.as_str() {
             "pending" => return Standing::Awaiting,
             "done" => confirmed = true,
@@ -269,6 +280,21 @@ async fn carry_out(
                 .filter(|slug| !slug.is_empty() && slug.len() <= 64)
                 .map(str::to_owned),
         ),
+        Err(ProviderError::Unsupported {
+            provider,
+            capability,
+        }) => {
+            tracing::warn!(
+                provider,
+                capability,
+                registration = %intent.id,
+                "the provider does not offer registrations: refused, not retried"
+            );
+            Outcome::Failed(
+                format!("the provider {provider} does not offer {capability}"),
+                Some(format!("{REFUSED_UNSUPPORTED}{capability}")),
+            )
+        }
         Err(e) => Outcome::Retry(e.to_string()),
     })
 }

@@ -35,7 +35,7 @@ use crate::entities::consent_requests;
 use crate::error::CoreError;
 use crate::notices::templates::format_date;
 use crate::notices::{self, NewNotice, NoticeKind, Notices};
-use crate::provider::{MynaportalRequest, Provider};
+use crate::provider::{MynaportalRequest, Provider, ProviderError};
 
 /// Where the requests' links and callbacks point, and who kihon4 is to the provider.
 #[derive(Debug, Clone)]
@@ -141,7 +141,16 @@ pub async fn create(
             locale: customer.locale.as_str().to_owned(),
         })
         .await
-        .map_err(|e| CoreError::Upstream(e.to_string()))?;
+        .map_err(|e| match e {
+            ProviderError::Unsupported {
+                provider,
+                capability,
+            } => CoreError::ProviderUnsupported {
+                provider,
+                capability,
+            },
+            e => CoreError::Upstream(e.to_string()),
+        })?;
     if ticket.expires_at <= at {
         return Err(CoreError::Upstream(
             "the provider's consent request is already expired".into(),

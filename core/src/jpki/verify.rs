@@ -484,7 +484,31 @@ pub fn verify_signed_document(
         now,
     )?;
 
-    // The signed attributes: this content type and this content's digest.
+    check_signed_attributes(&signer, econtent_type, &content)?;
+    let signed_attributes = signed_attributes.ok_or(SignatureError::NotCms)?;
+    let public_key = certificate
+        .tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes();
+    if !verify_rsa(public_key, &signed_attributes, signer.signature.as_bytes()) {
+        return Err(SignatureError::BadSignature);
+    }
+    Ok(VerifiedDocument {
+        content,
+        signature: signer.signature.as_bytes().to_vec(),
+        certificate: profile,
+        certificate_der,
+        anchor_key_id,
+    })
+}
+
+/// The signed attributes: this content type and this content's digest.
+fn check_signed_attributes(
+    signer: &SignerInfo,
+    econtent_type: ObjectIdentifier,
+    content: &[u8],
+) -> Result<(), SignatureError> {
     let attrs = signer
         .signed_attrs
         .as_ref()
@@ -505,24 +529,53 @@ pub fn verify_signed_document(
     let digest = value(ID_MESSAGE_DIGEST)
         .and_then(|v| OctetStringRef::try_from(v).ok())
         .ok_or(SignatureError::SignedAttributes("messageDigest"))?;
-    if digest.as_bytes() != &Sha256::digest(&content)[..] {
+    if digest.as_bytes() != &Sha256::digest(content)[..] {
         return Err(SignatureError::DigestMismatch);
     }
-    let signed_attributes = signed_attributes.ok_or(SignatureError::NotCms)?;
-    let public_key = certificate
-        .tbs_certificate
-        .subject_public_key_info
-        .subject_public_key
-        .raw_bytes();
-    if !verify_rsa(public_key, &signed_attributes, signer.signature.as_bytes()) {
-        return Err(SignatureError::BadSignature);
+    Ok(())
+}
+
+/// A CMS consent document as a raw signature: what an operator that takes
+/// no CMS (PocketSign's `Verify` takes certificate, digest and signature)
+/// verifies in its place. The signature of a CMS signer with signed
+/// attributes is PKCS#1 v1.5 over the DigestInfo of SHA-256 of the DER
+/// signed attributes (as a SET), so that digest and the signature value are
+/// what the operator checks; what the signature does not cover by itself —
+/// that the signed attributes name `id-data` and carry the content's
+/// digest — is checked here.
+#[derive(Debug, Clone)]
+pub struct CmsAsRawSignature {
+    pub certificate_der: Vec<u8>,
+    /// SHA-256 of the DER signed attributes (as a SET): the signed digest.
+    pub signed_attributes_digest: [u8; 32],
+    pub signature: Vec<u8>,
+    /// SHA-256 of the attached content (its messageDigest, checked).
+    pub content_digest: [u8; 32],
+    pub certificate: Arc<SigningCertificate>,
+}
+
+/// Takes an attached CMS document apart for [`CmsAsRawSignature`]: one
+/// signer, RSA with SHA-256, its certificate a JPKI signing certificate,
+/// the signed attributes' contentType `id-data` and messageDigest the
+/// attached content's. Nothing about trust is verified.
+pub fn cms_as_raw_signature(cms_der: &[u8]) -> Result<CmsAsRawSignature, SignatureError> {
+    let opened = open(cms_der, None)?;
+    let content = opened.attached.ok_or(SignatureError::ContentMissing)?;
+    let signer = &opened.signer;
+    if signer.digest_alg.oid != SHA256
+        || !(signer.signature_algorithm.oid == RSA_ENCRYPTION
+            || signer.signature_algorithm.oid == SHA256_WITH_RSA)
+    {
+        return Err(SignatureError::UnsupportedAlgorithm);
     }
-    Ok(VerifiedDocument {
-        content,
+    check_signed_attributes(signer, opened.econtent_type, &content)?;
+    let signed_attributes = opened.signed_attributes.ok_or(SignatureError::NotCms)?;
+    Ok(CmsAsRawSignature {
+        certificate_der: opened.certificate_der,
+        signed_attributes_digest: Sha256::digest(&signed_attributes).into(),
         signature: signer.signature.as_bytes().to_vec(),
-        certificate: profile,
-        certificate_der,
-        anchor_key_id,
+        content_digest: Sha256::digest(&content).into(),
+        certificate: opened.profile,
     })
 }
 

@@ -139,6 +139,54 @@ struct Inner {
     settings: ProviderSettings,
     pacer: Pacer,
     breaker: Breaker,
+    dialect: Dialect,
+}
+
+/// How an operator's API says what went wrong, and what it wants in every
+/// request: kihon4's protocol (problem JSON) or Connect RPC (PocketSign).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Dialect {
+    Kihon4,
+    Connect,
+}
+
+/// A refused exchange: tried again (with why), or given up.
+pub(super) enum Failure {
+    Retry(String),
+    Fail(ProviderError),
+}
+
+impl Dialect {
+    fn classify(self, status: StatusCode, body: &[u8]) -> Failure {
+        match self {
+            Self::Kihon4 => kihon4_failure(status, body),
+            Self::Connect => super::pocketsign::connect_failure(status, body),
+        }
+    }
+}
+
+/// kihon4's protocol: 401/403 refuse the key, 429 and 5xx are tried again,
+/// anything else is a refusal with its problem `type` and `detail`.
+fn kihon4_failure(status: StatusCode, body: &[u8]) -> Failure {
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        return Failure::Fail(ProviderError::Unauthorized);
+    }
+    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        return Failure::Retry(format!("HTTP {status}"));
+    }
+    let problem: serde_json::Value = serde_json::from_slice(body).unwrap_or_default();
+    let text = |k: &str| {
+        problem
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or_default()
+            .to_owned()
+    };
+    Failure::Fail(ProviderError::Rejected {
+        status: status.as_u16(),
+        problem_type: text("type"),
+        detail: text("detail"),
+    })
 }
 
 /// A successful exchange.
@@ -167,6 +215,12 @@ fn backoff(attempt: u32) -> Duration {
 
 impl HttpProvider {
     pub fn new(settings: ProviderSettings) -> Result<Self, String> {
+        Self::speaking(settings, Dialect::Kihon4)
+    }
+
+    /// A client for an operator whose API speaks `dialect`, with the same
+    /// timeouts, retries, rate and circuit breaker.
+    pub(super) fn speaking(settings: ProviderSettings, dialect: Dialect) -> Result<Self, String> {
         if !settings.requests_per_second.is_finite() || settings.requests_per_second <= 0.0 {
             return Err("the provider rate must be above zero".into());
         }
@@ -187,6 +241,7 @@ impl HttpProvider {
                 },
                 http,
                 settings,
+                dialect,
             }),
         })
     }
@@ -227,6 +282,10 @@ impl HttpProvider {
                 .http
                 .request(method.clone(), url.clone())
                 .bearer_auth(inner.settings.api_key.expose_secret());
+            if inner.dialect == Dialect::Connect {
+                // The Connect spec: clients should send it; servers may refuse traffic without it.
+                request = request.header("Connect-Protocol-Version", "1");
+            }
             if let Some((content_type, bytes)) = &body {
                 request = request
                     .header(header::CONTENT_TYPE, *content_type)
@@ -257,39 +316,24 @@ impl HttpProvider {
                         inner.breaker.success().await;
                         return Ok(Answer { status, etag, body });
                     }
-                    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
-                        return Err(ProviderError::Unauthorized);
-                    }
-                    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-                        last = format!("HTTP {status}");
-                        tracing::warn!(
-                            path,
-                            attempt,
-                            status = status.as_u16(),
-                            "provider answered with a retryable status"
-                        );
-                        // A maintenance window (503 + Retry-After) holds every caller.
-                        let hold_all = (status == StatusCode::SERVICE_UNAVAILABLE)
-                            .then_some(hold)
-                            .flatten();
-                        inner.breaker.failure(hold_all).await;
-                        hold.unwrap_or_else(|| backoff(attempt))
-                    } else {
-                        let bytes = response.bytes().await.unwrap_or_default();
-                        let problem: serde_json::Value =
-                            serde_json::from_slice(&bytes).unwrap_or_default();
-                        let text = |k: &str| {
-                            problem
-                                .get(k)
-                                .and_then(|v| v.as_str())
-                                .unwrap_or_default()
-                                .to_owned()
-                        };
-                        return Err(ProviderError::Rejected {
-                            status: status.as_u16(),
-                            problem_type: text("type"),
-                            detail: text("detail"),
-                        });
+                    let bytes = response.bytes().await.unwrap_or_default();
+                    match inner.dialect.classify(status, &bytes) {
+                        Failure::Fail(e) => return Err(e),
+                        Failure::Retry(why) => {
+                            last = why;
+                            tracing::warn!(
+                                path,
+                                attempt,
+                                status = status.as_u16(),
+                                "provider answered with a retryable status"
+                            );
+                            // A maintenance window (503 + Retry-After) holds every caller.
+                            let hold_all = (status == StatusCode::SERVICE_UNAVAILABLE)
+                                .then_some(hold)
+                                .flatten();
+                            inner.breaker.failure(hold_all).await;
+                            hold.unwrap_or_else(|| backoff(attempt))
+                        }
                     }
                 }
                 Err(e) => {
@@ -335,7 +379,7 @@ impl HttpProvider {
         })
     }
 
-    async fn json<T: DeserializeOwned>(
+    pub(super) async fn json<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,

@@ -1,17 +1,23 @@
 //! Talking to the provider (the platform operator's gateway to J-LIS): one
 //! trait with the protocol's operations, so that an adapter for a real
 //! operator's API can be added without touching the rest, and its HTTP
-//! implementation for PROVIDER-PROTOCOL.md v1.
+//! implementation for PROVIDER-PROTOCOL.md v1; and an adapter for a real
+//! operator's API, PocketSign Verify API v2 (docs/providers.md), which
+//! offers only part of the operations ([`Capabilities`]).
 
+mod capabilities;
 mod http;
 mod model;
+mod pocketsign;
 
+pub use capabilities::{Capabilities, Capability, ProviderKind, connect};
 pub use http::{HttpProvider, ProviderSettings};
 pub use model::{
     CertificateStatus, CheckCounts, CrlFetch, CrlPartitionInfo, Latest, LatestBasic4,
     MynaportalRequest, MynaportalTicket, OptionalItems, RevokedReason, SignatureCheck,
     SubscribeOutcome, Subscription, Verification,
 };
+pub use pocketsign::{CheckMethod, PocketSignProvider};
 
 use chrono::{DateTime, Utc};
 
@@ -34,11 +40,34 @@ pub enum ProviderError {
     Unexpected(String),
     #[error("the provider is unavailable after {attempts} attempt(s): {last}")]
     Unavailable { attempts: u32, last: String },
+    /// The configured provider does not offer this operation (its public
+    /// API does not document one): asking again will not help.
+    #[error("the provider {provider} does not offer {capability}")]
+    Unsupported {
+        provider: &'static str,
+        capability: &'static str,
+    },
+}
+
+impl ProviderError {
+    /// The refusal of an operation `capability` this provider does not offer.
+    pub fn unsupported(provider: &'static str, capability: Capability) -> Self {
+        Self::Unsupported {
+            provider,
+            capability: capability.as_str(),
+        }
+    }
 }
 
 /// The operations of the provider protocol.
 #[async_trait::async_trait]
 pub trait Provider: Send + Sync {
+    /// What this provider offers; kihon4's own protocol offers everything.
+    /// An operation it lacks answers [`ProviderError::Unsupported`].
+    fn capabilities(&self) -> Capabilities {
+        Capabilities::all("kihon4")
+    }
+
     /// The signing CA certificate (DER).
     async fn ca_certificate(&self) -> Result<Vec<u8>, ProviderError>;
     /// The full CRL, or `NotModified` when `etag` is still current.

@@ -122,10 +122,12 @@ pub async fn by_liveness(
                 purpose: Purpose::LivenessCheck,
                 method: "provider",
                 serial: &parsed,
-                outcome: if status.status == "good" {
-                    "good"
-                } else {
-                    "revoked"
+                // A status kihon4 does not know is recorded as such and
+                // treated as detected: its job asks again, or goes to a review.
+                outcome: match status.status.as_str() {
+                    "good" => "good",
+                    "revoked" => "revoked",
+                    _ => "unknown",
                 },
                 at: status.checked_at,
                 consent_id: None,
@@ -133,6 +135,12 @@ pub async fn by_liveness(
         )
         .await?;
         if status.status != "good" {
+            if status.status != "revoked" {
+                tracing::warn!(
+                    status = %status.status,
+                    "the provider's liveness check gave a status kihon4 does not know; the customer is looked at, not assumed revoked"
+                );
+            }
             out.push((**customer, (*serial).clone()));
         }
     }

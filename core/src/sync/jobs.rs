@@ -187,8 +187,8 @@ pub async fn defer_for_registration<C: ConnectionTrait>(
 }
 
 /// A job done without asking the provider, with `outcome`.
-async fn conclude(
-    db: &DatabaseConnection,
+async fn conclude<C: ConnectionTrait>(
+    db: &C,
     owner: &str,
     job: &sync_jobs::Model,
     outcome: &str,
@@ -204,6 +204,49 @@ async fn conclude(
         .exec(db)
         .await?;
     Ok(updated.rows_affected == 1)
+}
+
+/// The outcome of a sync job the provider cannot answer at all (it does
+/// not offer the latest four items): a `provider_capability_unsupported`
+/// review is opened for its customer.
+pub const UNSUPPORTED: &str = "capability_unsupported";
+
+/// The review kind for a customer the provider cannot be asked about.
+pub const UNSUPPORTED_REVIEW: &str = "provider_capability_unsupported";
+
+/// Ends `job` as [`UNSUPPORTED`] with a review naming the provider and the
+/// capability, in one transaction; `false` when the job is no longer ours.
+async fn review_unsupported(
+    db: &DatabaseConnection,
+    owner: &str,
+    job: &sync_jobs::Model,
+    provider: &str,
+    capability: &str,
+) -> Result<bool, CoreError> {
+    use crate::audit::{self, Actor, AuditContext};
+    let txn = db::begin_write(db).await?;
+    if !conclude(&txn, owner, job, UNSUPPORTED).await? {
+        txn.rollback().await?;
+        return Ok(false);
+    }
+    let mut events = audit::Batch::default();
+    super::reviews::open(
+        &txn,
+        &mut events,
+        &AuditContext::new(Actor::worker(), None),
+        job.customer_id,
+        UNSUPPORTED_REVIEW,
+        serde_json::json!({
+            "provider": provider,
+            "capability": capability,
+            "cert_serial": job.cert_serial,
+            "run_id": job.run_id,
+        }),
+    )
+    .await?;
+    audit::append_batch(&txn, events).await?;
+    txn.commit().await?;
+    Ok(true)
 }
 
 /// A job that could not be done now: tried again later, or given up.
@@ -315,6 +358,24 @@ pub async fn process_due(
         });
         let answers = match asked {
             Ok(answers) => answers,
+            // Asking again will not help: a person decides, once per customer.
+            Err(crate::provider::ProviderError::Unsupported {
+                provider,
+                capability,
+            }) => {
+                tracing::warn!(
+                    provider,
+                    capability,
+                    jobs = batch.len(),
+                    "the provider does not offer the latest four items: each job goes to a review"
+                );
+                for job in &batch {
+                    if review_unsupported(db, owner, job, provider, capability).await? {
+                        *summary.outcomes.entry(UNSUPPORTED.to_owned()).or_default() += 1;
+                    }
+                }
+                continue;
+            }
             Err(e) => {
                 let why = e.to_string();
                 tracing::warn!(jobs = batch.len(), error = %why, "the provider could not be asked; jobs wait");
