@@ -51,12 +51,11 @@ enum Command {
         /// Serve the `/sim/` control routes to other hosts too (default: loopback only).
         #[arg(long)]
         sim_routes_public: bool,
-        /// Whose API the stand-in is used as: `kihon4` (the provider protocol
-        /// under `/v1/`) or `pocketsign` (PocketSign Verify API v2's Connect
-        /// routes). Both are served from the same store; this says which one
-        /// to point kihon4 at (`KIHON4_PROVIDER_KIND`).
-        #[arg(long, default_value = "kihon4", value_parser = ["kihon4", "pocketsign"])]
-        flavor: String,
+        /// Whose provider API to serve: `kihon4` (the provider protocol under
+        /// `/v1/`) or `pocketsign` (PocketSign Verify API v2's Connect routes),
+        /// from the same store. Without it, both are served.
+        #[arg(long, value_parser = ["kihon4", "pocketsign"])]
+        flavor: Option<String>,
     },
     /// Sync: asks J-LIS, through the provider, about consenting customers and applies the answers.
     Sync {
@@ -258,7 +257,11 @@ fn main() -> ExitCode {
             api_key,
             sim_routes_public,
         };
-        return wiring::block_on(commands::sim::run(settings, listen, &flavor));
+        let flavor = flavor.map(|f| match f.as_str() {
+            "pocketsign" => kihon4_sim::Flavor::PocketSign,
+            _ => kihon4_sim::Flavor::Kihon4,
+        });
+        return wiring::block_on(commands::sim::run(settings, listen, flavor));
     }
     // The demo needs no configuration at all.
     if let Command::Demo {

@@ -56,6 +56,28 @@ pub struct Simulator {
     faults: std::sync::RwLock<faults::Faults>,
     /// Requests that reached a provider route, for tests of callers' manners.
     provider_requests: std::sync::atomic::AtomicU64,
+    /// Whose provider API is served: unset, both (as tests and the demo
+    /// use it); set by `kihon4 sim --flavor`, that one only.
+    flavor: std::sync::OnceLock<Flavor>,
+}
+
+/// Whose provider API the simulator stands in for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    /// kihon4's provider protocol under `/v1/` (and Mynaportal).
+    Kihon4,
+    /// PocketSign Verify API v2's Connect routes.
+    PocketSign,
+}
+
+impl Flavor {
+    /// Whether a request path belongs to the other flavour's provider API.
+    fn excludes(self, path: &str) -> bool {
+        match self {
+            Self::Kihon4 => path.starts_with(pocketsign::PREFIX),
+            Self::PocketSign => path.starts_with("/v1/"),
+        }
+    }
 }
 
 impl Simulator {
@@ -80,7 +102,14 @@ impl Simulator {
             published: std::sync::RwLock::new(std::sync::Arc::new(first)),
             faults: std::sync::RwLock::new(faults::Faults::default()),
             provider_requests: std::sync::atomic::AtomicU64::new(0),
+            flavor: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Serves only `flavor`'s provider API from now on (once; the
+    /// control routes under `/sim/` stay).
+    pub fn serve_only(&self, flavor: Flavor) {
+        let _ = self.flavor.set(flavor);
     }
 
     async fn make_crls(ca: &std::sync::Arc<Ca>, store: &Store) -> anyhow::Result<crl::Published> {
@@ -154,6 +183,11 @@ pub async fn guard(
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
     let sim = req.app_data::<web::Data<Simulator>>().cloned();
     let path = req.path().to_owned();
+    if let Some(sim) = &sim
+        && sim.flavor.get().is_some_and(|f| f.excludes(&path))
+    {
+        return Ok(req.into_response(Problem::not_found("route").error_response()));
+    }
     let refusal = match sim {
         Some(sim) if path.starts_with("/sim/") => {
             let local = req.peer_addr().is_some_and(|a| a.ip().is_loopback());

@@ -11,9 +11,12 @@ use crate::wiring;
 pub async fn run(
     settings: kihon4_sim::SimSettings,
     listen: std::net::SocketAddr,
-    flavor: &str,
+    flavor: Option<kihon4_sim::Flavor>,
 ) -> anyhow::Result<()> {
     let sim = web::Data::new(kihon4_sim::Simulator::open(settings).await?);
+    if let Some(flavor) = flavor {
+        sim.serve_only(flavor);
+    }
     let callbacks = kihon4_sim::start_callbacks(&sim);
     // J-LIS publishes its CRL daily; so does the simulator (and at start, and on demand).
     let daily = {
@@ -38,7 +41,7 @@ pub async fn run(
     let handle = server.handle();
     let task = tokio::spawn(server);
     tracing::info!(listen = %listen, "simulator listening");
-    if flavor == "pocketsign" {
+    if flavor == Some(kihon4_sim::Flavor::PocketSign) {
         tracing::info!(
             base = %format!("http://{listen}/"),
             "PocketSign Verify API v2 stand-in: set KIHON4_PROVIDER_KIND=pocketsign, KIHON4_ROLE=service_provider and KIHON4_PROVIDER_URL to this base"

@@ -133,3 +133,35 @@ async fn sim_control_answers_loopback_callers_only_unless_opened() {
         assert_eq!(call_service(&app, ca).await.status(), 200);
     }
 }
+
+/// `kihon4 sim --flavor`: one provider API, the other's routes not there;
+/// without it both are served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flavor_serves_its_provider_api_only() {
+    use kihon4_sim::Flavor;
+    let verify = "/pocketsign.verify.v2.VerificationService/Verify";
+    let queries = "/v1/basic4/queries";
+    let status = |sim: &crate::helpers::TestSim, path: &'static str| {
+        let request = sim
+            .http
+            .post(format!("{}{path}", sim.base))
+            .bearer_auth("key")
+            .json(&serde_json::json!({}));
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    for (flavor, gone, kept) in [
+        (Some(Flavor::PocketSign), queries, verify),
+        (Some(Flavor::Kihon4), verify, queries),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let sim = crate::helpers::spawn_flavor(dir.path(), None, flavor).await;
+        assert_eq!(status(&sim, gone).await, 404, "{flavor:?}: {gone}");
+        assert_ne!(status(&sim, kept).await, 404, "{flavor:?}: {kept}");
+        // The control routes stay.
+        assert_eq!(sim.get("/sim/stats").await.status(), 200, "{flavor:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let both = crate::helpers::spawn(dir.path(), None).await;
+    assert_ne!(status(&both, verify).await, 404);
+    assert_ne!(status(&both, queries).await, 404);
+}

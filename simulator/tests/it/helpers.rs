@@ -17,6 +17,15 @@ pub struct TestSim {
 }
 
 pub async fn spawn(dir: &Path, api_key: Option<&str>) -> TestSim {
+    spawn_flavor(dir, api_key, None).await
+}
+
+/// A simulator serving only `flavor`'s provider API (`kihon4 sim --flavor`).
+pub async fn spawn_flavor(
+    dir: &Path,
+    api_key: Option<&str>,
+    flavor: Option<kihon4_sim::Flavor>,
+) -> TestSim {
     let sim = Simulator::open(SimSettings {
         data_dir: dir.to_path_buf(),
         api_key: api_key.map(str::to_owned),
@@ -26,6 +35,9 @@ pub async fn spawn(dir: &Path, api_key: Option<&str>) -> TestSim {
     .expect("simulator opens");
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    if let Some(flavor) = flavor {
+        sim.serve_only(flavor);
+    }
     let sim = web::Data::new(sim);
     kihon4_sim::start_callbacks(&sim);
     let server = kihon4_sim::server(sim, listener).unwrap();
