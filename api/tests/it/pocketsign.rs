@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 
 use crate::consent::{JA, bare_customer, text, written};
 use crate::helpers::{Backend, TestApp, expect_problem};
+use crate::raw_consent::{grant, raw_body};
 use crate::sim::{TestSim, spawn_sim};
 use kihon4_test_support::both;
 
@@ -44,33 +45,12 @@ fn verifier(sim: &TestSim) -> ConsentVerifier {
     }
 }
 
-fn raw_body(certificate: &[u8], signature: &[u8]) -> Value {
-    json!({
-        "text_version": JA,
-        "channel": "online_signature",
-        "signature": {
-            "certificate_b64": B64.encode(certificate),
-            "signature_b64": B64.encode(signature),
-            "hash_algorithm": "sha256",
-        },
-    })
-}
-
 fn cms_body(document: &[u8]) -> Value {
     json!({
         "text_version": JA,
         "channel": "online_signature",
         "signed_document_b64": B64.encode(document),
     })
-}
-
-async fn grant(app: &TestApp, customer: &str, body: &Value) -> reqwest::Response {
-    app.post(
-        &format!("/v1/customers/{customer}/consents"),
-        &app.operator(),
-        body,
-    )
-    .await
 }
 
 async fn consents_go_through_pocketsign_in_both_forms(backend: Backend) {
@@ -87,6 +67,7 @@ async fn consents_go_through_pocketsign_in_both_forms(backend: Backend) {
         &raw_body(
             &signer.certificate_der(),
             &signer.sign_raw(ja.as_bytes(), "sha256"),
+            "sha256",
         ),
     )
     .await;
@@ -142,6 +123,7 @@ async fn consents_go_through_pocketsign_in_both_forms(backend: Backend) {
             &raw_body(
                 &revoked.certificate_der(),
                 &revoked.sign_raw(ja.as_bytes(), "sha256"),
+                "sha256",
             ),
         )
         .await,
@@ -152,7 +134,12 @@ async fn consents_go_through_pocketsign_in_both_forms(backend: Backend) {
     let mut flipped = fresh.sign_raw(ja.as_bytes(), "sha256");
     flipped[10] ^= 1;
     expect_problem(
-        grant(&app, &other, &raw_body(&fresh.certificate_der(), &flipped)).await,
+        grant(
+            &app,
+            &other,
+            &raw_body(&fresh.certificate_der(), &flipped, "sha256"),
+        )
+        .await,
         422,
         "signature-invalid",
     )
@@ -164,6 +151,7 @@ async fn consents_go_through_pocketsign_in_both_forms(backend: Backend) {
             &raw_body(
                 &stranger.certificate_der(),
                 &stranger.sign_raw(ja.as_bytes(), "sha256"),
+                "sha256",
             ),
         )
         .await,
@@ -214,6 +202,7 @@ async fn pocketsign_faults_are_retried_or_refused_and_write_nothing(backend: Bac
     let body = raw_body(
         &signer.certificate_der(),
         &signer.sign_raw(ja.as_bytes(), "sha256"),
+        "sha256",
     );
     let before = written(&app).await;
 
@@ -261,6 +250,7 @@ async fn a_moved_resident_is_detected_and_reviewed_since_pocketsign_has_no_lates
         &raw_body(
             &signer.certificate_der(),
             &signer.sign_raw(ja.as_bytes(), "sha256"),
+            "sha256",
         ),
     )
     .await;

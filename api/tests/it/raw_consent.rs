@@ -22,7 +22,7 @@ both!(
     every_bad_raw_signature_is_refused_and_writes_nothing,
 );
 
-fn raw_body(certificate: &[u8], signature: &[u8], hash: &str) -> Value {
+pub(crate) fn raw_body(certificate: &[u8], signature: &[u8], hash: &str) -> Value {
     json!({
         "text_version": JA,
         "channel": "online_signature",
@@ -34,7 +34,7 @@ fn raw_body(certificate: &[u8], signature: &[u8], hash: &str) -> Value {
     })
 }
 
-async fn grant(app: &TestApp, customer: &str, body: &Value) -> Response {
+pub(crate) async fn grant(app: &TestApp, customer: &str, body: &Value) -> Response {
     app.post(
         &format!("/v1/customers/{customer}/consents"),
         &app.operator(),
