@@ -158,6 +158,27 @@ fn provider_reason(reason: Option<&str>) -> ConsentRefusal {
     }
 }
 
+/// The platform role's revocation check of a verified signer, CMS or raw:
+/// against the anchor its path ended at, by CRL or OCSP.
+async fn not_revoked(
+    revocation: &RevocationChecker,
+    anchors: &TrustAnchors,
+    verified: &crate::jpki::verify::VerifiedDocument,
+    now: DateTime<Utc>,
+) -> Result<(), ConsentRefusal> {
+    let issuer = anchors
+        .certificate(&verified.anchor_key_id)
+        .ok_or(ConsentRefusal::Signature(SignatureError::UntrustedIssuer))?;
+    match revocation
+        .check(&verified.certificate, issuer, now)
+        .await
+        .map_err(ConsentRefusal::Revocation)?
+    {
+        RevocationStatus::Good => Ok(()),
+        RevocationStatus::Revoked(_) => Err(ConsentRefusal::Revoked),
+    }
+}
+
 impl ConsentVerifier {
     /// Checks `signed` as a consent to `text`, in this role.
     pub async fn verify(
@@ -215,17 +236,7 @@ impl ConsentVerifier {
                 .map_err(|e| ConsentRefusal::Internal(e.to_string()))?
                 .map_err(ConsentRefusal::Signature)??;
                 let (verified, anchors) = verified;
-                let issuer = anchors
-                    .certificate(&verified.anchor_key_id)
-                    .ok_or(ConsentRefusal::Signature(SignatureError::UntrustedIssuer))?;
-                match revocation
-                    .check(&verified.certificate, issuer, now)
-                    .await
-                    .map_err(ConsentRefusal::Revocation)?
-                {
-                    RevocationStatus::Good => {}
-                    RevocationStatus::Revoked(_) => return Err(ConsentRefusal::Revoked),
-                }
+                not_revoked(revocation, &anchors, &verified, now).await?;
                 Ok(Evidence {
                     document_sha256: signature_sha256.clone(),
                     signature_sha256,
@@ -329,17 +340,7 @@ impl ConsentVerifier {
                 .map_err(|e| ConsentRefusal::Internal(e.to_string()))?
                 .map_err(ConsentRefusal::Signature)??;
                 let (verified, anchors) = verified;
-                let issuer = anchors
-                    .certificate(&verified.anchor_key_id)
-                    .ok_or(ConsentRefusal::Signature(SignatureError::UntrustedIssuer))?;
-                match revocation
-                    .check(&verified.certificate, issuer, now)
-                    .await
-                    .map_err(ConsentRefusal::Revocation)?
-                {
-                    RevocationStatus::Good => {}
-                    RevocationStatus::Revoked(_) => return Err(ConsentRefusal::Revoked),
-                }
+                not_revoked(revocation, &anchors, &verified, now).await?;
                 Ok(Evidence {
                     signature_sha256: hex::encode(Sha256::digest(&verified.signature)),
                     cert_serial: verified.certificate.serial.clone(),
