@@ -84,6 +84,7 @@ fn configured(state: &AppState) -> Result<&Mynaportal, ApiError> {
         (status = 201, body = ConsentRequestView, description = "Sent; `Location` names the request", headers(("Location" = String))),
         (status = 404, description = "not-found"),
         (status = 409, description = "already-consenting, consent-request-open, customer-deceased"),
+        (status = 501, description = "provider-capability-unsupported: the configured provider (e.g. PocketSign) does not offer Mynaportal consent requests"),
         (status = 502, description = "provider-error"),
         (status = 503, description = "mynaportal-unavailable: no provider, no KIHON4_PROVIDER_ISSUER, or no callback key at the provider"),
     ),
