@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
-# Prints the path of a Python that has aiosmtpd, for the SMTP sink the tests
-# and benchmarks start (test-support/smtp_sink.py). Makes a virtual
-# environment under target/test-tools the first time, installing Debian's
-# python3-venv when venv is missing and we may.
+# Prints the path of a Python that has what the tests' and benchmarks' Python
+# helpers need: aiosmtpd for the SMTP sink (test-support/smtp_sink.py),
+# standardwebhooks (the official Standard Webhooks library) for the webhook
+# receiver (test-support/webhook_receiver.py), and httpx, an HTTP client for
+# Python scripts that drive or check them. Makes a virtual
+# environment under target/test-tools the first time, and installs into it
+# again when one of those is missing (an older venv is upgraded in place),
+# installing Debian's python3-venv when venv is missing and we may.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=${KIHON4_TEST_TOOLS_DIR:-$PWD/target/test-tools}/smtp-venv
-if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiosmtpd' 2>/dev/null; then
+if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiosmtpd, standardwebhooks, httpx' 2>/dev/null; then
   printf '%s\n' "$venv/bin/python"
   exit 0
 fi
 mkdir -p "$(dirname "$venv")"
-if ! python3 -m venv "$venv" >&2 2>/dev/null; then
+if [ -x "$venv/bin/python" ]; then
+  :
+elif ! python3 -m venv "$venv" >&2 2>/dev/null; then
   rm -rf "$venv"
   echo "smtp-sink-env: python3 -m venv failed; installing Debian's python3-venv" >&2
   sudo=""
@@ -20,5 +26,6 @@ if ! python3 -m venv "$venv" >&2 2>/dev/null; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2
   python3 -m venv "$venv" >&2
 fi
-"$venv/bin/python" -m pip install -q --disable-pip-version-check 'aiosmtpd>=1.4,<2' >&2
+"$venv/bin/python" -m pip install -q --disable-pip-version-check \
+  'aiosmtpd>=1.4,<2' 'standardwebhooks>=1.1,<2' 'httpx>=0.28,<1' >&2
 printf '%s\n' "$venv/bin/python"

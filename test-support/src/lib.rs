@@ -1,13 +1,17 @@
 //! What kihon4's tests share, as a dev-dependency of the crates whose tests
 //! need it: a fresh database per test on SQLite or PostgreSQL ([`database`],
 //! [`both!`]), a real SMTP server ([`smtp_sink`], running `smtp_sink.py` in
-//! this crate's directory), reading the emails kihon4 writes ([`mail`]), and
-//! load-test fixtures written straight into the database ([`seed`]).
+//! this crate's directory), a real webhook receiver that checks signatures
+//! with the official Standard Webhooks library ([`webhook_receiver`], running
+//! `webhook_receiver.py` beside it), reading the emails kihon4 writes
+//! ([`mail`]), and load-test fixtures written straight into the database
+//! ([`seed`]).
 
 pub mod database;
 pub mod mail;
 pub mod seed;
 pub mod smtp_sink;
+pub mod webhook_receiver;
 
 pub use database::{Backend, fresh_database};
 

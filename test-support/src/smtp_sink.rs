@@ -23,7 +23,9 @@ fn workspace() -> &'static Path {
         .expect("test-support sits in the workspace root")
 }
 
-/// A Python with aiosmtpd: `KIHON4_TEST_SMTP_PYTHON`, or the one the script makes.
+/// A Python with aiosmtpd, standardwebhooks and httpx (for this sink and the
+/// [webhook receiver](crate::webhook_receiver)): `KIHON4_TEST_SMTP_PYTHON`,
+/// or the one `infra/dev/smtp-sink-env.sh` makes.
 pub fn python() -> &'static str {
     static PYTHON: OnceLock<String> = OnceLock::new();
     PYTHON.get_or_init(|| {
@@ -49,7 +51,8 @@ pub struct SmtpSink {
     reject: Option<String>,
 }
 
-fn free_port() -> u16 {
+/// A port free on 127.0.0.1 just now.
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
