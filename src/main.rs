@@ -90,10 +90,32 @@ enum Command {
         #[command(subcommand)]
         command: CustomersCommand,
     },
+    /// The change feed's daily file.
+    Changes {
+        #[command(subcommand)]
+        command: ChangesCommand,
+    },
     /// Bearer tokens for the configured key.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ChangesCommand {
+    /// Writes a business day's change file and its manifest (the same
+    /// bytes as the worker's, whenever it is written again).
+    Export {
+        /// The business day, YYYY-MM-DD (in JST).
+        #[arg(long, value_name = "DATE")]
+        date: chrono::NaiveDate,
+        /// Where to write (default: KIHON4_CHANGES_FILE_DIR).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// `utf-8` (with a BOM) or `cp932` (default: KIHON4_CHANGES_FILE_ENCODING).
+        #[arg(long, value_parser = ["utf-8", "cp932"])]
+        encoding: Option<String>,
     },
 }
 
@@ -368,6 +390,17 @@ fn main() -> ExitCode {
             wiring::block_on(commands::import::customers(
                 config, file, encoding, rejected,
             ))
+        }
+        Command::Changes {
+            command:
+                ChangesCommand::Export {
+                    date,
+                    dir,
+                    encoding,
+                },
+        } => {
+            let encoding = encoding.map(|e| e.parse().expect("clap checked it"));
+            wiring::block_on(commands::changes::export(config, date, dir, encoding))
         }
         Command::Sync {
             command: SyncCommand::RunOnce { scope, customer },

@@ -224,30 +224,73 @@ impl<R: RequiredRole + 'static> FromRequest for Auth<R> {
     /// event is written by [`crate::middleware::request_context`] before the
     /// response leaves.
     fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let Some(state) = req.app_data::<web::Data<AppState>>() else {
-            return std::future::ready(Err(ApiError::internal("application state missing")));
-        };
-        let verdict = match bearer(req) {
-            None => Err(AuthError::Missing),
-            Some(token) => state.auth.verify(token),
-        };
-        std::future::ready(match verdict {
-            Ok(principal) if principal.has(R::ROLE) => Ok(Auth {
+        std::future::ready(
+            authorise(req, |_| &[R::ROLE]).map(|(principal, request_id)| Auth {
                 principal,
-                request_id: request_id(req),
+                request_id,
                 _role: PhantomData,
             }),
-            Ok(principal) => Err(ApiError::refused(Refusal {
-                actor: Actor::user(&principal.sub),
-                reason: "forbidden",
-                required_role: R::ROLE,
-            })),
-            Err(e) => Err(ApiError::refused(Refusal {
-                actor: Actor::anonymous(),
-                reason: e.reason(),
-                required_role: R::ROLE,
-            })),
-        })
+        )
+    }
+}
+
+/// The caller's principal and request id when its token holds one of the
+/// roles `roles` gives; otherwise the refusal (naming the first role).
+fn authorise(
+    req: &HttpRequest,
+    roles: impl FnOnce(&AppState) -> &[Role],
+) -> Result<(Principal, Option<String>), ApiError> {
+    let Some(state) = req.app_data::<web::Data<AppState>>() else {
+        return Err(ApiError::internal("application state missing"));
+    };
+    let roles = roles(state);
+    let required = roles.first().copied().unwrap_or(Role::Admin);
+    let verdict = match bearer(req) {
+        None => Err(AuthError::Missing),
+        Some(token) => state.auth.verify(token),
+    };
+    match verdict {
+        Ok(principal) if roles.iter().any(|&r| principal.has(r)) => {
+            Ok((principal, request_id(req)))
+        }
+        Ok(principal) => Err(ApiError::refused(Refusal {
+            actor: Actor::user(&principal.sub),
+            reason: "forbidden",
+            required_role: required,
+        })),
+        Err(e) => Err(ApiError::refused(Refusal {
+            actor: Actor::anonymous(),
+            reason: e.reason(),
+            required_role: required,
+        })),
+    }
+}
+
+/// A caller whose token holds one of the roles that may read the change
+/// feed (`KIHON4_CHANGES_READ_ROLES`).
+pub struct ChangesReader {
+    pub principal: Principal,
+    pub request_id: Option<String>,
+}
+
+impl ChangesReader {
+    /// Who acts, for the audit events of this request.
+    pub fn audit(&self) -> AuditContext {
+        AuditContext::new(Actor::user(&self.principal.sub), self.request_id.clone())
+    }
+}
+
+impl FromRequest for ChangesReader {
+    type Error = ApiError;
+    type Future = std::future::Ready<Result<Self, ApiError>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        std::future::ready(authorise(req, |state| &state.changes_read_roles).map(
+            |(principal, request_id)| ChangesReader {
+                principal,
+                request_id,
+            },
+        ))
     }
 }
 

@@ -41,6 +41,10 @@ pub struct AppState {
     pub limits: std::sync::Arc<limits::Limits>,
     /// How refused requests are counted in the audit trail.
     pub refusals: kihon4_core::refusals::RefusalSettings,
+    /// The roles that may read `GET /v1/changes` (`KIHON4_CHANGES_READ_ROLES`).
+    pub changes_read_roles: Vec<kihon4_core::auth::Role>,
+    /// How much of the changed values the feed gives (`KIHON4_CHANGE_FEED_VALUES`).
+    pub change_values: kihon4_core::changes::ValuePolicy,
 }
 
 impl AppState {
@@ -77,6 +81,8 @@ impl AppState {
             audit_pii_roles: config.settings.audit_pii_roles.clone(),
             limits: Arc::new(limits::Limits::from_config(config)),
             refusals: config.refusals(),
+            changes_read_roles: config.settings.changes_read_roles.clone(),
+            change_values: config.settings.change_feed_values,
         })
     }
 }
@@ -181,7 +187,17 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(routes::sync::list)
         .service(routes::sync::read)
         .service(routes::sync::reviews)
-        .service(routes::sync::resolve);
+        .service(routes::sync::resolve)
+        .service(routes::changes::list)
+        .service(routes::changes::create)
+        .service(routes::changes::list_endpoints)
+        .service(routes::changes::read)
+        .service(routes::changes::disable)
+        .service(routes::changes::enable)
+        .service(routes::changes::remove)
+        .service(routes::changes::rotate)
+        .service(routes::changes::replay)
+        .service(routes::changes::attempts);
 }
 
 /// No route took the request: `405` with `Allow` when the path is one of

@@ -43,7 +43,9 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::{ProblemBody, ProblemField, ProblemKind};
-use crate::routes::{audit, consent, customers, mynaportal, outbox, pages, reports, service, sync};
+use crate::routes::{
+    audit, changes, consent, customers, mynaportal, outbox, pages, reports, service, sync,
+};
 
 /// Every operation under `/v1`: the database may fail, and a request whose
 /// headers or body cannot be read is refused.
@@ -125,6 +127,16 @@ pub const PATH: &[ProblemKind] = &[ProblemKind::NotFound];
         sync::read,
         sync::reviews,
         sync::resolve,
+        changes::list,
+        changes::create,
+        changes::list_endpoints,
+        changes::read,
+        changes::disable,
+        changes::enable,
+        changes::remove,
+        changes::rotate,
+        changes::replay,
+        changes::attempts,
     ),
     components(schemas(ProblemBody, ProblemField)),
     modifiers(&BearerAuth),
@@ -135,6 +147,7 @@ pub const PATH: &[ProblemKind] = &[ProblemKind::NotFound];
         (name = "pages", description = "The customer's pages of a Mynaportal consent request (HTML). No token: the link's single-use token."),
         (name = "sync", description = "Sync runs and reviews. Role: operator."),
         (name = "notices", description = "The outbox of email notices. Role: admin."),
+        (name = "changes", description = "The change feed for the institution's systems: the cursor API (roles as configured; by default integration and admin) and webhook endpoints (role admin)."),
         (name = "reports", description = "Counts for the institution's reports. Role: auditor."),
         (name = "service", description = "Health, readiness, metrics and this description. No token."),
     )

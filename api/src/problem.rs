@@ -103,6 +103,7 @@ problems! {
     ConsentNotActive              = 409, "consent-not-active", "The consent is not active";
     Conflict                      = 409, "conflict", "A concurrent change got there first";
     NoticeNotFailed               = 409, "notice-not-failed", "Only a failed notice can be retried";
+    CursorExpired                 = 410, "cursor-expired", "The events after this cursor are no longer kept";
     ReviewNotOpen                 = 409, "review-not-open", "The review is already resolved";
     CustomerNotConsenting         = 409, "customer-not-consenting", "The customer has no active consent";
     AlreadyConsenting             = 409, "already-consenting", "The customer has an active consent already";
@@ -357,6 +358,10 @@ impl From<CoreError> for ApiError {
             CoreError::NoticeNotFailed => Self::new(
                 ProblemKind::NoticeNotFailed,
                 "The notice is pending or sent; only a failed one can be sent again.",
+            ),
+            CoreError::CursorExpired => Self::new(
+                ProblemKind::CursorExpired,
+                "The events after this cursor were removed after their retention.",
             ),
             CoreError::Conflict(what) => {
                 let mut e = Self::new(

@@ -93,6 +93,8 @@ pub struct AuditEvent {
     customer_id: Option<Uuid>,
     data: Map<String, Value>,
     personal: Vec<PersonalValue>,
+    /// The change feed's events this one reports, written with it.
+    changes: Vec<crate::changes::Draft>,
 }
 
 impl AuditEvent {
@@ -104,6 +106,7 @@ impl AuditEvent {
             customer_id: None,
             data: Map::new(),
             personal: Vec::new(),
+            changes: Vec::new(),
         }
     }
 
@@ -142,6 +145,12 @@ impl AuditEvent {
     pub fn action(&self) -> &str {
         &self.action
     }
+
+    /// Carries the change feed's events that this event reports.
+    pub(crate) fn with_changes(mut self, changes: Vec<crate::changes::Draft>) -> Self {
+        self.changes = changes;
+        self
+    }
 }
 
 /// `SHA-256(salt || value)`, hex.
@@ -177,7 +186,8 @@ pub async fn append<C: ConnectionTrait>(
     ctx: &AuditContext,
     event: impl Into<AuditEvent>,
 ) -> Result<i64, DbErr> {
-    let event = event.into();
+    let mut event = event.into();
+    let changes = std::mem::take(&mut event.changes);
     let waited = Instant::now();
     let head = lock_head(txn).await?;
     metrics::histogram!("kihon4_audit_chain_lock_wait_seconds")
@@ -193,6 +203,7 @@ pub async fn append<C: ConnectionTrait>(
             "the audit chain head moved during an append".into(),
         ));
     }
+    crate::changes::record(txn, changes.into_iter().map(|c| (seq, c)).collect()).await?;
     metrics::counter!("kihon4_audit_appends_total").increment(1);
     Ok(seq)
 }
@@ -243,12 +254,18 @@ pub async fn append_batch<C: ConnectionTrait>(txn: &C, batch: Batch) -> Result<(
     let count = batch.0.len() as u64;
     let (mut seq, mut prev) = (head.last_seq, head.last_hash);
     let mut events = batch.0.into_iter().peekable();
+    let mut changes = Vec::new();
     while events.peek().is_some() {
         let first = seq + 1;
         let mut rows = Vec::with_capacity(BATCH_CHUNK);
         let mut personal = Vec::new();
-        for (ctx, event) in events.by_ref().take(BATCH_CHUNK) {
+        for (ctx, mut event) in events.by_ref().take(BATCH_CHUNK) {
             seq += 1;
+            changes.extend(
+                std::mem::take(&mut event.changes)
+                    .into_iter()
+                    .map(|c| (seq, c)),
+            );
             let (row, values) = chained(seq, &prev, &ctx, event)?;
             prev = row.hash.clone();
             personal.extend(
@@ -285,6 +302,7 @@ pub async fn append_batch<C: ConnectionTrait>(txn: &C, batch: Batch) -> Result<(
             ));
         }
     }
+    crate::changes::record(txn, changes).await?;
     metrics::counter!("kihon4_audit_appends_total").increment(count);
     Ok(())
 }

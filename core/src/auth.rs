@@ -80,6 +80,9 @@ pub enum Role {
     /// An auditor who may also see personal values in clear (exports with
     /// `include_personal_data`).
     AuditorPii,
+    /// A system of the institution that reads the change feed
+    /// (`GET /v1/changes`, by default).
+    Integration,
     Admin,
 }
 
@@ -89,6 +92,7 @@ impl Role {
             Self::Operator => "operator",
             Self::Auditor => "auditor",
             Self::AuditorPii => "auditor_pii",
+            Self::Integration => "integration",
             Self::Admin => "admin",
         }
     }
@@ -98,6 +102,7 @@ impl Role {
             "operator" => Some(Self::Operator),
             "auditor" => Some(Self::Auditor),
             "auditor_pii" => Some(Self::AuditorPii),
+            "integration" => Some(Self::Integration),
             "admin" => Some(Self::Admin),
             _ => None,
         }

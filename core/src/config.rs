@@ -270,7 +270,7 @@ settings! {
         let parsed: Option<Vec<Role>> = raw.split(',').map(|r| Role::parse(r.trim())).collect();
         match parsed {
             Some(roles) if !roles.is_empty() => Ok(roles),
-            _ => Err("must be roles separated by commas, from operator, auditor, auditor_pii and admin".to_owned()),
+            _ => Err("must be roles separated by commas, from operator, auditor, auditor_pii, integration and admin".to_owned()),
         }
     });
     /// The longest a bearer token may be valid.
@@ -298,7 +298,55 @@ settings! {
     });
     /// How much of the changed values a change notice shows.
     notice_values: NoticeValues = "municipality", trimmed(|s: &str| s.parse());
+    /// How much of the changed values the change feed gives: `items` (which
+    /// items changed) or `full` (their values before and after).
+    change_feed_values: crate::changes::ValuePolicy = "items", trimmed(|s: &str| s.parse());
+    /// Days change events are kept (those an endpoint has still to receive stay).
+    change_feed_retention_days: i64 = "35", trimmed(|s: &str| match s.parse::<i64>() {
+        Ok(n) if (1..=3650).contains(&n) => Ok(n),
+        _ => Err(format!("must be a number of days from 1 to 3650, not `{s}`")),
+    });
+    /// The roles that may read `GET /v1/changes`.
+    changes_read_roles: Vec<Role> = "integration,admin", text(|raw: &str| {
+        let parsed: Option<Vec<Role>> = raw.split(',').map(|r| Role::parse(r.trim())).collect();
+        match parsed {
+            Some(roles) if !roles.is_empty() => Ok(roles),
+            _ => Err("must be roles separated by commas, from operator, auditor, auditor_pii, integration and admin".to_owned()),
+        }
+    });
+    /// How long one webhook request may take.
+    webhook_timeout_seconds: Duration = "10", trimmed(|s: &str| match s.parse::<u64>() {
+        Ok(n) if (1..=60).contains(&n) => Ok(Duration::from_secs(n)),
+        _ => Err(format!("must be a number of seconds from 1 to 60, not `{s}`")),
+    });
+    /// How long an undelivered event is retried before its endpoint is disabled.
+    webhook_retry_for: Duration = "3d", trimmed(|s: &str| match duration(s) {
+        Some(d) if (1..=30 * 86400).contains(&d.as_secs()) => Ok(d),
+        _ => Err(format!("must be a duration from 1s to 30d such as 3d, 12h or 600, not `{s}`")),
+    });
+    /// The wait before a webhook's first retry, in milliseconds; each next wait doubles, up to an hour.
+    webhook_retry_base_ms: Duration = "5000", trimmed(|s: &str| match s.parse::<u64>() {
+        Ok(n) if (100..=600_000).contains(&n) => Ok(Duration::from_millis(n)),
+        _ => Err(format!("must be a number of milliseconds from 100 to 600000, not `{s}`")),
+    });
+    /// Webhook requests in flight at once, per worker process.
+    webhook_concurrency: usize = "16", trimmed(|s: &str| match s.parse::<usize>() {
+        Ok(n) if (1..=256).contains(&n) => Ok(n),
+        _ => Err(format!("must be a number from 1 to 256, not `{s}`")),
+    });
+    /// Where the worker writes the daily change file; none is written when unset.
+    changes_file_dir: Option<PathBuf>, trimmed(|s: &str| Ok(Some(PathBuf::from(s))));
+    /// When the worker writes the previous business day's change file (six-field cron, in `timezone`).
+    changes_file_cron: String = CHANGES_FILE_CRON, trimmed(|s: &str| cron(s, CHANGES_FILE_CRON));
+    /// The change file's encoding: `utf-8` (with a BOM) or `cp932`.
+    changes_file_encoding: crate::changes::file::FileEncoding = "utf-8", trimmed(|s: &str| s.parse());
+    /// Days besides Saturdays and Sundays that are not business days (`YYYY-MM-DD`, by commas).
+    business_holidays: Vec<chrono::NaiveDate>, list(|s: &str| chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .map_err(|_| format!("must be dates such as 2026-12-31, separated by commas, not `{s}`")));
 }
+
+/// The daily change file's default time: 01:30, after the day has closed.
+const CHANGES_FILE_CRON: &str = "0 30 1 * * *";
 
 fn per_minute(s: &str) -> Result<u32, String> {
     match s.parse::<u32>() {
@@ -752,6 +800,32 @@ impl Config {
                 header: self.settings.trusted_proxy_header,
             },
         }
+    }
+
+    /// The change feed's deliveries.
+    pub fn webhooks(&self) -> crate::changes::delivery::DeliverySettings {
+        let s = &self.settings;
+        crate::changes::delivery::DeliverySettings {
+            timeout: s.webhook_timeout_seconds,
+            retry_for: s.webhook_retry_for,
+            retry_base: s.webhook_retry_base_ms,
+            concurrency: s.webhook_concurrency,
+            values: s.change_feed_values,
+        }
+    }
+
+    /// The daily change file, when a folder is configured.
+    pub fn changes_file(&self) -> Option<crate::changes::file::FileSettings> {
+        let s = &self.settings;
+        s.changes_file_dir
+            .clone()
+            .map(|dir| crate::changes::file::FileSettings {
+                dir,
+                cron: s.changes_file_cron.clone(),
+                encoding: s.changes_file_encoding,
+                holidays: s.business_holidays.clone(),
+                values: s.change_feed_values,
+            })
     }
 
     pub fn refusals(&self) -> crate::refusals::RefusalSettings {

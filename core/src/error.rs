@@ -43,4 +43,7 @@ pub enum CoreError {
     Db(#[from] DbErr),
     #[error("the consent has no registration to retry")]
     NothingToRetry,
+    /// The change feed's events after a cursor were purged.
+    #[error("the events after this cursor were removed after their retention")]
+    CursorExpired,
 }

@@ -5,6 +5,7 @@
 pub mod audit;
 pub mod audit_export;
 pub mod auth;
+pub mod changes;
 pub mod client_address;
 pub mod config;
 pub mod consent;

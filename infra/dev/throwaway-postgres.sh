@@ -53,9 +53,10 @@ start_throwaway_postgres() {
   THROWAWAY_PG_BIN=$bin
   "${run[@]}" "$bin/initdb" -D "$THROWAWAY_PG_DIR/data" -U postgres -A trust -E UTF8 --locale=C --no-sync >"$THROWAWAY_PG_DIR/initdb.log" 2>&1 \
     || { cat "$THROWAWAY_PG_DIR/initdb.log" >&2; return 1; }
-  # A throwaway cluster: durability is not wanted, speed is.
+  # A throwaway cluster: durability is not wanted, speed is; and little
+  # write-ahead log is kept, so that a CI machine's disk is not filled by it.
   "${run[@]}" "$bin/pg_ctl" -D "$THROWAWAY_PG_DIR/data" -l "$THROWAWAY_PG_DIR/server.log" -w -t 60 \
-    -o "-p $port -k $THROWAWAY_PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 ${THROWAWAY_PG_OPTIONS:-}" \
+    -o "-p $port -k $THROWAWAY_PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=400 -c wal_level=minimal -c max_wal_senders=0 -c max_wal_size=256MB -c min_wal_size=64MB ${THROWAWAY_PG_OPTIONS:-}" \
     start >/dev/null || { cat "$THROWAWAY_PG_DIR/server.log" >&2; return 1; }
   export KIHON4_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$port/postgres"
   echo "throwaway-postgres: running on port $port ($THROWAWAY_PG_DIR)" >&2

@@ -16,6 +16,7 @@ mod m20261202_000009_audit_exports;
 mod m20261202_000010_idempotency_key_hash;
 mod m20261202_000011_refusal_tallies;
 mod m20261203_000012_consent_evidence_form;
+mod m20261203_000013_change_feed;
 
 pub struct Migrator;
 
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000010_idempotency_key_hash::Migration),
             Box::new(m20261202_000011_refusal_tallies::Migration),
             Box::new(m20261203_000012_consent_evidence_form::Migration),
+            Box::new(m20261203_000013_change_feed::Migration),
         ]
     }
 }

@@ -2,6 +2,7 @@
 //! calls core through the shared [`crate::wiring`].
 
 pub mod audit;
+pub mod changes;
 pub mod consent_requests;
 pub mod import;
 pub mod migrate;

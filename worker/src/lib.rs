@@ -36,6 +36,12 @@ pub struct WorkerSettings {
     pub reminder_days: Vec<u32>,
     /// Signs the daily checkpoint of the audit chain.
     pub audit_key: Option<Arc<kihon4_core::audit_export::SigningKey>>,
+    /// How the change feed is delivered to webhook endpoints.
+    pub webhooks: kihon4_core::changes::delivery::DeliverySettings,
+    /// The daily change file, when a folder is configured.
+    pub changes_file: Option<kihon4_core::changes::file::FileSettings>,
+    /// Days change events are kept.
+    pub change_feed_retention_days: i64,
 }
 
 impl WorkerSettings {
@@ -58,6 +64,10 @@ impl WorkerSettings {
             &schedules.full_refresh_cron,
             schedules.timezone,
         )?;
+        let changes_file = config.changes_file();
+        if let Some(file) = &changes_file {
+            check_schedule("KIHON4_CHANGES_FILE_CRON", &file.cron, schedules.timezone)?;
+        }
         let notices_db = {
             use secrecy::ExposeSecret;
             kihon4_core::db::connect_relaxed(config.audit().database_url.expose_secret())
@@ -79,6 +89,9 @@ impl WorkerSettings {
             full_refresh_cron: schedules.full_refresh_cron,
             reminder_days: config.settings.consent_request_reminder_days.clone(),
             audit_key: shared.audit_key.clone(),
+            webhooks: config.webhooks(),
+            changes_file,
+            change_feed_retention_days: config.settings.change_feed_retention_days,
         })
     }
 }
@@ -119,6 +132,7 @@ pub async fn run(
         settings.reminder_days.clone(),
     ));
     let audit_key = settings.audit_key.clone();
+    let retention_days = settings.change_feed_retention_days;
     scheduler
         .add(Job::new_async_tz(
             HOUSEKEEPING_CRON,
@@ -129,6 +143,7 @@ pub async fn run(
                 let audit_key = audit_key.clone();
                 Box::pin(async move {
                     housekeeping(&db, &notices, timezone).await;
+                    purge_changes(&db, retention_days).await;
                     if let Some(key) = &audit_key {
                         daily_checkpoint(&db, key).await;
                     }
@@ -194,7 +209,20 @@ pub async fn run(
     } else {
         tracing::warn!("no provider configured: consent registrations wait until one is");
     }
+    if let Some(file) = settings.changes_file.clone() {
+        let (db, owner, timezone) = (db.clone(), owner.clone(), settings.timezone);
+        let cron = file.cron.clone();
+        let file = Arc::new(file);
+        let job = Job::new_async_tz(cron.as_str(), settings.timezone, move |_, _| {
+            let (db, owner, file) = (db.clone(), owner.clone(), file.clone());
+            Box::pin(async move { daily_change_file(&db, &file, timezone, &owner).await })
+        })?;
+        scheduler.add(job).await?;
+    }
     scheduler.start().await?;
+    let sender = kihon4_core::changes::delivery::Sender::new(settings.webhooks)
+        .map_err(anyhow::Error::msg)?;
+    let delivering = tokio::spawn(deliver_forever(db.clone(), sender, shutdown.clone()));
     let dispatcher = tokio::spawn(dispatch_forever(
         db.clone(),
         settings.notices_db.clone(),
@@ -207,6 +235,7 @@ pub async fn run(
     scheduler.shutdown().await?;
     // The notice being sent is finished and recorded; no new one is started.
     dispatcher.await?;
+    delivering.await?;
     if let Some(syncing) = syncing {
         syncing.await?;
     }
@@ -253,6 +282,116 @@ pub async fn housekeeping(db: &DatabaseConnection, notices: &Notices, timezone: 
     match kihon4_core::refusals::seal_closed(db, chrono::Utc::now()).await {
         Ok(n) => tracing::info!(appended = n, "closed windows of refused requests sealed"),
         Err(e) => tracing::error!(error = %e, "sealing refused requests failed"),
+    }
+}
+
+/// Removes change events past their retention, and the deliveries and
+/// attempts of that age.
+pub async fn purge_changes(db: &DatabaseConnection, retention_days: i64) {
+    let before = chrono::Utc::now() - chrono::Duration::days(retention_days);
+    match kihon4_core::changes::purge(db, before).await {
+        Ok(n) if n > 0 => tracing::info!(removed = n, "change events past retention removed"),
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "change events could not be purged"),
+    }
+    match kihon4_core::changes::delivery::purge(db, before).await {
+        Ok(n) if n > 0 => tracing::info!(removed = n, "webhook deliveries past retention removed"),
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "webhook deliveries could not be purged"),
+    }
+}
+
+/// The daily change file: at its tick, the file of yesterday (in the
+/// configured zone) when that was a business day; one worker writes it,
+/// however many see the tick.
+pub async fn daily_change_file(
+    db: &DatabaseConnection,
+    file: &kihon4_core::changes::file::FileSettings,
+    timezone: chrono_tz::Tz,
+    owner: &str,
+) {
+    use chrono::DurationRound;
+    use kihon4_core::changes::file::{export, is_business_day};
+    let tick = chrono::Utc::now()
+        .duration_round(chrono::Duration::minutes(1))
+        .unwrap_or_else(|_| chrono::Utc::now());
+    match sync::runs::claim_tick(db, "changes.file", tick, owner).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::error!(error = %e, "the change file's tick could not be claimed");
+            return;
+        }
+    }
+    let today = chrono::Utc::now().with_timezone(&timezone).date_naive();
+    let Some(day) = today.pred_opt() else { return };
+    if !is_business_day(day, &file.holidays) {
+        tracing::debug!(%day, "not a business day: its events go into the next business day's file");
+        return;
+    }
+    let ctx = AuditContext::new(Actor::worker(), None);
+    match export(db, &ctx, file, day, &|_, _| {}).await {
+        Ok(w) => {
+            tracing::info!(%day, events = w.events, file = %w.csv.display(), "daily change file written")
+        }
+        Err(e) => {
+            metrics::counter!("kihon4_changes_file_failures_total").increment(1);
+            tracing::error!(%day, error = %e, "the daily change file could not be written")
+        }
+    }
+}
+
+/// Deliveries per round.
+const DELIVERY_ROUND: u64 = 64;
+/// How often the feed is looked at when there was nothing to deliver.
+const DELIVERY_IDLE: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Delivers the change feed to webhook endpoints until `shutdown`: round
+/// after round while there is work, every half second when there is none.
+/// A round in flight is finished and recorded.
+pub async fn deliver_forever(
+    db: DatabaseConnection,
+    sender: kihon4_core::changes::delivery::Sender,
+    shutdown: CancellationToken,
+) {
+    use kihon4_core::changes::delivery::{backlog, deliver_due};
+    let owner = format!("webhooks-{}", uuid::Uuid::new_v4());
+    let mut last_gauge = std::time::Instant::now() - std::time::Duration::from_secs(60);
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let busy = match deliver_due(&db, &sender, &owner, DELIVERY_ROUND).await {
+            Ok(s) => {
+                if s.endpoints_disabled > 0 {
+                    tracing::warn!(
+                        disabled = s.endpoints_disabled,
+                        "webhook endpoints disabled"
+                    );
+                }
+                s.attempted() > 0
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "webhook delivery failed");
+                false
+            }
+        };
+        if last_gauge.elapsed() >= std::time::Duration::from_secs(5) {
+            last_gauge = std::time::Instant::now();
+            if let Ok((pending, oldest)) = backlog(&db).await {
+                metrics::gauge!("kihon4_webhook_deliveries_pending").set(pending as f64);
+                let lag = oldest.map_or(0.0, |t| {
+                    (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0
+                });
+                metrics::gauge!("kihon4_webhook_oldest_pending_seconds").set(lag);
+            }
+        }
+        if !busy {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(DELIVERY_IDLE) => {}
+            }
+        }
     }
 }
 

@@ -84,6 +84,65 @@ pub enum Event {
     AuditExported(AuditExported),
     /// `audit.erased`
     AuditErased(AuditErased),
+    /// `webhook_endpoint.created`, `.disabled`, `.enabled`, `.deleted`,
+    /// `.secret_rotated`, `.replayed`
+    WebhookEndpoint(WebhookEndpointChanged),
+    /// `changes.read`
+    ChangesRead(ChangesRead),
+    /// `changes.exported`
+    ChangesExported(ChangesExported),
+}
+
+/// What happened to a webhook endpoint.
+#[derive(Debug, Clone)]
+pub enum EndpointChange {
+    Created {
+        url: String,
+        /// Empty: every type.
+        event_types: Vec<String>,
+    },
+    /// `reason`: `operator`, or `failing` when its oldest event could not be
+    /// delivered for the whole retry period.
+    Disabled {
+        reason: &'static str,
+    },
+    Enabled,
+    Deleted,
+    /// The old secret still signs until `previous_secret_until`.
+    SecretRotated {
+        previous_secret_until: DateTime<Utc>,
+    },
+    /// Events after `after` queued again: `deliveries` of them.
+    Replayed {
+        after: String,
+        deliveries: u64,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct WebhookEndpointChanged {
+    pub endpoint_id: Uuid,
+    pub change: EndpointChange,
+}
+
+/// A page of `GET /v1/changes` that gave events.
+#[derive(Debug, Clone)]
+pub struct ChangesRead {
+    pub after: Option<String>,
+    pub next: String,
+    pub events: u64,
+    /// Empty: every type.
+    pub types: Vec<String>,
+}
+
+/// A day's change file written (`kihon4 changes export` or the worker).
+#[derive(Debug, Clone)]
+pub struct ChangesExported {
+    pub date: NaiveDate,
+    pub events: u64,
+    pub encoding: &'static str,
+    /// The file's SHA-256, hex.
+    pub sha256: String,
 }
 
 /// A value before and after a change.
@@ -145,6 +204,8 @@ pub enum UpdateSource {
     Sync {
         job: Uuid,
         reported_on: Option<NaiveDate>,
+        /// The active consent the change rests on.
+        consent: Option<Uuid>,
     },
 }
 
@@ -519,6 +580,16 @@ impl Event {
             Self::RefusalsSealed(s) => s.refused.action(),
             Self::AuditExported(_) => "audit.exported",
             Self::AuditErased(_) => "audit.erased",
+            Self::WebhookEndpoint(w) => match w.change {
+                EndpointChange::Created { .. } => "webhook_endpoint.created",
+                EndpointChange::Disabled { .. } => "webhook_endpoint.disabled",
+                EndpointChange::Enabled => "webhook_endpoint.enabled",
+                EndpointChange::Deleted => "webhook_endpoint.deleted",
+                EndpointChange::SecretRotated { .. } => "webhook_endpoint.secret_rotated",
+                EndpointChange::Replayed { .. } => "webhook_endpoint.replayed",
+            },
+            Self::ChangesRead(_) => "changes.read",
+            Self::ChangesExported(_) => "changes.exported",
         }
     }
 }
@@ -540,6 +611,14 @@ fn status(status: &str) -> Value {
 /// The one serialisation of every event.
 impl From<Event> for AuditEvent {
     fn from(event: Event) -> Self {
+        let changes = crate::changes::drafts(&event);
+        audit_event(event).with_changes(changes)
+    }
+}
+
+/// The event's subject, `data` and committed personal values.
+fn audit_event(event: Event) -> AuditEvent {
+    {
         let action = event.action();
         match event {
             Event::CustomerCreated(c) => {
@@ -811,6 +890,38 @@ impl From<Event> for AuditEvent {
                         json!({"erased_values": e.erased_values, "reason": e.reason}),
                     )
             }
+            Event::WebhookEndpoint(w) => {
+                let event =
+                    AuditEvent::new(action, "webhook_endpoint", Some(w.endpoint_id.to_string()));
+                match w.change {
+                    EndpointChange::Created { url, event_types } => event.set(
+                        "after",
+                        json!({"url": url, "event_types": event_types, "status": "active"}),
+                    ),
+                    EndpointChange::Disabled { reason } => {
+                        event.set("after", json!({"status": "disabled", "reason": reason}))
+                    }
+                    EndpointChange::Enabled => event.set("after", status("active")),
+                    EndpointChange::Deleted => event,
+                    EndpointChange::SecretRotated {
+                        previous_secret_until,
+                    } => event.set("previous_secret_until", json!(previous_secret_until)),
+                    EndpointChange::Replayed { after, deliveries } => event
+                        .set("after_cursor", json!(after))
+                        .set("deliveries", json!(deliveries)),
+                }
+            }
+            Event::ChangesRead(r) => AuditEvent::new(action, "changes", None)
+                .set("after", json!(r.after))
+                .set("next", json!(r.next))
+                .set("events", json!(r.events))
+                .set("types", json!(r.types)),
+            Event::ChangesExported(e) => {
+                AuditEvent::new(action, "changes", Some(e.date.to_string()))
+                    .set("events", json!(e.events))
+                    .set("encoding", json!(e.encoding))
+                    .set("sha256", json!(e.sha256))
+            }
         }
     }
 }
@@ -888,11 +999,18 @@ fn customer_updated(action: &str, u: CustomerUpdated) -> AuditEvent {
                 .set("source", json!("mynaportal"))
                 .set("consent", json!(consent));
         }
-        Some(UpdateSource::Sync { job, reported_on }) => {
+        Some(UpdateSource::Sync {
+            job,
+            reported_on,
+            consent,
+        }) => {
             event = event
                 .set("source", json!("sync"))
                 .set("reported_on", json!(reported_on))
                 .set("job", json!(job));
+            if let Some(consent) = consent {
+                event = event.set("consent", json!(consent));
+            }
         }
     }
     if let Some(notice) = u.notice {
@@ -1178,6 +1296,7 @@ mod tests {
         u.source = Some(UpdateSource::Sync {
             job: id(9),
             reported_on: NaiveDate::from_ymd_opt(2026, 5, 1),
+            consent: None,
         });
         u.notice = Some(NoticeRef::new(id(5), NoticeKind::Basic4Changed));
         let shown = shown(Event::CustomerUpdated(u));
@@ -1227,6 +1346,7 @@ mod tests {
         u.source = Some(UpdateSource::Sync {
             job: id(9),
             reported_on: None,
+            consent: None,
         });
         assert_eq!(
             self::shown(Event::CustomerUpdated(u))["data"],
@@ -1545,6 +1665,14 @@ mod tests {
         "webhook.refused",
         "audit.exported",
         "audit.erased",
+        "webhook_endpoint.created",
+        "webhook_endpoint.disabled",
+        "webhook_endpoint.enabled",
+        "webhook_endpoint.deleted",
+        "webhook_endpoint.secret_rotated",
+        "webhook_endpoint.replayed",
+        "changes.read",
+        "changes.exported",
     ];
 
     #[test]

@@ -497,6 +497,7 @@ async fn take_change(a: &Answer<'_>, staged: &mut Staged, c: Changed<'_>) -> Res
     event.source = Some(UpdateSource::Sync {
         job: a.job.id,
         reported_on: Some(c.changed_on),
+        consent: a.active.as_ref().map(|(c, _)| c.id),
     });
     if !items.is_empty() && a.living() {
         let (notice, row) = prepare(
@@ -557,6 +558,7 @@ async fn record_death(
     event.source = Some(UpdateSource::Sync {
         job: a.job.id,
         reported_on: changed_on,
+        consent: a.active.as_ref().map(|(c, _)| c.id),
     });
     staged
         .events
