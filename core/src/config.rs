@@ -314,8 +314,8 @@ settings! {
             _ => Err("must be roles separated by commas, from operator, auditor, auditor_pii, integration and admin".to_owned()),
         }
     });
-    /// How long one webhook request may take.
-    webhook_timeout_seconds: Duration = "10", trimmed(|s: &str| match s.parse::<u64>() {
+    /// How long one webhook request may take (Standard Webhooks recommends 15 to 30 seconds).
+    webhook_timeout_seconds: Duration = "15", trimmed(|s: &str| match s.parse::<u64>() {
         Ok(n) if (1..=60).contains(&n) => Ok(Duration::from_secs(n)),
         _ => Err(format!("must be a number of seconds from 1 to 60, not `{s}`")),
     });

@@ -178,7 +178,7 @@ pub struct EndpointView {
     event_types: Vec<String>,
     /// `active` or `disabled`.
     status: String,
-    /// `operator`, or `failing` when the worker disabled it.
+    /// `operator`; `failing` or `gone` (its receiver answered 410) when the worker disabled it.
     disabled_reason: Option<String>,
     /// Until when the secret before the last rotation also signs.
     previous_secret_until: Option<DateTime<Utc>>,

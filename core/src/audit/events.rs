@@ -101,8 +101,9 @@ pub enum EndpointChange {
         /// Empty: every type.
         event_types: Vec<String>,
     },
-    /// `reason`: `operator`, or `failing` when its oldest event could not be
-    /// delivered for the whole retry period.
+    /// `reason`: `operator`; `failing` when its oldest event could not be
+    /// delivered for the whole retry period; `gone` when its receiver
+    /// answered 410 Gone.
     Disabled {
         reason: &'static str,
     },

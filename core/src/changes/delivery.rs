@@ -53,7 +53,7 @@ pub struct DeliverySettings {
 impl Default for DeliverySettings {
     fn default() -> Self {
         Self {
-            timeout: Duration::from_secs(10),
+            timeout: Duration::from_secs(15),
             retry_for: Duration::from_secs(3 * 86_400),
             retry_base: Duration::from_secs(5),
             concurrency: 16,
@@ -403,6 +403,8 @@ async fn send(
                 .and_then(|v| parse_retry_after(v, Utc::now()));
             let error = if r.status().is_redirection() {
                 format!("answered {status}; redirects are not followed")
+            } else if status == 410 {
+                "answered 410 Gone: the receiver wants no more webhooks".to_owned()
             } else {
                 format!("answered {status}")
             };
@@ -443,7 +445,8 @@ async fn settle(
     let mut attempts = Vec::with_capacity(results.len());
     let mut delivered = Vec::new();
     let mut failing: Vec<Uuid> = Vec::new();
-    let mut exhausted: Vec<Uuid> = Vec::new();
+    // (endpoint, why): disabled in this round.
+    let mut exhausted: Vec<(Uuid, &'static str)> = Vec::new();
     for (d, outcome, took) in &results {
         let (status, error) = match outcome {
             Outcome::Delivered(s) => (Some(i32::from(*s)), None),
@@ -477,7 +480,11 @@ async fn settle(
                     .exec(&txn)
                     .await?;
             }
-            Outcome::Failed { retry_after, .. } => {
+            Outcome::Failed {
+                retry_after,
+                status: answered,
+                ..
+            } => {
                 stats.failed += 1;
                 metrics::counter!("kihon4_webhook_deliveries_total", "outcome" => "failed")
                     .increment(1);
@@ -508,8 +515,18 @@ async fn settle(
                 if !failing.contains(&d.endpoint_id) {
                     failing.push(d.endpoint_id);
                 }
-                if at - first >= retry_for && !exhausted.contains(&d.endpoint_id) {
-                    exhausted.push(d.endpoint_id);
+                // Standard Webhooks: a 410 says the receiver wants no more.
+                let why = if *answered == Some(410) {
+                    Some("gone")
+                } else if at - first >= retry_for {
+                    Some("failing")
+                } else {
+                    None
+                };
+                if let Some(why) = why
+                    && !exhausted.iter().any(|(id, _)| *id == d.endpoint_id)
+                {
+                    exhausted.push((d.endpoint_id, why));
                 }
             }
         }
@@ -560,13 +577,10 @@ async fn settle(
             .await?;
     }
     let worker = AuditContext::new(Actor::worker(), None);
-    for id in exhausted {
+    for (id, why) in exhausted {
         let disabled = webhook_endpoints::Entity::update_many()
             .col_expr(webhook_endpoints::Column::Status, Expr::value("disabled"))
-            .col_expr(
-                webhook_endpoints::Column::DisabledReason,
-                Expr::value("failing"),
-            )
+            .col_expr(webhook_endpoints::Column::DisabledReason, Expr::value(why))
             .col_expr(webhook_endpoints::Column::UpdatedAt, Expr::value(at))
             .filter(webhook_endpoints::Column::Id.eq(id))
             .filter(webhook_endpoints::Column::Status.eq("active"))
@@ -576,17 +590,21 @@ async fn settle(
             stats.endpoints_disabled += 1;
             metrics::counter!("kihon4_webhook_endpoints_disabled_total").increment(1);
             let url = endpoints.get(&id).map(|e| e.url.as_str()).unwrap_or("");
-            tracing::error!(
-                endpoint = %id,
-                host = url::Url::parse(url).ok().and_then(|u| u.host_str().map(str::to_owned)).unwrap_or_default(),
-                "a webhook endpoint was disabled: its oldest event could not be delivered for the whole retry period; fix the receiver, then enable it (POST /v1/webhook-endpoints/{{id}}/enable)"
-            );
+            let host = url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_owned))
+                .unwrap_or_default();
+            if why == "gone" {
+                tracing::error!(endpoint = %id, %host, "a webhook endpoint was disabled: its receiver answered 410 Gone; enable it again (POST /v1/webhook-endpoints/{{id}}/enable) once it wants the feed");
+            } else {
+                tracing::error!(endpoint = %id, %host, "a webhook endpoint was disabled: its oldest event could not be delivered for the whole retry period; fix the receiver, then enable it (POST /v1/webhook-endpoints/{{id}}/enable)");
+            }
             audit::append(
                 &txn,
                 &worker,
                 Event::WebhookEndpoint(WebhookEndpointChanged {
                     endpoint_id: id,
-                    change: EndpointChange::Disabled { reason: "failing" },
+                    change: EndpointChange::Disabled { reason: why },
                 }),
             )
             .await?;

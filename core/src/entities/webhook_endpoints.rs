@@ -11,7 +11,7 @@ pub struct Model {
     pub event_types: String,
     /// `active` or `disabled`.
     pub status: String,
-    /// `operator` or `failing`, when disabled.
+    /// `operator`, `failing` or `gone` (the receiver answered 410), when disabled.
     pub disabled_reason: Option<String>,
     /// `whsec_…`.
     pub secret: String,
