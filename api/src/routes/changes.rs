@@ -31,12 +31,15 @@ const POLL: Duration = Duration::from_millis(250);
 #[serde(deny_unknown_fields)]
 pub struct ChangesQuery {
     /// The `next_cursor` of the page before; from the oldest event kept when left out.
-    #[param(pattern = "^c1_[A-Za-z0-9_-]{11}$")]
+    #[param(pattern = "^c1_[A-Za-f][A-Za-z0-9_-]{9}[AEIMQUYcgkosw048]$")]
     after: Option<String>,
     /// Events per page (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u64>,
     /// Event types, separated by commas; every type when left out.
+    #[param(
+        pattern = "^(basic4\\.changed|customer\\.deceased|certificate\\.revoked|consent\\.granted|consent\\.renewed|consent\\.withdrawn|consent\\.expired|review\\.opened|review\\.resolved)(,(basic4\\.changed|customer\\.deceased|certificate\\.revoked|consent\\.granted|consent\\.renewed|consent\\.withdrawn|consent\\.expired|review\\.opened|review\\.resolved))*$"
+    )]
     types: Option<String>,
     /// Seconds to wait for an event when there is none yet (long polling).
     #[param(minimum = 0, maximum = 30)]
@@ -215,14 +218,39 @@ pub struct EndpointWithSecret {
     secret: String,
 }
 
+/// An event type of the change feed (for the description only: bodies
+/// are read as text and checked by core, which names a wrong one).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub enum EventTypeName {
+    #[serde(rename = "basic4.changed")]
+    Basic4Changed,
+    #[serde(rename = "customer.deceased")]
+    CustomerDeceased,
+    #[serde(rename = "certificate.revoked")]
+    CertificateRevoked,
+    #[serde(rename = "consent.granted")]
+    ConsentGranted,
+    #[serde(rename = "consent.renewed")]
+    ConsentRenewed,
+    #[serde(rename = "consent.withdrawn")]
+    ConsentWithdrawn,
+    #[serde(rename = "consent.expired")]
+    ConsentExpired,
+    #[serde(rename = "review.opened")]
+    ReviewOpened,
+    #[serde(rename = "review.resolved")]
+    ReviewResolved,
+}
+
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EndpointBody {
     /// `https://…` (plain `http` only to a loopback address).
-    #[schema(max_length = 2048)]
+    #[schema(required = true, value_type = String, min_length = 1, max_length = 2048)]
     url: Option<String>,
-    /// The event types to receive; every type when left out or empty.
-    #[schema(max_items = 9)]
+    /// The event types to receive, each once; every type when left out or empty.
+    #[schema(max_items = 9, value_type = Option<Vec<EventTypeName>>)]
     event_types: Option<Vec<String>>,
 }
 
@@ -433,7 +461,7 @@ pub async fn rotate(
 #[serde(deny_unknown_fields)]
 pub struct ReplayBody {
     /// A cursor (`next_cursor`, or a delivered event's `cursor`): the events after it are sent again.
-    #[schema(pattern = "^c1_[A-Za-z0-9_-]{11}$")]
+    #[schema(required = true, value_type = String, pattern = "^c1_[A-Za-f][A-Za-z0-9_-]{9}[AEIMQUYcgkosw048]$")]
     after: Option<String>,
 }
 
