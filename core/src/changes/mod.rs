@@ -238,7 +238,11 @@ pub fn drafts(event: &Event) -> Vec<Draft> {
             json!({"consent_id": e.consent_id, "expires_at": e.expires_at}),
         )),
         Event::ReviewOpened(r) => {
-            if r.kind == "revoked" {
+            // Seen in the CRL by sync, or told by the provider refusing a
+            // registration (then without a reason).
+            if r.kind == "revoked"
+                || r.kind == crate::consent::registrations::REVOKED_BEFORE_REGISTRATION
+            {
                 out.push(Draft::new(
                     ChangeType::CertificateRevoked,
                     r.customer_id,
