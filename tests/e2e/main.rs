@@ -5,6 +5,7 @@ mod process;
 
 mod audit;
 mod audit_memory;
+mod changes;
 mod concurrency;
 mod consent;
 mod files;
