@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -24,6 +25,7 @@ use sea_orm::{
 };
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use uuid::Uuid;
 
 use crate::process::{Running, SECRET, kihon4, scalar};
@@ -101,20 +103,29 @@ async fn seed_customers(db: &DatabaseConnection, n: usize) -> Vec<Uuid> {
 /// one transaction, through the audit append: the real write path numbers
 /// their change events.
 async fn write_events(db: &DatabaseConnection, customers: &[Uuid], n: usize) {
+    let picked: Vec<Uuid> = {
+        let mut rng = rand::thread_rng();
+        (0..n)
+            .map(|_| customers[rng.gen_range(0..customers.len())])
+            .collect()
+    };
+    write_events_of(db, &picked).await;
+}
+
+/// One `consent.expired` event of each of `customers`, in that order, in
+/// one transaction.
+async fn write_events_of(db: &DatabaseConnection, customers: &[Uuid]) {
     let ctx = AuditContext::new(Actor::worker(), None);
     let mut batch = Batch::default();
-    {
-        let mut rng = rand::thread_rng();
-        for _ in 0..n {
-            batch.push(
-                &ctx,
-                Event::ConsentExpired(ConsentExpired {
-                    consent_id: Uuid::now_v7(),
-                    customer_id: customers[rng.gen_range(0..customers.len())],
-                    expires_at: Utc::now(),
-                }),
-            );
-        }
+    for &customer_id in customers {
+        batch.push(
+            &ctx,
+            Event::ConsentExpired(ConsentExpired {
+                consent_id: Uuid::now_v7(),
+                customer_id,
+                expires_at: Utc::now(),
+            }),
+        );
     }
     let txn = kihon4_core::db::begin_write(db).await.unwrap();
     append_batch(&txn, batch).await.unwrap();
@@ -394,6 +405,125 @@ async fn an_outage_of_the_receiver_is_retried_and_then_delivered_in_order() {
     let recovered = webhooks::get(&db, endpoint).await.unwrap();
     assert!(recovered.failing_since.is_none(), "no longer failing");
     worker.signal("TERM");
+}
+
+/// A receiver that takes `delay` over each request and answers 204 (it
+/// checks no signature): keeps each request's `webhook-id`, in arrival order.
+async fn slow_receiver(delay: Duration) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    let kept = ids.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                return;
+            };
+            let ids = kept.clone();
+            tokio::spawn(async move {
+                let mut stream = tokio::io::BufReader::new(stream);
+                loop {
+                    let (mut id, mut length) = (String::new(), 0usize);
+                    loop {
+                        let mut line = String::new();
+                        match stream.read_line(&mut line).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) => {}
+                        }
+                        let line = line.trim_end();
+                        if line.is_empty() {
+                            break;
+                        }
+                        if let Some((name, value)) = line.split_once(':') {
+                            match name.to_ascii_lowercase().as_str() {
+                                "webhook-id" => id = value.trim().to_owned(),
+                                "content-length" => length = value.trim().parse().unwrap(),
+                                _ => {}
+                            }
+                        }
+                    }
+                    let mut body = vec![0u8; length];
+                    if stream.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                    ids.lock().unwrap().push(id);
+                    if stream
+                        .get_mut()
+                        .write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (url, ids)
+}
+
+/// A round's deliveries wait for the sends before them (`concurrency` at a
+/// time); none is taken over by another worker while it waits, so a
+/// receiver that answers slowly, within the timeout, gets each event once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deliveries_waiting_in_a_slow_round_are_not_sent_again_by_another_worker() {
+    const EVENTS: usize = 64;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = fresh_database(Backend::Postgres, d).await;
+    let mut envs = envs(&url);
+    // One request at a time, each answered in 0.2 s of its 1 s timeout: a
+    // round of 64 takes 13 s, a request's lease would be 7 s.
+    for (name, value) in &mut envs {
+        if *name == "KIHON4_WEBHOOK_TIMEOUT_SECONDS" {
+            *value = "1".to_owned();
+        }
+    }
+    envs.push(("KIHON4_WEBHOOK_CONCURRENCY", "1".to_owned()));
+    migrate(d, &envs);
+    let db = kihon4_core::db::connect(&url, 2).await.unwrap();
+    let customers = seed_customers(&db, EVENTS).await;
+    let (hook, ids) = slow_receiver(Duration::from_millis(200)).await;
+    webhooks::create(
+        &db,
+        &AuditContext::new(Actor::cli(), None),
+        NewEndpoint {
+            url: Some(&hook),
+            event_types: None,
+        },
+    )
+    .await
+    .unwrap();
+    write_events_of(&db, &customers).await;
+    // One worker claims the whole round; a second one starts, idle.
+    let first = Running::start(d, "worker", &envs).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while scalar(
+        &db,
+        "SELECT COUNT(*) FROM webhook_deliveries WHERE lease_owner IS NOT NULL",
+    )
+    .await
+        < EVENTS as i64
+    {
+        assert!(Instant::now() < deadline, "no round:\n{}", first.log_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = Running::start(d, "worker", &envs).await;
+    wait_delivered(&db, EVENTS, Duration::from_secs(60), &|| first.log_text()).await;
+    // Time for any repeat to arrive.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = ids.lock().unwrap().clone();
+    let unique: HashSet<&String> = got.iter().collect();
+    assert_eq!(unique.len(), EVENTS);
+    assert_eq!(
+        got.len(),
+        EVENTS,
+        "{} sent twice with no worker killed",
+        got.len() - EVENTS
+    );
+    first.signal("TERM");
+    second.signal("TERM");
 }
 
 fn mode(path: &Path) -> u32 {

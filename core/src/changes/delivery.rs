@@ -63,9 +63,14 @@ impl Default for DeliverySettings {
 }
 
 impl DeliverySettings {
-    /// How long a claimed delivery is held: time for the request and its record.
-    fn lease(&self) -> Duration {
-        self.timeout * 2 + Duration::from_secs(5)
+    /// How long the deliveries of a round of `round` are held: time for
+    /// their requests, `concurrency` at a time (a delivery waits for the
+    /// sends before it), and for their record.
+    fn lease(&self, round: u64) -> Duration {
+        let waves = round
+            .div_ceil(self.concurrency.max(1) as u64)
+            .clamp(1, 1024) as u32;
+        self.timeout * (waves + 1) + Duration::from_secs(5)
     }
 }
 
@@ -309,7 +314,7 @@ pub async fn deliver_due(
         ..Default::default()
     };
     let settings = sender.settings;
-    let claimed = claim(db, owner, limit, settings.lease()).await?;
+    let claimed = claim(db, owner, limit, settings.lease(limit)).await?;
     if claimed.is_empty() {
         return Ok(stats);
     }
