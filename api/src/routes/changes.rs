@@ -139,8 +139,14 @@ pub async fn list(
         tokio::time::sleep(POLL.min(deadline - Instant::now())).await;
     };
     if !page.events.is_empty() {
+        // In a transaction of its own: the append reads the chain's head
+        // and writes after it, which must not interleave with another's.
+        let db_err = kihon4_core::error::CoreError::from;
+        let txn = kihon4_core::db::begin_write(&state.db)
+            .await
+            .map_err(db_err)?;
         kihon4_core::audit::append(
-            &state.db,
+            &txn,
             &auth.audit(),
             Event::ChangesRead(ChangesRead {
                 after: after.map(|c| c.to_string()),
