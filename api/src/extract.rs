@@ -35,20 +35,51 @@ impl<T: DeserializeOwned + 'static> FromRequest for JsonBody<T> {
     type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
 
     fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
-        let json = req.mime_type().ok().flatten().is_some_and(|m| {
-            m.subtype() == mime_json() || m.suffix().is_some_and(|s| s == mime_json())
-        });
-        let bytes = web::Bytes::from_request(req, payload);
-        Box::pin(async move {
-            if !json {
-                return Err(ApiError::new(
-                    ProblemKind::UnsupportedMediaType,
-                    "Send the body as application/json.",
-                ));
-            }
-            let bytes = bytes.await.map_err(payload_error)?;
-            parse_json(&bytes).map(JsonBody)
-        })
+        let body = read_json(req, payload, &[]);
+        Box::pin(async move { body.await.map(JsonBody) })
+    }
+}
+
+/// The top-level fields of a body that are lists of plain values
+/// (`event_types: ["basic4.changed"]`): [`JsonListBody`] takes them.
+pub trait ListFields {
+    const LISTS: &'static [&'static str];
+}
+
+/// A [`JsonBody`] whose top-level fields named by [`ListFields`] may be
+/// lists of plain values; any other list is refused as there.
+pub struct JsonListBody<T>(pub T);
+
+impl<T: DeserializeOwned + ListFields + 'static> FromRequest for JsonListBody<T> {
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let body = read_json(req, payload, T::LISTS);
+        Box::pin(async move { body.await.map(JsonListBody) })
+    }
+}
+
+/// Reads a JSON body of `application/json`, `lists` being the top-level
+/// fields that may be lists of plain values.
+fn read_json<T: DeserializeOwned + 'static>(
+    req: &HttpRequest,
+    payload: &mut Payload,
+    lists: &'static [&'static str],
+) -> impl Future<Output = Result<T, ApiError>> + 'static {
+    let json = req.mime_type().ok().flatten().is_some_and(|m| {
+        m.subtype() == mime_json() || m.suffix().is_some_and(|s| s == mime_json())
+    });
+    let bytes = web::Bytes::from_request(req, payload);
+    async move {
+        if !json {
+            return Err(ApiError::new(
+                ProblemKind::UnsupportedMediaType,
+                "Send the body as application/json.",
+            ));
+        }
+        let bytes = bytes.await.map_err(payload_error)?;
+        parse_json_with_lists(&bytes, lists)
     }
 }
 
@@ -76,9 +107,11 @@ pub fn payload_error(err: actix_web::Error) -> ApiError {
 }
 
 /// Where a body is not of the shape every kihon4 body has: an object whose
-/// values are objects or plain values, never lists. (serde would take a
-/// list for a struct, its fields in order, so `[null, null]` would pass.)
-fn misshapen(value: &serde_json::Value) -> Option<(String, &'static str)> {
+/// values are objects or plain values, never lists, but for the top-level
+/// fields `lists` names, which may be lists of plain values. (serde would
+/// take a list for a struct, its fields in order, so `[null, null]` would
+/// pass.)
+fn misshapen(value: &serde_json::Value, lists: &[&str]) -> Option<(String, &'static str)> {
     fn list_in(value: &serde_json::Value, path: &str) -> Option<String> {
         match value {
             serde_json::Value::Array(_) => Some(path.to_owned()),
@@ -93,16 +126,31 @@ fn misshapen(value: &serde_json::Value) -> Option<(String, &'static str)> {
             _ => None,
         }
     }
-    if !value.is_object() {
+    let Some(fields) = value.as_object() else {
         return Some(("body".to_owned(), "must be a JSON object"));
-    }
-    list_in(value, "").map(|path| (path, "must be an object or a single value, not a list"))
+    };
+    let plain = |v: &serde_json::Value| !v.is_array() && !v.is_object();
+    fields.iter().find_map(|(name, v)| match v {
+        serde_json::Value::Array(items) if lists.contains(&name.as_str()) => items
+            .iter()
+            .position(|item| !plain(item))
+            .map(|i| (format!("{name}[{i}]"), "must be a single value")),
+        _ => list_in(v, name).map(|path| (path, "must be an object or a single value, not a list")),
+    })
 }
 
 /// Parses JSON into `T`, naming the field of a type error or unknown field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    parse_json_with_lists(bytes, &[])
+}
+
+/// [`parse_json`], the top-level fields `lists` names being lists of plain values.
+pub fn parse_json_with_lists<T: DeserializeOwned>(
+    bytes: &[u8],
+    lists: &[&str],
+) -> Result<T, ApiError> {
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(bytes)
-        && let Some((field, message)) = misshapen(&value)
+        && let Some((field, message)) = misshapen(&value, lists)
     {
         // Never echo a My Number, not even as a field name.
         let field = if contains_my_number(&field) {
@@ -359,5 +407,36 @@ mod tests {
         }
         let ok: Body = parse_json(br#"{"x": "1", "inner": {"a": "b"}}"#).unwrap();
         assert_eq!(ok.x.as_deref(), Some("1"));
+    }
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct WithList {
+        types: Option<Vec<String>>,
+        inner: Option<Inner>,
+    }
+
+    #[test]
+    fn only_the_named_fields_may_be_lists_of_plain_values() {
+        let ok: WithList = parse_json_with_lists(br#"{"types": ["a", "b"]}"#, &["types"]).unwrap();
+        assert_eq!(ok.types.unwrap(), ["a", "b"]);
+        for (json, field) in [
+            (r#"{"types": ["a"]}"#, "types"),
+            (r#"{"inner": ["a"]}"#, "inner"),
+        ] {
+            let err = parse_json::<WithList>(json.as_bytes()).unwrap_err();
+            assert_eq!(err.errors[0].field, field, "{json}");
+        }
+        for (json, field) in [
+            (r#"{"types": ["a", ["b"]]}"#, "types[1]"),
+            (r#"{"types": [{"a": "b"}]}"#, "types[0]"),
+            (r#"{"inner": ["a"]}"#, "inner"),
+            (r#"[["a"]]"#, "body"),
+        ] {
+            let err = parse_json_with_lists::<WithList>(json.as_bytes(), &["types"]).unwrap_err();
+            assert_eq!(err.kind, ProblemKind::Validation, "{json}");
+            assert_eq!(err.errors[0].field, field, "{json}");
+        }
     }
 }

@@ -16,7 +16,7 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use crate::AppState;
-use crate::extract::{Admin, Auth, ChangesReader, JsonBody};
+use crate::extract::{Admin, Auth, ChangesReader, JsonBody, JsonListBody, ListFields};
 use crate::problem::{ApiError, ProblemKind};
 
 /// Events per page: default and most.
@@ -156,7 +156,8 @@ pub async fn list(
             }),
         )
         .await
-        .map_err(kihon4_core::error::CoreError::from)?;
+        .map_err(db_err)?;
+        txn.commit().await.map_err(db_err)?;
     }
     let events = page
         .events
@@ -260,6 +261,10 @@ pub struct EndpointBody {
     event_types: Option<Vec<String>>,
 }
 
+impl ListFields for EndpointBody {
+    const LISTS: &'static [&'static str] = &["event_types"];
+}
+
 /// Registers a webhook endpoint; it receives the events written from now
 /// on. Answers its secret, which is never shown again. Role: admin.
 #[utoipa::path(
@@ -276,7 +281,7 @@ pub struct EndpointBody {
 pub async fn create(
     state: web::Data<AppState>,
     auth: Auth<Admin>,
-    body: JsonBody<EndpointBody>,
+    body: JsonListBody<EndpointBody>,
 ) -> Result<HttpResponse, ApiError> {
     let body = body.0;
     if body
