@@ -17,6 +17,7 @@ mod m20261202_000010_idempotency_key_hash;
 mod m20261202_000011_refusal_tallies;
 mod m20261203_000012_consent_evidence_form;
 mod m20261203_000013_change_feed;
+mod m20261204_000014_change_customer_seqs;
 
 pub struct Migrator;
 
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261202_000011_refusal_tallies::Migration),
             Box::new(m20261203_000012_consent_evidence_form::Migration),
             Box::new(m20261203_000013_change_feed::Migration),
+            Box::new(m20261204_000014_change_customer_seqs::Migration),
         ]
     }
 }

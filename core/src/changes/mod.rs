@@ -32,7 +32,9 @@ use uuid::Uuid;
 use crate::audit::events::{Event, UpdateSource, WithdrawnBy};
 use crate::customers::CustomerStatus;
 use crate::domain::Basic4;
-use crate::entities::{change_events, change_feed, customers as customer_rows};
+use crate::entities::{
+    change_customer_seqs, change_events, change_feed, customers as customer_rows,
+};
 use crate::error::CoreError;
 use crate::provider::OptionalItems;
 
@@ -372,16 +374,14 @@ pub(crate) async fn record<C: ConnectionTrait>(
         .await?
         .into_iter()
         .collect();
-    let mut seqs: BTreeMap<Uuid, i64> = change_events::Entity::find()
-        .select_only()
-        .column(change_events::Column::CustomerId)
-        .column_as(change_events::Column::CustomerSeq.max(), "seq")
-        .filter(change_events::Column::CustomerId.is_in(ids.iter().copied()))
-        .group_by(change_events::Column::CustomerId)
-        .into_tuple::<(Uuid, i64)>()
+    // Kept apart from the events, which retention removes: a customer's
+    // sequence goes on after its events are purged.
+    let mut seqs: BTreeMap<Uuid, i64> = change_customer_seqs::Entity::find()
+        .filter(change_customer_seqs::Column::CustomerId.is_in(ids.iter().copied()))
         .all(txn)
         .await?
         .into_iter()
+        .map(|r| (r.customer_id, r.last_seq))
         .collect();
     let at = Utc::now().trunc_subsecs(6);
     let mut position = head.last_position;
@@ -405,6 +405,25 @@ pub(crate) async fn record<C: ConnectionTrait>(
     }
     for chunk in rows.chunks(200) {
         change_events::Entity::insert_many(chunk.to_vec())
+            .exec_without_returning(txn)
+            .await?;
+    }
+    let last: Vec<change_customer_seqs::ActiveModel> = seqs
+        .into_iter()
+        .map(
+            |(customer_id, last_seq)| change_customer_seqs::ActiveModel {
+                customer_id: Set(customer_id),
+                last_seq: Set(last_seq),
+            },
+        )
+        .collect();
+    for chunk in last.chunks(200) {
+        change_customer_seqs::Entity::insert_many(chunk.to_vec())
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(change_customer_seqs::Column::CustomerId)
+                    .update_column(change_customer_seqs::Column::LastSeq)
+                    .to_owned(),
+            )
             .exec_without_returning(txn)
             .await?;
     }

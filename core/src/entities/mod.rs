@@ -7,6 +7,7 @@ pub mod audit_events;
 pub mod audit_exports;
 pub mod audit_personal_values;
 pub mod basic4_history;
+pub mod change_customer_seqs;
 pub mod change_events;
 pub mod change_feed;
 pub mod consent_events;
