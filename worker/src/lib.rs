@@ -405,6 +405,12 @@ pub async fn daily_checkpoint(
         Ok(None) => {}
         Err(e) => tracing::error!(error = %e, "the audit checkpoint could not be written"),
     }
+    // When the newest checkpoint kept (an export's included) was signed: it
+    // should never be much more than a day old.
+    if let Ok(Some(c)) = kihon4_core::audit_export::latest_checkpoint(db).await {
+        metrics::gauge!("kihon4_audit_checkpoint_timestamp_seconds")
+            .set(c.at.timestamp_millis() as f64 / 1000.0);
+    }
 }
 
 /// Mynaportal consent requests: reminders due, and those past their expiry.
@@ -527,6 +533,27 @@ async fn scheduled_run(db: &DatabaseConnection, name: &str, scope: Scope, owner:
 
 /// How often sync looks for work when it found none.
 const SYNC_IDLE: std::time::Duration = std::time::Duration::from_secs(2);
+/// How often the sync loop reads when runs last completed.
+const SYNC_GAUGES: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reads when the newest run of the scheduled scopes completed into
+/// `kihon4_sync_last_completed_timestamp_seconds` (0 for a scope that never
+/// completed one), across all processes.
+async fn sync_gauges(db: &DatabaseConnection) {
+    match sync::runs::last_completed(db).await {
+        Ok(last) => {
+            for scope in ["revoked", "all"] {
+                let at = last
+                    .iter()
+                    .find(|(s, _)| s == scope)
+                    .map_or(0.0, |(_, at)| at.timestamp_millis() as f64 / 1000.0);
+                metrics::gauge!("kihon4_sync_last_completed_timestamp_seconds", "scope" => scope)
+                    .set(at);
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "when sync runs last completed could not be read"),
+    }
+}
 
 /// Sync rounds until `shutdown`: detection for a queued run, then the due
 /// jobs, round after round while there is work, every couple of seconds
@@ -537,9 +564,14 @@ pub async fn sync_forever(db: DatabaseConnection, driver: Driver, shutdown: Canc
         register: false,
         jobs: 500,
     };
+    let mut last_gauges: Option<std::time::Instant> = None;
     loop {
         if shutdown.is_cancelled() {
             return;
+        }
+        if last_gauges.is_none_or(|t| t.elapsed() >= SYNC_GAUGES) {
+            last_gauges = Some(std::time::Instant::now());
+            sync_gauges(&db).await;
         }
         let busy = match driver.round(&db, plan).await {
             Ok(round) => {

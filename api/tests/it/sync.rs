@@ -594,6 +594,33 @@ async fn a_revoked_run_asks_only_about_certificates_in_the_crl(backend: Backend)
         customer(&app, &moves).await["basic4"]["address"],
         "京都府京都市下京区烏丸通1"
     );
+    // What the worker reads into kihon4_sync_last_completed_timestamp_seconds.
+    let finished: chrono::DateTime<chrono::Utc> =
+        run["finished_at"].as_str().unwrap().parse().unwrap();
+    let last = runs::last_completed(&app.db).await.unwrap();
+    let (_, at) = last
+        .iter()
+        .find(|(scope, _)| scope == "revoked")
+        .unwrap_or_else(|| panic!("{last:?}"));
+    assert!(
+        (*at - finished).num_milliseconds().abs() < 1000,
+        "{at} {finished}"
+    );
+    // The CRL's age and the completed run are counted (docs/operations.md).
+    let metrics = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("kihon4_crl_age_seconds"), "{metrics}");
+    assert!(
+        metrics.contains("kihon4_sync_runs_total{outcome=\"completed\"}"),
+        "{metrics}"
+    );
 
     // A CRL from anyone else is refused: the run fails with the reason.
     let foreign = TrustAnchors::load(&[shared_anchor()]).unwrap();

@@ -118,6 +118,7 @@ impl Breaker {
         };
         if let Some(until) = until {
             s.open_until = Some(s.open_until.map_or(until, |t| t.max(until)));
+            metrics::counter!("kihon4_provider_circuit_opened_total").increment(1);
             tracing::warn!(
                 failures = s.consecutive_failures,
                 hold_ms = until.saturating_duration_since(Instant::now()).as_millis() as u64,

@@ -50,7 +50,11 @@ pub async fn by_crl(
         let issuer = CrlIssuer::from_certificate(anchor)
             .map_err(|e| CoreError::Corrupt(format!("a trust anchor: {e}")))?;
         match check_crl(der.as_slice(), &issuer, &wanted, now) {
-            Ok((_, hits)) => {
+            Ok((summary, hits)) => {
+                // How old the CRL detection relied on was: J-LIS issues one
+                // a day, so an older one means revocations go unseen.
+                metrics::gauge!("kihon4_crl_age_seconds")
+                    .set((now - summary.this_update).num_milliseconds() as f64 / 1000.0);
                 return Ok(hits
                     .into_iter()
                     .filter_map(|hit| {

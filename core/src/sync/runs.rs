@@ -244,7 +244,7 @@ pub async fn detected(
 /// The run could not go on (detection failed): `failed`, with the reason;
 /// unless another worker, which took the run over, got further with it.
 pub async fn fail(db: &DatabaseConnection, run: Uuid, why: &str) -> Result<(), CoreError> {
-    sync_runs::Entity::update_many()
+    let failed = sync_runs::Entity::update_many()
         .col_expr(sync_runs::Column::Status, Expr::value("failed"))
         .col_expr(sync_runs::Column::Error, Expr::value(why))
         .col_expr(sync_runs::Column::FinishedAt, Expr::value(now()))
@@ -256,6 +256,8 @@ pub async fn fail(db: &DatabaseConnection, run: Uuid, why: &str) -> Result<(), C
         .filter(sync_runs::Column::Status.eq("detecting"))
         .exec(db)
         .await?;
+    metrics::counter!("kihon4_sync_runs_total", "outcome" => "failed")
+        .increment(failed.rows_affected);
     Ok(())
 }
 
@@ -274,10 +276,32 @@ pub async fn complete_finished(db: &DatabaseConnection) -> Result<u64, CoreError
              AND NOT EXISTS (SELECT 1 FROM sync_jobs j WHERE j.run_id = sync_runs.id AND j.status = 'pending' AND j.outcome IS NULL)"
         }
     };
-    Ok(db
+    let completed = db
         .execute_raw(Statement::from_sql_and_values(backend, sql, [now().into()]))
         .await?
-        .rows_affected())
+        .rows_affected();
+    metrics::counter!("kihon4_sync_runs_total", "outcome" => "completed").increment(completed);
+    Ok(completed)
+}
+
+/// When the newest `completed` run of each scope finished, for the scopes
+/// that have one (read into `kihon4_sync_last_completed_timestamp_seconds`).
+pub async fn last_completed<C: ConnectionTrait>(
+    db: &C,
+) -> Result<Vec<(String, DateTime<Utc>)>, CoreError> {
+    let rows: Vec<(String, Option<DateTime<Utc>>)> = sync_runs::Entity::find()
+        .select_only()
+        .column(sync_runs::Column::Scope)
+        .column_as(sync_runs::Column::FinishedAt.max(), "finished_at")
+        .filter(sync_runs::Column::Status.eq("completed"))
+        .group_by(sync_runs::Column::Scope)
+        .into_tuple()
+        .all(db)
+        .await?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(scope, at)| at.map(|at| (scope, at)))
+        .collect())
 }
 
 /// Claims a scheduled tick for `job` at `tick`: true for the one worker
