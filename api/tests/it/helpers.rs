@@ -179,6 +179,17 @@ impl TestApp {
         Self::spawn_full(backend, true, verifier, role, None, Guard::default()).await
     }
 
+    /// An app that takes consents with `verifier`, in `role`, with `tune`
+    /// applied to its state (`changes_read_roles`, `change_values`, …).
+    pub async fn spawn_tuned(
+        backend: Backend,
+        verifier: ConsentVerifier,
+        role: JpkiRole,
+        tune: impl FnOnce(&mut AppState),
+    ) -> Self {
+        Self::spawn_tuned_full(backend, true, verifier, role, None, Guard::default(), tune).await
+    }
+
     async fn spawn_full(
         backend: Backend,
         migrate: bool,
@@ -188,7 +199,31 @@ impl TestApp {
             std::sync::Arc<dyn kihon4_core::provider::Provider>,
             Option<String>,
         )>,
+        guard: Guard,
+    ) -> Self {
+        Self::spawn_tuned_full(
+            backend,
+            migrate,
+            consent_verifier,
+            role,
+            mynaportal,
+            guard,
+            |_| {},
+        )
+        .await
+    }
+
+    async fn spawn_tuned_full(
+        backend: Backend,
+        migrate: bool,
+        consent_verifier: ConsentVerifier,
+        role: JpkiRole,
+        mynaportal: Option<(
+            std::sync::Arc<dyn kihon4_core::provider::Provider>,
+            Option<String>,
+        )>,
         Guard { limits, refusals }: Guard,
+        tune: impl FnOnce(&mut AppState),
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -244,6 +279,7 @@ impl TestApp {
         state.consent_verifier = consent_verifier;
         state.limits = std::sync::Arc::new(limits);
         state.refusals = refusals;
+        tune(&mut state);
         let http = config.http();
         let server = kihon4_api::server(
             web::Data::new(state),

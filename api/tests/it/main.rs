@@ -7,6 +7,7 @@ mod sim;
 mod audit;
 mod auth;
 mod browser;
+mod changes;
 mod consent;
 mod customers;
 mod hostile;
