@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Prints the path of a `schemathesis` command of the pinned version, for
 # infra/dev/schemathesis (the API checked against its OpenAPI description).
-# Makes a virtual environment under target/test-tools the first time,
-# installing Debian's python3-venv when venv is missing and we may.
+# Makes a virtual environment under target/test-tools the first time
+# (infra/dev/python-venv.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 version=4.32.5
@@ -12,15 +12,8 @@ if [ -x "$st" ] && [ "$("$st" --version 2>/dev/null)" = "schemathesis, version $
   printf '%s\n' "$st"
   exit 0
 fi
-mkdir -p "$(dirname "$venv")"
-if ! python3 -m venv "$venv" >&2 2>/dev/null; then
-  rm -rf "$venv"
-  echo "schemathesis-env: python3 -m venv failed; installing Debian's python3-venv" >&2
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo -n"; fi
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2
-  python3 -m venv "$venv" >&2
-fi
+# shellcheck source=infra/dev/python-venv.sh
+. infra/dev/python-venv.sh
+kihon4_venv "$venv" schemathesis-env
 "$venv/bin/python" -m pip install -q --disable-pip-version-check "schemathesis==$version" >&2
 printf '%s\n' "$st"

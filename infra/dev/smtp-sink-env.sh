@@ -6,7 +6,8 @@
 # Python scripts that drive or check them. Makes a virtual
 # environment under target/test-tools the first time, and installs into it
 # again when one of those is missing (an older venv is upgraded in place),
-# installing Debian's python3-venv when venv is missing and we may.
+# installing Debian's python3-venv when venv is missing and we may
+# (infra/dev/python-venv.sh).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 venv=${KIHON4_TEST_TOOLS_DIR:-$PWD/target/test-tools}/smtp-venv
@@ -14,18 +15,9 @@ if [ -x "$venv/bin/python" ] && "$venv/bin/python" -c 'import aiosmtpd, standard
   printf '%s\n' "$venv/bin/python"
   exit 0
 fi
-mkdir -p "$(dirname "$venv")"
-if [ -x "$venv/bin/python" ]; then
-  :
-elif ! python3 -m venv "$venv" >&2 2>/dev/null; then
-  rm -rf "$venv"
-  echo "smtp-sink-env: python3 -m venv failed; installing Debian's python3-venv" >&2
-  sudo=""
-  if [ "$(id -u)" -ne 0 ]; then sudo="sudo -n"; fi
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >&2
-  python3 -m venv "$venv" >&2
-fi
+# shellcheck source=infra/dev/python-venv.sh
+. infra/dev/python-venv.sh
+kihon4_venv "$venv" smtp-sink-env
 "$venv/bin/python" -m pip install -q --disable-pip-version-check \
   'aiosmtpd>=1.4,<2' 'standardwebhooks>=1.1,<2' 'httpx>=0.28,<1' >&2
 printf '%s\n' "$venv/bin/python"
