@@ -208,6 +208,20 @@ pub async fn claim(
     lease: Duration,
 ) -> Result<Vec<webhook_deliveries::Model>, CoreError> {
     let at = Utc::now().trunc_subsecs(6);
+    // A read first: an idle feed takes no write lock (on SQLite, the
+    // database's one) twice a second per worker.
+    let due = webhook_deliveries::Entity::find()
+        .select_only()
+        .column(webhook_deliveries::Column::Id)
+        .filter(webhook_deliveries::Column::Status.eq("pending"))
+        .filter(webhook_deliveries::Column::RunAt.lte(at))
+        .limit(1)
+        .into_tuple::<Uuid>()
+        .one(db)
+        .await?;
+    if due.is_none() {
+        return Ok(Vec::new());
+    }
     let until = at + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(1));
     let backend = db.get_database_backend();
     let p = |i| placeholder(backend, i);
