@@ -534,6 +534,36 @@ async fn consents_are_told_in_order_and_a_refusal_tells_nothing(backend: Backend
     );
     assert_eq!(all.last().unwrap()["type"], "consent.granted");
     assert_eq!(all.last().unwrap()["data"]["customer_seq"], 5);
+
+    // Erasing the customer's personal data takes the feed's kept values
+    // too; the events stay, naming what changed.
+    let expires_id = Uuid::parse_str(&f.expires).unwrap();
+    let holds_values = |rows: &[change_events::Model]| {
+        rows.iter()
+            .filter(|r| r.customer_id == expires_id)
+            .filter(|r| r.data.contains("\"after\""))
+            .count()
+    };
+    assert_eq!(
+        holds_values(&change_rows(&app).await),
+        1,
+        "kept with its values"
+    );
+    kihon4_core::audit_export::erase_customer(
+        &app.db,
+        &kihon4_core::audit::AuditContext::new(kihon4_core::audit::Actor::cli(), None),
+        expires_id,
+        &kihon4_core::domain::FreeText::parse("deletion request").unwrap(),
+    )
+    .await
+    .unwrap();
+    let rows = change_rows(&app).await;
+    assert_eq!(holds_values(&rows), 0, "no values left");
+    assert_eq!(
+        rows.iter().filter(|r| r.customer_id == expires_id).count(),
+        3,
+        "the events stay"
+    );
     app.assert_chain_verifies().await;
 }
 

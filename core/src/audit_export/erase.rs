@@ -11,8 +11,9 @@ use crate::error::CoreError;
 /// removed, so that neither the value nor a guess at it can be checked
 /// against the commitment any more. The events and their hashes do not
 /// change, so the chain and every earlier export still verify. The erasure
-/// is itself an event (`audit.erased`, with the reason). Returns how many
-/// values were erased.
+/// is itself an event (`audit.erased`, with the reason). The values the
+/// change feed keeps of the customer's events go in the same transaction.
+/// Returns how many audit values were erased.
 pub async fn erase_customer(
     db: &DatabaseConnection,
     ctx: &crate::audit::AuditContext,
@@ -37,6 +38,7 @@ pub async fn erase_customer(
         .exec(&txn)
         .await?
         .rows_affected;
+    crate::changes::erase_values(&txn, customer_id).await?;
     let event = crate::audit::Event::AuditErased(crate::audit::events::AuditErased {
         customer_id,
         erased_values: erased,

@@ -561,6 +561,38 @@ pub async fn page<C: ConnectionTrait>(
     Ok(Page { events, next })
 }
 
+/// Removes the values (`before`, `after`) the feed keeps of `customer_id`'s
+/// events, inside the caller's transaction (an erasure of the customer's
+/// personal data, [`crate::audit_export::erase_customer`]); the events
+/// stay, naming what changed. Returns how many events held values.
+pub(crate) async fn erase_values<C: ConnectionTrait>(
+    txn: &C,
+    customer_id: Uuid,
+) -> Result<u64, DbErr> {
+    let rows = change_events::Entity::find()
+        .filter(change_events::Column::CustomerId.eq(customer_id))
+        .all(txn)
+        .await?;
+    let mut erased = 0;
+    for row in rows {
+        let mut data: Map<String, Value> = serde_json::from_str(&row.data).unwrap_or_default();
+        let had = data.remove("before").is_some() | data.remove("after").is_some();
+        if !had {
+            continue;
+        }
+        change_events::Entity::update_many()
+            .col_expr(
+                change_events::Column::Data,
+                Expr::value(Value::Object(data).to_string()),
+            )
+            .filter(change_events::Column::Position.eq(row.position))
+            .exec(txn)
+            .await?;
+        erased += 1;
+    }
+    Ok(erased)
+}
+
 /// Removes events older than `before` that no endpoint still has to
 /// deliver; returns how many went.
 pub async fn purge<C: ConnectionTrait>(db: &C, before: DateTime<Utc>) -> Result<u64, CoreError> {
