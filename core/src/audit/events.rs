@@ -991,6 +991,20 @@ fn customer_updated(action: &str, u: CustomerUpdated) -> AuditEvent {
     let mut event = event
         .set("before", Value::Object(before))
         .set("after", Value::Object(after));
+    // Which of the committed items changed, by name, for an auditor who
+    // cannot open the commitments.
+    if let Some(basic4) = &u.basic4
+        && let Some(new) = &basic4.after
+    {
+        let none = OptionalItems::default();
+        let (old_optional, new_optional) = u
+            .optional
+            .as_ref()
+            .map_or((&none, &none), |o| (&o.before, &o.after));
+        let (names, _, _) =
+            crate::changes::changed_items(basic4.before.as_ref(), new, old_optional, new_optional);
+        event = event.set("items_changed", json!(names));
+    }
     match u.source {
         None => {}
         Some(UpdateSource::Import) => event = event.set("source", json!("import")),
@@ -1238,6 +1252,7 @@ mod tests {
             json!({
                 "before": {"version": 1},
                 "after": {"basic4": committed(&b), "version": 2},
+                "items_changed": ["name", "address", "birth_date", "gender"],
                 "source": "import",
             })
         );
@@ -1257,6 +1272,7 @@ mod tests {
             json!({
                 "before": {"jpki_cert_serial": null, "basic4": committed(&old), "version": 2},
                 "after": {"jpki_cert_serial": "0A1B", "basic4": committed(&new), "version": 3},
+                "items_changed": ["name", "address", "birth_date", "gender"],
                 "source": "consent",
             })
         );
@@ -1276,6 +1292,41 @@ mod tests {
                 "consent": id(7),
             })
         );
+    }
+
+    #[test]
+    fn a_move_and_a_name_change_are_told_apart_by_name() {
+        let old = taro();
+        let moved = Basic4::parse(RawBasic4 {
+            name: Some("山田太郎"),
+            address: Some("大阪府大阪市北区1-1"),
+            birth_date: Some("1980-02-17"),
+            gender: Some("1"),
+            ..Default::default()
+        })
+        .unwrap();
+        let renamed = Basic4::parse(RawBasic4 {
+            name: Some("佐藤太郎"),
+            address: Some("東京都千代田区千代田1-1"),
+            birth_date: Some("1980-02-17"),
+            gender: Some("1"),
+            ..Default::default()
+        })
+        .unwrap();
+        for (new, items) in [(moved, json!(["address"])), (renamed, json!(["name"]))] {
+            let mut u = CustomerUpdated::new(id(1), Change::new(2, 3));
+            u.basic4 = Some(Change::new(Some(old.clone()), Some(new)));
+            u.source = Some(UpdateSource::Sync {
+                job: id(9),
+                reported_on: None,
+                consent: Some(id(7)),
+            });
+            let data = &shown(Event::CustomerUpdated(u))["data"];
+            assert_eq!(data["items_changed"], items);
+            assert_eq!(data["consent"], json!(id(7)));
+            // The names only: the values stay committed.
+            assert!(!data["items_changed"].to_string().contains("大阪"));
+        }
     }
 
     #[test]
@@ -1319,6 +1370,9 @@ mod tests {
                     "jpki_cert_serial": "02",
                     "version": 3,
                 },
+                "items_changed": [
+                    "name", "address", "birth_date", "gender", "name_kana", "overseas_move_on",
+                ],
                 "source": "sync",
                 "reported_on": "2026-05-01",
                 "job": id(9),

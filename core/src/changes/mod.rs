@@ -272,7 +272,7 @@ pub fn drafts(event: &Event) -> Vec<Draft> {
 }
 
 /// The names of the items that differ, and each one's value before and after.
-fn changed_items(
+pub(crate) fn changed_items(
     before: Option<&Basic4>,
     after: &Basic4,
     opt_before: &OptionalItems,
