@@ -23,6 +23,10 @@ struct Cli {
     /// A TOML configuration file; KIHON4_* variables override it.
     #[arg(long, global = true, env = "KIHON4_CONFIG", value_name = "FILE")]
     config: Option<PathBuf>,
+    /// Who is acting, as the audit trail names the command's own events
+    /// (`cli:NAME`); by default the login (LOGNAME, USER).
+    #[arg(long, global = true, value_name = "NAME")]
+    actor: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -265,6 +269,10 @@ pub(crate) const BAD_USAGE: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = wiring::set_actor(cli.actor.as_deref()) {
+        eprintln!("kihon4: {e}");
+        return ExitCode::from(BAD_USAGE);
+    }
     // The simulator stands in for J-LIS: it needs none of kihon4's configuration.
     if let Command::Sim {
         listen,

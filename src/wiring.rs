@@ -127,6 +127,38 @@ pub fn audit_key(config: &AuditConfig) -> anyhow::Result<kihon4_core::audit_expo
         .map_err(|e| anyhow::anyhow!("{e} (KIHON4_AUDIT_SIGNING_KEY)"))
 }
 
+/// Who acts at this command line, for the audit trail: set once by `main`.
+static ACTOR: std::sync::OnceLock<kihon4_core::audit::Actor> = std::sync::OnceLock::new();
+
+/// Names the person at the command line: `--actor NAME`, else the login
+/// (`LOGNAME`, then `USER`), else nobody (plain `cli`). A given name that
+/// could not be a token's subject is refused; a login that could not is
+/// left out.
+pub fn set_actor(given: Option<&str>) -> Result<(), String> {
+    use kihon4_core::audit::Actor;
+    let actor = match given {
+        Some(name) => Actor::cli_person(name).map_err(|e| format!("--actor {e}"))?,
+        None => ["LOGNAME", "USER"]
+            .iter()
+            .find_map(|v| std::env::var(v).ok().filter(|s| !s.is_empty()))
+            .and_then(|login| Actor::cli_person(&login).ok())
+            .unwrap_or_else(Actor::cli),
+    };
+    let _ = ACTOR.set(actor);
+    Ok(())
+}
+
+/// The audit context of a command's own actions (`cli:<name>`, see [`set_actor`]).
+pub fn cli_context() -> kihon4_core::audit::AuditContext {
+    kihon4_core::audit::AuditContext::new(
+        ACTOR
+            .get()
+            .cloned()
+            .unwrap_or_else(kihon4_core::audit::Actor::cli),
+        None,
+    )
+}
+
 /// A progress bar of `len` in the commands' one style; `template` says what
 /// it counts (indicatif's template language).
 pub fn progress_bar(len: u64, template: &str) -> indicatif::ProgressBar {

@@ -50,8 +50,20 @@ impl Actor {
     pub fn anonymous() -> Self {
         Self("anonymous".into())
     }
+    /// The command line, when nobody is named.
     pub fn cli() -> Self {
         Self("cli".into())
+    }
+    /// A person at the command line: `cli:<name>`, the name held to the
+    /// rules of a token's subject ([`crate::auth::acceptable_subject`]).
+    pub fn cli_person(name: &str) -> Result<Self, &'static str> {
+        if crate::auth::acceptable_subject(name) {
+            Ok(Self(format!("cli:{name}")))
+        } else {
+            Err(
+                "must be 1 to 100 bytes with no control, bidirectional or format characters and no My Number",
+            )
+        }
     }
     pub fn as_str(&self) -> &str {
         &self.0

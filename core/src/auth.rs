@@ -188,7 +188,7 @@ pub struct Authenticator {
 /// bytes, no control, bidirectional or format characters, nothing like a
 /// My Number (a canonical UUID is taken for one: see
 /// [`identifier_holds_my_number`](crate::domain::identifier_holds_my_number)).
-fn acceptable_subject(sub: &str) -> bool {
+pub fn acceptable_subject(sub: &str) -> bool {
     !sub.is_empty()
         && sub.len() <= 100
         && crate::domain::spoofing_character(sub).is_none()

@@ -49,7 +49,6 @@ pub async fn export(
     out: std::path::PathBuf,
     personal_data: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    use kihon4_core::audit::{Actor, AuditContext};
     use kihon4_core::audit_export::ExportRequest;
     use std::io::Write;
     let key = wiring::audit_key(&config)?;
@@ -66,7 +65,7 @@ pub async fn export(
     let manifest = kihon4_core::audit_export::export(
         &db,
         &key,
-        &AuditContext::new(Actor::cli(), None),
+        &wiring::cli_context(),
         &ExportRequest {
             format,
             from,
@@ -131,18 +130,13 @@ pub async fn erase(
     customer: uuid::Uuid,
     reason: kihon4_core::domain::FreeText,
 ) -> anyhow::Result<()> {
-    use kihon4_core::audit::{Actor, AuditContext};
     let db = wiring::open_current(&config.audit()).await?;
     kihon4_core::customers::get(&db, customer)
         .await
         .map_err(|e| anyhow::anyhow!("customer {customer}: {e}"))?;
-    let erased = kihon4_core::audit_export::erase_customer(
-        &db,
-        &AuditContext::new(Actor::cli(), None),
-        customer,
-        &reason,
-    )
-    .await?;
+    let erased =
+        kihon4_core::audit_export::erase_customer(&db, &wiring::cli_context(), customer, &reason)
+            .await?;
     println!(
         "kihon4: {erased} personal value(s) of customer {customer} erased from the audit trail"
     );

@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use chrono::NaiveDate;
-use kihon4_core::audit::{Actor, AuditContext};
 use kihon4_core::changes::file::{self, FileEncoding};
 use kihon4_core::config::Config;
 
@@ -52,7 +51,7 @@ pub async fn export(
     );
     let written = file::export(
         &db,
-        &AuditContext::new(Actor::cli(), None),
+        &wiring::cli_context(),
         &settings,
         date,
         &|done, total| {

@@ -1,6 +1,5 @@
 //! `kihon4 consent-requests send --all-without-consent`.
 
-use kihon4_core::audit::{Actor, AuditContext};
 use kihon4_core::config::Config;
 use kihon4_core::consent::mynaportal::Mynaportal;
 
@@ -24,22 +23,16 @@ pub async fn send(config: Config, limit: Option<u64>) -> anyhow::Result<()> {
         "{bar:40} {pos}/{len} customers {msg} ({elapsed_precise}, about {eta} left)",
     );
     let batch = mynaportal
-        .ask_all_without_consent(
-            &db,
-            &notices,
-            &AuditContext::new(Actor::cli(), None),
-            limit,
-            |batch| {
-                bar.set_length(batch.customers);
-                bar.set_position(batch.done());
-                if batch.done() > 0 {
-                    bar.set_message(format!(
-                        "({} sent, {} skipped, {} failed)",
-                        batch.sent, batch.skipped, batch.failed
-                    ));
-                }
-            },
-        )
+        .ask_all_without_consent(&db, &notices, &wiring::cli_context(), limit, |batch| {
+            bar.set_length(batch.customers);
+            bar.set_position(batch.done());
+            if batch.done() > 0 {
+                bar.set_message(format!(
+                    "({} sent, {} skipped, {} failed)",
+                    batch.sent, batch.skipped, batch.failed
+                ));
+            }
+        })
         .await;
     bar.finish_and_clear();
     let batch = batch?;

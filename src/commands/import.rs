@@ -13,7 +13,6 @@ pub async fn customers(
     encoding: kihon4_core::import::Encoding,
     rejected: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
-    use kihon4_core::audit::{Actor, AuditContext};
     use std::io::Write;
     let input = std::fs::File::open(&file)
         .map_err(|e| anyhow::anyhow!("cannot open {}: {e}", file.display()))?;
@@ -34,7 +33,7 @@ pub async fn customers(
     );
     writeln!(report, "line,reason")?;
     let mut report_error = None;
-    let ctx = AuditContext::new(Actor::cli(), None);
+    let ctx = wiring::cli_context();
     let summary = kihon4_core::import::import(
         &db,
         &ctx,

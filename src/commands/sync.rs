@@ -1,6 +1,5 @@
 //! `kihon4 sync run-once`.
 
-use kihon4_core::audit::{Actor, AuditContext};
 use kihon4_core::config::Config;
 use kihon4_core::consent::registrations::AWAITING;
 use kihon4_core::sync::driver::{Detection, Driver, Progress};
@@ -27,7 +26,7 @@ pub async fn run_once(
         anyhow::bail!("KIHON4_PROVIDER_URL is not set: there is no one to ask");
     };
     let db = wiring::open_current(&config.audit()).await?;
-    let ctx = AuditContext::new(Actor::cli(), None);
+    let ctx = wiring::cli_context();
     let run = sync::runs::request(&db, &ctx, "cli", scope, customer).await?;
     let id = run.run.id;
     // No worker may be running: the registrations that jobs wait for are

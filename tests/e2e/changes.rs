@@ -681,4 +681,44 @@ async fn a_days_change_file_is_written_again_to_the_same_bytes(backend: Backend)
     let err = String::from_utf8_lossy(&run.stderr);
     assert!(err.contains("2026-12-07"), "{err}");
     assert!(!out.join("kihon4-changes-2026-12-05.csv").exists());
+
+    // The person behind a command is in the trail: `--actor`, else the
+    // login, else plain `cli`; a name that could not be a token's subject
+    // stops the command before it writes anything.
+    let again = |args: &[&str], login: Option<&str>| {
+        let mut cmd = kihon4(d, &envs);
+        cmd.env_remove("LOGNAME").env_remove("USER");
+        if let Some(login) = login {
+            cmd.env("LOGNAME", login);
+        }
+        cmd.args(args)
+            .args(["changes", "export", "--date", "2026-12-01", "--dir"])
+            .arg(&out)
+            .output()
+            .unwrap()
+    };
+    assert!(
+        again(&["--actor", "山田 花子"], Some("root"))
+            .status
+            .success()
+    );
+    assert!(again(&[], Some("tanaka")).status.success());
+    assert!(again(&[], None).status.success());
+    let refused = again(&["--actor", "314159265352"], None);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--actor"));
+    let db = kihon4_core::db::connect(&url, 1).await.unwrap();
+    let actors: Vec<String> = kihon4_core::entities::audit_events::Entity::find()
+        .filter(kihon4_core::entities::audit_events::Column::Action.eq("changes.exported"))
+        .order_by_asc(kihon4_core::entities::audit_events::Column::Seq)
+        .all(&db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.actor)
+        .collect();
+    assert_eq!(
+        actors[actors.len() - 3..],
+        ["cli:山田 花子", "cli:tanaka", "cli"].map(str::to_owned)
+    );
 }
