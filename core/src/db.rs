@@ -189,6 +189,22 @@ pub async fn claim_due<E>(
 where
     E: sea_orm::EntityTrait,
 {
+    claim_due_where::<E>(db, table, "", owner, limit, lease).await
+}
+
+/// As [`claim_due`], of the due rows that also meet `condition` (SQL
+/// beginning with ` AND`, naming the table's columns as `table.column`).
+pub async fn claim_due_where<E>(
+    db: &DatabaseConnection,
+    table: &str,
+    condition: &str,
+    owner: &str,
+    limit: u64,
+    lease: Duration,
+) -> Result<Vec<E::Model>, DbErr>
+where
+    E: sea_orm::EntityTrait,
+{
     use chrono::SubsecRound;
     use sea_orm::Statement;
     let at = chrono::Utc::now().trunc_subsecs(6);
@@ -203,7 +219,7 @@ where
     let sql = format!(
         "UPDATE {table} SET lease_owner = {}, lease_expires_at = {}, attempts = attempts + 1 \
          WHERE id IN (SELECT id FROM {table} WHERE status = 'pending' AND run_at <= {} \
-         AND (lease_expires_at IS NULL OR lease_expires_at < {}) \
+         AND (lease_expires_at IS NULL OR lease_expires_at < {}){condition} \
          ORDER BY run_at, id LIMIT {}{skip_locked}) RETURNING *",
         p(1),
         p(2),

@@ -19,14 +19,14 @@ use rand::Rng;
 use sea_orm::sea_query::{Expr, LockBehavior, LockType};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement,
+    QueryFilter, QueryOrder, QuerySelect,
 };
 use uuid::Uuid;
 
 use super::{ValuePolicy, envelope, webhooks};
 use crate::audit::events::{EndpointChange, Event, WebhookEndpointChanged};
 use crate::audit::{self, Actor, AuditContext};
-use crate::db::{EndLease, begin_write, placeholder};
+use crate::db::{EndLease, begin_write};
 use crate::entities::{change_events, webhook_attempts, webhook_deliveries, webhook_endpoints};
 use crate::error::CoreError;
 
@@ -222,42 +222,20 @@ pub async fn claim(
     if due.is_none() {
         return Ok(Vec::new());
     }
-    let until = at + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::minutes(1));
-    let backend = db.get_database_backend();
-    let p = |i| placeholder(backend, i);
-    let skip_locked = if backend == DbBackend::Postgres {
-        " FOR UPDATE SKIP LOCKED"
-    } else {
-        ""
-    };
-    let sql = format!(
-        "UPDATE webhook_deliveries SET lease_owner = {}, lease_expires_at = {}, attempts = attempts + 1 \
-         WHERE id IN (SELECT d.id FROM webhook_deliveries d WHERE d.status = 'pending' AND d.run_at <= {} \
-         AND (d.lease_expires_at IS NULL OR d.lease_expires_at < {}) \
-         AND d.endpoint_id IN (SELECT e.id FROM webhook_endpoints e WHERE e.status = 'active') \
-         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries b WHERE b.endpoint_id = d.endpoint_id \
-         AND b.customer_id = d.customer_id AND b.status = 'pending' AND b.position < d.position) \
-         ORDER BY d.run_at, d.position LIMIT {}{skip_locked}) RETURNING *",
-        p(1),
-        p(2),
-        p(3),
-        p(4),
-        p(5),
-    );
-    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    let values: [sea_orm::Value; 5] = [
-        owner.into(),
-        until.into(),
-        at.into(),
-        at.into(),
-        limit.into(),
-    ];
-    let txn = begin_write(db).await?;
-    let mut rows = webhook_deliveries::Entity::find()
-        .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
-        .all(&txn)
-        .await?;
-    txn.commit().await?;
+    let mut rows = crate::db::claim_due_where::<webhook_deliveries::Entity>(
+        db,
+        "webhook_deliveries",
+        " AND webhook_deliveries.endpoint_id IN \
+         (SELECT e.id FROM webhook_endpoints e WHERE e.status = 'active') \
+         AND NOT EXISTS (SELECT 1 FROM webhook_deliveries b \
+         WHERE b.endpoint_id = webhook_deliveries.endpoint_id \
+         AND b.customer_id = webhook_deliveries.customer_id \
+         AND b.status = 'pending' AND b.position < webhook_deliveries.position)",
+        owner,
+        limit,
+        lease,
+    )
+    .await?;
     rows.sort_by_key(|r| (r.run_at, r.position));
     Ok(rows)
 }
