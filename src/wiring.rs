@@ -124,6 +124,7 @@ pub fn audit_key(config: &AuditConfig) -> anyhow::Result<kihon4_core::audit_expo
         );
     }
     SigningKey::load_or_create(path, config.makes_key_on_first_use())
+        .map(|key| key.with_log_origin(config.log_origin.as_deref()))
         .map_err(|e| anyhow::anyhow!("{e} (KIHON4_AUDIT_SIGNING_KEY)"))
 }
 

@@ -44,7 +44,7 @@ use utoipa::{Modify, OpenApi};
 
 use crate::problem::{ProblemBody, ProblemField, ProblemKind};
 use crate::routes::{
-    audit, changes, consent, customers, mynaportal, outbox, pages, reports, service, sync,
+    audit, audit_log, changes, consent, customers, mynaportal, outbox, pages, reports, service, sync,
 };
 
 /// Every operation under `/v1`: the database may fail, and a request whose
@@ -101,6 +101,11 @@ pub const PATH: &[ProblemKind] = &[ProblemKind::NotFound];
         customers::history,
         audit::events,
         audit::checkpoint,
+        audit_log::log_checkpoint,
+        audit_log::checkpoint_at,
+        audit_log::tile,
+        audit_log::inclusion,
+        audit_log::consistency,
         audit::export,
         audit::manifest,
         audit::export_manifest,

@@ -103,6 +103,7 @@ problems! {
     ConsentNotActive              = 409, "consent-not-active", "The consent is not active";
     Conflict                      = 409, "conflict", "A concurrent change got there first";
     NoticeNotFailed               = 409, "notice-not-failed", "Only a failed notice can be retried";
+    LogNotSealed                  = 404, "log-not-sealed", "The audit log is not sealed that far yet";
     CursorExpired                 = 410, "cursor-expired", "The events after this cursor are no longer kept";
     ReviewNotOpen                 = 409, "review-not-open", "The review is already resolved";
     CustomerNotConsenting         = 409, "customer-not-consenting", "The customer has no active consent";

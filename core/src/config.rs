@@ -192,6 +192,19 @@ settings! {
     public_base_url: Option<Url>, trimmed(|s: &str| http_url(s).map(Some));
     /// The audit signing key (default `<data_dir>/audit-signing-key.pem`).
     audit_signing_key: Option<PathBuf>, trimmed(|s: &str| Ok(Some(PathBuf::from(s))));
+    /// The origin line of the audit log's checkpoints: a schema-less URL that names this log, such as `audit.bank.example/kihon4` (default `kihon4.invalid/audit/<key id>`).
+    audit_log_origin: Option<String>, trimmed(|s: &str| {
+        if s.len() <= 200 && signed_note::is_key_name_valid(s) && s.chars().all(|c| c.is_ascii_graphic()) {
+            Ok(Some(s.to_owned()))
+        } else {
+            Err("must be a schema-less URL of printable ASCII, without spaces or `+`, such as audit.bank.example/kihon4".to_owned())
+        }
+    });
+    /// How often the sealer adds new audit events to the log and signs a checkpoint, in milliseconds.
+    audit_log_seal_interval_ms: Duration = "1000", trimmed(|s: &str| match s.parse::<u64>() {
+        Ok(n) if (100..=60_000).contains(&n) => Ok(Duration::from_millis(n)),
+        _ => Err(format!("must be a number of milliseconds from 100 to 60000, not `{s}`")),
+    });
     /// The time zone of schedules, consent periods and notices.
     timezone: chrono_tz::Tz = "Asia/Tokyo", trimmed(|s: &str| s
         .parse::<chrono_tz::Tz>()
@@ -421,6 +434,8 @@ pub struct AuditConfig {
     pub database_embedded: bool,
     pub db_max_connections: u32,
     pub audit_signing_key: PathBuf,
+    /// `KIHON4_AUDIT_LOG_ORIGIN`, when set.
+    pub log_origin: Option<String>,
     pub data_dir: PathBuf,
 }
 
@@ -439,6 +454,7 @@ impl AuditConfig {
         database_url: Option<&SecretString>,
         db_max_connections: u32,
         audit_signing_key: Option<&PathBuf>,
+        log_origin: Option<&String>,
     ) -> Self {
         Self {
             database_url: database_url.cloned().unwrap_or_else(|| {
@@ -452,6 +468,7 @@ impl AuditConfig {
             audit_signing_key: audit_signing_key
                 .cloned()
                 .unwrap_or_else(|| data_dir.join("audit-signing-key.pem")),
+            log_origin: log_origin.cloned(),
             data_dir,
         }
     }
@@ -639,12 +656,14 @@ impl Config {
         let database_url = read::database_url(&mut r);
         let db_max_connections = read::db_max_connections(&mut r);
         let audit_signing_key = read::audit_signing_key(&mut r);
+        let log_origin = read::audit_log_origin(&mut r);
         if r.errors.is_empty() {
             Ok(AuditConfig::of(
                 data_dir,
                 database_url.as_ref(),
                 db_max_connections,
                 audit_signing_key.as_ref(),
+                log_origin.as_ref(),
             ))
         } else {
             Err(ConfigErrors(r.errors))
@@ -660,6 +679,7 @@ impl Config {
             s.database_url.as_ref(),
             s.db_max_connections,
             s.audit_signing_key.as_ref(),
+            s.audit_log_origin.as_ref(),
         )
     }
 

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod audit_export;
+pub mod audit_log;
 pub mod auth;
 pub mod changes;
 pub mod client_address;

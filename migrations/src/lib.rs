@@ -18,6 +18,7 @@ mod m20261202_000011_refusal_tallies;
 mod m20261203_000012_consent_evidence_form;
 mod m20261203_000013_change_feed;
 mod m20261204_000014_change_customer_seqs;
+mod m20261205_000015_audit_log;
 
 pub struct Migrator;
 
@@ -39,6 +40,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000012_consent_evidence_form::Migration),
             Box::new(m20261203_000013_change_feed::Migration),
             Box::new(m20261204_000014_change_customer_seqs::Migration),
+            Box::new(m20261205_000015_audit_log::Migration),
         ]
     }
 }

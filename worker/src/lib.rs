@@ -42,6 +42,9 @@ pub struct WorkerSettings {
     pub changes_file: Option<kihon4_core::changes::file::FileSettings>,
     /// Days change events are kept.
     pub change_feed_retention_days: i64,
+    /// How often new audit events are sealed into the audit log
+    /// (`KIHON4_AUDIT_LOG_SEAL_INTERVAL_MS`).
+    pub audit_log_seal_interval: std::time::Duration,
 }
 
 impl WorkerSettings {
@@ -92,6 +95,7 @@ impl WorkerSettings {
             webhooks: config.webhooks(),
             changes_file,
             change_feed_retention_days: config.settings.change_feed_retention_days,
+            audit_log_seal_interval: config.settings.audit_log_seal_interval_ms,
         })
     }
 }
@@ -223,6 +227,18 @@ pub async fn run(
     let sender = kihon4_core::changes::delivery::Sender::new(settings.webhooks)
         .map_err(anyhow::Error::msg)?;
     let delivering = tokio::spawn(deliver_forever(db.clone(), sender, shutdown.clone()));
+    let sealing = match settings.audit_key.clone() {
+        Some(key) => Some(tokio::spawn(seal_forever(
+            db.clone(),
+            key,
+            settings.audit_log_seal_interval,
+            shutdown.clone(),
+        ))),
+        None => {
+            tracing::warn!("no audit signing key: the audit log is not sealed by this worker");
+            None
+        }
+    };
     let dispatcher = tokio::spawn(dispatch_forever(
         db.clone(),
         settings.notices_db.clone(),
@@ -236,6 +252,9 @@ pub async fn run(
     // The notice being sent is finished and recorded; no new one is started.
     dispatcher.await?;
     delivering.await?;
+    if let Some(sealing) = sealing {
+        sealing.await?;
+    }
     if let Some(syncing) = syncing {
         syncing.await?;
     }
@@ -349,6 +368,36 @@ const DELIVERY_IDLE: std::time::Duration = std::time::Duration::from_millis(500)
 /// Delivers the change feed to webhook endpoints until `shutdown`: round
 /// after round while there is work, every half second when there is none.
 /// A round in flight is finished and recorded.
+/// Seals the audit events committed since the last round into the audit
+/// log and signs its checkpoint, every `every`, until `shutdown`. Any number
+/// of workers may run it: one seals at a time (docs/architecture.md, "The
+/// audit log"), and a killed one loses nothing, since what it would have
+/// sealed is sealed by the next round of any worker.
+pub async fn seal_forever(
+    db: DatabaseConnection,
+    key: Arc<kihon4_core::audit_export::SigningKey>,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    use kihon4_core::audit_log::seal::seal_all;
+    loop {
+        match seal_all(&db, &key).await {
+            Ok(Some(sealed)) => {
+                tracing::debug!(tree_size = sealed.tree_size, "audit log sealed");
+                metrics::gauge!("kihon4_audit_log_tree_size").set(sealed.tree_size as f64);
+                metrics::gauge!("kihon4_audit_log_sealed_timestamp_seconds")
+                    .set(chrono::Utc::now().timestamp() as f64);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, "the audit log could not be sealed"),
+        }
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
+}
+
 pub async fn deliver_forever(
     db: DatabaseConnection,
     sender: kihon4_core::changes::delivery::Sender,

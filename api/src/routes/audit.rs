@@ -229,12 +229,18 @@ fn signing_key(state: &AppState) -> Result<&kihon4_core::audit_export::SigningKe
 }
 
 /// The newest signed checkpoint of the chain head (written daily by the
-/// worker and at every export). Role: auditor.
+/// worker and at every export); with `Accept: text/plain`, the newest
+/// checkpoint of the audit log instead, as its signed note (C2SP
+/// tlog-checkpoint, as `/v1/audit/log/checkpoint`). Role: auditor.
 #[utoipa::path(
     operation_id = "getLatestAuditCheckpoint",
     tag = "audit",
     responses(
-        (status = 200, body = CheckpointView, description = "The checkpoint"),
+        (status = 200, description = "The chain head's checkpoint (JSON), or the log's signed note (`Accept: text/plain`)",
+            content(
+                (CheckpointView = "application/json"),
+                (String = "text/plain"),
+            )),
         (status = 404, description = "not-found: none written yet"),
     ),
     security(("bearer" = ["auditor"]))
@@ -243,7 +249,23 @@ fn signing_key(state: &AppState) -> Result<&kihon4_core::audit_export::SigningKe
 pub async fn checkpoint(
     state: web::Data<AppState>,
     _auth: Auth<Auditor>,
+    req: actix_web::HttpRequest,
 ) -> Result<HttpResponse, ApiError> {
+    let wants_note = req
+        .headers()
+        .get(actix_web::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| {
+            accept
+                .split(',')
+                .any(|t| t.trim().to_ascii_lowercase().starts_with("text/plain"))
+        });
+    if wants_note {
+        return match kihon4_core::audit_log::latest(&state.db).await? {
+            Some(note) => Ok(super::audit_log::note_response(note)),
+            None => Err(ApiError::not_found("checkpoint")),
+        };
+    }
     match kihon4_core::audit_export::latest_checkpoint(&state.db).await? {
         Some(checkpoint) => Ok(HttpResponse::Ok().json(checkpoint)),
         None => Err(ApiError::not_found("checkpoint")),

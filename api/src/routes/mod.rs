@@ -1,4 +1,5 @@
 pub mod audit;
+pub mod audit_log;
 pub mod changes;
 pub mod consent;
 pub mod customers;

@@ -26,6 +26,10 @@ pub struct SigningKey {
     /// raw 32-byte Ed25519 public key (the last 32 bytes of its
     /// SubjectPublicKeyInfo), lower case.
     pub key_id: String,
+    /// The origin of the audit log this key signs (C2SP tlog-checkpoint):
+    /// `KIHON4_AUDIT_LOG_ORIGIN`, else `kihon4.invalid/audit/<key_id>`, one
+    /// per key so that no two logs share one by default.
+    log_origin: String,
 }
 
 impl SigningKey {
@@ -111,7 +115,12 @@ impl SigningKey {
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
             .map_err(|_| format!("{} is not an Ed25519 PKCS#8 key", path.display()))?;
         let key_id = key_id(pair.public_key().as_ref());
-        let key = Self { pair, key_id };
+        let log_origin = format!("kihon4.invalid/audit/{key_id}");
+        let key = Self {
+            pair,
+            key_id,
+            log_origin,
+        };
         let public = public_key_path(path);
         if !public.exists() {
             std::fs::write(&public, key.public_key_pem()).map_err(|e| e.to_string())?;
@@ -129,6 +138,34 @@ impl SigningKey {
 
     pub(super) fn sign(&self, message: &[u8]) -> String {
         B64.encode(self.pair.sign(message).as_ref())
+    }
+
+    /// The key with the log origin configured (`KIHON4_AUDIT_LOG_ORIGIN`);
+    /// `None` keeps the default.
+    pub fn with_log_origin(mut self, origin: Option<&str>) -> Self {
+        if let Some(origin) = origin {
+            self.log_origin = origin.to_owned();
+        }
+        self
+    }
+
+    /// The origin line of the checkpoints this key signs.
+    pub fn log_origin(&self) -> &str {
+        &self.log_origin
+    }
+
+    /// The raw 32-byte Ed25519 public key.
+    pub fn public_key_raw(&self) -> [u8; 32] {
+        self.pair
+            .public_key()
+            .as_ref()
+            .try_into()
+            .expect("an Ed25519 public key is 32 bytes")
+    }
+
+    /// A raw Ed25519 signature (64 bytes) of `message`.
+    pub fn sign_raw(&self, message: &[u8]) -> Vec<u8> {
+        self.pair.sign(message).as_ref().to_vec()
     }
 }
 

@@ -5,6 +5,8 @@ pub mod audit_chain;
 pub mod audit_checkpoints;
 pub mod audit_events;
 pub mod audit_exports;
+pub mod audit_log_checkpoints;
+pub mod audit_log_hashes;
 pub mod audit_personal_values;
 pub mod basic4_history;
 pub mod change_customer_seqs;

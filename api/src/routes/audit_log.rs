@@ -1,0 +1,220 @@
+//! `/v1/audit/log`, `/v1/audit/checkpoints/{size}` and `/v1/audit/proofs`:
+//! the audit trail as a transparency log (docs/audit.md, "The audit log").
+//! Role: auditor. Checkpoints are C2SP signed notes (`text/plain`), tiles
+//! are C2SP tlog-tiles (`application/octet-stream`, immutable), proofs are
+//! JSON with base64 hashes.
+
+use actix_web::http::header;
+use actix_web::{HttpResponse, get, web};
+use kihon4_core::audit_log::{self, LogError};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::extract::{Auditor, Auth};
+use crate::problem::{ApiError, ProblemKind};
+
+/// The media type of a signed note (C2SP signed-note).
+const NOTE_TYPE: &str = "text/plain; charset=utf-8";
+
+impl From<LogError> for ApiError {
+    fn from(e: LogError) -> Self {
+        match e {
+            LogError::NotSealed { sealed } => ApiError::new(
+                ProblemKind::LogNotSealed,
+                format!("The audit log is sealed to {sealed} events; a checkpoint follows new events within seconds."),
+            ),
+            LogError::Invalid(message) => ApiError::new(ProblemKind::InvalidQuery, message),
+            LogError::Core(e) => e.into(),
+        }
+    }
+}
+
+pub(crate) fn note_response(note: String) -> HttpResponse {
+    HttpResponse::Ok().content_type(NOTE_TYPE).body(note)
+}
+
+/// The newest checkpoint of the audit log, as a signed note (C2SP
+/// tlog-checkpoint): `<origin>\n<size>\n<base64 root>\n\n— <origin> <signature>\n`.
+/// Role: auditor.
+#[utoipa::path(
+    operation_id = "getAuditLogCheckpoint",
+    tag = "audit",
+    responses(
+        (status = 200, description = "The signed note", content_type = "text/plain", body = String),
+        (status = 404, description = "not-found: nothing sealed yet"),
+    ),
+    security(("bearer" = ["auditor"]))
+)]
+#[get("/v1/audit/log/checkpoint")]
+pub async fn log_checkpoint(
+    state: web::Data<AppState>,
+    _auth: Auth<Auditor>,
+) -> Result<HttpResponse, ApiError> {
+    match audit_log::latest(&state.db).await? {
+        Some(note) => Ok(note_response(note)),
+        None => Err(ApiError::not_found("checkpoint")),
+    }
+}
+
+/// The checkpoint of the audit log at exactly `size` events, when one was
+/// signed at that size. Role: auditor.
+#[utoipa::path(
+    operation_id = "getAuditLogCheckpointAt",
+    tag = "audit",
+    params(("size" = u64, Path, minimum = 1, description = "The tree size")),
+    responses(
+        (status = 200, description = "The signed note", content_type = "text/plain", body = String),
+        (status = 404, description = "not-found: no checkpoint was signed at that size"),
+    ),
+    security(("bearer" = ["auditor"]))
+)]
+#[get("/v1/audit/checkpoints/{size}")]
+pub async fn checkpoint_at(
+    state: web::Data<AppState>,
+    _auth: Auth<Auditor>,
+    size: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    // Only the plain decimal spelling names a size (no sign, no leading zero).
+    let note = match size.parse::<u64>() {
+        Ok(n) if n.to_string() == *size => audit_log::checkpoint_at(&state.db, n).await?,
+        _ => None,
+    };
+    note.map(note_response)
+        .ok_or_else(|| ApiError::not_found("checkpoint"))
+}
+
+/// A tile of the audit log's Merkle tree (C2SP tlog-tiles): `tile/<L>/<N>`
+/// or the partial `tile/<L>/<N>.p/<W>`, `N` in three-digit groups, all but
+/// the last prefixed `x` (`x001/x234/067`), the slashes literal. 32-byte
+/// hashes, 256 in a full tile. Immutable. Role: auditor.
+#[utoipa::path(
+    operation_id = "getAuditLogTile",
+    tag = "audit",
+    params(("tile" = String, Path, pattern = r"^[0-9]{1,2}/(x[0-9]{3}/)*[0-9]{3}(\.p/[1-9][0-9]{0,2})?$", description = "`<L>/<N>[.p/<W>]`")),
+    responses(
+        (status = 200, description = "The tile's hashes", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 404, description = "not-found: no such tile in the sealed tree"),
+    ),
+    security(("bearer" = ["auditor"]))
+)]
+#[get("/v1/audit/log/tile/{tile:.*}")]
+pub async fn tile(
+    state: web::Data<AppState>,
+    _auth: Auth<Auditor>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let Some(tile) = audit_log::proofs::parse_tile_path(&path) else {
+        return Err(ApiError::not_found("tile"));
+    };
+    match audit_log::tile(&state.db, tile).await? {
+        Some(data) => Ok(HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            // A tile never changes once served; only an auditor may keep it.
+            .insert_header((header::CACHE_CONTROL, "private, max-age=31536000, immutable"))
+            .body(data)),
+        None => Err(ApiError::not_found("tile")),
+    }
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct InclusionQuery {
+    /// The event's `seq` (its leaf is `seq - 1`).
+    #[param(minimum = 1)]
+    seq: u64,
+    /// The tree size the proof is for (default: the newest checkpoint's).
+    #[param(minimum = 1)]
+    tree_size: Option<u64>,
+}
+
+/// An inclusion proof (RFC 6962 audit path).
+#[derive(Serialize, ToSchema)]
+#[schema(as = InclusionProof)]
+#[allow(dead_code)]
+pub struct InclusionView {
+    /// `seq - 1`.
+    leaf_index: u64,
+    tree_size: u64,
+    /// The path's hashes, base64, from the leaf up.
+    proof: Vec<String>,
+}
+
+/// The proof that an event is in the tree of a checkpoint. Role: auditor.
+#[utoipa::path(
+    operation_id = "getAuditInclusionProof",
+    tag = "audit",
+    params(InclusionQuery),
+    responses(
+        (status = 200, body = InclusionView, description = "The proof"),
+        (status = 404, description = "log-not-sealed: the event or the tree size is not sealed yet"),
+    ),
+    security(("bearer" = ["auditor"]))
+)]
+#[get("/v1/audit/proofs/inclusion")]
+pub async fn inclusion(
+    state: web::Data<AppState>,
+    _auth: Auth<Auditor>,
+    query: web::Query<InclusionQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if query.tree_size.is_some_and(|size| query.seq > size) {
+        return Err(ApiError::field(
+            ProblemKind::InvalidQuery,
+            "seq",
+            "is beyond tree_size",
+        ));
+    }
+    let proof = audit_log::inclusion(&state.db, query.seq - 1, query.tree_size).await?;
+    Ok(HttpResponse::Ok().json(proof))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ConsistencyQuery {
+    /// The smaller tree size (an auditor's kept checkpoint).
+    #[param(minimum = 1)]
+    from: u64,
+    /// The larger tree size (default: the newest checkpoint's).
+    #[param(minimum = 1)]
+    to: Option<u64>,
+}
+
+/// A consistency proof (RFC 6962).
+#[derive(Serialize, ToSchema)]
+#[schema(as = ConsistencyProof)]
+#[allow(dead_code)]
+pub struct ConsistencyView {
+    from: u64,
+    to: u64,
+    /// The proof's hashes, base64.
+    proof: Vec<String>,
+}
+
+/// The proof that the tree of one checkpoint extends the tree of an
+/// earlier one. Role: auditor.
+#[utoipa::path(
+    operation_id = "getAuditConsistencyProof",
+    tag = "audit",
+    params(ConsistencyQuery),
+    responses(
+        (status = 200, body = ConsistencyView, description = "The proof"),
+        (status = 404, description = "log-not-sealed: a size is not sealed yet"),
+    ),
+    security(("bearer" = ["auditor"]))
+)]
+#[get("/v1/audit/proofs/consistency")]
+pub async fn consistency(
+    state: web::Data<AppState>,
+    _auth: Auth<Auditor>,
+    query: web::Query<ConsistencyQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if query.to.is_some_and(|to| query.from > to) {
+        return Err(ApiError::field(
+            ProblemKind::InvalidQuery,
+            "from",
+            "is larger than to",
+        ));
+    }
+    let proof = audit_log::consistency(&state.db, query.from, query.to).await?;
+    Ok(HttpResponse::Ok().json(proof))
+}

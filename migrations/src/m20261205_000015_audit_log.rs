@@ -1,0 +1,66 @@
+//! The audit trail as a transparency log (docs/architecture.md, "The
+//! audit log"): the RFC 6962 Merkle tree over the events, kept as its
+//! stored hashes (Crosby and Wallach's dense order, as Go's `sumdb/tlog`
+//! keeps them), and the C2SP checkpoints signed over it. The events stay
+//! where they are; the tree is built after them by the sealer, so an
+//! upgraded database starts with an empty tree that the first rounds fill.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+#[derive(DeriveMigrationName)]
+pub struct Migration;
+
+#[derive(DeriveIden)]
+enum AuditLogHashes {
+    Table,
+    Idx,
+    Hash,
+}
+
+#[derive(DeriveIden)]
+enum AuditLogCheckpoints {
+    Table,
+    TreeSize,
+    RootHash,
+    Note,
+    KeyId,
+    SignedAt,
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for Migration {
+    async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditLogHashes::Table)
+                    .col(big_integer(AuditLogHashes::Idx).primary_key())
+                    .col(binary(AuditLogHashes::Hash))
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditLogCheckpoints::Table)
+                    .col(big_integer(AuditLogCheckpoints::TreeSize).primary_key())
+                    .col(binary(AuditLogCheckpoints::RootHash))
+                    .col(text(AuditLogCheckpoints::Note))
+                    .col(string(AuditLogCheckpoints::KeyId))
+                    .col(timestamp_with_time_zone(AuditLogCheckpoints::SignedAt))
+                    .to_owned(),
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(AuditLogCheckpoints::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(AuditLogHashes::Table).to_owned())
+            .await
+    }
+}
