@@ -166,6 +166,28 @@ enum AuditCommand {
         #[arg(long, value_name = "TEXT")]
         reason: String,
     },
+    /// Prints the audit log's verifier key (C2SP signed-note:
+    /// `<origin>+<key id>+<base64 key>`), which checks its checkpoints.
+    LogKey,
+    /// Seals every audit event committed so far into the audit log and
+    /// prints the newest checkpoint (a signed note). The worker does this
+    /// every second on its own.
+    Seal,
+    /// Checks a JSON Lines export from the first event against checkpoints
+    /// of the audit log kept earlier (signed notes, as served at
+    /// /v1/audit/log/checkpoint): each must be the tree of the export's
+    /// first events. No database, no network. Exit 0 when all hold, 1 when
+    /// one does not.
+    VerifyLog {
+        /// The export (JSON Lines, from seq 1).
+        export: PathBuf,
+        /// The log's verifier key, or a file holding it (`kihon4 audit log-key`).
+        #[arg(long, value_name = "VKEY")]
+        log_key: String,
+        /// A checkpoint kept earlier; repeat for several.
+        #[arg(long = "checkpoint", value_name = "FILE", required = true)]
+        checkpoints: Vec<PathBuf>,
+    },
     /// Verifies a JSON Lines export against its manifest and the public key,
     /// with no database and no network; names the first line that does not
     /// verify. Exit 0 when everything holds, 1 when something does not.
@@ -325,12 +347,27 @@ fn main() -> ExitCode {
             expect_key_id.as_deref(),
         );
     }
+    if let Command::Audit {
+        command:
+            AuditCommand::VerifyLog {
+                export,
+                log_key,
+                checkpoints,
+            },
+    } = &cli.command
+    {
+        return commands::audit::verify_log(export, log_key, checkpoints);
+    }
     // The audit key and export need the database and the key, not the
     // token settings.
     if let Command::Audit { command } = &cli.command
         && matches!(
             command,
-            AuditCommand::PublicKey | AuditCommand::InitKey { .. } | AuditCommand::Export { .. }
+            AuditCommand::PublicKey
+                | AuditCommand::InitKey { .. }
+                | AuditCommand::Export { .. }
+                | AuditCommand::LogKey
+                | AuditCommand::Seal
         )
     {
         let config = match Config::load_audit(cli.config.as_deref()) {
@@ -365,7 +402,11 @@ fn main() -> ExitCode {
         Command::Migrate => wiring::block_on(commands::migrate::migrate(config)),
         Command::Audit {
             command:
-                AuditCommand::PublicKey | AuditCommand::InitKey { .. } | AuditCommand::Export { .. },
+                AuditCommand::PublicKey
+                    | AuditCommand::InitKey { .. }
+                    | AuditCommand::Export { .. }
+                    | AuditCommand::LogKey
+                    | AuditCommand::Seal,
         } => unreachable!("handled before the whole configuration is read"),
         Command::Audit {
             command: AuditCommand::Erase { customer, reason },
@@ -380,7 +421,7 @@ fn main() -> ExitCode {
             wiring::block_on(commands::audit::erase(config, customer, reason))
         }
         Command::Audit {
-            command: AuditCommand::Verify { .. },
+            command: AuditCommand::Verify { .. } | AuditCommand::VerifyLog { .. },
         } => unreachable!("handled above"),
         Command::ConsentRequests {
             command: ConsentRequestsCommand::Send { limit, .. },
@@ -477,7 +518,15 @@ fn audit_without_tokens(
                 personal_data.clone(),
             ))
         }
-        AuditCommand::Erase { .. } | AuditCommand::Verify { .. } => {
+        AuditCommand::LogKey => match commands::audit::log_key(&config) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("kihon4: {e}");
+                failed()
+            }
+        },
+        AuditCommand::Seal => wiring::block_on(commands::audit::seal(config)),
+        AuditCommand::Erase { .. } | AuditCommand::Verify { .. } | AuditCommand::VerifyLog { .. } => {
             unreachable!("read with the whole configuration")
         }
     }

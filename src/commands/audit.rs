@@ -17,6 +17,97 @@ pub fn public_key(config: &AuditConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `kihon4 audit log-key`: the log's verifier key on stdout.
+pub fn log_key(config: &AuditConfig) -> anyhow::Result<()> {
+    let key = wiring::audit_key(config)?;
+    println!("{}", kihon4_core::audit_log::verifier_key(&key));
+    Ok(())
+}
+
+/// `kihon4 audit seal`: every committed event sealed; the newest checkpoint on stdout.
+pub async fn seal(config: AuditConfig) -> anyhow::Result<()> {
+    let key = wiring::audit_key(&config)?;
+    let db = wiring::open_current(&config).await?;
+    let sealed = kihon4_core::audit_log::seal::seal_all(&db, &key).await?;
+    match kihon4_core::audit_log::latest(&db).await? {
+        Some(note) => {
+            print!("{note}");
+            eprintln!(
+                "kihon4: the audit log holds {} event(s){}",
+                kihon4_core::audit_log::sealed_size(&db).await?,
+                if sealed.is_some() { "" } else { " (nothing new to seal)" }
+            );
+        }
+        None => eprintln!("kihon4: no audit event to seal yet"),
+    }
+    Ok(())
+}
+
+/// `kihon4 audit verify-log`: exit 0 when the export is the tree of every
+/// kept checkpoint, 1 when one is not, 2 when it cannot be checked.
+pub fn verify_log(
+    export: &std::path::Path,
+    log_key: &str,
+    checkpoints: &[std::path::PathBuf],
+) -> ExitCode {
+    use kihon4_core::audit_log::verify::{LogCheckError, verify_export_against};
+    let usage = |e: String| {
+        eprintln!("kihon4: {e}");
+        ExitCode::from(crate::BAD_USAGE)
+    };
+    // The key itself, or a file holding it.
+    let vkey = if log_key.contains('+') {
+        log_key.to_owned()
+    } else {
+        match std::fs::read_to_string(log_key) {
+            Ok(text) => text.trim().to_owned(),
+            Err(e) => return usage(format!("cannot read the log key {log_key}: {e}")),
+        }
+    };
+    let mut notes = Vec::new();
+    for path in checkpoints {
+        match std::fs::read(path) {
+            Ok(bytes) => notes.push((path.display().to_string(), bytes)),
+            Err(e) => return usage(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+    let file = match std::fs::File::open(export) {
+        Ok(file) => file,
+        Err(e) => return usage(format!("cannot read {}: {e}", export.display())),
+    };
+    let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let bar = wiring::progress_bar(size, "{bar:40} {bytes}/{total_bytes} ({eta} left)");
+    let result = verify_export_against(
+        std::io::BufReader::with_capacity(1 << 20, file),
+        &notes,
+        &vkey,
+        |read| bar.set_position(read),
+    );
+    bar.finish_and_clear();
+    match result {
+        Ok(check) => {
+            println!(
+                "kihon4: {} holds {} event(s) and is the tree of the {} kept checkpoint(s) (sizes {})",
+                export.display(),
+                check.leaves,
+                check.matched.len(),
+                check
+                    .matched
+                    .iter()
+                    .map(u64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(LogCheckError::Tampered(e)) => {
+            println!("kihon4: {} does not verify: {e}", export.display());
+            ExitCode::from(1)
+        }
+        Err(LogCheckError::Unusable(e)) => usage(e),
+    }
+}
+
 /// `kihon4 audit init-key`: a new signing key at `out` (default: the
 /// configured KIHON4_AUDIT_SIGNING_KEY), owner-only, never replacing one.
 pub fn init_key(config: &AuditConfig, out: Option<&std::path::Path>) -> anyhow::Result<()> {

@@ -157,6 +157,16 @@ pub async fn inclusion(
     _auth: Auth<Auditor>,
     query: web::Query<InclusionQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    if query.seq == 0 {
+        return Err(ApiError::field(ProblemKind::InvalidQuery, "seq", "must be at least 1"));
+    }
+    if query.tree_size == Some(0) {
+        return Err(ApiError::field(
+            ProblemKind::InvalidQuery,
+            "tree_size",
+            "must be at least 1",
+        ));
+    }
     if query.tree_size.is_some_and(|size| query.seq > size) {
         return Err(ApiError::field(
             ProblemKind::InvalidQuery,
@@ -208,6 +218,11 @@ pub async fn consistency(
     _auth: Auth<Auditor>,
     query: web::Query<ConsistencyQuery>,
 ) -> Result<HttpResponse, ApiError> {
+    for (field, value) in [("from", Some(query.from)), ("to", query.to)] {
+        if value == Some(0) {
+            return Err(ApiError::field(ProblemKind::InvalidQuery, field, "must be at least 1"));
+        }
+    }
     if query.to.is_some_and(|to| query.from > to) {
         return Err(ApiError::field(
             ProblemKind::InvalidQuery,

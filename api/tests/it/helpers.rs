@@ -302,6 +302,12 @@ impl TestApp {
         self._dir.path()
     }
 
+    /// The app's audit signing key (which also signs the audit log).
+    pub fn audit_key(&self) -> kihon4_core::audit_export::SigningKey {
+        kihon4_core::audit_export::SigningKey::load(&self.dir().join("audit-signing-key.pem"))
+            .expect("the app's audit key")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

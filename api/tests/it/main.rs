@@ -5,6 +5,7 @@ mod helpers;
 mod sim;
 
 mod audit;
+mod audit_log;
 mod auth;
 mod browser;
 mod changes;

@@ -1,0 +1,343 @@
+//! The audit log (docs/audit.md, "The audit log"): events sealed into an
+//! RFC 6962 tree, C2SP checkpoints, proofs and tiles, each checked by
+//! kihon4's code and by Go's reference packages (`tlog-verify`, built by
+//! `infra/dev/tlog-verify-env.sh`), and tampering caught.
+
+use std::path::Path;
+use std::process::Command;
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use kihon4_core::audit::{Actor, AuditContext, AuditEvent, Batch, append_batch};
+use kihon4_core::audit_log::{self, seal::seal, seal::seal_all, verifier_key, verify_checkpoint};
+use kihon4_core::entities::{audit_events, audit_log_checkpoints, audit_log_hashes};
+use kihon4_test_support::both;
+use sea_orm::{EntityTrait, QueryOrder};
+use serde_json::Value;
+use tlog_tiles::{Hash, check_record, check_tree, record_hash};
+
+use crate::helpers::{Backend, TestApp, expect_problem};
+
+both!(
+    sealed_events_give_checkpoints_proofs_and_tiles_that_go_verifies,
+    bad_log_requests_get_their_problems,
+    a_rewritten_history_is_caught_by_a_kept_checkpoint,
+    concurrent_sealers_seal_every_event_once_in_order,
+);
+
+/// The independent verifier (Go's sumdb/note and sumdb/tlog).
+fn tlog_verify() -> String {
+    std::env::var("KIHON4_TEST_TLOG_VERIFY").expect(
+        "KIHON4_TEST_TLOG_VERIFY: run the tests with infra/dev/test, which builds tlog-verify (infra/dev/tlog-verify-env.sh)",
+    )
+}
+
+fn go(args: &[&str]) -> (bool, String) {
+    let out = Command::new(tlog_verify()).args(args).output().expect("tlog-verify runs");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    match out.status.code() {
+        Some(0) => (true, text),
+        Some(1) => (false, text),
+        other => panic!("tlog-verify was used wrongly ({other:?}): {text}"),
+    }
+}
+
+async fn append(app: &TestApp, n: usize, tag: &str) {
+    let ctx = AuditContext::new(Actor::worker(), None);
+    let mut batch = Batch::default();
+    for i in 0..n {
+        batch.push(&ctx, AuditEvent::new("test.logged", "test", Some(format!("{tag}-{i}"))));
+    }
+    let txn = kihon4_core::db::begin_write(&app.db).await.unwrap();
+    append_batch(&txn, batch).await.unwrap();
+    txn.commit().await.unwrap();
+}
+
+async fn canonicals(app: &TestApp) -> Vec<String> {
+    audit_events::Entity::find()
+        .order_by_asc(audit_events::Column::Seq)
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.canonical)
+        .collect()
+}
+
+async fn text(app: &TestApp, path: &str, accept: Option<&str>) -> (u16, String) {
+    let mut req = app.http.get(app.url(path)).bearer_auth(app.auditor());
+    if let Some(accept) = accept {
+        req = req.header("accept", accept);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.text().await.unwrap())
+}
+
+async fn json(app: &TestApp, path: &str) -> Value {
+    let res = app.get(path, &app.auditor()).await;
+    assert_eq!(res.status(), 200, "{path}");
+    res.json().await.unwrap()
+}
+
+fn hashes(v: &Value) -> Vec<Hash> {
+    v["proof"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| Hash(B64.decode(h.as_str().unwrap()).unwrap().try_into().unwrap()))
+        .collect()
+}
+
+fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.display().to_string()
+}
+
+async fn sealed_events_give_checkpoints_proofs_and_tiles_that_go_verifies(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.audit_key();
+    let vkey = verifier_key(&key);
+    let dir = tempfile::tempdir().unwrap();
+    app.create_customer("LOG-1").await;
+    assert_eq!(text(&app, "/v1/audit/log/checkpoint", None).await.0, 404);
+    append(&app, 600, "a").await;
+    // Three rounds: checkpoints at 250, 500 and the rest.
+    assert_eq!(seal(&app.db, &key, 250).await.unwrap().unwrap().tree_size, 250);
+    assert_eq!(seal(&app.db, &key, 250).await.unwrap().unwrap().tree_size, 500);
+    let last = seal_all(&app.db, &key).await.unwrap().unwrap();
+    let leaves = canonicals(&app).await;
+    assert_eq!(last.tree_size, leaves.len() as u64);
+    assert!(seal(&app.db, &key, 250).await.unwrap().is_none(), "nothing left");
+
+    // The newest checkpoint, both ways, verifies and is the sealed tree.
+    let (status, note) = text(&app, "/v1/audit/log/checkpoint", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(note, last.note);
+    let (_, latest) = text(&app, "/v1/audit/checkpoints/latest", Some("text/plain")).await;
+    assert_eq!(latest, note);
+    let checkpoint = verify_checkpoint(note.as_bytes(), &vkey).unwrap();
+    assert_eq!(checkpoint.size, leaves.len() as u64);
+    let (status, at_250) = text(&app, "/v1/audit/checkpoints/250", None).await;
+    assert_eq!(status, 200);
+    let old = verify_checkpoint(at_250.as_bytes(), &vkey).unwrap();
+    assert_eq!(old.size, 250);
+    // The JSON checkpoint of the chain is unchanged without text/plain.
+    let (status, chain) = text(&app, "/v1/audit/checkpoints/latest", None).await;
+    assert!(status == 200 || status == 404, "{status} {chain}");
+
+    // Inclusion proofs, checked here and by Go.
+    let note_file = write(dir.path(), "note", &note);
+    for seq in [1u64, 2, 255, 256, 257, 500, leaves.len() as u64] {
+        let proof = json(&app, &format!("/v1/audit/proofs/inclusion?seq={seq}")).await;
+        assert_eq!(proof["leaf_index"], seq - 1);
+        let leaf = leaves[seq as usize - 1].as_bytes();
+        check_record(&hashes(&proof), checkpoint.size, checkpoint.root, seq - 1, record_hash(leaf))
+            .unwrap();
+        let (ok, out) = go(&[
+            "inclusion", "--vkey", &vkey, "--note", &note_file,
+            "--leaf", &write(dir.path(), "leaf", leaf),
+            "--index", &(seq - 1).to_string(),
+            "--proof", &write(dir.path(), "proof.json", proof.to_string()),
+        ]);
+        assert!(ok, "seq {seq}: {out}");
+        // Another leaf's bytes do not pass.
+        let (ok, _) = go(&[
+            "inclusion", "--vkey", &vkey, "--note", &note_file,
+            "--leaf", &write(dir.path(), "leaf", leaves[seq as usize % leaves.len()].as_bytes()),
+            "--index", &(seq - 1).to_string(),
+            "--proof", &write(dir.path(), "proof.json", proof.to_string()),
+        ]);
+        assert!(!ok, "seq {seq}: another leaf passed");
+    }
+    // In an older tree too.
+    let proof = json(&app, "/v1/audit/proofs/inclusion?seq=100&tree_size=250").await;
+    check_record(&hashes(&proof), 250, old.root, 99, record_hash(leaves[99].as_bytes())).unwrap();
+
+    // Consistency, checked here and by Go.
+    let proof = json(&app, "/v1/audit/proofs/consistency?from=250").await;
+    assert_eq!(proof["to"], checkpoint.size);
+    check_tree(&hashes(&proof), checkpoint.size, checkpoint.root, 250, old.root).unwrap();
+    let old_file = write(dir.path(), "old", &at_250);
+    let (ok, out) = go(&[
+        "consistency", "--vkey", &vkey, "--old", &old_file, "--new", &note_file,
+        "--proof", &write(dir.path(), "cons.json", proof.to_string()),
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = go(&["checkpoint", "--vkey", &vkey, "--note", &note_file, "--origin", key.log_origin()]);
+    assert!(ok && out.contains(&format!("size={}", leaves.len())), "{out}");
+
+    // The tiles: Go reads the tree from them, checks every tile and every leaf.
+    let export = write(dir.path(), "export.jsonl", leaves.join("\n") + "\n");
+    let base = app.url("/v1/audit/log");
+    let token = app.auditor();
+    let (ok, out) = go(&[
+        "tiles", "--vkey", &vkey, "--note", &note_file, "--base", &base, "--bearer", &token,
+        "--leaves", &export, "--first", "0", "--all",
+    ]);
+    assert!(ok, "{out}");
+    let res = app.get("/v1/audit/log/tile/0/000", &app.auditor()).await;
+    assert_eq!(res.status(), 200);
+    assert!(
+        res.headers()["cache-control"].to_str().unwrap().contains("immutable"),
+        "tiles are immutable"
+    );
+    assert_eq!(res.bytes().await.unwrap().len(), 256 * 32);
+
+    // A stored hash changed under the log: Go's check of the tiles fails.
+    let row = audit_log_hashes::Entity::find_by_id(3i64).one(&app.db).await.unwrap().unwrap();
+    let mut changed: audit_log_hashes::ActiveModel = row.into();
+    changed.hash = sea_orm::ActiveValue::Set(vec![7; 32]);
+    audit_log_hashes::Entity::update(changed).exec(&app.db).await.unwrap();
+    let (ok, _) = go(&[
+        "tiles", "--vkey", &vkey, "--note", &note_file, "--base", &base, "--bearer", &token,
+        "--all",
+    ]);
+    assert!(!ok, "a changed tile passed");
+}
+
+async fn bad_log_requests_get_their_problems(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let key = app.audit_key();
+    append(&app, 10, "b").await;
+    seal(&app.db, &key, 5).await.unwrap();
+    let auditor = app.auditor();
+    for (path, status, slug) in [
+        ("/v1/audit/proofs/inclusion?seq=6", 404, "log-not-sealed"),
+        ("/v1/audit/proofs/inclusion?seq=3&tree_size=6", 404, "log-not-sealed"),
+        ("/v1/audit/proofs/inclusion?seq=4&tree_size=3", 400, "invalid-query"),
+        ("/v1/audit/proofs/inclusion?seq=0", 400, "invalid-query"),
+        ("/v1/audit/proofs/inclusion?seq=1&tree_size=0", 400, "invalid-query"),
+        ("/v1/audit/proofs/consistency?from=0", 400, "invalid-query"),
+        ("/v1/audit/proofs/inclusion?seq=x", 400, "invalid-query"),
+        ("/v1/audit/proofs/inclusion", 400, "invalid-query"),
+        ("/v1/audit/proofs/inclusion?seq=1&nope=1", 400, "invalid-query"),
+        ("/v1/audit/proofs/consistency?from=4&to=3", 400, "invalid-query"),
+        ("/v1/audit/proofs/consistency?from=9", 400, "invalid-query"),
+        ("/v1/audit/proofs/consistency?from=1&to=9", 404, "log-not-sealed"),
+        ("/v1/audit/checkpoints/4", 404, "not-found"),
+        ("/v1/audit/checkpoints/05", 404, "not-found"),
+        ("/v1/audit/log/tile/0/000", 404, "not-found"),
+        ("/v1/audit/log/tile/0/0", 404, "not-found"),
+        ("/v1/audit/log/tile/0/000.p/6", 404, "not-found"),
+        ("/v1/audit/log/tile/0/x000/000.p/5", 404, "not-found"),
+    ] {
+        let res = app.get(path, &auditor).await;
+        expect_problem(res, status, slug).await;
+    }
+    let res = app.get("/v1/audit/log/tile/0/000.p/5", &auditor).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.bytes().await.unwrap().len(), 5 * 32);
+    expect_problem(app.get("/v1/audit/log/checkpoint", &app.operator()).await, 403, "forbidden").await;
+    let res = app.http.get(app.url("/v1/audit/log/checkpoint")).send().await.unwrap();
+    expect_problem(res, 401, "unauthorized").await;
+}
+
+async fn a_rewritten_history_is_caught_by_a_kept_checkpoint(backend: Backend) {
+    use kihon4_core::audit_log::verify::{LogCheckError, verify_export_against};
+    let app = TestApp::spawn(backend).await;
+    let key = app.audit_key();
+    let vkey = verifier_key(&key);
+    let dir = tempfile::tempdir().unwrap();
+    append(&app, 40, "c").await;
+    let kept = seal_all(&app.db, &key).await.unwrap().unwrap();
+    let kept_file = write(dir.path(), "kept", &kept.note);
+
+    // An insider with the real key rewrites event 22, rebuilds the log and
+    // signs it again: the new checkpoint verifies on its own.
+    let db = &app.db;
+    let mut e22: audit_events::ActiveModel =
+        audit_events::Entity::find_by_id(22i64).one(db).await.unwrap().unwrap().into();
+    let canonical = e22.canonical.clone().unwrap().replace("c-", "X-");
+    e22.canonical = sea_orm::ActiveValue::Set(canonical);
+    audit_events::Entity::update(e22).exec(db).await.unwrap();
+    audit_log_hashes::Entity::delete_many().exec(db).await.unwrap();
+    audit_log_checkpoints::Entity::delete_many().exec(db).await.unwrap();
+    append(&app, 5, "d").await;
+    let forged = seal_all(db, &key).await.unwrap().unwrap();
+    assert!(verify_checkpoint(forged.note.as_bytes(), &vkey).is_ok());
+
+    // The auditor's kept checkpoint catches it: offline from the export...
+    let export = canonicals(&app).await.join("\n") + "\n";
+    let found = verify_export_against(
+        export.as_bytes(),
+        &[("kept".into(), kept.note.clone().into_bytes())],
+        &vkey,
+        |_| {},
+    );
+    assert!(matches!(found, Err(LogCheckError::Tampered(_))), "{found:?}");
+    // ... and with a consistency proof, by Go.
+    let proof = json(&app, &format!("/v1/audit/proofs/consistency?from={}", kept.tree_size)).await;
+    let (ok, _) = go(&[
+        "consistency", "--vkey", &vkey, "--old", &kept_file,
+        "--new", &write(dir.path(), "forged", &forged.note),
+        "--proof", &write(dir.path(), "p.json", proof.to_string()),
+    ]);
+    assert!(!ok, "the forged log passed as consistent");
+}
+
+async fn concurrent_sealers_seal_every_event_once_in_order(backend: Backend) {
+    let app = std::sync::Arc::new(TestApp::spawn(backend).await);
+    let key = std::sync::Arc::new(app.audit_key());
+    let stop = tokio_util::sync::CancellationToken::new();
+    // Two workers' sealing loops, as two processes would run them.
+    let sealers: Vec<_> = (0..2)
+        .map(|_| {
+            tokio::spawn(kihon4_worker::seal_forever(
+                app.db.clone(),
+                key.clone(),
+                std::time::Duration::from_millis(100),
+                stop.clone(),
+            ))
+        })
+        .collect();
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let app = app.clone();
+            tokio::spawn(async move {
+                for round in 0..10 {
+                    append(&app, 7, &format!("w{w}-{round}")).await;
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let total = canonicals(&app).await.len() as u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while audit_log::sealed_size(&app.db).await.unwrap() < total {
+        assert!(std::time::Instant::now() < deadline, "not sealed in time");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    stop.cancel();
+    for s in sealers {
+        s.await.unwrap();
+    }
+    // Every checkpoint is the tree of the events before it, in seq order.
+    let leaves = canonicals(&app).await;
+    let vkey = verifier_key(&key);
+    let checkpoints = audit_log_checkpoints::Entity::find().all(&app.db).await.unwrap();
+    assert!(!checkpoints.is_empty());
+    let export = leaves.join("\n") + "\n";
+    let notes: Vec<(String, Vec<u8>)> = checkpoints
+        .iter()
+        .map(|c| (c.tree_size.to_string(), c.note.clone().into_bytes()))
+        .collect();
+    let check = kihon4_core::audit_log::verify::verify_export_against(
+        export.as_bytes(),
+        &notes,
+        &vkey,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(check.leaves, total);
+    assert_eq!(check.matched.len(), checkpoints.len());
+    let stored = audit_log_hashes::Entity::find().all(&app.db).await.unwrap().len() as u64;
+    assert_eq!(stored, tlog_tiles::stored_hash_count(total), "each hash stored once");
+}
