@@ -53,7 +53,9 @@ fn registered() -> BTreeSet<(String, String)> {
         let route = attr
             .captures(&source)
             .unwrap_or_else(|| panic!("routes::{module}::{handler} has no route attribute"));
-        routes.insert((route[1].to_uppercase(), route[2].to_owned()));
+        // `{name:regex}` is described as `{name}`.
+        let path = Regex::new(r"\{(\w+):[^}]*\}").unwrap().replace_all(&route[2], "{$1}");
+        routes.insert((route[1].to_uppercase(), path.into_owned()));
     }
     assert!(routes.len() > 30, "the source was read: {routes:?}");
     routes

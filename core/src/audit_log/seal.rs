@@ -46,6 +46,17 @@ pub async fn seal(
     key: &SigningKey,
     max_leaves: u64,
 ) -> Result<Option<Sealed>, CoreError> {
+    // Read first: an idle log takes no write lock (on SQLite, the database's).
+    let newest: Option<i64> = audit_events::Entity::find()
+        .select_only()
+        .column(audit_events::Column::Seq)
+        .order_by_desc(audit_events::Column::Seq)
+        .into_tuple()
+        .one(db)
+        .await?;
+    if newest.is_none_or(|seq| seq <= 0) || newest.map(|s| s as u64) <= Some(sealed_size(db).await?) {
+        return Ok(None);
+    }
     let txn = crate::db::begin_write(db).await?;
     if txn.get_database_backend() == DbBackend::Postgres {
         let row = txn
