@@ -403,10 +403,10 @@ fn main() -> ExitCode {
         Command::Audit {
             command:
                 AuditCommand::PublicKey
-                    | AuditCommand::InitKey { .. }
-                    | AuditCommand::Export { .. }
-                    | AuditCommand::LogKey
-                    | AuditCommand::Seal,
+                | AuditCommand::InitKey { .. }
+                | AuditCommand::Export { .. }
+                | AuditCommand::LogKey
+                | AuditCommand::Seal,
         } => unreachable!("handled before the whole configuration is read"),
         Command::Audit {
             command: AuditCommand::Erase { customer, reason },
@@ -526,7 +526,9 @@ fn audit_without_tokens(
             }
         },
         AuditCommand::Seal => wiring::block_on(commands::audit::seal(config)),
-        AuditCommand::Erase { .. } | AuditCommand::Verify { .. } | AuditCommand::VerifyLog { .. } => {
+        AuditCommand::Erase { .. }
+        | AuditCommand::Verify { .. }
+        | AuditCommand::VerifyLog { .. } => {
             unreachable!("read with the whole configuration")
         }
     }

@@ -44,7 +44,8 @@ use utoipa::{Modify, OpenApi};
 
 use crate::problem::{ProblemBody, ProblemField, ProblemKind};
 use crate::routes::{
-    audit, audit_log, changes, consent, customers, mynaportal, outbox, pages, reports, service, sync,
+    audit, audit_log, changes, consent, customers, mynaportal, outbox, pages, reports, service,
+    sync,
 };
 
 /// Every operation under `/v1`: the database may fail, and a request whose

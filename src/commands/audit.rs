@@ -35,7 +35,11 @@ pub async fn seal(config: AuditConfig) -> anyhow::Result<()> {
             eprintln!(
                 "kihon4: the audit log holds {} event(s){}",
                 kihon4_core::audit_log::sealed_size(&db).await?,
-                if sealed.is_some() { "" } else { " (nothing new to seal)" }
+                if sealed.is_some() {
+                    ""
+                } else {
+                    " (nothing new to seal)"
+                }
             );
         }
         None => eprintln!("kihon4: no audit event to seal yet"),

@@ -22,7 +22,9 @@ impl From<LogError> for ApiError {
         match e {
             LogError::NotSealed { sealed } => ApiError::new(
                 ProblemKind::LogNotSealed,
-                format!("The audit log is sealed to {sealed} events; a checkpoint follows new events within seconds."),
+                format!(
+                    "The audit log is sealed to {sealed} events; a checkpoint follows new events within seconds."
+                ),
             ),
             LogError::Invalid(message) => ApiError::new(ProblemKind::InvalidQuery, message),
             LogError::Core(e) => e.into(),
@@ -111,7 +113,10 @@ pub async fn tile(
         Some(data) => Ok(HttpResponse::Ok()
             .content_type("application/octet-stream")
             // A tile never changes once served; only an auditor may keep it.
-            .insert_header((header::CACHE_CONTROL, "private, max-age=31536000, immutable"))
+            .insert_header((
+                header::CACHE_CONTROL,
+                "private, max-age=31536000, immutable",
+            ))
             .body(data)),
         None => Err(ApiError::not_found("tile")),
     }
@@ -158,7 +163,11 @@ pub async fn inclusion(
     query: web::Query<InclusionQuery>,
 ) -> Result<HttpResponse, ApiError> {
     if query.seq == 0 {
-        return Err(ApiError::field(ProblemKind::InvalidQuery, "seq", "must be at least 1"));
+        return Err(ApiError::field(
+            ProblemKind::InvalidQuery,
+            "seq",
+            "must be at least 1",
+        ));
     }
     if query.tree_size == Some(0) {
         return Err(ApiError::field(
@@ -220,7 +229,11 @@ pub async fn consistency(
 ) -> Result<HttpResponse, ApiError> {
     for (field, value) in [("from", Some(query.from)), ("to", query.to)] {
         if value == Some(0) {
-            return Err(ApiError::field(ProblemKind::InvalidQuery, field, "must be at least 1"));
+            return Err(ApiError::field(
+                ProblemKind::InvalidQuery,
+                field,
+                "must be at least 1",
+            ));
         }
     }
     if query.to.is_some_and(|to| query.from > to) {

@@ -33,7 +33,10 @@ fn tlog_verify() -> String {
 }
 
 fn go(args: &[&str]) -> (bool, String) {
-    let out = Command::new(tlog_verify()).args(args).output().expect("tlog-verify runs");
+    let out = Command::new(tlog_verify())
+        .args(args)
+        .output()
+        .expect("tlog-verify runs");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -50,7 +53,10 @@ async fn append(app: &TestApp, n: usize, tag: &str) {
     let ctx = AuditContext::new(Actor::worker(), None);
     let mut batch = Batch::default();
     for i in 0..n {
-        batch.push(&ctx, AuditEvent::new("test.logged", "test", Some(format!("{tag}-{i}"))));
+        batch.push(
+            &ctx,
+            AuditEvent::new("test.logged", "test", Some(format!("{tag}-{i}"))),
+        );
     }
     let txn = kihon4_core::db::begin_write(&app.db).await.unwrap();
     append_batch(&txn, batch).await.unwrap();
@@ -108,12 +114,21 @@ async fn sealed_events_give_checkpoints_proofs_and_tiles_that_go_verifies(backen
     assert_eq!(text(&app, "/v1/audit/log/checkpoint", None).await.0, 404);
     append(&app, 600, "a").await;
     // Three rounds: checkpoints at 250, 500 and the rest.
-    assert_eq!(seal(&app.db, &key, 250).await.unwrap().unwrap().tree_size, 250);
-    assert_eq!(seal(&app.db, &key, 250).await.unwrap().unwrap().tree_size, 500);
+    assert_eq!(
+        seal(&app.db, &key, 250).await.unwrap().unwrap().tree_size,
+        250
+    );
+    assert_eq!(
+        seal(&app.db, &key, 250).await.unwrap().unwrap().tree_size,
+        500
+    );
     let last = seal_all(&app.db, &key).await.unwrap().unwrap();
     let leaves = canonicals(&app).await;
     assert_eq!(last.tree_size, leaves.len() as u64);
-    assert!(seal(&app.db, &key, 250).await.unwrap().is_none(), "nothing left");
+    assert!(
+        seal(&app.db, &key, 250).await.unwrap().is_none(),
+        "nothing left"
+    );
 
     // The newest checkpoint, both ways, verifies and is the sealed tree.
     let (status, note) = text(&app, "/v1/audit/log/checkpoint", None).await;
@@ -137,40 +152,96 @@ async fn sealed_events_give_checkpoints_proofs_and_tiles_that_go_verifies(backen
         let proof = json(&app, &format!("/v1/audit/proofs/inclusion?seq={seq}")).await;
         assert_eq!(proof["leaf_index"], seq - 1);
         let leaf = leaves[seq as usize - 1].as_bytes();
-        check_record(&hashes(&proof), checkpoint.size, checkpoint.root, seq - 1, record_hash(leaf))
-            .unwrap();
+        check_record(
+            &hashes(&proof),
+            checkpoint.size,
+            checkpoint.root,
+            seq - 1,
+            record_hash(leaf),
+        )
+        .unwrap();
         let (ok, out) = go(&[
-            "inclusion", "--vkey", &vkey, "--note", &note_file,
-            "--leaf", &write(dir.path(), "leaf", leaf),
-            "--index", &(seq - 1).to_string(),
-            "--proof", &write(dir.path(), "proof.json", proof.to_string()),
+            "inclusion",
+            "--vkey",
+            &vkey,
+            "--note",
+            &note_file,
+            "--leaf",
+            &write(dir.path(), "leaf", leaf),
+            "--index",
+            &(seq - 1).to_string(),
+            "--proof",
+            &write(dir.path(), "proof.json", proof.to_string()),
         ]);
         assert!(ok, "seq {seq}: {out}");
         // Another leaf's bytes do not pass.
         let (ok, _) = go(&[
-            "inclusion", "--vkey", &vkey, "--note", &note_file,
-            "--leaf", &write(dir.path(), "leaf", leaves[seq as usize % leaves.len()].as_bytes()),
-            "--index", &(seq - 1).to_string(),
-            "--proof", &write(dir.path(), "proof.json", proof.to_string()),
+            "inclusion",
+            "--vkey",
+            &vkey,
+            "--note",
+            &note_file,
+            "--leaf",
+            &write(
+                dir.path(),
+                "leaf",
+                leaves[seq as usize % leaves.len()].as_bytes(),
+            ),
+            "--index",
+            &(seq - 1).to_string(),
+            "--proof",
+            &write(dir.path(), "proof.json", proof.to_string()),
         ]);
         assert!(!ok, "seq {seq}: another leaf passed");
     }
     // In an older tree too.
     let proof = json(&app, "/v1/audit/proofs/inclusion?seq=100&tree_size=250").await;
-    check_record(&hashes(&proof), 250, old.root, 99, record_hash(leaves[99].as_bytes())).unwrap();
+    check_record(
+        &hashes(&proof),
+        250,
+        old.root,
+        99,
+        record_hash(leaves[99].as_bytes()),
+    )
+    .unwrap();
 
     // Consistency, checked here and by Go.
     let proof = json(&app, "/v1/audit/proofs/consistency?from=250").await;
     assert_eq!(proof["to"], checkpoint.size);
-    check_tree(&hashes(&proof), checkpoint.size, checkpoint.root, 250, old.root).unwrap();
+    check_tree(
+        &hashes(&proof),
+        checkpoint.size,
+        checkpoint.root,
+        250,
+        old.root,
+    )
+    .unwrap();
     let old_file = write(dir.path(), "old", &at_250);
     let (ok, out) = go(&[
-        "consistency", "--vkey", &vkey, "--old", &old_file, "--new", &note_file,
-        "--proof", &write(dir.path(), "cons.json", proof.to_string()),
+        "consistency",
+        "--vkey",
+        &vkey,
+        "--old",
+        &old_file,
+        "--new",
+        &note_file,
+        "--proof",
+        &write(dir.path(), "cons.json", proof.to_string()),
     ]);
     assert!(ok, "{out}");
-    let (ok, out) = go(&["checkpoint", "--vkey", &vkey, "--note", &note_file, "--origin", key.log_origin()]);
-    assert!(ok && out.contains(&format!("size={}", leaves.len())), "{out}");
+    let (ok, out) = go(&[
+        "checkpoint",
+        "--vkey",
+        &vkey,
+        "--note",
+        &note_file,
+        "--origin",
+        key.log_origin(),
+    ]);
+    assert!(
+        ok && out.contains(&format!("size={}", leaves.len())),
+        "{out}"
+    );
 
     // The tiles: Go reads the tree from them, checks every tile and every leaf.
     let export = write(dir.path(), "export.jsonl", leaves.join("\n") + "\n");
@@ -184,16 +255,26 @@ async fn sealed_events_give_checkpoints_proofs_and_tiles_that_go_verifies(backen
     let res = app.get("/v1/audit/log/tile/0/000", &app.auditor()).await;
     assert_eq!(res.status(), 200);
     assert!(
-        res.headers()["cache-control"].to_str().unwrap().contains("immutable"),
+        res.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .contains("immutable"),
         "tiles are immutable"
     );
     assert_eq!(res.bytes().await.unwrap().len(), 256 * 32);
 
     // A stored hash changed under the log: Go's check of the tiles fails.
-    let row = audit_log_hashes::Entity::find_by_id(3i64).one(&app.db).await.unwrap().unwrap();
+    let row = audit_log_hashes::Entity::find_by_id(3i64)
+        .one(&app.db)
+        .await
+        .unwrap()
+        .unwrap();
     let mut changed: audit_log_hashes::ActiveModel = row.into();
     changed.hash = sea_orm::ActiveValue::Set(vec![7; 32]);
-    audit_log_hashes::Entity::update(changed).exec(&app.db).await.unwrap();
+    audit_log_hashes::Entity::update(changed)
+        .exec(&app.db)
+        .await
+        .unwrap();
     let (ok, _) = go(&[
         "tiles", "--vkey", &vkey, "--note", &note_file, "--base", &base, "--bearer", &token,
         "--all",
@@ -209,17 +290,41 @@ async fn bad_log_requests_get_their_problems(backend: Backend) {
     let auditor = app.auditor();
     for (path, status, slug) in [
         ("/v1/audit/proofs/inclusion?seq=6", 404, "log-not-sealed"),
-        ("/v1/audit/proofs/inclusion?seq=3&tree_size=6", 404, "log-not-sealed"),
-        ("/v1/audit/proofs/inclusion?seq=4&tree_size=3", 400, "invalid-query"),
+        (
+            "/v1/audit/proofs/inclusion?seq=3&tree_size=6",
+            404,
+            "log-not-sealed",
+        ),
+        (
+            "/v1/audit/proofs/inclusion?seq=4&tree_size=3",
+            400,
+            "invalid-query",
+        ),
         ("/v1/audit/proofs/inclusion?seq=0", 400, "invalid-query"),
-        ("/v1/audit/proofs/inclusion?seq=1&tree_size=0", 400, "invalid-query"),
+        (
+            "/v1/audit/proofs/inclusion?seq=1&tree_size=0",
+            400,
+            "invalid-query",
+        ),
         ("/v1/audit/proofs/consistency?from=0", 400, "invalid-query"),
         ("/v1/audit/proofs/inclusion?seq=x", 400, "invalid-query"),
         ("/v1/audit/proofs/inclusion", 400, "invalid-query"),
-        ("/v1/audit/proofs/inclusion?seq=1&nope=1", 400, "invalid-query"),
-        ("/v1/audit/proofs/consistency?from=4&to=3", 400, "invalid-query"),
+        (
+            "/v1/audit/proofs/inclusion?seq=1&nope=1",
+            400,
+            "invalid-query",
+        ),
+        (
+            "/v1/audit/proofs/consistency?from=4&to=3",
+            400,
+            "invalid-query",
+        ),
         ("/v1/audit/proofs/consistency?from=9", 400, "invalid-query"),
-        ("/v1/audit/proofs/consistency?from=1&to=9", 404, "log-not-sealed"),
+        (
+            "/v1/audit/proofs/consistency?from=1&to=9",
+            404,
+            "log-not-sealed",
+        ),
         ("/v1/audit/checkpoints/4", 404, "not-found"),
         ("/v1/audit/checkpoints/05", 404, "not-found"),
         ("/v1/audit/log/tile/0/000", 404, "not-found"),
@@ -233,8 +338,18 @@ async fn bad_log_requests_get_their_problems(backend: Backend) {
     let res = app.get("/v1/audit/log/tile/0/000.p/5", &auditor).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.bytes().await.unwrap().len(), 5 * 32);
-    expect_problem(app.get("/v1/audit/log/checkpoint", &app.operator()).await, 403, "forbidden").await;
-    let res = app.http.get(app.url("/v1/audit/log/checkpoint")).send().await.unwrap();
+    expect_problem(
+        app.get("/v1/audit/log/checkpoint", &app.operator()).await,
+        403,
+        "forbidden",
+    )
+    .await;
+    let res = app
+        .http
+        .get(app.url("/v1/audit/log/checkpoint"))
+        .send()
+        .await
+        .unwrap();
     expect_problem(res, 401, "unauthorized").await;
 }
 
@@ -251,13 +366,23 @@ async fn a_rewritten_history_is_caught_by_a_kept_checkpoint(backend: Backend) {
     // An insider with the real key rewrites event 22, rebuilds the log and
     // signs it again: the new checkpoint verifies on its own.
     let db = &app.db;
-    let mut e22: audit_events::ActiveModel =
-        audit_events::Entity::find_by_id(22i64).one(db).await.unwrap().unwrap().into();
+    let mut e22: audit_events::ActiveModel = audit_events::Entity::find_by_id(22i64)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap()
+        .into();
     let canonical = e22.canonical.clone().unwrap().replace("c-", "X-");
     e22.canonical = sea_orm::ActiveValue::Set(canonical);
     audit_events::Entity::update(e22).exec(db).await.unwrap();
-    audit_log_hashes::Entity::delete_many().exec(db).await.unwrap();
-    audit_log_checkpoints::Entity::delete_many().exec(db).await.unwrap();
+    audit_log_hashes::Entity::delete_many()
+        .exec(db)
+        .await
+        .unwrap();
+    audit_log_checkpoints::Entity::delete_many()
+        .exec(db)
+        .await
+        .unwrap();
     append(&app, 5, "d").await;
     let forged = seal_all(db, &key).await.unwrap().unwrap();
     assert!(verify_checkpoint(forged.note.as_bytes(), &vkey).is_ok());
@@ -270,13 +395,26 @@ async fn a_rewritten_history_is_caught_by_a_kept_checkpoint(backend: Backend) {
         &vkey,
         |_| {},
     );
-    assert!(matches!(found, Err(LogCheckError::Tampered(_))), "{found:?}");
+    assert!(
+        matches!(found, Err(LogCheckError::Tampered(_))),
+        "{found:?}"
+    );
     // ... and with a consistency proof, by Go.
-    let proof = json(&app, &format!("/v1/audit/proofs/consistency?from={}", kept.tree_size)).await;
+    let proof = json(
+        &app,
+        &format!("/v1/audit/proofs/consistency?from={}", kept.tree_size),
+    )
+    .await;
     let (ok, _) = go(&[
-        "consistency", "--vkey", &vkey, "--old", &kept_file,
-        "--new", &write(dir.path(), "forged", &forged.note),
-        "--proof", &write(dir.path(), "p.json", proof.to_string()),
+        "consistency",
+        "--vkey",
+        &vkey,
+        "--old",
+        &kept_file,
+        "--new",
+        &write(dir.path(), "forged", &forged.note),
+        "--proof",
+        &write(dir.path(), "p.json", proof.to_string()),
     ]);
     assert!(!ok, "the forged log passed as consistent");
 }
@@ -322,7 +460,10 @@ async fn concurrent_sealers_seal_every_event_once_in_order(backend: Backend) {
     // Every checkpoint is the tree of the events before it, in seq order.
     let leaves = canonicals(&app).await;
     let vkey = verifier_key(&key);
-    let checkpoints = audit_log_checkpoints::Entity::find().all(&app.db).await.unwrap();
+    let checkpoints = audit_log_checkpoints::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap();
     assert!(!checkpoints.is_empty());
     let export = leaves.join("\n") + "\n";
     let notes: Vec<(String, Vec<u8>)> = checkpoints
@@ -338,6 +479,14 @@ async fn concurrent_sealers_seal_every_event_once_in_order(backend: Backend) {
     .unwrap();
     assert_eq!(check.leaves, total);
     assert_eq!(check.matched.len(), checkpoints.len());
-    let stored = audit_log_hashes::Entity::find().all(&app.db).await.unwrap().len() as u64;
-    assert_eq!(stored, tlog_tiles::stored_hash_count(total), "each hash stored once");
+    let stored = audit_log_hashes::Entity::find()
+        .all(&app.db)
+        .await
+        .unwrap()
+        .len() as u64;
+    assert_eq!(
+        stored,
+        tlog_tiles::stored_hash_count(total),
+        "each hash stored once"
+    );
 }

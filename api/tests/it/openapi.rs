@@ -42,6 +42,8 @@ fn registered() -> BTreeSet<(String, String)> {
         .next()
         .unwrap();
     let service = Regex::new(r"\.service\(routes::(\w+)::(\w+)\)").unwrap();
+    // `{name:regex}` is described as `{name}`.
+    let pattern = Regex::new(r"\{(\w+):[^}]*\}").unwrap();
     let mut routes = BTreeSet::new();
     for found in service.captures_iter(configure) {
         let (module, handler) = (&found[1], &found[2]);
@@ -53,8 +55,7 @@ fn registered() -> BTreeSet<(String, String)> {
         let route = attr
             .captures(&source)
             .unwrap_or_else(|| panic!("routes::{module}::{handler} has no route attribute"));
-        // `{name:regex}` is described as `{name}`.
-        let path = Regex::new(r"\{(\w+):[^}]*\}").unwrap().replace_all(&route[2], "{$1}");
+        let path = pattern.replace_all(&route[2], "{$1}");
         routes.insert((route[1].to_uppercase(), path.into_owned()));
     }
     assert!(routes.len() > 30, "the source was read: {routes:?}");

@@ -21,8 +21,8 @@
 pub mod note;
 pub mod proofs;
 pub mod seal;
-pub mod verify;
 pub mod store;
+pub mod verify;
 
 pub use note::{Verified, checkpoint_note, verifier_key, verify_checkpoint};
 pub use proofs::{

@@ -39,8 +39,12 @@ pub fn checkpoint_note(key: &SigningKey, size: u64, root: Hash) -> Result<String
     let text = Checkpoint::new(key.log_origin(), size, root, "")
         .map_err(|e| format!("the checkpoint cannot be written: {e}"))?
         .to_bytes();
-    let signature = Signature::new(key.log_origin().to_owned(), key_id(key), key.sign_raw(&text))
-        .map_err(|e| format!("the checkpoint cannot be signed: {e}"))?;
+    let signature = Signature::new(
+        key.log_origin().to_owned(),
+        key_id(key),
+        key.sign_raw(&text),
+    )
+    .map_err(|e| format!("the checkpoint cannot be signed: {e}"))?;
     let note = Note::new(&text, &[signature]).map_err(|e| e.to_string())?;
     String::from_utf8(note.to_bytes()).map_err(|e| e.to_string())
 }
@@ -65,8 +69,8 @@ pub fn verify_checkpoint(note: &[u8], vkey: &str) -> Result<Verified, String> {
     let (_, others) = parsed
         .verify(&VerifierList::new(vec![Box::new(verifier)]))
         .map_err(|e| format!("the checkpoint's signature does not verify: {e}"))?;
-    let checkpoint = Checkpoint::from_bytes(parsed.text())
-        .map_err(|e| format!("not a C2SP checkpoint: {e}"))?;
+    let checkpoint =
+        Checkpoint::from_bytes(parsed.text()).map_err(|e| format!("not a C2SP checkpoint: {e}"))?;
     let name = vkey.split('+').next().unwrap_or_default();
     if checkpoint.origin() != name {
         return Err(format!(

@@ -174,7 +174,9 @@ pub fn parse_tile_path(path: &str) -> Option<Tile> {
         if digits.len() != 3 || !digits.bytes().all(|b| b.is_ascii_digit()) {
             return None;
         }
-        n = n.checked_mul(1000)?.checked_add(digits.parse::<u64>().ok()?)?;
+        n = n
+            .checked_mul(1000)?
+            .checked_add(digits.parse::<u64>().ok()?)?;
     }
     // The shortest spelling only: no leading `x000/` group.
     if groups.len() > 1 && groups[0] == "x000" {
@@ -191,10 +193,7 @@ pub async fn tile<C: ConnectionTrait>(db: &C, tile: Tile) -> Result<Option<Vec<u
     // sealed tree holds.
     let shift = u32::from(tile.level()) * u32::from(TILE_HEIGHT);
     let available = if shift >= 64 { 0 } else { sealed >> shift };
-    let start = tile
-        .level_index()
-        .checked_mul(1 << TILE_HEIGHT)
-        .unwrap_or(u64::MAX);
+    let start = tile.level_index().saturating_mul(1 << TILE_HEIGHT);
     let end = start.saturating_add(u64::from(tile.width()));
     if end > available {
         return Ok(None);
@@ -216,8 +215,20 @@ mod tests {
         let t = parse_tile_path("1/x001/x234/067.p/7").unwrap();
         assert_eq!((t.level(), t.level_index(), t.width()), (1, 1_234_067, 7));
         for bad in [
-            "0/0", "0/0000", "0/x000/001", "0/001.p/0", "0/001.p/256", "0/001.p/07", "a/001",
-            "0/x01/001", "0/001/", "", "0", "0/001.p/", "00/001", "64/000",
+            "0/0",
+            "0/0000",
+            "0/x000/001",
+            "0/001.p/0",
+            "0/001.p/256",
+            "0/001.p/07",
+            "a/001",
+            "0/x01/001",
+            "0/001/",
+            "",
+            "0",
+            "0/001.p/",
+            "00/001",
+            "64/000",
         ] {
             assert!(parse_tile_path(bad).is_none(), "{bad}");
         }

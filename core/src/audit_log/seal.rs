@@ -54,7 +54,8 @@ pub async fn seal(
         .into_tuple()
         .one(db)
         .await?;
-    if newest.is_none_or(|seq| seq <= 0) || newest.map(|s| s as u64) <= Some(sealed_size(db).await?) {
+    if newest.is_none_or(|seq| seq <= 0) || newest.map(|s| s as u64) <= Some(sealed_size(db).await?)
+    {
         return Ok(None);
     }
     let txn = crate::db::begin_write(db).await?;

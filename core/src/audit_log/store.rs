@@ -42,7 +42,12 @@ impl HashReader for Reader<'_> {
             }
             Reader::Loaded(hashes) => indexes
                 .iter()
-                .map(|i| hashes.get(i).copied().ok_or(tlog_tiles::Error::IndexesNotInTree))
+                .map(|i| {
+                    hashes
+                        .get(i)
+                        .copied()
+                        .ok_or(tlog_tiles::Error::IndexesNotInTree)
+                })
                 .collect(),
         }
     }
@@ -68,7 +73,10 @@ pub(crate) async fn load<C: ConnectionTrait>(
             .await?;
         for row in rows {
             let hash: [u8; 32] = row.hash.as_slice().try_into().map_err(|_| {
-                CoreError::Corrupt(format!("the audit log's stored hash {} is not 32 bytes", row.idx))
+                CoreError::Corrupt(format!(
+                    "the audit log's stored hash {} is not 32 bytes",
+                    row.idx
+                ))
             })?;
             into.insert(row.idx as u64, Hash(hash));
         }

@@ -7,7 +7,9 @@
 
 use std::io::BufRead;
 
-use tlog_tiles::{Hash, HashReader, split_stored_hash_index, stored_hashes_for_record_hash, tree_hash};
+use tlog_tiles::{
+    Hash, HashReader, split_stored_hash_index, stored_hashes_for_record_hash, tree_hash,
+};
 
 use super::note::{Verified, verify_checkpoint};
 
@@ -111,7 +113,7 @@ pub fn verify_export_against(
         }
         n += 1;
         check(n, &edge, &mut next)?;
-        if n % 4096 == 0 {
+        if n.is_multiple_of(4096) {
             progress(read);
         }
     }
