@@ -79,6 +79,13 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:8080")]
         listen: std::net::SocketAddr,
     },
+    /// A witness of a kihon4 audit log (C2SP tlog-witness), run by an
+    /// auditor with its own key and state: it cosigns a checkpoint only if
+    /// it extends the last one it cosigned. Needs no kihon4 configuration.
+    Witness {
+        #[command(subcommand)]
+        command: WitnessCommand,
+    },
     /// The audit trail for auditors: the public key, exports, offline verification.
     Audit {
         #[command(subcommand)]
@@ -187,6 +194,14 @@ enum AuditCommand {
         /// A checkpoint kept earlier; repeat for several.
         #[arg(long = "checkpoint", value_name = "FILE", required = true)]
         checkpoints: Vec<PathBuf>,
+        /// A witness whose cosignature counts (its vkey, from `kihon4 witness
+        /// public-key`); repeat for several.
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
+        /// How many of the witnesses must have cosigned each checkpoint
+        /// (default: all of those given).
+        #[arg(long, value_name = "K")]
+        quorum: Option<usize>,
     },
     /// Verifies a JSON Lines export against its manifest and the public key,
     /// with no database and no network; names the first line that does not
@@ -211,6 +226,44 @@ enum AuditCommand {
         /// and the public key must have (`kihon4 audit public-key` prints it).
         #[arg(long, value_name = "ID")]
         expect_key_id: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum WitnessCommand {
+    /// Makes the witness's key (Ed25519, PKCS#8 PEM, owner-only; never
+    /// replaces one) and prints its cosigner key (vkey) for the log's
+    /// KIHON4_AUDIT_LOG_WITNESSES and for verifiers.
+    InitKey {
+        /// Where to write the key.
+        #[arg(long, value_name = "PATH")]
+        key: PathBuf,
+        /// The witness's name, a schema-less URL such as auditor.example/witness.
+        #[arg(long)]
+        name: String,
+    },
+    /// Prints the cosigner key (vkey) of a witness key.
+    PublicKey {
+        #[arg(long, value_name = "PATH")]
+        key: PathBuf,
+        #[arg(long)]
+        name: String,
+    },
+    /// Serves `POST /add-checkpoint` (C2SP tlog-witness) for the logs given.
+    Serve {
+        #[arg(long, value_name = "PATH")]
+        key: PathBuf,
+        #[arg(long)]
+        name: String,
+        /// The verifier key of a log it follows (`kihon4 audit log-key`); repeat for several.
+        #[arg(long = "log", value_name = "VKEY", required = true)]
+        logs: Vec<String>,
+        /// Where it keeps the latest checkpoint it cosigned of each log (JSON, owner-only).
+        #[arg(long, value_name = "PATH")]
+        state: PathBuf,
+        /// Address and port to listen on.
+        #[arg(long, default_value = "127.0.0.1:7380")]
+        listen: std::net::SocketAddr,
     },
 }
 
@@ -315,6 +368,10 @@ fn main() -> ExitCode {
         });
         return wiring::block_on(commands::sim::run(settings, listen, flavor));
     }
+    // A witness is the auditor's, with its own key and state.
+    if let Command::Witness { command } = &cli.command {
+        return commands::witness::run(command);
+    }
     // The demo needs no configuration at all.
     if let Command::Demo {
         data_dir,
@@ -353,10 +410,12 @@ fn main() -> ExitCode {
                 export,
                 log_key,
                 checkpoints,
+                witnesses,
+                quorum,
             },
     } = &cli.command
     {
-        return commands::audit::verify_log(export, log_key, checkpoints);
+        return commands::audit::verify_log(export, log_key, checkpoints, witnesses, *quorum);
     }
     // The audit key and export need the database and the key, not the
     // token settings.
@@ -396,7 +455,7 @@ fn main() -> ExitCode {
                     private_key,
                 },
         } => commands::token::issue(&config, &roles, ttl, &sub, private_key.as_deref()),
-        Command::Sim { .. } | Command::Demo { .. } => {
+        Command::Sim { .. } | Command::Demo { .. } | Command::Witness { .. } => {
             unreachable!("handled before the configuration is read")
         }
         Command::Migrate => wiring::block_on(commands::migrate::migrate(config)),

@@ -7,6 +7,7 @@ pub mod middleware;
 pub mod openapi;
 pub mod problem;
 pub mod routes;
+pub mod witness;
 
 use std::net::TcpListener;
 use std::sync::{Arc, OnceLock};

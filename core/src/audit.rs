@@ -200,12 +200,14 @@ pub async fn append<C: ConnectionTrait>(
 ) -> Result<i64, DbErr> {
     let mut event = event.into();
     let changes = std::mem::take(&mut event.changes);
+    // Read before the lock: it is held only for the chain's own writes.
+    let refs = customer_refs(txn, event.customer_id.into_iter()).await?;
     let waited = Instant::now();
     let head = lock_head(txn).await?;
     metrics::histogram!("kihon4_audit_chain_lock_wait_seconds")
         .record(waited.elapsed().as_secs_f64());
     let seq = head.last_seq + 1;
-    let (row, personal) = chained(seq, &head.last_hash, ctx, event)?;
+    let (row, personal) = chained(seq, &head.last_hash, ctx, event, &refs)?;
     let moved = match txn.get_database_backend() {
         DbBackend::Postgres => write_event_postgres(txn, &row, &personal).await?,
         _ => write_event(txn, &row, personal).await?,
@@ -259,6 +261,7 @@ pub async fn append_batch<C: ConnectionTrait>(txn: &C, batch: Batch) -> Result<(
         }
         _ => {}
     }
+    let refs = customer_refs(txn, batch.0.iter().filter_map(|(_, e)| e.customer_id)).await?;
     let waited = Instant::now();
     let head = lock_head(txn).await?;
     metrics::histogram!("kihon4_audit_chain_lock_wait_seconds")
@@ -278,7 +281,7 @@ pub async fn append_batch<C: ConnectionTrait>(txn: &C, batch: Batch) -> Result<(
                     .into_iter()
                     .map(|c| (seq, c)),
             );
-            let (row, values) = chained(seq, &prev, &ctx, event)?;
+            let (row, values) = chained(seq, &prev, &ctx, event, &refs)?;
             prev = row.hash.clone();
             personal.extend(
                 values
@@ -332,6 +335,33 @@ async fn lock_head<C: ConnectionTrait>(txn: &C) -> Result<audit_chain::Model, Db
         .ok_or_else(|| DbErr::Custom("the audit chain head is missing".into()))
 }
 
+/// The institution's own reference (`external_ref`) of each customer, for
+/// the `customer_ref` of their events: an auditor reads whose event it is
+/// without looking the UUID up.
+async fn customer_refs<C: ConnectionTrait>(
+    txn: &C,
+    ids: impl Iterator<Item = uuid::Uuid>,
+) -> Result<std::collections::HashMap<uuid::Uuid, String>, DbErr> {
+    use crate::entities::customers;
+    use sea_orm::QuerySelect;
+    let mut ids: Vec<uuid::Uuid> = ids.collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let mut refs = std::collections::HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(1000) {
+        let found: Vec<(uuid::Uuid, String)> = customers::Entity::find()
+            .select_only()
+            .column(customers::Column::Id)
+            .column(customers::Column::ExternalRef)
+            .filter(customers::Column::Id.is_in(chunk.iter().copied()))
+            .into_tuple()
+            .all(txn)
+            .await?;
+        refs.extend(found);
+    }
+    Ok(refs)
+}
+
 /// The stored row of `event` as number `seq` after `prev_hash`, and the
 /// personal values it commits to.
 fn chained(
@@ -339,8 +369,10 @@ fn chained(
     prev_hash: &str,
     ctx: &AuditContext,
     event: AuditEvent,
+    refs: &std::collections::HashMap<uuid::Uuid, String>,
 ) -> Result<(audit_events::Model, Vec<PersonalValue>), DbErr> {
     let occurred_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
+    let event_customer = event.customer_id;
     let canonical_value = json!({
         "v": FORMAT_VERSION,
         "seq": seq,
@@ -353,6 +385,10 @@ fn chained(
         "request_id": ctx.request_id,
         "data": Value::Object(event.data),
     });
+    let mut canonical_value = canonical_value;
+    if let Some(customer_ref) = event_customer.and_then(|id| refs.get(&id)) {
+        canonical_value["customer_ref"] = json!(customer_ref);
+    }
     let canonical = canonical_json(&canonical_value);
     let hash = chain_hash(prev_hash, &canonical).map_err(DbErr::Custom)?;
     let canonical = String::from_utf8(canonical).expect("JSON is UTF-8");

@@ -200,6 +200,8 @@ settings! {
             Err("must be a schema-less URL of printable ASCII, without spaces or `+`, such as audit.bank.example/kihon4".to_owned())
         }
     });
+    /// The witnesses the audit log's checkpoints are sent to (C2SP tlog-witness): `<vkey> <submission URL>` each, separated by commas.
+    audit_log_witnesses: Vec<crate::audit_log::witness::WitnessEndpoint>, list(crate::audit_log::witness::parse_witness);
     /// How often the sealer adds new audit events to the log and signs a checkpoint, in milliseconds.
     audit_log_seal_interval_ms: Duration = "1000", trimmed(|s: &str| match s.parse::<u64>() {
         Ok(n) if (100..=60_000).contains(&n) => Ok(Duration::from_millis(n)),

@@ -28,6 +28,22 @@ enum AuditLogCheckpoints {
     SignedAt,
 }
 
+#[derive(DeriveIden)]
+enum AuditLogCosignatures {
+    Table,
+    TreeSize,
+    Witness,
+    Line,
+    ReceivedAt,
+}
+
+#[derive(DeriveIden)]
+enum AuditLogWitnesses {
+    Table,
+    Witness,
+    Size,
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -52,10 +68,43 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        // Witnesses' cosignatures of checkpoints (C2SP tlog-cosignature),
+        // served with them, and the size each witness last cosigned.
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditLogCosignatures::Table)
+                    .col(big_integer(AuditLogCosignatures::TreeSize))
+                    .col(string(AuditLogCosignatures::Witness))
+                    .col(text(AuditLogCosignatures::Line))
+                    .col(timestamp_with_time_zone(AuditLogCosignatures::ReceivedAt))
+                    .primary_key(
+                        Index::create()
+                            .col(AuditLogCosignatures::TreeSize)
+                            .col(AuditLogCosignatures::Witness),
+                    )
+                    .to_owned(),
+            )
+            .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditLogWitnesses::Table)
+                    .col(string(AuditLogWitnesses::Witness).primary_key())
+                    .col(big_integer(AuditLogWitnesses::Size))
+                    .to_owned(),
+            )
+            .await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(AuditLogWitnesses::Table).to_owned())
+            .await?;
+        manager
+            .drop_table(Table::drop().table(AuditLogCosignatures::Table).to_owned())
+            .await?;
         manager
             .drop_table(Table::drop().table(AuditLogCheckpoints::Table).to_owned())
             .await?;

@@ -53,8 +53,11 @@ pub fn verify_log(
     export: &std::path::Path,
     log_key: &str,
     checkpoints: &[std::path::PathBuf],
+    witnesses: &[String],
+    quorum: Option<usize>,
 ) -> ExitCode {
     use kihon4_core::audit_log::verify::{LogCheckError, verify_export_against};
+    use kihon4_core::audit_log::witness::{CosignerKey, verify_cosignatures};
     let usage = |e: String| {
         eprintln!("kihon4: {e}");
         ExitCode::from(crate::BAD_USAGE)
@@ -73,6 +76,37 @@ pub fn verify_log(
         match std::fs::read(path) {
             Ok(bytes) => notes.push((path.display().to_string(), bytes)),
             Err(e) => return usage(format!("cannot read {}: {e}", path.display())),
+        }
+    }
+    let mut cosigners = Vec::new();
+    for vkey in witnesses {
+        match CosignerKey::parse(vkey) {
+            Ok(key) => cosigners.push(key),
+            Err(e) => return usage(format!("--witness {vkey}: {e}")),
+        }
+    }
+    let quorum = quorum.unwrap_or(cosigners.len());
+    if quorum > cosigners.len() {
+        return usage(format!(
+            "--quorum {quorum} is more than the {} witness(es) given",
+            cosigners.len()
+        ));
+    }
+    if quorum > 0 {
+        for (name, note) in &notes {
+            match verify_cosignatures(note, &vkey, &cosigners) {
+                Ok(n) if n >= quorum => {}
+                Ok(n) => {
+                    println!(
+                        "kihon4: the checkpoint {name} has {n} of the {quorum} witness cosignature(s) required: it may be a view shown to nobody else"
+                    );
+                    return ExitCode::from(1);
+                }
+                Err(e) => {
+                    println!("kihon4: the checkpoint {name} does not verify: {e}");
+                    return ExitCode::from(1);
+                }
+            }
         }
     }
     let file = match std::fs::File::open(export) {

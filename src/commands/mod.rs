@@ -10,3 +10,4 @@ pub mod serve;
 pub mod sim;
 pub mod sync;
 pub mod token;
+pub mod witness;

@@ -282,7 +282,7 @@ async fn an_export_verifies_offline_and_every_tampering_is_caught() {
         .success()
     );
     let bytes = std::fs::read(&csv_out).unwrap();
-    assert!(bytes.starts_with(b"\xEF\xBB\xBFseq,occurred_at,actor,action"));
+    assert!(bytes.starts_with(b"\xEF\xBB\xBFseq,occurred_at,occurred_at_jst,actor,action"));
     // Each export is itself audited.
     let db = kihon4_core::db::connect(&url, 1).await.unwrap();
     let exported = kihon4_core::audit::list_events(

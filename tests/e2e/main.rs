@@ -4,6 +4,7 @@
 mod process;
 
 mod audit;
+mod audit_log;
 mod audit_memory;
 mod changes;
 mod concurrency;

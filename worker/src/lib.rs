@@ -45,6 +45,8 @@ pub struct WorkerSettings {
     /// How often new audit events are sealed into the audit log
     /// (`KIHON4_AUDIT_LOG_SEAL_INTERVAL_MS`).
     pub audit_log_seal_interval: std::time::Duration,
+    /// The witnesses checkpoints are sent to (`KIHON4_AUDIT_LOG_WITNESSES`).
+    pub audit_log_witnesses: Vec<kihon4_core::audit_log::witness::WitnessEndpoint>,
 }
 
 impl WorkerSettings {
@@ -96,6 +98,7 @@ impl WorkerSettings {
             changes_file,
             change_feed_retention_days: config.settings.change_feed_retention_days,
             audit_log_seal_interval: config.settings.audit_log_seal_interval_ms,
+            audit_log_witnesses: config.settings.audit_log_witnesses.clone(),
         })
     }
 }
@@ -232,6 +235,7 @@ pub async fn run(
             db.clone(),
             key,
             settings.audit_log_seal_interval,
+            settings.audit_log_witnesses.clone(),
             shutdown.clone(),
         ))),
         None => {
@@ -369,17 +373,28 @@ const DELIVERY_IDLE: std::time::Duration = std::time::Duration::from_millis(500)
 /// after round while there is work, every half second when there is none.
 /// A round in flight is finished and recorded.
 /// Seals the audit events committed since the last round into the audit
-/// log and signs its checkpoint, every `every`, until `shutdown`. Any number
-/// of workers may run it: one seals at a time (docs/architecture.md, "The
+/// log and signs its checkpoint, every `every`, until `shutdown`; then
+/// sends the newest checkpoint to each witness that has not cosigned it
+/// (a witness that failed is tried again after a minute). Any number of
+/// workers may run it: one seals at a time (docs/architecture.md, "The
 /// audit log"), and a killed one loses nothing, since what it would have
 /// sealed is sealed by the next round of any worker.
 pub async fn seal_forever(
     db: DatabaseConnection,
     key: Arc<kihon4_core::audit_export::SigningKey>,
     every: std::time::Duration,
+    witnesses: Vec<kihon4_core::audit_log::witness::WitnessEndpoint>,
     shutdown: CancellationToken,
 ) {
     use kihon4_core::audit_log::seal::seal_all;
+    use kihon4_core::audit_log::witness::submit;
+    let vkey = kihon4_core::audit_log::verifier_key(&key);
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .expect("an HTTP client");
+    let mut retry_at: std::collections::HashMap<String, std::time::Instant> = Default::default();
     loop {
         match seal_all(&db, &key).await {
             Ok(Some(sealed)) => {
@@ -390,6 +405,28 @@ pub async fn seal_forever(
             }
             Ok(None) => {}
             Err(e) => tracing::error!(error = %e, "the audit log could not be sealed"),
+        }
+        let now = std::time::Instant::now();
+        let due: Vec<_> = witnesses
+            .iter()
+            .filter(|w| retry_at.get(&w.id()).is_none_or(|at| *at <= now))
+            .collect();
+        if !due.is_empty() {
+            match submit(&db, &vkey, &due, &http).await {
+                Ok(done) => {
+                    for id in done.cosigned {
+                        retry_at.remove(&id);
+                    }
+                    for (id, why) in done.failed {
+                        tracing::warn!(witness = %id, reason = %why, "a witness did not cosign the audit log's checkpoint");
+                        metrics::counter!("kihon4_audit_log_witness_failures_total").increment(1);
+                        retry_at.insert(id, now + std::time::Duration::from_secs(60));
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "the audit log's checkpoint could not be sent to witnesses")
+                }
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,

@@ -26,7 +26,9 @@ impl From<LogError> for ApiError {
                     "The audit log is sealed to {sealed} events; a checkpoint follows new events within seconds."
                 ),
             ),
-            LogError::Invalid(message) => ApiError::new(ProblemKind::InvalidQuery, message),
+            // A leaf beyond the tree asked for, a proof from a larger
+            // tree to a smaller: no such proof.
+            LogError::Invalid(message) => ApiError::new(ProblemKind::NotFound, message),
             LogError::Core(e) => e.into(),
         }
     }
@@ -152,7 +154,7 @@ pub struct InclusionView {
     params(InclusionQuery),
     responses(
         (status = 200, body = InclusionView, description = "The proof"),
-        (status = 404, description = "log-not-sealed: the event or the tree size is not sealed yet"),
+        (status = 404, description = "log-not-sealed, not-found: the event or the tree size is not sealed yet; the event is beyond tree_size"),
     ),
     security(("bearer" = ["auditor"]))
 )]
@@ -176,11 +178,10 @@ pub async fn inclusion(
             "must be at least 1",
         ));
     }
-    if query.tree_size.is_some_and(|size| query.seq > size) {
-        return Err(ApiError::field(
-            ProblemKind::InvalidQuery,
-            "seq",
-            "is beyond tree_size",
+    if let Some(size) = query.tree_size.filter(|size| query.seq > *size) {
+        return Err(ApiError::new(
+            ProblemKind::NotFound,
+            format!("No event {} in a tree of {size}.", query.seq),
         ));
     }
     let proof = audit_log::inclusion(&state.db, query.seq - 1, query.tree_size).await?;
@@ -217,7 +218,7 @@ pub struct ConsistencyView {
     params(ConsistencyQuery),
     responses(
         (status = 200, body = ConsistencyView, description = "The proof"),
-        (status = 404, description = "log-not-sealed: a size is not sealed yet"),
+        (status = 404, description = "log-not-sealed, not-found: a size is not sealed yet; from is larger than to"),
     ),
     security(("bearer" = ["auditor"]))
 )]
@@ -236,11 +237,13 @@ pub async fn consistency(
             ));
         }
     }
-    if query.to.is_some_and(|to| query.from > to) {
-        return Err(ApiError::field(
-            ProblemKind::InvalidQuery,
-            "from",
-            "is larger than to",
+    if let Some(to) = query.to.filter(|to| query.from > *to) {
+        return Err(ApiError::new(
+            ProblemKind::NotFound,
+            format!(
+                "No proof from a tree of {} to a smaller one of {to}.",
+                query.from
+            ),
         ));
     }
     let proof = audit_log::consistency(&state.db, query.from, query.to).await?;

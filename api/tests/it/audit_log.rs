@@ -23,6 +23,7 @@ both!(
     bad_log_requests_get_their_problems,
     a_rewritten_history_is_caught_by_a_kept_checkpoint,
     concurrent_sealers_seal_every_event_once_in_order,
+    a_witness_cosigns_the_log_and_refuses_a_rewritten_history,
 );
 
 /// The independent verifier (Go's sumdb/note and sumdb/tlog).
@@ -297,8 +298,8 @@ async fn bad_log_requests_get_their_problems(backend: Backend) {
         ),
         (
             "/v1/audit/proofs/inclusion?seq=4&tree_size=3",
-            400,
-            "invalid-query",
+            404,
+            "not-found",
         ),
         ("/v1/audit/proofs/inclusion?seq=0", 400, "invalid-query"),
         (
@@ -316,10 +317,10 @@ async fn bad_log_requests_get_their_problems(backend: Backend) {
         ),
         (
             "/v1/audit/proofs/consistency?from=4&to=3",
-            400,
-            "invalid-query",
+            404,
+            "not-found",
         ),
-        ("/v1/audit/proofs/consistency?from=9", 400, "invalid-query"),
+        ("/v1/audit/proofs/consistency?from=9", 404, "log-not-sealed"),
         (
             "/v1/audit/proofs/consistency?from=1&to=9",
             404,
@@ -430,6 +431,7 @@ async fn concurrent_sealers_seal_every_event_once_in_order(backend: Backend) {
                 app.db.clone(),
                 key.clone(),
                 std::time::Duration::from_millis(100),
+                Vec::new(),
                 stop.clone(),
             ))
         })
@@ -489,4 +491,124 @@ async fn concurrent_sealers_seal_every_event_once_in_order(backend: Backend) {
         tlog_tiles::stored_hash_count(total),
         "each hash stored once"
     );
+}
+
+async fn a_witness_cosigns_the_log_and_refuses_a_rewritten_history(backend: Backend) {
+    use kihon4_core::audit_export::SigningKey;
+    use kihon4_core::audit_log::witness::{
+        Cosigner, Witness, WitnessEndpoint, parse_witness, submit, verify_cosignatures,
+    };
+    let app = TestApp::spawn(backend).await;
+    let key = app.audit_key();
+    let vkey = verifier_key(&key);
+    let dir = tempfile::tempdir().unwrap();
+    // The auditor's witness, on its own key and state file, over HTTP.
+    let cosigner = Cosigner::new(
+        SigningKey::create(&dir.path().join("witness.pem")).unwrap(),
+        "auditor.example/witness",
+    )
+    .unwrap();
+    let witness = std::sync::Arc::new(
+        Witness::open(cosigner, &[vkey.clone()], &dir.path().join("state.json")).unwrap(),
+    );
+    let wkey = witness.public_key();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(kihon4_api::witness::server(listener, witness).unwrap());
+    let endpoint: WitnessEndpoint =
+        parse_witness(&format!("{} http://127.0.0.1:{port}/", wkey.vkey())).unwrap();
+    let http = reqwest::Client::new();
+
+    append(&app, 30, "w").await;
+    seal_all(&app.db, &key).await.unwrap();
+    let done = submit(&app.db, &vkey, &[&endpoint], &http).await.unwrap();
+    assert_eq!(done.cosigned, [endpoint.id()], "{:?}", done.failed);
+    append(&app, 9, "x").await;
+    seal_all(&app.db, &key).await.unwrap();
+    // The next one goes with a consistency proof from the witness's size.
+    let done = submit(&app.db, &vkey, &[&endpoint], &http).await.unwrap();
+    assert_eq!(done.cosigned.len(), 1, "{:?}", done.failed);
+    // Nothing new: nothing sent.
+    assert_eq!(
+        submit(&app.db, &vkey, &[&endpoint], &http).await.unwrap(),
+        Default::default()
+    );
+
+    // The checkpoint is served with its cosignature; kihon4 and Go both count it.
+    let (_, note) = text(&app, "/v1/audit/log/checkpoint", None).await;
+    assert_eq!(
+        verify_cosignatures(note.as_bytes(), &vkey, std::slice::from_ref(&wkey)),
+        Ok(1)
+    );
+    let note_file = write(dir.path(), "cosigned", &note);
+    let (ok, out) = go(&[
+        "checkpoint",
+        "--vkey",
+        &vkey,
+        "--note",
+        &note_file,
+        "--cosigner",
+        &wkey.vkey(),
+        "--quorum",
+        "1",
+    ]);
+    assert!(ok && out.contains("cosigned=1"), "{out}");
+
+    // An insider rewrites event 5 with the real key and rebuilds the log:
+    // the witness refuses to cosign it, so the forged head has no cosignature.
+    let db = &app.db;
+    let mut e5: audit_events::ActiveModel = audit_events::Entity::find_by_id(5i64)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap()
+        .into();
+    let canonical = e5.canonical.clone().unwrap().replace("w-", "F-");
+    e5.canonical = sea_orm::ActiveValue::Set(canonical);
+    audit_events::Entity::update(e5).exec(db).await.unwrap();
+    audit_log_hashes::Entity::delete_many()
+        .exec(db)
+        .await
+        .unwrap();
+    audit_log_checkpoints::Entity::delete_many()
+        .exec(db)
+        .await
+        .unwrap();
+    kihon4_core::entities::audit_log_cosignatures::Entity::delete_many()
+        .exec(db)
+        .await
+        .unwrap();
+    append(&app, 3, "y").await;
+    seal_all(db, &key).await.unwrap();
+    let done = submit(db, &vkey, &[&endpoint], &http).await.unwrap();
+    assert!(done.cosigned.is_empty());
+    assert!(done.failed[0].1.contains("422"), "{:?}", done.failed);
+    // Even told to start afresh, the witness goes on from what it saw.
+    kihon4_core::entities::audit_log_witnesses::Entity::delete_many()
+        .exec(db)
+        .await
+        .unwrap();
+    let done = submit(db, &vkey, &[&endpoint], &http).await.unwrap();
+    assert!(done.cosigned.is_empty(), "the forged head was cosigned");
+    let (_, forged) = text(&app, "/v1/audit/log/checkpoint", None).await;
+    assert!(
+        verify_checkpoint(forged.as_bytes(), &vkey).is_ok(),
+        "signed with the real key"
+    );
+    assert_eq!(
+        verify_cosignatures(forged.as_bytes(), &vkey, &[wkey.clone()]),
+        Ok(0)
+    );
+    let (ok, _) = go(&[
+        "checkpoint",
+        "--vkey",
+        &vkey,
+        "--note",
+        &write(dir.path(), "forged", &forged),
+        "--cosigner",
+        &wkey.vkey(),
+        "--quorum",
+        "1",
+    ]);
+    assert!(!ok, "Go accepted a checkpoint with no cosignature");
 }

@@ -203,6 +203,8 @@ pub enum UpdateSource {
     Mynaportal { consent: Uuid },
     /// Sync applied J-LIS's answer, which dates the change `reported_on`.
     Sync {
+        /// The sync run the job was part of.
+        run: Uuid,
         job: Uuid,
         reported_on: Option<NaiveDate>,
         /// The active consent the change rests on.
@@ -1015,6 +1017,7 @@ fn customer_updated(action: &str, u: CustomerUpdated) -> AuditEvent {
                 .set("consent", json!(consent));
         }
         Some(UpdateSource::Sync {
+            run,
             job,
             reported_on,
             consent,
@@ -1022,6 +1025,7 @@ fn customer_updated(action: &str, u: CustomerUpdated) -> AuditEvent {
             event = event
                 .set("source", json!("sync"))
                 .set("reported_on", json!(reported_on))
+                .set("run", json!(run))
                 .set("job", json!(job));
             if let Some(consent) = consent {
                 event = event.set("consent", json!(consent));
@@ -1317,6 +1321,7 @@ mod tests {
             let mut u = CustomerUpdated::new(id(1), Change::new(2, 3));
             u.basic4 = Some(Change::new(Some(old.clone()), Some(new)));
             u.source = Some(UpdateSource::Sync {
+                run: id(8),
                 job: id(9),
                 reported_on: None,
                 consent: Some(id(7)),
@@ -1346,6 +1351,7 @@ mod tests {
         u.optional = Some(Change::new(before, after));
         u.jpki_cert_serial = Some(Change::new(Some("01".into()), Some("02".into())));
         u.source = Some(UpdateSource::Sync {
+            run: id(8),
             job: id(9),
             reported_on: NaiveDate::from_ymd_opt(2026, 5, 1),
             consent: None,
@@ -1375,6 +1381,7 @@ mod tests {
                 ],
                 "source": "sync",
                 "reported_on": "2026-05-01",
+                "run": id(8),
                 "job": id(9),
                 "notice": {"id": id(5), "kind": "basic4_changed"},
             })
@@ -1399,6 +1406,7 @@ mod tests {
             CustomerStatus::Deceased,
         ));
         u.source = Some(UpdateSource::Sync {
+            run: id(8),
             job: id(9),
             reported_on: None,
             consent: None,
@@ -1410,6 +1418,7 @@ mod tests {
                 "after": {"status": "deceased", "version": 3},
                 "source": "sync",
                 "reported_on": null,
+                "run": id(8),
                 "job": id(9),
             })
         );

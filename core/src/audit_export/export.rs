@@ -83,7 +83,7 @@ impl Format {
 
 /// The UTF-8 byte-order mark a CSV export starts with (for spreadsheets).
 pub const CSV_BOM: &[u8] = b"\xEF\xBB\xBF";
-pub const CSV_HEADER: &str = "seq,occurred_at,actor,action,subject_type,subject_id,customer_id,request_id,prev_hash,hash,data\r\n";
+pub const CSV_HEADER: &str = "seq,occurred_at,occurred_at_jst,actor,action,subject_type,subject_id,customer_id,request_id,prev_hash,hash,data\r\n";
 
 /// One event as a line of the export.
 pub fn line(format: Format, e: &audit_events::Model) -> Vec<u8> {
@@ -105,6 +105,10 @@ pub fn line(format: Format, e: &audit_events::Model) -> Vec<u8> {
                 e.seq.to_string(),
                 e.occurred_at
                     .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+                // The same moment in Japan Standard Time, for readers in Japan.
+                e.occurred_at
+                    .with_timezone(&chrono_tz::Asia::Tokyo)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
                 e.actor.clone(),
                 e.action.clone(),
                 e.subject_type.clone(),

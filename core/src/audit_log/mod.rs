@@ -23,6 +23,7 @@ pub mod proofs;
 pub mod seal;
 pub mod store;
 pub mod verify;
+pub mod witness;
 
 pub use note::{Verified, checkpoint_note, verifier_key, verify_checkpoint};
 pub use proofs::{

@@ -97,7 +97,11 @@ pub async fn consistency<C: ConnectionTrait>(
     from: u64,
     to: Option<u64>,
 ) -> Result<Consistency, LogError> {
+    let defaulted = to.is_none();
     let to = size_within(db, to).await?;
+    if from > to && defaulted {
+        return Err(LogError::NotSealed { sealed: to });
+    }
     if from > to {
         return Err(LogError::Invalid(format!(
             "from ({from}) is larger than to ({to})"
@@ -117,16 +121,40 @@ pub async fn consistency<C: ConnectionTrait>(
     })
 }
 
-/// The newest checkpoint's signed note.
-pub async fn latest<C: ConnectionTrait>(db: &C) -> Result<Option<String>, CoreError> {
-    Ok(audit_log_checkpoints::Entity::find()
-        .order_by_desc(audit_log_checkpoints::Column::TreeSize)
-        .one(db)
+/// The note with the witnesses' cosignatures kept for it appended.
+async fn with_cosignatures<C: ConnectionTrait>(
+    db: &C,
+    checkpoint: Option<audit_log_checkpoints::Model>,
+) -> Result<Option<String>, CoreError> {
+    use crate::entities::audit_log_cosignatures;
+    use sea_orm::{ColumnTrait, QueryFilter};
+    let Some(checkpoint) = checkpoint else {
+        return Ok(None);
+    };
+    let mut note = checkpoint.note;
+    for c in audit_log_cosignatures::Entity::find()
+        .filter(audit_log_cosignatures::Column::TreeSize.eq(checkpoint.tree_size))
+        .order_by_asc(audit_log_cosignatures::Column::Witness)
+        .all(db)
         .await?
-        .map(|c| c.note))
+    {
+        note.push_str(&c.line);
+    }
+    Ok(Some(note))
 }
 
-/// The signed note of the checkpoint of exactly `size`, when one was signed.
+/// The newest checkpoint's signed note, with the witnesses' cosignatures
+/// it has.
+pub async fn latest<C: ConnectionTrait>(db: &C) -> Result<Option<String>, CoreError> {
+    let newest = audit_log_checkpoints::Entity::find()
+        .order_by_desc(audit_log_checkpoints::Column::TreeSize)
+        .one(db)
+        .await?;
+    with_cosignatures(db, newest).await
+}
+
+/// The signed note of the checkpoint of exactly `size`, when one was
+/// signed, with the witnesses' cosignatures it has.
 pub async fn checkpoint_at<C: ConnectionTrait>(
     db: &C,
     size: u64,
@@ -134,10 +162,10 @@ pub async fn checkpoint_at<C: ConnectionTrait>(
     let Ok(size) = i64::try_from(size) else {
         return Ok(None);
     };
-    Ok(audit_log_checkpoints::Entity::find_by_id(size)
+    let found = audit_log_checkpoints::Entity::find_by_id(size)
         .one(db)
-        .await?
-        .map(|c| c.note))
+        .await?;
+    with_cosignatures(db, found).await
 }
 
 /// A tile as C2SP tlog-tiles names it, after `tile/`: `<L>/<N>` or

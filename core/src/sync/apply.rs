@@ -495,6 +495,7 @@ async fn take_change(a: &Answer<'_>, staged: &mut Staged, c: Changed<'_>) -> Res
     event.optional = Some(Change::new(customer.optional.clone(), kept));
     event.jpki_cert_serial = Some(Change::new(old_serial, Some(c.serial.to_owned())));
     event.source = Some(UpdateSource::Sync {
+        run: a.job.run_id,
         job: a.job.id,
         reported_on: Some(c.changed_on),
         consent: a.active.as_ref().map(|(c, _)| c.id),
@@ -556,6 +557,7 @@ async fn record_death(
     let mut event = CustomerUpdated::new(a.customer.id, Change::new(a.row.version, version));
     event.status = Some(Change::new(a.customer.status, CustomerStatus::Deceased));
     event.source = Some(UpdateSource::Sync {
+        run: a.job.run_id,
         job: a.job.id,
         reported_on: changed_on,
         consent: a.active.as_ref().map(|(c, _)| c.id),
