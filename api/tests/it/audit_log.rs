@@ -315,11 +315,7 @@ async fn bad_log_requests_get_their_problems(backend: Backend) {
             400,
             "invalid-query",
         ),
-        (
-            "/v1/audit/proofs/consistency?from=4&to=3",
-            404,
-            "not-found",
-        ),
+        ("/v1/audit/proofs/consistency?from=4&to=3", 404, "not-found"),
         ("/v1/audit/proofs/consistency?from=9", 404, "log-not-sealed"),
         (
             "/v1/audit/proofs/consistency?from=1&to=9",
@@ -509,7 +505,12 @@ async fn a_witness_cosigns_the_log_and_refuses_a_rewritten_history(backend: Back
     )
     .unwrap();
     let witness = std::sync::Arc::new(
-        Witness::open(cosigner, &[vkey.clone()], &dir.path().join("state.json")).unwrap(),
+        Witness::open(
+            cosigner,
+            std::slice::from_ref(&vkey),
+            &dir.path().join("state.json"),
+        )
+        .unwrap(),
     );
     let wkey = witness.public_key();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -596,7 +597,7 @@ async fn a_witness_cosigns_the_log_and_refuses_a_rewritten_history(backend: Back
         "signed with the real key"
     );
     assert_eq!(
-        verify_cosignatures(forged.as_bytes(), &vkey, &[wkey.clone()]),
+        verify_cosignatures(forged.as_bytes(), &vkey, std::slice::from_ref(&wkey)),
         Ok(0)
     );
     let (ok, _) = go(&[

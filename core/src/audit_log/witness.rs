@@ -398,7 +398,7 @@ mod tests {
         let vkey = verifier_key(&log);
         let cosigner = Cosigner::new(key(dir.path(), "w"), "auditor.example/w1").unwrap();
         let state = dir.path().join("state.json");
-        let witness = Witness::open(cosigner, &[vkey.clone()], &state).unwrap();
+        let witness = Witness::open(cosigner, std::slice::from_ref(&vkey), &state).unwrap();
         let w = witness.public_key();
         assert_eq!(CosignerKey::parse(&w.vkey()).unwrap(), w);
 
@@ -417,7 +417,7 @@ mod tests {
         assert!(sig.starts_with("\u{2014} auditor.example/w1 "));
         let cosigned = format!("{note5}{sig}");
         assert_eq!(
-            verify_cosignatures(cosigned.as_bytes(), &vkey, &[w.clone()]),
+            verify_cosignatures(cosigned.as_bytes(), &vkey, std::slice::from_ref(&w)),
             Ok(1)
         );
         // Persisted.
@@ -519,7 +519,7 @@ mod tests {
                 "auditor.example/w1",
             )
             .unwrap(),
-            &[vkey.clone()],
+            std::slice::from_ref(&vkey),
             &state,
         )
         .unwrap();
@@ -698,7 +698,11 @@ pub async fn submit(
             .map(|l| format!("{l}\n"))
             .collect();
         let cosigned = format!("{}{own}", newest.note);
-        match verify_cosignatures(cosigned.as_bytes(), log_vkey, &[witness.key.clone()]) {
+        match verify_cosignatures(
+            cosigned.as_bytes(),
+            log_vkey,
+            std::slice::from_ref(&witness.key),
+        ) {
             Ok(n) if n >= 1 => {}
             Ok(_) | Err(_) => {
                 done.failed.push((
