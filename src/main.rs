@@ -203,6 +203,41 @@ enum AuditCommand {
         #[arg(long, value_name = "K")]
         quorum: Option<usize>,
     },
+    /// Checks one customer's events and their inclusion proofs (pages of
+    /// /v1/audit/proofs/customers/{id}) against the log's key, with no
+    /// database and no network: each event is in its checkpoint's tree.
+    /// Exit 0 when all hold, 1 when one does not.
+    VerifyCustomer {
+        /// The pages, as served (JSON), in order.
+        #[arg(required = true)]
+        pages: Vec<PathBuf>,
+        /// The log's verifier key, or a file holding it.
+        #[arg(long, value_name = "VKEY")]
+        log_key: String,
+        /// A witness whose cosignature counts; repeat for several.
+        #[arg(long = "witness", value_name = "VKEY")]
+        witnesses: Vec<String>,
+        /// How many must have cosigned each page's checkpoint (default: all given).
+        #[arg(long, value_name = "K")]
+        quorum: Option<usize>,
+    },
+    /// Checks that a newer checkpoint of the audit log extends an older one
+    /// kept earlier, by a consistency proof (/v1/audit/proofs/consistency),
+    /// with no database and no network. Exit 0 when it does, 1 when not.
+    VerifyConsistency {
+        /// The log's verifier key, or a file holding it.
+        #[arg(long, value_name = "VKEY")]
+        log_key: String,
+        /// The checkpoint kept earlier.
+        #[arg(long, value_name = "FILE")]
+        old: PathBuf,
+        /// The newer checkpoint.
+        #[arg(long, value_name = "FILE")]
+        new: PathBuf,
+        /// The proof, as served (JSON).
+        #[arg(long, value_name = "FILE")]
+        proof: PathBuf,
+    },
     /// Verifies a JSON Lines export against its manifest and the public key,
     /// with no database and no network; names the first line that does not
     /// verify. Exit 0 when everything holds, 1 when something does not.
@@ -417,6 +452,30 @@ fn main() -> ExitCode {
     {
         return commands::audit::verify_log(export, log_key, checkpoints, witnesses, *quorum);
     }
+    if let Command::Audit {
+        command:
+            AuditCommand::VerifyCustomer {
+                pages,
+                log_key,
+                witnesses,
+                quorum,
+            },
+    } = &cli.command
+    {
+        return commands::audit::verify_customer(pages, log_key, witnesses, *quorum);
+    }
+    if let Command::Audit {
+        command:
+            AuditCommand::VerifyConsistency {
+                log_key,
+                old,
+                new,
+                proof,
+            },
+    } = &cli.command
+    {
+        return commands::audit::verify_consistency(log_key, old, new, proof);
+    }
     // The audit key and export need the database and the key, not the
     // token settings.
     if let Command::Audit { command } = &cli.command
@@ -480,7 +539,11 @@ fn main() -> ExitCode {
             wiring::block_on(commands::audit::erase(config, customer, reason))
         }
         Command::Audit {
-            command: AuditCommand::Verify { .. } | AuditCommand::VerifyLog { .. },
+            command:
+                AuditCommand::Verify { .. }
+                | AuditCommand::VerifyLog { .. }
+                | AuditCommand::VerifyCustomer { .. }
+                | AuditCommand::VerifyConsistency { .. },
         } => unreachable!("handled above"),
         Command::ConsentRequests {
             command: ConsentRequestsCommand::Send { limit, .. },
@@ -587,7 +650,9 @@ fn audit_without_tokens(
         AuditCommand::Seal => wiring::block_on(commands::audit::seal(config)),
         AuditCommand::Erase { .. }
         | AuditCommand::Verify { .. }
-        | AuditCommand::VerifyLog { .. } => {
+        | AuditCommand::VerifyLog { .. }
+        | AuditCommand::VerifyCustomer { .. }
+        | AuditCommand::VerifyConsistency { .. } => {
             unreachable!("read with the whole configuration")
         }
     }

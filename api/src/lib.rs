@@ -168,6 +168,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(routes::audit_log::tile)
         .service(routes::audit_log::inclusion)
         .service(routes::audit_log::consistency)
+        .service(routes::audit_log::customer)
         .service(routes::audit::manifest)
         .service(routes::audit::export)
         .service(routes::audit::export_manifest)

@@ -107,6 +107,7 @@ pub const PATH: &[ProblemKind] = &[ProblemKind::NotFound];
         audit_log::tile,
         audit_log::inclusion,
         audit_log::consistency,
+        audit_log::customer,
         audit::export,
         audit::manifest,
         audit::export_manifest,

@@ -47,6 +47,153 @@ pub async fn seal(config: AuditConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A log key given as itself or as a file holding it.
+fn log_key_of(log_key: &str) -> Result<String, String> {
+    if log_key.contains('+') {
+        Ok(log_key.to_owned())
+    } else {
+        std::fs::read_to_string(log_key)
+            .map(|text| text.trim().to_owned())
+            .map_err(|e| format!("cannot read the log key {log_key}: {e}"))
+    }
+}
+
+/// Witness keys and a quorum, checked: the quorum is at most their number.
+fn witness_policy(
+    witnesses: &[String],
+    quorum: Option<usize>,
+) -> Result<(Vec<kihon4_core::audit_log::witness::CosignerKey>, usize), String> {
+    let keys = witnesses
+        .iter()
+        .map(|v| {
+            kihon4_core::audit_log::witness::CosignerKey::parse(v)
+                .map_err(|e| format!("--witness {v}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let quorum = quorum.unwrap_or(keys.len());
+    if quorum > keys.len() {
+        return Err(format!(
+            "--quorum {quorum} is more than the {} witness(es) given",
+            keys.len()
+        ));
+    }
+    Ok((keys, quorum))
+}
+
+/// `kihon4 audit verify-customer`: exit 0 when every event of every page
+/// is in its checkpoint's tree, 1 when one is not, 2 on bad usage.
+pub fn verify_customer(
+    pages: &[std::path::PathBuf],
+    log_key: &str,
+    witnesses: &[String],
+    quorum: Option<usize>,
+) -> ExitCode {
+    use kihon4_core::audit_log::witness::verify_cosignatures;
+    use kihon4_core::audit_log::{CustomerProofs, verify_customer_proofs};
+    let usage = |e: String| {
+        eprintln!("kihon4: {e}");
+        ExitCode::from(crate::BAD_USAGE)
+    };
+    let vkey = match log_key_of(log_key) {
+        Ok(v) => v,
+        Err(e) => return usage(e),
+    };
+    let (keys, quorum) = match witness_policy(witnesses, quorum) {
+        Ok(p) => p,
+        Err(e) => return usage(e),
+    };
+    let (mut events, mut customer) = (0, None);
+    for path in pages {
+        let bytes = match std::fs::read(path) {
+            Ok(b) => b,
+            Err(e) => return usage(format!("cannot read {}: {e}", path.display())),
+        };
+        let page: CustomerProofs = match serde_json::from_slice(&bytes) {
+            Ok(p) => p,
+            Err(e) => {
+                println!(
+                    "kihon4: {} is not a page of a customer's proofs ({e}): it was changed",
+                    path.display()
+                );
+                return ExitCode::from(1);
+            }
+        };
+        if customer.is_some_and(|c| c != page.customer_id) {
+            println!("kihon4: {} is another customer's", path.display());
+            return ExitCode::from(1);
+        }
+        customer = Some(page.customer_id);
+        if quorum > 0 {
+            match verify_cosignatures(page.checkpoint.as_bytes(), &vkey, &keys) {
+                Ok(n) if n >= quorum => {}
+                Ok(n) => {
+                    println!(
+                        "kihon4: the checkpoint of {} has {n} of the {quorum} witness cosignature(s) required",
+                        path.display()
+                    );
+                    return ExitCode::from(1);
+                }
+                Err(e) => {
+                    println!(
+                        "kihon4: the checkpoint of {} does not verify: {e}",
+                        path.display()
+                    );
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        match verify_customer_proofs(&page, &vkey) {
+            Ok(n) => events += n,
+            Err(e) => {
+                println!("kihon4: {} does not verify: {e}", path.display());
+                return ExitCode::from(1);
+            }
+        }
+    }
+    println!(
+        "kihon4: {events} event(s) of customer {} are in the log's tree",
+        customer.map_or("-".into(), |c| c.to_string())
+    );
+    ExitCode::SUCCESS
+}
+
+/// `kihon4 audit verify-consistency`: exit 0 when the newer checkpoint
+/// extends the kept one, 1 when it does not, 2 on bad usage.
+pub fn verify_consistency(
+    log_key: &str,
+    old: &std::path::Path,
+    new: &std::path::Path,
+    proof: &std::path::Path,
+) -> ExitCode {
+    use kihon4_core::audit_log::verify::{LogCheckError, check_consistency};
+    let usage = |e: String| {
+        eprintln!("kihon4: {e}");
+        ExitCode::from(crate::BAD_USAGE)
+    };
+    let vkey = match log_key_of(log_key) {
+        Ok(v) => v,
+        Err(e) => return usage(e),
+    };
+    let read = |p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))
+    };
+    let (old_note, new_note, proof_bytes) = match (read(old), read(new), read(proof)) {
+        (Ok(a), Ok(b), Ok(c)) => (a, b, c),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return usage(e),
+    };
+    match check_consistency(&old_note, &new_note, &proof_bytes, &vkey) {
+        Ok((from, to)) => {
+            println!("kihon4: the checkpoint of {to} events extends the kept one of {from}");
+            ExitCode::SUCCESS
+        }
+        Err(LogCheckError::Tampered(e)) => {
+            println!("kihon4: {e}");
+            ExitCode::from(1)
+        }
+        Err(LogCheckError::Unusable(e)) => usage(e),
+    }
+}
+
 /// `kihon4 audit verify-log`: exit 0 when the export is the tree of every
 /// kept checkpoint, 1 when one is not, 2 when it cannot be checked.
 pub fn verify_log(

@@ -136,6 +136,101 @@ async fn a_witness_run_by_the_auditor_cosigns_the_log_and_verify_log_requires_it
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     std::fs::write(d.join("kept.note"), &cosigned).unwrap();
+    let kept_size: u64 = cosigned.lines().nth(1).unwrap().parse().unwrap();
+
+    // More events; later, the newer checkpoint extends the kept one.
+    let auditor = token(&[Role::Auditor]);
+    let res = http
+        .post(format!("{}/v1/customers", serve.base))
+        .bearer_auth(token(&[Role::Operator]))
+        .json(&serde_json::json!({"external_ref": "WIT-LATER", "email": "later@example.jp", "locale": "ja"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let later: serde_json::Value = res.json().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let newer = loop {
+        let n = note(&serve.base).await;
+        let size: u64 = n.lines().nth(1).unwrap_or("0").parse().unwrap_or(0);
+        if size > kept_size {
+            break n;
+        }
+        assert!(Instant::now() < deadline, "not sealed: {n}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    std::fs::write(d.join("newer.note"), &newer).unwrap();
+    let proof = http
+        .get(format!(
+            "{}/v1/audit/proofs/consistency?from={kept_size}&to={}",
+            serve.base,
+            newer.lines().nth(1).unwrap()
+        ))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    std::fs::write(d.join("consistency.json"), &proof).unwrap();
+    let (code, out, err) = output(
+        kihon4(d, &[])
+            .args(["audit", "verify-consistency", "--log-key", &log_vkey])
+            .arg("--old")
+            .arg(d.join("kept.note"))
+            .arg("--new")
+            .arg(d.join("newer.note"))
+            .arg("--proof")
+            .arg(d.join("consistency.json")),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    // The newer checkpoint given as the older: refused.
+    let (code, out, err) = output(
+        kihon4(d, &[])
+            .args(["audit", "verify-consistency", "--log-key", &log_vkey])
+            .arg("--old")
+            .arg(d.join("newer.note"))
+            .arg("--new")
+            .arg(d.join("kept.note"))
+            .arg("--proof")
+            .arg(d.join("consistency.json")),
+    );
+    assert_eq!(code, 2, "{out}{err}");
+
+    // One customer's events, proven alone.
+    let page = http
+        .get(format!(
+            "{}/v1/audit/proofs/customers/{}",
+            serve.base,
+            later["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&auditor)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    std::fs::write(d.join("customer.json"), &page).unwrap();
+    let (code, out, err) = output(
+        kihon4(d, &[])
+            .args(["audit", "verify-customer", "--log-key", &log_vkey])
+            .arg(d.join("customer.json")),
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 event(s)"), "{out}");
+    std::fs::write(
+        d.join("changed-customer.json"),
+        page.replacen("WIT-LATER", "WIT-OTHER", 1),
+    )
+    .unwrap();
+    let (code, out, err) = output(
+        kihon4(d, &[])
+            .args(["audit", "verify-customer", "--log-key", &log_vkey])
+            .arg(d.join("changed-customer.json")),
+    );
+    assert_eq!(code, 1, "{out}{err}");
     serve.signal("TERM");
     serve.wait(Duration::from_secs(30)).await;
     let _ = witness.kill();

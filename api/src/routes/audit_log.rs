@@ -29,6 +29,10 @@ impl From<LogError> for ApiError {
             // A leaf beyond the tree asked for, a proof from a larger
             // tree to a smaller: no such proof.
             LogError::Invalid(message) => ApiError::new(ProblemKind::NotFound, message),
+            LogError::NoCheckpoint { size } => ApiError::new(
+                ProblemKind::NotFound,
+                format!("No checkpoint was signed at {size} events: use the size of one that was."),
+            ),
             LogError::Core(e) => e.into(),
         }
     }
@@ -248,4 +252,76 @@ pub async fn consistency(
     }
     let proof = audit_log::consistency(&state.db, query.from, query.to).await?;
     Ok(HttpResponse::Ok().json(proof))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerProofsQuery {
+    /// The size of a checkpoint (default: the newest).
+    #[param(minimum = 1)]
+    tree_size: Option<u64>,
+    /// The `next_cursor` of the page before (a `seq`).
+    #[param(pattern = "^[1-9][0-9]{0,17}$")]
+    cursor: Option<String>,
+    /// Events per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
+    limit: Option<u64>,
+}
+
+/// One customer's events with their inclusion proofs.
+#[derive(Serialize, ToSchema)]
+#[schema(as = CustomerProofs)]
+#[allow(dead_code)]
+pub struct CustomerProofsView {
+    customer_id: uuid::Uuid,
+    tree_size: u64,
+    /// The checkpoint of `tree_size`, a signed note with its cosignatures.
+    checkpoint: String,
+    events: Vec<ProvenEventView>,
+    next_cursor: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[schema(as = ProvenEvent)]
+#[allow(dead_code)]
+pub struct ProvenEventView {
+    seq: u64,
+    /// The event's canonical JSON: the leaf.
+    event: String,
+    /// Its audit path, base64 hashes.
+    proof: Vec<String>,
+}
+
+/// One customer's audit events, each with its inclusion proof in a
+/// checkpoint's tree, and that checkpoint: the customer's trail proven
+/// without anyone else's (`kihon4 audit verify-customer` checks it
+/// offline). Role: auditor.
+#[utoipa::path(
+    operation_id = "getAuditCustomerProofs",
+    tag = "audit",
+    params(("id" = Uuid, Path, description = "The customer's id"), CustomerProofsQuery),
+    responses(
+        (status = 200, body = CustomerProofsView, description = "A page of the customer's events with their proofs"),
+        (status = 404, description = "not-found, log-not-sealed: no checkpoint at that size; the size is not sealed yet"),
+    ),
+    security(("bearer" = ["auditor"]))
+)]
+#[get("/v1/audit/proofs/customers/{id}")]
+pub async fn customer(
+    state: web::Data<AppState>,
+    _auth: Auth<Auditor>,
+    id: web::Path<uuid::Uuid>,
+    query: web::Query<CustomerProofsQuery>,
+) -> Result<HttpResponse, ApiError> {
+    if query.tree_size == Some(0) {
+        return Err(ApiError::field(
+            ProblemKind::InvalidQuery,
+            "tree_size",
+            "must be at least 1",
+        ));
+    }
+    let after = super::seq_cursor(query.cursor.as_deref())?.map(|s| s as u64);
+    let limit = super::page_limit(query.limit)?;
+    let bundle = audit_log::customer_proofs(&state.db, *id, query.tree_size, after, limit).await?;
+    Ok(HttpResponse::Ok().json(bundle))
 }

@@ -24,6 +24,7 @@ both!(
     a_rewritten_history_is_caught_by_a_kept_checkpoint,
     concurrent_sealers_seal_every_event_once_in_order,
     a_witness_cosigns_the_log_and_refuses_a_rewritten_history,
+    a_customers_events_are_proven_without_anyone_elses,
 );
 
 /// The independent verifier (Go's sumdb/note and sumdb/tlog).
@@ -612,4 +613,158 @@ async fn a_witness_cosigns_the_log_and_refuses_a_rewritten_history(backend: Back
         "1",
     ]);
     assert!(!ok, "Go accepted a checkpoint with no cosignature");
+}
+
+async fn a_customers_events_are_proven_without_anyone_elses(backend: Backend) {
+    use kihon4_core::audit_log::{CustomerProofs, verify_customer_proofs};
+    let app = TestApp::spawn(backend).await;
+    let key = app.audit_key();
+    let vkey = verifier_key(&key);
+    let dir = tempfile::tempdir().unwrap();
+    let a = app.create_customer("PROVE-A").await;
+    let a_id = a["id"].as_str().unwrap().to_owned();
+    append(&app, 40, "filler").await;
+    app.create_customer("PROVE-B").await;
+    for (version, locale) in [(1, "en"), (2, "ja"), (3, "en")] {
+        let res = app
+            .http
+            .patch(app.url(&format!("/v1/customers/{a_id}")))
+            .bearer_auth(app.operator())
+            .header("if-match", format!("\"{version}\""))
+            .json(&serde_json::json!({"locale": locale}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        append(&app, 7, "more").await;
+    }
+    seal_all(&app.db, &key).await.unwrap();
+    let expected: Vec<String> = audit_events::Entity::find()
+        .order_by_asc(audit_events::Column::Seq)
+        .all(&app.db)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.customer_id.map(|c| c.to_string()) == Some(a_id.clone()))
+        .map(|e| e.canonical)
+        .collect();
+    assert_eq!(expected.len(), 4, "created and three updates");
+    assert!(
+        expected
+            .iter()
+            .all(|e| e.contains("\"customer_ref\":\"PROVE-A\""))
+    );
+
+    // Two pages of two.
+    let first: CustomerProofs = serde_json::from_value(
+        json(&app, &format!("/v1/audit/proofs/customers/{a_id}?limit=2")).await,
+    )
+    .unwrap();
+    let cursor = first.next_cursor.clone().expect("a second page");
+    let second: CustomerProofs = serde_json::from_value(
+        json(
+            &app,
+            &format!("/v1/audit/proofs/customers/{a_id}?limit=2&cursor={cursor}"),
+        )
+        .await,
+    )
+    .unwrap();
+    assert!(second.next_cursor.is_none());
+    let events: Vec<String> = first
+        .events
+        .iter()
+        .chain(&second.events)
+        .map(|e| e.event.clone())
+        .collect();
+    assert_eq!(events, expected, "the customer's events, all, in order");
+    assert_eq!(verify_customer_proofs(&first, &vkey), Ok(2));
+    assert_eq!(verify_customer_proofs(&second, &vkey), Ok(2));
+
+    // Go checks one of them on its own.
+    let e = &first.events[1];
+    let proof = serde_json::json!({"leaf_index": e.seq - 1, "tree_size": first.tree_size, "proof": e.proof});
+    let (ok, out) = go(&[
+        "inclusion",
+        "--vkey",
+        &vkey,
+        "--note",
+        &write(dir.path(), "note", &first.checkpoint),
+        "--leaf",
+        &write(dir.path(), "leaf", &e.event),
+        "--index",
+        &(e.seq - 1).to_string(),
+        "--proof",
+        &write(dir.path(), "p.json", proof.to_string()),
+    ]);
+    assert!(ok, "{out}");
+
+    // A changed event, someone else's event, another key: refused.
+    let mut changed = first.clone();
+    changed.events[0].event = changed.events[0].event.replace("PROVE-A", "PROVE-Z");
+    assert!(
+        verify_customer_proofs(&changed, &vkey)
+            .unwrap_err()
+            .contains("changed")
+    );
+    let mut other = first.clone();
+    other.customer_id = uuid::Uuid::new_v4();
+    assert!(verify_customer_proofs(&other, &vkey).is_err());
+    let mut swapped = first.clone();
+    swapped.events.swap(0, 1);
+    assert!(verify_customer_proofs(&swapped, &vkey).is_err());
+    let stranger =
+        kihon4_core::audit_export::SigningKey::create(&dir.path().join("s.pem")).unwrap();
+    assert!(verify_customer_proofs(&first, &verifier_key(&stranger)).is_err());
+
+    // Bad requests.
+    let auditor = app.auditor();
+    expect_problem(
+        app.get(
+            &format!("/v1/audit/proofs/customers/{a_id}?tree_size=3"),
+            &auditor,
+        )
+        .await,
+        404,
+        "not-found",
+    )
+    .await;
+    expect_problem(
+        app.get(
+            &format!("/v1/audit/proofs/customers/{a_id}?limit=0"),
+            &auditor,
+        )
+        .await,
+        400,
+        "invalid-query",
+    )
+    .await;
+    expect_problem(
+        app.get(
+            &format!("/v1/audit/proofs/customers/{a_id}?cursor=x"),
+            &auditor,
+        )
+        .await,
+        400,
+        "invalid-query",
+    )
+    .await;
+    expect_problem(
+        app.get(
+            &format!("/v1/audit/proofs/customers/{a_id}"),
+            &app.operator(),
+        )
+        .await,
+        403,
+        "forbidden",
+    )
+    .await;
+    let none: CustomerProofs = serde_json::from_value(
+        json(
+            &app,
+            &format!("/v1/audit/proofs/customers/{}", uuid::Uuid::new_v4()),
+        )
+        .await,
+    )
+    .unwrap();
+    assert!(none.events.is_empty());
 }

@@ -27,7 +27,8 @@ pub mod witness;
 
 pub use note::{Verified, checkpoint_note, verifier_key, verify_checkpoint};
 pub use proofs::{
-    Consistency, Inclusion, LogError, checkpoint_at, consistency, inclusion, latest, tile,
+    Consistency, CustomerProofs, Inclusion, LogError, checkpoint_at, consistency, customer_proofs,
+    inclusion, latest, tile, verify_customer_proofs,
 };
 pub use seal::{Sealed, seal};
 pub use store::sealed_size;

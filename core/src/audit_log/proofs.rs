@@ -21,6 +21,9 @@ pub enum LogError {
     /// The request contradicts itself (a leaf beyond the tree, sizes out of order).
     #[error("{0}")]
     Invalid(String),
+    /// No checkpoint was signed at that size.
+    #[error("no checkpoint was signed at {size} events")]
+    NoCheckpoint { size: u64 },
     #[error(transparent)]
     Core(#[from] CoreError),
 }
@@ -119,6 +122,152 @@ pub async fn consistency<C: ConnectionTrait>(
         to,
         proof: encoded(proof),
     })
+}
+
+/// One customer's events with their inclusion proofs in one checkpoint's
+/// tree: what an auditor needs to prove that customer's trail and nobody
+/// else's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerProofs {
+    pub customer_id: uuid::Uuid,
+    pub tree_size: u64,
+    /// The checkpoint of `tree_size`, as served (with its cosignatures).
+    pub checkpoint: String,
+    pub events: Vec<ProvenEvent>,
+    /// The `cursor` of the next page (a `seq`); `null` on the last.
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvenEvent {
+    pub seq: u64,
+    /// The leaf: the event's canonical JSON, as a JSON Lines export holds it.
+    pub event: String,
+    /// Its audit path in the tree of `tree_size`, base64.
+    pub proof: Vec<String>,
+}
+
+/// A customer's events after `after` (a `seq`), up to `limit`, each with
+/// its inclusion proof in the checkpoint of `tree_size` (the newest when
+/// `None`; a size no checkpoint was signed at is refused).
+pub async fn customer_proofs<C: ConnectionTrait>(
+    db: &C,
+    customer_id: uuid::Uuid,
+    tree_size: Option<u64>,
+    after: Option<u64>,
+    limit: u64,
+) -> Result<CustomerProofs, LogError> {
+    use crate::entities::audit_events;
+    use sea_orm::{ColumnTrait, QueryFilter, QuerySelect};
+    let tree_size = size_within(db, tree_size).await?;
+    let checkpoint = checkpoint_at(db, tree_size)
+        .await?
+        .ok_or(LogError::NoCheckpoint { size: tree_size })?;
+    let rows: Vec<(i64, String)> = audit_events::Entity::find()
+        .select_only()
+        .column(audit_events::Column::Seq)
+        .column(audit_events::Column::Canonical)
+        .filter(audit_events::Column::CustomerId.eq(customer_id))
+        .filter(audit_events::Column::Seq.lte(tree_size as i64))
+        .filter(audit_events::Column::Seq.gt(after.unwrap_or(0).min(i64::MAX as u64) as i64))
+        .order_by_asc(audit_events::Column::Seq)
+        .limit(limit + 1)
+        .into_tuple()
+        .all(db)
+        .await
+        .map_err(CoreError::from)?;
+    let more = rows.len() as u64 > limit;
+    let rows: Vec<(i64, String)> = rows.into_iter().take(limit as usize).collect();
+    let proofs = with_hashes(db, |r| {
+        rows.iter()
+            .map(|(seq, _)| prove_record(tree_size, *seq as u64 - 1, r))
+            .collect::<Result<Vec<_>, _>>()
+    })
+    .await?
+    .map_err(tree_error)?;
+    let next_cursor = if more {
+        rows.last().map(|(seq, _)| seq.to_string())
+    } else {
+        None
+    };
+    Ok(CustomerProofs {
+        customer_id,
+        tree_size,
+        checkpoint,
+        events: rows
+            .into_iter()
+            .zip(proofs)
+            .map(|((seq, event), proof)| ProvenEvent {
+                seq: seq as u64,
+                event,
+                proof: encoded(proof),
+            })
+            .collect(),
+        next_cursor,
+    })
+}
+
+/// Checks a page of [`CustomerProofs`] offline: its checkpoint's signature
+/// by `vkey`, and each event's inclusion in that checkpoint's tree, its
+/// `seq`, and that it is the customer's. Returns how many events hold.
+pub fn verify_customer_proofs(bundle: &CustomerProofs, vkey: &str) -> Result<usize, String> {
+    #[derive(serde::Deserialize)]
+    struct Head {
+        seq: u64,
+        customer_id: Option<uuid::Uuid>,
+    }
+    let checkpoint = super::verify_checkpoint(bundle.checkpoint.as_bytes(), vkey)?;
+    if checkpoint.size != bundle.tree_size {
+        return Err(format!(
+            "the checkpoint is of {} events, not the {} the proofs are for",
+            checkpoint.size, bundle.tree_size
+        ));
+    }
+    let mut last = 0;
+    for e in &bundle.events {
+        if e.seq <= last || e.seq > bundle.tree_size {
+            return Err(format!(
+                "the event of seq {} is out of order or beyond the tree",
+                e.seq
+            ));
+        }
+        last = e.seq;
+        let head: Head = serde_json::from_str(&e.event)
+            .map_err(|_| format!("the event of seq {} is not an audit event", e.seq))?;
+        if head.seq != e.seq || head.customer_id != Some(bundle.customer_id) {
+            return Err(format!(
+                "the event given as seq {} is not the customer's event of that seq",
+                e.seq
+            ));
+        }
+        let proof = e
+            .proof
+            .iter()
+            .map(|h| {
+                B64.decode(h)
+                    .ok()
+                    .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                    .map(tlog_tiles::Hash)
+                    .ok_or_else(|| format!("the proof of seq {} is not base64 hashes", e.seq))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        tlog_tiles::check_record(
+            &proof,
+            bundle.tree_size,
+            checkpoint.root,
+            e.seq - 1,
+            tlog_tiles::record_hash(e.event.as_bytes()),
+        )
+        .map_err(|_| {
+            format!(
+                "the event of seq {} is not in the checkpoint's tree: it was changed",
+                e.seq
+            )
+        })?;
+    }
+    Ok(bundle.events.len())
 }
 
 /// The note with the witnesses' cosignatures kept for it appended.

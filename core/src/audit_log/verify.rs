@@ -132,6 +132,68 @@ pub fn verify_export_against(
     Ok(LogCheck { leaves: n, matched })
 }
 
+/// Checks that the checkpoint `new` extends the checkpoint `old` by a
+/// consistency proof as `/v1/audit/proofs/consistency` serves it. Both
+/// notes must be signed by `vkey`. Gives the two sizes.
+pub fn check_consistency(
+    old: &[u8],
+    new: &[u8],
+    proof: &[u8],
+    vkey: &str,
+) -> Result<(u64, u64), LogCheckError> {
+    use base64::Engine;
+    #[derive(serde::Deserialize)]
+    struct Proof {
+        from: u64,
+        to: u64,
+        proof: Vec<String>,
+    }
+    let old = verify_checkpoint(old, vkey)
+        .map_err(|e| LogCheckError::Tampered(format!("the kept checkpoint: {e}")))?;
+    let new = verify_checkpoint(new, vkey)
+        .map_err(|e| LogCheckError::Tampered(format!("the newer checkpoint: {e}")))?;
+    let p: Proof = serde_json::from_slice(proof).map_err(|_| {
+        LogCheckError::Unusable("the proof is not a consistency proof as served".into())
+    })?;
+    if (p.from, p.to) != (old.size, new.size) {
+        return Err(LogCheckError::Unusable(format!(
+            "the proof is from {} to {}, the checkpoints are of {} and {}",
+            p.from, p.to, old.size, new.size
+        )));
+    }
+    let hashes = p
+        .proof
+        .iter()
+        .map(|h| {
+            base64::engine::general_purpose::STANDARD
+                .decode(h)
+                .ok()
+                .and_then(|b| <[u8; 32]>::try_from(b).ok())
+                .map(Hash)
+        })
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| {
+            LogCheckError::Unusable("the proof holds hashes that are not base64".into())
+        })?;
+    let consistent = if old.size == 0 {
+        hashes.is_empty()
+    } else if old.size == new.size {
+        old.root == new.root
+    } else if old.size > new.size {
+        false
+    } else {
+        tlog_tiles::check_tree(&hashes, new.size, new.root, old.size, old.root).is_ok()
+    };
+    if consistent {
+        Ok((old.size, new.size))
+    } else {
+        Err(LogCheckError::Tampered(format!(
+            "the checkpoint of {} events does not extend the kept one of {}: the history was changed",
+            new.size, old.size
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
