@@ -310,3 +310,161 @@ async fn a_witness_run_by_the_auditor_cosigns_the_log_and_verify_log_requires_it
     );
     assert_eq!(code, 2);
 }
+
+/// Sealing rounds a kill is expected to leave to the other worker: it
+/// takes over at its next round, within the interval.
+const SEAL_INTERVAL_MS: u64 = 200;
+
+async fn sealed(db: &sea_orm::DatabaseConnection) -> u64 {
+    kihon4_core::audit_log::sealed_size(db).await.unwrap()
+}
+
+async fn newest_seq(db: &sea_orm::DatabaseConnection) -> u64 {
+    crate::process::scalar(db, "SELECT COALESCE(MAX(seq), 0) FROM audit_events").await as u64
+}
+
+/// Four clients write while two workers seal and are SIGKILLed at random:
+/// every committed event is sealed exactly once, in `seq` order, each
+/// checkpoint is the tree of the events before it, and the other worker
+/// takes over within the interval.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealers_killed_at_random_seal_every_committed_event_once_in_order() {
+    use kihon4_core::audit::{Actor, AuditContext, AuditEvent, Batch, append_batch};
+    use rand::Rng;
+    const KILLS: usize = 12;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = fresh_database(Backend::Postgres, d).await;
+    let envs = vec![
+        ("KIHON4_DATABASE_URL", url.clone()),
+        ("KIHON4_JWT_SECRET", SECRET.to_owned()),
+        (
+            "KIHON4_AUDIT_LOG_SEAL_INTERVAL_MS",
+            SEAL_INTERVAL_MS.to_string(),
+        ),
+    ];
+    assert_eq!(output(kihon4(d, &envs).arg("migrate")).0, 0);
+    let db = kihon4_core::db::connect(&url, 6).await.unwrap();
+    let mut workers = vec![
+        Running::start(d, "worker", &envs).await,
+        Running::start(d, "worker", &envs).await,
+    ];
+    let writers: Vec<_> = (0..4)
+        .map(|w| {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let ctx = AuditContext::new(Actor::worker(), None);
+                for round in 0..100 {
+                    let mut batch = Batch::default();
+                    for i in 0..12 {
+                        batch.push(
+                            &ctx,
+                            AuditEvent::new(
+                                "test.written",
+                                "test",
+                                Some(format!("{w}-{round}-{i}")),
+                            ),
+                        );
+                    }
+                    let txn = kihon4_core::db::begin_write(&db).await.unwrap();
+                    append_batch(&txn, batch).await.unwrap();
+                    txn.commit().await.unwrap();
+                    let pause = rand::thread_rng().gen_range(30..120);
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                }
+            })
+        })
+        .collect();
+    let mut takeovers = Vec::new();
+    let mut while_unsealed = 0;
+    for kill in 0..KILLS {
+        let pause = rand::thread_rng().gen_range(100..400);
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        if newest_seq(&db).await > sealed(&db).await {
+            while_unsealed += 1;
+        }
+        let which = rand::thread_rng().gen_range(0..workers.len());
+        workers[which].signal("KILL");
+        workers[which].wait(Duration::from_secs(10)).await;
+        // The other worker seals what committed before the kill.
+        let head = newest_seq(&db).await;
+        let killed_at = Instant::now();
+        while sealed(&db).await < head {
+            assert!(
+                killed_at.elapsed() < Duration::from_secs(5),
+                "kill {kill}: nothing took over sealing up to {head}:\n{}",
+                workers[1 - which].log_text()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        takeovers.push(killed_at.elapsed());
+        workers[which] = Running::start(d, "worker", &envs).await;
+    }
+    for w in writers {
+        w.await.unwrap();
+    }
+    let total = newest_seq(&db).await;
+    assert_eq!(total, 4 * 100 * 12);
+    assert!(
+        while_unsealed >= KILLS / 2,
+        "only {while_unsealed} of {KILLS} kills came while events waited to be sealed: the test tests little"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while sealed(&db).await < total {
+        assert!(Instant::now() < deadline, "not all sealed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for w in &workers {
+        w.signal("TERM");
+    }
+    for w in &mut workers {
+        w.wait(Duration::from_secs(30)).await;
+    }
+
+    // Every checkpoint is the tree of the events before it; each hash is
+    // stored once; no round failed.
+    use kihon4_core::entities::{audit_events, audit_log_checkpoints, audit_log_hashes};
+    use sea_orm::{EntityTrait, PaginatorTrait, QueryOrder};
+    let lines: Vec<String> = audit_events::Entity::find()
+        .order_by_asc(audit_events::Column::Seq)
+        .all(&db)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.canonical)
+        .collect();
+    let checkpoints = audit_log_checkpoints::Entity::find()
+        .order_by_asc(audit_log_checkpoints::Column::TreeSize)
+        .all(&db)
+        .await
+        .unwrap();
+    let key =
+        kihon4_core::audit_export::SigningKey::load(&d.join("data/audit-signing-key.pem")).unwrap();
+    let notes: Vec<(String, Vec<u8>)> = checkpoints
+        .iter()
+        .map(|c| (c.tree_size.to_string(), c.note.clone().into_bytes()))
+        .collect();
+    let check = kihon4_core::audit_log::verify::verify_export_against(
+        (lines.join("\n") + "\n").as_bytes(),
+        &notes,
+        &kihon4_core::audit_log::verifier_key(&key),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(check.leaves, total);
+    assert_eq!(check.matched.len(), checkpoints.len());
+    assert_eq!(
+        audit_log_hashes::Entity::find().count(&db).await.unwrap(),
+        tlog_tiles::stored_hash_count(total),
+        "each stored hash written once"
+    );
+    let slowest = takeovers.iter().max().unwrap();
+    eprintln!(
+        "{KILLS} kills ({while_unsealed} with events unsealed), {} checkpoints; the slowest takeover {slowest:?}",
+        checkpoints.len()
+    );
+    assert!(
+        *slowest < Duration::from_millis(SEAL_INTERVAL_MS * 5 + 1000),
+        "a takeover took {slowest:?}"
+    );
+}
