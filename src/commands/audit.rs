@@ -329,6 +329,10 @@ pub async fn export(
     use std::io::Write;
     let key = wiring::audit_key(&config)?;
     let db = wiring::open_current(&config).await?;
+    // The audit log sealed up to now, before the range is fixed: its newest
+    // checkpoint is then a prefix of an export from the first event.
+    kihon4_core::audit_log::seal::seal_all(&db, &key).await?;
+    let log_checkpoint = kihon4_core::audit_log::latest(&db).await?;
     let file = std::fs::File::create(&out)
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", out.display()))?;
     let mut writer = std::io::BufWriter::new(file);
@@ -391,6 +395,29 @@ pub async fn export(
         manifest_path.display(),
         manifest.export_id.map_or("-".into(), |id| id.to_string()),
     );
+    // An export from the first event gets the log's checkpoint beside it,
+    // for `kihon4 audit verify-log`.
+    if let Some(note) = log_checkpoint
+        && manifest.first_seq == Some(1)
+    {
+        let size: i64 = note
+            .lines()
+            .nth(1)
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(i64::MAX);
+        if manifest.last_seq.is_some_and(|last| size <= last) {
+            let path = {
+                let mut name = out.file_name().unwrap_or_default().to_os_string();
+                name.push(".checkpoint");
+                out.with_file_name(name)
+            };
+            std::fs::write(&path, note)?;
+            println!(
+                "kihon4: the audit log's checkpoint of its first {size} event(s) is in {} (kihon4 audit verify-log)",
+                path.display()
+            );
+        }
+    }
     if let (Some(path), Some(values)) = (&personal_data, values) {
         println!(
             "kihon4: {values} personal value(s) in clear written to {}: keep it as personal data",

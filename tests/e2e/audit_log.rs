@@ -243,6 +243,19 @@ async fn a_witness_run_by_the_auditor_cosigns_the_log_and_verify_log_requires_it
             .arg(&export),
     );
     assert_eq!(code, 0, "{err}");
+    // The export comes with the log's checkpoint of a prefix of it.
+    let beside = d.join("export.jsonl.checkpoint");
+    let (code, out) = verify_log(
+        d,
+        &[
+            export.to_str().unwrap(),
+            "--log-key",
+            &log_vkey,
+            "--checkpoint",
+            beside.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
     let kept = d.join("kept.note");
     let (code, out) = verify_log(
         d,

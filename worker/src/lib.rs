@@ -386,8 +386,8 @@ pub async fn seal_forever(
     witnesses: Vec<kihon4_core::audit_log::witness::WitnessEndpoint>,
     shutdown: CancellationToken,
 ) {
-    use kihon4_core::audit_log::seal::seal_all;
     use kihon4_core::audit_log::witness::submit;
+    use kihon4_core::audit_log::{SEAL_BATCH, seal::seal};
     let vkey = kihon4_core::audit_log::verifier_key(&key);
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
@@ -396,15 +396,28 @@ pub async fn seal_forever(
         .expect("an HTTP client");
     let mut retry_at: std::collections::HashMap<String, std::time::Instant> = Default::default();
     loop {
-        match seal_all(&db, &key).await {
-            Ok(Some(sealed)) => {
-                tracing::debug!(tree_size = sealed.tree_size, "audit log sealed");
-                metrics::gauge!("kihon4_audit_log_tree_size").set(sealed.tree_size as f64);
-                metrics::gauge!("kihon4_audit_log_sealed_timestamp_seconds")
-                    .set(chrono::Utc::now().timestamp() as f64);
+        // Round after round until caught up (a large backlog, after an
+        // upgrade, takes several), stopping between rounds when told to.
+        loop {
+            if shutdown.is_cancelled() {
+                return;
             }
-            Ok(None) => {}
-            Err(e) => tracing::error!(error = %e, "the audit log could not be sealed"),
+            match seal(&db, &key, SEAL_BATCH).await {
+                Ok(Some(sealed)) => {
+                    tracing::debug!(tree_size = sealed.tree_size, "audit log sealed");
+                    metrics::gauge!("kihon4_audit_log_tree_size").set(sealed.tree_size as f64);
+                    metrics::gauge!("kihon4_audit_log_sealed_timestamp_seconds")
+                        .set(chrono::Utc::now().timestamp() as f64);
+                    if sealed.added < SEAL_BATCH {
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "the audit log could not be sealed");
+                    break;
+                }
+            }
         }
         let now = std::time::Instant::now();
         let due: Vec<_> = witnesses
