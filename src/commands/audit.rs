@@ -80,6 +80,27 @@ fn witness_policy(
     Ok((keys, quorum))
 }
 
+/// Whether a checkpoint carries `quorum` valid cosignatures of `keys`; the
+/// refusal says what it lacks.
+fn meets_quorum(
+    note: &[u8],
+    vkey: &str,
+    keys: &[kihon4_core::audit_log::witness::CosignerKey],
+    quorum: usize,
+    name: &str,
+) -> Result<(), String> {
+    if quorum == 0 {
+        return Ok(());
+    }
+    match kihon4_core::audit_log::witness::verify_cosignatures(note, vkey, keys) {
+        Ok(n) if n >= quorum => Ok(()),
+        Ok(n) => Err(format!(
+            "the checkpoint {name} has {n} of the {quorum} witness cosignature(s) required: it may be a view shown to nobody else"
+        )),
+        Err(e) => Err(format!("the checkpoint {name} does not verify: {e}")),
+    }
+}
+
 /// `kihon4 audit verify-customer`: exit 0 when every event of every page
 /// is in its checkpoint's tree, 1 when one is not, 2 on bad usage.
 pub fn verify_customer(
@@ -88,7 +109,6 @@ pub fn verify_customer(
     witnesses: &[String],
     quorum: Option<usize>,
 ) -> ExitCode {
-    use kihon4_core::audit_log::witness::verify_cosignatures;
     use kihon4_core::audit_log::{CustomerProofs, verify_customer_proofs};
     let usage = |e: String| {
         eprintln!("kihon4: {e}");
@@ -123,24 +143,10 @@ pub fn verify_customer(
             return ExitCode::from(1);
         }
         customer = Some(page.customer_id);
-        if quorum > 0 {
-            match verify_cosignatures(page.checkpoint.as_bytes(), &vkey, &keys) {
-                Ok(n) if n >= quorum => {}
-                Ok(n) => {
-                    println!(
-                        "kihon4: the checkpoint of {} has {n} of the {quorum} witness cosignature(s) required",
-                        path.display()
-                    );
-                    return ExitCode::from(1);
-                }
-                Err(e) => {
-                    println!(
-                        "kihon4: the checkpoint of {} does not verify: {e}",
-                        path.display()
-                    );
-                    return ExitCode::from(1);
-                }
-            }
+        let name = format!("of {}", path.display());
+        if let Err(e) = meets_quorum(page.checkpoint.as_bytes(), &vkey, &keys, quorum, &name) {
+            println!("kihon4: {e}");
+            return ExitCode::from(1);
         }
         match verify_customer_proofs(&page, &vkey) {
             Ok(n) => events += n,
@@ -204,19 +210,13 @@ pub fn verify_log(
     quorum: Option<usize>,
 ) -> ExitCode {
     use kihon4_core::audit_log::verify::{LogCheckError, verify_export_against};
-    use kihon4_core::audit_log::witness::{CosignerKey, verify_cosignatures};
     let usage = |e: String| {
         eprintln!("kihon4: {e}");
         ExitCode::from(crate::BAD_USAGE)
     };
-    // The key itself, or a file holding it.
-    let vkey = if log_key.contains('+') {
-        log_key.to_owned()
-    } else {
-        match std::fs::read_to_string(log_key) {
-            Ok(text) => text.trim().to_owned(),
-            Err(e) => return usage(format!("cannot read the log key {log_key}: {e}")),
-        }
+    let vkey = match log_key_of(log_key) {
+        Ok(v) => v,
+        Err(e) => return usage(e),
     };
     let mut notes = Vec::new();
     for path in checkpoints {
@@ -225,35 +225,14 @@ pub fn verify_log(
             Err(e) => return usage(format!("cannot read {}: {e}", path.display())),
         }
     }
-    let mut cosigners = Vec::new();
-    for vkey in witnesses {
-        match CosignerKey::parse(vkey) {
-            Ok(key) => cosigners.push(key),
-            Err(e) => return usage(format!("--witness {vkey}: {e}")),
-        }
-    }
-    let quorum = quorum.unwrap_or(cosigners.len());
-    if quorum > cosigners.len() {
-        return usage(format!(
-            "--quorum {quorum} is more than the {} witness(es) given",
-            cosigners.len()
-        ));
-    }
-    if quorum > 0 {
-        for (name, note) in &notes {
-            match verify_cosignatures(note, &vkey, &cosigners) {
-                Ok(n) if n >= quorum => {}
-                Ok(n) => {
-                    println!(
-                        "kihon4: the checkpoint {name} has {n} of the {quorum} witness cosignature(s) required: it may be a view shown to nobody else"
-                    );
-                    return ExitCode::from(1);
-                }
-                Err(e) => {
-                    println!("kihon4: the checkpoint {name} does not verify: {e}");
-                    return ExitCode::from(1);
-                }
-            }
+    let (keys, quorum) = match witness_policy(witnesses, quorum) {
+        Ok(p) => p,
+        Err(e) => return usage(e),
+    };
+    for (name, note) in &notes {
+        if let Err(e) = meets_quorum(note, &vkey, &keys, quorum, name) {
+            println!("kihon4: {e}");
+            return ExitCode::from(1);
         }
     }
     let file = match std::fs::File::open(export) {

@@ -174,28 +174,22 @@ async fn a_witness_run_by_the_auditor_cosigns_the_log_and_verify_log_requires_it
         .await
         .unwrap();
     std::fs::write(d.join("consistency.json"), &proof).unwrap();
-    let (code, out, err) = output(
-        kihon4(d, &[])
-            .args(["audit", "verify-consistency", "--log-key", &log_vkey])
-            .arg("--old")
-            .arg(d.join("kept.note"))
-            .arg("--new")
-            .arg(d.join("newer.note"))
-            .arg("--proof")
-            .arg(d.join("consistency.json")),
-    );
+    let consistency = |old: &str, new: &str| {
+        output(
+            kihon4(d, &[])
+                .args(["audit", "verify-consistency", "--log-key", &log_vkey])
+                .arg("--old")
+                .arg(d.join(old))
+                .arg("--new")
+                .arg(d.join(new))
+                .arg("--proof")
+                .arg(d.join("consistency.json")),
+        )
+    };
+    let (code, out, err) = consistency("kept.note", "newer.note");
     assert_eq!(code, 0, "{out}{err}");
     // The newer checkpoint given as the older: refused.
-    let (code, out, err) = output(
-        kihon4(d, &[])
-            .args(["audit", "verify-consistency", "--log-key", &log_vkey])
-            .arg("--old")
-            .arg(d.join("newer.note"))
-            .arg("--new")
-            .arg(d.join("kept.note"))
-            .arg("--proof")
-            .arg(d.join("consistency.json")),
-    );
+    let (code, out, err) = consistency("newer.note", "kept.note");
     assert_eq!(code, 2, "{out}{err}");
 
     // One customer's events, proven alone.
@@ -213,11 +207,14 @@ async fn a_witness_run_by_the_auditor_cosigns_the_log_and_verify_log_requires_it
         .await
         .unwrap();
     std::fs::write(d.join("customer.json"), &page).unwrap();
-    let (code, out, err) = output(
-        kihon4(d, &[])
-            .args(["audit", "verify-customer", "--log-key", &log_vkey])
-            .arg(d.join("customer.json")),
-    );
+    let verify_customer = |page: &str| {
+        output(
+            kihon4(d, &[])
+                .args(["audit", "verify-customer", "--log-key", &log_vkey])
+                .arg(d.join(page)),
+        )
+    };
+    let (code, out, err) = verify_customer("customer.json");
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("1 event(s)"), "{out}");
     std::fs::write(
@@ -225,11 +222,7 @@ async fn a_witness_run_by_the_auditor_cosigns_the_log_and_verify_log_requires_it
         page.replacen("WIT-LATER", "WIT-OTHER", 1),
     )
     .unwrap();
-    let (code, out, err) = output(
-        kihon4(d, &[])
-            .args(["audit", "verify-customer", "--log-key", &log_vkey])
-            .arg(d.join("changed-customer.json")),
-    );
+    let (code, out, err) = verify_customer("changed-customer.json");
     assert_eq!(code, 1, "{out}{err}");
     serve.signal("TERM");
     serve.wait(Duration::from_secs(30)).await;

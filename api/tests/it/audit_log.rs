@@ -107,6 +107,34 @@ fn write(dir: &Path, name: &str, bytes: impl AsRef<[u8]>) -> String {
     path.display().to_string()
 }
 
+/// What an insider with database access does: rewrites one event's
+/// canonical JSON (`from` becomes `to`) and throws the log away, cosignatures
+/// included, to seal it again with the real key.
+async fn rewrite_history(app: &TestApp, seq: i64, from: &str, to: &str) {
+    let db = &app.db;
+    let mut event: audit_events::ActiveModel = audit_events::Entity::find_by_id(seq)
+        .one(db)
+        .await
+        .unwrap()
+        .unwrap()
+        .into();
+    let canonical = event.canonical.clone().unwrap().replace(from, to);
+    event.canonical = sea_orm::ActiveValue::Set(canonical);
+    audit_events::Entity::update(event).exec(db).await.unwrap();
+    audit_log_hashes::Entity::delete_many()
+        .exec(db)
+        .await
+        .unwrap();
+    audit_log_checkpoints::Entity::delete_many()
+        .exec(db)
+        .await
+        .unwrap();
+    kihon4_core::entities::audit_log_cosignatures::Entity::delete_many()
+        .exec(db)
+        .await
+        .unwrap();
+}
+
 async fn sealed_events_give_checkpoints_proofs_and_tiles_that_go_verifies(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     let key = app.audit_key();
@@ -364,23 +392,7 @@ async fn a_rewritten_history_is_caught_by_a_kept_checkpoint(backend: Backend) {
     // An insider with the real key rewrites event 22, rebuilds the log and
     // signs it again: the new checkpoint verifies on its own.
     let db = &app.db;
-    let mut e22: audit_events::ActiveModel = audit_events::Entity::find_by_id(22i64)
-        .one(db)
-        .await
-        .unwrap()
-        .unwrap()
-        .into();
-    let canonical = e22.canonical.clone().unwrap().replace("c-", "X-");
-    e22.canonical = sea_orm::ActiveValue::Set(canonical);
-    audit_events::Entity::update(e22).exec(db).await.unwrap();
-    audit_log_hashes::Entity::delete_many()
-        .exec(db)
-        .await
-        .unwrap();
-    audit_log_checkpoints::Entity::delete_many()
-        .exec(db)
-        .await
-        .unwrap();
+    rewrite_history(&app, 22, "c-", "X-").await;
     append(&app, 5, "d").await;
     let forged = seal_all(db, &key).await.unwrap().unwrap();
     assert!(verify_checkpoint(forged.note.as_bytes(), &vkey).is_ok());
@@ -559,27 +571,7 @@ async fn a_witness_cosigns_the_log_and_refuses_a_rewritten_history(backend: Back
     // An insider rewrites event 5 with the real key and rebuilds the log:
     // the witness refuses to cosign it, so the forged head has no cosignature.
     let db = &app.db;
-    let mut e5: audit_events::ActiveModel = audit_events::Entity::find_by_id(5i64)
-        .one(db)
-        .await
-        .unwrap()
-        .unwrap()
-        .into();
-    let canonical = e5.canonical.clone().unwrap().replace("w-", "F-");
-    e5.canonical = sea_orm::ActiveValue::Set(canonical);
-    audit_events::Entity::update(e5).exec(db).await.unwrap();
-    audit_log_hashes::Entity::delete_many()
-        .exec(db)
-        .await
-        .unwrap();
-    audit_log_checkpoints::Entity::delete_many()
-        .exec(db)
-        .await
-        .unwrap();
-    kihon4_core::entities::audit_log_cosignatures::Entity::delete_many()
-        .exec(db)
-        .await
-        .unwrap();
+    rewrite_history(&app, 5, "w-", "F-").await;
     append(&app, 3, "y").await;
     seal_all(db, &key).await.unwrap();
     let done = submit(db, &vkey, &[&endpoint], &http).await.unwrap();

@@ -391,6 +391,11 @@ mod tests {
         tree(n, n).0
     }
 
+    /// The status a witness refuses a body with.
+    async fn refused(witness: &Witness, body: &[u8]) -> u16 {
+        witness.add_checkpoint(body).await.unwrap_err().status
+    }
+
     #[tokio::test]
     async fn a_witness_cosigns_what_extends_what_it_saw_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
@@ -440,14 +445,7 @@ mod tests {
         assert_eq!(r.status, 422);
         // The same size with another root.
         let other5 = checkpoint_note(&log, 5, root(6)).unwrap();
-        assert_eq!(
-            witness
-                .add_checkpoint(&body(5, &[], &other5))
-                .await
-                .unwrap_err()
-                .status,
-            422
-        );
+        assert_eq!(refused(&witness, &body(5, &[], &other5)).await, 422);
         // The true extension, with its proof: cosigned, and the state moves on.
         let (_, proof) = tree(9, 5);
         assert!(
@@ -466,48 +464,13 @@ mod tests {
         // Unknown log, another key, old beyond size, garbage.
         let stranger = key(dir.path(), "s").with_log_origin(Some("other.example/log"));
         let n = checkpoint_note(&stranger, 9, root(9)).unwrap();
-        assert_eq!(
-            witness
-                .add_checkpoint(&body(9, &[], &n))
-                .await
-                .unwrap_err()
-                .status,
-            404
-        );
+        assert_eq!(refused(&witness, &body(9, &[], &n)).await, 404);
         let impostor = key(dir.path(), "i").with_log_origin(Some("audit.bank.example/kihon4"));
         let n = checkpoint_note(&impostor, 9, root(9)).unwrap();
-        assert_eq!(
-            witness
-                .add_checkpoint(&body(9, &[], &n))
-                .await
-                .unwrap_err()
-                .status,
-            403
-        );
-        assert_eq!(
-            witness
-                .add_checkpoint(&body(10, &[], &note9))
-                .await
-                .unwrap_err()
-                .status,
-            400
-        );
-        assert_eq!(
-            witness
-                .add_checkpoint(b"old 5\nnope")
-                .await
-                .unwrap_err()
-                .status,
-            400
-        );
-        assert_eq!(
-            witness
-                .add_checkpoint(&body(9, &[], "x\n"))
-                .await
-                .unwrap_err()
-                .status,
-            400
-        );
+        assert_eq!(refused(&witness, &body(9, &[], &n)).await, 403);
+        assert_eq!(refused(&witness, &body(10, &[], &note9)).await, 400);
+        assert_eq!(refused(&witness, b"old 5\nnope").await, 400);
+        assert_eq!(refused(&witness, &body(9, &[], "x\n")).await, 400);
         // Nothing refused moved the state.
         let kept: State = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
         assert_eq!(kept.logs["audit.bank.example/kihon4"].size, 9);
