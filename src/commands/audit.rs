@@ -47,6 +47,12 @@ pub async fn seal(config: AuditConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bad usage of a verify command: said on stderr, exit 2.
+fn usage(e: String) -> ExitCode {
+    eprintln!("kihon4: {e}");
+    ExitCode::from(crate::BAD_USAGE)
+}
+
 /// A log key given as itself or as a file holding it.
 fn log_key_of(log_key: &str) -> Result<String, String> {
     if log_key.contains('+') {
@@ -110,10 +116,6 @@ pub fn verify_customer(
     quorum: Option<usize>,
 ) -> ExitCode {
     use kihon4_core::audit_log::{CustomerProofs, verify_customer_proofs};
-    let usage = |e: String| {
-        eprintln!("kihon4: {e}");
-        ExitCode::from(crate::BAD_USAGE)
-    };
     let vkey = match log_key_of(log_key) {
         Ok(v) => v,
         Err(e) => return usage(e),
@@ -172,10 +174,6 @@ pub fn verify_consistency(
     proof: &std::path::Path,
 ) -> ExitCode {
     use kihon4_core::audit_log::verify::{LogCheckError, check_consistency};
-    let usage = |e: String| {
-        eprintln!("kihon4: {e}");
-        ExitCode::from(crate::BAD_USAGE)
-    };
     let vkey = match log_key_of(log_key) {
         Ok(v) => v,
         Err(e) => return usage(e),
@@ -210,10 +208,6 @@ pub fn verify_log(
     quorum: Option<usize>,
 ) -> ExitCode {
     use kihon4_core::audit_log::verify::{LogCheckError, verify_export_against};
-    let usage = |e: String| {
-        eprintln!("kihon4: {e}");
-        ExitCode::from(crate::BAD_USAGE)
-    };
     let vkey = match log_key_of(log_key) {
         Ok(v) => v,
         Err(e) => return usage(e),

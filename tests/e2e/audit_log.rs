@@ -35,8 +35,22 @@ async fn note(base: &str) -> String {
         .unwrap()
 }
 
-fn verify_log(d: &Path, args: &[&str]) -> (i32, String) {
-    let (code, out, err) = output(kihon4(d, &[]).args(["audit", "verify-log"]).args(args));
+/// `kihon4 audit verify-log EXPORT --log-key KEY --checkpoint NOTE [more]`.
+fn verify_log(
+    d: &Path,
+    export: &Path,
+    log_key: &str,
+    checkpoint: &Path,
+    more: &[&str],
+) -> (i32, String) {
+    let (code, out, err) = output(
+        kihon4(d, &[])
+            .args(["audit", "verify-log"])
+            .arg(export)
+            .args(["--log-key", log_key, "--checkpoint"])
+            .arg(checkpoint)
+            .args(more),
+    );
     (code, format!("{out}{err}"))
 }
 
@@ -238,31 +252,15 @@ async fn a_witness_run_by_the_auditor_cosigns_the_log_and_verify_log_requires_it
     assert_eq!(code, 0, "{err}");
     // The export comes with the log's checkpoint of a prefix of it.
     let beside = d.join("export.jsonl.checkpoint");
-    let (code, out) = verify_log(
-        d,
-        &[
-            export.to_str().unwrap(),
-            "--log-key",
-            &log_vkey,
-            "--checkpoint",
-            beside.to_str().unwrap(),
-        ],
-    );
+    let (code, out) = verify_log(d, &export, &log_vkey, &beside, &[]);
     assert_eq!(code, 0, "{out}");
     let kept = d.join("kept.note");
     let (code, out) = verify_log(
         d,
-        &[
-            export.to_str().unwrap(),
-            "--log-key",
-            &log_vkey,
-            "--checkpoint",
-            kept.to_str().unwrap(),
-            "--witness",
-            &witness_vkey,
-            "--quorum",
-            "1",
-        ],
+        &export,
+        &log_vkey,
+        &kept,
+        &["--witness", &witness_vkey, "--quorum", "1"],
     );
     assert_eq!(code, 0, "{out}");
 
@@ -275,15 +273,10 @@ async fn a_witness_run_by_the_auditor_cosigns_the_log_and_verify_log_requires_it
     std::fs::write(d.join("bare.note"), bare).unwrap();
     let (code, out) = verify_log(
         d,
-        &[
-            export.to_str().unwrap(),
-            "--log-key",
-            &log_vkey,
-            "--checkpoint",
-            d.join("bare.note").to_str().unwrap(),
-            "--witness",
-            &witness_vkey,
-        ],
+        &export,
+        &log_vkey,
+        &d.join("bare.note"),
+        &["--witness", &witness_vkey],
     );
     assert_eq!(code, 1, "{out}");
     // A changed export: refused against the kept checkpoint.
@@ -291,29 +284,11 @@ async fn a_witness_run_by_the_auditor_cosigns_the_log_and_verify_log_requires_it
     let changed = text.replacen("WIT-2", "WIT-9", 1);
     assert_ne!(changed, text, "the export names the customers");
     std::fs::write(d.join("changed.jsonl"), changed).unwrap();
-    let (code, out) = verify_log(
-        d,
-        &[
-            d.join("changed.jsonl").to_str().unwrap(),
-            "--log-key",
-            &log_vkey,
-            "--checkpoint",
-            kept.to_str().unwrap(),
-        ],
-    );
+    let (code, out) = verify_log(d, &d.join("changed.jsonl"), &log_vkey, &kept, &[]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("the history was changed"), "{out}");
     // Bad usage: exit 2.
-    let (code, _) = verify_log(
-        d,
-        &[
-            export.to_str().unwrap(),
-            "--log-key",
-            "nonsense",
-            "--checkpoint",
-            kept.to_str().unwrap(),
-        ],
-    );
+    let (code, _) = verify_log(d, &export, "nonsense", &kept, &[]);
     assert_eq!(code, 2);
 }
 

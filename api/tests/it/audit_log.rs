@@ -51,6 +51,31 @@ fn go(args: &[&str]) -> (bool, String) {
     }
 }
 
+/// Go's check of one leaf's inclusion proof (`{"leaf_index", "tree_size",
+/// "proof"}`) in the tree of the checkpoint in `note_file`.
+fn go_inclusion(
+    dir: &Path,
+    vkey: &str,
+    note_file: &str,
+    leaf: &[u8],
+    index: u64,
+    proof: &Value,
+) -> (bool, String) {
+    go(&[
+        "inclusion",
+        "--vkey",
+        vkey,
+        "--note",
+        note_file,
+        "--leaf",
+        &write(dir, "leaf", leaf),
+        "--index",
+        &index.to_string(),
+        "--proof",
+        &write(dir, "proof.json", proof.to_string()),
+    ])
+}
+
 async fn append(app: &TestApp, n: usize, tag: &str) {
     let ctx = AuditContext::new(Actor::worker(), None);
     let mut batch = Batch::default();
@@ -190,38 +215,11 @@ async fn sealed_events_give_checkpoints_proofs_and_tiles_that_go_verifies(backen
             record_hash(leaf),
         )
         .unwrap();
-        let (ok, out) = go(&[
-            "inclusion",
-            "--vkey",
-            &vkey,
-            "--note",
-            &note_file,
-            "--leaf",
-            &write(dir.path(), "leaf", leaf),
-            "--index",
-            &(seq - 1).to_string(),
-            "--proof",
-            &write(dir.path(), "proof.json", proof.to_string()),
-        ]);
+        let (ok, out) = go_inclusion(dir.path(), &vkey, &note_file, leaf, seq - 1, &proof);
         assert!(ok, "seq {seq}: {out}");
         // Another leaf's bytes do not pass.
-        let (ok, _) = go(&[
-            "inclusion",
-            "--vkey",
-            &vkey,
-            "--note",
-            &note_file,
-            "--leaf",
-            &write(
-                dir.path(),
-                "leaf",
-                leaves[seq as usize % leaves.len()].as_bytes(),
-            ),
-            "--index",
-            &(seq - 1).to_string(),
-            "--proof",
-            &write(dir.path(), "proof.json", proof.to_string()),
-        ]);
+        let other = leaves[seq as usize % leaves.len()].as_bytes();
+        let (ok, _) = go_inclusion(dir.path(), &vkey, &note_file, other, seq - 1, &proof);
         assert!(!ok, "seq {seq}: another leaf passed");
     }
     // In an older tree too.
@@ -535,6 +533,27 @@ async fn a_witness_cosigns_the_log_and_refuses_a_rewritten_history(backend: Back
 
     append(&app, 30, "w").await;
     seal_all(&app.db, &key).await.unwrap();
+    // The witness unreachable first (a port nobody listens on): nothing
+    // kept, and the next round gets its cosignature.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = closed.local_addr().unwrap().port();
+    drop(closed);
+    let away = parse_witness(&format!("{} http://127.0.0.1:{closed_port}/", wkey.vkey())).unwrap();
+    let done = submit(&app.db, &vkey, &[&away], &http).await.unwrap();
+    assert!(done.cosigned.is_empty());
+    assert!(
+        done.failed[0].1.contains("cannot be reached"),
+        "{:?}",
+        done.failed
+    );
+    assert_eq!(
+        kihon4_core::entities::audit_log_cosignatures::Entity::find()
+            .all(&app.db)
+            .await
+            .unwrap()
+            .len(),
+        0
+    );
     let done = submit(&app.db, &vkey, &[&endpoint], &http).await.unwrap();
     assert_eq!(done.cosigned, [endpoint.id()], "{:?}", done.failed);
     append(&app, 9, "x").await;
@@ -675,19 +694,15 @@ async fn a_customers_events_are_proven_without_anyone_elses(backend: Backend) {
     // Go checks one of them on its own.
     let e = &first.events[1];
     let proof = serde_json::json!({"leaf_index": e.seq - 1, "tree_size": first.tree_size, "proof": e.proof});
-    let (ok, out) = go(&[
-        "inclusion",
-        "--vkey",
+    let note_file = write(dir.path(), "note", &first.checkpoint);
+    let (ok, out) = go_inclusion(
+        dir.path(),
         &vkey,
-        "--note",
-        &write(dir.path(), "note", &first.checkpoint),
-        "--leaf",
-        &write(dir.path(), "leaf", &e.event),
-        "--index",
-        &(e.seq - 1).to_string(),
-        "--proof",
-        &write(dir.path(), "p.json", proof.to_string()),
-    ]);
+        &note_file,
+        e.event.as_bytes(),
+        e.seq - 1,
+        &proof,
+    );
     assert!(ok, "{out}");
 
     // A changed event, someone else's event, another key: refused.

@@ -397,6 +397,41 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn two_checkpoints_racing_from_one_size_are_not_both_cosigned() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = key(dir.path(), "log").with_log_origin(Some("audit.bank.example/kihon4"));
+        let vkey = verifier_key(&log);
+        let cosigner = Cosigner::new(key(dir.path(), "w"), "auditor.example/w1").unwrap();
+        let witness = std::sync::Arc::new(
+            Witness::open(cosigner, &[vkey], &dir.path().join("state.json")).unwrap(),
+        );
+        let body = |size: u64| {
+            let mut b = b"old 0\n\n".to_vec();
+            b.extend_from_slice(checkpoint_note(&log, size, root(size)).unwrap().as_bytes());
+            b
+        };
+        // Both claim to follow the empty tree; only the first recorded may.
+        let (a, b) = tokio::join!(
+            {
+                let (w, body) = (witness.clone(), body(4));
+                tokio::spawn(async move { w.add_checkpoint(&body).await })
+            },
+            {
+                let (w, body) = (witness.clone(), body(7));
+                tokio::spawn(async move { w.add_checkpoint(&body).await })
+            },
+        );
+        let (a, b) = (a.unwrap(), b.unwrap());
+        assert!(a.is_ok() != b.is_ok(), "exactly one cosigned: {a:?} {b:?}");
+        let (won, lost) = if a.is_ok() { (4, b) } else { (7, a) };
+        let lost = lost.unwrap_err();
+        assert_eq!((lost.status, lost.body), (409, format!("{won}\n")));
+        let kept: State =
+            serde_json::from_slice(&std::fs::read(dir.path().join("state.json")).unwrap()).unwrap();
+        assert_eq!(kept.logs["audit.bank.example/kihon4"].size, won);
+    }
+
+    #[tokio::test]
     async fn a_witness_cosigns_what_extends_what_it_saw_and_nothing_else() {
         let dir = tempfile::tempdir().unwrap();
         let log = key(dir.path(), "log").with_log_origin(Some("audit.bank.example/kihon4"));
