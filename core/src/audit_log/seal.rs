@@ -19,7 +19,7 @@ use sea_orm::{
 use tlog_tiles::{Hash, stored_hash_index, stored_hashes_for_record_hash, tree_hash};
 
 use super::note::{checkpoint_note, key_id};
-use super::store::{Reader, load, sealed_size};
+use super::store::{Reader, load, sealed_size, with_hashes_in};
 use crate::audit_export::SigningKey;
 use crate::entities::{audit_events, audit_log_checkpoints, audit_log_hashes};
 use crate::error::CoreError;
@@ -54,8 +54,10 @@ pub async fn seal(
         .into_tuple()
         .one(db)
         .await?;
-    if newest.is_none_or(|seq| seq <= 0) || newest.map(|s| s as u64) <= Some(sealed_size(db).await?)
-    {
+    let Some(newest) = newest.filter(|seq| *seq > 0) else {
+        return Ok(None);
+    };
+    if newest as u64 <= sealed_size(db).await? {
         return Ok(None);
     }
     let txn = crate::db::begin_write(db).await?;
@@ -128,13 +130,8 @@ pub async fn seal(
         }
     }
     // The root: from the hashes just made, and the few older ones it needs.
-    let noting = Reader::Noting(Default::default());
-    let _ = tree_hash(new_size, &noting);
-    let Reader::Noting(asked) = noting else {
-        unreachable!()
-    };
-    load(&txn, asked.into_inner(), &mut known).await?;
-    let root = tree_hash(new_size, &Reader::Loaded(&known))
+    let root = with_hashes_in(&txn, &mut known, |r| tree_hash(new_size, r))
+        .await?
         .map_err(|e| CoreError::Corrupt(format!("the audit log's root: {e}")))?;
 
     for chunk in rows.chunks(2000) {

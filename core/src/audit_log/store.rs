@@ -94,6 +94,20 @@ pub(crate) async fn with_hashes<C, T>(
 where
     C: ConnectionTrait,
 {
+    let mut hashes = HashMap::new();
+    with_hashes_in(db, &mut hashes, op).await
+}
+
+/// As [`with_hashes`], with hashes known already (`known`, which the
+/// loaded ones join): only those missing are read.
+pub(crate) async fn with_hashes_in<C, T>(
+    db: &C,
+    known: &mut HashMap<u64, Hash>,
+    op: impl Fn(&Reader<'_>) -> Result<T, tlog_tiles::Error>,
+) -> Result<Result<T, tlog_tiles::Error>, CoreError>
+where
+    C: ConnectionTrait,
+{
     let noting = Reader::Noting(RefCell::new(Vec::new()));
     if let Err(e) = op(&noting) {
         return Ok(Err(e));
@@ -101,7 +115,6 @@ where
     let Reader::Noting(asked) = noting else {
         unreachable!()
     };
-    let mut hashes = HashMap::new();
-    load(db, asked.into_inner(), &mut hashes).await?;
-    Ok(op(&Reader::Loaded(&hashes)))
+    load(db, asked.into_inner(), known).await?;
+    Ok(op(&Reader::Loaded(known)))
 }
