@@ -244,11 +244,21 @@ impl Smtp {
 
     /// One message, in the steps of `AsyncSmtpConnection::send`; its final
     /// dot is sent through the gate.
+    ///
+    /// Each step has its own bound. Until the final dot the message can be
+    /// given up safely (the server drops a message whose dot never came);
+    /// the wait at the gate is not counted against the server, but the dot
+    /// is sent only with two timeouts of the lease left, so that its answer
+    /// and its record come before any other dispatcher may take the notice
+    /// over. A dot the server does not answer in time leaves it unknown
+    /// whether the server took the message: it is retried, and may arrive
+    /// twice (with the same Message-ID), which the log says.
     async fn exchange(
         connection: &mut AsyncSmtpConnection,
         envelope: &Envelope,
         row: &rows::Model,
         gate: &Gate,
+        timeout: Duration,
     ) -> Result<String, SmtpFailure> {
         use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
         use lettre::transport::smtp::extension::{Extension, MailParameter};
@@ -265,17 +275,40 @@ impl Smtp {
             }
             parameters.push(MailParameter::SmtpUtfEight);
         }
-        // A refused sender is kihon4's settings, not this notice.
-        connection
-            .command(Mail::new(envelope.from().cloned(), parameters))
+        let envelope_sent = async {
+            // A refused sender is kihon4's settings, not this notice.
+            connection
+                .command(Mail::new(envelope.from().cloned(), parameters))
+                .await
+                .map_err(|e| not_about_the_notice(e.into()))?;
+            for to in envelope.to() {
+                connection.command(Rcpt::new(to.clone(), vec![])).await?;
+            }
+            connection.command(Data).await?;
+            Ok::<_, SmtpFailure>(())
+        };
+        tokio::time::timeout(timeout, envelope_sent)
             .await
-            .map_err(|e| not_about_the_notice(e.into()))?;
-        for to in envelope.to() {
-            connection.command(Rcpt::new(to.clone(), vec![])).await?;
-        }
-        connection.command(Data).await?;
+            .map_err(|_| SmtpFailure::Transient("sending timed out".into()))??;
         let mut passage = gate.enter().await.map_err(SmtpFailure::Recording)?;
-        let response = connection.message(&row.message).await?;
+        if lease_left(row) < timeout * 2 {
+            return Err(SmtpFailure::Transient(
+                "the notice's lease ran short before the final dot, which was not sent".into(),
+            ));
+        }
+        let response = match tokio::time::timeout(timeout, connection.message(&row.message)).await
+        {
+            Ok(answer) => answer?,
+            Err(_) => {
+                tracing::warn!(
+                    notice = %row.id,
+                    "the mail server did not answer the final dot in time: the notice will be sent again and may arrive twice"
+                );
+                return Err(SmtpFailure::Transient(
+                    "the server did not answer the final dot in time".into(),
+                ));
+            }
+        };
         let answer = std::iter::once(response.code().to_string())
             .chain(response.message().map(str::to_owned))
             .collect::<Vec<_>>()
@@ -315,19 +348,13 @@ impl Smtp {
             Some(c) => c,
             None => self.connect().await?,
         };
-        // Twice the timeout: the exchange may wait at the gate for the other lane's.
-        let sent = tokio::time::timeout(
-            self.timeout * 2,
-            Self::exchange(&mut connection, envelope, row, gate),
-        )
-        .await;
-        match sent {
-            Ok(Ok(answer)) => {
+        match Self::exchange(&mut connection, envelope, row, gate, self.timeout).await {
+            Ok(answer) => {
                 *slot = Some((connection, Instant::now()));
                 Ok(answer)
             }
             // A refused recipient leaves the session usable after RSET.
-            Ok(Err(SmtpFailure::Permanent(why))) if !connection.has_broken() => {
+            Err(SmtpFailure::Permanent(why)) if !connection.has_broken() => {
                 match connection
                     .command(lettre::transport::smtp::commands::Rset)
                     .await
@@ -337,13 +364,10 @@ impl Smtp {
                 }
                 Err(SmtpFailure::Permanent(why))
             }
-            Ok(Err(failure)) => {
+            // Dropped before its dot, the message is the server's to discard.
+            Err(failure) => {
                 connection.abort().await;
                 Err(failure)
-            }
-            Err(_) => {
-                connection.abort().await;
-                Err(SmtpFailure::Transient("sending timed out".into()))
             }
         }
     }
@@ -460,6 +484,14 @@ async fn drop_file(folder: &Path, message: &[u8]) -> std::io::Result<String> {
     Ok(id)
 }
 
+/// How long `row`'s lease has to run.
+fn lease_left(row: &rows::Model) -> Duration {
+    row.lease_expires_at
+        .map(|until| until - chrono::Utc::now())
+        .and_then(|d| d.to_std().ok())
+        .unwrap_or_default()
+}
+
 /// Notices claimed at a time, per lane.
 const BATCH_PER_LANE: u64 = 20;
 
@@ -544,15 +576,10 @@ async fn lane(
     let mut summary = Summary::default();
     let mut rows = rows.into_iter();
     while let Some(row) = rows.next() {
-        let left = row
-            .lease_expires_at
-            .map(|until| until - chrono::Utc::now())
-            .and_then(|d| d.to_std().ok())
-            .unwrap_or_default();
-        // A send takes at most three timeouts (connecting, then the exchange,
-        // which may wait at the gate): with less than four left, another
-        // dispatcher could take it over mid-send.
-        if left < mailer.timeout * 4 || stop() {
+        // Connecting and the envelope take a timeout each, and the dot
+        // needs two left (see `Smtp::exchange`): with less than four left,
+        // the notice is given back rather than begun.
+        if lease_left(&row) < mailer.timeout * 4 || stop() {
             outbox::release(db, &gate.owner, &row).await?;
             for rest in rows.by_ref() {
                 outbox::release(db, &gate.owner, &rest).await?;
