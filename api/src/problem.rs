@@ -372,7 +372,9 @@ impl From<CoreError> for ApiError {
                 e.retry_after = Some(1);
                 e
             }
-            other @ (CoreError::Corrupt(_) | CoreError::Db(_)) => Self::internal(other),
+            other @ (CoreError::Corrupt(_) | CoreError::Db(_) | CoreError::LogKey(_)) => {
+                Self::internal(other)
+            }
         }
     }
 }

@@ -322,6 +322,12 @@ pub async fn append_batch<C: ConnectionTrait>(txn: &C, batch: Batch) -> Result<(
     Ok(())
 }
 
+/// The sequence number of the newest event, with the chain locked until
+/// the caller's transaction ends: the next [`append`] in it takes the next.
+pub(crate) async fn head_seq<C: ConnectionTrait>(txn: &C) -> Result<i64, DbErr> {
+    Ok(lock_head(txn).await?.last_seq)
+}
+
 /// Reads the chain head, locking it until commit on PostgreSQL (on SQLite
 /// the write transaction already excludes every other writer).
 async fn lock_head<C: ConnectionTrait>(txn: &C) -> Result<audit_chain::Model, DbErr> {

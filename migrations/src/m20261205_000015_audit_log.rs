@@ -44,6 +44,25 @@ enum AuditLogWitnesses {
     Size,
 }
 
+/// The log's keys, each with the trees it may sign: the first is the key
+/// that signed the first checkpoint; every later one came in by a rotation
+/// recorded in the log itself.
+#[derive(DeriveIden)]
+enum AuditLogKeys {
+    Table,
+    KeyId,
+    NoteKeyId,
+    Origin,
+    Vkey,
+    PublicKeyPem,
+    ValidFrom,
+    ValidUntil,
+    FirstSize,
+    LastSize,
+    RotationSeq,
+    Statement,
+}
+
 #[async_trait::async_trait]
 impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
@@ -95,10 +114,31 @@ impl MigrationTrait for Migration {
                     .to_owned(),
             )
             .await?;
+        manager
+            .create_table(
+                Table::create()
+                    .table(AuditLogKeys::Table)
+                    .col(string(AuditLogKeys::KeyId).primary_key())
+                    .col(string(AuditLogKeys::NoteKeyId))
+                    .col(string(AuditLogKeys::Origin))
+                    .col(text(AuditLogKeys::Vkey))
+                    .col(text(AuditLogKeys::PublicKeyPem))
+                    .col(timestamp_with_time_zone(AuditLogKeys::ValidFrom))
+                    .col(timestamp_with_time_zone_null(AuditLogKeys::ValidUntil))
+                    .col(big_integer(AuditLogKeys::FirstSize))
+                    .col(big_integer_null(AuditLogKeys::LastSize))
+                    .col(big_integer_null(AuditLogKeys::RotationSeq))
+                    .col(text_null(AuditLogKeys::Statement))
+                    .to_owned(),
+            )
+            .await?;
         Ok(())
     }
 
     async fn down(&self, manager: &SchemaManager) -> Result<(), DbErr> {
+        manager
+            .drop_table(Table::drop().table(AuditLogKeys::Table).to_owned())
+            .await?;
         manager
             .drop_table(Table::drop().table(AuditLogWitnesses::Table).to_owned())
             .await?;

@@ -84,6 +84,8 @@ pub enum Event {
     AuditExported(AuditExported),
     /// `audit.erased`
     AuditErased(AuditErased),
+    /// `audit.log_key_rotated`
+    AuditLogKeyRotated(AuditLogKeyRotated),
     /// `webhook_endpoint.created`, `.disabled`, `.enabled`, `.deleted`,
     /// `.secret_rotated`, `.replayed`
     WebhookEndpoint(WebhookEndpointChanged),
@@ -543,6 +545,18 @@ pub struct AuditExported {
     pub include_personal_data: bool,
 }
 
+/// The log's key replaced: the statement both keys signed (a signed note,
+/// docs/audit.md "Rotating the log key") names both verifier keys, the
+/// largest tree the retired key signed and the first tree its successor
+/// signs.
+#[derive(Debug, Clone)]
+pub struct AuditLogKeyRotated {
+    pub retired_key_id: String,
+    pub successor_key_id: String,
+    pub retired_after: u64,
+    pub statement: String,
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditErased {
     pub customer_id: Uuid,
@@ -583,6 +597,7 @@ impl Event {
             Self::RefusalsSealed(s) => s.refused.action(),
             Self::AuditExported(_) => "audit.exported",
             Self::AuditErased(_) => "audit.erased",
+            Self::AuditLogKeyRotated(_) => "audit.log_key_rotated",
             Self::WebhookEndpoint(w) => match w.change {
                 EndpointChange::Created { .. } => "webhook_endpoint.created",
                 EndpointChange::Disabled { .. } => "webhook_endpoint.disabled",
@@ -882,6 +897,17 @@ fn audit_event(event: Event) -> AuditEvent {
                         "last_seq": e.last_seq,
                         "count": e.count,
                         "include_personal_data": e.include_personal_data,
+                    }),
+                )
+            }
+            Event::AuditLogKeyRotated(r) => {
+                AuditEvent::new(action, "audit_log_key", Some(r.successor_key_id.clone())).set(
+                    "after",
+                    json!({
+                        "retired_key_id": r.retired_key_id,
+                        "successor_key_id": r.successor_key_id,
+                        "retired_after": r.retired_after,
+                        "statement": r.statement,
                     }),
                 )
             }
@@ -1729,6 +1755,7 @@ mod tests {
         "webhook.refused",
         "audit.exported",
         "audit.erased",
+        "audit.log_key_rotated",
         "webhook_endpoint.created",
         "webhook_endpoint.disabled",
         "webhook_endpoint.enabled",

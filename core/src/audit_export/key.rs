@@ -30,6 +30,8 @@ pub struct SigningKey {
     /// `KIHON4_AUDIT_LOG_ORIGIN`, else `kihon4.invalid/audit/<key_id>`, one
     /// per key so that no two logs share one by default.
     log_origin: String,
+    /// Whether the origin was configured rather than derived from the key.
+    origin_configured: bool,
 }
 
 impl SigningKey {
@@ -120,6 +122,7 @@ impl SigningKey {
             pair,
             key_id,
             log_origin,
+            origin_configured: false,
         };
         let public = public_key_path(path);
         if !public.exists() {
@@ -145,8 +148,14 @@ impl SigningKey {
     pub fn with_log_origin(mut self, origin: Option<&str>) -> Self {
         if let Some(origin) = origin {
             self.log_origin = origin.to_owned();
+            self.origin_configured = true;
         }
         self
+    }
+
+    /// The origin configured for it (`KIHON4_AUDIT_LOG_ORIGIN`), if any.
+    pub fn configured_log_origin(&self) -> Option<&str> {
+        self.origin_configured.then_some(self.log_origin.as_str())
     }
 
     /// The origin line of the checkpoints this key signs.

@@ -12,12 +12,15 @@
 //!   read from them ([`proofs`]).
 //! - A **checkpoint** is `<origin>\n<size>\n<base64 root>\n`, signed by the
 //!   key named `<origin>` ([`note`]). The origin is
-//!   `KIHON4_AUDIT_LOG_ORIGIN` (default `kihon4.invalid/audit/<key id>`).
+//!   `KIHON4_AUDIT_LOG_ORIGIN` (default `kihon4.invalid/audit/<key id>` of
+//!   the first key); it never changes, not even when the key is rotated
+//!   ([`keys`]).
 //!
 //! The merkle arithmetic is `tlog_tiles`' and the note format
 //! `signed_note`'s (Cloudflare's ports of Go's `sumdb/tlog` and
 //! `sumdb/note`); the tests check both against Go's own packages.
 
+pub mod keys;
 pub mod note;
 pub mod proofs;
 pub mod seal;

@@ -7,7 +7,9 @@
 //! is the lock. Leaves follow `seq`, which the chain gives in commit order,
 //! and a round adds only the events that directly follow the sealed size:
 //! nothing is ever sealed out of order or twice (the stored hashes' keys
-//! would refuse it), and a round that dies commits nothing.
+//! would refuse it), and a round that dies commits nothing. A round signs
+//! only with the log's current key, under the log's origin
+//! ([`super::keys::signing_as`]).
 
 use std::collections::HashMap;
 
@@ -18,14 +20,14 @@ use sea_orm::{
 };
 use tlog_tiles::{Hash, stored_hash_index, stored_hashes_for_record_hash, tree_hash};
 
-use super::note::{checkpoint_note, key_id};
+use super::note::{checkpoint_note_as, key_id_as};
 use super::store::{Reader, load, sealed_size, with_hashes_in};
 use crate::audit_export::SigningKey;
 use crate::entities::{audit_events, audit_log_checkpoints, audit_log_hashes};
 use crate::error::CoreError;
 
 /// The advisory lock of the sealer on PostgreSQL (`pg_try_advisory_xact_lock`).
-const SEALER_LOCK: i64 = 0x6b69_686f_6e34_6c67; // "kihon4lg"
+pub(crate) const SEALER_LOCK: i64 = 0x6b69_686f_6e34_6c67; // "kihon4lg"
 
 /// What a round sealed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,7 +76,10 @@ pub async fn seal(
             return Ok(None);
         }
     }
+    let (origin, first_size) = super::keys::signing_as(&txn, key).await?;
     let size = sealed_size(&txn).await?;
+    // A key's first tree holds the event of the rotation that brought it in.
+    let max_leaves = max_leaves.max(first_size.saturating_sub(size));
     let events: Vec<(i64, String)> = audit_events::Entity::find()
         .select_only()
         .column(audit_events::Column::Seq)
@@ -85,7 +90,7 @@ pub async fn seal(
         .into_tuple()
         .all(&txn)
         .await?;
-    if events.is_empty() {
+    if events.is_empty() || size + (events.len() as u64) < first_size {
         return Ok(None);
     }
     let leaf_hashes = events
@@ -139,12 +144,12 @@ pub async fn seal(
             .exec_without_returning(&txn)
             .await?;
     }
-    let note = checkpoint_note(key, new_size, root).map_err(CoreError::Corrupt)?;
+    let note = checkpoint_note_as(key, &origin, new_size, root).map_err(CoreError::Corrupt)?;
     audit_log_checkpoints::Entity::insert(audit_log_checkpoints::ActiveModel {
         tree_size: Set(new_size as i64),
         root_hash: Set(root.0.to_vec()),
         note: Set(note.clone()),
-        key_id: Set(format!("{:08x}", key_id(key))),
+        key_id: Set(format!("{:08x}", key_id_as(&origin, key))),
         signed_at: Set(Utc::now().trunc_subsecs(6)),
     })
     .exec_without_returning(&txn)

@@ -11,7 +11,7 @@ use tlog_tiles::{
     Hash, HashReader, split_stored_hash_index, stored_hashes_for_record_hash, tree_hash,
 };
 
-use super::note::{Verified, verify_checkpoint};
+use super::note::{read_checkpoint, verify_checkpoint, verify_rotation, vkey_id};
 
 /// The tree's right edge: the newest complete node at each level, which
 /// is all that appending a leaf or taking the root reads.
@@ -55,34 +55,67 @@ pub enum LogCheckError {
     Tampered(String),
 }
 
-/// Checks the signed `notes` with `vkey`, then the JSON Lines `export`
-/// (from the first event, `seq` 1) against each: the root of its first
-/// `size` lines must be the note's root.
+/// A log key the check trusts, with the trees it may sign.
+struct Trusted {
+    vkey: String,
+    first: u64,
+    last: Option<u64>,
+}
+
+/// What marks the line of a key rotation (canonical JSON sorts its keys,
+/// so `action` is written exactly so).
+const ROTATION_MARK: &[u8] = b"\"action\":\"audit.log_key_rotated\"";
+
+/// Checks the JSON Lines `export` (from the first event, `seq` 1) against
+/// each signed note of `notes`: the root of its first `size` lines must be
+/// the note's root, and the note must be signed by a log key that could
+/// sign a tree of that size. The keys trusted are `vkeys` (one per line)
+/// and the successors that rotations in the export bring in, each
+/// statement signed by a trusted key and by its successor; a rotation
+/// ends the retired key's trees at its `retired-after`.
 pub fn verify_export_against(
     export: impl BufRead,
     notes: &[(String, Vec<u8>)],
-    vkey: &str,
+    vkeys: &str,
     mut progress: impl FnMut(u64),
 ) -> Result<LogCheck, LogCheckError> {
-    let mut wanted: Vec<(String, Verified)> = notes
+    let mut trusted = vkeys
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|vkey| {
+            vkey_id(vkey)
+                .map(|_| Trusted {
+                    vkey: vkey.to_owned(),
+                    first: 1,
+                    last: None,
+                })
+                .map_err(|e| LogCheckError::Unusable(format!("the log key {vkey}: {e}")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if trusted.is_empty() {
+        return Err(LogCheckError::Unusable("no log key is given".into()));
+    }
+    let mut wanted: Vec<(String, u64, Hash, &[u8])> = notes
         .iter()
         .map(|(name, bytes)| {
-            verify_checkpoint(bytes, vkey)
-                .map(|v| (name.clone(), v))
+            read_checkpoint(bytes)
+                .map(|(size, root)| (name.clone(), size, root, bytes.as_slice()))
                 .map_err(|e| LogCheckError::Tampered(format!("the checkpoint {name}: {e}")))
         })
         .collect::<Result<_, _>>()?;
-    wanted.sort_by_key(|(_, v)| v.size);
+    wanted.sort_by_key(|(_, size, _, _)| *size);
     let mut edge = Edge::default();
     let mut n: u64 = 0;
     let mut read: u64 = 0;
     let mut matched = Vec::new();
     let mut next = 0;
     let mut check = |n: u64, edge: &Edge, next: &mut usize| -> Result<(), LogCheckError> {
-        while let Some((name, v)) = wanted.get(*next).filter(|(_, v)| v.size == n) {
-            let root = tree_hash(n, edge)
+        while let Some((name, _, root, _)) = wanted.get(*next).filter(|(_, size, _, _)| *size == n)
+        {
+            let tree = tree_hash(n, edge)
                 .map_err(|e| LogCheckError::Unusable(format!("the tree: {e}")))?;
-            if root != v.root {
+            if tree != *root {
                 return Err(LogCheckError::Tampered(format!(
                     "the first {n} event(s) of the export are not the tree of the checkpoint {name}: the history was changed"
                 )));
@@ -108,6 +141,9 @@ pub fn verify_export_against(
                 n + 1
             )));
         }
+        if line.windows(ROTATION_MARK.len()).any(|w| w == ROTATION_MARK) {
+            rotate(&mut trusted, &line, n + 1)?;
+        }
         let hashes = stored_hashes_for_record_hash(n, tlog_tiles::record_hash(&line), &edge)
             .map_err(|e| LogCheckError::Unusable(format!("the tree: {e}")))?;
         for (level, hash) in hashes.into_iter().enumerate() {
@@ -123,13 +159,70 @@ pub fn verify_export_against(
         }
     }
     progress(read);
-    if let Some((name, v)) = wanted.get(next) {
+    if let Some((name, size, _, _)) = wanted.get(next) {
         return Err(LogCheckError::Unusable(format!(
-            "the export holds {n} event(s), fewer than the {} of the checkpoint {name}: export up to it at least",
-            v.size
+            "the export holds {n} event(s), fewer than the {size} of the checkpoint {name}: export up to it at least"
         )));
     }
+    // The signatures, now that every rotation up to the newest is known.
+    for (name, size, _, bytes) in &wanted {
+        let valid: Vec<&str> = trusted
+            .iter()
+            .filter(|k| k.first <= *size && k.last.is_none_or(|last| *size <= last))
+            .map(|k| k.vkey.as_str())
+            .collect();
+        if let Err(e) = verify_checkpoint(bytes, &valid.join("\n")) {
+            let all: Vec<&str> = trusted.iter().map(|k| k.vkey.as_str()).collect();
+            return Err(LogCheckError::Tampered(match verify_checkpoint(bytes, &all.join("\n")) {
+                Ok(v) => format!(
+                    "the checkpoint {name} of {size} event(s) is signed by the log key {:08x}, which does not sign trees of that size (it was retired before, or brought in after): it was not signed by the log",
+                    v.signed_by
+                ),
+                Err(_) => format!("the checkpoint {name}: {e}"),
+            }));
+        }
+    }
     Ok(LogCheck { leaves: n, matched })
+}
+
+/// Takes in the key rotation of the export's line `seq`: its statement
+/// must be signed by a trusted key and by its successor, and name this
+/// event's tree as the successor's first.
+fn rotate(trusted: &mut Vec<Trusted>, line: &[u8], seq: u64) -> Result<(), LogCheckError> {
+    let refused = |why: String| {
+        LogCheckError::Tampered(format!("the key rotation of event {seq} {why}"))
+    };
+    let event: serde_json::Value =
+        serde_json::from_slice(line).map_err(|e| refused(format!("is not JSON: {e}")))?;
+    let statement = event["data"]["after"]["statement"]
+        .as_str()
+        .ok_or_else(|| refused("holds no statement".into()))?;
+    let rotation = verify_rotation(statement.as_bytes()).map_err(|e| refused(e.to_string()))?;
+    if rotation.successor_from != seq {
+        return Err(refused(format!(
+            "names tree {} as its successor's first, not its own {seq}",
+            rotation.successor_from
+        )));
+    }
+    let Some(retired) = trusted
+        .iter_mut()
+        .find(|k| k.vkey == rotation.retired && k.last.is_none())
+    else {
+        return Err(refused(
+            "retires a key that is not a trusted key of the log".into(),
+        ));
+    };
+    retired.last = Some(rotation.retired_after);
+    vkey_id(&rotation.successor).map_err(refused)?;
+    match trusted.iter_mut().find(|k| k.vkey == rotation.successor) {
+        Some(known) => known.first = known.first.max(seq),
+        None => trusted.push(Trusted {
+            vkey: rotation.successor,
+            first: seq,
+            last: None,
+        }),
+    }
+    Ok(())
 }
 
 /// Checks that the checkpoint `new` extends the checkpoint `old` by a
@@ -279,6 +372,84 @@ mod tests {
             verify_export_against(export.as_bytes(), &notes, &verifier_key(&other), |_| {}),
             Err(LogCheckError::Tampered(_))
         ));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_rotation_in_the_export_hands_the_log_to_its_successor_and_ends_the_retired_key() {
+        use crate::audit_log::note::{Rotation, rotation_statement};
+        let dir = std::env::temp_dir().join(format!("kihon4-logr-{}", uuid::Uuid::new_v4()));
+        let origin = "audit.bank.example/kihon4";
+        let old = SigningKey::create(&dir.join("old.pem"))
+            .unwrap()
+            .with_log_origin(Some(origin));
+        let new = SigningKey::create(&dir.join("new.pem"))
+            .unwrap()
+            .with_log_origin(Some(origin));
+        let stranger = SigningKey::create(&dir.join("s.pem"))
+            .unwrap()
+            .with_log_origin(Some(origin));
+        let rotation = |retired: &SigningKey, successor: &SigningKey, from: u64| {
+            let r = Rotation {
+                origin: origin.into(),
+                retired: verifier_key(retired),
+                successor: verifier_key(successor),
+                retired_after: 30,
+                successor_from: from,
+                at: "2026-12-06T12:00:00Z".into(),
+            };
+            let statement = rotation_statement(&r, retired, successor).unwrap();
+            String::from_utf8(crate::audit::canonical_json(&serde_json::json!({
+                "action": "audit.log_key_rotated",
+                "data": {"after": {"statement": statement}},
+                "seq": 31,
+            })))
+            .unwrap()
+        };
+        let export_with = |line: String| {
+            let mut all = lines(50);
+            all[30] = line;
+            all
+        };
+        let cp = |key: &SigningKey, all: &[String], n: u64| {
+            (
+                format!("cp{n}"),
+                checkpoint_note(key, n, root(&all[..n as usize]))
+                    .unwrap()
+                    .into_bytes(),
+            )
+        };
+        let all = export_with(rotation(&old, &new, 31));
+        let text = all.join("\n") + "\n";
+        let old_only = verifier_key(&old);
+        // The auditor holds the first key only: the successor is learnt
+        // from the statement the first key signed.
+        let notes = vec![cp(&old, &all, 30), cp(&new, &all, 31), cp(&new, &all, 50)];
+        let ok = verify_export_against(text.as_bytes(), &notes, &old_only, |_| {}).unwrap();
+        assert_eq!(ok.matched, [30, 31, 50]);
+        // The retired key signing a later tree (a thief of it, say): refused.
+        let late = vec![cp(&old, &all, 40)];
+        let err = verify_export_against(text.as_bytes(), &late, &old_only, |_| {}).unwrap_err();
+        assert!(
+            matches!(&err, LogCheckError::Tampered(e) if e.contains("does not sign trees of that size")),
+            "{err:?}"
+        );
+        // The successor signing a tree from before it came in: refused, even
+        // when the auditor trusts it directly.
+        let both = format!("{}\n{}", verifier_key(&old), verifier_key(&new));
+        let early = vec![cp(&new, &all, 20)];
+        assert!(verify_export_against(text.as_bytes(), &early, &both, |_| {}).is_err());
+        // A rotation that the retired key did not sign, or that names
+        // another tree as its successor's first: refused.
+        for forged in [
+            export_with(rotation(&stranger, &new, 31)),
+            export_with(rotation(&old, &new, 35)),
+        ] {
+            let text = forged.join("\n") + "\n";
+            let notes = vec![cp(&new, &forged, 50)];
+            let err = verify_export_against(text.as_bytes(), &notes, &old_only, |_| {});
+            assert!(matches!(err, Err(LogCheckError::Tampered(_))), "{err:?}");
+        }
         std::fs::remove_dir_all(dir).unwrap();
     }
 }

@@ -8,6 +8,7 @@ pub mod audit_exports;
 pub mod audit_log_checkpoints;
 pub mod audit_log_cosignatures;
 pub mod audit_log_hashes;
+pub mod audit_log_keys;
 pub mod audit_log_witnesses;
 pub mod audit_personal_values;
 pub mod basic4_history;
