@@ -176,6 +176,20 @@ enum AuditCommand {
     /// Prints the audit log's verifier key (C2SP signed-note:
     /// `<origin>+<key id>+<base64 key>`), which checks its checkpoints.
     LogKey,
+    /// Lists every key the audit log has had, oldest first, with the trees
+    /// each may sign: one verifier key per line on stdout (a file
+    /// `verify-log --log-key` takes), the validity of each on stderr.
+    LogKeys,
+    /// Replaces the audit log's key by another: seals what is committed
+    /// with the current key (KIHON4_AUDIT_SIGNING_KEY), records the
+    /// rotation in the log with a statement both keys sign, and seals with
+    /// the new one. Then point KIHON4_AUDIT_SIGNING_KEY at the new key and
+    /// restart kihon4: the retired key signs nothing more.
+    RotateKey {
+        /// The new key (PKCS#8 PEM, e.g. from `kihon4 audit init-key --out`).
+        #[arg(long, value_name = "FILE")]
+        new_key: PathBuf,
+    },
     /// Seals every audit event committed so far into the audit log and
     /// prints the newest checkpoint (a signed note). The worker does this
     /// every second on its own.
@@ -485,6 +499,8 @@ fn main() -> ExitCode {
                 | AuditCommand::InitKey { .. }
                 | AuditCommand::Export { .. }
                 | AuditCommand::LogKey
+                | AuditCommand::LogKeys
+                | AuditCommand::RotateKey { .. }
                 | AuditCommand::Seal
         )
     {
@@ -524,6 +540,8 @@ fn main() -> ExitCode {
                 | AuditCommand::InitKey { .. }
                 | AuditCommand::Export { .. }
                 | AuditCommand::LogKey
+                | AuditCommand::LogKeys
+                | AuditCommand::RotateKey { .. }
                 | AuditCommand::Seal,
         } => unreachable!("handled before the whole configuration is read"),
         Command::Audit {
@@ -640,14 +658,12 @@ fn audit_without_tokens(
                 personal_data.clone(),
             ))
         }
-        AuditCommand::LogKey => match commands::audit::log_key(&config) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("kihon4: {e}");
-                failed()
-            }
-        },
+        AuditCommand::LogKey => wiring::block_on(commands::audit::log_key(config)),
         AuditCommand::Seal => wiring::block_on(commands::audit::seal(config)),
+        AuditCommand::LogKeys => wiring::block_on(commands::audit::log_keys(config)),
+        AuditCommand::RotateKey { new_key } => {
+            wiring::block_on(commands::audit::rotate_key(config, new_key.clone()))
+        }
         AuditCommand::Erase { .. }
         | AuditCommand::Verify { .. }
         | AuditCommand::VerifyLog { .. }

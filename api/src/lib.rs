@@ -165,6 +165,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, max_body_bytes: usize) {
         .service(routes::audit::checkpoint)
         .service(routes::audit_log::checkpoint_at)
         .service(routes::audit_log::log_checkpoint)
+        .service(routes::audit_log::log_keys)
         .service(routes::audit_log::tile)
         .service(routes::audit_log::inclusion)
         .service(routes::audit_log::consistency)

@@ -103,6 +103,7 @@ pub const PATH: &[ProblemKind] = &[ProblemKind::NotFound];
         audit::events,
         audit::checkpoint,
         audit_log::log_checkpoint,
+        audit_log::log_keys,
         audit_log::checkpoint_at,
         audit_log::tile,
         audit_log::inclusion,

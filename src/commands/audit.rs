@@ -17,10 +17,65 @@ pub fn public_key(config: &AuditConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `kihon4 audit log-key`: the log's verifier key on stdout.
-pub fn log_key(config: &AuditConfig) -> anyhow::Result<()> {
-    let key = wiring::audit_key(config)?;
-    println!("{}", kihon4_core::audit_log::verifier_key(&key));
+/// `kihon4 audit log-key`: the log's verifier key of this key on stdout,
+/// under the origin the log has (which a rotation keeps).
+pub async fn log_key(config: AuditConfig) -> anyhow::Result<()> {
+    let key = wiring::audit_key(&config)?;
+    let db = wiring::open_current(&config).await?;
+    let registered = kihon4_core::audit_log::keys::list(&db)
+        .await?
+        .into_iter()
+        .find(|k| k.key_id == key.key_id);
+    match registered {
+        Some(k) => println!("{}", k.vkey),
+        None => println!("{}", kihon4_core::audit_log::verifier_key(&key)),
+    }
+    Ok(())
+}
+
+/// `kihon4 audit log-keys`: the log's keys, one verifier key per line.
+pub async fn log_keys(config: AuditConfig) -> anyhow::Result<()> {
+    let db = wiring::open_current(&config).await?;
+    let keys = kihon4_core::audit_log::keys::list(&db).await?;
+    if keys.is_empty() {
+        anyhow::bail!("the audit log has no key yet: nothing was sealed");
+    }
+    for key in keys {
+        println!("{}", key.vkey);
+        eprintln!(
+            "kihon4: key {} signs trees {}–{} (from {}{})",
+            key.key_id,
+            key.first_size,
+            key.last_size.map_or("".into(), |n| n.to_string()),
+            key.valid_from.to_rfc3339(),
+            key.valid_until
+                .map_or(", current".into(), |t| format!(" until {}", t.to_rfc3339()))
+        );
+    }
+    Ok(())
+}
+
+/// `kihon4 audit rotate-key`: the log's key replaced by `new_key`.
+pub async fn rotate_key(config: AuditConfig, new_key: std::path::PathBuf) -> anyhow::Result<()> {
+    let current = wiring::audit_key(&config)?;
+    let successor = kihon4_core::audit_export::SigningKey::load(&new_key)
+        .map_err(anyhow::Error::msg)?
+        .with_log_origin(config.log_origin.as_deref());
+    let db = wiring::open_current(&config).await?;
+    let rotated =
+        kihon4_core::audit_log::keys::rotate(&db, &wiring::cli_context(), &current, &successor)
+            .await?;
+    kihon4_core::audit_log::seal::seal_all(&db, &successor).await?;
+    print!("{}", rotated.statement);
+    eprintln!(
+        "kihon4: the audit log is signed by key {} from tree {} on (event {}); key {} signed it up to tree {}. Point KIHON4_AUDIT_SIGNING_KEY at {} and restart kihon4: the retired key signs nothing more.",
+        successor.key_id,
+        rotated.rotation.successor_from,
+        rotated.seq,
+        current.key_id,
+        rotated.rotation.retired_after,
+        new_key.display()
+    );
     Ok(())
 }
 

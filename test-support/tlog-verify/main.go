@@ -23,6 +23,7 @@
 //	tlog-verify consistency NOTE-FLAGS --old FILE --new FILE --proof FILE
 //	tlog-verify tiles       NOTE-FLAGS --note FILE --base URL [--bearer TOKEN]
 //	                        [--leaves FILE [--first K]] [--all]
+//	tlog-verify signed-by   --signer VKEY [--signer VKEY]... --note FILE
 //
 // What each checks, after the notes it reads (below):
 //
@@ -43,6 +44,9 @@
 //     inclusion proof made from the tiles. With --all, that every tile of the
 //     tree, not only those the root and the proofs need, is the log's; and
 //     that the --leaves file, if any, runs to the tree's last leaf.
+//   - signed-by: that the signed note in --note (any text, such as a key
+//     rotation statement) carries a valid signature by every --signer key,
+//     by x/mod's note.Open; it prints the note's text after the "ok" line.
 //
 // NOTE-FLAGS, which every subcommand takes and applies to every note it reads:
 //
@@ -57,6 +61,7 @@
 //	inclusion:   ok size=<N> index=<I>
 //	consistency: ok from=<old size> to=<new size>
 //	tiles:       ok size=<N> leaves=<count checked>
+//	signed-by:   ok signers=<count>
 //
 // On any failed check it prints "FAIL: <reason>" to standard error and exits
 // 1; on bad usage (unknown subcommand or flag, a missing required flag, a
@@ -101,6 +106,7 @@ const usageText = `usage:
   tlog-verify consistency NOTE-FLAGS --old FILE --new FILE --proof FILE
   tlog-verify tiles       NOTE-FLAGS --note FILE --base URL [--bearer TOKEN]
                           [--leaves FILE [--first K]] [--all]
+  tlog-verify signed-by   --signer VKEY [--signer VKEY]... --note FILE
 NOTE-FLAGS: --vkey VKEY [--origin ORIGIN] [--cosigner VKEY]... [--quorum K]
 Prints one "ok ..." line and exits 0, or "FAIL: <reason>" on standard error
 and exits 1; exits 2 on bad usage.
@@ -134,6 +140,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		line, err = consistencyCmd(rest)
 	case "tiles":
 		line, err = tilesCmd(rest)
+	case "signed-by":
+		line, err = signedByCmd(rest)
 	case "help", "-h", "-help", "--help":
 		fmt.Fprint(stdout, usageText)
 		return 0
@@ -210,6 +218,42 @@ func parseFlags(fs *flag.FlagSet, args []string, o *NoteOptions, required ...str
 		return usagef("%s: --quorum %d with %d --cosigner keys", fs.Name(), o.Quorum, len(o.Cosigners))
 	}
 	return nil
+}
+
+// signedByCmd checks that a signed note is signed by every --signer key.
+func signedByCmd(args []string) (string, error) {
+	var signers []string
+	var notePath string
+	fs := flag.NewFlagSet("signed-by", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Var((*stringList)(&signers), "signer", "a verifier key that must have signed (repeatable)")
+	fs.StringVar(&notePath, "note", "", "the signed note")
+	if err := fs.Parse(args); err != nil {
+		return "", &usageError{err.Error()}
+	}
+	if fs.NArg() > 0 || notePath == "" || len(signers) == 0 {
+		return "", usagef("signed-by: --note and at least one --signer are required")
+	}
+	msg, err := os.ReadFile(notePath)
+	if err != nil {
+		return "", usagef("signed-by: %v", err)
+	}
+	text := ""
+	for _, vkey := range signers {
+		v, err := note.NewVerifier(vkey)
+		if err != nil {
+			return "", usagef("signed-by: --signer %q: %v", vkey, err)
+		}
+		n, err := note.Open(msg, note.VerifierList(v))
+		if err != nil {
+			return "", fmt.Errorf("not signed by %s: %v", v.Name(), err)
+		}
+		if len(n.Sigs) != 1 {
+			return "", fmt.Errorf("expected one signature by key %08x, found %d", v.KeyHash(), len(n.Sigs))
+		}
+		text = n.Text
+	}
+	return fmt.Sprintf("ok signers=%d\n%s", len(signers), strings.TrimSuffix(text, "\n")), nil
 }
 
 func checkpointCmd(args []string) (string, error) {

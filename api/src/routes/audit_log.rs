@@ -65,6 +65,79 @@ pub async fn log_checkpoint(
     }
 }
 
+/// The audit log's keys.
+#[derive(Serialize, ToSchema)]
+pub struct LogKeysView {
+    /// The log's origin, which every key signs under (`null` before the
+    /// first checkpoint).
+    origin: Option<String>,
+    /// Oldest first.
+    keys: Vec<LogKeyView>,
+}
+
+/// A key of the audit log, and the trees it may sign.
+#[derive(Serialize, ToSchema)]
+pub struct LogKeyView {
+    /// The key's own id: the first 16 hex digits of the SHA-256 of its raw
+    /// Ed25519 public key.
+    key_id: String,
+    /// Its signed-note key id as the log's key (8 hex digits).
+    note_key_id: String,
+    /// The verifier key (`<origin>+<key id>+<base64 key>`).
+    vkey: String,
+    /// SubjectPublicKeyInfo PEM.
+    public_key_pem: String,
+    valid_from: chrono::DateTime<chrono::Utc>,
+    /// `null` for the current key.
+    valid_until: Option<chrono::DateTime<chrono::Utc>>,
+    /// The smallest tree it signs.
+    first_tree_size: i64,
+    /// The largest tree it signed; `null` for the current key.
+    last_tree_size: Option<i64>,
+    /// The `audit.log_key_rotated` event that brought it in (`null` for the
+    /// first key).
+    rotation_seq: Option<i64>,
+    /// That event's statement, signed by this key and the one it replaced.
+    statement: Option<String>,
+}
+
+/// Every key the audit log has had, with the trees each may sign: a
+/// checkpoint of size `n` is the log's only when signed by the key whose
+/// `first_tree_size`–`last_tree_size` holds `n`. Role: auditor.
+#[utoipa::path(
+    operation_id = "listAuditLogKeys",
+    tag = "audit",
+    responses(
+        (status = 200, description = "The keys, oldest first", body = LogKeysView),
+    ),
+    security(("bearer" = ["auditor"]))
+)]
+#[get("/v1/audit/log/keys")]
+pub async fn log_keys(
+    state: web::Data<AppState>,
+    _auth: Auth<Auditor>,
+) -> Result<HttpResponse, ApiError> {
+    let keys = audit_log::keys::list(&state.db).await?;
+    Ok(HttpResponse::Ok().json(LogKeysView {
+        origin: keys.first().map(|k| k.origin.clone()),
+        keys: keys
+            .into_iter()
+            .map(|k| LogKeyView {
+                key_id: k.key_id,
+                note_key_id: k.note_key_id,
+                vkey: k.vkey,
+                public_key_pem: k.public_key_pem,
+                valid_from: k.valid_from,
+                valid_until: k.valid_until,
+                first_tree_size: k.first_size,
+                last_tree_size: k.last_size,
+                rotation_seq: k.rotation_seq,
+                statement: k.statement,
+            })
+            .collect(),
+    }))
+}
+
 /// The checkpoint of the audit log at exactly `size` events, when one was
 /// signed at that size. Role: auditor.
 #[utoipa::path(

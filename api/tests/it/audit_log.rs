@@ -25,6 +25,7 @@ both!(
     concurrent_sealers_seal_every_event_once_in_order,
     a_witness_cosigns_the_log_and_refuses_a_rewritten_history,
     a_customers_events_are_proven_without_anyone_elses,
+    a_rotated_key_takes_the_log_over_and_the_retired_one_signs_nothing,
 );
 
 /// The independent verifier (Go's sumdb/note and sumdb/tlog).
@@ -774,4 +775,140 @@ async fn a_customers_events_are_proven_without_anyone_elses(backend: Backend) {
     )
     .unwrap();
     assert!(none.events.is_empty());
+}
+
+async fn a_rotated_key_takes_the_log_over_and_the_retired_one_signs_nothing(backend: Backend) {
+    use kihon4_core::audit_export::SigningKey;
+    use kihon4_core::audit_log::keys;
+    use kihon4_core::audit_log::note::{checkpoint_note_as, read_checkpoint, verifier_key_as};
+    use kihon4_core::audit_log::verify::{LogCheckError, verify_export_against};
+    use kihon4_core::error::CoreError;
+    let app = TestApp::spawn(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let old = app.audit_key();
+    let origin = old.log_origin().to_owned();
+    let old_vkey = verifier_key(&old);
+    append(&app, 30, "r").await;
+    let before = seal_all(&app.db, &old).await.unwrap().unwrap();
+    let listed = json(&app, "/v1/audit/log/keys").await;
+    assert_eq!(listed["origin"], origin.as_str());
+    assert_eq!(listed["keys"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["keys"][0]["vkey"], old_vkey.as_str());
+    assert_eq!(listed["keys"][0]["first_tree_size"], 1);
+    assert!(listed["keys"][0]["last_tree_size"].is_null());
+
+    // The new key's own default origin is another: the log keeps its own.
+    let new = SigningKey::create(&dir.path().join("new.pem")).unwrap();
+    assert_ne!(new.log_origin(), origin);
+    let ctx = AuditContext::new(Actor::cli_person("key-officer").unwrap(), None);
+    let rotated = keys::rotate(&app.db, &ctx, &old, &new).await.unwrap();
+    assert_eq!(
+        (
+            rotated.rotation.retired_after,
+            rotated.rotation.successor_from,
+            rotated.seq
+        ),
+        (30, 31, 31)
+    );
+    let new_vkey = verifier_key_as(&origin, &new);
+    assert_eq!(rotated.rotation.successor, new_vkey);
+
+    // The retired key signs nothing more, and a key never brought in neither.
+    append(&app, 5, "s").await;
+    let refused = seal(&app.db, &old, 100).await;
+    assert!(
+        matches!(&refused, Err(CoreError::LogKey(e)) if e.contains("was retired")),
+        "{refused:?}"
+    );
+    let stranger = SigningKey::create(&dir.path().join("stranger.pem")).unwrap();
+    let refused = seal(&app.db, &stranger, 100).await;
+    assert!(
+        matches!(&refused, Err(CoreError::LogKey(e)) if e.contains("rotate-key")),
+        "{refused:?}"
+    );
+    let after = seal_all(&app.db, &new).await.unwrap().unwrap();
+    assert_eq!(after.tree_size, 36);
+    assert!(after.note.starts_with(&format!("{origin}\n36\n")));
+    let listed = json(&app, "/v1/audit/log/keys").await;
+    let listed = listed["keys"].as_array().unwrap();
+    assert_eq!(listed.len(), 2);
+    assert_eq!(listed[0]["last_tree_size"], 30);
+    assert!(listed[0]["valid_until"].is_string());
+    assert_eq!(listed[1]["vkey"], new_vkey.as_str());
+    assert_eq!(listed[1]["first_tree_size"], 31);
+    assert_eq!(listed[1]["rotation_seq"], 31);
+    assert_eq!(listed[1]["statement"], rotated.statement.as_str());
+    let event = json(&app, "/v1/audit/events?action=audit.log_key_rotated").await;
+    assert_eq!(event["items"][0]["actor"], "cli:key-officer", "{event}");
+
+    // Go's note package: the statement is signed by both keys, and by
+    // no stranger; the new checkpoint is the log's under its origin.
+    let statement = write(dir.path(), "statement", &rotated.statement);
+    let (ok, out) = go(&[
+        "signed-by",
+        "--signer",
+        &old_vkey,
+        "--signer",
+        &new_vkey,
+        "--note",
+        &statement,
+    ]);
+    assert!(ok, "{out}");
+    assert!(out.contains("\nsuccessor-from 31\n"), "{out}");
+    let (ok, _) = go(&[
+        "signed-by",
+        "--signer",
+        &verifier_key_as(&origin, &stranger),
+        "--note",
+        &statement,
+    ]);
+    assert!(!ok, "a stranger's signature was found");
+    let (ok, out) = go(&[
+        "checkpoint",
+        "--vkey",
+        &new_vkey,
+        "--origin",
+        &origin,
+        "--note",
+        &write(dir.path(), "after", &after.note),
+    ]);
+    assert!(ok, "{out}");
+
+    // An auditor who holds the first key alone verifies the whole export,
+    // the successor learnt from the statement; a checkpoint the retired
+    // key signs afterwards (a thief of it) is not the log's.
+    let export = canonicals(&app).await.join("\n") + "\n";
+    let checked = verify_export_against(
+        export.as_bytes(),
+        &[
+            ("before".into(), before.note.clone().into_bytes()),
+            ("after".into(), after.note.clone().into_bytes()),
+        ],
+        &old_vkey,
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(checked.matched, [30, 36]);
+    let (_, root) = read_checkpoint(after.note.as_bytes()).unwrap();
+    let thief = checkpoint_note_as(&old, &origin, 36, root).unwrap();
+    let found = verify_export_against(
+        export.as_bytes(),
+        &[("thief".into(), thief.into_bytes())],
+        &old_vkey,
+        |_| {},
+    );
+    assert!(
+        matches!(&found, Err(LogCheckError::Tampered(e)) if e.contains("does not sign trees of that size")),
+        "{found:?}"
+    );
+    // Both keys given: the newest checkpoint extends the first one.
+    let both = format!("{old_vkey}\n{new_vkey}");
+    assert!(verify_checkpoint(after.note.as_bytes(), &both).is_ok());
+
+    // A retired key never comes back.
+    let back = keys::rotate(&app.db, &ctx, &new, &old).await;
+    assert!(
+        matches!(&back, Err(CoreError::LogKey(e)) if e.contains("never comes back")),
+        "{back:?}"
+    );
 }
