@@ -202,9 +202,12 @@ enum AuditCommand {
     VerifyLog {
         /// The export (JSON Lines, from seq 1).
         export: PathBuf,
-        /// The log's verifier key, or a file holding it (`kihon4 audit log-key`).
-        #[arg(long, value_name = "VKEY")]
-        log_key: String,
+        /// The log's verifier key, or a file holding it (`kihon4 audit
+        /// log-key`; or one key per line, as `kihon4 audit log-keys`
+        /// prints); repeat for several. Keys that rotations in the export
+        /// bring in are followed from these.
+        #[arg(long = "log-key", value_name = "VKEY", required = true)]
+        log_key: Vec<String>,
         /// A checkpoint kept earlier; repeat for several.
         #[arg(long = "checkpoint", value_name = "FILE", required = true)]
         checkpoints: Vec<PathBuf>,
@@ -225,9 +228,10 @@ enum AuditCommand {
         /// The pages, as served (JSON), in order.
         #[arg(required = true)]
         pages: Vec<PathBuf>,
-        /// The log's verifier key, or a file holding it.
-        #[arg(long, value_name = "VKEY")]
-        log_key: String,
+        /// The log's verifier key, or a file holding one per line; repeat
+        /// for several (the keys before and after a rotation).
+        #[arg(long = "log-key", value_name = "VKEY", required = true)]
+        log_key: Vec<String>,
         /// A witness whose cosignature counts; repeat for several.
         #[arg(long = "witness", value_name = "VKEY")]
         witnesses: Vec<String>,
@@ -239,9 +243,10 @@ enum AuditCommand {
     /// kept earlier, by a consistency proof (/v1/audit/proofs/consistency),
     /// with no database and no network. Exit 0 when it does, 1 when not.
     VerifyConsistency {
-        /// The log's verifier key, or a file holding it.
-        #[arg(long, value_name = "VKEY")]
-        log_key: String,
+        /// The log's verifier key, or a file holding one per line; repeat
+        /// for several (the keys before and after a rotation).
+        #[arg(long = "log-key", value_name = "VKEY", required = true)]
+        log_key: Vec<String>,
         /// The checkpoint kept earlier.
         #[arg(long, value_name = "FILE")]
         old: PathBuf,

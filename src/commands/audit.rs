@@ -108,15 +108,25 @@ fn usage(e: String) -> ExitCode {
     ExitCode::from(crate::BAD_USAGE)
 }
 
-/// A log key given as itself or as a file holding it.
-fn log_key_of(log_key: &str) -> Result<String, String> {
-    if log_key.contains('+') {
-        Ok(log_key.to_owned())
-    } else {
-        std::fs::read_to_string(log_key)
-            .map(|text| text.trim().to_owned())
-            .map_err(|e| format!("cannot read the log key {log_key}: {e}"))
+/// The log keys given, each as itself or as a file holding one per line:
+/// one per line.
+fn log_key_of(log_keys: &[String]) -> Result<String, String> {
+    let mut all = Vec::new();
+    for log_key in log_keys {
+        if log_key.contains('+') {
+            all.push(log_key.trim().to_owned());
+        } else {
+            let text = std::fs::read_to_string(log_key)
+                .map_err(|e| format!("cannot read the log key {log_key}: {e}"))?;
+            all.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty())
+                    .map(str::to_owned),
+            );
+        }
     }
+    Ok(all.join("\n"))
 }
 
 /// Witness keys and a quorum, checked: the quorum is at most their number.
@@ -166,7 +176,7 @@ fn meets_quorum(
 /// is in its checkpoint's tree, 1 when one is not, 2 on bad usage.
 pub fn verify_customer(
     pages: &[std::path::PathBuf],
-    log_key: &str,
+    log_key: &[String],
     witnesses: &[String],
     quorum: Option<usize>,
 ) -> ExitCode {
@@ -223,7 +233,7 @@ pub fn verify_customer(
 /// `kihon4 audit verify-consistency`: exit 0 when the newer checkpoint
 /// extends the kept one, 1 when it does not, 2 on bad usage.
 pub fn verify_consistency(
-    log_key: &str,
+    log_key: &[String],
     old: &std::path::Path,
     new: &std::path::Path,
     proof: &std::path::Path,
@@ -257,7 +267,7 @@ pub fn verify_consistency(
 /// kept checkpoint, 1 when one is not, 2 when it cannot be checked.
 pub fn verify_log(
     export: &std::path::Path,
-    log_key: &str,
+    log_key: &[String],
     checkpoints: &[std::path::PathBuf],
     witnesses: &[String],
     quorum: Option<usize>,

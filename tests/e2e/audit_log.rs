@@ -449,3 +449,126 @@ async fn sealers_killed_at_random_seal_every_committed_event_once_in_order() {
         "a takeover took {slowest:?}"
     );
 }
+
+/// Customers imported from a CSV of `n` rows, as events of the trail.
+fn import(d: &Path, envs: &[(&str, String)], tag: &str, n: usize) {
+    let mut csv = String::from("external_ref,email,name,address,birth_date,gender\n");
+    for i in 0..n {
+        csv.push_str(&format!(
+            "{tag}-{i},{tag}{i}@example.jp,山田太郎,東京都千代田区{i}-1,1980-02-17,1\n"
+        ));
+    }
+    let file = d.join(format!("{tag}.csv"));
+    std::fs::write(&file, csv).unwrap();
+    let (code, _, err) = output(kihon4(d, envs).args(["customers", "import"]).arg(&file));
+    assert_eq!(code, 0, "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_key_is_rotated_at_the_command_line_and_an_auditor_with_the_first_key_follows() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = fresh_database(Backend::Sqlite, d).await;
+    let old_key = d.join("data/audit-signing-key.pem");
+    let new_key = d.join("keys/audit-2027.pem");
+    let envs = |key: &Path| {
+        vec![
+            ("KIHON4_DATABASE_URL", url.clone()),
+            ("KIHON4_JWT_SECRET", SECRET.to_owned()),
+            ("KIHON4_AUDIT_SIGNING_KEY", key.display().to_string()),
+        ]
+    };
+    let (old_envs, new_envs) = (envs(&old_key), envs(&new_key));
+    assert_eq!(output(kihon4(d, &old_envs).arg("migrate")).0, 0);
+    import(d, &old_envs, "ROT", 4);
+    let (code, first, err) = output(kihon4(d, &old_envs).args(["audit", "seal"]));
+    assert_eq!(code, 0, "{err}");
+    std::fs::write(d.join("first.note"), &first).unwrap();
+    let (code, first_vkey, _) = output(kihon4(d, &old_envs).args(["audit", "log-key"]));
+    assert_eq!(code, 0);
+    let first_vkey = first_vkey.trim().to_owned();
+    let origin = first.lines().next().unwrap().to_owned();
+
+    // The key officer makes the new key and rotates to it.
+    let (code, _, err) = output(
+        kihon4(d, &old_envs)
+            .args(["audit", "init-key", "--out"])
+            .arg(&new_key),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, statement, err) = output(
+        kihon4(d, &old_envs)
+            .args(["--actor", "key-officer", "audit", "rotate-key", "--new-key"])
+            .arg(&new_key),
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(statement.starts_with("kihon4 audit log key rotation\n"), "{statement}");
+    assert!(err.contains("Point KIHON4_AUDIT_SIGNING_KEY at"), "{err}");
+
+    // The retired key seals nothing more; the new one seals under the
+    // log's origin, though its own default origin is another.
+    import(d, &old_envs, "AFTER", 3);
+    let (code, _, err) = output(kihon4(d, &old_envs).args(["audit", "seal"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("was retired"), "{err}");
+    let (code, newest, err) = output(kihon4(d, &new_envs).args(["audit", "seal"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(newest.lines().next(), Some(origin.as_str()));
+    std::fs::write(d.join("newest.note"), &newest).unwrap();
+    let (code, keys, err) = output(kihon4(d, &new_envs).args(["audit", "log-keys"]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(keys.lines().count(), 2, "{keys}");
+    assert_eq!(keys.lines().next(), Some(first_vkey.as_str()));
+    assert!(err.contains("current"), "{err}");
+    std::fs::write(d.join("log.keys"), &keys).unwrap();
+
+    // An auditor who holds only the first key: the export carries the
+    // rotation, which hands the log to the new key.
+    let export = d.join("export.jsonl");
+    let (code, _, err) = output(
+        kihon4(d, &new_envs)
+            .args(["audit", "export", "--out"])
+            .arg(&export),
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out) = verify_log(
+        d,
+        &export,
+        &first_vkey,
+        &d.join("first.note"),
+        &["--checkpoint", d.join("newest.note").to_str().unwrap()],
+    );
+    assert_eq!(code, 0, "{out}");
+    // The keys file `log-keys` prints serves as well, for the customer's
+    // proofs too.
+    let (code, out) = verify_log(
+        d,
+        &export,
+        d.join("log.keys").to_str().unwrap(),
+        &d.join("newest.note"),
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    // The rotation's statement changed in the export: refused.
+    let text = std::fs::read_to_string(&export).unwrap();
+    let cut: String = text
+        .lines()
+        .map(|l| {
+            if l.contains("\"action\":\"audit.log_key_rotated\"") {
+                l.replacen("successor-from", "successor-from-x", 1)
+            } else {
+                l.to_owned()
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    std::fs::write(d.join("changed.jsonl"), cut).unwrap();
+    let (code, out) = verify_log(
+        d,
+        &d.join("changed.jsonl"),
+        &first_vkey,
+        &d.join("newest.note"),
+        &[],
+    );
+    assert_eq!(code, 1, "{out}");
+}

@@ -179,6 +179,36 @@ pub fn vkey_id(vkey: &str) -> Result<u32, String> {
         .map_err(|e| format!("not a verifier key: {e}"))
 }
 
+/// The verifiers of the log keys `vkeys` (one per line, all of one log)
+/// and the log's name.
+pub fn log_verifiers(
+    vkeys: &str,
+) -> Result<(String, Vec<Box<dyn signed_note::Verifier>>), String> {
+    let lines: Vec<&str> = vkeys
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let name = lines
+        .first()
+        .and_then(|l| l.split('+').next())
+        .ok_or("no verifier key of the log is given")?
+        .to_owned();
+    let mut verifiers: Vec<Box<dyn signed_note::Verifier>> = Vec::new();
+    for line in &lines {
+        if line.split('+').next() != Some(name.as_str()) {
+            return Err(format!(
+                "the verifier keys name different logs (`{name}`, `{}`)",
+                line.split('+').next().unwrap_or_default()
+            ));
+        }
+        verifiers.push(Box::new(StandardVerifier::new(line).map_err(|e| {
+            format!("the log's verifier key is not usable: {e}")
+        })?));
+    }
+    Ok((name, verifiers))
+}
+
 /// A checkpoint whose signature by the log key was checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Verified {
@@ -196,27 +226,7 @@ pub struct Verified {
 /// [`verifier_key`]; one, or several of one log, one per line, such as
 /// the current and the retired keys) and reads it.
 pub fn verify_checkpoint(note: &[u8], vkeys: &str) -> Result<Verified, String> {
-    let lines: Vec<&str> = vkeys
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .collect();
-    let name = lines
-        .first()
-        .and_then(|l| l.split('+').next())
-        .ok_or("no verifier key of the log is given")?;
-    let mut verifiers: Vec<Box<dyn signed_note::Verifier>> = Vec::new();
-    for line in &lines {
-        if line.split('+').next() != Some(name) {
-            return Err(format!(
-                "the verifier keys name different logs (`{name}`, `{}`)",
-                line.split('+').next().unwrap_or_default()
-            ));
-        }
-        verifiers.push(Box::new(StandardVerifier::new(line).map_err(|e| {
-            format!("the log's verifier key is not usable: {e}")
-        })?));
-    }
+    let (name, verifiers) = log_verifiers(vkeys)?;
     let parsed = Note::from_bytes(note).map_err(|e| format!("not a signed note: {e}"))?;
     let (verified, others) = parsed
         .verify(&VerifierList::new(verifiers))

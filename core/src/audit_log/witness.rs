@@ -145,15 +145,13 @@ impl Cosigner {
 
 /// How many of `witnesses` validly cosigned the note; an invalid
 /// cosignature by one of them is an error (the note is malformed).
-/// `log_vkey` checks the log's own signature.
+/// `log_vkeys` (one or more, one per line) check the log's own signature.
 pub fn verify_cosignatures(
     note: &[u8],
     log_vkey: &str,
     witnesses: &[CosignerKey],
 ) -> Result<usize, String> {
-    let log = StandardVerifier::new(log_vkey.trim())
-        .map_err(|e| format!("the log's verifier key is not usable: {e}"))?;
-    let mut known: Vec<Box<dyn Verifier>> = vec![Box::new(log)];
+    let (_, mut known) = super::note::log_verifiers(log_vkey)?;
     for w in witnesses {
         known.push(Box::new(w.clone()));
     }
