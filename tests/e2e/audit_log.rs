@@ -502,7 +502,10 @@ async fn the_log_key_is_rotated_at_the_command_line_and_an_auditor_with_the_firs
             .arg(&new_key),
     );
     assert_eq!(code, 0, "{err}");
-    assert!(statement.starts_with("kihon4 audit log key rotation\n"), "{statement}");
+    assert!(
+        statement.starts_with("kihon4 audit log key rotation\n"),
+        "{statement}"
+    );
     assert!(err.contains("Point KIHON4_AUDIT_SIGNING_KEY at"), "{err}");
 
     // The retired key seals nothing more; the new one seals under the

@@ -185,8 +185,7 @@ pub async fn rotate(
         successor_from: next_seq as u64,
         at: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
-    let statement =
-        rotation_statement(&rotation, retired, successor).map_err(CoreError::LogKey)?;
+    let statement = rotation_statement(&rotation, retired, successor).map_err(CoreError::LogKey)?;
     let seq = crate::audit::append(
         &txn,
         ctx,

@@ -48,8 +48,12 @@ fn signed_as(origin: &str, keys: &[&SigningKey], text: &[u8]) -> Result<String, 
     let signatures = keys
         .iter()
         .map(|key| {
-            Signature::new(origin.to_owned(), key_id_as(origin, key), key.sign_raw(text))
-                .map_err(|e| format!("the note cannot be signed: {e}"))
+            Signature::new(
+                origin.to_owned(),
+                key_id_as(origin, key),
+                key.sign_raw(text),
+            )
+            .map_err(|e| format!("the note cannot be signed: {e}"))
         })
         .collect::<Result<Vec<_>, _>>()?;
     let note = Note::new(text, &signatures).map_err(|e| e.to_string())?;
@@ -181,9 +185,7 @@ pub fn vkey_id(vkey: &str) -> Result<u32, String> {
 
 /// The verifiers of the log keys `vkeys` (one per line, all of one log)
 /// and the log's name.
-pub fn log_verifiers(
-    vkeys: &str,
-) -> Result<(String, Vec<Box<dyn signed_note::Verifier>>), String> {
+pub fn log_verifiers(vkeys: &str) -> Result<(String, Vec<Box<dyn signed_note::Verifier>>), String> {
     let lines: Vec<&str> = vkeys
         .lines()
         .map(str::trim)
@@ -202,9 +204,10 @@ pub fn log_verifiers(
                 line.split('+').next().unwrap_or_default()
             ));
         }
-        verifiers.push(Box::new(StandardVerifier::new(line).map_err(|e| {
-            format!("the log's verifier key is not usable: {e}")
-        })?));
+        verifiers
+            .push(Box::new(StandardVerifier::new(line).map_err(|e| {
+                format!("the log's verifier key is not usable: {e}")
+            })?));
     }
     Ok((name, verifiers))
 }
@@ -324,7 +327,10 @@ mod tests {
             at: "2026-12-06T12:00:00Z".into(),
         };
         let statement = rotation_statement(&rotation, &old, &new).unwrap();
-        assert!(statement.starts_with("kihon4 audit log key rotation\norigin audit.bank.example/kihon4\n"));
+        assert!(
+            statement
+                .starts_with("kihon4 audit log key rotation\norigin audit.bank.example/kihon4\n")
+        );
         assert_eq!(verify_rotation(statement.as_bytes()).unwrap(), rotation);
         // Signed by the successor alone (its own claim), or by a stranger
         // in the retired key's place: refused.

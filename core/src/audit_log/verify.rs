@@ -141,7 +141,10 @@ pub fn verify_export_against(
                 n + 1
             )));
         }
-        if line.windows(ROTATION_MARK.len()).any(|w| w == ROTATION_MARK) {
+        if line
+            .windows(ROTATION_MARK.len())
+            .any(|w| w == ROTATION_MARK)
+        {
             rotate(&mut trusted, &line, n + 1)?;
         }
         let hashes = stored_hashes_for_record_hash(n, tlog_tiles::record_hash(&line), &edge)
@@ -173,13 +176,15 @@ pub fn verify_export_against(
             .collect();
         if let Err(e) = verify_checkpoint(bytes, &valid.join("\n")) {
             let all: Vec<&str> = trusted.iter().map(|k| k.vkey.as_str()).collect();
-            return Err(LogCheckError::Tampered(match verify_checkpoint(bytes, &all.join("\n")) {
-                Ok(v) => format!(
-                    "the checkpoint {name} of {size} event(s) is signed by the log key {:08x}, which does not sign trees of that size (it was retired before, or brought in after): it was not signed by the log",
-                    v.signed_by
-                ),
-                Err(_) => format!("the checkpoint {name}: {e}"),
-            }));
+            return Err(LogCheckError::Tampered(
+                match verify_checkpoint(bytes, &all.join("\n")) {
+                    Ok(v) => format!(
+                        "the checkpoint {name} of {size} event(s) is signed by the log key {:08x}, which does not sign trees of that size (it was retired before, or brought in after): it was not signed by the log",
+                        v.signed_by
+                    ),
+                    Err(_) => format!("the checkpoint {name}: {e}"),
+                },
+            ));
         }
     }
     Ok(LogCheck { leaves: n, matched })
@@ -189,9 +194,8 @@ pub fn verify_export_against(
 /// must be signed by a trusted key and by its successor, and name this
 /// event's tree as the successor's first.
 fn rotate(trusted: &mut Vec<Trusted>, line: &[u8], seq: u64) -> Result<(), LogCheckError> {
-    let refused = |why: String| {
-        LogCheckError::Tampered(format!("the key rotation of event {seq} {why}"))
-    };
+    let refused =
+        |why: String| LogCheckError::Tampered(format!("the key rotation of event {seq} {why}"));
     let event: serde_json::Value =
         serde_json::from_slice(line).map_err(|e| refused(format!("is not JSON: {e}")))?;
     let statement = event["data"]["after"]["statement"]

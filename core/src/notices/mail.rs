@@ -296,8 +296,7 @@ impl Smtp {
                 "the notice's lease ran short before the final dot, which was not sent".into(),
             ));
         }
-        let response = match tokio::time::timeout(timeout, connection.message(&row.message)).await
-        {
+        let response = match tokio::time::timeout(timeout, connection.message(&row.message)).await {
             Ok(answer) => answer?,
             Err(_) => {
                 tracing::warn!(
