@@ -138,8 +138,10 @@ enum AuditCommand {
     /// Makes the audit signing key (Ed25519, PKCS#8 PEM, owner-only) and its
     /// public key beside it; never replaces one. Needed once before
     /// `serve`, `api`, `worker` or `audit export` outside the embedded default.
+    /// Given a PKCS#11 URI (`pkcs11:token=…;object=…?module-path=…&pin-source=…`),
+    /// makes the key pair in the token instead, not extractable.
     InitKey {
-        /// Where to write it (default: KIHON4_AUDIT_SIGNING_KEY).
+        /// Where to write it, or a PKCS#11 URI (default: KIHON4_AUDIT_SIGNING_KEY).
         #[arg(long, value_name = "PATH")]
         out: Option<PathBuf>,
     },

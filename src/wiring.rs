@@ -117,7 +117,10 @@ pub fn provider(
 pub fn audit_key(config: &AuditConfig) -> anyhow::Result<kihon4_core::audit_export::SigningKey> {
     use kihon4_core::audit_export::SigningKey;
     let path = &config.audit_signing_key;
-    if !path.exists() && !config.makes_key_on_first_use() {
+    if !path.exists()
+        && !kihon4_core::audit_export::in_token(path)
+        && !config.makes_key_on_first_use()
+    {
         anyhow::bail!(
             "the audit signing key {} does not exist (KIHON4_AUDIT_SIGNING_KEY): make it once with `kihon4 audit init-key`, keep it, and give auditors `kihon4 audit public-key`; outside the embedded default it is never made silently",
             path.display()

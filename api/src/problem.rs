@@ -372,7 +372,7 @@ impl From<CoreError> for ApiError {
                 e.retry_after = Some(1);
                 e
             }
-            other @ (CoreError::Corrupt(_) | CoreError::Db(_) | CoreError::LogKey(_)) => {
+            other @ (CoreError::Corrupt(_) | CoreError::Db(_) | CoreError::SigningKey(_)) => {
                 Self::internal(other)
             }
         }

@@ -46,7 +46,7 @@ pub enum CoreError {
     /// The change feed's events after a cursor were purged.
     #[error("the events after this cursor were removed after their retention")]
     CursorExpired,
-    /// The audit log's key cannot sign (retired, unknown) or be rotated.
-    #[error("the audit log key: {0}")]
-    LogKey(String),
+    /// The audit signing key cannot sign (retired, unknown, its token failing) or be rotated.
+    #[error("the audit signing key: {0}")]
+    SigningKey(String),
 }

@@ -337,6 +337,14 @@ pub fn init_key(config: &AuditConfig, out: Option<&std::path::Path>) -> anyhow::
     use kihon4_core::audit_export::{SigningKey, public_key_path};
     let path = out.unwrap_or(&config.audit_signing_key);
     let key = SigningKey::create(path).map_err(anyhow::Error::msg)?;
+    if kihon4_core::audit_export::in_token(path) {
+        println!(
+            "kihon4: audit signing key made in the PKCS#11 token (not extractable), key id {}",
+            key.key_id
+        );
+        print!("{}", key.public_key_pem());
+        return Ok(());
+    }
     println!(
         "kihon4: audit signing key {} made (owner-only), key id {}; its public key is {}",
         path.display(),

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use kihon4_core::auth::Role;
 use kihon4_test_support::{Backend, fresh_database};
 
-use crate::process::{Running, SECRET, free_port, kihon4, token};
+use crate::process::{Running, SECRET, free_port, kihon4, kihon4_without_key, token};
 
 fn output(cmd: &mut Command) -> (i32, String, String) {
     let out = cmd.output().unwrap();
@@ -574,4 +574,84 @@ async fn the_log_key_is_rotated_at_the_command_line_and_an_auditor_with_the_firs
         &[],
     );
     assert_eq!(code, 1, "{out}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_key_moves_into_a_pkcs11_token_at_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let url = fresh_database(Backend::Sqlite, d).await;
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name}: run the tests with infra/dev/test, which sets up SoftHSM (infra/dev/softhsm-env.sh)")
+        })
+    };
+    let uri = format!(
+        "pkcs11:token=kihon4-test;object=e2e-{}?module-path={}&pin-source=file:{}",
+        uuid::Uuid::new_v4(),
+        var("KIHON4_TEST_PKCS11_MODULE"),
+        var("KIHON4_TEST_PKCS11_PIN_FILE")
+    );
+    let with_key = |key: String| {
+        vec![
+            ("KIHON4_DATABASE_URL", url.clone()),
+            ("KIHON4_JWT_SECRET", SECRET.to_owned()),
+            ("KIHON4_AUDIT_SIGNING_KEY", key),
+            ("SOFTHSM2_CONF", var("SOFTHSM2_CONF")),
+        ]
+    };
+    let file_envs = with_key(d.join("data/audit-signing-key.pem").display().to_string());
+    let token_envs = with_key(uri.clone());
+    assert_eq!(output(kihon4(d, &file_envs).arg("migrate")).0, 0);
+    import(d, &file_envs, "HSM", 3);
+    assert_eq!(output(kihon4(d, &file_envs).args(["audit", "seal"])).0, 0);
+
+    // The pair is made in the token; its public key comes out, the private
+    // key never does.
+    let (code, out, err) = output(kihon4_without_key(d, &token_envs).args(["audit", "init-key"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("made in the PKCS#11 token"), "{out}");
+    assert!(out.contains("-----BEGIN PUBLIC KEY-----"), "{out}");
+    let (code, public, err) = output(kihon4(d, &token_envs).args(["audit", "public-key"]));
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains(public.trim()), "{public}");
+    let (code, again, err) = output(kihon4_without_key(d, &token_envs).args(["audit", "init-key"]));
+    assert_eq!(code, 1, "{again}{err}");
+    assert!(err.contains("exists already"), "{err}");
+
+    let (code, _, err) = output(
+        kihon4(d, &file_envs)
+            .args(["audit", "rotate-key", "--new-key"])
+            .arg(&uri),
+    );
+    assert_eq!(code, 0, "{err}");
+    import(d, &token_envs, "HSM-LATER", 2);
+    let (code, note, err) = output(kihon4(d, &token_envs).args(["audit", "seal"]));
+    assert_eq!(code, 0, "{err}");
+    let (code, vkey, err) = output(kihon4(d, &token_envs).args(["audit", "log-key"]));
+    assert_eq!(code, 0, "{err}");
+    let (ok, out) = {
+        let out = Command::new(var("KIHON4_TEST_TLOG_VERIFY"))
+            .args(["checkpoint", "--vkey", vkey.trim(), "--note"])
+            .arg({
+                let p = d.join("hsm.note");
+                std::fs::write(&p, &note).unwrap();
+                p
+            })
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    assert!(
+        ok,
+        "Go's note package refused the token's checkpoint: {out}"
+    );
+    // The file key was retired: it seals nothing more.
+    import(d, &file_envs, "HSM-LAST", 1);
+    let (code, _, err) = output(kihon4(d, &file_envs).args(["audit", "seal"]));
+    assert_ne!(code, 0);
+    assert!(err.contains("was retired"), "{err}");
 }

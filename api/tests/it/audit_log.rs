@@ -26,6 +26,7 @@ both!(
     a_witness_cosigns_the_log_and_refuses_a_rewritten_history,
     a_customers_events_are_proven_without_anyone_elses,
     a_rotated_key_takes_the_log_over_and_the_retired_one_signs_nothing,
+    a_key_in_a_pkcs11_token_takes_the_log_over_and_signs_what_go_verifies,
 );
 
 /// The independent verifier (Go's sumdb/note and sumdb/tlog).
@@ -817,13 +818,13 @@ async fn a_rotated_key_takes_the_log_over_and_the_retired_one_signs_nothing(back
     append(&app, 5, "s").await;
     let refused = seal(&app.db, &old, 100).await;
     assert!(
-        matches!(&refused, Err(CoreError::LogKey(e)) if e.contains("was retired")),
+        matches!(&refused, Err(CoreError::SigningKey(e)) if e.contains("was retired")),
         "{refused:?}"
     );
     let stranger = SigningKey::create(&dir.path().join("stranger.pem")).unwrap();
     let refused = seal(&app.db, &stranger, 100).await;
     assert!(
-        matches!(&refused, Err(CoreError::LogKey(e)) if e.contains("rotate-key")),
+        matches!(&refused, Err(CoreError::SigningKey(e)) if e.contains("rotate-key")),
         "{refused:?}"
     );
     let after = seal_all(&app.db, &new).await.unwrap().unwrap();
@@ -908,7 +909,99 @@ async fn a_rotated_key_takes_the_log_over_and_the_retired_one_signs_nothing(back
     // A retired key never comes back.
     let back = keys::rotate(&app.db, &ctx, &new, &old).await;
     assert!(
-        matches!(&back, Err(CoreError::LogKey(e)) if e.contains("never comes back")),
+        matches!(&back, Err(CoreError::SigningKey(e)) if e.contains("never comes back")),
         "{back:?}"
+    );
+}
+
+/// A key in the SoftHSM token the test command sets up
+/// (infra/dev/softhsm-env.sh), under a label of its own: its PKCS#11 URI.
+fn token_key_uri(label: &str) -> String {
+    let var = |name: &str| {
+        std::env::var(name).unwrap_or_else(|_| {
+            panic!("{name}: run the tests with infra/dev/test, which sets up SoftHSM (infra/dev/softhsm-env.sh)")
+        })
+    };
+    format!(
+        "pkcs11:token=kihon4-test;object={label}?module-path={}&pin-source=file:{}",
+        var("KIHON4_TEST_PKCS11_MODULE"),
+        var("KIHON4_TEST_PKCS11_PIN_FILE")
+    )
+}
+
+async fn a_key_in_a_pkcs11_token_takes_the_log_over_and_signs_what_go_verifies(backend: Backend) {
+    use kihon4_core::audit_export::SigningKey;
+    use kihon4_core::audit_log::keys;
+    use kihon4_core::audit_log::note::verifier_key_as;
+    let app = TestApp::spawn(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let file_key = app.audit_key();
+    let origin = file_key.log_origin().to_owned();
+    append(&app, 7, "h").await;
+    seal_all(&app.db, &file_key).await.unwrap().unwrap();
+
+    // Made in the token, not extractable; found again by its URI alone.
+    let uri = token_key_uri(&format!("audit-{}", uuid::Uuid::new_v4()));
+    let made = SigningKey::create(Path::new(&uri)).unwrap();
+    let again = SigningKey::create(Path::new(&uri));
+    assert!(
+        matches!(&again, Err(e) if e.contains("exists already")),
+        "{:?}",
+        again.as_ref().err()
+    );
+    let hsm = SigningKey::load(Path::new(&uri)).unwrap();
+    assert_eq!(hsm.key_id, made.key_id);
+    assert_ne!(hsm.key_id, file_key.key_id);
+    let missing = SigningKey::load(Path::new(&token_key_uri("no-such-key")));
+    assert!(
+        matches!(&missing, Err(e) if e.contains("does not exist") && !e.contains("12345678")),
+        "{:?}",
+        missing.as_ref().err()
+    );
+
+    let ctx = AuditContext::new(Actor::cli_person("key-officer").unwrap(), None);
+    let rotated = keys::rotate(&app.db, &ctx, &file_key, &hsm).await.unwrap();
+    append(&app, 3, "i").await;
+    let sealed = seal_all(&app.db, &hsm).await.unwrap().unwrap();
+    assert_eq!(sealed.tree_size, 11);
+    let hsm_vkey = verifier_key_as(&origin, &hsm);
+    assert!(verify_checkpoint(sealed.note.as_bytes(), &hsm_vkey).is_ok());
+    // Go's note package checks the token's signatures.
+    let (ok, out) = go(&[
+        "checkpoint",
+        "--vkey",
+        &hsm_vkey,
+        "--note",
+        &write(dir.path(), "hsm.note", &sealed.note),
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = go(&[
+        "signed-by",
+        "--signer",
+        &verifier_key(&file_key),
+        "--signer",
+        &hsm_vkey,
+        "--note",
+        &write(dir.path(), "statement", &rotated.statement),
+    ]);
+    assert!(ok, "{out}");
+    // A PIN that is wrong: refused, and not said (on a token this process
+    // never logged into: a login holds for all of a process's sessions).
+    let pin = dir.path().join("wrong-pin");
+    std::fs::write(&pin, "00000000\n").unwrap();
+    let wrong = token_key_uri("any")
+        .replace("token=kihon4-test", "token=kihon4-locked")
+        .replace(
+            &format!(
+                "pin-source=file:{}",
+                std::env::var("KIHON4_TEST_PKCS11_PIN_FILE").unwrap()
+            ),
+            &format!("pin-source=file:{}", pin.display()),
+        );
+    let refused = SigningKey::load(Path::new(&wrong));
+    assert!(
+        matches!(&refused, Err(e) if e.contains("logging in") && !e.contains("00000000")),
+        "{:?}",
+        refused.as_ref().err()
     );
 }

@@ -56,7 +56,9 @@ pub async fn checkpoint<C: ConnectionTrait>(
     let at = Utc::now().trunc_subsecs(6);
     let checkpoint = Checkpoint {
         seq: head.last_seq,
-        signature: key.sign(&Checkpoint::message(head.last_seq, &head.last_hash, at)),
+        signature: key
+            .sign(&Checkpoint::message(head.last_seq, &head.last_hash, at))
+            .map_err(CoreError::SigningKey)?,
         head_hash: head.last_hash,
         at,
         key_id: key.key_id.clone(),

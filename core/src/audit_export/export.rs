@@ -155,9 +155,12 @@ pub struct Manifest {
 
 impl Manifest {
     /// Signs it with `key`: its canonical JSON without `signature`.
-    pub(super) fn sign(&mut self, key: &SigningKey) {
+    pub(super) fn sign(&mut self, key: &SigningKey) -> Result<(), CoreError> {
         self.key_id = key.key_id.clone();
-        self.signature = key.sign(&self.signed_bytes());
+        self.signature = key
+            .sign(&self.signed_bytes())
+            .map_err(CoreError::SigningKey)?;
+        Ok(())
     }
 
     fn signed_bytes(&self) -> Vec<u8> {
@@ -354,7 +357,7 @@ async fn write_events(
         checkpoint: started.checkpoint.clone(),
         signature: String::new(),
     };
-    m.sign(key);
+    m.sign(key)?;
     Ok(m)
 }
 

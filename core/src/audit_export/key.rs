@@ -1,6 +1,8 @@
-//! The signing key (Ed25519, a PKCS#8 PEM file, `KIHON4_AUDIT_SIGNING_KEY`;
-//! made on first use on the embedded default) and the public key auditors
-//! verify with (SubjectPublicKeyInfo PEM, written beside it as `<file>.pub`).
+//! The signing key (Ed25519, `KIHON4_AUDIT_SIGNING_KEY`: a PKCS#8 PEM file,
+//! made on first use on the embedded default, or a key in a PKCS#11 token
+//! named by a PKCS#11 URI, see [`super::pkcs11`]) and the public key
+//! auditors verify with (SubjectPublicKeyInfo PEM, written beside a file
+//! key as `<file>.pub`). Both kinds sign through one trait, [`KeyBackend`].
 
 use std::path::{Path, PathBuf};
 
@@ -19,9 +21,43 @@ const PKCS8_V1_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
 
+/// Where the private half of a signing key is, and how it signs.
+pub trait KeyBackend: Send + Sync {
+    /// The raw 32-byte Ed25519 public key.
+    fn public_key(&self) -> [u8; 32];
+    /// An Ed25519 signature (64 bytes) of `message`.
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String>;
+}
+
+/// A key read from a PKCS#8 file.
+impl KeyBackend for Ed25519KeyPair {
+    fn public_key(&self) -> [u8; 32] {
+        KeyPair::public_key(self)
+            .as_ref()
+            .try_into()
+            .expect("an Ed25519 public key is 32 bytes")
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        Ok(Ed25519KeyPair::sign(self, message).as_ref().to_vec())
+    }
+}
+
+/// A key in a PKCS#11 token.
+impl KeyBackend for super::pkcs11::Pkcs11Key {
+    fn public_key(&self) -> [u8; 32] {
+        super::pkcs11::Pkcs11Key::public_key(self)
+    }
+
+    fn sign(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        super::pkcs11::Pkcs11Key::sign(self, message)
+    }
+}
+
 /// The key that signs checkpoints and manifests.
 pub struct SigningKey {
-    pair: Ed25519KeyPair,
+    backend: Box<dyn KeyBackend>,
+    public: [u8; 32],
     /// The key id: the first 16 hex digits (8 bytes) of the SHA-256 of the
     /// raw 32-byte Ed25519 public key (the last 32 bytes of its
     /// SubjectPublicKeyInfo), lower case.
@@ -38,7 +74,7 @@ impl SigningKey {
     /// Loads the PKCS#8 PEM at `path`; with `create` (the embedded default
     /// only), makes one there first when there is none.
     pub fn load_or_create(path: &Path, create: bool) -> Result<Self, String> {
-        if create && !path.exists() {
+        if create && !path.exists() && pkcs11_uri(path)?.is_none() {
             match Self::create(path) {
                 Ok(key) => return Ok(key),
                 // Another process made it meanwhile: use that one.
@@ -53,6 +89,9 @@ impl SigningKey {
     /// made owner-only when it is new), and writes its public key beside
     /// it. Never replaces a key: a key that exists is an error.
     pub fn create(path: &Path) -> Result<Self, String> {
+        if let Some(uri) = pkcs11_uri(path)? {
+            return super::pkcs11::Pkcs11Key::generate(&uri).map(Self::with_backend);
+        }
         if path.exists() {
             return Err(format!(
                 "{} exists already: a signing key is never replaced",
@@ -102,6 +141,9 @@ impl SigningKey {
     /// Loads the PKCS#8 PEM at `path` and writes its public key beside it
     /// when that is missing.
     pub fn load(path: &Path) -> Result<Self, String> {
+        if let Some(uri) = pkcs11_uri(path)? {
+            return super::pkcs11::Pkcs11Key::open(&uri).map(Self::with_backend);
+        }
         if !path.exists() {
             return Err(format!(
                 "the audit signing key {} does not exist",
@@ -116,14 +158,7 @@ impl SigningKey {
         }
         let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
             .map_err(|_| format!("{} is not an Ed25519 PKCS#8 key", path.display()))?;
-        let key_id = key_id(pair.public_key().as_ref());
-        let log_origin = format!("kihon4.invalid/audit/{key_id}");
-        let key = Self {
-            pair,
-            key_id,
-            log_origin,
-            origin_configured: false,
-        };
+        let key = Self::with_backend(pair);
         let public = public_key_path(path);
         if !public.exists() {
             std::fs::write(&public, key.public_key_pem()).map_err(|e| e.to_string())?;
@@ -131,16 +166,29 @@ impl SigningKey {
         Ok(key)
     }
 
+    /// The key of `backend`, with the default origin.
+    pub fn with_backend(backend: impl KeyBackend + 'static) -> Self {
+        let public = backend.public_key();
+        let key_id = key_id(&public);
+        Self {
+            backend: Box::new(backend),
+            public,
+            log_origin: format!("kihon4.invalid/audit/{key_id}"),
+            key_id,
+            origin_configured: false,
+        }
+    }
+
     /// The public key as SubjectPublicKeyInfo PEM.
     pub fn public_key_pem(&self) -> String {
         let mut spki = SPKI_PREFIX.to_vec();
-        spki.extend_from_slice(self.pair.public_key().as_ref());
+        spki.extend_from_slice(&self.public);
         der::pem::encode_string("PUBLIC KEY", der::pem::LineEnding::LF, &spki)
             .expect("a public key encodes")
     }
 
-    pub(super) fn sign(&self, message: &[u8]) -> String {
-        B64.encode(self.pair.sign(message).as_ref())
+    pub(super) fn sign(&self, message: &[u8]) -> Result<String, String> {
+        Ok(B64.encode(self.sign_raw(message)?))
     }
 
     /// The key with the log origin configured (`KIHON4_AUDIT_LOG_ORIGIN`);
@@ -165,17 +213,28 @@ impl SigningKey {
 
     /// The raw 32-byte Ed25519 public key.
     pub fn public_key_raw(&self) -> [u8; 32] {
-        self.pair
-            .public_key()
-            .as_ref()
-            .try_into()
-            .expect("an Ed25519 public key is 32 bytes")
+        self.public
     }
 
-    /// A raw Ed25519 signature (64 bytes) of `message`.
-    pub fn sign_raw(&self, message: &[u8]) -> Vec<u8> {
-        self.pair.sign(message).as_ref().to_vec()
+    /// A raw Ed25519 signature (64 bytes) of `message` (a token may fail).
+    pub fn sign_raw(&self, message: &[u8]) -> Result<Vec<u8>, String> {
+        self.backend.sign(message)
     }
+}
+
+/// The PKCS#11 URI a key's location is, if it is one.
+fn pkcs11_uri(path: &Path) -> Result<Option<super::pkcs11::Pkcs11Uri>, String> {
+    match path.to_str().filter(|p| super::pkcs11::is_uri(p)) {
+        Some(uri) => super::pkcs11::Pkcs11Uri::parse(uri)
+            .map(Some)
+            .map_err(|e| format!("the PKCS#11 URI of the signing key: {e}")),
+        None => Ok(None),
+    }
+}
+
+/// Whether a key's location is a PKCS#11 URI, not a file.
+pub fn in_token(path: &Path) -> bool {
+    path.to_str().is_some_and(super::pkcs11::is_uri)
 }
 
 /// Where the public key of `private` is written.

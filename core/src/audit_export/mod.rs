@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod erase;
 pub mod export;
 pub mod key;
+pub mod pkcs11;
 pub mod verify;
 
 pub use checkpoint::{
@@ -29,7 +30,7 @@ pub use checkpoint::{
 };
 pub use erase::erase_customer;
 pub use export::*;
-pub use key::{PublicKey, SigningKey, public_key_path};
+pub use key::{KeyBackend, PublicKey, SigningKey, in_token, public_key_path};
 pub use verify::{
     Companion, Expectations, Failure, verify_expecting, verify_jsonl, verify_with_personal,
 };

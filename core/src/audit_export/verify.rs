@@ -493,7 +493,7 @@ mod tests {
         let at = Utc::now().trunc_subsecs(6);
         let checkpoint = Checkpoint {
             seq: last_seq,
-            signature: key.sign(&Checkpoint::message(last_seq, &head, at)),
+            signature: key.sign(&Checkpoint::message(last_seq, &head, at)).unwrap(),
             head_hash: head.clone(),
             at,
             key_id: key.key_id.clone(),
@@ -516,7 +516,7 @@ mod tests {
             key_id: String::new(),
             signature: String::new(),
         };
-        m.sign(key);
+        m.sign(key).unwrap();
         m
     }
 

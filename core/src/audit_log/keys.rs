@@ -70,7 +70,7 @@ pub async fn signing_as<C: ConnectionTrait>(
         let known = audit_log_keys::Entity::find_by_id(key.key_id.clone())
             .one(txn)
             .await?;
-        return Err(CoreError::LogKey(match known {
+        return Err(CoreError::SigningKey(match known {
             Some(retired) => format!(
                 "this process's audit signing key {} was retired at {}: the log is signed by {} now; point KIHON4_AUDIT_SIGNING_KEY at that key",
                 key.key_id,
@@ -95,7 +95,7 @@ pub async fn signing_as<C: ConnectionTrait>(
 }
 
 fn origin_changed(configured: &str, origin: &str) -> CoreError {
-    CoreError::LogKey(format!(
+    CoreError::SigningKey(format!(
         "KIHON4_AUDIT_LOG_ORIGIN is `{configured}`, but the log's checkpoints name `{origin}`: a log's origin never changes"
     ))
 }
@@ -148,7 +148,7 @@ pub async fn rotate(
     successor: &SigningKey,
 ) -> Result<Rotated, CoreError> {
     if retired.key_id == successor.key_id {
-        return Err(CoreError::LogKey(
+        return Err(CoreError::SigningKey(
             "the new key is the current key: a rotation needs another key".into(),
         ));
     }
@@ -168,7 +168,7 @@ pub async fn rotate(
         .await?
         .is_some()
     {
-        return Err(CoreError::LogKey(format!(
+        return Err(CoreError::SigningKey(format!(
             "the new key {} signed this log before: a retired key never comes back",
             successor.key_id
         )));
@@ -185,7 +185,8 @@ pub async fn rotate(
         successor_from: next_seq as u64,
         at: at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
     };
-    let statement = rotation_statement(&rotation, retired, successor).map_err(CoreError::LogKey)?;
+    let statement =
+        rotation_statement(&rotation, retired, successor).map_err(CoreError::SigningKey)?;
     let seq = crate::audit::append(
         &txn,
         ctx,

@@ -51,7 +51,7 @@ fn signed_as(origin: &str, keys: &[&SigningKey], text: &[u8]) -> Result<String, 
             Signature::new(
                 origin.to_owned(),
                 key_id_as(origin, key),
-                key.sign_raw(text),
+                key.sign_raw(text)?,
             )
             .map_err(|e| format!("the note cannot be signed: {e}"))
         })

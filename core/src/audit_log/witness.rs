@@ -134,12 +134,12 @@ impl Cosigner {
     }
 
     /// The cosignature line of a checkpoint's text, at `timestamp`.
-    pub fn cosign(&self, text: &[u8], timestamp: u64) -> String {
+    pub fn cosign(&self, text: &[u8], timestamp: u64) -> Result<String, String> {
         let key = self.public_key();
         let mut sig = key.key_id.to_be_bytes().to_vec();
         sig.extend_from_slice(&timestamp.to_be_bytes());
-        sig.extend_from_slice(&self.key.sign_raw(&cosigned_message(timestamp, text)));
-        format!("\u{2014} {} {}\n", self.name, B64.encode(sig))
+        sig.extend_from_slice(&self.key.sign_raw(&cosigned_message(timestamp, text))?);
+        Ok(format!("\u{2014} {} {}\n", self.name, B64.encode(sig)))
     }
 }
 
@@ -331,7 +331,9 @@ impl Witness {
         })?;
         *state = next;
         let timestamp = chrono::Utc::now().timestamp().max(1) as u64;
-        Ok(self.cosigner.cosign(parsed.text(), timestamp))
+        self.cosigner
+            .cosign(parsed.text(), timestamp)
+            .map_err(|e| refuse(500, format!("the witness cannot sign: {e}")))
     }
 }
 
