@@ -9,8 +9,6 @@
 //! processes form one chain because each takes the lock on the single
 //! `audit_chain` head row (on SQLite, the write transaction's lock).
 
-use std::time::Instant;
-
 use chrono::{DateTime, SubsecRound, Utc};
 use rand::RngCore;
 use sea_orm::sea_query::Expr;
@@ -25,6 +23,7 @@ use uuid::Uuid;
 use crate::entities::{audit_chain, audit_events, audit_personal_values};
 
 pub mod events;
+pub mod queue;
 pub use events::Event;
 
 /// The hash before the first event.
@@ -190,24 +189,27 @@ pub fn canonical_json(value: &Value) -> Vec<u8> {
     serde_json_canonicalizer::to_vec(value).expect("a serde_json::Value always serialises")
 }
 
-/// Appends `event` to the chain inside the caller's transaction, and returns
-/// its sequence number. Call it last in the transaction: it holds the chain
-/// lock until commit.
+/// Appends `event` inside the caller's transaction: to the chain when its
+/// head is free, and then returns its sequence number (call it last in the
+/// transaction: the head stays taken until commit); else, on PostgreSQL,
+/// to the queue, which the sequencer empties into the chain within
+/// moments ([`queue`]), and returns `None`. It never waits for another
+/// writer.
 pub async fn append<C: ConnectionTrait>(
     txn: &C,
     ctx: &AuditContext,
     event: impl Into<AuditEvent>,
-) -> Result<i64, DbErr> {
+) -> Result<Option<i64>, DbErr> {
     let mut event = event.into();
-    let changes = std::mem::take(&mut event.changes);
-    // Read before the lock: it is held only for the chain's own writes.
+    // Read before the head: it is held only for the chain's own writes.
     let refs = customer_refs(txn, event.customer_id.into_iter()).await?;
-    let waited = Instant::now();
-    let head = lock_head(txn).await?;
-    metrics::histogram!("kihon4_audit_chain_lock_wait_seconds")
-        .record(waited.elapsed().as_secs_f64());
+    let Some(head) = take_head(txn).await? else {
+        queue::enqueue(txn, vec![(ctx.clone(), event)], &refs).await?;
+        return Ok(None);
+    };
+    let changes = std::mem::take(&mut event.changes);
     let seq = head.last_seq + 1;
-    let (row, personal) = chained(seq, &head.last_hash, ctx, event, &refs)?;
+    let (row, personal) = chained(seq, &head.last_hash, ctx, event, &refs, now())?;
     let moved = match txn.get_database_backend() {
         DbBackend::Postgres => write_event_postgres(txn, &row, &personal).await?,
         _ => write_event(txn, &row, personal).await?,
@@ -219,7 +221,12 @@ pub async fn append<C: ConnectionTrait>(
     }
     crate::changes::record(txn, changes.into_iter().map(|c| (seq, c)).collect()).await?;
     metrics::counter!("kihon4_audit_appends_total").increment(1);
-    Ok(seq)
+    Ok(Some(seq))
+}
+
+/// The time an event happens, as the chain keeps it.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
 }
 
 /// Events gathered while a transaction does many things, appended together
@@ -262,26 +269,43 @@ pub async fn append_batch<C: ConnectionTrait>(txn: &C, batch: Batch) -> Result<(
         _ => {}
     }
     let refs = customer_refs(txn, batch.0.iter().filter_map(|(_, e)| e.customer_id)).await?;
-    let waited = Instant::now();
-    let head = lock_head(txn).await?;
-    metrics::histogram!("kihon4_audit_chain_lock_wait_seconds")
-        .record(waited.elapsed().as_secs_f64());
-    let count = batch.0.len() as u64;
+    let Some(head) = take_head(txn).await? else {
+        return queue::enqueue(txn, batch.0, &refs).await;
+    };
+    let at = now();
+    write_chained(
+        txn,
+        head,
+        batch.0.into_iter().map(|(c, e)| (c, e, at)).collect(),
+        &refs,
+    )
+    .await
+}
+
+/// Writes `events` into the chain after `head`, which the caller's
+/// transaction holds, a few hundred rows per statement.
+async fn write_chained<C: ConnectionTrait>(
+    txn: &C,
+    head: audit_chain::Model,
+    events: Vec<(AuditContext, AuditEvent, DateTime<Utc>)>,
+    refs: &std::collections::HashMap<uuid::Uuid, String>,
+) -> Result<(), DbErr> {
+    let count = events.len() as u64;
     let (mut seq, mut prev) = (head.last_seq, head.last_hash);
-    let mut events = batch.0.into_iter().peekable();
+    let mut events = events.into_iter().peekable();
     let mut changes = Vec::new();
     while events.peek().is_some() {
         let first = seq + 1;
         let mut rows = Vec::with_capacity(BATCH_CHUNK);
         let mut personal = Vec::new();
-        for (ctx, mut event) in events.by_ref().take(BATCH_CHUNK) {
+        for (ctx, mut event, at) in events.by_ref().take(BATCH_CHUNK) {
             seq += 1;
             changes.extend(
                 std::mem::take(&mut event.changes)
                     .into_iter()
                     .map(|c| (seq, c)),
             );
-            let (row, values) = chained(seq, &prev, &ctx, event, &refs)?;
+            let (row, values) = chained(seq, &prev, &ctx, event, refs, at)?;
             prev = row.hash.clone();
             personal.extend(
                 values
@@ -326,6 +350,24 @@ pub async fn append_batch<C: ConnectionTrait>(txn: &C, batch: Batch) -> Result<(
 /// the caller's transaction ends: the next [`append`] in it takes the next.
 pub(crate) async fn head_seq<C: ConnectionTrait>(txn: &C) -> Result<i64, DbErr> {
     Ok(lock_head(txn).await?.last_seq)
+}
+
+/// The chain head, held until commit, when no other transaction holds it
+/// (PostgreSQL's `FOR UPDATE SKIP LOCKED`: it never waits); on SQLite the
+/// write transaction already excludes every other writer, so always.
+async fn take_head<C: ConnectionTrait>(txn: &C) -> Result<Option<audit_chain::Model>, DbErr> {
+    let mut head_query = audit_chain::Entity::find_by_id(1);
+    if txn.get_database_backend() == DbBackend::Postgres {
+        head_query = head_query.lock_with_behavior(
+            sea_orm::sea_query::LockType::Update,
+            sea_orm::sea_query::LockBehavior::SkipLocked,
+        );
+    }
+    let head = head_query.one(txn).await?;
+    if head.is_none() && txn.get_database_backend() != DbBackend::Postgres {
+        return Err(DbErr::Custom("the audit chain head is missing".into()));
+    }
+    Ok(head)
 }
 
 /// Reads the chain head, locking it until commit on PostgreSQL (on SQLite
@@ -376,8 +418,8 @@ fn chained(
     ctx: &AuditContext,
     event: AuditEvent,
     refs: &std::collections::HashMap<uuid::Uuid, String>,
+    occurred_at: DateTime<Utc>,
 ) -> Result<(audit_events::Model, Vec<PersonalValue>), DbErr> {
-    let occurred_at: DateTime<Utc> = Utc::now().trunc_subsecs(6);
     let event_customer = event.customer_id;
     let canonical_value = json!({
         "v": FORMAT_VERSION,

@@ -19,6 +19,7 @@ mod m20261203_000012_consent_evidence_form;
 mod m20261203_000013_change_feed;
 mod m20261204_000014_change_customer_seqs;
 mod m20261205_000015_audit_log;
+mod m20261206_000016_audit_queue;
 
 pub struct Migrator;
 
@@ -41,6 +42,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261203_000013_change_feed::Migration),
             Box::new(m20261204_000014_change_customer_seqs::Migration),
             Box::new(m20261205_000015_audit_log::Migration),
+            Box::new(m20261206_000016_audit_queue::Migration),
         ]
     }
 }

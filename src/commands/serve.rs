@@ -49,6 +49,9 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         anchors: wiring::anchors(&config)?,
     };
     let shutdown = CancellationToken::new();
+    // Every process sequences queued audit events (one round at a time
+    // across them all), whatever its roles.
+    let sequencing = tokio::spawn(kihon4_core::audit::queue::run(db.clone(), shutdown.clone()));
 
     let server = if roles.api {
         let provider = kihon4_api::provider(&config).map_err(anyhow::Error::msg)?;
@@ -95,6 +98,9 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
     if let Some(task) = worker_task {
         task.await??;
     }
+    sequencing.await?;
+    // What was queued while stopping goes into the chain before the end.
+    kihon4_core::audit::queue::sequence_all(&db).await?;
     db.close().await?;
     tracing::info!("stopped");
     Ok(())

@@ -384,6 +384,16 @@ async fn sealers_killed_at_random_seal_every_committed_event_once_in_order() {
     for w in writers {
         w.await.unwrap();
     }
+    // What was queued (the chain's head held by another writer) is
+    // sequenced by the workers.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kihon4_core::audit::queue::depth(&db).await.unwrap() > 0 {
+        assert!(
+            Instant::now() < deadline,
+            "queued events were not sequenced"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let total = newest_seq(&db).await;
     assert_eq!(total, 4 * 100 * 12);
     assert!(
@@ -406,14 +416,26 @@ async fn sealers_killed_at_random_seal_every_committed_event_once_in_order() {
     // stored once; no round failed.
     use kihon4_core::entities::{audit_events, audit_log_checkpoints, audit_log_hashes};
     use sea_orm::{EntityTrait, PaginatorTrait, QueryOrder};
-    let lines: Vec<String> = audit_events::Entity::find()
+    let events = audit_events::Entity::find()
         .order_by_asc(audit_events::Column::Seq)
         .all(&db)
         .await
-        .unwrap()
-        .into_iter()
-        .map(|e| e.canonical)
-        .collect();
+        .unwrap();
+    // Each transaction's twelve events stand together, in their order,
+    // whether they went into the chain at once or through the queue.
+    for batch in events.chunks(12) {
+        let ids: Vec<&str> = batch
+            .iter()
+            .map(|e| e.subject_id.as_deref().unwrap())
+            .collect();
+        let (w, round) = ids[0].rsplit_once('-').unwrap().0.split_once('-').unwrap();
+        let expected: Vec<String> = (0..12).map(|i| format!("{w}-{round}-{i}")).collect();
+        assert_eq!(
+            ids, expected,
+            "a transaction's events were split or reordered"
+        );
+    }
+    let lines: Vec<String> = events.into_iter().map(|e| e.canonical).collect();
     let checkpoints = audit_log_checkpoints::Entity::find()
         .order_by_asc(audit_log_checkpoints::Column::TreeSize)
         .all(&db)

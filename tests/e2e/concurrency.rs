@@ -117,6 +117,8 @@ async fn two_api_processes_keep_one_chain_and_consistent_records(backend: Backen
     drop(apis);
 
     let db = kihon4_core::db::connect(&url, 2).await.unwrap();
+    // What was queued when the writers raced for the chain's head.
+    kihon4_core::audit::queue::sequence_all(&db).await.unwrap();
     let summary = kihon4_core::audit::verify_chain(&db)
         .await
         .unwrap()
@@ -211,6 +213,8 @@ async fn interrupted_mid_stream(backend: Backend, signal: &str) {
     );
 
     let db = kihon4_core::db::connect(&url, 2).await.unwrap();
+    // What was queued when the writers raced for the chain's head.
+    kihon4_core::audit::queue::sequence_all(&db).await.unwrap();
     for id in &confirmed {
         let id = uuid::Uuid::parse_str(id).unwrap();
         let row = customers::Entity::find_by_id(id).one(&db).await.unwrap();

@@ -388,7 +388,6 @@ pub async fn seal_forever(
 ) {
     use kihon4_core::audit_log::witness::submit;
     use kihon4_core::audit_log::{SEAL_BATCH, seal::seal};
-    let vkey = kihon4_core::audit_log::verifier_key(&key);
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(10))
         .redirect(reqwest::redirect::Policy::none())
@@ -425,7 +424,17 @@ pub async fn seal_forever(
             .filter(|w| retry_at.get(&w.id()).is_none_or(|at| *at <= now))
             .collect();
         if !due.is_empty() {
-            match submit(&db, &vkey, &due, &http).await {
+            // The log's keys as registered: a rotated key signs under the
+            // log's origin, not its own default.
+            let vkeys = match kihon4_core::audit_log::keys::list(&db).await {
+                Ok(keys) if !keys.is_empty() => keys
+                    .iter()
+                    .map(|k| k.vkey.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                _ => kihon4_core::audit_log::verifier_key(&key),
+            };
+            match submit(&db, &vkeys, &due, &http).await {
                 Ok(done) => {
                     for id in done.cosigned {
                         retry_at.remove(&id);

@@ -13,6 +13,7 @@ both!(
     an_export_streams_what_was_hashed_and_its_manifest_verifies,
     tampering_is_found_and_named,
     an_export_and_its_manifest_fetched_the_natural_way_verify,
+    an_append_that_finds_the_head_held_is_queued_then_sequenced_whole,
 );
 
 async fn events_filter_and_page_in_chain_order(backend: Backend) {
@@ -698,5 +699,104 @@ async fn an_export_and_its_manifest_fetched_the_natural_way_verify(backend: Back
         "forbidden",
     )
     .await;
+    app.assert_chain_verifies().await;
+}
+
+async fn an_append_that_finds_the_head_held_is_queued_then_sequenced_whole(backend: Backend) {
+    use kihon4_core::audit::events::{ConsentWithdrawn, Event, WithdrawnBy};
+    use kihon4_core::audit::{Actor, AuditContext, AuditEvent, append, queue};
+    use kihon4_core::entities::{audit_events, audit_personal_values, change_events};
+    use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, TransactionTrait};
+    let app = TestApp::spawn(backend).await;
+    let customer = app.create_customer("QUEUE-1").await;
+    let customer_id: uuid::Uuid = customer["id"].as_str().unwrap().parse().unwrap();
+    let ctx = AuditContext::new(Actor::worker(), Some("req-queued".into()));
+    let withdrawn = || {
+        Event::ConsentWithdrawn(ConsentWithdrawn {
+            consent_id: uuid::Uuid::now_v7(),
+            customer_id,
+            withdrawn_at: chrono::Utc::now(),
+            by: WithdrawnBy::Provider {
+                job: uuid::Uuid::now_v7(),
+                notice: None,
+            },
+        })
+    };
+    // A holds the chain's head: its event is in the chain, not committed.
+    let a = kihon4_core::db::begin_write(&app.db).await.unwrap();
+    let first = append(&a, &ctx, AuditEvent::new("test.holding", "test", None))
+        .await
+        .unwrap()
+        .expect("the head was free");
+    if matches!(backend, Backend::Sqlite) {
+        // One writer at a time: never queued.
+        a.commit().await.unwrap();
+        assert_eq!(queue::depth(&app.db).await.unwrap(), 0);
+        return;
+    }
+    // B finds it held: its events (one with a personal value, one with a
+    // change feed event) are queued, and it commits without waiting.
+    let b = app.db.begin().await.unwrap();
+    let mut personal = AuditEvent::new("test.queued", "test", Some("q".into()));
+    let email = personal.commit("after.email", "queued@example.jp");
+    let personal = personal
+        .set("after", serde_json::json!({"email": email}))
+        .with_customer(customer_id);
+    let started = std::time::Instant::now();
+    assert_eq!(append(&b, &ctx, personal).await.unwrap(), None);
+    assert_eq!(append(&b, &ctx, withdrawn()).await.unwrap(), None);
+    b.commit().await.unwrap();
+    assert!(started.elapsed() < std::time::Duration::from_secs(5));
+    assert_eq!(queue::depth(&app.db).await.unwrap(), 2);
+    let in_chain = |action: &'static str| {
+        let db = app.db.clone();
+        async move {
+            audit_events::Entity::find()
+                .filter(audit_events::Column::Action.eq(action))
+                .all(&db)
+                .await
+                .unwrap()
+        }
+    };
+    assert!(in_chain("test.queued").await.is_empty());
+    // A transaction that is rolled back queues nothing.
+    let c = app.db.begin().await.unwrap();
+    assert_eq!(
+        append(&c, &ctx, AuditEvent::new("test.forgotten", "test", None))
+            .await
+            .unwrap(),
+        None
+    );
+    c.rollback().await.unwrap();
+    assert_eq!(queue::depth(&app.db).await.unwrap(), 2);
+
+    // Once A commits, a round puts B's events after A's, whole.
+    a.commit().await.unwrap();
+    queue::sequence_all(&app.db).await.unwrap();
+    assert_eq!(queue::depth(&app.db).await.unwrap(), 0);
+    let queued = in_chain("test.queued").await;
+    assert_eq!(queued.len(), 1);
+    let queued = &queued[0];
+    assert_eq!(queued.seq, first + 1);
+    assert_eq!(queued.request_id.as_deref(), Some("req-queued"));
+    let canonical: Value = serde_json::from_str(&queued.canonical).unwrap();
+    assert_eq!(canonical["customer_ref"], "QUEUE-1", "{canonical}");
+    let values = audit_personal_values::Entity::find()
+        .filter(audit_personal_values::Column::Seq.eq(queued.seq))
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(values.len(), 1);
+    assert_eq!(values[0].value.as_deref(), Some("queued@example.jp"));
+    let withdrawal = in_chain("consent.withdrawn").await;
+    assert_eq!(withdrawal[0].seq, first + 2);
+    let feed = change_events::Entity::find()
+        .filter(change_events::Column::AuditSeq.eq(first + 2))
+        .all(&app.db)
+        .await
+        .unwrap();
+    assert_eq!(feed.len(), 1, "the change feed's event came with it");
+    assert_eq!(feed[0].event_type, "consent.withdrawn");
+    assert!(in_chain("test.forgotten").await.is_empty());
     app.assert_chain_verifies().await;
 }

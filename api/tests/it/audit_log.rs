@@ -458,6 +458,7 @@ async fn concurrent_sealers_seal_every_event_once_in_order(backend: Backend) {
     for w in writers {
         w.await.unwrap();
     }
+    app.sequenced().await;
     let total = canonicals(&app).await.len() as u64;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while audit_log::sealed_size(&app.db).await.unwrap() < total {

@@ -938,14 +938,16 @@ async fn many_writers_at_once_lose_nothing_and_repeat_nothing(backend: Backend) 
             done.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         }));
     }
-    // A reader pages with small pages until the writers are done and it
-    // has reached the head.
+    // A reader pages with small pages until the writers are done, what
+    // they queued (racing for the chain's head) is sequenced, and it has
+    // reached the head.
     let mut read: Vec<Value> = Vec::new();
     let mut pages_with_events = 0;
     let mut after: Option<String> = None;
     let started = Instant::now();
     loop {
-        let finished = done.load(std::sync::atomic::Ordering::SeqCst) == 4;
+        let finished = done.load(std::sync::atomic::Ordering::SeqCst) == 4
+            && kihon4_core::audit::queue::depth(&app.db).await.unwrap() == 0;
         let query = match &after {
             Some(c) => format!("limit=7&after={c}"),
             None => "limit=7".to_owned(),

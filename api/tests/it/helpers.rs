@@ -289,6 +289,11 @@ impl TestApp {
         )
         .expect("server");
         tokio::spawn(server);
+        // As every kihon4 process does: queued audit events into the chain.
+        tokio::spawn(kihon4_core::audit::queue::run(
+            db.clone(),
+            tokio_util::sync::CancellationToken::new(),
+        ));
         TestApp {
             base,
             db,
@@ -369,6 +374,7 @@ impl TestApp {
     where
         E::Model: Sync,
     {
+        self.sequenced().await;
         let n = E::find()
             .filter(filter)
             .count(&self.db)
@@ -392,8 +398,17 @@ impl TestApp {
             .await
     }
 
+    /// Waits for the audit events queued so far to be in the chain (when
+    /// writers raced for its head, PostgreSQL).
+    pub async fn sequenced(&self) {
+        kihon4_core::audit::queue::sequence_all(&self.db)
+            .await
+            .expect("the queue empties");
+    }
+
     /// The actions of every audit event, in chain order.
     pub async fn audit_actions(&self) -> Vec<String> {
+        self.sequenced().await;
         let rows = self
             .db
             .query_all_raw(Statement::from_string(
@@ -409,6 +424,7 @@ impl TestApp {
 
     /// Asserts the stored chain verifies and returns its length.
     pub async fn assert_chain_verifies(&self) -> u64 {
+        self.sequenced().await;
         let summary = kihon4_core::audit::verify_chain(&self.db)
             .await
             .expect("readable")

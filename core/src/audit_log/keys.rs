@@ -197,7 +197,10 @@ pub async fn rotate(
             statement: statement.clone(),
         }),
     )
-    .await?;
+    .await?
+    .ok_or_else(|| {
+        CoreError::Corrupt("the rotation's event was queued, though it holds the chain".into())
+    })?;
     if seq != next_seq {
         return Err(CoreError::Corrupt(format!(
             "the rotation's event is seq {seq}, not the {next_seq} its statement names"

@@ -48,6 +48,8 @@ pub async fn seal(
     key: &SigningKey,
     max_leaves: u64,
 ) -> Result<Option<Sealed>, CoreError> {
+    // Queued events first: they take their places in the chain.
+    crate::audit::queue::sequence_all(db).await?;
     // Read first: an idle log takes no write lock (on SQLite, the database's).
     let newest: Option<i64> = audit_events::Entity::find()
         .select_only()

@@ -11,6 +11,7 @@ pub mod audit_log_hashes;
 pub mod audit_log_keys;
 pub mod audit_log_witnesses;
 pub mod audit_personal_values;
+pub mod audit_queue;
 pub mod basic4_history;
 pub mod change_customer_seqs;
 pub mod change_events;
