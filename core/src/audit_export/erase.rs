@@ -22,6 +22,8 @@ pub async fn erase_customer(
 ) -> Result<u64, CoreError> {
     use crate::entities::audit_personal_values as values;
     use sea_orm::sea_query::{Expr, Query};
+    // Queued events first: their values are erased with the rest.
+    crate::audit::queue::sequence_all(db).await?;
     let at = Utc::now().trunc_subsecs(6);
     let txn = crate::db::begin_write(db).await?;
     let of_customer = Query::select()
