@@ -353,15 +353,22 @@ pub(crate) async fn head_seq<C: ConnectionTrait>(txn: &C) -> Result<i64, DbErr> 
 }
 
 /// The chain head, held until commit, when no other transaction holds it
-/// (PostgreSQL's `FOR UPDATE SKIP LOCKED`: it never waits); on SQLite the
-/// write transaction already excludes every other writer, so always.
+/// (PostgreSQL's `FOR UPDATE SKIP LOCKED`: it never waits) and this one
+/// has queued nothing yet (its later events queue too, so that they stay
+/// after its earlier ones; see [`queue::QUEUED`]); on SQLite the write
+/// transaction already excludes every other writer, so always.
 async fn take_head<C: ConnectionTrait>(txn: &C) -> Result<Option<audit_chain::Model>, DbErr> {
     let mut head_query = audit_chain::Entity::find_by_id(1);
     if txn.get_database_backend() == DbBackend::Postgres {
-        head_query = head_query.lock_with_behavior(
-            sea_orm::sea_query::LockType::Update,
-            sea_orm::sea_query::LockBehavior::SkipLocked,
-        );
+        head_query = head_query
+            .filter(Expr::cust(format!(
+                "coalesce(current_setting('{}', true), '') <> 'on'",
+                queue::QUEUED
+            )))
+            .lock_with_behavior(
+                sea_orm::sea_query::LockType::Update,
+                sea_orm::sea_query::LockBehavior::SkipLocked,
+            );
     }
     let head = head_query.one(txn).await?;
     if head.is_none() && txn.get_database_backend() != DbBackend::Postgres {

@@ -258,3 +258,21 @@ mod tests {
         assert_eq!(sqlite_path("postgres://x/y"), None);
     }
 }
+
+/// Takes the PostgreSQL advisory lock `key` for the rest of the transaction
+/// without waiting: whether it was free. Elsewhere (SQLite, whose write
+/// transaction already excludes every other writer) always `true`.
+pub async fn try_xact_lock<C: sea_orm::ConnectionTrait>(txn: &C, key: i64) -> Result<bool, DbErr> {
+    if txn.get_database_backend() != DbBackend::Postgres {
+        return Ok(true);
+    }
+    let row = txn
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            DbBackend::Postgres,
+            "SELECT pg_try_advisory_xact_lock($1) AS held",
+            [key.into()],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("no answer to an advisory lock".into()))?;
+    row.try_get::<bool>("", "held")
+}

@@ -21,8 +21,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, DbErr, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement,
+    ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use serde_json::{Map, Value, json};
 
@@ -39,12 +39,23 @@ pub const ROUND: u64 = 5_000;
 /// How often a process looks for queued events.
 pub const INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
 
+/// The transaction-local setting that marks a transaction which queued
+/// events: its later appends queue as well (they would otherwise get
+/// their places before its queued ones).
+pub(super) const QUEUED: &str = "kihon4.audit_queued";
+
 /// Writes `events` into the queue inside the caller's transaction.
 pub(super) async fn enqueue<C: ConnectionTrait>(
     txn: &C,
     events: Vec<(AuditContext, AuditEvent)>,
     refs: &HashMap<uuid::Uuid, String>,
 ) -> Result<(), DbErr> {
+    txn.execute_raw(sea_orm::Statement::from_sql_and_values(
+        txn.get_database_backend(),
+        "SELECT set_config($1, 'on', true)",
+        [QUEUED.into()],
+    ))
+    .await?;
     let at = super::now();
     let count = events.len() as u64;
     let rows: Vec<audit_queue::ActiveModel> = events
@@ -157,18 +168,8 @@ pub async fn sequence(db: &DatabaseConnection, max: u64) -> Result<u64, DbErr> {
         return Ok(0);
     }
     let txn = crate::db::begin_write(db).await?;
-    if txn.get_database_backend() == DbBackend::Postgres {
-        let row = txn
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT pg_try_advisory_xact_lock($1) AS held",
-                [SEQUENCER_LOCK.into()],
-            ))
-            .await?
-            .ok_or_else(|| DbErr::Custom("no answer to the sequencer's lock".into()))?;
-        if !row.try_get::<bool>("", "held")? {
-            return Ok(0);
-        }
+    if !crate::db::try_xact_lock(&txn, SEQUENCER_LOCK).await? {
+        return Ok(0);
     }
     let head = lock_head(&txn).await?;
     let rows = audit_queue::Entity::find()

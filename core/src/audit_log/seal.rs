@@ -15,8 +15,8 @@ use std::collections::HashMap;
 
 use chrono::{SubsecRound, Utc};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseConnection, DbBackend, EntityTrait,
-    QueryFilter, QueryOrder, QuerySelect, Statement,
+    ActiveValue::Set, ColumnTrait, DatabaseConnection, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect,
 };
 use tlog_tiles::{Hash, stored_hash_index, stored_hashes_for_record_hash, tree_hash};
 
@@ -65,18 +65,8 @@ pub async fn seal(
         return Ok(None);
     }
     let txn = crate::db::begin_write(db).await?;
-    if txn.get_database_backend() == DbBackend::Postgres {
-        let row = txn
-            .query_one_raw(Statement::from_sql_and_values(
-                DbBackend::Postgres,
-                "SELECT pg_try_advisory_xact_lock($1) AS held",
-                [SEALER_LOCK.into()],
-            ))
-            .await?
-            .ok_or_else(|| CoreError::Corrupt("no answer to the sealer's lock".into()))?;
-        if !row.try_get::<bool>("", "held")? {
-            return Ok(None);
-        }
+    if !crate::db::try_xact_lock(&txn, SEALER_LOCK).await? {
+        return Ok(None);
     }
     let (origin, first_size) = super::keys::signing_as(&txn, key).await?;
     let size = sealed_size(&txn).await?;
