@@ -244,21 +244,6 @@ where
     Ok(rows)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_sqlite_file() {
-        assert_eq!(
-            sqlite_path("sqlite://data/kihon4.db?mode=rwc").as_deref(),
-            Some("data/kihon4.db")
-        );
-        assert_eq!(sqlite_path("sqlite::memory:"), None);
-        assert_eq!(sqlite_path("postgres://x/y"), None);
-    }
-}
-
 /// Takes the PostgreSQL advisory lock `key` for the rest of the transaction
 /// without waiting: whether it was free. Elsewhere (SQLite, whose write
 /// transaction already excludes every other writer) always `true`.
@@ -275,4 +260,19 @@ pub async fn try_xact_lock<C: sea_orm::ConnectionTrait>(txn: &C, key: i64) -> Re
         .await?
         .ok_or_else(|| DbErr::Custom("no answer to an advisory lock".into()))?;
     row.try_get::<bool>("", "held")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_the_sqlite_file() {
+        assert_eq!(
+            sqlite_path("sqlite://data/kihon4.db?mode=rwc").as_deref(),
+            Some("data/kihon4.db")
+        );
+        assert_eq!(sqlite_path("sqlite::memory:"), None);
+        assert_eq!(sqlite_path("postgres://x/y"), None);
+    }
 }
