@@ -40,6 +40,9 @@ pub async fn send(config: Config, limit: Option<u64>) -> anyhow::Result<()> {
         "kihon4: {} customer(s) without consent: {} asked, {} skipped (consented or asked meanwhile), {} failed",
         batch.customers, batch.sent, batch.skipped, batch.failed
     );
+    // What was queued (the chain's head held by another writer) goes into
+    // the chain before the command ends.
+    kihon4_core::audit::queue::sequence_all(&db).await?;
     if batch.failed > 0 {
         anyhow::bail!(
             "{} request(s) failed; run the command again to ask them",

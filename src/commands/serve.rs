@@ -99,8 +99,21 @@ pub async fn serve(config: Config, roles: Roles) -> anyhow::Result<()> {
         task.await??;
     }
     sequencing.await?;
-    // What was queued while stopping goes into the chain before the end.
-    kihon4_core::audit::queue::sequence_all(&db).await?;
+    // What was queued while stopping goes into the chain before the end,
+    // if it can within moments; else it stays queued, safe, for the next
+    // process's rounds.
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        kihon4_core::audit::queue::sequence_all(&db),
+    )
+    .await
+    {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "queued audit events are left for another process")
+        }
+        Err(_) => tracing::warn!("queued audit events are left for another process"),
+    }
     db.close().await?;
     tracing::info!("stopped");
     Ok(())

@@ -59,6 +59,9 @@ pub async fn run_once(
         })
         .await;
     bar.finish_and_clear();
+    // What the run queued (its writes raced another's for the chain's
+    // head) goes into the chain before the command ends.
+    kihon4_core::audit::queue::sequence_all(&db).await?;
     let view = view?;
     let counts = view
         .counts
