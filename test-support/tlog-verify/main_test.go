@@ -325,6 +325,29 @@ func TestCheckpoint(t *testing.T) {
 	runFail(t, "no such file", "checkpoint", "--vkey", key.vkey, "--note", filepath.Join(t.TempDir(), "missing"))
 }
 
+func TestSignedBy(t *testing.T) {
+	retired := newTestKey(t, testOrigin)
+	successor := newTestKey(t, testOrigin)
+	text := "kihon4 audit log key rotation\norigin " + testOrigin + "\n"
+	both := writeFile(t, "both", signNote(t, text, retired, successor))
+	if got := runOK(t, "signed-by", "--signer", retired.vkey, "--signer", successor.vkey, "--note", both); got != "ok signers=2" {
+		t.Errorf("got %q", got)
+	}
+	runOK(t, "signed-by", "--signer", successor.vkey, "--note", both)
+	// Signed by one of the two: the other's signature is missing.
+	one := writeFile(t, "one", signNote(t, text, successor))
+	runFail(t, "not signed by", "signed-by", "--signer", retired.vkey, "--signer", successor.vkey, "--note", one)
+	// A stranger of the same name, and a changed text.
+	stranger := newTestKey(t, testOrigin)
+	runFail(t, "not signed by", "signed-by", "--signer", stranger.vkey, "--note", both)
+	signed := signNote(t, text, retired, successor)
+	changed := writeFile(t, "changed", bytes.Replace(signed, []byte("rotation"), []byte("rotatiom"), 1))
+	runFail(t, "not signed by", "signed-by", "--signer", retired.vkey, "--note", changed)
+	runUsage(t, "signed-by", "--note", both)
+	runUsage(t, "signed-by", "--signer", retired.vkey)
+	runUsage(t, "signed-by", "--signer", "nonsense", "--note", both)
+}
+
 func TestUsage(t *testing.T) {
 	key := newTestKey(t, testOrigin)
 	cv, _ := newCosigner(t, "witness.test/w1")
