@@ -2,7 +2,9 @@
 //! "The audit log"): a transaction that finds the chain's head taken by
 //! another writes its events here and commits without waiting; the
 //! sequencer gives them their place in the chain, in the order they were
-//! queued, and removes them. Each row holds what the chain's row will:
+//! queued, each transaction's together (`xid`: the queuing transaction's
+//! id; ids alone interleave when transactions queue at once), and removes
+//! them. Each row holds what the chain's row will:
 //! the event's fields, its data with commitments, the personal values
 //! behind them, and the change feed's events it reports.
 
@@ -16,6 +18,7 @@ pub struct Migration;
 enum AuditQueue {
     Table,
     Id,
+    Xid,
     QueuedAt,
     Actor,
     RequestId,
@@ -37,6 +40,7 @@ impl MigrationTrait for Migration {
                 Table::create()
                     .table(AuditQueue::Table)
                     .col(big_pk_auto(AuditQueue::Id))
+                    .col(big_integer(AuditQueue::Xid))
                     .col(timestamp_with_time_zone(AuditQueue::QueuedAt))
                     .col(string(AuditQueue::Actor))
                     .col(string_null(AuditQueue::RequestId))

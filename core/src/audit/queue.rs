@@ -11,10 +11,12 @@
 //! round, in any process, does its work. Every process with the database
 //! runs rounds ([`run`]), and the sealer runs one before it seals.
 //!
-//! Events are sequenced in the order the queue received them, each
-//! transaction's together; two transactions that overlap may come in
-//! either order, never interleaved. A queued event keeps the time it was
-//! queued as its `at`.
+//! Events are sequenced transaction by transaction, in the order of each
+//! transaction's first queued event, and in their own order within it
+//! (rows carry the queuing transaction's id: the queue's ids alone
+//! interleave when transactions queue at once); two transactions that
+//! overlap may come in either order, never interleaved. A queued event
+//! keeps the time it was queued as its `at`.
 
 use std::collections::HashMap;
 
@@ -33,8 +35,8 @@ use crate::entities::audit_queue;
 /// The advisory lock of the sequencer on PostgreSQL.
 const SEQUENCER_LOCK: i64 = 0x6b69_686f_6e34_7371; // "kihon4sq"
 
-/// Events sequenced in one round at most.
-pub const ROUND: u64 = 5_000;
+/// Transactions whose events one round sequences at most.
+pub const ROUND: u64 = 1_000;
 
 /// How often a process looks for queued events.
 pub const INTERVAL: std::time::Duration = std::time::Duration::from_millis(50);
@@ -50,18 +52,22 @@ pub(super) async fn enqueue<C: ConnectionTrait>(
     events: Vec<(AuditContext, AuditEvent)>,
     refs: &HashMap<uuid::Uuid, String>,
 ) -> Result<(), DbErr> {
-    txn.execute_raw(sea_orm::Statement::from_sql_and_values(
-        txn.get_database_backend(),
-        "SELECT set_config($1, 'on', true)",
-        [QUEUED.into()],
-    ))
-    .await?;
+    let xid: i64 = txn
+        .query_one_raw(sea_orm::Statement::from_sql_and_values(
+            txn.get_database_backend(),
+            "SELECT set_config($1, 'on', true) AS marked, pg_current_xact_id()::text::bigint AS xid",
+            [QUEUED.into()],
+        ))
+        .await?
+        .ok_or_else(|| DbErr::Custom("no transaction id to queue under".into()))?
+        .try_get("", "xid")?;
     let at = super::now();
     let count = events.len() as u64;
     let rows: Vec<audit_queue::ActiveModel> = events
         .into_iter()
         .map(|(ctx, event)| audit_queue::ActiveModel {
             id: NotSet,
+            xid: Set(xid),
             queued_at: Set(at),
             actor: Set(ctx.actor.as_str().to_owned()),
             request_id: Set(ctx.request_id.clone()),
@@ -172,14 +178,25 @@ pub async fn sequence(db: &DatabaseConnection, max: u64) -> Result<u64, DbErr> {
         return Ok(0);
     }
     let head = lock_head(&txn).await?;
+    // Whole transactions, the first queued first: ids interleave when
+    // transactions queue at once, so each is placed by its first id.
     let rows = audit_queue::Entity::find()
+        .filter(sea_orm::sea_query::Expr::cust_with_values(
+            "xid IN (SELECT xid FROM audit_queue GROUP BY xid ORDER BY min(id) LIMIT $1)",
+            [sea_orm::Value::from(max.max(1) as i64)],
+        ))
         .order_by_asc(audit_queue::Column::Id)
-        .limit(max)
         .all(&txn)
         .await?;
     if rows.is_empty() {
         return Ok(0);
     }
+    let mut first_of: HashMap<i64, usize> = HashMap::new();
+    for (i, r) in rows.iter().enumerate() {
+        first_of.entry(r.xid).or_insert(i);
+    }
+    let mut rows = rows;
+    rows.sort_by_key(|r| (first_of[&r.xid], r.id));
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     let refs: HashMap<uuid::Uuid, String> = rows
         .iter()
@@ -229,7 +246,7 @@ pub async fn depth<C: ConnectionTrait>(db: &C) -> Result<u64, DbErr> {
 pub async fn run(db: DatabaseConnection, stop: tokio_util::sync::CancellationToken) {
     loop {
         let full = match sequence(&db, ROUND).await {
-            Ok(n) => n == ROUND,
+            Ok(n) => n >= ROUND,
             Err(e) => {
                 tracing::error!(error = %e, "queued audit events could not be sequenced");
                 false

@@ -309,18 +309,36 @@ impl Pkcs11Key {
         Self::open(uri)
     }
 
-    fn session(uri: &Pkcs11Uri) -> Result<(Pkcs11, Session), String> {
-        let what = uri.describe();
-        let context =
-            Pkcs11::new(&uri.module_path).map_err(|e| format!("{what}: the module: {e}"))?;
+    /// The process's one context of the module at `path`, initialised
+    /// once: a context finalises the module when its last clone is
+    /// dropped, which would end every other key's sessions with it.
+    fn context(path: &std::path::Path) -> Result<Pkcs11, String> {
+        static CONTEXTS: std::sync::OnceLock<Mutex<std::collections::HashMap<PathBuf, Pkcs11>>> =
+            std::sync::OnceLock::new();
+        let mut contexts = CONTEXTS
+            .get_or_init(Default::default)
+            .lock()
+            .map_err(|_| "a PKCS#11 module's loading panicked".to_owned())?;
+        if let Some(context) = contexts.get(path) {
+            return Ok(context.clone());
+        }
+        let context = Pkcs11::new(path).map_err(|e| e.to_string())?;
         match context.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK)) {
             Ok(())
             | Err(cryptoki::error::Error::Pkcs11(
                 cryptoki::error::RvError::CryptokiAlreadyInitialized,
                 _,
             )) => {}
-            Err(e) => return Err(format!("{what}: the module: {e}")),
+            Err(e) => return Err(e.to_string()),
         }
+        contexts.insert(path.to_owned(), context.clone());
+        Ok(context)
+    }
+
+    fn session(uri: &Pkcs11Uri) -> Result<(Pkcs11, Session), String> {
+        let what = uri.describe();
+        let context =
+            Self::context(&uri.module_path).map_err(|e| format!("{what}: the module: {e}"))?;
         let slot = Self::slot(&context, uri).map_err(|e| format!("{what}: {e}"))?;
         let session = context
             .open_rw_session(slot)

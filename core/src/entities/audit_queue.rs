@@ -6,6 +6,9 @@ use sea_orm::entity::prelude::*;
 pub struct Model {
     #[sea_orm(primary_key)]
     pub id: i64,
+    /// The queuing transaction's id (PostgreSQL's `pg_current_xact_id()`):
+    /// its events are sequenced together.
+    pub xid: i64,
     /// When the event happened: its `at` in the chain.
     pub queued_at: DateTimeUtc,
     pub actor: String,
