@@ -86,8 +86,9 @@ impl AuditContext {
     }
 }
 
-/// A personal value an event commits to.
-#[derive(Clone, PartialEq, Eq)]
+/// A personal value an event commits to (serialised only into the audit
+/// queue, beside its event).
+#[derive(Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PersonalValue {
     /// Where the commitment stands in the event's `data`, e.g. `after.email`.
     pub field: String,

@@ -511,6 +511,21 @@ async fn the_log_key_is_rotated_at_the_command_line_and_an_auditor_with_the_firs
     let first_vkey = first_vkey.trim().to_owned();
     let origin = first.lines().next().unwrap().to_owned();
 
+    // A new key that is not there, or is the current key: refused, and
+    // the log keeps its key.
+    for (bad, why) in [
+        (d.join("keys/missing.pem"), "does not exist"),
+        (old_key.clone(), "needs another key"),
+    ] {
+        let (code, out, err) = output(
+            kihon4(d, &old_envs)
+                .args(["audit", "rotate-key", "--new-key"])
+                .arg(&bad),
+        );
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(err.contains(why), "{err}");
+    }
+
     // The key officer makes the new key and rotates to it.
     let (code, _, err) = output(
         kihon4(d, &old_envs)

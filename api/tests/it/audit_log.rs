@@ -27,6 +27,7 @@ both!(
     a_customers_events_are_proven_without_anyone_elses,
     a_rotated_key_takes_the_log_over_and_the_retired_one_signs_nothing,
     a_key_in_a_pkcs11_token_takes_the_log_over_and_signs_what_go_verifies,
+    a_rotation_racing_sealers_leaves_no_later_tree_to_the_retired_key,
 );
 
 /// The independent verifier (Go's sumdb/note and sumdb/tlog).
@@ -364,19 +365,11 @@ async fn bad_log_requests_get_their_problems(backend: Backend) {
     let res = app.get("/v1/audit/log/tile/0/000.p/5", &auditor).await;
     assert_eq!(res.status(), 200);
     assert_eq!(res.bytes().await.unwrap().len(), 5 * 32);
-    expect_problem(
-        app.get("/v1/audit/log/checkpoint", &app.operator()).await,
-        403,
-        "forbidden",
-    )
-    .await;
-    let res = app
-        .http
-        .get(app.url("/v1/audit/log/checkpoint"))
-        .send()
-        .await
-        .unwrap();
-    expect_problem(res, 401, "unauthorized").await;
+    for path in ["/v1/audit/log/checkpoint", "/v1/audit/log/keys"] {
+        expect_problem(app.get(path, &app.operator()).await, 403, "forbidden").await;
+        let res = app.http.get(app.url(path)).send().await.unwrap();
+        expect_problem(res, 401, "unauthorized").await;
+    }
 }
 
 async fn a_rewritten_history_is_caught_by_a_kept_checkpoint(backend: Backend) {
@@ -1004,4 +997,96 @@ async fn a_key_in_a_pkcs11_token_takes_the_log_over_and_signs_what_go_verifies(b
         "{:?}",
         refused.as_ref().err()
     );
+}
+
+async fn a_rotation_racing_sealers_leaves_no_later_tree_to_the_retired_key(backend: Backend) {
+    use kihon4_core::audit_export::SigningKey;
+    use kihon4_core::audit_log::keys;
+    use kihon4_core::audit_log::note::key_id_as;
+    use kihon4_core::audit_log::verify::verify_export_against;
+    use kihon4_core::error::CoreError;
+    use std::sync::Arc;
+    let app = TestApp::spawn(backend).await;
+    let dir = tempfile::tempdir().unwrap();
+    let old = Arc::new(app.audit_key());
+    let origin = old.log_origin().to_owned();
+    append(&app, 20, "pre").await;
+    seal_all(&app.db, &old).await.unwrap().unwrap();
+    let new = SigningKey::create(&dir.path().join("new.pem")).unwrap();
+    // Writers that seal with the old key, round after round, while the
+    // key officer rotates: the rotation comes in between their rounds.
+    let sealers: Vec<_> = (0..2)
+        .map(|w| {
+            let (db, key) = (app.db.clone(), old.clone());
+            let app_db = app.db.clone();
+            tokio::spawn(async move {
+                let mut refused = 0;
+                for round in 0..25 {
+                    let ctx = AuditContext::new(Actor::worker(), None);
+                    let mut batch = Batch::default();
+                    for i in 0..3 {
+                        batch.push(
+                            &ctx,
+                            AuditEvent::new("test.raced", "test", Some(format!("{w}-{round}-{i}"))),
+                        );
+                    }
+                    let txn = kihon4_core::db::begin_write(&app_db).await.unwrap();
+                    append_batch(&txn, batch).await.unwrap();
+                    txn.commit().await.unwrap();
+                    match seal(&db, &key, 1_000).await {
+                        Ok(_) => {}
+                        Err(CoreError::SigningKey(_)) => refused += 1,
+                        Err(e) => panic!("sealing failed: {e}"),
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                }
+                refused
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(40)).await;
+    let ctx = AuditContext::new(Actor::cli_person("key-officer").unwrap(), None);
+    let rotated = keys::rotate(&app.db, &ctx, &old, &new).await.unwrap();
+    let mut refused = 0;
+    for s in sealers {
+        refused += s.await.unwrap();
+    }
+    assert!(
+        refused > 0,
+        "no sealing round came after the rotation: the race was not run"
+    );
+    app.sequenced().await;
+    seal_all(&app.db, &new).await.unwrap().unwrap();
+
+    // Every checkpoint up to the rotation is the old key's, every later one
+    // the new key's, and an auditor with the old key alone agrees.
+    let (old_id, new_id) = (
+        format!("{:08x}", key_id_as(&origin, &old)),
+        format!("{:08x}", key_id_as(&origin, &new)),
+    );
+    let checkpoints = audit_log_checkpoints::Entity::find()
+        .order_by_asc(audit_log_checkpoints::Column::TreeSize)
+        .all(&app.db)
+        .await
+        .unwrap();
+    for c in &checkpoints {
+        let expected = if (c.tree_size as u64) <= rotated.rotation.retired_after {
+            &old_id
+        } else {
+            assert!(
+                c.tree_size >= rotated.seq,
+                "a tree between the two keys was signed"
+            );
+            &new_id
+        };
+        assert_eq!(&c.key_id, expected, "checkpoint of {}", c.tree_size);
+    }
+    let export = canonicals(&app).await.join("\n") + "\n";
+    let notes: Vec<(String, Vec<u8>)> = checkpoints
+        .iter()
+        .map(|c| (c.tree_size.to_string(), c.note.clone().into_bytes()))
+        .collect();
+    let checked =
+        verify_export_against(export.as_bytes(), &notes, &verifier_key(&old), |_| {}).unwrap();
+    assert_eq!(checked.matched.len(), checkpoints.len());
 }

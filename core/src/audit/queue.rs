@@ -26,10 +26,10 @@ use sea_orm::{
     ColumnTrait, ConnectionTrait, DatabaseConnection, DbErr, EntityTrait, QueryFilter, QueryOrder,
     QuerySelect,
 };
-use serde_json::{Map, Value, json};
+use serde_json::Value;
 
 use super::{Actor, AuditContext, AuditEvent, PersonalValue, lock_head, write_chained};
-use crate::changes::{ChangeType, Draft};
+use crate::changes::Draft;
 use crate::entities::audit_queue;
 
 /// The advisory lock of the sequencer on PostgreSQL.
@@ -74,24 +74,8 @@ pub(super) async fn enqueue<C: ConnectionTrait>(
             customer_ref: Set(event.customer_id.and_then(|id| refs.get(&id).cloned())),
             customer_id: Set(event.customer_id),
             data: Set(Value::Object(event.data).to_string()),
-            personal: Set(Value::Array(
-                event
-                    .personal
-                    .into_iter()
-                    .map(|p| json!({"field": p.field, "value": p.value, "salt": p.salt}))
-                    .collect(),
-            )
-            .to_string()),
-            changes: Set(Value::Array(
-                event
-                    .changes
-                    .into_iter()
-                    .map(|d| {
-                        json!({"kind": d.kind.as_str(), "customer_id": d.customer_id, "data": Value::Object(d.data)})
-                    })
-                    .collect(),
-            )
-            .to_string()),
+            personal: Set(json(&event.personal)),
+            changes: Set(json(&event.changes)),
             action: Set(event.action),
             subject_type: Set(event.subject_type),
             subject_id: Set(event.subject_id),
@@ -106,61 +90,37 @@ pub(super) async fn enqueue<C: ConnectionTrait>(
     Ok(())
 }
 
+/// JSON of what the queue keeps beside an event.
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string(value).expect("personal values and drafts serialise")
+}
+
 /// A queued row as the event it was.
 fn decode(row: audit_queue::Model) -> Result<(AuditContext, AuditEvent, DateTime<Utc>), DbErr> {
     let bad = |what: &str| DbErr::Custom(format!("queued audit event {}: {what}", row.id));
     let Ok(Value::Object(data)) = serde_json::from_str::<Value>(&row.data) else {
         return Err(bad("its data is not a JSON object"));
     };
-    let personal: Vec<Value> =
+    let personal: Vec<PersonalValue> =
         serde_json::from_str(&row.personal).map_err(|_| bad("its personal values"))?;
-    let personal = personal
-        .into_iter()
-        .map(|p| {
-            let text = |k: &str| p[k].as_str().map(str::to_owned);
-            Some(PersonalValue {
-                field: text("field")?,
-                value: text("value")?,
-                salt: text("salt")?,
-            })
-        })
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| bad("its personal values"))?;
-    let changes: Vec<Value> =
+    let changes: Vec<Draft> =
         serde_json::from_str(&row.changes).map_err(|_| bad("its change feed events"))?;
-    let changes = changes
-        .into_iter()
-        .map(|mut c| {
-            let kind = ChangeType::ALL
-                .into_iter()
-                .find(|k| Some(k.as_str()) == c["kind"].as_str())?;
-            let customer_id = c["customer_id"].as_str()?.parse().ok()?;
-            let Value::Object(data) = c["data"].take() else {
-                return None;
-            };
-            Some(Draft {
-                kind,
-                customer_id,
-                data,
-            })
-        })
-        .collect::<Option<Vec<_>>>()
-        .ok_or_else(|| bad("its change feed events"))?;
     let ctx = AuditContext::new(Actor::stored(row.actor), row.request_id);
     let event = AuditEvent {
         action: row.action,
         subject_type: row.subject_type,
         subject_id: row.subject_id,
         customer_id: row.customer_id,
-        data: Map::from_iter(data),
+        data,
         personal,
         changes,
     };
     Ok((ctx, event, row.queued_at))
 }
 
-/// One round: up to `max` queued events into the chain. Gives how many;
-/// 0 when none was queued or another round is running.
+/// One round: the queued events of up to `max` transactions into the
+/// chain. Gives how many events; 0 when none was queued or another round
+/// is running.
 pub async fn sequence(db: &DatabaseConnection, max: u64) -> Result<u64, DbErr> {
     // Read first: an empty queue takes no write lock (on SQLite, the database's).
     let any: Option<i64> = audit_queue::Entity::find()

@@ -115,6 +115,21 @@ pub enum ValuePolicy {
     Full,
 }
 
+/// A type by its name (`basic4.changed`).
+impl serde::Serialize for ChangeType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for ChangeType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = String::deserialize(d)?;
+        Self::parse(&name)
+            .ok_or_else(|| serde::de::Error::custom(format!("no change type `{name}`")))
+    }
+}
+
 impl std::str::FromStr for ValuePolicy {
     type Err = String;
 
@@ -128,8 +143,9 @@ impl std::str::FromStr for ValuePolicy {
 }
 
 /// A change as the audit event that records it tells it, before it is
-/// numbered: what [`record`] writes.
-#[derive(Debug, Clone, PartialEq)]
+/// numbered: what [`record`] writes (serialised only into the audit queue,
+/// beside its event).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Draft {
     pub kind: ChangeType,
     pub customer_id: Uuid,
